@@ -1,0 +1,298 @@
+import NIOCore
+import TOMLKit
+
+/// Reads an Edge configuration from TOML text, collecting every problem instead of stopping at the first.
+public enum ConfigurationLoader {
+    /// Parses `text` (the contents of `source`, used in messages) into a configuration.
+    /// - Throws: ``ConfigurationError`` listing every issue, each with its key and line.
+    public static func load(text: String, source: String) throws(ConfigurationError) -> EdgeConfiguration {
+        let table: TOMLTable
+        do {
+            table = try TOMLTable(string: text)
+        } catch let error as TOMLParseError {
+            throw ConfigurationError(
+                source: source,
+                issues: [.init(key: "syntax", line: error.source.begin.line, message: error.description)]
+            )
+        } catch {
+            throw ConfigurationError(source: source, issues: [.init(key: "syntax", message: "\(error)")])
+        }
+        var reader = TOMLReader(locator: TOMLKeyLocator(text: text))
+        let configuration = reader.readConfiguration(table)
+        if !reader.issues.isEmpty {
+            throw ConfigurationError(source: source, issues: reader.issues.sorted { ($0.line ?? 0) < ($1.line ?? 0) })
+        }
+        return configuration
+    }
+}
+
+/// Walks a parsed TOML table, converting values and recording issues with their key paths and lines.
+private struct TOMLReader {
+    let locator: TOMLKeyLocator
+    var issues: [ConfigurationIssue] = []
+
+    init(locator: TOMLKeyLocator) {
+        self.locator = locator
+    }
+
+    mutating func fail(_ path: String, _ message: String) {
+        issues.append(.init(key: path, line: locator.line(of: path), message: message))
+    }
+
+    mutating func readConfiguration(_ root: TOMLTable) -> EdgeConfiguration {
+        var config = EdgeConfiguration()
+        checkKeys(
+            root, path: "",
+            allowed: ["threads", "state_dir", "log_level", "server_name", "shutdown_timeout_seconds",
+                      "shutdown_delay_seconds", "listener", "limits", "timeouts", "cache", "route"]
+        )
+        config.threads = int(root, "threads", path: "threads", range: 1...1024)
+        config.stateDirectory = string(root, "state_dir", path: "state_dir")
+        if let level = string(root, "log_level", path: "log_level") {
+            if LogLevelName.parse(level) == nil {
+                fail("log_level", "expected one of \(LogLevelName.allNames), got \"\(level)\"")
+            } else {
+                config.logLevel = level
+            }
+        }
+        if let name = string(root, "server_name", path: "server_name") {
+            if HeaderValue.isValid(name) { config.serverName = name } else {
+                fail("server_name", "must not contain control characters")
+            }
+        }
+        if let seconds = int(root, "shutdown_timeout_seconds", path: "shutdown_timeout_seconds", range: 0...3600) {
+            config.shutdownTimeout = .seconds(Int64(seconds))
+        }
+        if let seconds = int(root, "shutdown_delay_seconds", path: "shutdown_delay_seconds", range: 0...3600) {
+            config.shutdownDelay = .seconds(Int64(seconds))
+        }
+        for (index, table) in tables(root, "listener", path: "listener").enumerated() {
+            if let listener = readListener(table, path: "listener[\(index)]") { config.listeners.append(listener) }
+        }
+        if let limits = subtable(root, "limits", path: "limits") { config.limits = readLimits(limits) }
+        if let timeouts = subtable(root, "timeouts", path: "timeouts") { config.timeouts = readTimeouts(timeouts) }
+        if let cache = subtable(root, "cache", path: "cache") { config.cache = readCache(cache) }
+        var seenPaths: Set<String> = []
+        for (index, table) in tables(root, "route", path: "route").enumerated() {
+            let path = "route[\(index)]"
+            guard let route = readRoute(table, path: path) else { continue }
+            if !seenPaths.insert(route.path).inserted {
+                fail("\(path).path", "another route already has path \"\(route.path)\"")
+            }
+            config.routes.append(route)
+        }
+        return config
+    }
+
+    mutating func readListener(_ table: TOMLTable, path: String) -> ListenerConfiguration? {
+        checkKeys(table, path: path, allowed: ["address", "tls", "certificate", "private_key"])
+        guard let text = string(table, "address", path: "\(path).address", required: true) else { return nil }
+        guard let address = HostPort(parsing: text) else {
+            fail("\(path).address", "expected HOST:PORT with a port from 0 to 65535 (e.g. \"127.0.0.1:8443\", \"[::1]:0\"), got \"\(text)\"")
+            return nil
+        }
+        let tls = bool(table, "tls", path: "\(path).tls") ?? false
+        let certificate = string(table, "certificate", path: "\(path).certificate")
+        let key = string(table, "private_key", path: "\(path).private_key")
+        switch (tls, certificate, key) {
+        case (false, nil, nil):
+            return ListenerConfiguration(address: address, tls: nil)
+        case (false, _, _):
+            fail("\(path).tls", "certificate and private_key need tls = true")
+            return nil
+        case (true, nil, nil):
+            return ListenerConfiguration(address: address, tls: .selfSigned)
+        case (true, let certificate?, let key?):
+            return ListenerConfiguration(address: address, tls: .files(certificate: certificate, privateKey: key))
+        case (true, nil, _):
+            fail("\(path).certificate", "private_key is set but certificate is missing")
+            return nil
+        case (true, _, nil):
+            fail("\(path).private_key", "certificate is set but private_key is missing")
+            return nil
+        }
+    }
+
+    mutating func readLimits(_ table: TOMLTable) -> LimitsConfiguration {
+        var limits = LimitsConfiguration()
+        checkKeys(table, path: "limits", allowed: ["max_connections", "max_in_flight", "max_header_bytes", "max_body_bytes", "http2_max_concurrent_streams"])
+        if let value = int(table, "max_connections", path: "limits.max_connections", range: 1...10_000_000) { limits.maxConnections = value }
+        if let value = int(table, "max_in_flight", path: "limits.max_in_flight", range: 1...10_000_000) { limits.maxInFlight = value }
+        if let value = int(table, "max_header_bytes", path: "limits.max_header_bytes", range: 1024...(80 * 1024)) { limits.maxHeaderBytes = value }
+        if let value = int(table, "max_body_bytes", path: "limits.max_body_bytes", range: 0...(1 << 40)) { limits.maxBodyBytes = value }
+        if let value = int(table, "http2_max_concurrent_streams", path: "limits.http2_max_concurrent_streams", range: 1...10_000) { limits.http2MaxConcurrentStreams = value }
+        return limits
+    }
+
+    mutating func readTimeouts(_ table: TOMLTable) -> TimeoutsConfiguration {
+        var timeouts = TimeoutsConfiguration()
+        checkKeys(table, path: "timeouts", allowed: ["tls_handshake_seconds", "keepalive_seconds"])
+        if let value = int(table, "tls_handshake_seconds", path: "timeouts.tls_handshake_seconds", range: 1...3600) { timeouts.tlsHandshake = .seconds(Int64(value)) }
+        if let value = int(table, "keepalive_seconds", path: "timeouts.keepalive_seconds", range: 1...86_400) { timeouts.keepalive = .seconds(Int64(value)) }
+        return timeouts
+    }
+
+    mutating func readCache(_ table: TOMLTable) -> CacheConfiguration {
+        var cache = CacheConfiguration()
+        checkKeys(table, path: "cache", allowed: ["max_entries", "max_bytes", "max_entry_bytes", "ttl_seconds"])
+        if let value = int(table, "max_entries", path: "cache.max_entries", range: 0...100_000_000) { cache.maxEntries = value }
+        if let value = int(table, "max_bytes", path: "cache.max_bytes", range: 0...(1 << 44)) { cache.maxBytes = value }
+        if let value = int(table, "max_entry_bytes", path: "cache.max_entry_bytes", range: 0...(1 << 40)) { cache.maxEntryBytes = value }
+        if let value = int(table, "ttl_seconds", path: "cache.ttl_seconds", range: 0...(365 * 86_400)) { cache.ttl = .seconds(Int64(value)) }
+        return cache
+    }
+
+    mutating func readRoute(_ table: TOMLTable, path: String) -> RouteConfiguration? {
+        let handlerKeys = ["demo", "respond"]
+        checkKeys(table, path: path, allowed: ["path", "cache_ttl_seconds"] + handlerKeys)
+        let prefix = string(table, "path", path: "\(path).path", required: true)
+        if let prefix, !prefix.hasPrefix("/") {
+            fail("\(path).path", "must start with \"/\", got \"\(prefix)\"")
+        }
+        var ttl: TimeAmount?
+        if let seconds = int(table, "cache_ttl_seconds", path: "\(path).cache_ttl_seconds", range: 0...(365 * 86_400)) {
+            ttl = .seconds(Int64(seconds))
+        }
+        let present = handlerKeys.filter { table.contains(key: $0) }
+        guard present.count == 1, let kind = present.first else {
+            if present.isEmpty {
+                fail(path, "needs one handler key: \(handlerKeys.joined(separator: ", "))")
+            } else {
+                fail("\(path).\(present[1])", "a route has one handler, but this one also has \(present[0])")
+            }
+            return nil
+        }
+        let handler: RouteHandlerConfiguration?
+        switch kind {
+        case "demo": handler = readDemo(table, path: "\(path).demo").map { .demo($0) }
+        default: handler = readRespond(table, path: "\(path).respond").map { .respond($0) }
+        }
+        guard let prefix, prefix.hasPrefix("/"), let handler else { return nil }
+        return RouteConfiguration(path: prefix, handler: handler, cacheTTL: ttl)
+    }
+
+    mutating func readDemo(_ parent: TOMLTable, path: String) -> DemoBackendConfiguration? {
+        guard let table = subtable(parent, "demo", path: path) else { return nil }
+        checkKeys(table, path: path, allowed: ["delay_ms", "max_delay_ms"])
+        var demo = DemoBackendConfiguration()
+        if let value = int(table, "delay_ms", path: "\(path).delay_ms", range: 0...600_000) { demo.delay = .milliseconds(Int64(value)) }
+        if let value = int(table, "max_delay_ms", path: "\(path).max_delay_ms", range: 0...600_000) { demo.maxDelay = .milliseconds(Int64(value)) }
+        return demo
+    }
+
+    mutating func readRespond(_ parent: TOMLTable, path: String) -> FixedResponseConfiguration? {
+        guard let table = subtable(parent, "respond", path: path) else { return nil }
+        checkKeys(table, path: path, allowed: ["status", "body", "content_type"])
+        var respond = FixedResponseConfiguration()
+        if let status = int(table, "status", path: "\(path).status", range: 200...599) { respond.status = status }
+        if let body = string(table, "body", path: "\(path).body") { respond.body = body }
+        if let type = string(table, "content_type", path: "\(path).content_type") {
+            if HeaderValue.isValid(type) { respond.contentType = type } else {
+                fail("\(path).content_type", "must not contain control characters")
+            }
+        }
+        return respond
+    }
+
+    // MARK: typed accessors
+
+    mutating func checkKeys(_ table: TOMLTable, path: String, allowed: [String]) {
+        for key in table.keys where !allowed.contains(key) {
+            let full = path.isEmpty ? key : "\(path).\(key)"
+            let hint = allowed.first { EditDistance.isClose(key, $0) }.map { " (did you mean \"\($0)\"?)" } ?? ""
+            fail(full, "unknown key\(hint); allowed here: \(allowed.joined(separator: ", "))")
+        }
+    }
+
+    mutating func int(_ table: TOMLTable, _ key: String, path: String, range: ClosedRange<Int>) -> Int? {
+        guard let value = table[key] else { return nil }
+        guard let number = value.tomlValue.int else {
+            fail(path, "expected an integer, got \(describe(value.tomlValue))")
+            return nil
+        }
+        guard range.contains(number) else {
+            fail(path, "must be between \(range.lowerBound) and \(range.upperBound), got \(number)")
+            return nil
+        }
+        return number
+    }
+
+    mutating func string(_ table: TOMLTable, _ key: String, path: String, required: Bool = false) -> String? {
+        guard let value = table[key] else {
+            if required { fail(path, "is required") }
+            return nil
+        }
+        guard let text = value.tomlValue.string else {
+            fail(path, "expected a string, got \(describe(value.tomlValue))")
+            return nil
+        }
+        return text
+    }
+
+    mutating func bool(_ table: TOMLTable, _ key: String, path: String) -> Bool? {
+        guard let value = table[key] else { return nil }
+        guard let flag = value.tomlValue.bool else {
+            fail(path, "expected true or false, got \(describe(value.tomlValue))")
+            return nil
+        }
+        return flag
+    }
+
+    mutating func subtable(_ table: TOMLTable, _ key: String, path: String) -> TOMLTable? {
+        guard let value = table[key] else { return nil }
+        guard let sub = value.tomlValue.table else {
+            fail(path, "expected a table, got \(describe(value.tomlValue))")
+            return nil
+        }
+        return sub
+    }
+
+    mutating func tables(_ table: TOMLTable, _ key: String, path: String) -> [TOMLTable] {
+        guard let value = table[key] else { return [] }
+        guard let array = value.tomlValue.array else {
+            fail(path, "expected an array of tables ([[\(key)]]), got \(describe(value.tomlValue))")
+            return []
+        }
+        var result: [TOMLTable] = []
+        for (index, element) in array.enumerated() {
+            if let sub = element.tomlValue.table { result.append(sub) } else {
+                fail("\(path)[\(index)]", "expected a table, got \(describe(element.tomlValue))")
+            }
+        }
+        return result
+    }
+
+    func describe(_ value: TOMLValue) -> String {
+        switch value.type {
+        case .string: return "string \(value.debugDescription)"
+        case .table: return "a table"
+        case .array: return "an array"
+        default: return "\(value.type) \(value.debugDescription)"
+        }
+    }
+}
+
+/// A tiny Levenshtein check used for "did you mean" hints on unknown keys.
+enum EditDistance {
+    static func isClose(_ a: String, _ b: String) -> Bool {
+        let a = Array(a), b = Array(b)
+        guard abs(a.count - b.count) <= 2 else { return false }
+        var previous = Array(0...b.count)
+        for i in 1...max(a.count, 1) where !a.isEmpty {
+            var current = [i] + Array(repeating: 0, count: b.count)
+            for j in 1...max(b.count, 1) where !b.isEmpty {
+                current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1))
+            }
+            previous = current
+        }
+        return previous[b.count] <= 2
+    }
+}
+
+/// Validation of values that end up in response headers.
+enum HeaderValue {
+    /// True when `value` has no control characters (so it cannot split a header).
+    static func isValid(_ value: String) -> Bool {
+        !value.unicodeScalars.contains { $0.value < 0x20 && $0 != "\t" || $0.value == 0x7F }
+    }
+}

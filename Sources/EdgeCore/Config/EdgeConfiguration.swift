@@ -1,0 +1,192 @@
+public import NIOCore
+
+/// The complete, validated configuration of one Edge process.
+///
+/// Built by ``ConfigurationLoader`` from a TOML file (or ``EdgeConfiguration/embeddedDefault``),
+/// then adjusted by ``EnvironmentOverrides`` and command-line flags.
+public struct EdgeConfiguration: Sendable, Equatable {
+    /// Number of event-loop threads; `nil` means one per core.
+    public var threads: Int?
+    /// Folder for generated state such as the self-signed certificate; `nil` means the platform default.
+    public var stateDirectory: String?
+    /// Minimum log level: trace, debug, info, notice, warning, error or critical.
+    public var logLevel: String
+    /// Value of the `Server` response header.
+    public var serverName: String
+    /// How long a graceful shutdown may take before remaining connections are closed.
+    public var shutdownTimeout: TimeAmount
+    /// How long `/healthz` answers 503 before listeners close, so load balancers stop sending traffic first.
+    public var shutdownDelay: TimeAmount
+    /// Sockets to listen on.
+    public var listeners: [ListenerConfiguration]
+    /// Connection, request and size limits.
+    public var limits: LimitsConfiguration
+    /// Connection timeouts.
+    public var timeouts: TimeoutsConfiguration
+    /// Response cache sizing.
+    public var cache: CacheConfiguration
+    /// Routes; the longest matching `path` prefix wins.
+    public var routes: [RouteConfiguration]
+
+    /// Creates a configuration.
+    public init(
+        threads: Int? = nil,
+        stateDirectory: String? = nil,
+        logLevel: String = "info",
+        serverName: String = "edge",
+        shutdownTimeout: TimeAmount = .seconds(30),
+        shutdownDelay: TimeAmount = .zero,
+        listeners: [ListenerConfiguration] = [],
+        limits: LimitsConfiguration = .init(),
+        timeouts: TimeoutsConfiguration = .init(),
+        cache: CacheConfiguration = .init(),
+        routes: [RouteConfiguration] = []
+    ) {
+        self.threads = threads
+        self.stateDirectory = stateDirectory
+        self.logLevel = logLevel
+        self.serverName = serverName
+        self.shutdownTimeout = shutdownTimeout
+        self.shutdownDelay = shutdownDelay
+        self.listeners = listeners
+        self.limits = limits
+        self.timeouts = timeouts
+        self.cache = cache
+        self.routes = routes
+    }
+
+    /// What `edge` runs with no config file: HTTPS on 8443 with a self-signed certificate,
+    /// plain HTTP on 8080, and the demo backend behind the cache on `/`.
+    public static var embeddedDefault: EdgeConfiguration {
+        EdgeConfiguration(
+            listeners: [
+                ListenerConfiguration(address: .init(host: "0.0.0.0", port: 8443), tls: .selfSigned),
+                ListenerConfiguration(address: .init(host: "0.0.0.0", port: 8080), tls: nil),
+            ],
+            routes: [
+                RouteConfiguration(path: "/", handler: .demo(.init(delay: .milliseconds(2))))
+            ]
+        )
+    }
+}
+
+/// One listening socket.
+public struct ListenerConfiguration: Sendable, Equatable {
+    /// Address and port to bind; port 0 picks an ephemeral port.
+    public var address: HostPort
+    /// TLS settings; `nil` for plain HTTP/1.1.
+    public var tls: TLSSource?
+
+    /// Creates a listener configuration.
+    public init(address: HostPort, tls: TLSSource?) {
+        self.address = address
+        self.tls = tls
+    }
+}
+
+/// Where a TLS listener gets its certificate.
+public enum TLSSource: Sendable, Equatable {
+    /// A certificate generated at start (and kept in the state folder) for localhost, 127.0.0.1 and ::1.
+    case selfSigned
+    /// PEM files on disk: the certificate chain and its private key.
+    case files(certificate: String, privateKey: String)
+}
+
+/// Server-wide limits. Defaults follow common practice for nginx-class servers.
+public struct LimitsConfiguration: Sendable, Equatable {
+    /// Open client connections above which new connections are closed at once.
+    public var maxConnections: Int = 16_384
+    /// Requests being processed at once above which Edge answers 503 with `Retry-After`.
+    public var maxInFlight: Int = 25_000
+    /// Largest request head (request line and header fields) in bytes; larger heads get 431.
+    public var maxHeaderBytes: Int = 32_768
+    /// Largest request body in bytes; larger bodies get 413.
+    public var maxBodyBytes: Int = 1_048_576
+    /// HTTP/2 `SETTINGS_MAX_CONCURRENT_STREAMS` advertised to clients.
+    public var http2MaxConcurrentStreams: Int = 100
+
+    /// Creates limits with the defaults.
+    public init() {}
+}
+
+/// Connection timeouts.
+public struct TimeoutsConfiguration: Sendable, Equatable {
+    /// Time allowed for a TLS handshake to complete.
+    public var tlsHandshake: TimeAmount = .seconds(10)
+    /// Time an idle keep-alive connection (HTTP/1.1) or an HTTP/2 connection without streams stays open.
+    public var keepalive: TimeAmount = .seconds(75)
+
+    /// Creates timeouts with the defaults.
+    public init() {}
+}
+
+/// Sizing of the in-memory response cache.
+public struct CacheConfiguration: Sendable, Equatable {
+    /// Most entries the cache holds.
+    public var maxEntries: Int = 10_000
+    /// Most bytes (bodies, headers and keys) the cache holds.
+    public var maxBytes: Int = 64 * 1024 * 1024
+    /// Largest single response that is stored.
+    public var maxEntryBytes: Int = 1024 * 1024
+    /// Default time to live of an entry.
+    public var ttl: TimeAmount = .seconds(60)
+
+    /// Creates a cache configuration with the defaults.
+    public init() {}
+}
+
+/// One `[[route]]` table: a path prefix and what answers it.
+public struct RouteConfiguration: Sendable, Equatable {
+    /// Path prefix this route matches.
+    public var path: String
+    /// What produces the response.
+    public var handler: RouteHandlerConfiguration
+    /// Time to live of cached responses from this route; `nil` uses the cache default, zero disables caching.
+    public var cacheTTL: TimeAmount?
+
+    /// Creates a route.
+    public init(path: String, handler: RouteHandlerConfiguration, cacheTTL: TimeAmount? = nil) {
+        self.path = path
+        self.handler = handler
+        self.cacheTTL = cacheTTL
+    }
+}
+
+/// The handler key of a route.
+public enum RouteHandlerConfiguration: Sendable, Equatable {
+    /// The built-in demo backend, answered through the cache.
+    case demo(DemoBackendConfiguration)
+    /// A fixed response.
+    case respond(FixedResponseConfiguration)
+}
+
+/// Settings of the demo backend.
+public struct DemoBackendConfiguration: Sendable, Equatable {
+    /// Simulated backend latency.
+    public var delay: TimeAmount
+    /// Upper bound for the `delay_ms` query parameter.
+    public var maxDelay: TimeAmount
+
+    /// Creates demo backend settings.
+    public init(delay: TimeAmount = .milliseconds(2), maxDelay: TimeAmount = .seconds(10)) {
+        self.delay = delay
+        self.maxDelay = maxDelay
+    }
+}
+
+/// Settings of a fixed response.
+public struct FixedResponseConfiguration: Sendable, Equatable {
+    /// HTTP status code.
+    public var status: Int
+    /// Response body.
+    public var body: String
+    /// `Content-Type` of the body.
+    public var contentType: String
+
+    /// Creates a fixed response.
+    public init(status: Int = 200, body: String = "", contentType: String = "text/plain; charset=utf-8") {
+        self.status = status
+        self.body = body
+        self.contentType = contentType
+    }
+}

@@ -1,0 +1,126 @@
+import NIOCore
+
+/// Applies `EDGE_*` environment variables over a configuration's top-level settings.
+///
+/// Flags are applied after this, so the order of precedence is: flags, then environment, then file.
+public enum EnvironmentOverrides {
+    /// The variables Edge reads, with what each overrides.
+    public static let variables: [(name: String, meaning: String)] = [
+        ("EDGE_THREADS", "threads"),
+        ("EDGE_HTTP", "the plain listeners (HOST:PORT or none)"),
+        ("EDGE_HTTPS", "the TLS listeners (HOST:PORT or none)"),
+        ("EDGE_STATE_DIR", "state_dir"),
+        ("EDGE_LOG_LEVEL", "log_level"),
+        ("EDGE_SHUTDOWN_TIMEOUT", "shutdown_timeout_seconds"),
+        ("EDGE_MAX_CONNECTIONS", "limits.max_connections"),
+        ("EDGE_MAX_IN_FLIGHT", "limits.max_in_flight"),
+    ]
+
+    /// Returns `configuration` with every `EDGE_*` variable of `environment` applied.
+    /// - Throws: ``ConfigurationError`` naming each variable with a bad value.
+    public static func apply(
+        _ environment: [String: String],
+        to configuration: EdgeConfiguration
+    ) throws(ConfigurationError) -> EdgeConfiguration {
+        var overrides = Overrides()
+        overrides.threads = environment["EDGE_THREADS"]
+        overrides.http = environment["EDGE_HTTP"]
+        overrides.https = environment["EDGE_HTTPS"]
+        overrides.stateDirectory = environment["EDGE_STATE_DIR"]
+        overrides.logLevel = environment["EDGE_LOG_LEVEL"]
+        overrides.shutdownTimeout = environment["EDGE_SHUTDOWN_TIMEOUT"]
+        overrides.maxConnections = environment["EDGE_MAX_CONNECTIONS"]
+        overrides.maxInFlight = environment["EDGE_MAX_IN_FLIGHT"]
+        return try overrides.apply(to: configuration, source: "environment", naming: .environment)
+    }
+}
+
+/// Textual overrides of top-level settings, shared by the environment and the command line.
+public struct Overrides: Sendable {
+    /// How to name a setting in error messages.
+    public enum Naming: Sendable {
+        /// `EDGE_THREADS`
+        case environment
+        /// `--threads`
+        case flags
+    }
+
+    /// Thread count.
+    public var threads: String?
+    /// Plain listener address, or `none`.
+    public var http: String?
+    /// TLS listener address, or `none`.
+    public var https: String?
+    /// State folder.
+    public var stateDirectory: String?
+    /// Log level name.
+    public var logLevel: String?
+    /// Shutdown deadline in seconds.
+    public var shutdownTimeout: String?
+    /// Connection limit.
+    public var maxConnections: String?
+    /// In-flight request limit.
+    public var maxInFlight: String?
+
+    /// Creates an empty set of overrides.
+    public init() {}
+
+    /// Applies the overrides, collecting every bad value.
+    public func apply(
+        to configuration: EdgeConfiguration,
+        source: String,
+        naming: Naming
+    ) throws(ConfigurationError) -> EdgeConfiguration {
+        var config = configuration
+        var issues: [ConfigurationIssue] = []
+        func name(_ env: String, _ flag: String) -> String { naming == .environment ? env : flag }
+        func positive(_ text: String?, _ env: String, _ flag: String) -> Int? {
+            guard let text else { return nil }
+            guard let value = Int(text), value > 0 else {
+                issues.append(.init(key: name(env, flag), message: "expected a positive integer, got \"\(text)\""))
+                return nil
+            }
+            return value
+        }
+        if let value = positive(threads, "EDGE_THREADS", "--threads") { config.threads = value }
+        if let value = positive(maxConnections, "EDGE_MAX_CONNECTIONS", "--max-connections") { config.limits.maxConnections = value }
+        if let value = positive(maxInFlight, "EDGE_MAX_IN_FLIGHT", "--max-in-flight") { config.limits.maxInFlight = value }
+        if let text = shutdownTimeout {
+            if let value = Int(text), value >= 0 { config.shutdownTimeout = .seconds(Int64(value)) } else {
+                issues.append(.init(key: name("EDGE_SHUTDOWN_TIMEOUT", "--shutdown-timeout"), message: "expected a number of seconds, got \"\(text)\""))
+            }
+        }
+        if let stateDirectory { config.stateDirectory = stateDirectory }
+        if let level = logLevel {
+            if LogLevelName.parse(level) != nil { config.logLevel = level } else {
+                issues.append(.init(key: name("EDGE_LOG_LEVEL", "--log-level"), message: "expected one of \(LogLevelName.allNames), got \"\(level)\""))
+            }
+        }
+        for (text, isTLS, key) in [(http, false, name("EDGE_HTTP", "--http")), (https, true, name("EDGE_HTTPS", "--https"))] {
+            guard let text else { continue }
+            let kept = config.listeners.filter { ($0.tls != nil) != isTLS }
+            if text == "none" {
+                config.listeners = kept
+            } else if let address = HostPort(parsing: text) {
+                let tls = isTLS ? (config.listeners.first { $0.tls != nil }?.tls ?? .selfSigned) : nil
+                config.listeners = kept + [ListenerConfiguration(address: address, tls: tls)]
+            } else {
+                issues.append(.init(key: key, message: "expected HOST:PORT (e.g. 127.0.0.1:8080, [::1]:0) or none, got \"\(text)\""))
+            }
+        }
+        if !issues.isEmpty { throw ConfigurationError(source: source, issues: issues) }
+        return config
+    }
+}
+
+/// The log level names accepted in config, environment and flags.
+public enum LogLevelName {
+    /// Every accepted name, for messages.
+    public static let allNames = "trace, debug, info, notice, warning, error, critical"
+
+    /// Returns the canonical name when `text` is a known level.
+    public static func parse(_ text: String) -> String? {
+        let lower = text.lowercased()
+        return allNames.split(separator: ",").map { $0.trimmingPrefix(" ") }.contains { $0 == lower } ? lower : nil
+    }
+}

@@ -1,0 +1,105 @@
+import NIOCore
+import NIOHTTP1
+import NIOHTTP2
+import NIOSSL
+import NIOTLS
+
+/// Builds the channel pipelines of accepted connections: plain HTTP/1.1, and TLS with ALPN choosing
+/// HTTP/2 (`h2`) or HTTP/1.1. Both protocols end in the same ``EdgeRequestHandler``.
+enum HTTPPipelines {
+    /// Configures a plain-TCP connection for HTTP/1.1. Must run on the channel's event loop.
+    static func configurePlain(_ channel: any Channel, services: EdgeServices) throws {
+        let limits = services.configuration.limits
+        try channel.pipeline.syncOperations.addHandler(
+            ConnectionGuard(state: services.state, maxConnections: limits.maxConnections, handshakeTimeout: nil)
+        )
+        try configureHTTP1(channel, services: services)
+    }
+
+    /// Configures a TLS connection: handshake deadline, TLS, then ALPN. Must run on the channel's event loop.
+    static func configureTLS(_ channel: any Channel, context sslContext: NIOSSLContext, services: EdgeServices) throws {
+        let configuration = services.configuration
+        let guardHandler = ConnectionGuard(
+            state: services.state, maxConnections: configuration.limits.maxConnections,
+            handshakeTimeout: configuration.timeouts.tlsHandshake
+        )
+        let boundGuard = NIOLoopBound(guardHandler, eventLoop: channel.eventLoop)
+        let sync = channel.pipeline.syncOperations
+        try sync.addHandler(guardHandler)
+        try sync.addHandler(NIOSSLServerHandler(context: sslContext))
+        try sync.addHandler(
+            ApplicationProtocolNegotiationHandler { result, channel in
+                channel.eventLoop.makeCompletedFuture {
+                    switch result {
+                    case .negotiated("h2"):
+                        try configureHTTP2(channel, services: services)
+                    default:
+                        try configureHTTP1(channel, services: services)
+                    }
+                    boundGuard.value.markProtocolReady()
+                }
+            }
+        )
+    }
+
+    /// Adds the HTTP/1.1 codec, pipelining assistance, error answers, keep-alive timeout and the request handler.
+    static func configureHTTP1(_ channel: any Channel, services: EdgeServices) throws {
+        let configuration = services.configuration
+        var decoderLimits = NIOHTTPDecoderLimitConfiguration()
+        decoderLimits.maxHeaderListSize = configuration.limits.maxHeaderBytes
+        decoderLimits.maxHeaderFieldSize = configuration.limits.maxHeaderBytes
+        let sync = channel.pipeline.syncOperations
+        try sync.addHandler(IdleStateHandler(readTimeout: configuration.timeouts.keepalive))
+        try sync.configureHTTPServerPipeline(
+            withPipeliningAssistance: true,
+            withServerUpgrade: nil,
+            withErrorHandling: false,
+            withOutboundHeaderValidation: false,
+            withEncoderConfiguration: .init(),
+            withDecoderLimitConfiguration: decoderLimits
+        )
+        try sync.addHandler(HTTP1ProtocolErrorHandler(serverName: configuration.serverName))
+        try sync.addHandler(
+            EdgeRequestHandler(services: services, loop: services.loops.state(for: channel.eventLoop), isHTTP2: false)
+        )
+        try sync.addHandler(CloseOnErrorHandler())
+    }
+
+    /// Adds NIOHTTP2 with its connection manager (idle timeout, GOAWAY on graceful shutdown) and, per stream,
+    /// the HTTP/1-style codec and the request handler.
+    static func configureHTTP2(_ channel: any Channel, services: EdgeServices) throws {
+        let configuration = services.configuration
+        let manager = NIOHTTP2ServerConnectionManagementHandler(
+            eventLoop: channel.eventLoop,
+            configuration: .init(
+                maxIdleTime: configuration.timeouts.keepalive,
+                maxAge: nil,
+                maxGraceTime: configuration.shutdownTimeout,
+                keepalive: nil
+            )
+        )
+        var connection = NIOHTTP2Handler.ConnectionConfiguration()
+        connection.initialSettings = [
+            HTTP2Setting(parameter: .maxConcurrentStreams, value: configuration.limits.http2MaxConcurrentStreams),
+            HTTP2Setting(parameter: .maxHeaderListSize, value: configuration.limits.maxHeaderBytes),
+        ]
+        var stream = NIOHTTP2Handler.StreamConfiguration()
+        stream.targetWindowSize = 1 << 20
+        let sync = channel.pipeline.syncOperations
+        _ = try sync.configureHTTP2Pipeline(
+            mode: .server,
+            connectionConfiguration: connection,
+            streamConfiguration: stream,
+            streamDelegate: manager.http2StreamDelegate
+        ) { streamChannel in
+            streamChannel.eventLoop.makeCompletedFuture {
+                let streamSync = streamChannel.pipeline.syncOperations
+                try streamSync.addHandler(HTTP2FramePayloadToHTTP1ServerCodec())
+                try streamSync.addHandler(
+                    EdgeRequestHandler(services: services, loop: services.loops.state(for: streamChannel.eventLoop), isHTTP2: true)
+                )
+            }
+        }
+        try sync.addHandler(manager)
+    }
+}

@@ -1,0 +1,196 @@
+public import Foundation
+public import Logging
+public import NIOCore
+import NIOExtras
+import NIOPosix
+import NIOSSL
+public import ServiceLifecycle
+
+/// The Edge server: binds the configured listeners, serves until a graceful shutdown is requested, then drains.
+///
+/// Run it inside a `ServiceGroup` with `gracefulShutdownSignals: [.sigterm, .sigint]`. On shutdown it turns
+/// `/healthz` to 503, waits `shutdown_delay`, closes the listeners, lets every in-flight request finish (idle
+/// HTTP/1.1 connections close, HTTP/2 connections get GOAWAY) and, at `shutdown_timeout`, closes what is left.
+public final class EdgeServer: Service, Sendable {
+    /// A bound listener.
+    public struct BoundListener: Sendable {
+        /// `http` or `https`.
+        public var scheme: String
+        /// The address actually bound (with the real port when 0 was asked).
+        public var address: SocketAddress
+    }
+
+    private let configuration: EdgeConfiguration
+    private let logger: Logger
+    private let group: MultiThreadedEventLoopGroup
+    private let quiesce: ServerQuiescingHelper
+    private let services: EdgeServices
+    /// Counters and the draining flag, shared with every connection.
+    public let state: ServerState
+
+    /// Creates a server; nothing is bound until ``run()``.
+    public init(configuration: EdgeConfiguration, logger: Logger) {
+        self.configuration = configuration
+        self.logger = logger
+        self.group = MultiThreadedEventLoopGroup(numberOfThreads: configuration.threads ?? System.coreCount)
+        self.quiesce = ServerQuiescingHelper(group: group)
+        self.state = ServerState()
+        self.services = EdgeServices(configuration: configuration, group: group, state: state)
+    }
+
+    /// The number of event-loop threads.
+    public var threadCount: Int { configuration.threads ?? System.coreCount }
+
+    /// Binds every listener and serves until graceful shutdown, then drains and stops the event loops.
+    public func run() async throws {
+        let listeners: [BoundListener]
+        do {
+            listeners = try await bind()
+        } catch {
+            try? await group.shutdownGracefully()
+            throw error
+        }
+        logger.info("ready", metadata: ["threads": "\(threadCount)", "listeners": "\(listeners.count)"])
+        try? await gracefulShutdown()
+        await drain()
+    }
+
+    private func bind() async throws -> [BoundListener] {
+        let openFiles = FileDescriptorLimit.raiseToHardLimit()
+        if let openFiles, openFiles < configuration.limits.maxConnections + 64 {
+            logger.warning(
+                "open-file limit is below max_connections",
+                metadata: ["open_files": "\(openFiles)", "max_connections": "\(configuration.limits.maxConnections)"]
+            )
+        }
+        let contexts = try makeTLSContexts()
+        var bound: [BoundListener] = []
+        for (index, listener) in configuration.listeners.enumerated() {
+            let services = self.services
+            let tlsContext = contexts[index]
+            let quiesce = self.quiesce
+            let bootstrap = ServerBootstrap(group: group)
+                .serverChannelOption(.backlog, value: 4096)
+                .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+                .serverChannelOption(.maxMessagesPerRead, value: 256)
+                .serverChannelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(quiesce.makeServerChannelHandler(channel: channel))
+                    }
+                }
+                .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+                .childChannelOption(.maxMessagesPerRead, value: 16)
+                .childChannelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        if let tlsContext {
+                            try HTTPPipelines.configureTLS(channel, context: tlsContext, services: services)
+                        } else {
+                            try HTTPPipelines.configurePlain(channel, services: services)
+                        }
+                    }
+                }
+            let channel: any Channel
+            do {
+                channel = try await bootstrap.bind(host: listener.address.host, port: listener.address.port).get()
+            } catch {
+                throw ServerStartError(message: "cannot listen on \(listener.address): \(error)")
+            }
+            let scheme = tlsContext == nil ? "http" : "https"
+            let address = channel.localAddress!
+            bound.append(BoundListener(scheme: scheme, address: address))
+            logger.info("listening", metadata: ["scheme": "\(scheme)", "address": "\(Self.describe(address))"])
+        }
+        return bound
+    }
+
+    /// One TLS context per listener (`nil` for plain ones); the self-signed certificate is loaded once.
+    private func makeTLSContexts() throws -> [NIOSSLContext?] {
+        var selfSigned: NIOSSLContext?
+        return try configuration.listeners.map { listener in
+            switch listener.tls {
+            case nil:
+                return nil
+            case .files(let certificate, let privateKey):
+                do {
+                    return try TLSContextFactory.makeContext(certificatePath: certificate, privateKeyPath: privateKey)
+                } catch {
+                    throw ServerStartError(message: "cannot load TLS certificate \(certificate) / key \(privateKey) for \(listener.address): \(error)")
+                }
+            case .selfSigned:
+                if let selfSigned { return selfSigned }
+                let directory = configuration.stateDirectory ?? StateDirectory.defaultPath()
+                let certificate: SelfSignedCertificate
+                do {
+                    certificate = try SelfSignedCertificate.loadOrCreate(in: directory)
+                } catch {
+                    throw ServerStartError(message: "cannot create the self-signed certificate in state_dir \(directory): \(error)")
+                }
+                logger.info(
+                    "self-signed certificate",
+                    metadata: ["action": "\(certificate.generated ? "generated" : "reused")", "path": "\(certificate.certificatePath)"]
+                )
+                let context = try TLSContextFactory.makeContext(
+                    certificateChainPEM: certificate.certificatePEM, privateKeyPEM: certificate.privateKeyPEM
+                )
+                selfSigned = context
+                return context
+            }
+        }
+    }
+
+    private func drain() async {
+        state.beginDraining()
+        logger.info(
+            "draining",
+            metadata: [
+                "connections": "\(state.connectionCount)", "in_flight": "\(state.inFlightCount)",
+                "deadline_s": "\(configuration.shutdownTimeout.nanoseconds / 1_000_000_000)",
+            ]
+        )
+        if configuration.shutdownDelay > .zero {
+            try? await Task.sleep(nanoseconds: UInt64(configuration.shutdownDelay.nanoseconds))
+        }
+        let loop = group.next()
+        let quiesced = loop.makePromise(of: Void.self)
+        quiesce.initiateShutdown(promise: quiesced)
+        let outcome = loop.makePromise(of: Bool.self)
+        let deadline = loop.scheduleTask(in: configuration.shutdownTimeout) { outcome.succeed(false) }
+        quiesced.futureResult.whenComplete { _ in
+            deadline.cancel()
+            outcome.succeed(true)
+        }
+        let drained = (try? await outcome.futureResult.get()) ?? false
+        if !drained {
+            logger.warning(
+                "shutdown deadline reached, closing remaining connections",
+                metadata: ["connections": "\(state.connectionCount)", "in_flight": "\(state.inFlightCount)"]
+            )
+        }
+        try? await group.shutdownGracefully()
+        logger.info("stopped")
+    }
+
+    private static func describe(_ address: SocketAddress) -> String {
+        let host = address.ipAddress ?? "?"
+        let port = address.port ?? 0
+        return host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
+    }
+}
+
+/// A failure to start (bind, certificates) described for the user, without a stack trace.
+public struct ServerStartError: Error, CustomStringConvertible {
+    /// What went wrong.
+    public var message: String
+    /// The message.
+    public var description: String { message }
+}
+
+/// Where Edge keeps generated state when `state_dir` is not set.
+public enum StateDirectory {
+    /// `$XDG_STATE_HOME/edge`, else `~/.local/state/edge`, else `./.edge-state`.
+    public static func defaultPath(environment: [String: String] = ProcessInfo.processInfo.environment) -> String {
+        if let xdg = environment["XDG_STATE_HOME"], !xdg.isEmpty { return xdg + "/edge" }
+        if let home = environment["HOME"], !home.isEmpty { return home + "/.local/state/edge" }
+        return ".edge-state"
+    }
+}

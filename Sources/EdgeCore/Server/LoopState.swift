@@ -1,0 +1,36 @@
+import NIOCore
+
+/// State owned by one event loop and used by every connection on it without locks.
+final class LoopState {
+    /// Lock-free front of the shared response cache.
+    let cache: LoopLocalCache
+    /// Cached `Date` header value.
+    let date = HTTPDateHeader()
+
+    init(localCacheCapacity: Int) {
+        cache = LoopLocalCache(capacity: localCacheCapacity)
+    }
+}
+
+/// One ``LoopState`` per event loop of the server's group, found by the loop's identity.
+struct LoopStates: Sendable {
+    private let states: [ObjectIdentifier: NIOLoopBoundBox<LoopState>]
+
+    init(group: any EventLoopGroup, localCacheCapacity: Int) {
+        var states: [ObjectIdentifier: NIOLoopBoundBox<LoopState>] = [:]
+        for loop in group.makeIterator() {
+            states[ObjectIdentifier(loop)] = NIOLoopBoundBox.makeBoxSendingValue(
+                LoopState(localCacheCapacity: localCacheCapacity), eventLoop: loop
+            )
+        }
+        self.states = states
+    }
+
+    /// The state of `loop`; must be called on that loop.
+    func state(for loop: any EventLoop) -> LoopState {
+        guard let bound = states[ObjectIdentifier(loop)] else {
+            preconditionFailure("event loop \(loop) does not belong to the server's group")
+        }
+        return bound.value
+    }
+}

@@ -1,0 +1,34 @@
+import NIOSSL
+
+/// Builds the server `NIOSSLContext` for a TLS listener: TLS 1.2 and 1.3, ALPN offering `h2` then `http/1.1`.
+enum TLSContextFactory {
+    /// The ALPN protocols Edge offers, in order of preference.
+    static let applicationProtocols = ["h2", "http/1.1"]
+
+    /// Creates a context from PEM text.
+    static func makeContext(certificateChainPEM: String, privateKeyPEM: String) throws -> NIOSSLContext {
+        try makeContext(
+            chain: NIOSSLCertificate.fromPEMBytes(Array(certificateChainPEM.utf8)),
+            key: NIOSSLPrivateKey(bytes: Array(privateKeyPEM.utf8), format: .pem)
+        )
+    }
+
+    /// Creates a context from PEM files on disk.
+    static func makeContext(certificatePath: String, privateKeyPath: String) throws -> NIOSSLContext {
+        try makeContext(
+            chain: NIOSSLCertificate.fromPEMFile(certificatePath),
+            key: NIOSSLPrivateKey(file: privateKeyPath, format: .pem)
+        )
+    }
+
+    private static func makeContext(chain: [NIOSSLCertificate], key: NIOSSLPrivateKey) throws -> NIOSSLContext {
+        var configuration = TLSConfiguration.makeServerConfiguration(
+            certificateChain: chain.map { .certificate($0) },
+            privateKey: .privateKey(key)
+        )
+        configuration.minimumTLSVersion = .tlsv12
+        configuration.maximumTLSVersion = .tlsv13
+        configuration.applicationProtocols = applicationProtocols
+        return try NIOSSLContext(configuration: configuration)
+    }
+}

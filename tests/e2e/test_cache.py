@@ -1,0 +1,140 @@
+"""Response cache: MISS/HIT, cache key, HEAD sharing GET's entry, request coalescing, TTL."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+
+from conftest import RawConn, demo_body, unique
+
+
+def get(edge, path, method="GET"):
+    with RawConn(edge.http.host, edge.http.port) as c:
+        return c.request(method, path)
+
+
+def test_miss_then_hit(edge):
+    path = f"/{unique('mh')}?a=1"
+    r1 = get(edge, path)
+    r2 = get(edge, path)
+    assert r1.status == r2.status == 200
+    assert r1.header("x-cache") == "MISS"
+    assert r2.header("x-cache") == "HIT"
+    assert r1.body == r2.body == demo_body("GET", path).encode()
+    assert r1.header("x-demo-fetch") == r2.header("x-demo-fetch")
+    age = r2.header("age")
+    assert age is not None and age.isdigit(), f"HIT without a valid Age header: {r2.headers}"
+
+
+def test_age_grows(edge):
+    path = f"/{unique('age')}"
+    assert get(edge, path).header("x-cache") == "MISS"
+    time.sleep(2.2)
+    r = get(edge, path)
+    assert r.header("x-cache") == "HIT"
+    assert int(r.header("age")) >= 1, r.headers
+
+
+def test_query_is_part_of_key(edge):
+    base = f"/{unique('q')}"
+    r1 = get(edge, base + "?a=1")
+    r2 = get(edge, base + "?a=2")
+    r3 = get(edge, base)
+    assert [r.header("x-cache") for r in (r1, r2, r3)] == ["MISS", "MISS", "MISS"]
+    fetches = [int(r.header("x-demo-fetch")) for r in (r1, r2, r3)]
+    assert len(set(fetches)) == 3, fetches
+    assert r2.text == demo_body("GET", base + "?a=2")
+    assert get(edge, base + "?a=1").header("x-cache") == "HIT"
+
+
+def test_head_after_get_is_hit(edge):
+    path = f"/{unique('hg')}"
+    g = get(edge, path)
+    h = get(edge, path, method="HEAD")
+    assert g.header("x-cache") == "MISS"
+    assert h.status == 200
+    assert h.header("x-cache") == "HIT"
+    assert h.header("x-demo-fetch") == g.header("x-demo-fetch")
+    assert h.header("content-length") == g.header("content-length")
+
+
+def test_cache_shared_between_http1_and_http2(edge):
+    path = f"/{unique('x')}"
+    r1 = get(edge, path)
+    with httpx.Client(http2=True, verify=False, timeout=30) as client:
+        r2 = client.get(edge.https_url + path)
+    assert r2.http_version == "HTTP/2"
+    assert r1.header("x-cache") == "MISS"
+    assert r2.headers["x-cache"] == "HIT"
+    assert r2.headers["x-demo-fetch"] == r1.header("x-demo-fetch")
+    assert r2.content == r1.body
+
+
+def test_delay_ms_delays(edge):
+    path = f"/{unique('d')}?delay_ms=300"
+    t0 = time.monotonic()
+    r = get(edge, path)
+    elapsed = time.monotonic() - t0
+    assert r.status == 200 and r.header("x-cache") == "MISS"
+    assert elapsed >= 0.3, f"delay_ms=300 took only {elapsed:.3f}s"
+
+
+def test_concurrent_misses_coalesce(edge):
+    n = 30
+    path = f"/{unique('co')}?delay_ms=500"
+    conns = [RawConn(edge.http.host, edge.http.port) for _ in range(n)]
+    barrier = threading.Barrier(n, timeout=30)
+
+    def one(c):
+        barrier.wait()
+        return c.request("GET", path)
+
+    try:
+        with ThreadPoolExecutor(max_workers=n) as pool:
+            results = list(pool.map(one, conns, timeout=120))
+    finally:
+        for c in conns:
+            c.close()
+
+    assert [r.status for r in results] == [200] * n
+    fetches = {r.header("x-demo-fetch") for r in results}
+    assert len(fetches) == 1, f"expected one backend fetch, saw X-Demo-Fetch values {sorted(fetches)}"
+    caches = [r.header("x-cache") for r in results]
+    assert caches.count("MISS") == 1, caches
+    assert caches.count("HIT") == n - 1, caches
+    assert {r.body for r in results} == {demo_body("GET", path).encode()}
+
+    # The next backend call gets the very next sequence number: only one call was made.
+    after = get(edge, f"/{unique('co-after')}")
+    assert after.header("x-cache") == "MISS"
+    assert int(after.header("x-demo-fetch")) == int(fetches.pop()) + 1
+
+
+def test_ttl_and_uncached_route(edge_factory):
+    server = edge_factory.start(config="""
+[[route]]
+path = "/"
+demo = { delay_ms = 1 }
+cache_ttl_seconds = 1
+
+[[route]]
+path = "/nocache"
+demo = { delay_ms = 1 }
+cache_ttl_seconds = 0
+""")
+    path = f"/{unique('ttl')}"
+    r1, r2 = get(server, path), get(server, path)
+    assert (r1.header("x-cache"), r2.header("x-cache")) == ("MISS", "HIT")
+    time.sleep(2.5)
+    r3 = get(server, path)
+    assert r3.header("x-cache") == "MISS", "entry outlived cache_ttl_seconds = 1"
+    assert int(r3.header("x-demo-fetch")) > int(r1.header("x-demo-fetch"))
+
+    nc = f"/nocache/{unique('nc')}"
+    n1, n2 = get(server, nc), get(server, nc)
+    assert n1.status == n2.status == 200
+    assert n1.header("x-cache") != "HIT" and n2.header("x-cache") != "HIT"
+    assert int(n2.header("x-demo-fetch")) == int(n1.header("x-demo-fetch")) + 1

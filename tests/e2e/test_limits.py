@@ -1,0 +1,174 @@
+"""Limits and malformed input: max_in_flight, header/body size limits, 400 on bad HTTP/1."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from conftest import RawConn, build_request, demo_body, h2_get_many, unique
+
+ROOT_ROUTE = """
+[[route]]
+path = "/"
+demo = { delay_ms = 2 }
+"""
+
+
+def healthy(server) -> bool:
+    with RawConn(server.http.host, server.http.port) as c:
+        r = c.request("GET", "/healthz")
+        return r.status == 200 and r.body == b"ok\n"
+
+
+@pytest.fixture(scope="module")
+def small_limits(module_edge_factory):
+    return module_edge_factory.start(config="""
+[limits]
+max_in_flight = 4
+max_header_bytes = 4096
+max_body_bytes = 1024
+""" + ROOT_ROUTE)
+
+
+def test_max_in_flight_http1(small_limits):
+    server = small_limits
+    n = 12
+    base = unique("mif")
+    conns = [RawConn(server.http.host, server.http.port) for _ in range(n)]
+    barrier = threading.Barrier(n, timeout=30)
+
+    def one(i):
+        barrier.wait()
+        return conns[i].request("GET", f"/{base}/{i}?delay_ms=1500")
+
+    try:
+        with ThreadPoolExecutor(max_workers=n) as pool:
+            results = list(pool.map(one, range(n), timeout=120))
+    finally:
+        for c in conns:
+            c.close()
+    statuses = sorted(r.status for r in results)
+    assert set(statuses) <= {200, 503}, statuses
+    ok = [r for r in results if r.status == 200]
+    rejected = [r for r in results if r.status == 503]
+    assert rejected, f"no request was rejected with max_in_flight = 4: {statuses}"
+    assert len(ok) >= 4, f"fewer than max_in_flight = 4 requests were admitted: {statuses}"
+    for r in rejected:
+        assert r.header("retry-after") == "1", r.headers
+    for i, r in enumerate(results):
+        if r.status == 200:
+            assert r.text == demo_body("GET", f"/{base}/{i}?delay_ms=1500")
+    # still serving afterwards
+    assert healthy(server)
+    with RawConn(server.http.host, server.http.port) as c:
+        assert c.request("GET", f"/{unique('after')}").status == 200
+
+
+def test_max_in_flight_http2_streams(small_limits):
+    server = small_limits
+    base = unique("mif2")
+    paths = [f"/{base}/{i}?delay_ms=1500" for i in range(12)]
+    results, problems = h2_get_many(server.https.host, server.https.port, paths)
+    assert not problems, problems
+    statuses = sorted(int(r["status"]) for r in results.values())
+    assert set(statuses) <= {200, 503}, statuses
+    assert 503 in statuses, statuses
+    assert statuses.count(200) >= 4, statuses
+    for r in results.values():
+        if r["status"] == "503":
+            assert r["headers"].get("retry-after") == "1", r["headers"]
+    assert healthy(server)
+
+
+def test_header_limit_custom(small_limits):
+    server = small_limits
+    with RawConn(server.http.host, server.http.port) as c:
+        ok = c.request("GET", f"/{unique('hs')}", headers={"X-Pad": "a" * 2000})
+        assert ok.status == 200
+    with RawConn(server.http.host, server.http.port) as c:
+        big = c.request("GET", f"/{unique('hb')}", headers={"X-Pad": "a" * 6000})
+        assert big.status == 431
+        assert c.is_closed(), "connection not closed after 431"
+
+
+def test_body_limit_custom(small_limits):
+    server = small_limits
+    with RawConn(server.http.host, server.http.port) as c:
+        r = c.request("POST", f"/{unique('b')}", body=b"x" * 1024)
+        assert r.status == 200
+    with RawConn(server.http.host, server.http.port) as c:
+        r = c.request("POST", f"/{unique('b')}", body=b"x" * 1025)
+        assert r.status == 413
+
+
+def test_chunked_body_over_limit(small_limits):
+    server = small_limits
+    with RawConn(server.http.host, server.http.port) as c:
+        c.send(build_request("POST", f"/{unique('cb')}", headers={"Transfer-Encoding": "chunked"}))
+        for _ in range(4):
+            c.send(b"200\r\n" + b"y" * 0x200 + b"\r\n")
+        c.send(b"0\r\n\r\n")
+        r = c.read_response()
+        assert r.status == 413
+
+
+def test_oversized_header_default_limit(edge):
+    with RawConn(edge.http.host, edge.http.port) as c:
+        ok = c.request("GET", f"/{unique('h20k')}", headers={"X-Pad": "a" * 20000})
+        assert ok.status == 200, "a 20 KB header is within the default 32768-byte limit"
+    with RawConn(edge.http.host, edge.http.port) as c:
+        r = c.request("GET", f"/{unique('h40k')}", headers={"X-Pad": "a" * 40000})
+        assert r.status == 431
+        assert c.is_closed(), "connection not closed after 431"
+    assert healthy(edge)
+
+
+def test_content_length_over_default_body_limit(edge):
+    with RawConn(edge.http.host, edge.http.port) as c:
+        c.send(build_request("POST", f"/{unique('big')}", headers={"Content-Length": "2000000"}))
+        r = c.read_response()
+        assert r.status == 413
+    assert healthy(edge)
+
+
+def test_expect_100_with_oversized_body_gets_413_without_100(edge):
+    with RawConn(edge.http.host, edge.http.port) as c:
+        c.send(build_request("POST", f"/{unique('big')}", headers={
+            "Content-Length": "2000000", "Expect": "100-continue"}))
+        r = c.read_response()
+        assert r.status == 413, f"expected 413 first (no 100 Continue), got {r.status}"
+
+
+MALFORMED = {
+    "garbage_request_line": (b"GARBAGE\r\n\r\n", {400}),
+    "bad_header_syntax": (b"GET / HTTP/1.1\r\nHost: localhost\r\nThis Is Not A Header\r\n\r\n", {400}),
+    "bad_content_length": (b"POST / HTTP/1.1\r\nHost: localhost\r\nContent-Length: abc\r\n\r\n", {400}),
+    "invalid_chunk_size": (
+        b"POST /x HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
+        None),
+    "content_length_and_transfer_encoding": (
+        b"POST /x HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"5\r\nhello\r\n0\r\n\r\n",
+        None),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MALFORMED))
+def test_malformed_request_400_and_close(edge, name):
+    payload, allowed = MALFORMED[name]
+    with RawConn(edge.http.host, edge.http.port) as c:
+        c.send(payload)
+        r = c.read_response()
+        if allowed is None:
+            assert 400 <= r.status < 500, f"{name}: got {r.status}"
+        else:
+            assert r.status in allowed, f"{name}: got {r.status}"
+        assert (r.header("connection") or "").lower() == "close", f"{name}: no Connection: close {r.headers}"
+        assert c.is_closed(timeout=10), f"{name}: connection left open after {r.status}"
+    # the server is fine afterwards
+    path = f"/{unique('after-bad')}"
+    with RawConn(edge.http.host, edge.http.port) as c:
+        r = c.request("GET", path)
+        assert r.status == 200 and r.text == demo_body("GET", path)
