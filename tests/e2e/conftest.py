@@ -441,6 +441,14 @@ class RawConn:
     def send(self, data: bytes) -> None:
         self.sock.sendall(data)
 
+    def send_tolerant(self, data: bytes) -> bool:
+        """Send, but accept that the server may already have answered and closed. Returns success."""
+        try:
+            self.sock.sendall(data)
+            return True
+        except (BrokenPipeError, ConnectionResetError):
+            return False
+
     def _fill(self) -> bool:
         try:
             chunk = self.sock.recv(65536)
@@ -558,9 +566,150 @@ def demo_body(method: str, target: str) -> str:
     return f"Hello from the Edge demo backend\n{method} {target}\n"
 
 
+_LOGFMT_LINE_RE = re.compile(r'[A-Za-z_][\w.\-]*=(?:"(?:[^"\\]|\\.)*"|[^\s"]*)'
+                             r'(?: [A-Za-z_][\w.\-]*=(?:"(?:[^"\\]|\\.)*"|[^\s"]*))*')
+
+
+def assert_logfmt(lines: list[str]) -> None:
+    """Every stderr line is one logfmt event with ts, level and msg (INTERFACE.md, Logs)."""
+    bad = []
+    for line in lines:
+        fields = parse_logfmt(line)
+        if not _LOGFMT_LINE_RE.fullmatch(line) or not {"ts", "level", "msg"} <= fields.keys():
+            bad.append(line)
+    assert not bad, "stderr lines that are not logfmt events:\n" + "\n".join(bad)
+
+
+def demo_body_with_request_body(method: str, target: str, body_len: int, text: str) -> bool:
+    """The demo body for a request that carried a body.
+
+    INTERFACE.md documents only the two lines; the server may add `request body: N bytes`.
+    """
+    base = demo_body(method, target)
+    return text in (base, base + f"request body: {body_len} bytes\n")
+
+
 def assert_no_stack_trace(text: str) -> None:
     for marker in STACK_TRACE_MARKERS:
         assert marker not in text, f"output contains {marker!r} (crash/stack trace):\n{text}"
+
+
+def _make_goaway_tolerant_class():
+    import h2.connection
+
+    class GoawayTolerantH2Connection(h2.connection.H2Connection):
+        """h2 moves the whole connection to CLOSED on GOAWAY and then rejects the frames of
+        streams that the server still completes (graceful shutdown). Keep it open instead;
+        H2Client itself refuses to open streams above the GOAWAY's last_stream_id."""
+
+        def _receive_goaway_frame(self, frame):
+            frames, events = super()._receive_goaway_frame(frame)
+            self.state_machine.state = h2.connection.ConnectionState.CLIENT_OPEN
+            return frames, events
+
+    return GoawayTolerantH2Connection
+
+
+_GoawayTolerantH2Connection = _make_goaway_tolerant_class()
+
+
+class H2Client:
+    """A minimal HTTP/2-over-TLS client built on the `h2` state machine (one thread at a time)."""
+
+    def __init__(self, host: str, port: int, timeout: float = IO_TIMEOUT):
+        import h2.config
+        import h2.connection
+
+        raw = socket.create_connection((host, port), timeout=timeout)
+        self.sock = client_tls_context(["h2"]).wrap_socket(raw, server_hostname="localhost")
+        self.alpn = self.sock.selected_alpn_protocol()
+        assert self.alpn == "h2", f"ALPN selected {self.alpn!r}, expected 'h2'"
+        self.conn = _GoawayTolerantH2Connection(
+            config=h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+        self.conn.initiate_connection()
+        self.sock.sendall(self.conn.data_to_send())
+        self.streams: dict[int, dict] = {}
+        self.goaways: list[tuple[int, int]] = []  # (error_code, last_stream_id)
+        self.resets: list[tuple[int, int]] = []   # (stream_id, error_code)
+        self.closed = False
+
+    def next_stream_id(self) -> int:
+        return self.conn.highest_outbound_stream_id + 2 if self.conn.highest_outbound_stream_id else 1
+
+    def may_open_stream(self) -> bool:
+        return all(last >= self.next_stream_id() for _code, last in self.goaways)
+
+    def request(self, path: str, method: str = "GET") -> int:
+        assert self.may_open_stream(), f"server sent GOAWAY {self.goaways}; no new streams allowed"
+        sid = self.conn.get_next_available_stream_id()
+        self.streams[sid] = {"path": path, "status": None, "headers": {}, "body": b"", "ended": False}
+        self.conn.send_headers(sid, [
+            (":method", method), (":scheme", "https"), (":authority", "localhost"), (":path", path),
+        ], end_stream=True)
+        self.sock.sendall(self.conn.data_to_send())
+        return sid
+
+    def ended(self, sid: int) -> bool:
+        return self.streams[sid]["ended"]
+
+    def all_ended(self) -> bool:
+        return all(s["ended"] for s in self.streams.values())
+
+    def pump(self, until=None, timeout: float = IO_TIMEOUT) -> bool:
+        """Process frames until until() is true, the connection closes, or timeout. Returns until()."""
+        import h2.events
+        import h2.exceptions
+
+        until = until or self.all_ended
+        deadline = time.monotonic() + timeout
+        while not until() and not self.closed:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            self.sock.settimeout(min(remaining, 0.25))
+            try:
+                data = self.sock.recv(65536)
+            except (socket.timeout, TimeoutError, ssl.SSLWantReadError):
+                continue
+            except (ConnectionResetError, BrokenPipeError, ssl.SSLError):
+                data = b""
+            if not data:
+                self.closed = True
+                break
+            try:
+                events = self.conn.receive_data(data)
+            except h2.exceptions.ProtocolError as exc:
+                raise AssertionError(f"HTTP/2 protocol error from server: {exc!r}")
+            for ev in events:
+                if isinstance(ev, h2.events.ResponseReceived):
+                    hdrs = dict(ev.headers)
+                    self.streams[ev.stream_id]["status"] = hdrs.get(":status")
+                    self.streams[ev.stream_id]["headers"] = hdrs
+                elif isinstance(ev, h2.events.DataReceived):
+                    self.streams[ev.stream_id]["body"] += ev.data
+                    self.conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+                elif isinstance(ev, h2.events.StreamEnded):
+                    self.streams[ev.stream_id]["ended"] = True
+                elif isinstance(ev, h2.events.StreamReset):
+                    self.resets.append((ev.stream_id, ev.error_code))
+                    if ev.stream_id in self.streams:
+                        self.streams[ev.stream_id]["reset"] = ev.error_code
+                elif isinstance(ev, h2.events.ConnectionTerminated):
+                    self.goaways.append((int(ev.error_code), ev.last_stream_id))
+            out = self.conn.data_to_send()
+            if out:
+                try:
+                    self.sock.sendall(out)
+                except OSError:
+                    self.closed = True
+        self.sock.settimeout(IO_TIMEOUT)
+        return until()
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
 
 
 def h2_get_many(host: str, port: int, paths: list[str], timeout: float = 60.0,
@@ -569,54 +718,14 @@ def h2_get_many(host: str, port: int, paths: list[str], timeout: float = 60.0,
 
     Returns ({path: {"status": str, "headers": dict, "body": bytes, "ended": bool}}, problems).
     """
-    import h2.config
-    import h2.connection
-    import h2.events
-
-    ctx = client_tls_context(["h2"])
-    raw = socket.create_connection((host, port), timeout=timeout)
-    tls = ctx.wrap_socket(raw, server_hostname="localhost")
-    problems: list[str] = []
+    client = H2Client(host, port, timeout=timeout)
     try:
-        assert tls.selected_alpn_protocol() == "h2", tls.selected_alpn_protocol()
-        conn = h2.connection.H2Connection(
-            config=h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
-        conn.initiate_connection()
-        tls.sendall(conn.data_to_send())
-        by_sid: dict[int, dict] = {}
-        for path in paths:
-            sid = conn.get_next_available_stream_id()
-            by_sid[sid] = {"path": path, "status": None, "headers": {}, "body": b"", "ended": False}
-            conn.send_headers(sid, [
-                (":method", method), (":scheme", "https"), (":authority", "localhost"), (":path", path),
-            ], end_stream=True)
-        tls.sendall(conn.data_to_send())
-        deadline = time.monotonic() + timeout
-        while (not all(s["ended"] for s in by_sid.values()) and time.monotonic() < deadline
-               and not problems):
-            data = tls.recv(65536)
-            if not data:
-                problems.append("connection closed")
-                break
-            for ev in conn.receive_data(data):
-                if isinstance(ev, h2.events.ResponseReceived):
-                    hdrs = dict(ev.headers)
-                    by_sid[ev.stream_id]["status"] = hdrs.get(":status")
-                    by_sid[ev.stream_id]["headers"] = hdrs
-                elif isinstance(ev, h2.events.DataReceived):
-                    by_sid[ev.stream_id]["body"] += ev.data
-                    conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
-                elif isinstance(ev, h2.events.StreamEnded):
-                    by_sid[ev.stream_id]["ended"] = True
-                elif isinstance(ev, h2.events.StreamReset):
-                    problems.append(f"stream {ev.stream_id} reset, code {ev.error_code}")
-                elif isinstance(ev, h2.events.ConnectionTerminated):
-                    problems.append(f"GOAWAY error={ev.error_code} last_stream={ev.last_stream_id}")
-            out = conn.data_to_send()
-            if out:
-                tls.sendall(out)
-        if not all(s["ended"] for s in by_sid.values()) and not problems:
-            problems.append("timed out")
-        return {s["path"]: s for s in by_sid.values()}, problems
+        sids = [client.request(p, method=method) for p in paths]
+        client.pump(timeout=timeout)
+        problems = [f"stream {sid} reset, code {code}" for sid, code in client.resets]
+        problems += [f"GOAWAY error={code} last_stream={last}" for code, last in client.goaways]
+        if not client.all_ended():
+            problems.append("connection closed" if client.closed else "timed out")
+        return {client.streams[sid]["path"]: client.streams[sid] for sid in sids}, problems
     finally:
-        tls.close()
+        client.close()

@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import RawConn, build_request, demo_body, h2_get_many, unique
+from conftest import RawConn, build_request, demo_body, demo_body_with_request_body, h2_get_many, unique
 
 ROOT_ROUTE = """
 [[route]]
@@ -96,8 +96,10 @@ def test_header_limit_custom(small_limits):
 def test_body_limit_custom(small_limits):
     server = small_limits
     with RawConn(server.http.host, server.http.port) as c:
-        r = c.request("POST", f"/{unique('b')}", body=b"x" * 1024)
+        path = f"/{unique('b')}"
+        r = c.request("POST", path, body=b"x" * 1024)
         assert r.status == 200
+        assert demo_body_with_request_body("POST", path, 1024, r.text), r.text
     with RawConn(server.http.host, server.http.port) as c:
         r = c.request("POST", f"/{unique('b')}", body=b"x" * 1025)
         assert r.status == 413
@@ -107,9 +109,12 @@ def test_chunked_body_over_limit(small_limits):
     server = small_limits
     with RawConn(server.http.host, server.http.port) as c:
         c.send(build_request("POST", f"/{unique('cb')}", headers={"Transfer-Encoding": "chunked"}))
+        # The server may answer 413 and close as soon as the limit is crossed.
         for _ in range(4):
-            c.send(b"200\r\n" + b"y" * 0x200 + b"\r\n")
-        c.send(b"0\r\n\r\n")
+            if not c.send_tolerant(b"200\r\n" + b"y" * 0x200 + b"\r\n"):
+                break
+        else:
+            c.send_tolerant(b"0\r\n\r\n")
         r = c.read_response()
         assert r.status == 413
 

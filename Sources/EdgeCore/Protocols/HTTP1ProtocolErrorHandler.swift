@@ -1,3 +1,8 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import NIOCore
 import NIOHTTP1
 
@@ -29,7 +34,7 @@ final class HTTP1ProtocolErrorHandler: ChannelDuplexHandler, RemovableChannelHan
                 ? (.requestHeaderFieldsTooLarge, "request header fields too large\n")
                 : (.badRequest, "bad request\n")
             let headers = HTTPHeaders([
-                ("server", serverName), ("connection", "close"),
+                ("server", serverName), ("date", HTTPDateHeader.format(time(nil))), ("connection", "close"),
                 ("content-type", "text/plain; charset=utf-8"), ("content-length", String(text.utf8.count)),
             ])
             context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)

@@ -4,6 +4,7 @@ public import NIOCore
 import NIOExtras
 import NIOPosix
 import NIOSSL
+import Synchronization
 public import ServiceLifecycle
 
 /// The Edge server: binds the configured listeners, serves until a graceful shutdown is requested, then drains.
@@ -23,7 +24,9 @@ public final class EdgeServer: Service, Sendable {
     private let configuration: EdgeConfiguration
     private let logger: Logger
     private let group: MultiThreadedEventLoopGroup
-    private let quiesce: ServerQuiescingHelper
+    /// One quiescing helper per listener: each tracks the connections its server channel accepted.
+    /// Released before the event loops stop, because a helper completes a promise on a loop when it deinits.
+    private let quiescers: Mutex<[ServerQuiescingHelper]>
     private let services: EdgeServices
     /// Counters and the draining flag, shared with every connection.
     public let state: ServerState
@@ -33,7 +36,8 @@ public final class EdgeServer: Service, Sendable {
         self.configuration = configuration
         self.logger = logger
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: configuration.threads ?? System.coreCount)
-        self.quiesce = ServerQuiescingHelper(group: group)
+        let group = self.group
+        self.quiescers = Mutex(configuration.listeners.map { _ in ServerQuiescingHelper(group: group) })
         self.state = ServerState()
         self.services = EdgeServices(configuration: configuration, group: group, state: state)
     }
@@ -47,6 +51,7 @@ public final class EdgeServer: Service, Sendable {
         do {
             listeners = try await bind()
         } catch {
+            quiescers.withLock { $0 = [] }
             try? await group.shutdownGracefully()
             throw error
         }
@@ -65,10 +70,11 @@ public final class EdgeServer: Service, Sendable {
         }
         let contexts = try makeTLSContexts()
         var bound: [BoundListener] = []
+        let quiescers = self.quiescers.withLock { $0 }
         for (index, listener) in configuration.listeners.enumerated() {
             let services = self.services
             let tlsContext = contexts[index]
-            let quiesce = self.quiesce
+            let quiesce = quiescers[index]
             let bootstrap = ServerBootstrap(group: group)
                 .serverChannelOption(.backlog, value: 4096)
                 .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -150,16 +156,7 @@ public final class EdgeServer: Service, Sendable {
         if configuration.shutdownDelay > .zero {
             try? await Task.sleep(nanoseconds: UInt64(configuration.shutdownDelay.nanoseconds))
         }
-        let loop = group.next()
-        let quiesced = loop.makePromise(of: Void.self)
-        quiesce.initiateShutdown(promise: quiesced)
-        let outcome = loop.makePromise(of: Bool.self)
-        let deadline = loop.scheduleTask(in: configuration.shutdownTimeout) { outcome.succeed(false) }
-        quiesced.futureResult.whenComplete { _ in
-            deadline.cancel()
-            outcome.succeed(true)
-        }
-        let drained = (try? await outcome.futureResult.get()) ?? false
+        let drained = (try? await quiesceAll(deadline: configuration.shutdownTimeout).get()) ?? false
         if !drained {
             logger.warning(
                 "shutdown deadline reached, closing remaining connections",
@@ -168,6 +165,28 @@ public final class EdgeServer: Service, Sendable {
         }
         try? await group.shutdownGracefully()
         logger.info("stopped")
+    }
+
+    /// Closes the listeners and asks every connection to finish; the future is `true` when all closed before
+    /// `deadline`. The helpers are released here, while the event loops still run.
+    private func quiesceAll(deadline: TimeAmount) -> EventLoopFuture<Bool> {
+        let loop = group.next()
+        let helpers = quiescers.withLock { helpers in
+            defer { helpers = [] }
+            return helpers
+        }
+        let quiesced = helpers.map { helper in
+            let promise = loop.makePromise(of: Void.self)
+            helper.initiateShutdown(promise: promise)
+            return promise.futureResult
+        }
+        let outcome = loop.makePromise(of: Bool.self)
+        let timer = loop.scheduleTask(in: deadline) { outcome.succeed(false) }
+        EventLoopFuture.andAllComplete(quiesced, on: loop).whenComplete { _ in
+            timer.cancel()
+            outcome.succeed(true)
+        }
+        return outcome.futureResult
     }
 
     private static func describe(_ address: SocketAddress) -> String {

@@ -1,0 +1,352 @@
+"""Configuration, CLI flags, environment variables, check-config and routing."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import socket
+import ssl
+import subprocess
+
+import pytest
+
+from conftest import (REPO, RawConn, assert_no_stack_trace, client_tls_context, curl, demo_body,
+                      run_edge, unique)
+
+ROOT_ROUTE = """
+[[route]]
+path = "/"
+demo = { delay_ms = 2 }
+"""
+
+LOOPBACK = ["--http", "127.0.0.1:0", "--https", "127.0.0.1:0"]
+
+CONTRACT_EXAMPLE = """\
+threads = 2
+state_dir = "/var/lib/edge"
+log_level = "info"
+server_name = "edge"
+shutdown_timeout_seconds = 30
+
+[[listener]]
+address = "127.0.0.1:0"
+tls = true               # certificate/private_key optional: self-signed when absent
+# certificate = "cert.pem"
+# private_key = "key.pem"
+
+[[listener]]
+address = "127.0.0.1:0"  # tls = false (default): plain HTTP/1.1
+
+[limits]
+max_connections = 16384
+max_in_flight = 25000
+max_header_bytes = 32768
+max_body_bytes = 1048576
+http2_max_concurrent_streams = 100
+
+[timeouts]
+tls_handshake_seconds = 10
+keepalive_seconds = 75
+
+[cache]
+max_entries = 10000
+max_bytes = 67108864
+max_entry_bytes = 1048576
+ttl_seconds = 60
+
+[[route]]
+path = "/"                      # prefix; longest match wins
+demo = { delay_ms = 2 }
+cache_ttl_seconds = 60          # optional; 0 disables caching for this route
+
+[[route]]
+path = "/hello"
+respond = { status = 200, body = "hi\\n", content_type = "text/plain; charset=utf-8" }
+"""
+
+# Line numbers matter: see the assertions in test_check_config_reports_every_error.
+BAD_CONFIG = """\
+threads = "four"
+colour = "blue"
+
+[limits]
+max_in_flight = 10
+
+[[listener]]
+address = "127.0.0.1:99999"
+
+[[route]]
+path = "/"
+demo = { delay_ms = 2 }
+
+[[route]]
+path = "/both"
+demo = { delay_ms = 2 }
+respond = { status = 200, body = "x" }
+
+[[route]]
+path = "/bad"
+demo = { delay_ms = "x" }
+"""
+
+
+def error_lines(text: str, fname: str) -> list[str]:
+    return [l for l in text.splitlines() if l.startswith(fname + ":")]
+
+
+def check_bad_config_output(stderr: str) -> None:
+    lines = error_lines(stderr, "bad.toml")
+    assert len(lines) == 5, f"expected exactly 5 error lines, got {len(lines)}:\n{stderr}"
+    patterns = {
+        "threads": r"bad\.toml:1: threads: .+",
+        "unknown key": r"bad\.toml:2: colour: .+",
+        "bad port": r"bad\.toml:8: listener\[\d+\]\.address: .+",
+        "two handlers": r"bad\.toml:1[4-7]: route\[(\d+)\](\.demo|\.respond)?: .+",
+        # INTERFACE.md's example wording is "expected a non-negative integer, got string "x""
+        "wrong type": r'bad\.toml:21: route\[(\d+)\]\.demo\.delay_ms: expected .*integer, got string "x"',
+    }
+    matched = {}
+    for what, pat in patterns.items():
+        hits = [re.fullmatch(pat, l) for l in lines]
+        hits = [h for h in hits if h]
+        assert len(hits) == 1, f"{what}: no (or several) line matching {pat!r} in:\n{stderr}"
+        matched[what] = hits[0]
+    # the two route errors name consecutive routes
+    assert int(matched["wrong type"].group(1)) == int(matched["two handlers"].group(1)) + 1, lines
+
+
+# --------------------------------------------------------------------------- check-config
+
+def test_check_config_repo_example():
+    example = REPO / "edge.toml"
+    assert example.is_file(), "edge.toml missing at the repo root"
+    res = run_edge(["check-config", "edge.toml"], cwd=REPO)
+    assert res.returncode == 0, res.stderr
+    assert "edge.toml: ok" in (res.stdout + res.stderr).splitlines(), res.stdout + res.stderr
+
+
+def test_check_config_contract_example(tmp_path):
+    (tmp_path / "full.toml").write_text(CONTRACT_EXAMPLE)
+    res = run_edge(["check-config", "full.toml"], cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "full.toml: ok" in (res.stdout + res.stderr).splitlines()
+
+
+def test_check_config_reports_every_error(tmp_path):
+    (tmp_path / "bad.toml").write_text(BAD_CONFIG)
+    res = run_edge(["check-config", "bad.toml"], cwd=tmp_path)
+    assert res.returncode == 1, f"rc={res.returncode}\n{res.stdout}\n{res.stderr}"
+    check_bad_config_output(res.stderr)
+    assert "ok" not in res.stdout.split()
+    assert_no_stack_trace(res.stdout + res.stderr)
+
+
+def test_check_config_toml_syntax_error_has_line(tmp_path):
+    (tmp_path / "syntax.toml").write_text('threads = 2\n\n[limits\nmax_in_flight = 3\n')
+    res = run_edge(["check-config", "syntax.toml"], cwd=tmp_path)
+    assert res.returncode == 1
+    assert any(l.startswith("syntax.toml:3:") for l in res.stderr.splitlines()), res.stderr
+    assert_no_stack_trace(res.stdout + res.stderr)
+
+
+def test_check_config_missing_file(tmp_path):
+    res = run_edge(["check-config", "nope.toml"], cwd=tmp_path)
+    assert res.returncode == 1
+    assert "nope.toml" in res.stderr
+    assert_no_stack_trace(res.stdout + res.stderr)
+
+
+# --------------------------------------------------------------------------- failing starts
+
+def start_must_fail(args, tmp_path, env=None, timeout=30):
+    try:
+        res = run_edge(args + ["--state-dir", str(tmp_path / "state")], env=env, cwd=tmp_path,
+                       timeout=timeout)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"edge {args} env={env} kept running instead of exiting with an error", pytrace=False)
+    assert res.returncode == 1, f"rc={res.returncode}\nstdout:{res.stdout}\nstderr:{res.stderr}"
+    assert_no_stack_trace(res.stdout + res.stderr)
+    assert "msg=ready" not in res.stderr
+    return res
+
+
+def test_serve_with_bad_config_exits_1(tmp_path):
+    (tmp_path / "bad.toml").write_text(BAD_CONFIG)
+    res = start_must_fail(["serve", "--config", "bad.toml", *LOOPBACK], tmp_path)
+    check_bad_config_output(res.stderr)
+
+
+def test_edge_threads_abc(tmp_path):
+    res = start_must_fail(["serve", *LOOPBACK], tmp_path, env={"EDGE_THREADS": "abc"})
+    assert 'EDGE_THREADS: expected a positive integer, got "abc"' in res.stderr, res.stderr
+
+
+@pytest.mark.parametrize("var,value", [
+    ("EDGE_MAX_IN_FLIGHT", "lots"),
+    ("EDGE_MAX_CONNECTIONS", "-3"),
+    ("EDGE_SHUTDOWN_TIMEOUT", "soon"),
+    ("EDGE_LOG_LEVEL", "loud"),
+])
+def test_bad_env_values(tmp_path, var, value):
+    res = start_must_fail(["serve", *LOOPBACK], tmp_path, env={var: value})
+    assert var in res.stderr, res.stderr
+
+
+def test_bad_edge_http_env(tmp_path):
+    (tmp_path / "c.toml").write_text(
+        '[[listener]]\naddress = "127.0.0.1:0"\n' + ROOT_ROUTE)
+    res = start_must_fail(["serve", "--config", "c.toml"], tmp_path,
+                          env={"EDGE_HTTP": "not-an-address", "EDGE_HTTPS": "none"})
+    assert "EDGE_HTTP" in res.stderr, res.stderr
+
+
+@pytest.mark.parametrize("flags,words", [
+    (["--threads", "0"], ("threads",)),
+    (["--threads", "abc"], ("threads",)),
+    (["--log-level", "loud"], ("log-level", "log_level", "loud")),
+    (["--shutdown-timeout", "soon"], ("shutdown-timeout", "shutdown_timeout", "soon")),
+])
+def test_bad_flags_exit_1(tmp_path, flags, words):
+    res = start_must_fail(["serve", *LOOPBACK, *flags], tmp_path)
+    assert any(w in res.stderr for w in words), res.stderr
+
+
+def test_bad_listen_address_flag(tmp_path):
+    res = start_must_fail(["serve", "--http", "localhost:notaport", "--https", "none"], tmp_path)
+    assert "notaport" in res.stderr or "http" in res.stderr, res.stderr
+
+
+# --------------------------------------------------------------------------- flags, env, precedence
+
+@pytest.mark.parametrize("config,env,args,expected", [
+    (None, {}, ["--threads", "3"], "3"),
+    (None, {"EDGE_THREADS": "5"}, [], "5"),
+    (None, {"EDGE_THREADS": "5"}, ["--threads", "3"], "3"),
+    ("threads = 3\n", {}, [], "3"),
+    ("threads = 3\n", {"EDGE_THREADS": "4"}, [], "4"),
+], ids=["flag", "env", "flag-over-env", "config", "env-over-config"])
+def test_threads_precedence(edge_factory, config, env, args, expected):
+    server = edge_factory.start(config=None if config is None else config + ROOT_ROUTE, env=env, args=args)
+    assert server.ready_fields.get("threads") == expected, server.log
+    with RawConn(server.http.host, server.http.port) as c:
+        assert c.request("GET", "/healthz").status == 200
+
+
+def test_bare_command_serves_and_none_disables(edge_factory):
+    server = edge_factory.start(subcommand=[], https="none")
+    assert [l.scheme for l in server.listeners] == ["http"], server.log
+    assert server.listeners[0].host == "127.0.0.1"
+    path = f"/{unique('bare')}"
+    with RawConn(server.http.host, server.http.port) as c:
+        r = c.request("GET", path)
+    assert r.status == 200 and r.text == demo_body("GET", path)
+
+
+def test_env_listeners(edge_factory):
+    server = edge_factory.start(http=None, https=None,
+                                env={"EDGE_HTTP": "127.0.0.1:0", "EDGE_HTTPS": "none"})
+    assert [l.scheme for l in server.listeners] == ["http"], server.log
+    with RawConn(server.http.host, server.http.port) as c:
+        assert c.request("GET", "/healthz").status == 200
+
+
+def test_config_listeners(edge_factory):
+    server = edge_factory.start(config="""
+[[listener]]
+address = "127.0.0.1:0"
+tls = true
+
+[[listener]]
+address = "127.0.0.1:0"
+""" + ROOT_ROUTE, http=None, https=None)
+    assert sorted(l.scheme for l in server.listeners) == ["http", "https"], server.log
+    res = curl("-k", "--http2", "-w", "%{http_version}", "-o", "/dev/null", server.https_url + "/healthz")
+    assert res.returncode == 0 and res.stdout == "2", res
+    res = curl(server.http_url + "/healthz")
+    assert res.returncode == 0 and res.stdout == "ok\n", res
+
+
+def test_ipv6_loopback(edge_factory):
+    try:
+        s = socket.socket(socket.AF_INET6)
+        s.bind(("::1", 0))
+        s.close()
+    except OSError:
+        pytest.skip("no IPv6 loopback on this machine")
+    server = edge_factory.start(http="[::1]:0", https="[::1]:0")
+    assert {l.host for l in server.listeners} == {"::1"}, server.log
+    http_addr = server.log_events("listening")
+    assert all(re.fullmatch(r"\[::1\]:\d+", e["address"]) for e in http_addr), http_addr
+    res = curl(f"http://[::1]:{server.http.port}/healthz")
+    assert res.returncode == 0 and res.stdout == "ok\n", res
+    res = curl("-k", f"https://[::1]:{server.https.port}/healthz")
+    assert res.returncode == 0 and res.stdout == "ok\n", res
+
+
+def test_configured_certificate_is_served(edge_factory, tmp_path):
+    if shutil.which("openssl") is None:
+        pytest.fail("openssl CLI is not installed", pytrace=False)
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+                   check=True, capture_output=True, timeout=60)
+    server = edge_factory.start(config=f"""
+[[listener]]
+address = "127.0.0.1:0"
+tls = true
+certificate = "{cert}"
+private_key = "{key}"
+""" + ROOT_ROUTE, http=None, https=None)
+    with socket.create_connection((server.https.host, server.https.port), timeout=30) as raw:
+        with client_tls_context(["h2"]).wrap_socket(raw, server_hostname="localhost") as tls:
+            served = tls.getpeercert(binary_form=True)
+    assert served == ssl.PEM_cert_to_DER_cert(cert.read_text())
+    assert not server.log_events("self-signed certificate"), server.log
+
+
+# --------------------------------------------------------------------------- routing
+
+ROUTING_CONFIG = """
+[[route]]
+path = "/"
+demo = { delay_ms = 1 }
+
+[[route]]
+path = "/hello"
+respond = { status = 200, body = "hi\\n", content_type = "text/plain; charset=utf-8" }
+
+[[route]]
+path = "/hello/demo"
+demo = { delay_ms = 1 }
+
+[[route]]
+path = "/x/y"
+respond = { status = 418, body = "deep\\n", content_type = "text/plain" }
+
+[[route]]
+path = "/x"
+respond = { status = 200, body = "shallow\\n", content_type = "text/plain" }
+"""
+
+
+def test_longest_prefix_routing(edge_factory):
+    server = edge_factory.start(config=ROUTING_CONFIG)
+    with RawConn(server.http.host, server.http.port) as c:
+        r = c.request("GET", "/hello")
+        assert (r.status, r.body) == (200, b"hi\n")
+        assert r.header("content-type") == "text/plain; charset=utf-8"
+        assert r.header("content-length") == "3" and r.header("server") == "edge" and r.header("date")
+        r = c.request("GET", "/hello/there?z=1")
+        assert (r.status, r.body) == (200, b"hi\n")
+        p = f"/hello/demo/{unique('r')}"
+        r = c.request("GET", p)
+        assert (r.status, r.text) == (200, demo_body("GET", p))
+        r = c.request("GET", "/x/y/z")
+        assert (r.status, r.body) == (418, b"deep\n")
+        r = c.request("GET", "/x/other")
+        assert (r.status, r.body) == (200, b"shallow\n")
+        p = f"/elsewhere/{unique('r')}"
+        r = c.request("GET", p)
+        assert (r.status, r.text) == (200, demo_body("GET", p))
+        assert c.request("GET", "/healthz").body == b"ok\n"

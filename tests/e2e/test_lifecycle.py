@@ -1,0 +1,270 @@
+"""Process lifecycle: graceful shutdown (SIGTERM/SIGINT), shutdown deadline, self-signed certificate."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import signal
+import socket
+import ssl
+import threading
+import time
+
+import pytest
+
+from conftest import H2Client, RawConn, assert_logfmt, client_tls_context, curl, demo_body, unique
+
+SLOW_MS = 2000
+
+
+def connect_refused(host: str, port: int) -> bool:
+    try:
+        s = socket.create_connection((host, port), timeout=5)
+    except ConnectionRefusedError:
+        return True
+    except OSError:
+        return False
+    s.close()
+    return False
+
+
+def test_graceful_shutdown_completes_in_flight(edge_factory):
+    server = edge_factory.start()
+    base = unique("drain")
+
+    # Connections are established before the slow requests start, so that the requests
+    # reach the server well before SIGTERM even on a slow machine.
+    h1 = [RawConn(server.http.host, server.http.port) for _ in range(3)]
+    h2c = [H2Client(server.https.host, server.https.port) for _ in range(2)]
+    for c in h1:
+        assert c.request("GET", "/healthz").status == 200
+    for c in h2c:
+        sid = c.request("/healthz")
+        assert c.pump(lambda: c.ended(sid), timeout=30) and c.streams[sid]["status"] == "200"
+
+    results: dict[str, tuple] = {}
+
+    def run_h1(i: int, c: RawConn) -> None:
+        path = f"/{base}/h1-{i}?delay_ms={SLOW_MS}"
+        try:
+            r = c.request("GET", path)
+            results[path] = (r.status, r.text)
+        except Exception as exc:  # recorded, asserted below
+            results[path] = ("error", repr(exc))
+
+    def run_h2(i: int, c: H2Client) -> None:
+        path = f"/{base}/h2-{i}?delay_ms={SLOW_MS}"
+        try:
+            sid = c.request(path)
+            c.pump(lambda: c.ended(sid), timeout=60)
+            s = c.streams[sid]
+            results[path] = (int(s["status"]) if s["ended"] and s["status"] else
+                             f"incomplete (closed={c.closed}, resets={c.resets}, goaways={c.goaways})",
+                             s["body"].decode())
+        except Exception as exc:
+            results[path] = ("error", repr(exc))
+
+    threads = [threading.Thread(target=run_h1, args=(i, c)) for i, c in enumerate(h1)]
+    threads += [threading.Thread(target=run_h2, args=(i, c)) for i, c in enumerate(h2c)]
+    for t in threads:
+        t.start()
+    time.sleep(0.3)
+    server.signal(signal.SIGTERM)
+
+    time.sleep(0.5)
+    still_running_at_check = server.proc.poll() is None
+    http_refused = connect_refused(server.http.host, server.http.port)
+    https_refused = connect_refused(server.https.host, server.https.port)
+
+    for t in threads:
+        t.join(timeout=60)
+    for c in h2c:  # collect a GOAWAY that may follow the last response
+        c.pump(lambda c=c: bool(c.goaways) or c.closed, timeout=10)
+    rc = server.wait_exit(timeout=30)
+    for c in h1:
+        c.close()
+    for c in h2c:
+        c.close()
+
+    expected = {f"/{base}/h1-{i}?delay_ms={SLOW_MS}" for i in range(3)}
+    expected |= {f"/{base}/h2-{i}?delay_ms={SLOW_MS}" for i in range(2)}
+    assert set(results) == expected
+    # Collect every problem, so that one run shows the whole picture.
+    problems = []
+    for path, (status, body) in sorted(results.items()):
+        if status != 200 or body != demo_body("GET", path):
+            problems.append(f"in-flight request {path} did not complete: {status} {body!r}")
+    if not still_running_at_check:
+        problems.append("server exited within 0.5 s of SIGTERM, before its in-flight requests completed")
+    if not http_refused:
+        problems.append("a new plain connection was accepted 0.5 s into the drain")
+    if not https_refused:
+        problems.append("a new TLS connection was accepted 0.5 s into the drain")
+    for i, c in enumerate(h2c):
+        if not c.goaways:
+            problems.append(f"HTTP/2 connection {i} got no GOAWAY (closed={c.closed})")
+        elif any(code != 0 for code, _ in c.goaways):
+            problems.append(f"HTTP/2 connection {i} got GOAWAY with an error: {c.goaways}")
+    if rc != 0:
+        problems.append(f"exit code {rc} after SIGTERM")
+    if not server.log_events("draining"):
+        problems.append("no msg=draining")
+    if not server.log_events("stopped"):
+        problems.append("no msg=stopped")
+    try:
+        assert_logfmt(server.log_lines)
+    except AssertionError as exc:
+        problems.append(str(exc))
+    assert not problems, "\n".join(problems) + "\n--- log ---\n" + server.log
+
+
+def test_healthz_during_drain(edge_factory):
+    """/healthz answers 503 `draining` on connections still open during the drain.
+
+    Observed on an HTTP/2 connection that is kept busy by a slow request: a new stream for
+    /healthz opened after SIGTERM (allowed while no GOAWAY forbids it). An idle HTTP/1.1
+    keep-alive connection may instead be closed by the server (idle connections close on
+    drain) but must never answer 200.
+    """
+    server = edge_factory.start()
+    idle = RawConn(server.http.host, server.http.port)
+    assert idle.request("GET", "/healthz").status == 200
+    busy = H2Client(server.https.host, server.https.port)
+    slow = busy.request(f"/{unique('busy')}?delay_ms=3000")
+    time.sleep(0.3)
+    server.signal(signal.SIGTERM)
+    assert server.wait_for_msg("draining", timeout=10) is not None, server.log
+
+    # HTTP/2: open a new stream unless the server already said (GOAWAY) it will not process it.
+    busy.pump(lambda: bool(busy.goaways), timeout=0.3)
+    h2_result = None
+    if busy.may_open_stream():
+        sid = busy.request("/healthz")
+        busy.pump(lambda: busy.ended(sid), timeout=10)
+        s = busy.streams[sid]
+        h2_result = (s["status"], s["body"])
+    busy.pump(lambda: busy.ended(slow), timeout=30)
+    slow_status = busy.streams[slow]["status"]
+
+    # HTTP/1.1 idle keep-alive connection.
+    h1_result = None
+    try:
+        idle.send(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        r = idle.read_response()
+        h1_result = (str(r.status), r.body)
+    except (EOFError, ConnectionError, BrokenPipeError):
+        h1_result = "closed"
+    idle.close()
+    busy.close()
+    rc = server.wait_exit(timeout=30)
+
+    draining = ("503", b"draining\n")
+    assert h1_result in ("closed", draining), f"idle HTTP/1.1 connection: {h1_result}"
+    if h2_result is not None:
+        assert h2_result == draining, f"HTTP/2 /healthz during drain: {h2_result}"
+    assert draining in (h1_result, h2_result), (
+        "no connection still open during the drain could observe /healthz 503 draining "
+        f"(HTTP/1.1: {h1_result}, HTTP/2: {h2_result}, GOAWAYs: {busy.goaways})")
+    assert slow_status == "200"
+    assert rc == 0
+
+
+def test_idle_keepalive_closed_on_drain(edge_factory):
+    server = edge_factory.start()
+    idle = RawConn(server.http.host, server.http.port)
+    assert idle.request("GET", "/healthz").status == 200
+    busy = RawConn(server.http.host, server.http.port)
+    busy_path = f"/{unique('busy')}?delay_ms=4000"
+    busy.send(b"GET " + busy_path.encode() + b" HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    time.sleep(0.3)
+    server.signal(signal.SIGTERM)
+    closed = idle.is_closed(timeout=3)
+    alive = server.proc.poll() is None
+    r = busy.read_response()
+    idle.close()
+    busy.close()
+    assert closed, "idle keep-alive connection stayed open during drain"
+    assert alive, "server exited before its in-flight request completed"
+    assert r.status == 200 and r.text == demo_body("GET", busy_path)
+    assert server.wait_exit(timeout=30) == 0
+
+
+def test_sigint_is_graceful(edge_factory):
+    server = edge_factory.start()
+    with RawConn(server.http.host, server.http.port) as c:
+        assert c.request("GET", "/healthz").status == 200
+    server.signal(signal.SIGINT)
+    rc = server.wait_exit(timeout=30)
+    assert rc == 0, server.log
+    assert server.log_events("draining") and server.log_events("stopped"), server.log
+
+
+def test_shutdown_timeout_bounds_drain(edge_factory):
+    server = edge_factory.start(args=["--shutdown-timeout", "1"])
+    c = RawConn(server.http.host, server.http.port)
+    c.send(f"GET /{unique('stuck')}?delay_ms=9000 HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    server.signal(signal.SIGTERM)
+    rc = server.wait_exit(timeout=30)
+    elapsed = time.monotonic() - t0
+    c.close()
+    assert rc is not None
+    assert elapsed < 7, f"exit took {elapsed:.1f}s with --shutdown-timeout 1 and a 9 s request"
+    assert rc == 0, server.log
+
+
+def _served_cert(server) -> bytes:
+    with socket.create_connection((server.https.host, server.https.port), timeout=30) as raw:
+        with client_tls_context(["http/1.1"]).wrap_socket(raw, server_hostname="localhost") as tls:
+            return tls.getpeercert(binary_form=True)
+
+
+def _pem_cert_der(path) -> bytes:
+    text = open(path).read()
+    m = re.search(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", text, re.S)
+    assert m, f"no certificate in {path}"
+    return ssl.PEM_cert_to_DER_cert(m.group(0))
+
+
+def _cert_event(server) -> dict:
+    events = server.log_events("self-signed certificate")
+    assert len(events) == 1, f"expected one msg=\"self-signed certificate\" line:\n{server.log}"
+    return events[0]
+
+
+def test_self_signed_certificate_reused_across_restarts(edge_factory, tmp_path):
+    state = tmp_path / "state"
+    expected_path = state / "self-signed-cert.pem"
+
+    first = edge_factory.start(state_dir=state)
+    ev1 = _cert_event(first)
+    assert ev1.get("action") == "generated", ev1
+    assert ev1.get("path") == str(expected_path), ev1
+    assert expected_path.is_file()
+    pem1 = expected_path.read_bytes()
+    served1 = _served_cert(first)
+    assert served1 == _pem_cert_der(expected_path), "served certificate differs from the one in the state dir"
+
+    # The certificate is valid for localhost and 127.0.0.1 when trusted explicitly.
+    port = first.https.port
+    for url, extra in ((f"https://localhost:{port}/healthz", ["--resolve", f"localhost:{port}:127.0.0.1"]),
+                       (f"https://127.0.0.1:{port}/healthz", [])):
+        res = curl("--cacert", str(expected_path), *extra, url)
+        assert res.returncode == 0 and res.stdout == "ok\n", f"{url}: rc={res.returncode} {res.stderr}"
+
+    assert first.stop() == 0
+
+    second = edge_factory.start(state_dir=state)
+    ev2 = _cert_event(second)
+    assert ev2.get("action") == "reused", ev2
+    assert ev2.get("path") == str(expected_path), ev2
+    assert expected_path.read_bytes() == pem1
+    served2 = _served_cert(second)
+    assert hashlib.sha256(served2).hexdigest() == hashlib.sha256(served1).hexdigest()
+
+    # A different state dir gets a different certificate (it is generated, not baked in).
+    third = edge_factory.start(state_dir=tmp_path / "other-state")
+    ev3 = _cert_event(third)
+    assert ev3.get("action") == "generated", ev3
+    assert _served_cert(third) != served1
