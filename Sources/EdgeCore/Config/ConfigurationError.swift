@@ -34,8 +34,12 @@ public struct ConfigurationError: Error, Sendable, CustomStringConvertible {
         self.issues = issues
     }
 
-    /// One `source:line: key: message` line per issue.
+    /// One `source:line: key: message` line per issue (`source: key: message` when the line is unknown).
     public var description: String {
-        issues.map { "\(source):\($0.description)" }.joined(separator: "\n")
+        issues.map { issue in
+            let key = issue.key.isEmpty ? "" : " \(issue.key):"
+            let location = issue.line.map { "\(source):\($0):" } ?? "\(source):"
+            return "\(location)\(key) \(issue.message)"
+        }.joined(separator: "\n")
     }
 }

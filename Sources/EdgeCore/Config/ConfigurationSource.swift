@@ -6,11 +6,22 @@ public enum ConfigurationSource {
     /// Loads and validates a config file.
     /// - Throws: ``ConfigurationError`` (unreadable file, syntax or semantic errors).
     public static func load(file path: String) throws(ConfigurationError) -> EdgeConfiguration {
-        let text: String
-        do {
-            text = try String(contentsOfFile: path, encoding: .utf8)
-        } catch {
-            throw ConfigurationError(source: path, issues: [.init(key: "file", message: "cannot read the config file: \(Self.reason(error))")])
+        var isDirectory: ObjCBool = false
+        let problem: String?
+        if !FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) {
+            problem = "no such file"
+        } else if isDirectory.boolValue {
+            problem = "is a directory"
+        } else if !FileManager.default.isReadableFile(atPath: path) {
+            problem = "permission denied"
+        } else {
+            problem = nil
+        }
+        guard problem == nil, let data = FileManager.default.contents(atPath: path) else {
+            throw ConfigurationError(source: path, issues: [.init(key: "", message: "cannot read the config file: \(problem ?? "read error")")])
+        }
+        guard let text = String(data: data, encoding: .utf8) else {
+            throw ConfigurationError(source: path, issues: [.init(key: "", message: "the config file is not UTF-8 text")])
         }
         return try ConfigurationLoader.load(text: text, source: path)
     }
@@ -31,15 +42,5 @@ public enum ConfigurationSource {
             )
         }
         return configuration
-    }
-
-    private static func reason(_ error: any Error) -> String {
-        let nsError = error as NSError
-        if let underlying = nsError.userInfo[NSUnderlyingErrorKey] as? NSError, underlying.domain == NSPOSIXErrorDomain,
-            let code = POSIXErrorCode(rawValue: Int32(underlying.code))
-        {
-            return String(cString: strerror(code.rawValue))
-        }
-        return nsError.localizedDescription
     }
 }

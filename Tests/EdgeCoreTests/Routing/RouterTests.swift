@@ -1,0 +1,35 @@
+import EdgeCore
+import NIOCore
+import Testing
+
+@Suite("Router")
+struct RouterTests {
+    let router = Router(
+        routes: [
+            RouteConfiguration(path: "/", handler: .demo(.init())),
+            RouteConfiguration(path: "/api", handler: .respond(.init(body: "api"))),
+            RouteConfiguration(path: "/api/v2", handler: .respond(.init(body: "v2"))),
+        ],
+        defaultTTL: .seconds(60)
+    )
+
+    @Test("the longest matching prefix wins", arguments: [
+        ("/", "/"), ("/other", "/"), ("/api", "/api"), ("/api/v1/x", "/api"), ("/api/v2/x", "/api/v2"), ("/apix", "/api"),
+    ])
+    func longestPrefix(path: String, expected: String) {
+        #expect(router.route(for: path[...])?.prefix == expected)
+    }
+
+    @Test("no route matches a path outside every prefix")
+    func noMatch() {
+        let narrow = Router(routes: [RouteConfiguration(path: "/only", handler: .demo(.init()))], defaultTTL: .seconds(1))
+        #expect(narrow.route(for: "/elsewhere") == nil)
+    }
+
+    @Test("a route's own TTL overrides the cache default")
+    func ttl() {
+        let routes = Router(routes: [RouteConfiguration(path: "/", handler: .demo(.init()), cacheTTL: .zero)], defaultTTL: .seconds(60))
+        guard case .demo(_, let ttl) = routes.route(for: "/")?.action else { Issue.record("expected a demo route"); return }
+        #expect(ttl == .zero)
+    }
+}
