@@ -20,6 +20,8 @@ public final class CachedResponse: Sendable {
     public let expiresAt: NIODeadline
     /// Bytes charged to the cache's budget for this entry (body, headers and key).
     public let cost: Int
+    /// Status line and ``headers`` serialised for HTTP/1.1, so the fast path copies instead of formatting.
+    let http1Head: ByteBuffer
 
     private let referenced = Atomic<Bool>(false)
     private let evicted = Atomic<Bool>(false)
@@ -33,7 +35,8 @@ public final class CachedResponse: Sendable {
         self.body = body
         self.storedAt = storedAt
         self.expiresAt = storedAt + ttl
-        self.cost = body.readableBytes + keyCost + headers.reduce(64) { $0 + $1.name.utf8.count + $1.value.utf8.count + 16 }
+        self.http1Head = ResponseHeaders.serializeHead(status: status, headers: headers)
+        self.cost = body.readableBytes + keyCost + 2 * http1Head.readableBytes + 64
     }
 
     /// Whether the entry is still fresh at `now`.

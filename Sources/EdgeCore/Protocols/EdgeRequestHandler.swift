@@ -23,7 +23,7 @@ final class EdgeRequestHandler: ChannelInboundHandler {
         case closing
     }
 
-    private let services: EdgeServices
+    private let dispatcher: RequestDispatcher
     private let loop: LoopState
     private let limits: LimitsConfiguration
     private let serverName: String
@@ -33,7 +33,7 @@ final class EdgeRequestHandler: ChannelInboundHandler {
 
     /// Creates a handler for one connection (HTTP/1.1) or stream (HTTP/2).
     init(services: EdgeServices, loop: LoopState, isHTTP2: Bool) {
-        self.services = services
+        self.dispatcher = RequestDispatcher(services: services, loop: loop)
         self.loop = loop
         self.limits = services.configuration.limits
         self.serverName = services.configuration.serverName
@@ -105,115 +105,38 @@ final class EdgeRequestHandler: ChannelInboundHandler {
     // MARK: serving
 
     private func serve(_ head: HTTPRequestHead, bodyBytes: Int, context: ChannelHandlerContext) {
-        guard services.state.admitRequest(limit: limits.maxInFlight) else {
-            var busy = EdgeResponse.text(.serviceUnavailable, "server busy, retry shortly\n")
-            busy.headers.add(name: "retry-after", value: "1")
-            send(busy, for: head, context: context, holdsSlot: false)
-            return
-        }
-        let target = Self.originForm(head.uri)
-        let path: Substring
-        let query: Substring?
-        if let mark = target.firstIndex(of: "?") {
-            path = target[..<mark]
-            query = target[target.index(after: mark)...]
-        } else {
-            path = target
-            query = nil
-        }
-        if path == "/healthz" {
-            let draining = services.state.isDraining
-            var health = EdgeResponse.text(draining ? .serviceUnavailable : .ok, draining ? "draining\n" : "ok\n")
-            health.headers.add(name: "cache-control", value: "no-store")
-            send(health, for: head, context: context)
-            return
-        }
-        guard let route = services.router.route(for: path) else {
-            send(.text(.notFound, "not found\n"), for: head, context: context)
-            return
-        }
-        switch route.action {
-        case .respond(let response):
-            send(response, for: head, context: context)
-        case .demo(let backend, let ttl):
-            let cacheable = (head.method == .GET || head.method == .HEAD) && ttl > .zero
-            if cacheable {
-                serveCached(head, target: target, query: query, backend: backend, ttl: ttl, context: context)
-            } else {
-                let fetched = backend.fetch(
-                    method: head.method.rawValue, target: String(target), query: query, bodyBytes: bodyBytes, on: context.eventLoop
-                )
-                fetched.assumeIsolated().whenComplete { result in
-                    switch result {
-                    case .success(var response):
-                        response.headers.add(name: "x-cache", value: "PASS")
-                        self.send(response, for: head, context: context)
-                    case .failure:
-                        self.send(.text(.badGateway, "backend failed\n"), for: head, context: context)
-                    }
-                }
-            }
-        }
-    }
-
-    private func serveCached(
-        _ head: HTTPRequestHead, target: Substring, query: Substring?, backend: DemoBackend, ttl: TimeAmount,
-        context: ChannelHandlerContext
-    ) {
-        let key = CacheKey(method: "GET", host: head.headers.first(name: "host")?.lowercased() ?? "", target: String(target))
-        let now = NIODeadline.now()
-        if let entry = loop.cache.get(key, now: now) {
-            send(entry, cacheStatus: "HIT", now: now, for: head, context: context)
-            return
-        }
-        switch services.cache.lookup(key, now: now, eventLoop: context.eventLoop) {
-        case .hit(let entry):
-            loop.cache.put(key, entry)
-            send(entry, cacheStatus: "HIT", now: now, for: head, context: context)
-        case .joined(let future):
+        let dispatch = dispatcher.dispatch(
+            method: head.method, target: Self.originForm(head.uri), host: head.headers.first(name: "host")?[...] ?? "",
+            bodyBytes: bodyBytes, on: context.eventLoop
+        )
+        switch dispatch {
+        case .ready(let reply):
+            send(reply, for: head, context: context)
+        case .pending(let future):
             future.assumeIsolated().whenComplete { result in
-                switch result {
-                case .success(let entry):
-                    self.loop.cache.put(key, entry)
-                    self.send(entry, cacheStatus: "HIT", now: .now(), for: head, context: context)
-                case .failure:
-                    self.send(.text(.badGateway, "backend failed\n"), for: head, context: context)
-                }
-            }
-        case .fetch:
-            let cache = services.cache
-            let fetched = backend.fetch(method: "GET", target: key.target, query: query, bodyBytes: 0, on: context.eventLoop)
-            fetched.assumeIsolated().whenComplete { result in
-                switch result {
-                case .success(let response):
-                    let entry = CachedResponse(
-                        status: response.status, headers: response.headers, body: response.body,
-                        storedAt: .now(), ttl: ttl, keyCost: key.cost
-                    )
-                    cache.finishFetch(key, result: .success(entry))
-                    self.loop.cache.put(key, entry)
-                    self.send(entry, cacheStatus: "MISS", now: entry.storedAt, for: head, context: context)
-                case .failure(let error):
-                    cache.finishFetch(key, result: .failure(error))
-                    self.send(.text(.badGateway, "backend failed\n"), for: head, context: context)
-                }
+                self.send((try? result.get()) ?? .response(.text(.badGateway, "backend failed\n")), for: head, context: context)
             }
         }
     }
 
     // MARK: writing responses
 
-    private func send(_ entry: CachedResponse, cacheStatus: String, now: NIODeadline, for head: HTTPRequestHead, context: ChannelHandlerContext) {
-        var headers = entry.headers
-        headers.add(name: "x-cache", value: cacheStatus)
-        if cacheStatus == "HIT" { headers.add(name: "age", value: String(entry.age(at: now))) }
-        write(entry.status, headers: headers, body: entry.body, for: head, context: context, holdsSlot: true, close: false)
-    }
-
-    private func send(_ response: EdgeResponse, for head: HTTPRequestHead, context: ChannelHandlerContext, holdsSlot: Bool = true) {
-        var headers = response.headers
-        headers.add(name: "content-length", value: String(response.body.readableBytes))
-        write(response.status, headers: headers, body: response.body, for: head, context: context, holdsSlot: holdsSlot, close: false)
+    private func send(_ reply: Reply, for head: HTTPRequestHead, context: ChannelHandlerContext) {
+        let now = NIODeadline.now()
+        var headers: HTTPHeaders
+        let status: HTTPResponseStatus
+        let body: ByteBuffer
+        switch reply {
+        case .cached(let entry, _):
+            (status, headers, body) = (entry.status, entry.headers, entry.body)
+        case .response(let response):
+            (status, headers, body) = (response.status, response.headers, response.body)
+            headers.add(name: "content-length", value: String(body.readableBytes))
+        }
+        ResponseHeaders.perRequest(for: reply, now: now, server: serverName, date: loop.date.current) { name, value in
+            headers.add(name: name, value: value)
+        }
+        write(status, headers: headers, body: body, for: head, context: context, close: false)
     }
 
     /// Answers with an error and closes the connection (HTTP/1.1) or stream (HTTP/2).
@@ -222,19 +145,19 @@ final class EdgeRequestHandler: ChannelInboundHandler {
         let response = EdgeResponse.text(status, text)
         var headers = response.headers
         headers.add(name: "content-length", value: String(response.body.readableBytes))
-        write(status, headers: headers, body: response.body, for: head, context: context, holdsSlot: false, close: true)
+        ResponseHeaders.perRequest(for: .response(response), now: .now(), server: serverName, date: loop.date.current) { name, value in
+            headers.add(name: name, value: value)
+        }
+        write(status, headers: headers, body: response.body, for: head, context: context, close: true)
     }
 
     private func write(
         _ status: HTTPResponseStatus, headers: HTTPHeaders, body: ByteBuffer, for request: HTTPRequestHead,
-        context: ChannelHandlerContext, holdsSlot: Bool, close forceClose: Bool
+        context: ChannelHandlerContext, close forceClose: Bool
     ) {
-        if holdsSlot { services.state.requestFinished() }
         guard isActive else { return }
         let keepAlive = isHTTP2 || (request.isKeepAlive && !forceClose)
         var headers = headers
-        headers.add(name: "server", value: serverName)
-        headers.add(name: "date", value: loop.date.current)
         if !isHTTP2 {
             if !keepAlive {
                 headers.add(name: "connection", value: "close")

@@ -42,14 +42,17 @@ enum HTTPPipelines {
         )
     }
 
-    /// Adds the HTTP/1.1 codec, pipelining assistance, error answers, keep-alive timeout and the request handler.
+    /// Adds the keep-alive timeout, the HTTP/1.1 fast path and, behind it for everything the fast path hands
+    /// over, NIO's HTTP/1.1 codec with pipelining assistance, parse-error answers and the request handler.
     static func configureHTTP1(_ channel: any Channel, services: EdgeServices) throws {
         let configuration = services.configuration
         var decoderLimits = NIOHTTPDecoderLimitConfiguration()
         decoderLimits.maxHeaderListSize = configuration.limits.maxHeaderBytes
         decoderLimits.maxHeaderFieldSize = configuration.limits.maxHeaderBytes
         let sync = channel.pipeline.syncOperations
+        let loop = services.loops.state(for: channel.eventLoop)
         try sync.addHandler(IdleStateHandler(readTimeout: configuration.timeouts.keepalive))
+        try sync.addHandler(HTTP1FastPathHandler(services: services, loop: loop))
         try sync.configureHTTPServerPipeline(
             withPipeliningAssistance: true,
             withServerUpgrade: nil,
@@ -60,7 +63,7 @@ enum HTTPPipelines {
         )
         try sync.addHandler(HTTP1ProtocolErrorHandler(serverName: configuration.serverName))
         try sync.addHandler(
-            EdgeRequestHandler(services: services, loop: services.loops.state(for: channel.eventLoop), isHTTP2: false)
+            EdgeRequestHandler(services: services, loop: loop, isHTTP2: false)
         )
         try sync.addHandler(CloseOnErrorHandler())
     }

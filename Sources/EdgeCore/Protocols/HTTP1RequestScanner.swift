@@ -1,0 +1,218 @@
+import NIOCore
+import NIOHTTP1
+
+/// A strict scanner for the common case of HTTP/1.1: a `GET` or `HEAD` request in origin form without a body.
+///
+/// It accepts only heads it understands completely and answers ``Outcome/fallback`` for everything else
+/// (bodies, `Transfer-Encoding`, `Expect`, `Upgrade`, obs-fold, bare LF, non-ASCII, duplicate `Host`, …), which
+/// then go to NIO's full HTTP/1 parser (llhttp). It never rejects a request by itself, so it cannot be
+/// stricter or laxer than the full parser in what the server accepts: it only decides who parses.
+enum HTTP1RequestScanner {
+    /// A request the fast path can answer.
+    struct Request {
+        /// `GET` or `HEAD`.
+        var method: HTTPMethod
+        /// Path and query.
+        var target: String
+        /// `Host`, empty when absent.
+        var host: String
+        /// Whether the connection stays open after the response.
+        var keepAlive: Bool
+        /// `HTTP/1.0` request (keep-alive must then be confirmed in the response).
+        var isHTTP10: Bool
+    }
+
+    /// What the scanner found at the start of the buffer.
+    enum Outcome {
+        /// The head is not complete yet.
+        case incomplete
+        /// Not a simple request: hand the bytes to the full parser.
+        case fallback
+        /// A simple request whose head is `headLength` bytes long.
+        case simple(Request, headLength: Int)
+    }
+
+    /// Most header fields the fast path takes; more go to the full parser.
+    static let maxHeaderFields = 64
+
+    /// Scans the head at the start of `buffer`, looking at no more than `limit` bytes.
+    static func scan(_ buffer: ByteBuffer, limit: Int) -> Outcome {
+        buffer.withUnsafeReadableBytes { bytes in
+            scan(bytes, limit: limit)
+        }
+    }
+
+    private static func scan(_ bytes: UnsafeRawBufferPointer, limit: Int) -> Outcome {
+        let end = min(bytes.count, limit)
+        var index = 0
+
+        // Request line: GET|HEAD SP origin-form SP HTTP/1.x CRLF
+        let method: HTTPMethod
+        if matches(bytes, at: 0, "GET ") {
+            method = .GET
+            index = 4
+        } else if matches(bytes, at: 0, "HEAD ") {
+            method = .HEAD
+            index = 5
+        } else {
+            return bytes.count < 5 && isPrefixOfMethod(bytes) ? .incomplete : .fallback
+        }
+        let targetStart = index
+        guard index < end else { return bytes.count >= limit ? .fallback : .incomplete }
+        guard bytes[index] == UInt8(ascii: "/") else { return .fallback }
+        while index < end, bytes[index] != UInt8(ascii: " ") {
+            guard bytes[index] > 0x20, bytes[index] < 0x7F else { return .fallback }
+            index += 1
+        }
+        guard index < end else { return bytes.count >= limit ? .fallback : .incomplete }
+        let targetEnd = index
+        index += 1
+        guard index + 10 <= end else { return bytes.count >= limit ? .fallback : .incomplete }
+        let isHTTP10: Bool
+        if matches(bytes, at: index, "HTTP/1.1\r\n") {
+            isHTTP10 = false
+        } else if matches(bytes, at: index, "HTTP/1.0\r\n") {
+            isHTTP10 = true
+        } else {
+            return .fallback
+        }
+        index += 10
+
+        // Header fields: token ":" OWS visible-or-space* OWS CRLF, up to an empty line.
+        var hostRange: Range<Int>?
+        var keepAlive = !isHTTP10
+        var fields = 0
+        while true {
+            guard index + 1 < end else { return bytes.count >= limit ? .fallback : .incomplete }
+            if bytes[index] == UInt8(ascii: "\r") {
+                guard bytes[index + 1] == UInt8(ascii: "\n") else { return .fallback }
+                index += 2
+                break
+            }
+            fields += 1
+            guard fields <= maxHeaderFields else { return .fallback }
+            let nameStart = index
+            while index < end, bytes[index] != UInt8(ascii: ":") {
+                guard isTokenByte(bytes[index]) else { return .fallback }
+                index += 1
+            }
+            guard index < end else { return bytes.count >= limit ? .fallback : .incomplete }
+            let nameEnd = index
+            guard nameEnd > nameStart else { return .fallback }
+            index += 1
+            while index < end, bytes[index] == UInt8(ascii: " ") || bytes[index] == UInt8(ascii: "\t") { index += 1 }
+            let valueStart = index
+            while index < end, bytes[index] != UInt8(ascii: "\r") {
+                let byte = bytes[index]
+                guard (byte >= 0x20 && byte < 0x7F) || byte == UInt8(ascii: "\t") else { return .fallback }
+                index += 1
+            }
+            guard index + 1 < end else { return bytes.count >= limit ? .fallback : .incomplete }
+            guard bytes[index + 1] == UInt8(ascii: "\n") else { return .fallback }
+            var valueEnd = index
+            while valueEnd > valueStart, bytes[valueEnd - 1] == UInt8(ascii: " ") || bytes[valueEnd - 1] == UInt8(ascii: "\t") { valueEnd -= 1 }
+            index += 2
+
+            switch nameEnd - nameStart {
+            case 4 where equalsLowercase(bytes, nameStart, "host"):
+                guard hostRange == nil else { return .fallback }
+                hostRange = valueStart..<valueEnd
+            case 10 where equalsLowercase(bytes, nameStart, "connection"):
+                for token in connectionTokens(bytes, valueStart..<valueEnd) {
+                    switch token {
+                    case .close: keepAlive = false
+                    case .keepAlive: if isHTTP10 { keepAlive = true }
+                    case .other: return .fallback  // upgrade and friends
+                    }
+                }
+            case 14 where equalsLowercase(bytes, nameStart, "content-length"):
+                guard valueEnd - valueStart == 1, bytes[valueStart] == UInt8(ascii: "0") else { return .fallback }
+            case 17 where equalsLowercase(bytes, nameStart, "transfer-encoding"):
+                return .fallback
+            case 6 where equalsLowercase(bytes, nameStart, "expect"):
+                return .fallback
+            case 7 where equalsLowercase(bytes, nameStart, "upgrade"):
+                return .fallback
+            default:
+                break
+            }
+        }
+        func string(_ range: Range<Int>) -> String {
+            // Small strings (up to 15 bytes, e.g. "/" or "127.0.0.1:8080") are stored inline: no allocation.
+            String(decoding: UnsafeRawBufferPointer(rebasing: bytes[range]), as: UTF8.self)
+        }
+        return .simple(
+            Request(
+                method: method,
+                target: string(targetStart..<targetEnd),
+                host: hostRange.map(string) ?? "",
+                keepAlive: keepAlive,
+                isHTTP10: isHTTP10
+            ),
+            headLength: index
+        )
+    }
+
+    private enum ConnectionToken { case close, keepAlive, other }
+
+    private static func connectionTokens(_ bytes: UnsafeRawBufferPointer, _ range: Range<Int>) -> [ConnectionToken] {
+        var tokens: [ConnectionToken] = []
+        var start = range.lowerBound
+        while start < range.upperBound {
+            var end = start
+            while end < range.upperBound, bytes[end] != UInt8(ascii: ",") { end += 1 }
+            var low = start, high = end
+            while low < high, bytes[low] == UInt8(ascii: " ") || bytes[low] == UInt8(ascii: "\t") { low += 1 }
+            while high > low, bytes[high - 1] == UInt8(ascii: " ") || bytes[high - 1] == UInt8(ascii: "\t") { high -= 1 }
+            if high - low == 5, equalsLowercase(bytes, low, "close") {
+                tokens.append(.close)
+            } else if high - low == 10, equalsLowercase(bytes, low, "keep-alive") {
+                tokens.append(.keepAlive)
+            } else if high > low {
+                tokens.append(.other)
+            }
+            start = end + 1
+        }
+        return tokens
+    }
+
+    @inline(__always)
+    private static func matches(_ bytes: UnsafeRawBufferPointer, at offset: Int, _ literal: StaticString) -> Bool {
+        let count = literal.utf8CodeUnitCount
+        guard offset + count <= bytes.count else { return false }
+        let pointer = literal.utf8Start
+        for i in 0..<count where bytes[offset + i] != pointer[i] { return false }
+        return true
+    }
+
+    private static func isPrefixOfMethod(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        let prefix = Array(bytes)
+        return Array("GET ".utf8).starts(with: prefix) || Array("HEAD ".utf8).starts(with: prefix)
+    }
+
+    @inline(__always)
+    private static func equalsLowercase(_ bytes: UnsafeRawBufferPointer, _ offset: Int, _ literal: StaticString) -> Bool {
+        let pointer = literal.utf8Start
+        for i in 0..<literal.utf8CodeUnitCount {
+            var byte = bytes[offset + i]
+            if byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z") { byte |= 0x20 }
+            if byte != pointer[i] { return false }
+        }
+        return true
+    }
+
+    /// RFC 9110 `tchar`.
+    @inline(__always)
+    private static func isTokenByte(_ byte: UInt8) -> Bool {
+        switch byte {
+        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"):
+            return true
+        case UInt8(ascii: "!"), UInt8(ascii: "#"), UInt8(ascii: "$"), UInt8(ascii: "%"), UInt8(ascii: "&"), UInt8(ascii: "'"),
+            UInt8(ascii: "*"), UInt8(ascii: "+"), UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "^"), UInt8(ascii: "_"),
+            UInt8(ascii: "`"), UInt8(ascii: "|"), UInt8(ascii: "~"):
+            return true
+        default:
+            return false
+        }
+    }
+}

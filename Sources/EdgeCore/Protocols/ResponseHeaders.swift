@@ -1,0 +1,30 @@
+import NIOCore
+import NIOHTTP1
+
+/// The headers every response carries besides its own, in one place for every protocol front end.
+enum ResponseHeaders {
+    /// Calls `emit` with `X-Cache` and `Age` (for cached replies), `Server` and `Date`.
+    @inline(__always)
+    static func perRequest(for reply: Reply, now: NIODeadline, server: String, date: String, _ emit: (String, String) -> Void) {
+        if case .cached(let entry, let cacheStatus) = reply {
+            emit("x-cache", cacheStatus)
+            if cacheStatus == "HIT" { emit("age", String(entry.age(at: now))) }
+        }
+        emit("server", server)
+        emit("date", date)
+    }
+
+    /// The HTTP/1.1 status line and stored headers of a response, serialised once when it is cached.
+    static func serializeHead(status: HTTPResponseStatus, headers: HTTPHeaders) -> ByteBuffer {
+        var buffer = ByteBuffer()
+        buffer.reserveCapacity(256)
+        buffer.writeString("HTTP/1.1 \(status.code) \(status.reasonPhrase)\r\n")
+        for header in headers {
+            buffer.writeString(header.name)
+            buffer.writeStaticString(": ")
+            buffer.writeString(header.value)
+            buffer.writeStaticString("\r\n")
+        }
+        return buffer
+    }
+}

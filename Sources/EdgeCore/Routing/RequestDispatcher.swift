@@ -1,0 +1,134 @@
+import NIOCore
+import NIOHTTP1
+
+/// What a request gets: a stored response (with its cache status) or a response made for it.
+enum Reply {
+    /// A response from the cache; `cacheStatus` is `HIT` or `MISS`.
+    case cached(CachedResponse, cacheStatus: String)
+    /// Any other response; `Content-Length` is added when it is written.
+    case response(EdgeResponse)
+}
+
+/// A reply available now, or later on the connection's event loop.
+enum Dispatch {
+    /// Answer at once (cache hit, fixed response, health, errors).
+    case ready(Reply)
+    /// Answer when the future completes (cache miss, coalesced wait, uncached backend call).
+    case pending(EventLoopFuture<Reply>)
+}
+
+/// Protocol-independent request handling shared by every front end (HTTP/1.1 fast path, NIO's HTTP/1.1
+/// codec, HTTP/2 streams): the in-flight limit, `/healthz`, routing, the two cache tiers and the backend.
+///
+/// Runs on the connection's event loop; a loop-local cache hit takes no lock and allocates no future.
+struct RequestDispatcher {
+    private let services: EdgeServices
+    private let loop: LoopState
+
+    init(services: EdgeServices, loop: LoopState) {
+        self.services = services
+        self.loop = loop
+    }
+
+    /// Handles one complete request.
+    /// - Parameters:
+    ///   - target: The request target in origin form (path and optional query).
+    ///   - host: The `Host` header or `:authority`.
+    ///   - bodyBytes: Size of the request body received.
+    func dispatch(method: HTTPMethod, target: Substring, host: Substring, bodyBytes: Int, on eventLoop: any EventLoop) -> Dispatch {
+        let state = services.state
+        guard state.admitRequest(limit: services.configuration.limits.maxInFlight) else {
+            var busy = EdgeResponse.text(.serviceUnavailable, "server busy, retry shortly\n")
+            busy.headers.add(name: "retry-after", value: "1")
+            return .ready(.response(busy))
+        }
+        let dispatch = route(method: method, target: target, host: host, bodyBytes: bodyBytes, on: eventLoop)
+        switch dispatch {
+        case .ready:
+            state.requestFinished()
+        case .pending(let future):
+            future.whenComplete { _ in state.requestFinished() }
+        }
+        return dispatch
+    }
+
+    private func route(method: HTTPMethod, target: Substring, host: Substring, bodyBytes: Int, on eventLoop: any EventLoop) -> Dispatch {
+        let path: Substring
+        let query: Substring?
+        if let mark = target.firstIndex(of: "?") {
+            path = target[..<mark]
+            query = target[target.index(after: mark)...]
+        } else {
+            path = target
+            query = nil
+        }
+        if path == "/healthz" {
+            let draining = services.state.isDraining
+            var health = EdgeResponse.text(draining ? .serviceUnavailable : .ok, draining ? "draining\n" : "ok\n")
+            health.headers.add(name: "cache-control", value: "no-store")
+            return .ready(.response(health))
+        }
+        guard let route = services.router.route(for: path) else {
+            return .ready(.response(.text(.notFound, "not found\n")))
+        }
+        switch route.action {
+        case .respond(let response):
+            return .ready(.response(response))
+        case .demo(let backend, let ttl):
+            guard (method == .GET || method == .HEAD) && ttl > .zero else {
+                let fetched = backend.fetch(method: method.rawValue, target: String(target), query: query, bodyBytes: bodyBytes, on: eventLoop)
+                return .pending(
+                    fetched.map { response in
+                        var response = response
+                        response.headers.add(name: "x-cache", value: "PASS")
+                        return .response(response)
+                    }.recover { _ in .response(.text(.badGateway, "backend failed\n")) }
+                )
+            }
+            return cached(target: target, query: query, host: host, backend: backend, ttl: ttl, on: eventLoop)
+        }
+    }
+
+    private func cached(target: Substring, query: Substring?, host: Substring, backend: DemoBackend, ttl: TimeAmount, on eventLoop: any EventLoop) -> Dispatch {
+        let key = CacheKey(method: "GET", host: Self.lowercased(host), target: String(target))
+        let now = NIODeadline.now()
+        if let entry = loop.cache.get(key, now: now) {
+            return .ready(.cached(entry, cacheStatus: "HIT"))
+        }
+        let local = loop.cache
+        switch services.cache.lookup(key, now: now, eventLoop: eventLoop) {
+        case .hit(let entry):
+            local.put(key, entry)
+            return .ready(.cached(entry, cacheStatus: "HIT"))
+        case .joined(let future):
+            return .pending(
+                future.assumeIsolated().map { entry in
+                    local.put(key, entry)
+                    return Reply.cached(entry, cacheStatus: "HIT")
+                }.nonisolated().recover { _ in .response(.text(.badGateway, "backend failed\n")) }
+            )
+        case .fetch:
+            let shared = services.cache
+            let fetched = backend.fetch(method: "GET", target: key.target, query: query, bodyBytes: 0, on: eventLoop)
+            return .pending(
+                fetched.assumeIsolated().map { response in
+                    let entry = CachedResponse(
+                        status: response.status, headers: response.headers, body: response.body,
+                        storedAt: .now(), ttl: ttl, keyCost: key.cost
+                    )
+                    shared.finishFetch(key, result: .success(entry))
+                    local.put(key, entry)
+                    return Reply.cached(entry, cacheStatus: "MISS")
+                }.nonisolated().recover { error in
+                    shared.finishFetch(key, result: .failure(error))
+                    return .response(.text(.badGateway, "backend failed\n"))
+                }
+            )
+        }
+    }
+
+    /// `host` in lower case, without allocating when it already is.
+    private static func lowercased(_ host: Substring) -> String {
+        host.utf8.contains { $0 >= UInt8(ascii: "A") && $0 <= UInt8(ascii: "Z") } ? host.lowercased() : String(host)
+    }
+}
