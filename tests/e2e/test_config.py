@@ -10,8 +10,8 @@ import subprocess
 
 import pytest
 
-from conftest import (REPO, RawConn, assert_no_stack_trace, client_tls_context, curl, demo_body,
-                      run_edge, unique)
+from conftest import (REPO, RawConn, assert_logfmt, assert_no_stack_trace, client_tls_context, curl,
+                      demo_body, parse_logfmt, run_edge, unique)
 
 ROOT_ROUTE = """
 [[route]]
@@ -27,6 +27,7 @@ state_dir = "/var/lib/edge"
 log_level = "info"
 server_name = "edge"
 shutdown_timeout_seconds = 30
+shutdown_delay_seconds = 0   # /healthz answers 503 this long before listeners close
 
 [[listener]]
 address = "127.0.0.1:0"
@@ -333,6 +334,10 @@ respond = { status = 200, body = "shallow\\n", content_type = "text/plain" }
 def test_longest_prefix_routing(edge_factory):
     server = edge_factory.start(config=ROUTING_CONFIG)
     with RawConn(server.http.host, server.http.port) as c:
+        # X-Demo-Fetch counts backend calls per route (fresh server: both routes start at 1).
+        fetches = [c.request("GET", p).header("x-demo-fetch")
+                   for p in ("/a1", "/hello/demo/b1", "/a2", "/a3", "/hello/demo/b2")]
+        assert fetches == ["1", "1", "2", "3", "2"], fetches
         r = c.request("GET", "/hello")
         assert (r.status, r.body) == (200, b"hi\n")
         assert r.header("content-type") == "text/plain; charset=utf-8"
@@ -350,3 +355,17 @@ def test_longest_prefix_routing(edge_factory):
         r = c.request("GET", p)
         assert (r.status, r.text) == (200, demo_body("GET", p))
         assert c.request("GET", "/healthz").body == b"ok\n"
+
+
+def test_startup_log_lines(edge_factory):
+    server = edge_factory.start()
+    assert_logfmt(server.log_lines)
+    listening = server.log_events("listening")
+    assert sorted(e["scheme"] for e in listening) == ["http", "https"], server.log
+    assert all(re.fullmatch(r"127\.0\.0\.1:[1-9]\d*", e["address"]) for e in listening), listening
+    assert re.fullmatch(r"[1-9]\d*", server.ready_fields.get("threads", "")), server.ready_fields
+    # `ready` comes after every `listening` line
+    msgs = [f.get("msg") for f in map(parse_logfmt, server.log_lines)]
+    assert msgs.index("ready") > max(i for i, m in enumerate(msgs) if m == "listening")
+    # an example of the documented timestamp format
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z", server.log_events("ready")[0]["ts"])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import h11
 import pytest
 
@@ -128,7 +130,6 @@ def test_post_is_not_cached(edge):
 def test_h11_client_roundtrip(edge):
     """An independent HTTP/1.1 implementation (h11) parses our responses without complaint."""
     path = f"/{unique('h11')}"
-    import socket
     sock = socket.create_connection((edge.http.host, edge.http.port), timeout=30)
     try:
         conn = h11.Connection(our_role=h11.CLIENT)

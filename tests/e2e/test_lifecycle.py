@@ -10,11 +10,16 @@ import ssl
 import threading
 import time
 
-import pytest
 
 from conftest import H2Client, RawConn, assert_logfmt, client_tls_context, curl, demo_body, unique
 
 SLOW_MS = 2000
+
+ROOT_ROUTE = """
+[[route]]
+path = "/"
+demo = { delay_ms = 2 }
+"""
 
 
 def connect_refused(host: str, port: int) -> bool:
@@ -118,22 +123,71 @@ def test_graceful_shutdown_completes_in_flight(edge_factory):
     assert not problems, "\n".join(problems) + "\n--- log ---\n" + server.log
 
 
-def test_healthz_during_drain(edge_factory):
-    """/healthz answers 503 `draining` on connections still open during the drain.
+def test_healthz_503_during_shutdown_delay(edge_factory):
+    """With shutdown_delay_seconds, /healthz answers 503 `draining` for that long on existing
+    and new connections (HTTP/1.1 and HTTP/2), other requests are still served, then the
+    listeners close and the process exits 0."""
+    server = edge_factory.start(config="shutdown_delay_seconds = 3\n" + ROOT_ROUTE)
+    h1 = RawConn(server.http.host, server.http.port)
+    assert h1.request("GET", "/healthz").body == b"ok\n"
+    h2 = H2Client(server.https.host, server.https.port)
+    first = h2.request("/healthz")
+    assert h2.pump(lambda: h2.ended(first), timeout=30)
+    assert (h2.streams[first]["status"], h2.streams[first]["body"]) == ("200", b"ok\n")
 
-    HTTP/2: a connection kept busy by a slow request opens a /healthz stream right after the
-    server logged msg=draining, before reading anything the server sent since. A graceful
-    server (RFC 9113 6.8: first GOAWAY with last stream 2^31-1, final GOAWAY one round trip
-    later) still processes that stream. HTTP/1.1: an idle keep-alive connection may be closed
-    by the server (idle connections close on drain) but must never answer 200.
-    """
+    server.signal(signal.SIGTERM)
+    assert server.wait_for_msg("draining", timeout=10) is not None, server.log
+    t_drain = time.monotonic()
+
+    problems = []
+    draining = (503, b"draining\n")
+    r = h1.request("GET", "/healthz")
+    if (r.status, r.body) != draining:
+        problems.append(f"HTTP/1.1 keep-alive /healthz: {r.status} {r.body!r}")
+    sid = h2.request("/healthz")
+    h2.pump(lambda: h2.ended(sid), timeout=10)
+    got = (h2.streams[sid]["status"], h2.streams[sid]["body"])
+    if got != ("503", b"draining\n"):
+        problems.append(f"HTTP/2 /healthz: {got} goaways={h2.goaways} resets={h2.resets}")
+    try:
+        with RawConn(server.http.host, server.http.port) as fresh:
+            r = fresh.request("GET", "/healthz")
+            if (r.status, r.body) != draining:
+                problems.append(f"new connection /healthz: {r.status} {r.body!r}")
+            path = f"/{unique('delay')}"
+            r = fresh.request("GET", path)
+            if (r.status, r.text) != (200, demo_body("GET", path)):
+                problems.append(f"normal request during the delay: {r.status} {r.text!r}")
+    except OSError as exc:
+        problems.append(f"new connection during the delay failed: {exc!r}")
+    checked_within = time.monotonic() - t_drain
+    h1.close()
+    h2.close()
+
+    # After the delay the listeners close; the process exits 0.
+    refused = False
+    for _ in range(100):  # bounded: up to ~20 s
+        if connect_refused(server.http.host, server.http.port) or server.proc.poll() is not None:
+            refused = True
+            break
+        time.sleep(0.2)
+    rc = server.wait_exit(timeout=30)
+    assert checked_within < 3, f"checks took {checked_within:.1f}s, longer than the 3 s delay (machine too slow?)"
+    assert not problems, "\n".join(problems) + "\n--- log ---\n" + server.log
+    assert refused, "listeners still open long after shutdown_delay_seconds"
+    assert rc == 0
+
+
+def test_healthz_during_drain_without_delay(edge_factory):
+    """Without a shutdown delay, an open connection that asks for /healthz during the drain
+    gets 503 `draining`, or is turned away (idle HTTP/1.1 closed; HTTP/2 stream refused or above
+    the GOAWAY's last stream), never 200; the in-flight request on that connection completes."""
     server = edge_factory.start()
     idle = RawConn(server.http.host, server.http.port)
     assert idle.request("GET", "/healthz").status == 200
     busy = H2Client(server.https.host, server.https.port)
     first = busy.request("/healthz")
     assert busy.pump(lambda: busy.ended(first), timeout=30)
-    assert (busy.streams[first]["status"], busy.streams[first]["body"]) == ("200", b"ok\n")
     slow_path = f"/{unique('busy')}?delay_ms=3000"
     slow = busy.request(slow_path)
     time.sleep(0.3)
@@ -141,8 +195,10 @@ def test_healthz_during_drain(edge_factory):
     assert server.wait_for_msg("draining", timeout=10) is not None, server.log
 
     sid = busy.request("/healthz")
-    busy.pump(lambda: busy.ended(sid) and busy.ended(slow), timeout=30)
+    busy.pump(lambda: busy.ended(slow) and (busy.ended(sid) or sid in dict(busy.resets)), timeout=30)
     h2_health = (busy.streams[sid]["status"], busy.streams[sid]["body"])
+    refused = (dict(busy.resets).get(sid) == 7  # REFUSED_STREAM
+               or any(last < sid for _code, last in busy.goaways))
     h2_slow = (busy.streams[slow]["status"], busy.streams[slow]["body"].decode())
     h2_state = f"closed={busy.closed} goaways={busy.goaways} resets={busy.resets}"
 
@@ -157,8 +213,10 @@ def test_healthz_during_drain(edge_factory):
     rc = server.wait_exit(timeout=30)
 
     draining = ("503", b"draining\n")
-    assert h2_health == draining, f"HTTP/2 /healthz during drain: {h2_health} ({h2_state})"
+    assert h2_health == draining or (h2_health == (None, b"") and refused), \
+        f"HTTP/2 /healthz during drain: {h2_health} ({h2_state})"
     assert h2_slow == ("200", demo_body("GET", slow_path)), f"slow stream: {h2_slow} ({h2_state})"
+    assert busy.goaways, "HTTP/2 connection got no GOAWAY"
     assert h1_result in ("closed", draining), f"idle HTTP/1.1 connection during drain: {h1_result}"
     assert rc == 0
 

@@ -22,7 +22,8 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
     private let loop: LoopState
     private let serverName: String
     private let maxHeaderBytes: Int
-    private var buffered = ByteBuffer()
+    /// Bytes received and not yet answered; `nil` when empty, so NIO can reuse its receive buffer.
+    private var buffered: ByteBuffer?
     private var handedOff = false
     private var awaitingReply = false
     private var closing = false
@@ -45,10 +46,10 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
         }
         guard !closing else { return }
         var incoming = unwrapInboundIn(data)
-        if buffered.readableBytes == 0 {
+        if buffered == nil {
             buffered = incoming
         } else {
-            buffered.writeBuffer(&incoming)
+            buffered!.writeBuffer(&incoming)
         }
         processBuffered(context: context)
     }
@@ -91,20 +92,23 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
     // MARK: processing
 
     private func processBuffered(context: ChannelHandlerContext) {
-        while !awaitingReply, !closing, !handedOff, buffered.readableBytes > 0 {
-            switch HTTP1RequestScanner.scan(buffered, limit: maxHeaderBytes) {
+        while !awaitingReply, !closing, !handedOff, let pending = buffered {
+            switch HTTP1RequestScanner.scan(pending, limit: maxHeaderBytes) {
             case .incomplete:
-                if buffered.readableBytes > maxHeaderBytes { handOff(context: context) }
+                if pending.readableBytes > maxHeaderBytes { handOff(context: context) }
                 return
             case .fallback:
                 handOff(context: context)
                 return
             case .simple(let request, let headLength):
-                buffered.moveReaderIndex(forwardBy: headLength)
+                if pending.readableBytes == headLength {
+                    buffered = nil
+                } else {
+                    buffered!.moveReaderIndex(forwardBy: headLength)
+                }
                 serve(request, context: context)
             }
         }
-        if buffered.readableBytes == 0 { buffered.clear() }
     }
 
     private func serve(_ request: HTTP1RequestScanner.Request, context: ChannelHandlerContext) {
@@ -185,9 +189,8 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
     private func handOff(context: ChannelHandlerContext) {
         handedOff = true
         flushIfNeeded(context: context)
-        let rest = buffered
-        buffered = ByteBuffer()
-        if rest.readableBytes > 0 {
+        if let rest = buffered {
+            buffered = nil
             context.fireChannelRead(wrapInboundOut(rest))
             context.fireChannelReadComplete()
         }
