@@ -1,13 +1,13 @@
 import NIOCore
 import NIOHTTP1
 
-/// Serves requests: limits, routing, the cache and the responders. One instance per HTTP/1.1 connection
-/// (behind `HTTPServerPipelineHandler`, so one request at a time, responses in order) or per HTTP/2 stream
-/// (behind `HTTP2FramePayloadToHTTP1ServerCodec`).
+/// The request handler on NIO's HTTP/1-style parts: one instance per HTTP/2 stream (behind
+/// `HTTP2FramePayloadToHTTP1ServerCodec`) and per HTTP/1.1 connection that ``HTTP1FastPathHandler`` handed
+/// over (behind `HTTPServerPipelineHandler`, so one request at a time, responses in order).
 ///
-/// Everything runs on the channel's event loop. A cache hit is answered synchronously from the loop's
-/// ``LoopLocalCache`` with no lock; misses go to the ``SharedResponseCache`` and the backend, whose futures
-/// complete on this loop.
+/// It enforces the head and body limits, answers `Expect: 100-continue`, and leaves routing, the cache and
+/// the backend to ``RequestDispatcher``. Everything runs on the channel's event loop; a cache hit is answered
+/// synchronously with no lock, misses complete on this loop.
 final class EdgeRequestHandler: ChannelInboundHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
