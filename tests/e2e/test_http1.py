@@ -44,6 +44,43 @@ def test_pipelining_three_requests_in_order(conn_factory):
             assert resp.text == demo_body("GET", p)
 
 
+def test_pipelined_mix_hands_over_to_full_parser_in_order(conn_factory):
+    """Simple GETs take the fast path; a request with a body, chunked encoding or a malformed-looking but
+    valid header makes the connection hand over to the full HTTP/1 parser mid-pipeline. Responses must
+    stay in order and every request must be answered exactly once."""
+    base = unique("mix")
+    requests = [
+        ("GET", f"/{base}/1?delay_ms=200", {}, b""),                  # fast path, pending (cache miss)
+        ("GET", f"/{base}/2", {}, b""),                               # fast path, buffered behind it
+        ("POST", f"/{base}/3", {}, b"hello"),                         # hand-over: has a body
+        ("GET", f"/{base}/4", {"Transfer-Encoding": "chunked"}, b"0\r\n\r\n"),  # full parser
+        ("GET", f"/{base}/5", {}, b""),                               # full parser from now on
+    ]
+    with conn_factory() as c:
+        c.send(b"".join(build_request(m, p, h, b) for m, p, h, b in requests))
+        for method, path, _, body in requests:
+            resp = c.read_response()
+            assert resp.status == 200, (path, resp.status)
+            if method == "POST":
+                assert demo_body_with_request_body(method, path, len(body), resp.text), resp.text
+            else:
+                assert resp.text == demo_body(method, path), (path, resp.text)
+        # Still usable afterwards.
+        again = c.request("GET", f"/{base}/2")
+        assert again.status == 200 and again.header("x-cache") == "HIT"
+
+
+def test_http10_keep_alive_is_confirmed(conn_factory):
+    path = f"/{unique('h10ka')}"
+    with conn_factory() as c:
+        c.send(build_request("GET", path, headers={"Connection": "keep-alive"}, version="HTTP/1.0"))
+        resp = c.read_response()
+        assert resp.status == 200
+        assert (resp.header("connection") or "").lower() == "keep-alive"
+        second = c.request("GET", path)
+        assert second.status == 200 and second.header("x-cache") == "HIT"
+
+
 def test_connection_close_closes(conn_factory):
     path = f"/{unique('close')}"
     with conn_factory() as c:
