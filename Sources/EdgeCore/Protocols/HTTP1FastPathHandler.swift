@@ -22,6 +22,9 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
     private let loop: LoopState
     private let serverName: String
     private let maxHeaderBytes: Int
+    private let keepaliveTimeout: TimeAmount
+    private var lastRead = NIODeadline.now()
+    private var idleTimer: Scheduled<Void>?
     /// Bytes received and not yet answered; `nil` when empty, so NIO can reuse its receive buffer.
     private var buffered: ByteBuffer?
     private var handedOff = false
@@ -37,6 +40,16 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
         self.loop = loop
         self.serverName = services.configuration.serverName
         self.maxHeaderBytes = services.configuration.limits.maxHeaderBytes
+        self.keepaliveTimeout = services.configuration.timeouts.keepalive
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        scheduleIdleCheck(in: keepaliveTimeout, context: context)
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        idleTimer?.cancel()
+        idleTimer = nil
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -55,13 +68,42 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
+        lastRead = .now()
         flushIfNeeded(context: context)
         context.fireChannelReadComplete()
     }
 
     func channelInactive(context: ChannelHandlerContext) {
         isActive = false
+        idleTimer?.cancel()
+        idleTimer = nil
         context.fireChannelInactive()
+    }
+
+    // MARK: keep-alive timeout
+
+    /// The keep-alive timer, kept here rather than in an `IdleStateHandler` so that reads and writes pass
+    /// through one handler less. After a hand-over it raises `IdleStateEvent.read` for the full pipeline.
+    private func scheduleIdleCheck(in delay: TimeAmount, context: ChannelHandlerContext) {
+        idleTimer = context.eventLoop.assumeIsolated().scheduleTask(in: delay) {
+            self.checkIdle(context: context)
+        }
+    }
+
+    private func checkIdle(context: ChannelHandlerContext) {
+        guard isActive else { return }
+        let idle = NIODeadline.now() - lastRead
+        guard idle >= keepaliveTimeout else {
+            scheduleIdleCheck(in: keepaliveTimeout - idle, context: context)
+            return
+        }
+        if handedOff {
+            context.fireUserInboundEventTriggered(IdleStateHandler.IdleStateEvent.read)
+        } else if !awaitingReply {
+            context.close(promise: nil)
+            return
+        }
+        scheduleIdleCheck(in: keepaliveTimeout, context: context)
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
@@ -72,8 +114,6 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
         switch event {
         case is ChannelShouldQuiesceEvent:
             quiescing = true
-            if !awaitingReply { context.close(promise: nil) }
-        case is IdleStateHandler.IdleStateEvent:
             if !awaitingReply { context.close(promise: nil) }
         default:
             context.fireUserInboundEventTriggered(event)

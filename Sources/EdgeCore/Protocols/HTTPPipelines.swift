@@ -42,8 +42,8 @@ enum HTTPPipelines {
         )
     }
 
-    /// Adds the keep-alive timeout, the HTTP/1.1 fast path and, behind it for everything the fast path hands
-    /// over, NIO's HTTP/1.1 codec with pipelining assistance, parse-error answers and the request handler.
+    /// Adds the HTTP/1.1 fast path (which also keeps the keep-alive timer) and, behind it for everything the
+    /// fast path hands over, NIO's HTTP/1.1 codec with pipelining assistance, parse-error answers and the request handler.
     static func configureHTTP1(_ channel: any Channel, services: EdgeServices) throws {
         let configuration = services.configuration
         var decoderLimits = NIOHTTPDecoderLimitConfiguration()
@@ -51,7 +51,6 @@ enum HTTPPipelines {
         decoderLimits.maxHeaderFieldSize = configuration.limits.maxHeaderBytes
         let sync = channel.pipeline.syncOperations
         let loop = services.loops.state(for: channel.eventLoop)
-        try sync.addHandler(IdleStateHandler(readTimeout: configuration.timeouts.keepalive))
         try sync.addHandler(HTTP1FastPathHandler(services: services, loop: loop))
         try sync.configureHTTPServerPipeline(
             withPipeliningAssistance: true,

@@ -3,17 +3,18 @@ import NIOTLS
 
 /// First handler of every accepted connection: enforces `max_connections`, the TLS handshake deadline, and
 /// closes connections that are still negotiating when a graceful shutdown starts.
-final class ConnectionGuard: ChannelInboundHandler {
+///
+/// Once the connection speaks HTTP (at once for plain listeners, after ALPN for TLS) it removes itself, so
+/// it costs nothing per request; the connection count is released by the channel's close future.
+final class ConnectionGuard: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = NIOAny
     typealias InboundOut = NIOAny
 
     private let state: ServerState
     private let maxConnections: Int
     private let handshakeTimeout: TimeAmount?
-    private var admitted = false
     private var handshakeTimer: Scheduled<Void>?
-    /// Set once the HTTP handlers are in place; until then a quiesce request closes the connection.
-    private var protocolReady: Bool
+    private var context: ChannelHandlerContext?
 
     /// - Parameters:
     ///   - handshakeTimeout: Deadline for the TLS handshake; `nil` for plain listeners.
@@ -21,7 +22,16 @@ final class ConnectionGuard: ChannelInboundHandler {
         self.state = state
         self.maxConnections = maxConnections
         self.handshakeTimeout = handshakeTimeout
-        self.protocolReady = handshakeTimeout == nil
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        handshakeTimer?.cancel()
+        handshakeTimer = nil
+        self.context = nil
     }
 
     func channelActive(context: ChannelHandlerContext) {
@@ -29,42 +39,32 @@ final class ConnectionGuard: ChannelInboundHandler {
             context.close(promise: nil)
             return
         }
-        admitted = true
+        let state = self.state
+        context.channel.closeFuture.whenComplete { _ in state.connectionClosed() }
         if let handshakeTimeout {
             handshakeTimer = context.eventLoop.assumeIsolated().scheduleTask(in: handshakeTimeout) {
                 context.close(promise: nil)
             }
+            context.fireChannelActive()
+        } else {
+            context.fireChannelActive()
+            context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
         }
-        context.fireChannelActive()
-    }
-
-    func channelInactive(context: ChannelHandlerContext) {
-        handshakeTimer?.cancel()
-        if admitted {
-            admitted = false
-            state.connectionClosed()
-        }
-        context.fireChannelInactive()
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        switch event {
-        case let tlsEvent as TLSUserEvent:
-            if case .handshakeCompleted = tlsEvent {
-                handshakeTimer?.cancel()
-                handshakeTimer = nil
-            }
-        case is ChannelShouldQuiesceEvent where !protocolReady:
+        if event is ChannelShouldQuiesceEvent {
+            // Still negotiating TLS or ALPN: nothing in flight that could finish, so close now.
             context.close(promise: nil)
             return
-        default:
-            break
         }
         context.fireUserInboundEventTriggered(event)
     }
 
-    /// Called once ALPN has chosen a protocol and its handlers are installed.
+    /// Called once ALPN has chosen a protocol and its handlers are installed: the handshake deadline no
+    /// longer applies and the guard leaves the pipeline.
     func markProtocolReady() {
-        protocolReady = true
+        guard let context else { return }
+        context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
     }
 }

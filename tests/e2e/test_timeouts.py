@@ -1,0 +1,119 @@
+"""Connection timeouts and the connection limit: idle keep-alive, TLS handshake deadline, max_connections."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+
+from conftest import H2Client, RawConn, build_request, unique
+
+ROOT_ROUTE = """
+[[route]]
+path = "/"
+demo = { delay_ms = 2 }
+"""
+
+
+@pytest.fixture(scope="module")
+def short_timeouts(module_edge_factory):
+    return module_edge_factory.start(config="""
+[timeouts]
+keepalive_seconds = 1
+tls_handshake_seconds = 1
+""" + ROOT_ROUTE)
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_idle_keepalive_connection_is_closed(short_timeouts, scheme):
+    listener = short_timeouts.http if scheme == "http" else short_timeouts.https
+    with RawConn(listener.host, listener.port, tls=scheme == "https") as c:
+        assert c.request("GET", f"/{unique('idle')}").status == 200
+        start = time.monotonic()
+        assert c.is_closed(timeout=10), "idle keep-alive connection was not closed"
+        waited = time.monotonic() - start
+        assert 0.5 <= waited <= 8, f"closed after {waited:.2f} s with keepalive_seconds = 1"
+
+
+def test_idle_timeout_after_hand_over_to_full_parser(short_timeouts):
+    """A request with a body goes through NIO's parser; the keep-alive timer must still apply afterwards."""
+    s = short_timeouts
+    with RawConn(s.http.host, s.http.port) as c:
+        c.send(build_request("POST", f"/{unique('idlepost')}", body=b"abc"))
+        assert c.read_response().status == 200
+        assert c.is_closed(timeout=10), "connection handed to the full parser was never closed when idle"
+
+
+def test_slow_response_is_not_cut_by_keepalive_timer(short_timeouts):
+    s = short_timeouts
+    with RawConn(s.http.host, s.http.port) as c:
+        r = c.request("GET", f"/{unique('slow')}?delay_ms=2500")
+        assert r.status == 200, "a request in progress must not be closed by the keep-alive timeout"
+
+
+def test_idle_http2_connection_gets_goaway(short_timeouts):
+    s = short_timeouts
+    client = H2Client(s.https.host, s.https.port)
+    try:
+        sid = client.request(f"/{unique('h2idle')}")
+        client.pump(lambda: client.ended(sid), timeout=10)
+        assert client.streams[sid]["status"] == "200"
+        client.pump(lambda: client.closed or client.goaways, timeout=10)
+        assert client.goaways or client.closed, "idle HTTP/2 connection was neither sent GOAWAY nor closed"
+    finally:
+        client.close()
+
+
+def test_tls_handshake_deadline(short_timeouts):
+    """A client that connects to the TLS port and never sends a ClientHello is disconnected."""
+    s = short_timeouts
+    sock = socket.create_connection((s.https.host, s.https.port), timeout=10)
+    try:
+        start = time.monotonic()
+        try:
+            data = sock.recv(1024)
+        except ConnectionResetError:
+            data = b""
+        waited = time.monotonic() - start
+        assert data == b"", f"expected the server to close, got {data!r}"
+        assert waited <= 8, f"closed only after {waited:.2f} s with tls_handshake_seconds = 1"
+    finally:
+        sock.close()
+
+
+def test_max_connections(edge_factory):
+    server = edge_factory.start(config="""
+[limits]
+max_connections = 3
+""" + ROOT_ROUTE)
+    held = [RawConn(server.http.host, server.http.port) for _ in range(3)]
+    try:
+        for c in held:
+            assert c.request("GET", "/healthz").status == 200
+        extra = socket.create_connection((server.http.host, server.http.port), timeout=10)
+        try:
+            extra.sendall(build_request("GET", "/healthz"))
+            try:
+                data = extra.recv(1024)
+            except ConnectionResetError:
+                data = b""
+            assert data == b"", f"connection over max_connections was served: {data!r}"
+        finally:
+            extra.close()
+        # The held connections still work, and a slot frees up when one closes.
+        assert held[0].request("GET", "/healthz").status == 200
+        held.pop().close()
+        deadline = time.monotonic() + 10
+        while True:
+            with RawConn(server.http.host, server.http.port) as c:
+                try:
+                    if c.request("GET", "/healthz").status == 200:
+                        break
+                except (EOFError, ConnectionError, OSError):
+                    pass
+            assert time.monotonic() < deadline, "no connection slot was released after a close"
+            time.sleep(0.2)
+    finally:
+        for c in held:
+            c.close()
