@@ -115,7 +115,14 @@ private struct TOMLReader {
 
     mutating func readLimits(_ table: TOMLTable) -> LimitsConfiguration {
         var limits = LimitsConfiguration()
-        checkKeys(table, path: "limits", allowed: ["max_connections", "max_in_flight", "max_header_bytes", "max_body_bytes", "http2_max_concurrent_streams"])
+        checkKeys(
+            table, path: "limits",
+            allowed: ["max_connections", "max_connections_per_ip", "max_in_flight", "max_header_bytes", "max_header_fields",
+                      "max_uri_bytes", "max_body_bytes", "http2_max_concurrent_streams"]
+        )
+        if let value = int(table, "max_connections_per_ip", path: "limits.max_connections_per_ip", range: 0...10_000_000) { limits.maxConnectionsPerIP = value }
+        if let value = int(table, "max_header_fields", path: "limits.max_header_fields", range: 1...10_000) { limits.maxHeaderFields = value }
+        if let value = int(table, "max_uri_bytes", path: "limits.max_uri_bytes", range: 16...(80 * 1024)) { limits.maxURIBytes = value }
         if let value = int(table, "max_connections", path: "limits.max_connections", range: 1...10_000_000) { limits.maxConnections = value }
         if let value = int(table, "max_in_flight", path: "limits.max_in_flight", range: 1...10_000_000) { limits.maxInFlight = value }
         if let value = int(table, "max_header_bytes", path: "limits.max_header_bytes", range: 1024...(80 * 1024)) { limits.maxHeaderBytes = value }
@@ -126,7 +133,15 @@ private struct TOMLReader {
 
     mutating func readTimeouts(_ table: TOMLTable) -> TimeoutsConfiguration {
         var timeouts = TimeoutsConfiguration()
-        checkKeys(table, path: "timeouts", allowed: ["tls_handshake_seconds", "keepalive_seconds"])
+        checkKeys(
+            table, path: "timeouts",
+            allowed: ["tls_handshake_seconds", "keepalive_seconds", "request_head_seconds", "request_body_grace_seconds",
+                      "request_body_min_bytes_per_second", "send_seconds"]
+        )
+        if let value = int(table, "request_head_seconds", path: "timeouts.request_head_seconds", range: 1...3600) { timeouts.requestHead = .seconds(Int64(value)) }
+        if let value = int(table, "request_body_grace_seconds", path: "timeouts.request_body_grace_seconds", range: 1...3600) { timeouts.requestBodyGrace = .seconds(Int64(value)) }
+        if let value = int(table, "request_body_min_bytes_per_second", path: "timeouts.request_body_min_bytes_per_second", range: 0...(1 << 30)) { timeouts.requestBodyMinRate = value }
+        if let value = int(table, "send_seconds", path: "timeouts.send_seconds", range: 1...3600) { timeouts.send = .seconds(Int64(value)) }
         if let value = int(table, "tls_handshake_seconds", path: "timeouts.tls_handshake_seconds", range: 1...3600) { timeouts.tlsHandshake = .seconds(Int64(value)) }
         if let value = int(table, "keepalive_seconds", path: "timeouts.keepalive_seconds", range: 1...86_400) { timeouts.keepalive = .seconds(Int64(value)) }
         return timeouts

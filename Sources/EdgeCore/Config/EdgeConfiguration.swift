@@ -104,6 +104,12 @@ public struct LimitsConfiguration: Sendable, Equatable {
     public var maxBodyBytes: Int = 1_048_576
     /// HTTP/2 `SETTINGS_MAX_CONCURRENT_STREAMS` advertised to clients.
     public var http2MaxConcurrentStreams: Int = 100
+    /// Open connections from one client address above which new ones are closed at once; 0 disables.
+    public var maxConnectionsPerIP: Int = 512
+    /// Most header fields in a request; more get 431.
+    public var maxHeaderFields: Int = 100
+    /// Longest request target (path and query) in bytes; longer gets 414.
+    public var maxURIBytes: Int = 8192
 
     /// Creates limits with the defaults.
     public init() {}
@@ -115,6 +121,14 @@ public struct TimeoutsConfiguration: Sendable, Equatable {
     public var tlsHandshake: TimeAmount = .seconds(10)
     /// Time an idle keep-alive connection (HTTP/1.1) or an HTTP/2 connection without streams stays open.
     public var keepalive: TimeAmount = .seconds(75)
+    /// Time within which a whole request head must arrive once its first byte has (HTTP/1.1); then 408.
+    public var requestHead: TimeAmount = .seconds(10)
+    /// Grace period before the request body minimum rate applies.
+    public var requestBodyGrace: TimeAmount = .seconds(10)
+    /// Minimum average request body rate in bytes per second after the grace period; slower gets 408.
+    public var requestBodyMinRate: Int = 1024
+    /// Time a connection may stay unwritable (the client stopped reading) before it is closed.
+    public var send: TimeAmount = .seconds(60)
 
     /// Creates timeouts with the defaults.
     public init() {}

@@ -26,27 +26,36 @@ final class EdgeRequestHandler: ChannelInboundHandler {
     private let dispatcher: RequestDispatcher
     private let loop: LoopState
     private let limits: LimitsConfiguration
+    private let timeouts: TimeoutsConfiguration
     private let serverName: String
     private let isHTTP2: Bool
+    private let client: ClientAddress
     private var state: State = .idle
     private var isActive = true
+    /// Checks the request body's minimum rate while a body is being received.
+    private var bodyRateTimer: Scheduled<Void>?
+    private var bodyStarted = NIODeadline.now()
 
     /// Creates a handler for one connection (HTTP/1.1) or stream (HTTP/2).
-    init(services: EdgeServices, loop: LoopState, isHTTP2: Bool) {
+    init(services: EdgeServices, loop: LoopState, isHTTP2: Bool, client: ClientAddress) {
         self.dispatcher = RequestDispatcher(services: services, loop: loop)
         self.loop = loop
         self.limits = services.configuration.limits
+        self.timeouts = services.configuration.timeouts
         self.serverName = services.configuration.serverName
         self.isHTTP2 = isHTTP2
+        self.client = client
     }
 
     func channelInactive(context: ChannelHandlerContext) {
         isActive = false
+        stopBodyRateTimer()
         context.fireChannelInactive()
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
         isActive = false
+        stopBodyRateTimer()
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
@@ -72,6 +81,7 @@ final class EdgeRequestHandler: ChannelInboundHandler {
             state = .receiving(head, bodyBytes: total)
         case .end:
             guard case .receiving(let head, let bodyBytes) = state else { return }
+            stopBodyRateTimer()
             state = .responding
             serve(head, bodyBytes: bodyBytes, context: context)
         }
@@ -81,6 +91,15 @@ final class EdgeRequestHandler: ChannelInboundHandler {
 
     private func receiveHead(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
         guard case .idle = state else { return }
+        if !isHTTP2 { context.triggerUserOutboundEvent(HTTP1ConnectionEvent.headReceived, promise: nil) }
+        if head.uri.utf8.count > limits.maxURIBytes {
+            reject(head, .uriTooLong, "request target longer than \(limits.maxURIBytes) bytes\n", context: context)
+            return
+        }
+        if head.headers.count > limits.maxHeaderFields {
+            reject(head, .requestHeaderFieldsTooLarge, "more than \(limits.maxHeaderFields) header fields\n", context: context)
+            return
+        }
         var headBytes = head.uri.utf8.count + head.method.rawValue.utf8.count + 12
         for header in head.headers { headBytes += header.name.utf8.count + header.value.utf8.count + 4 }
         if headBytes > limits.maxHeaderBytes {
@@ -100,6 +119,35 @@ final class EdgeRequestHandler: ChannelInboundHandler {
             context.writeAndFlush(wrapOutboundOut(.head(interim)), promise: nil)
         }
         state = .receiving(head, bodyBytes: 0)
+        if head.headers.contains(name: "content-length") || head.headers.contains(name: "transfer-encoding") || isHTTP2 {
+            startBodyRateTimer(context: context)
+        }
+    }
+
+    /// After the grace period, a body arriving slower than `request_body_min_bytes_per_second` on average
+    /// gets 408 and the connection (or stream) closes.
+    private func startBodyRateTimer(context: ChannelHandlerContext) {
+        guard timeouts.requestBodyMinRate > 0 else { return }
+        bodyStarted = .now()
+        scheduleBodyRateCheck(in: timeouts.requestBodyGrace, context: context)
+    }
+
+    private func scheduleBodyRateCheck(in delay: TimeAmount, context: ChannelHandlerContext) {
+        bodyRateTimer = context.eventLoop.assumeIsolated().scheduleTask(in: delay) {
+            self.bodyRateTimer = nil
+            guard self.isActive, case .receiving(let head, let received) = self.state else { return }
+            let elapsed = Double((NIODeadline.now() - self.bodyStarted).nanoseconds) / 1e9
+            if Double(received) < Double(self.timeouts.requestBodyMinRate) * elapsed {
+                self.reject(head, .requestTimeout, "request body too slow\n", context: context)
+            } else {
+                self.scheduleBodyRateCheck(in: .seconds(1), context: context)
+            }
+        }
+    }
+
+    private func stopBodyRateTimer() {
+        bodyRateTimer?.cancel()
+        bodyRateTimer = nil
     }
 
     // MARK: serving
@@ -107,7 +155,7 @@ final class EdgeRequestHandler: ChannelInboundHandler {
     private func serve(_ head: HTTPRequestHead, bodyBytes: Int, context: ChannelHandlerContext) {
         let dispatch = dispatcher.dispatch(
             method: head.method, target: Self.originForm(head.uri), host: head.headers.first(name: "host")?[...] ?? "",
-            bodyBytes: bodyBytes, on: context.eventLoop
+            bodyBytes: bodyBytes, client: client, on: context.eventLoop
         )
         switch dispatch {
         case .ready(let reply):
@@ -142,6 +190,7 @@ final class EdgeRequestHandler: ChannelInboundHandler {
     /// Answers with an error and closes the connection (HTTP/1.1) or stream (HTTP/2).
     private func reject(_ head: HTTPRequestHead, _ status: HTTPResponseStatus, _ text: String, context: ChannelHandlerContext) {
         state = .closing
+        stopBodyRateTimer()
         let response = EdgeResponse.text(status, text)
         var headers = response.headers
         headers.add(name: "content-length", value: String(response.body.readableBytes))
@@ -171,6 +220,7 @@ final class EdgeRequestHandler: ChannelInboundHandler {
             context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
         }
         if case .responding = state { state = .idle }
+        if !isHTTP2 { context.triggerUserOutboundEvent(HTTP1ConnectionEvent.responseFinished, promise: nil) }
         if keepAlive && !forceClose {
             context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
         } else {

@@ -1,17 +1,22 @@
 import NIOCore
 import NIOHTTP1
 
-/// The HTTP/1.1 fast path: answers simple `GET`/`HEAD` requests straight from bytes, with pre-serialised
-/// cached responses, and hands the connection to NIO's full HTTP/1 pipeline (installed behind it) at the
-/// first request it does not fully understand.
+/// The HTTP/1.1 connection handler: answers simple `GET`/`HEAD` requests straight from bytes, with
+/// pre-serialised cached responses, and hands the connection to NIO's full HTTP/1 pipeline (installed behind
+/// it) at the first request it does not fully understand. It also owns the connection's timers and
+/// backpressure, before and after a hand-over:
+///
+/// - keep-alive: an idle connection closes after `keepalive_seconds`;
+/// - request head: once a request's first byte arrives, its whole head must arrive within
+///   `request_head_seconds` (a client trickling bytes is cut off with 408 — slowloris);
+/// - backpressure: while the socket is unwritable (the client is not reading) no further requests are read,
+///   and a connection unwritable for `send_seconds` is closed, releasing its buffered responses.
 ///
 /// Profiling showed NIO's general HTTP/1 pipeline (llhttp, header strings, per-part handler hops) costing
-/// several times the kernel's own work per cached response; this handler makes a cache hit one scan, one
-/// dictionary lookup and one buffer write. Everything else — bodies, `Expect`, chunked encoding, upgrades,
-/// malformed or unusual syntax — is parsed by llhttp exactly as without the fast path.
-///
-/// Requests are answered in order: while a response is pending (cache miss), further pipelined bytes stay
-/// buffered and socket reads are paused.
+/// several times the kernel's own work per cached response; here a cache hit is one scan, one dictionary
+/// lookup and one buffer write. Bodies, `Expect`, chunked encoding, upgrades and malformed or unusual syntax
+/// are parsed by llhttp exactly as without the fast path. Requests are answered in order: while a response
+/// is pending (cache miss), further pipelined bytes stay buffered and socket reads pause.
 final class HTTP1FastPathHandler: ChannelDuplexHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = ByteBuffer
@@ -21,39 +26,65 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
     private let dispatcher: RequestDispatcher
     private let loop: LoopState
     private let serverName: String
-    private let maxHeaderBytes: Int
-    private let keepaliveTimeout: TimeAmount
-    private var lastRead = NIODeadline.now()
-    private var idleTimer: Scheduled<Void>?
+    private let limits: LimitsConfiguration
+    private let timeouts: TimeoutsConfiguration
+    private let client: ClientAddress
+
     /// Bytes received and not yet answered; `nil` when empty, so NIO can reuse its receive buffer.
     private var buffered: ByteBuffer?
     private var handedOff = false
-    private var awaitingReply = false
+    /// A fast-path response is pending (before hand-over), or a request is in progress (after).
+    private var requestInProgress = false
     private var closing = false
     private var quiescing = false
     private var needsFlush = false
     private var readPending = false
     private var isActive = true
 
-    init(services: EdgeServices, loop: LoopState) {
+    private var lastRead = NIODeadline.now()
+    private var idleTimer: Scheduled<Void>?
+    private var headTimer: Scheduled<Void>?
+    private var sendTimer: Scheduled<Void>?
+
+    init(services: EdgeServices, loop: LoopState, client: ClientAddress) {
         self.dispatcher = RequestDispatcher(services: services, loop: loop)
         self.loop = loop
         self.serverName = services.configuration.serverName
-        self.maxHeaderBytes = services.configuration.limits.maxHeaderBytes
-        self.keepaliveTimeout = services.configuration.timeouts.keepalive
+        self.limits = services.configuration.limits
+        self.timeouts = services.configuration.timeouts
+        self.client = client
     }
 
+    // MARK: lifecycle
+
     func handlerAdded(context: ChannelHandlerContext) {
-        scheduleIdleCheck(in: keepaliveTimeout, context: context)
+        scheduleIdleCheck(in: timeouts.keepalive, context: context)
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
-        idleTimer?.cancel()
-        idleTimer = nil
+        cancelTimers()
     }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        isActive = false
+        cancelTimers()
+        context.fireChannelInactive()
+    }
+
+    private func cancelTimers() {
+        idleTimer?.cancel()
+        headTimer?.cancel()
+        sendTimer?.cancel()
+        idleTimer = nil
+        headTimer = nil
+        sendTimer = nil
+    }
+
+    // MARK: inbound
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard !handedOff else {
+            if !requestInProgress { startHeadTimer(context: context) }
             context.fireChannelRead(data)
             return
         }
@@ -73,74 +104,84 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
         context.fireChannelReadComplete()
     }
 
-    func channelInactive(context: ChannelHandlerContext) {
-        isActive = false
-        idleTimer?.cancel()
-        idleTimer = nil
-        context.fireChannelInactive()
-    }
-
-    // MARK: keep-alive timeout
-
-    /// The keep-alive timer, kept here rather than in an `IdleStateHandler` so that reads and writes pass
-    /// through one handler less. After a hand-over it raises `IdleStateEvent.read` for the full pipeline.
-    private func scheduleIdleCheck(in delay: TimeAmount, context: ChannelHandlerContext) {
-        idleTimer = context.eventLoop.assumeIsolated().scheduleTask(in: delay) {
-            self.checkIdle(context: context)
-        }
-    }
-
-    private func checkIdle(context: ChannelHandlerContext) {
-        guard isActive else { return }
-        let idle = NIODeadline.now() - lastRead
-        guard idle >= keepaliveTimeout else {
-            scheduleIdleCheck(in: keepaliveTimeout - idle, context: context)
-            return
-        }
-        if handedOff {
-            context.fireUserInboundEventTriggered(IdleStateHandler.IdleStateEvent.read)
-        } else if !awaitingReply {
-            context.close(promise: nil)
-            return
-        }
-        scheduleIdleCheck(in: keepaliveTimeout, context: context)
-    }
-
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         guard !handedOff else {
             context.fireUserInboundEventTriggered(event)
             return
         }
-        switch event {
-        case is ChannelShouldQuiesceEvent:
+        if event is ChannelShouldQuiesceEvent {
             quiescing = true
-            if !awaitingReply { context.close(promise: nil) }
-        default:
-            context.fireUserInboundEventTriggered(event)
+            if !requestInProgress { context.close(promise: nil) }
+            return
         }
+        context.fireUserInboundEventTriggered(event)
     }
 
-    /// Holds socket reads while a reply is pending, so pipelined requests cannot pile up without bound.
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable {
+            sendTimer?.cancel()
+            sendTimer = nil
+            if !handedOff { processBuffered(context: context) }
+            flushIfNeeded(context: context)
+            resumeReadingIfPossible(context: context)
+        } else if sendTimer == nil {
+            sendTimer = context.eventLoop.assumeIsolated().scheduleTask(in: timeouts.send) {
+                context.close(promise: nil)
+            }
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
+    // MARK: outbound
+
+    /// Holds socket reads while a fast-path reply is pending or the client is not reading its responses, so
+    /// neither pipelined requests nor their responses can pile up without bound.
     func read(context: ChannelHandlerContext) {
-        if awaitingReply && !handedOff {
+        if (requestInProgress && !handedOff) || !context.channel.isWritable {
             readPending = true
         } else {
             context.read()
         }
     }
 
+    func triggerUserOutboundEvent(context: ChannelHandlerContext, event: Any, promise: EventLoopPromise<Void>?) {
+        guard let event = event as? HTTP1ConnectionEvent else {
+            context.triggerUserOutboundEvent(event, promise: promise)
+            return
+        }
+        switch event {
+        case .headReceived:
+            requestInProgress = true
+            headTimer?.cancel()
+            headTimer = nil
+        case .responseFinished:
+            requestInProgress = false
+        }
+        promise?.succeed()
+    }
+
     // MARK: processing
 
     private func processBuffered(context: ChannelHandlerContext) {
-        while !awaitingReply, !closing, !handedOff, let pending = buffered {
-            switch HTTP1RequestScanner.scan(pending, limit: maxHeaderBytes) {
+        while !requestInProgress, !closing, !handedOff, context.channel.isWritable, let pending = buffered {
+            switch HTTP1RequestScanner.scan(pending, limit: limits.maxHeaderBytes) {
             case .incomplete:
-                if pending.readableBytes > maxHeaderBytes { handOff(context: context) }
+                if pending.readableBytes > limits.maxHeaderBytes {
+                    handOff(context: context)
+                } else {
+                    startHeadTimer(context: context)
+                }
                 return
             case .fallback:
                 handOff(context: context)
                 return
             case .simple(let request, let headLength):
+                guard request.target.utf8.count <= limits.maxURIBytes, request.fieldCount <= limits.maxHeaderFields else {
+                    handOff(context: context)  // the full parser path answers 414 / 431
+                    return
+                }
+                headTimer?.cancel()
+                headTimer = nil
                 if pending.readableBytes == headLength {
                     buffered = nil
                 } else {
@@ -153,24 +194,22 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
 
     private func serve(_ request: HTTP1RequestScanner.Request, context: ChannelHandlerContext) {
         let dispatch = dispatcher.dispatch(
-            method: request.method, target: request.target[...], host: request.host[...], bodyBytes: 0, on: context.eventLoop
+            method: request.method, target: request.target[...], host: request.host[...], bodyBytes: 0,
+            client: client, on: context.eventLoop
         )
         switch dispatch {
         case .ready(let reply):
             write(reply, for: request, context: context)
         case .pending(let future):
-            awaitingReply = true
+            requestInProgress = true
             future.assumeIsolated().whenComplete { result in
-                self.awaitingReply = false
+                self.requestInProgress = false
                 guard self.isActive else { return }
                 let reply = (try? result.get()) ?? .response(.text(.badGateway, "backend failed\n"))
                 self.write(reply, for: request, context: context)
                 self.processBuffered(context: context)
                 self.flushIfNeeded(context: context)
-                if self.readPending, !self.awaitingReply {
-                    self.readPending = false
-                    context.read()
-                }
+                self.resumeReadingIfPossible(context: context)
             }
         }
     }
@@ -210,11 +249,16 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
             context.write(wrapOutboundOut(buffer), promise: nil)
             needsFlush = true
         } else {
-            closing = true
-            needsFlush = false
-            context.writeAndFlush(wrapOutboundOut(buffer)).assumeIsolated().whenComplete { _ in
-                context.close(promise: nil)
-            }
+            closeAfterWriting(buffer, context: context)
+        }
+    }
+
+    /// Writes a final response and closes the connection once it is sent.
+    private func closeAfterWriting(_ buffer: ByteBuffer, context: ChannelHandlerContext) {
+        closing = true
+        needsFlush = false
+        context.writeAndFlush(wrapOutboundOut(buffer)).assumeIsolated().whenComplete { _ in
+            context.close(promise: nil)
         }
     }
 
@@ -222,6 +266,13 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
         if needsFlush {
             needsFlush = false
             context.flush()
+        }
+    }
+
+    private func resumeReadingIfPossible(context: ChannelHandlerContext) {
+        if readPending, !(requestInProgress && !handedOff), context.channel.isWritable {
+            readPending = false
+            context.read()
         }
     }
 
@@ -234,9 +285,55 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
             context.fireChannelRead(wrapInboundOut(rest))
             context.fireChannelReadComplete()
         }
-        if readPending {
-            readPending = false
-            context.read()
+        resumeReadingIfPossible(context: context)
+    }
+
+    // MARK: timers
+
+    /// Starts the request-head deadline unless it is already running.
+    private func startHeadTimer(context: ChannelHandlerContext) {
+        guard headTimer == nil, !closing else { return }
+        headTimer = context.eventLoop.assumeIsolated().scheduleTask(in: timeouts.requestHead) {
+            self.headTimer = nil
+            self.requestHeadTimedOut(context: context)
         }
+    }
+
+    private func requestHeadTimedOut(context: ChannelHandlerContext) {
+        guard isActive, !closing, !requestInProgress else { return }
+        let text = "request head not received within \(timeouts.requestHead.nanoseconds / 1_000_000_000) s\n"
+        var buffer = context.channel.allocator.buffer(capacity: 256)
+        buffer.writeImmutableBuffer(ResponseHeaders.serializeHead(
+            status: .requestTimeout,
+            headers: ["content-type": "text/plain; charset=utf-8", "content-length": String(text.utf8.count),
+                      "server": serverName, "date": loop.date.current, "connection": "close"]
+        ))
+        buffer.writeStaticString("\r\n")
+        buffer.writeString(text)
+        closeAfterWriting(buffer, context: context)
+    }
+
+    /// The keep-alive timer, kept here rather than in an `IdleStateHandler` so that reads and writes pass
+    /// through one handler less. After a hand-over it raises `IdleStateEvent.read` for the full pipeline.
+    private func scheduleIdleCheck(in delay: TimeAmount, context: ChannelHandlerContext) {
+        idleTimer = context.eventLoop.assumeIsolated().scheduleTask(in: delay) {
+            self.checkIdle(context: context)
+        }
+    }
+
+    private func checkIdle(context: ChannelHandlerContext) {
+        guard isActive else { return }
+        let idle = NIODeadline.now() - lastRead
+        guard idle >= timeouts.keepalive else {
+            scheduleIdleCheck(in: timeouts.keepalive - idle, context: context)
+            return
+        }
+        if handedOff {
+            context.fireUserInboundEventTriggered(IdleStateHandler.IdleStateEvent.read)
+        } else if !requestInProgress {
+            context.close(promise: nil)
+            return
+        }
+        scheduleIdleCheck(in: timeouts.keepalive, context: context)
     }
 }

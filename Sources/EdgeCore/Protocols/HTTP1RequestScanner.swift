@@ -20,6 +20,8 @@ enum HTTP1RequestScanner {
         var keepAlive: Bool
         /// `HTTP/1.0` request (keep-alive must then be confirmed in the response).
         var isHTTP10: Bool
+        /// Number of header fields.
+        var fieldCount: Int
     }
 
     /// What the scanner found at the start of the buffer.
@@ -147,7 +149,8 @@ enum HTTP1RequestScanner {
                 target: string(targetStart..<targetEnd),
                 host: hostRange.map(string) ?? "",
                 keepAlive: keepAlive,
-                isHTTP10: isHTTP10
+                isHTTP10: isHTTP10,
+                fieldCount: fields
             ),
             headLength: index
         )

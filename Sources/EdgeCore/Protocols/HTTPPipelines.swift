@@ -51,7 +51,8 @@ enum HTTPPipelines {
         decoderLimits.maxHeaderFieldSize = configuration.limits.maxHeaderBytes
         let sync = channel.pipeline.syncOperations
         let loop = services.loops.state(for: channel.eventLoop)
-        try sync.addHandler(HTTP1FastPathHandler(services: services, loop: loop))
+        let client = ClientAddress(channel.remoteAddress)
+        try sync.addHandler(HTTP1FastPathHandler(services: services, loop: loop, client: client))
         try sync.configureHTTPServerPipeline(
             withPipeliningAssistance: true,
             withServerUpgrade: nil,
@@ -62,7 +63,7 @@ enum HTTPPipelines {
         )
         try sync.addHandler(HTTP1ProtocolErrorHandler(serverName: configuration.serverName))
         try sync.addHandler(
-            EdgeRequestHandler(services: services, loop: loop, isHTTP2: false)
+            EdgeRequestHandler(services: services, loop: loop, isHTTP2: false, client: client)
         )
         try sync.addHandler(CloseOnErrorHandler())
     }
@@ -88,6 +89,7 @@ enum HTTPPipelines {
         var stream = NIOHTTP2Handler.StreamConfiguration()
         stream.targetWindowSize = 1 << 20
         let sync = channel.pipeline.syncOperations
+        let client = ClientAddress(channel.remoteAddress)
         _ = try sync.configureHTTP2Pipeline(
             mode: .server,
             connectionConfiguration: connection,
@@ -98,7 +100,9 @@ enum HTTPPipelines {
                 let streamSync = streamChannel.pipeline.syncOperations
                 try streamSync.addHandler(HTTP2FramePayloadToHTTP1ServerCodec())
                 try streamSync.addHandler(
-                    EdgeRequestHandler(services: services, loop: services.loops.state(for: streamChannel.eventLoop), isHTTP2: true)
+                    EdgeRequestHandler(
+                        services: services, loop: services.loops.state(for: streamChannel.eventLoop), isHTTP2: true, client: client
+                    )
                 )
             }
         }

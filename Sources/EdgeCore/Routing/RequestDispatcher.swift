@@ -35,7 +35,10 @@ struct RequestDispatcher {
     ///   - target: The request target in origin form (path and optional query).
     ///   - host: The `Host` header or `:authority`.
     ///   - bodyBytes: Size of the request body received.
-    func dispatch(method: HTTPMethod, target: Substring, host: Substring, bodyBytes: Int, on eventLoop: any EventLoop) -> Dispatch {
+    ///   - client: The client's address, for per-client policies.
+    func dispatch(
+        method: HTTPMethod, target: Substring, host: Substring, bodyBytes: Int, client: ClientAddress, on eventLoop: any EventLoop
+    ) -> Dispatch {
         let state = services.state
         guard state.admitRequest(limit: services.configuration.limits.maxInFlight) else {
             var busy = EdgeResponse.text(.serviceUnavailable, "server busy, retry shortly\n")

@@ -1,0 +1,55 @@
+public import NIOCore
+
+/// A client's IP address as a small hashable value: the key of per-client limits.
+///
+/// IPv4 addresses are stored IPv4-mapped (`::ffff:a.b.c.d`) so both families share one key space.
+public struct ClientAddress: Hashable, Sendable, CustomStringConvertible {
+    /// Upper 64 bits of the IPv6 (or IPv4-mapped) address.
+    public let high: UInt64
+    /// Lower 64 bits.
+    public let low: UInt64
+
+    /// The key used when the peer address is unknown (e.g. Unix sockets); all such clients share it.
+    public static let unknown = ClientAddress(high: 0, low: 0)
+
+    /// Creates an address from its two halves.
+    public init(high: UInt64, low: UInt64) {
+        self.high = high
+        self.low = low
+    }
+
+    /// The IP address of `address`, or ``unknown``.
+    public init(_ address: SocketAddress?) {
+        var bytes = [UInt8](repeating: 0, count: 16)
+        switch address {
+        case .v4(let v4)?:
+            bytes[10] = 0xFF
+            bytes[11] = 0xFF
+            withUnsafeBytes(of: v4.address.sin_addr) { raw in
+                for index in 0..<4 { bytes[12 + index] = raw[index] }
+            }
+        case .v6(let v6)?:
+            withUnsafeBytes(of: v6.address.sin6_addr) { raw in
+                for index in 0..<16 { bytes[index] = raw[index] }
+            }
+        default:
+            self = .unknown
+            return
+        }
+        self.high = bytes[0..<8].reduce(0) { $0 << 8 | UInt64($1) }
+        self.low = bytes[8..<16].reduce(0) { $0 << 8 | UInt64($1) }
+    }
+
+    /// Dotted IPv4 or full hexadecimal IPv6 text, for logs.
+    public var description: String {
+        if high == 0, low >> 32 == 0xFFFF {
+            let v4 = UInt32(truncatingIfNeeded: low)
+            return "\(v4 >> 24).\(v4 >> 16 & 0xFF).\(v4 >> 8 & 0xFF).\(v4 & 0xFF)"
+        }
+        let groups = (0..<8).map { index -> String in
+            let half = index < 4 ? high : low
+            return String(UInt16(truncatingIfNeeded: half >> (48 - 16 * UInt64(index % 4))), radix: 16)
+        }
+        return groups.joined(separator: ":")
+    }
+}
