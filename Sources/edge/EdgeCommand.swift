@@ -56,7 +56,13 @@ struct Serve: AsyncParsableCommand {
         LoggingSystem.bootstrap { LogfmtLogHandler(label: $0, level: level) }
         let logger = Logger(label: "edge")
         logger.info("starting", metadata: ["config": "\(config ?? "embedded default")", "pid": "\(getpid())"])
-        let server = EdgeServer(configuration: configuration, logger: logger)
+        let server: EdgeServer
+        do {
+            server = try EdgeServer(configuration: configuration, logger: logger)
+        } catch {
+            logger.error("cannot start", metadata: ["reason": "\(error.message)"])
+            throw ExitCode(1)
+        }
         let group = ServiceGroup(
             configuration: .init(
                 services: [.init(service: server)],

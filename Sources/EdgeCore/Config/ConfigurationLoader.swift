@@ -159,7 +159,9 @@ private struct TOMLReader {
 
     mutating func readRoute(_ table: TOMLTable, path: String) -> RouteConfiguration? {
         let handlerKeys = ["demo", "respond"]
-        checkKeys(table, path: path, allowed: ["path", "cache_ttl_seconds"] + handlerKeys)
+        checkKeys(table, path: path, allowed: ["path", "cache_ttl_seconds", "rate_limit", "basic_auth"] + handlerKeys)
+        let rateLimit = readRateLimit(table, path: "\(path).rate_limit")
+        let basicAuth = readBasicAuth(table, path: "\(path).basic_auth")
         let prefix = string(table, "path", path: "\(path).path", required: true)
         if let prefix, !prefix.hasPrefix("/") {
             fail("\(path).path", "must start with \"/\", got \"\(prefix)\"")
@@ -183,7 +185,33 @@ private struct TOMLReader {
         default: handler = readRespond(table, path: "\(path).respond").map { .respond($0) }
         }
         guard let prefix, prefix.hasPrefix("/"), let handler else { return nil }
-        return RouteConfiguration(path: prefix, handler: handler, cacheTTL: ttl)
+        return RouteConfiguration(path: prefix, handler: handler, cacheTTL: ttl, rateLimit: rateLimit, basicAuth: basicAuth)
+    }
+
+    mutating func readRateLimit(_ parent: TOMLTable, path: String) -> RateLimitConfiguration? {
+        guard let table = subtable(parent, "rate_limit", path: path) else { return nil }
+        checkKeys(table, path: path, allowed: ["per_second", "burst"])
+        var perSecond: Double?
+        if let value = table["per_second"] {
+            if let number = value.tomlValue.double ?? value.tomlValue.int.map(Double.init), number > 0, number <= 1_000_000 {
+                perSecond = number
+            } else {
+                fail("\(path).per_second", "expected a number of requests per second above 0, got \(describe(value.tomlValue))")
+            }
+        } else {
+            fail("\(path).per_second", "is required")
+        }
+        let burst = int(table, "burst", path: "\(path).burst", range: 1...1_000_000) ?? 1
+        return perSecond.map { RateLimitConfiguration(perSecond: $0, burst: burst) }
+    }
+
+    mutating func readBasicAuth(_ parent: TOMLTable, path: String) -> BasicAuthConfiguration? {
+        guard let table = subtable(parent, "basic_auth", path: path) else { return nil }
+        checkKeys(table, path: path, allowed: ["realm", "htpasswd"])
+        let realm = string(table, "realm", path: "\(path).realm") ?? "edge"
+        if !HeaderValue.isValid(realm) { fail("\(path).realm", "must not contain control characters") }
+        guard let file = string(table, "htpasswd", path: "\(path).htpasswd", required: true) else { return nil }
+        return BasicAuthConfiguration(realm: realm, htpasswd: file)
     }
 
     mutating func readDemo(_ parent: TOMLTable, path: String) -> DemoBackendConfiguration? {

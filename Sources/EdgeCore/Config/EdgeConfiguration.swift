@@ -157,12 +157,49 @@ public struct RouteConfiguration: Sendable, Equatable {
     public var handler: RouteHandlerConfiguration
     /// Time to live of cached responses from this route; `nil` uses the cache default, zero disables caching.
     public var cacheTTL: TimeAmount?
+    /// Per-client request rate limit; `nil` for none.
+    public var rateLimit: RateLimitConfiguration?
+    /// Basic authentication; `nil` for none.
+    public var basicAuth: BasicAuthConfiguration?
 
     /// Creates a route.
-    public init(path: String, handler: RouteHandlerConfiguration, cacheTTL: TimeAmount? = nil) {
+    public init(
+        path: String, handler: RouteHandlerConfiguration, cacheTTL: TimeAmount? = nil,
+        rateLimit: RateLimitConfiguration? = nil, basicAuth: BasicAuthConfiguration? = nil
+    ) {
         self.path = path
         self.handler = handler
         self.cacheTTL = cacheTTL
+        self.rateLimit = rateLimit
+        self.basicAuth = basicAuth
+    }
+}
+
+/// `rate_limit = { per_second = 5, burst = 10 }`: requests per client address.
+public struct RateLimitConfiguration: Sendable, Equatable {
+    /// Sustained requests per second.
+    public var perSecond: Double
+    /// Requests allowed at once.
+    public var burst: Int
+
+    /// Creates a rate limit.
+    public init(perSecond: Double, burst: Int) {
+        self.perSecond = perSecond
+        self.burst = burst
+    }
+}
+
+/// `basic_auth = { realm = "edge", htpasswd = "/etc/edge/htpasswd" }`.
+public struct BasicAuthConfiguration: Sendable, Equatable {
+    /// Realm named in `WWW-Authenticate`.
+    public var realm: String
+    /// Path of an htpasswd file with bcrypt hashes.
+    public var htpasswd: String
+
+    /// Creates a Basic auth configuration.
+    public init(realm: String, htpasswd: String) {
+        self.realm = realm
+        self.htpasswd = htpasswd
     }
 }
 

@@ -155,7 +155,8 @@ final class EdgeRequestHandler: ChannelInboundHandler {
     private func serve(_ head: HTTPRequestHead, bodyBytes: Int, context: ChannelHandlerContext) {
         let dispatch = dispatcher.dispatch(
             method: head.method, target: Self.originForm(head.uri), host: head.headers.first(name: "host")?[...] ?? "",
-            bodyBytes: bodyBytes, client: client, on: context.eventLoop
+            authorization: head.headers.first(name: "authorization")?[...], bodyBytes: bodyBytes, client: client,
+            on: context.eventLoop
         )
         switch dispatch {
         case .ready(let reply):

@@ -16,6 +16,8 @@ enum HTTP1RequestScanner {
         var target: String
         /// `Host`, empty when absent.
         var host: String
+        /// `Authorization`, if present.
+        var authorization: String?
         /// Whether the connection stays open after the response.
         var keepAlive: Bool
         /// `HTTP/1.0` request (keep-alive must then be confirmed in the response).
@@ -82,6 +84,7 @@ enum HTTP1RequestScanner {
 
         // Header fields: token ":" OWS visible-or-space* OWS CRLF, up to an empty line.
         var hostRange: Range<Int>?
+        var authorizationRange: Range<Int>?
         var keepAlive = !isHTTP10
         var fields = 0
         while true {
@@ -119,6 +122,9 @@ enum HTTP1RequestScanner {
             case 4 where equalsLowercase(bytes, nameStart, "host"):
                 guard hostRange == nil else { return .fallback }
                 hostRange = valueStart..<valueEnd
+            case 13 where equalsLowercase(bytes, nameStart, "authorization"):
+                guard authorizationRange == nil else { return .fallback }
+                authorizationRange = valueStart..<valueEnd
             case 10 where equalsLowercase(bytes, nameStart, "connection"):
                 for token in connectionTokens(bytes, valueStart..<valueEnd) {
                     switch token {
@@ -148,6 +154,7 @@ enum HTTP1RequestScanner {
                 method: method,
                 target: string(targetStart..<targetEnd),
                 host: hostRange.map(string) ?? "",
+                authorization: authorizationRange.map(string),
                 keepAlive: keepAlive,
                 isHTTP10: isHTTP10,
                 fieldCount: fields

@@ -11,7 +11,10 @@ enum HTTPPipelines {
     static func configurePlain(_ channel: any Channel, services: EdgeServices) throws {
         let limits = services.configuration.limits
         try channel.pipeline.syncOperations.addHandler(
-            ConnectionGuard(state: services.state, maxConnections: limits.maxConnections, handshakeTimeout: nil)
+            ConnectionGuard(
+                state: services.state, perClient: services.connectionsPerClient, maxConnections: limits.maxConnections,
+                handshakeTimeout: nil
+            )
         )
         try configureHTTP1(channel, services: services)
     }
@@ -20,8 +23,8 @@ enum HTTPPipelines {
     static func configureTLS(_ channel: any Channel, context sslContext: NIOSSLContext, services: EdgeServices) throws {
         let configuration = services.configuration
         let guardHandler = ConnectionGuard(
-            state: services.state, maxConnections: configuration.limits.maxConnections,
-            handshakeTimeout: configuration.timeouts.tlsHandshake
+            state: services.state, perClient: services.connectionsPerClient,
+            maxConnections: configuration.limits.maxConnections, handshakeTimeout: configuration.timeouts.tlsHandshake
         )
         let boundGuard = NIOLoopBound(guardHandler, eventLoop: channel.eventLoop)
         let sync = channel.pipeline.syncOperations

@@ -35,9 +35,11 @@ struct RequestDispatcher {
     ///   - target: The request target in origin form (path and optional query).
     ///   - host: The `Host` header or `:authority`.
     ///   - bodyBytes: Size of the request body received.
+    ///   - authorization: The `Authorization` header, for Basic auth.
     ///   - client: The client's address, for per-client policies.
     func dispatch(
-        method: HTTPMethod, target: Substring, host: Substring, bodyBytes: Int, client: ClientAddress, on eventLoop: any EventLoop
+        method: HTTPMethod, target: Substring, host: Substring, authorization: Substring?, bodyBytes: Int,
+        client: ClientAddress, on eventLoop: any EventLoop
     ) -> Dispatch {
         let state = services.state
         guard state.admitRequest(limit: services.configuration.limits.maxInFlight) else {
@@ -45,7 +47,10 @@ struct RequestDispatcher {
             busy.headers.add(name: "retry-after", value: "1")
             return .ready(.response(busy))
         }
-        let dispatch = route(method: method, target: target, host: host, bodyBytes: bodyBytes, on: eventLoop)
+        let dispatch = route(
+            method: method, target: target, host: host, authorization: authorization, bodyBytes: bodyBytes,
+            client: client, on: eventLoop
+        )
         switch dispatch {
         case .ready:
             state.requestFinished()
@@ -55,7 +60,10 @@ struct RequestDispatcher {
         return dispatch
     }
 
-    private func route(method: HTTPMethod, target: Substring, host: Substring, bodyBytes: Int, on eventLoop: any EventLoop) -> Dispatch {
+    private func route(
+        method: HTTPMethod, target: Substring, host: Substring, authorization: Substring?, bodyBytes: Int,
+        client: ClientAddress, on eventLoop: any EventLoop
+    ) -> Dispatch {
         let path: Substring
         let query: Substring?
         if let mark = target.firstIndex(of: "?") {
@@ -74,6 +82,44 @@ struct RequestDispatcher {
         guard let route = services.router.route(for: path) else {
             return .ready(.response(.text(.notFound, "not found\n")))
         }
+        if let limiter = route.rateLimiter, case .reject(let retryAfter) = limiter.check(client, now: .now()) {
+            var tooMany = EdgeResponse.text(.tooManyRequests, "too many requests, retry later\n")
+            tooMany.headers.add(name: "retry-after", value: String(retryAfter))
+            return .ready(.response(tooMany))
+        }
+        guard let authenticator = route.authenticator else {
+            return act(route, method: method, target: target, query: query, host: host, bodyBytes: bodyBytes, on: eventLoop)
+        }
+        switch authenticator.authenticate(authorization, on: eventLoop) {
+        case .allowed:
+            return act(route, method: method, target: target, query: query, host: host, bodyBytes: bodyBytes, on: eventLoop)
+        case .denied:
+            return .ready(.response(Self.unauthorized(authenticator)))
+        case .pending(let verdict):
+            let target = String(target), host = String(host), query = query.map(String.init)
+            return .pending(
+                verdict.assumeIsolated().flatMap { valid in
+                    guard valid else { return eventLoop.makeSucceededFuture(.response(Self.unauthorized(authenticator))) }
+                    switch self.act(route, method: method, target: target[...], query: query?[...], host: host[...], bodyBytes: bodyBytes, on: eventLoop) {
+                    case .ready(let reply): return eventLoop.makeSucceededFuture(reply)
+                    case .pending(let future): return future
+                    }
+                }.nonisolated()
+            )
+        }
+    }
+
+    private static func unauthorized(_ authenticator: BasicAuthenticator) -> EdgeResponse {
+        var response = EdgeResponse.text(.unauthorized, "authentication required\n")
+        response.headers.add(name: "www-authenticate", value: authenticator.challenge)
+        return response
+    }
+
+    /// Runs a route's action once its policies let the request through.
+    private func act(
+        _ route: Route, method: HTTPMethod, target: Substring, query: Substring?, host: Substring, bodyBytes: Int,
+        on eventLoop: any EventLoop
+    ) -> Dispatch {
         switch route.action {
         case .respond(let response):
             return .ready(.response(response))

@@ -8,12 +8,22 @@ public enum RouteAction: Sendable {
     case respond(EdgeResponse)
 }
 
-/// A route ready to serve: its prefix and action.
+/// A route ready to serve: its prefix, policies and action.
 public struct Route: Sendable {
     /// Path prefix.
     public let prefix: String
     /// What to do for matching requests.
     public let action: RouteAction
+    /// Per-client rate limit, checked first.
+    public let rateLimiter: RateLimiter?
+    /// Basic authentication, checked after the rate limit.
+    public let authenticator: BasicAuthenticator?
+}
+
+/// A route whose policies could not be set up (e.g. an unreadable htpasswd file).
+public struct RouteSetupError: Error, CustomStringConvertible {
+    /// What went wrong, naming the config key.
+    public var description: String
 }
 
 /// Longest-prefix routing over the configured routes, as nginx's prefix `location`s.
@@ -21,22 +31,35 @@ public struct Router: Sendable {
     private let routes: [Route]
 
     /// Builds the routes of a configuration; `defaultTTL` applies to cached routes without their own TTL.
-    public init(routes configurations: [RouteConfiguration], defaultTTL: TimeAmount) {
-        routes = configurations
-            .map { configuration in
-                let action: RouteAction
-                switch configuration.handler {
-                case .demo(let demo):
-                    action = .demo(DemoBackend(configuration: demo), cacheTTL: configuration.cacheTTL ?? defaultTTL)
-                case .respond(let fixed):
-                    var response = EdgeResponse.text(.init(statusCode: fixed.status), fixed.body)
-                    response.headers.replaceOrAdd(name: "content-type", value: fixed.contentType)
-                    action = .respond(response)
-                }
-                return Route(prefix: configuration.path, action: action)
+    /// - Throws: ``RouteSetupError`` when a route's htpasswd file is missing or invalid.
+    public init(routes configurations: [RouteConfiguration], defaultTTL: TimeAmount) throws(RouteSetupError) {
+        var built: [Route] = []
+        for (index, configuration) in configurations.enumerated() {
+            let action: RouteAction
+            switch configuration.handler {
+            case .demo(let demo):
+                action = .demo(DemoBackend(configuration: demo), cacheTTL: configuration.cacheTTL ?? defaultTTL)
+            case .respond(let fixed):
+                var response = EdgeResponse.text(.init(statusCode: fixed.status), fixed.body)
+                response.headers.replaceOrAdd(name: "content-type", value: fixed.contentType)
+                action = .respond(response)
             }
-            .sorted { $0.prefix.utf8.count > $1.prefix.utf8.count }
+            let limiter = configuration.rateLimit.map { RateLimiter(perSecond: $0.perSecond, burst: $0.burst) }
+            var authenticator: BasicAuthenticator?
+            if let auth = configuration.basicAuth {
+                do {
+                    authenticator = try BasicAuthenticator(realm: auth.realm, path: auth.htpasswd)
+                } catch {
+                    throw RouteSetupError(description: "route[\(index)].basic_auth.htpasswd: \(error)")
+                }
+            }
+            built.append(Route(prefix: configuration.path, action: action, rateLimiter: limiter, authenticator: authenticator))
+        }
+        routes = built.sorted { $0.prefix.utf8.count > $1.prefix.utf8.count }
     }
+
+    /// Every route's authenticator, for reloading their files.
+    public var authenticators: [BasicAuthenticator] { routes.compactMap(\.authenticator) }
 
     /// The route with the longest prefix of `path`, or `nil`.
     public func route(for path: Substring) -> Route? {

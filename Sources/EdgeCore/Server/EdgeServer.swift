@@ -32,14 +32,20 @@ public final class EdgeServer: Service, Sendable {
     public let state: ServerState
 
     /// Creates a server; nothing is bound until ``run()``.
-    public init(configuration: EdgeConfiguration, logger: Logger) {
+    /// - Throws: ``ServerStartError`` when a route's policies cannot be set up (e.g. a bad htpasswd file).
+    public init(configuration: EdgeConfiguration, logger: Logger) throws(ServerStartError) {
         self.configuration = configuration
         self.logger = logger
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: configuration.threads ?? System.coreCount)
         let group = self.group
-        self.quiescers = Mutex(configuration.listeners.map { _ in ServerQuiescingHelper(group: group) })
         self.state = ServerState()
-        self.services = EdgeServices(configuration: configuration, group: group, state: state)
+        do {
+            self.services = try EdgeServices(configuration: configuration, group: group, state: state)
+        } catch {
+            try? group.syncShutdownGracefully()
+            throw ServerStartError(message: error.description)
+        }
+        self.quiescers = Mutex(configuration.listeners.map { _ in ServerQuiescingHelper(group: group) })
     }
 
     /// The number of event-loop threads.
@@ -56,7 +62,9 @@ public final class EdgeServer: Service, Sendable {
             throw error
         }
         logger.info("ready", metadata: ["threads": "\(threadCount)", "listeners": "\(listeners.count)"])
+        let reloader = Task { await watchHtpasswdFiles() }
         try? await gracefulShutdown()
+        reloader.cancel()
         await drain()
     }
 
@@ -140,6 +148,24 @@ public final class EdgeServer: Service, Sendable {
                 )
                 selfSigned = context
                 return context
+            }
+        }
+    }
+
+    /// Re-reads changed htpasswd files every two seconds; a broken file is logged and the old users stay.
+    private func watchHtpasswdFiles() async {
+        let authenticators = services.router.authenticators
+        guard !authenticators.isEmpty else { return }
+        while !Task.isCancelled {
+            try? await Task.sleep(nanoseconds: 2_000_000_000)
+            for authenticator in authenticators {
+                do {
+                    if let users = try authenticator.reloadIfChanged() {
+                        logger.info("htpasswd reloaded", metadata: ["path": "\(authenticator.path)", "users": "\(users)"])
+                    }
+                } catch {
+                    logger.warning("htpasswd not reloaded, keeping the previous users", metadata: ["reason": "\(error)"])
+                }
             }
         }
     }

@@ -12,12 +12,15 @@ final class EdgeServices: Sendable {
     let state: ServerState
     /// Per-event-loop state.
     let loops: LoopStates
+    /// Open connections per client address.
+    let connectionsPerClient: PerClientConnectionLimit
 
-    init(configuration: EdgeConfiguration, group: any EventLoopGroup, state: ServerState) {
+    init(configuration: EdgeConfiguration, group: any EventLoopGroup, state: ServerState) throws(RouteSetupError) {
         self.configuration = configuration
-        self.router = Router(routes: configuration.routes, defaultTTL: configuration.cache.ttl)
+        self.router = try Router(routes: configuration.routes, defaultTTL: configuration.cache.ttl)
         self.cache = SharedResponseCache(configuration: configuration.cache)
         self.state = state
+        self.connectionsPerClient = PerClientConnectionLimit(limit: configuration.limits.maxConnectionsPerIP)
         self.loops = LoopStates(group: group, localCacheCapacity: min(configuration.cache.maxEntries, 1024))
     }
 }

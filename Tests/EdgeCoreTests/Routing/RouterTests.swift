@@ -4,7 +4,7 @@ import Testing
 
 @Suite("Router")
 struct RouterTests {
-    let router = Router(
+    let router = try! Router(
         routes: [
             RouteConfiguration(path: "/", handler: .demo(.init())),
             RouteConfiguration(path: "/api", handler: .respond(.init(body: "api"))),
@@ -21,14 +21,26 @@ struct RouterTests {
     }
 
     @Test("no route matches a path outside every prefix")
-    func noMatch() {
-        let narrow = Router(routes: [RouteConfiguration(path: "/only", handler: .demo(.init()))], defaultTTL: .seconds(1))
+    func noMatch() throws {
+        let narrow = try Router(routes: [RouteConfiguration(path: "/only", handler: .demo(.init()))], defaultTTL: .seconds(1))
         #expect(narrow.route(for: "/elsewhere") == nil)
     }
 
+    @Test("a missing htpasswd file names the route key")
+    func missingHtpasswd() {
+        #expect {
+            _ = try Router(
+                routes: [RouteConfiguration(path: "/", handler: .demo(.init()), basicAuth: .init(realm: "r", htpasswd: "/nonexistent/htpasswd"))],
+                defaultTTL: .seconds(1)
+            )
+        } throws: { error in
+            (error as? RouteSetupError)?.description.hasPrefix("route[0].basic_auth.htpasswd: /nonexistent/htpasswd") == true
+        }
+    }
+
     @Test("a route's own TTL overrides the cache default")
-    func ttl() {
-        let routes = Router(routes: [RouteConfiguration(path: "/", handler: .demo(.init()), cacheTTL: .zero)], defaultTTL: .seconds(60))
+    func ttl() throws {
+        let routes = try Router(routes: [RouteConfiguration(path: "/", handler: .demo(.init()), cacheTTL: .zero)], defaultTTL: .seconds(60))
         guard case .demo(_, let ttl) = routes.route(for: "/")?.action else { Issue.record("expected a demo route"); return }
         #expect(ttl == .zero)
     }

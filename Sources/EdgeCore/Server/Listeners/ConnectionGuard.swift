@@ -1,7 +1,8 @@
 import NIOCore
 import NIOTLS
 
-/// First handler of every accepted connection: enforces `max_connections`, the TLS handshake deadline, and
+/// First handler of every accepted connection: enforces `max_connections` and `max_connections_per_ip`, the
+/// TLS handshake deadline, and
 /// closes connections that are still negotiating when a graceful shutdown starts.
 ///
 /// Once the connection speaks HTTP (at once for plain listeners, after ALPN for TLS) it removes itself, so
@@ -11,6 +12,7 @@ final class ConnectionGuard: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundOut = NIOAny
 
     private let state: ServerState
+    private let perClient: PerClientConnectionLimit
     private let maxConnections: Int
     private let handshakeTimeout: TimeAmount?
     private var handshakeTimer: Scheduled<Void>?
@@ -18,8 +20,9 @@ final class ConnectionGuard: ChannelInboundHandler, RemovableChannelHandler {
 
     /// - Parameters:
     ///   - handshakeTimeout: Deadline for the TLS handshake; `nil` for plain listeners.
-    init(state: ServerState, maxConnections: Int, handshakeTimeout: TimeAmount?) {
+    init(state: ServerState, perClient: PerClientConnectionLimit, maxConnections: Int, handshakeTimeout: TimeAmount?) {
         self.state = state
+        self.perClient = perClient
         self.maxConnections = maxConnections
         self.handshakeTimeout = handshakeTimeout
     }
@@ -39,8 +42,18 @@ final class ConnectionGuard: ChannelInboundHandler, RemovableChannelHandler {
             context.close(promise: nil)
             return
         }
+        let client = ClientAddress(context.channel.remoteAddress)
+        guard perClient.admit(client) else {
+            state.connectionClosed()
+            context.close(promise: nil)
+            return
+        }
         let state = self.state
-        context.channel.closeFuture.whenComplete { _ in state.connectionClosed() }
+        let perClient = self.perClient
+        context.channel.closeFuture.whenComplete { _ in
+            state.connectionClosed()
+            perClient.release(client)
+        }
         if let handshakeTimeout {
             handshakeTimer = context.eventLoop.assumeIsolated().scheduleTask(in: handshakeTimeout) {
                 context.close(promise: nil)

@@ -1,0 +1,166 @@
+"""Per-route policies (rate limit, Basic auth) and the per-client connection limit, with real clients."""
+
+from __future__ import annotations
+
+import base64
+import socket
+import time
+
+import bcrypt
+import pytest
+
+from conftest import RawConn, run_edge, unique, assert_no_stack_trace
+
+
+def basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+@pytest.fixture(scope="module")
+def htpasswd(tmp_path_factory):
+    path = tmp_path_factory.mktemp("auth") / "htpasswd"
+    alice = bcrypt.hashpw(b"wonderland", bcrypt.gensalt(rounds=10)).decode()
+    path.write_text(f"# users\nalice:{alice}\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def guarded(module_edge_factory, htpasswd):
+    return module_edge_factory.start(config=f"""
+[limits]
+max_connections_per_ip = 4
+
+[[route]]
+path = "/"
+demo = {{ delay_ms = 2 }}
+
+[[route]]
+path = "/limited"
+respond = {{ status = 200, body = "ok\\n" }}
+rate_limit = {{ per_second = 2, burst = 5 }}
+
+[[route]]
+path = "/private"
+demo = {{ delay_ms = 2 }}
+basic_auth = {{ realm = "edge test", htpasswd = "{htpasswd}" }}
+""")
+
+
+def test_rate_limit_allows_the_burst_then_429_with_retry_after(guarded):
+    with RawConn(guarded.http.host, guarded.http.port, ) as c:
+        statuses = [c.request("GET", "/limited").status for _ in range(5)]
+        assert statuses == [200] * 5, statuses
+        refused = c.request("GET", "/limited")
+        assert refused.status == 429
+        assert int(refused.header("retry-after")) >= 1
+        # Other routes are not limited.
+        assert c.request("GET", f"/{unique('free')}").status == 200
+    # Tokens come back at 2 per second.
+    time.sleep(1.2)
+    with RawConn(guarded.http.host, guarded.http.port) as c:
+        assert c.request("GET", "/limited").status == 200
+
+
+def test_rate_limit_is_per_client_address(guarded):
+    """Another source address (127.0.0.3) has its own budget while 127.0.0.1 is limited."""
+    with RawConn(guarded.http.host, guarded.http.port) as c:
+        for _ in range(8):
+            c.request("GET", "/limited")
+        assert c.request("GET", "/limited").status == 429
+    other = socket.create_connection((guarded.http.host, guarded.http.port), timeout=10, source_address=("127.0.0.3", 0))
+    other.sendall(b"GET /limited HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    data = b""
+    while chunk := other.recv(4096):
+        data += chunk
+    other.close()
+    assert data.startswith(b"HTTP/1.1 200 "), data[:60]
+
+
+@pytest.mark.parametrize("protocol", ["http1", "http2"])
+def test_basic_auth(guarded, protocol):
+    import httpx
+    url = (guarded.http.url if protocol == "http1" else guarded.https.url) + f"/private/{unique('p')}"
+    with httpx.Client(http2=protocol == "http2", verify=False, timeout=30) as client:
+        anonymous = client.get(url)
+        assert anonymous.status_code == 401
+        assert anonymous.headers["www-authenticate"] == 'Basic realm="edge test", charset="UTF-8"'
+        wrong = client.get(url, headers={"Authorization": basic("alice", "queen")})
+        assert wrong.status_code == 401
+        unknown = client.get(url, headers={"Authorization": basic("bob", "wonderland")})
+        assert unknown.status_code == 401
+        garbage = client.get(url, headers={"Authorization": "Basic !!!notbase64"})
+        assert garbage.status_code == 401
+        ok = client.get(url, headers={"Authorization": basic("alice", "wonderland")})
+        assert ok.status_code == 200
+        assert ok.text.startswith("Hello from the Edge demo backend")
+        again = client.get(url, headers={"Authorization": basic("alice", "wonderland")})
+        assert again.status_code == 200 and again.headers["x-cache"] == "HIT"
+
+
+def test_htpasswd_is_reloaded_when_it_changes(guarded, htpasswd):
+    url = f"/private/{unique('reload')}"
+    bob = bcrypt.hashpw(b"builder", bcrypt.gensalt(rounds=10)).decode()
+    original = htpasswd.read_text()
+    try:
+        htpasswd.write_text(original + f"bob:{bob}\n")
+        deadline = time.monotonic() + 15
+        while True:
+            with RawConn(guarded.http.host, guarded.http.port) as c:
+                status = c.request("GET", url, headers={"Authorization": basic("bob", "builder")}).status
+            if status == 200:
+                break
+            assert time.monotonic() < deadline, "new htpasswd user not accepted within 15 s"
+            time.sleep(0.5)
+        assert guarded.log_events("htpasswd reloaded"), guarded.log
+    finally:
+        htpasswd.write_text(original)
+
+
+def test_credentials_never_logged(guarded):
+    with RawConn(guarded.http.host, guarded.http.port) as c:
+        c.request("GET", "/private/x", headers={"Authorization": basic("alice", "wonderland")})
+    time.sleep(0.3)
+    log = guarded.log
+    assert "wonderland" not in log
+    assert base64.b64encode(b"alice:wonderland").decode() not in log
+
+
+def test_max_connections_per_ip(guarded):
+    held = [RawConn(guarded.http.host, guarded.http.port) for _ in range(4)]
+    try:
+        for c in held:
+            assert c.request("GET", "/healthz").status == 200
+        extra = socket.create_connection((guarded.http.host, guarded.http.port), timeout=10)
+        extra.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        try:
+            data = extra.recv(1024)
+        except ConnectionResetError:
+            data = b""
+        extra.close()
+        assert data == b"", "fifth connection from one address was served with max_connections_per_ip = 4"
+        # Another address is not affected.
+        other = socket.create_connection((guarded.http.host, guarded.http.port), timeout=10, source_address=("127.0.0.4", 0))
+        other.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert other.recv(1024).startswith(b"HTTP/1.1 200 ")
+        other.close()
+    finally:
+        for c in held:
+            c.close()
+
+
+def test_plaintext_htpasswd_is_refused_at_start(tmp_path):
+    bad = tmp_path / "htpasswd"
+    bad.write_text("alice:plaintext\n")
+    config = tmp_path / "edge.toml"
+    config.write_text(f"""
+[[listener]]
+address = "127.0.0.1:0"
+[[route]]
+path = "/"
+demo = {{}}
+basic_auth = {{ realm = "x", htpasswd = "{bad}" }}
+""")
+    result = run_edge(["--config", str(config), "--state-dir", str(tmp_path / "state")])
+    assert result.returncode == 1
+    assert f"route[0].basic_auth.htpasswd: {bad}:1: only bcrypt hashes are accepted" in result.stderr
+    assert_no_stack_trace(result.stderr)
