@@ -1,3 +1,4 @@
+import Foundation
 import NIOCore
 import NIOHTTP1
 
@@ -95,6 +96,29 @@ final class EdgeRequestHandler: ChannelInboundHandler {
         if head.uri.utf8.count > limits.maxURIBytes {
             reject(head, .uriTooLong, "request target longer than \(limits.maxURIBytes) bytes\n", context: context)
             return
+        }
+        if !isHTTP2 {
+            // RFC 9112 §3.2: exactly one Host in HTTP/1.1 (at most one in HTTP/1.0), else 400.
+            let hosts = head.headers["host"].count
+            if hosts > 1 || (hosts == 0 && head.version.minor >= 1) {
+                reject(head, .badRequest, "exactly one Host header is required\n", context: context)
+                return
+            }
+            // Transfer-Encoding must end in chunked (else the body length is ambiguous: 400, as llhttp does for
+            // CL+TE); a coding before it that Edge cannot decode is 501 (RFC 9112 §6.1).
+            let codings = head.headers["transfer-encoding"]
+                .flatMap { $0.split(separator: ",") }
+                .map { $0.trimmingCharacters(in: .whitespaces).lowercased() }
+            if let last = codings.last {
+                guard last == "chunked" else {
+                    reject(head, .badRequest, "Transfer-Encoding must end in chunked\n", context: context)
+                    return
+                }
+                guard codings.count == 1 else {
+                    reject(head, .notImplemented, "only Transfer-Encoding: chunked is supported\n", context: context)
+                    return
+                }
+            }
         }
         if head.headers.count > limits.maxHeaderFields {
             reject(head, .requestHeaderFieldsTooLarge, "more than \(limits.maxHeaderFields) header fields\n", context: context)

@@ -4,7 +4,8 @@ import NIOHTTP1
 /// A strict scanner for the common case of HTTP/1.1: a `GET` or `HEAD` request in origin form without a body.
 ///
 /// It accepts only heads it understands completely and answers ``Outcome/fallback`` for everything else
-/// (bodies, `Transfer-Encoding`, `Expect`, `Upgrade`, obs-fold, bare LF, non-ASCII, duplicate `Host`, …), which
+/// (bodies, `Transfer-Encoding`, `Expect`, `Upgrade`, obs-fold, bare LF, non-ASCII, missing or duplicate
+/// `Host`, …), which
 /// then go to NIO's full HTTP/1 parser (llhttp). It never rejects a request by itself, so it cannot be
 /// stricter or laxer than the full parser in what the server accepts: it only decides who parses.
 enum HTTP1RequestScanner {
@@ -145,6 +146,8 @@ enum HTTP1RequestScanner {
                 break
             }
         }
+        // HTTP/1.1 without Host must be refused (400); the full parser path does that.
+        if !isHTTP10 && hostRange == nil { return .fallback }
         func string(_ range: Range<Int>) -> String {
             // Small strings (up to 15 bytes, e.g. "/" or "127.0.0.1:8080") are stored inline: no allocation.
             String(decoding: UnsafeRawBufferPointer(rebasing: bytes[range]), as: UTF8.self)

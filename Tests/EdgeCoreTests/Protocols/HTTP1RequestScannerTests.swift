@@ -26,7 +26,7 @@ struct HTTP1RequestScannerTests {
 
     @Test("HEAD, Connection: close, HTTP/1.0 keep-alive, Content-Length: 0")
     func variants() {
-        if case .simple(let request, _) = scan("HEAD / HTTP/1.1\r\nConnection: Close\r\n\r\n") {
+        if case .simple(let request, _) = scan("HEAD / HTTP/1.1\r\nHost: x\r\nConnection: Close\r\n\r\n") {
             #expect(request.method == .HEAD)
             #expect(!request.keepAlive)
         } else {
@@ -42,7 +42,7 @@ struct HTTP1RequestScannerTests {
         } else {
             Issue.record("HTTP/1.0 keep-alive should be taken")
         }
-        if case .simple = scan("GET / HTTP/1.1\r\nContent-Length: 0\r\n\r\n") {} else {
+        if case .simple = scan("GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n") {} else {
             Issue.record("Content-Length: 0 should be taken")
         }
     }
@@ -72,6 +72,7 @@ struct HTTP1RequestScannerTests {
         "GET / HTTP/1.1\r\nX-A: a\u{0}b\r\n\r\n",
         "GET /a\u{7f} HTTP/1.1\r\n\r\n",
         "\r\nGET / HTTP/1.1\r\n\r\n",
+        "GET / HTTP/1.1\r\nAccept: */*\r\n\r\n",
     ])
     func fallback(text: String) {
         guard case .fallback = scan(text) else {
@@ -92,7 +93,7 @@ struct HTTP1RequestScannerTests {
     @Test("too many header fields go to the full parser")
     func manyFields() {
         let fields = (0...HTTP1RequestScanner.maxHeaderFields).map { "X-\($0): v\r\n" }.joined()
-        guard case .fallback = scan("GET / HTTP/1.1\r\n\(fields)\r\n") else {
+        guard case .fallback = scan("GET / HTTP/1.1\r\nHost: x\r\n\(fields)\r\n") else {
             Issue.record("expected fallback")
             return
         }
