@@ -93,6 +93,7 @@ enum HTTPPipelines {
         stream.targetWindowSize = 1 << 20
         let sync = channel.pipeline.syncOperations
         let client = ClientAddress(channel.remoteAddress)
+        try sync.addHandler(HTTP2GoAwayCloser())
         _ = try sync.configureHTTP2Pipeline(
             mode: .server,
             connectionConfiguration: connection,

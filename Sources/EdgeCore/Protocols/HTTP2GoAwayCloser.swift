@@ -1,0 +1,63 @@
+import NIOCore
+
+/// Closes an HTTP/2 connection once NIOHTTP2 has written a GOAWAY carrying an error code.
+///
+/// NIOHTTP2 detects abuse (rapid reset, CONTINUATION and control-frame floods, flow-control violations, …),
+/// answers with GOAWAY and reports the error, but leaves closing the connection to the application — and it
+/// reports stream errors through the same path with the same error types, so the error alone cannot say
+/// whether the connection is finished. The frame on the wire can: this handler sits below NIOHTTP2Handler,
+/// follows the frame boundaries of the bytes it writes, and closes the connection after a GOAWAY whose error
+/// code is not `NO_ERROR`. A graceful GOAWAY (shutdown, idle) is left to the connection manager.
+final class HTTP2GoAwayCloser: ChannelOutboundHandler {
+    typealias OutboundIn = IOData
+    typealias OutboundOut = IOData
+
+    /// A frame header being collected (it may be split across writes).
+    private var header: [UInt8] = []
+    /// Payload bytes of the current frame still to come.
+    private var payloadRemaining = 0
+    /// The first 8 payload bytes of a GOAWAY (last stream ID, error code) while they are being collected.
+    private var goAwayPrefix: [UInt8]?
+    private var closeAfterWrite = false
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        if case .byteBuffer(let buffer) = unwrapOutboundIn(data) {
+            scan(buffer)
+        }
+        guard closeAfterWrite else {
+            context.write(data, promise: promise)
+            return
+        }
+        closeAfterWrite = false
+        let written = promise ?? context.eventLoop.makePromise()
+        written.futureResult.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+        context.writeAndFlush(data, promise: written)
+    }
+
+    /// Follows frame boundaries (9-byte header: 24-bit length, type, flags, stream ID) through `buffer`.
+    private func scan(_ buffer: ByteBuffer) {
+        buffer.withUnsafeReadableBytes { bytes in
+            var index = 0
+            while index < bytes.count {
+                if payloadRemaining > 0 {
+                    let take = min(payloadRemaining, bytes.count - index)
+                    if var prefix = goAwayPrefix, prefix.count < 8 {
+                        prefix.append(contentsOf: bytes[index..<(index + min(8 - prefix.count, take))])
+                        goAwayPrefix = prefix
+                        if prefix.count == 8, !prefix[4..<8].allSatisfy({ $0 == 0 }) { closeAfterWrite = true }
+                    }
+                    payloadRemaining -= take
+                    index += take
+                    if payloadRemaining == 0 { goAwayPrefix = nil }
+                    continue
+                }
+                header.append(bytes[index])
+                index += 1
+                guard header.count == 9 else { continue }
+                payloadRemaining = Int(header[0]) << 16 | Int(header[1]) << 8 | Int(header[2])
+                goAwayPrefix = header[3] == 0x7 && payloadRemaining >= 8 ? [] : nil
+                header.removeAll(keepingCapacity: true)
+            }
+        }
+    }
+}

@@ -1,0 +1,194 @@
+"""HTTP/2 abuse on loopback with raw frames (hyperframe, h2's frame layer): the abusive connection is closed
+with GOAWAY (or the abusive streams refused) after bounded work, and a normal client on another connection is
+served meanwhile."""
+
+from __future__ import annotations
+
+import socket
+import struct
+import time
+
+import hpack
+import pytest
+from hyperframe.frame import (ContinuationFrame, DataFrame, Frame, GoAwayFrame, HeadersFrame, PingFrame,
+                              RstStreamFrame, SettingsFrame, WindowUpdateFrame)
+
+from conftest import client_tls_context, h2_get_many, unique
+
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+
+class RawH2:
+    """An HTTP/2 connection that sends whatever frames it is given, valid or not."""
+
+    def __init__(self, host: str, port: int):
+        raw = socket.create_connection((host, port), timeout=10)
+        self.sock = client_tls_context(["h2"]).wrap_socket(raw, server_hostname="localhost")
+        assert self.sock.selected_alpn_protocol() == "h2"
+        self.encoder = hpack.Encoder()
+        self.buf = b""
+        self.frames: list[Frame] = []
+        self.closed = False
+        self.sock.sendall(PREFACE + SettingsFrame(0).serialize())
+
+    def send(self, *frames: Frame) -> bool:
+        try:
+            self.sock.sendall(b"".join(f.serialize() for f in frames))
+            return True
+        except OSError:
+            self.closed = True
+            return False
+
+    def headers(self, stream_id: int, path: str = "/", end_stream: bool = True, extra=()) -> HeadersFrame:
+        block = self.encoder.encode([(":method", "GET"), (":scheme", "https"), (":authority", "localhost"),
+                                     (":path", path), *extra])
+        frame = HeadersFrame(stream_id, block)
+        frame.flags.add("END_HEADERS")
+        if end_stream:
+            frame.flags.add("END_STREAM")
+        return frame
+
+    def read(self, timeout: float) -> None:
+        """Reads frames until the connection closes or `timeout` passes."""
+        end = time.monotonic() + timeout
+        while not self.closed and time.monotonic() < end:
+            self.sock.settimeout(max(0.05, end - time.monotonic()))
+            try:
+                chunk = self.sock.recv(65536)
+            except (socket.timeout, TimeoutError):
+                break
+            except OSError:
+                self.closed = True
+                break
+            if not chunk:
+                self.closed = True
+                break
+            self.buf += chunk
+            while len(self.buf) >= 9:
+                frame, length = Frame.parse_frame_header(memoryview(self.buf[:9]))
+                if len(self.buf) < 9 + length:
+                    break
+                frame.parse_body(memoryview(self.buf[9:9 + length]))
+                self.buf = self.buf[9 + length:]
+                self.frames.append(frame)
+
+    def goaways(self) -> list[GoAwayFrame]:
+        return [f for f in self.frames if isinstance(f, GoAwayFrame)]
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+def assert_normal_client_served(edge):
+    paths = [f"/{unique('bystander')}/{i}" for i in range(10)]
+    results, problems = h2_get_many(edge.https.host, edge.https.port, paths)
+    assert not problems, problems
+    assert all(r["status"] == "200" for r in results.values()), results
+
+
+def assert_cut_off(conn: RawH2, what: str, goaway_seen: bool = True):
+    """The server closed the connection, after a GOAWAY carrying an error code. When the client is still
+    flooding as the server closes, the kernel answers with RST and the GOAWAY may never be read, so floods
+    pass `goaway_seen=False`."""
+    conn.read(timeout=10)
+    assert conn.closed, f"{what}: connection was left open (frames: {conn.frames[-5:]})"
+    if goaway_seen:
+        assert any(g.error_code != 0 for g in conn.goaways()), f"{what}: no GOAWAY with an error code: {conn.frames[-5:]}"
+
+
+def test_rapid_reset_is_cut_off(edge):
+    """CVE-2023-44487: open a stream and reset it at once, thousands of times."""
+    conn = RawH2(edge.https.host, edge.https.port)
+    try:
+        stream = 1
+        for _ in range(50):  # 50 bursts of 40 streams, bounded
+            batch = []
+            for _ in range(40):
+                batch += [conn.headers(stream), RstStreamFrame(stream, error_code=8)]
+                stream += 2
+            if not conn.send(*batch):
+                break
+        assert_cut_off(conn, "rapid reset", goaway_seen=False)
+    finally:
+        conn.close()
+    assert_normal_client_served(edge)
+
+
+def test_continuation_flood_is_cut_off(edge):
+    conn = RawH2(edge.https.host, edge.https.port)
+    try:
+        first = conn.headers(1)
+        first.flags.discard("END_HEADERS")
+        frames = [first] + [ContinuationFrame(1, b"\x40\x01a\x01b") for _ in range(2000)]
+        conn.send(*frames)
+        assert_cut_off(conn, "CONTINUATION flood", goaway_seen=False)
+    finally:
+        conn.close()
+    assert_normal_client_served(edge)
+
+
+def test_hpack_bomb_is_refused(edge):
+    """A small header block that decodes to far more than the header list limit: one 4 KB header inserted in
+    the dynamic table, then referenced by index hundreds of times (1 byte each)."""
+    conn = RawH2(edge.https.host, edge.https.port)
+    try:
+        big = ("x-bomb", "b" * 4000)
+        block = conn.encoder.encode([(":method", "GET"), (":scheme", "https"), (":authority", "localhost"),
+                                     (":path", "/"), big])
+        index = 62  # the entry just added to the dynamic table
+        block += bytes([0x80 | index]) * 400  # 400 one-byte references: ~1.6 MB decoded
+        frame = HeadersFrame(1, block)
+        frame.flags.add("END_HEADERS")
+        frame.flags.add("END_STREAM")
+        conn.send(frame)
+        conn.read(timeout=10)
+        answered = any(isinstance(f, HeadersFrame) and f.stream_id == 1 for f in conn.frames)
+        refused = conn.goaways() or conn.closed or any(isinstance(f, RstStreamFrame) and f.stream_id == 1 for f in conn.frames)
+        assert refused and not answered, f"HPACK bomb was not refused: {conn.frames}"
+    finally:
+        conn.close()
+    assert_normal_client_served(edge)
+
+
+def test_streams_beyond_the_concurrency_limit_are_refused(edge):
+    """Open 300 streams at once (limit 100) whose responses are slow: the excess is refused, not queued."""
+    conn = RawH2(edge.https.host, edge.https.port)
+    try:
+        base = unique("many")
+        conn.send(*[conn.headers(1 + 2 * i, f"/{base}/{i}?delay_ms=2000") for i in range(300)])
+        conn.read(timeout=3)
+        refused = [f for f in conn.frames if isinstance(f, RstStreamFrame) and f.error_code in (7, 1)]
+        assert refused or conn.goaways(), "300 concurrent streams accepted with max_concurrent_streams = 100"
+    finally:
+        conn.close()
+    assert_normal_client_served(edge)
+
+
+def test_window_update_overflow_is_a_connection_error(edge):
+    conn = RawH2(edge.https.host, edge.https.port)
+    try:
+        conn.send(WindowUpdateFrame(0, window_increment=2**31 - 1), WindowUpdateFrame(0, window_increment=2**31 - 1))
+        assert_cut_off(conn, "window overflow")
+        assert any(g.error_code == 3 for g in conn.goaways())  # FLOW_CONTROL_ERROR
+    finally:
+        conn.close()
+    assert_normal_client_served(edge)
+
+
+@pytest.mark.parametrize("kind", ["ping", "settings"])
+def test_control_frame_flood_is_cut_off(edge, kind):
+    """Thousands of PING or SETTINGS frames whose acks the client never reads."""
+    conn = RawH2(edge.https.host, edge.https.port)
+    try:
+        frames = [PingFrame(0, opaque_data=struct.pack(">Q", i)) if kind == "ping" else SettingsFrame(0)
+                  for i in range(20000)]
+        for start in range(0, len(frames), 1000):
+            if not conn.send(*frames[start:start + 1000]):
+                break
+        assert_cut_off(conn, f"{kind} flood", goaway_seen=False)
+    finally:
+        conn.close()
+    assert_normal_client_served(edge)
