@@ -164,3 +164,31 @@ basic_auth = {{ realm = "x", htpasswd = "{bad}" }}
     assert result.returncode == 1
     assert f"route[0].basic_auth.htpasswd: {bad}:1: only bcrypt hashes are accepted" in result.stderr
     assert_no_stack_trace(result.stderr)
+
+
+def test_rate_limit_keys_on_x_forwarded_for_only_from_trusted_proxies(edge_factory):
+    server = edge_factory.start(config="""
+[client_address]
+trusted_proxies = ["127.0.0.1"]
+
+[[route]]
+path = "/"
+respond = { status = 200, body = "ok\\n" }
+rate_limit = { per_second = 1, burst = 2 }
+""")
+
+    def status(source: str, forwarded: str | None) -> int:
+        s = socket.create_connection((server.http.host, server.http.port), timeout=10, source_address=(source, 0))
+        extra = f"X-Forwarded-For: {forwarded}\r\n" if forwarded else ""
+        s.sendall(f"GET / HTTP/1.1\r\nHost: x\r\n{extra}Connection: close\r\n\r\n".encode())
+        data = b""
+        while chunk := s.recv(4096):
+            data += chunk
+        s.close()
+        return int(data.split(b" ", 2)[1])
+
+    # Behind the trusted proxy 127.0.0.1, each forwarded client has its own budget of 2.
+    assert [status("127.0.0.1", "203.0.113.5") for _ in range(3)] == [200, 200, 429]
+    assert status("127.0.0.1", "203.0.113.6") == 200
+    # An untrusted peer cannot pick its identity: its X-Forwarded-For is ignored.
+    assert [status("127.0.0.5", f"198.51.100.{i}") for i in range(3)] == [200, 200, 429]

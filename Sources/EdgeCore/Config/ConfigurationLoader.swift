@@ -44,7 +44,7 @@ private struct TOMLReader {
         checkKeys(
             root, path: "",
             allowed: ["threads", "state_dir", "log_level", "server_name", "shutdown_timeout_seconds",
-                      "shutdown_delay_seconds", "listener", "limits", "timeouts", "cache", "route"]
+                      "shutdown_delay_seconds", "listener", "limits", "timeouts", "cache", "route", "client_address"]
         )
         config.threads = int(root, "threads", path: "threads", range: 1...1024)
         config.stateDirectory = string(root, "state_dir", path: "state_dir")
@@ -72,6 +72,14 @@ private struct TOMLReader {
         if let limits = subtable(root, "limits", path: "limits") { config.limits = readLimits(limits) }
         if let timeouts = subtable(root, "timeouts", path: "timeouts") { config.timeouts = readTimeouts(timeouts) }
         if let cache = subtable(root, "cache", path: "cache") { config.cache = readCache(cache) }
+        if let clients = subtable(root, "client_address", path: "client_address") {
+            checkKeys(clients, path: "client_address", allowed: ["trusted_proxies"])
+            for (index, text) in strings(clients, "trusted_proxies", path: "client_address.trusted_proxies").enumerated() {
+                if let range = AddressRange(parsing: text) { config.trustedProxies.append(range) } else {
+                    fail("client_address.trusted_proxies[\(index)]", "expected an IP address or CIDR range (e.g. \"10.0.0.0/8\", \"::1\"), got \"\(text)\"")
+                }
+            }
+        }
         var seenPaths: Set<String> = []
         for (index, table) in tables(root, "route", path: "route").enumerated() {
             let path = "route[\(index)]"
@@ -270,6 +278,21 @@ private struct TOMLReader {
             return nil
         }
         return text
+    }
+
+    mutating func strings(_ table: TOMLTable, _ key: String, path: String) -> [String] {
+        guard let value = table[key] else { return [] }
+        guard let array = value.tomlValue.array else {
+            fail(path, "expected an array of strings, got \(describe(value.tomlValue))")
+            return []
+        }
+        var result: [String] = []
+        for (index, element) in array.enumerated() {
+            if let text = element.tomlValue.string { result.append(text) } else {
+                fail("\(path)[\(index)]", "expected a string, got \(describe(element.tomlValue))")
+            }
+        }
+        return result
     }
 
     mutating func bool(_ table: TOMLTable, _ key: String, path: String) -> Bool? {

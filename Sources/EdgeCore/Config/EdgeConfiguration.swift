@@ -27,6 +27,8 @@ public struct EdgeConfiguration: Sendable, Equatable {
     public var cache: CacheConfiguration
     /// Routes; the longest matching `path` prefix wins.
     public var routes: [RouteConfiguration]
+    /// Proxies whose `X-Forwarded-For` names the client for per-client policies (rate limits).
+    public var trustedProxies: [AddressRange] = []
 
     /// Creates a configuration.
     public init(

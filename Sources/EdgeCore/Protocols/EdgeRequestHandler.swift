@@ -177,10 +177,12 @@ final class EdgeRequestHandler: ChannelInboundHandler {
     // MARK: serving
 
     private func serve(_ head: HTTPRequestHead, bodyBytes: Int, context: ChannelHandlerContext) {
+        let forwardedFor = head.headers["x-forwarded-for"]
         let dispatch = dispatcher.dispatch(
             method: head.method, target: Self.originForm(head.uri), host: head.headers.first(name: "host")?[...] ?? "",
-            authorization: head.headers.first(name: "authorization")?[...], bodyBytes: bodyBytes, client: client,
-            on: context.eventLoop
+            authorization: head.headers.first(name: "authorization")?[...],
+            forwardedFor: forwardedFor.isEmpty ? nil : forwardedFor.joined(separator: ",")[...], bodyBytes: bodyBytes,
+            client: client, on: context.eventLoop
         )
         switch dispatch {
         case .ready(let reply):

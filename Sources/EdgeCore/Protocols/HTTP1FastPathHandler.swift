@@ -195,7 +195,8 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
     private func serve(_ request: HTTP1RequestScanner.Request, context: ChannelHandlerContext) {
         let dispatch = dispatcher.dispatch(
             method: request.method, target: request.target[...], host: request.host[...],
-            authorization: request.authorization?[...], bodyBytes: 0, client: client, on: context.eventLoop
+            authorization: request.authorization?[...], forwardedFor: request.forwardedFor?[...], bodyBytes: 0,
+            client: client, on: context.eventLoop
         )
         switch dispatch {
         case .ready(let reply):

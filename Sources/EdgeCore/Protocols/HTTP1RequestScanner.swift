@@ -19,6 +19,8 @@ enum HTTP1RequestScanner {
         var host: String
         /// `Authorization`, if present.
         var authorization: String?
+        /// `X-Forwarded-For`, if present.
+        var forwardedFor: String?
         /// Whether the connection stays open after the response.
         var keepAlive: Bool
         /// `HTTP/1.0` request (keep-alive must then be confirmed in the response).
@@ -86,6 +88,7 @@ enum HTTP1RequestScanner {
         // Header fields: token ":" OWS visible-or-space* OWS CRLF, up to an empty line.
         var hostRange: Range<Int>?
         var authorizationRange: Range<Int>?
+        var forwardedForRange: Range<Int>?
         var keepAlive = !isHTTP10
         var fields = 0
         while true {
@@ -126,6 +129,9 @@ enum HTTP1RequestScanner {
             case 13 where equalsLowercase(bytes, nameStart, "authorization"):
                 guard authorizationRange == nil else { return .fallback }
                 authorizationRange = valueStart..<valueEnd
+            case 15 where equalsLowercase(bytes, nameStart, "x-forwarded-for"):
+                guard forwardedForRange == nil else { return .fallback }
+                forwardedForRange = valueStart..<valueEnd
             case 10 where equalsLowercase(bytes, nameStart, "connection"):
                 for token in connectionTokens(bytes, valueStart..<valueEnd) {
                     switch token {
@@ -158,6 +164,7 @@ enum HTTP1RequestScanner {
                 target: string(targetStart..<targetEnd),
                 host: hostRange.map(string) ?? "",
                 authorization: authorizationRange.map(string),
+                forwardedFor: forwardedForRange.map(string),
                 keepAlive: keepAlive,
                 isHTTP10: isHTTP10,
                 fieldCount: fields

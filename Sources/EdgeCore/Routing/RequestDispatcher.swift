@@ -36,10 +36,11 @@ struct RequestDispatcher {
     ///   - host: The `Host` header or `:authority`.
     ///   - bodyBytes: Size of the request body received.
     ///   - authorization: The `Authorization` header, for Basic auth.
-    ///   - client: The client's address, for per-client policies.
+    ///   - forwardedFor: `X-Forwarded-For`, used only when the peer is a trusted proxy.
+    ///   - client: The TCP peer's address, for per-client policies.
     func dispatch(
-        method: HTTPMethod, target: Substring, host: Substring, authorization: Substring?, bodyBytes: Int,
-        client: ClientAddress, on eventLoop: any EventLoop
+        method: HTTPMethod, target: Substring, host: Substring, authorization: Substring?, forwardedFor: Substring?,
+        bodyBytes: Int, client peer: ClientAddress, on eventLoop: any EventLoop
     ) -> Dispatch {
         let state = services.state
         guard state.admitRequest(limit: services.configuration.limits.maxInFlight) else {
@@ -47,6 +48,8 @@ struct RequestDispatcher {
             busy.headers.add(name: "retry-after", value: "1")
             return .ready(.response(busy))
         }
+        let trusted = services.configuration.trustedProxies
+        let client = trusted.isEmpty ? peer : peer.resolved(forwardedFor: forwardedFor, trusted: trusted)
         let dispatch = route(
             method: method, target: target, host: host, authorization: authorization, bodyBytes: bodyBytes,
             client: client, on: eventLoop
