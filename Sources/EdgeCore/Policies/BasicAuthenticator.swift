@@ -9,8 +9,8 @@ import Synchronization
 /// `auth_basic_user_file`.
 ///
 /// - Only bcrypt hashes are accepted; a file with plaintext, MD5 or SHA entries is refused with its line.
-/// - bcrypt runs on NIO's thread pool, never on an event loop; results are remembered (keyed by a SHA-256 of
-///   user, password and hash, never the password itself) so a returning client costs one hash lookup.
+/// - bcrypt runs on NIO's thread pool, never on an event loop; verdicts are remembered under a SHA-256 of the
+///   header (never the password itself) so a returning client costs one hash and one lookup.
 /// - Unknown users are checked against a dummy hash, so response time does not reveal which users exist;
 ///   the comparison inside bcrypt is constant-time.
 /// - ``reloadIfChanged()`` re-reads the file when its modification time or size changes.
@@ -77,21 +77,19 @@ public final class BasicAuthenticator: Sendable {
     }
 
     /// Checks an `Authorization` header value.
+    ///
+    /// Verdicts are remembered under a SHA-256 of the header value (never the credentials themselves), so a
+    /// returning client costs one hash and one lookup; the memory is cleared when the file is reloaded.
     public func authenticate(_ authorization: Substring?, on eventLoop: any EventLoop) -> Decision {
-        guard let authorization, let (user, password) = Self.credentials(authorization) else { return .denied }
+        guard let authorization else { return .denied }
+        let key = SHA256.hash(data: Array(authorization.utf8))
+        if let known = verified.withLock({ $0[key] }) { return known ? .allowed : .denied }
+        guard let (user, password) = Self.credentials(authorization) else { return .denied }
         let hash = table.withLock { $0.users[user] }
         let knownUser = hash != nil
         let checkedHash = hash ?? dummyHash
-        var hasher = SHA256()
-        hasher.update(data: Data(user.utf8))
-        hasher.update(data: [0])
-        hasher.update(data: Data(password.utf8))
-        hasher.update(data: [0])
-        hasher.update(data: Data(checkedHash.utf8))
-        let key = hasher.finalize()
-        if let known = verified.withLock({ $0[key] }) { return known && knownUser ? .allowed : .denied }
         let future = NIOThreadPool.singleton.runIfActive(eventLoop: eventLoop) {
-            Bcrypt.verify(password, hash: checkedHash)
+            Bcrypt.verify(password, hash: checkedHash) && knownUser
         }
         return .pending(
             future.map { valid in
@@ -99,7 +97,7 @@ public final class BasicAuthenticator: Sendable {
                     if cache.count >= Self.maxRemembered { cache.removeAll() }
                     cache[key] = valid
                 }
-                return valid && knownUser
+                return valid
             }.recover { _ in false }
         )
     }
