@@ -192,3 +192,33 @@ def test_control_frame_flood_is_cut_off(edge, kind):
     finally:
         conn.close()
     assert_normal_client_served(edge)
+
+
+def test_http2_limits_are_advertised(edge_factory):
+    server = edge_factory.start(config="""
+[limits]
+http2_max_concurrent_streams = 7
+http2_header_table_size = 1024
+max_header_bytes = 8192
+
+[[route]]
+path = "/"
+demo = {}
+""")
+    conn = RawH2(server.https.host, server.https.port)
+    try:
+        conn.read(timeout=1)
+        settings = next(f for f in conn.frames if isinstance(f, SettingsFrame) and "ACK" not in f.flags)
+        assert settings.settings[SettingsFrame.MAX_CONCURRENT_STREAMS] == 7
+        assert settings.settings[SettingsFrame.HEADER_TABLE_SIZE] == 1024
+        assert settings.settings[SettingsFrame.MAX_HEADER_LIST_SIZE] == 8192
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("http2", [False, True])
+def test_edge_responses_carry_nosniff(edge, http2):
+    import httpx
+    with httpx.Client(http2=http2, verify=False, timeout=30) as client:
+        response = client.get(edge.https.url + "/healthz")
+        assert response.headers["x-content-type-options"] == "nosniff"

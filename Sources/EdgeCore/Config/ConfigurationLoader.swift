@@ -126,8 +126,9 @@ private struct TOMLReader {
         checkKeys(
             table, path: "limits",
             allowed: ["max_connections", "max_connections_per_ip", "max_in_flight", "max_header_bytes", "max_header_fields",
-                      "max_uri_bytes", "max_body_bytes", "http2_max_concurrent_streams"]
+                      "max_uri_bytes", "max_body_bytes", "http2_max_concurrent_streams", "http2_header_table_size"]
         )
+        if let value = int(table, "http2_header_table_size", path: "limits.http2_header_table_size", range: 0...(1 << 20)) { limits.http2HeaderTableSize = value }
         if let value = int(table, "max_connections_per_ip", path: "limits.max_connections_per_ip", range: 0...10_000_000) { limits.maxConnectionsPerIP = value }
         if let value = int(table, "max_header_fields", path: "limits.max_header_fields", range: 1...10_000) { limits.maxHeaderFields = value }
         if let value = int(table, "max_uri_bytes", path: "limits.max_uri_bytes", range: 16...(80 * 1024)) { limits.maxURIBytes = value }

@@ -106,6 +106,8 @@ public struct LimitsConfiguration: Sendable, Equatable {
     public var maxBodyBytes: Int = 1_048_576
     /// HTTP/2 `SETTINGS_MAX_CONCURRENT_STREAMS` advertised to clients.
     public var http2MaxConcurrentStreams: Int = 100
+    /// HTTP/2 `SETTINGS_HEADER_TABLE_SIZE`: the HPACK dynamic table a client may make Edge keep, in bytes.
+    public var http2HeaderTableSize: Int = 4096
     /// Open connections from one client address above which new ones are closed at once; 0 disables.
     public var maxConnectionsPerIP: Int = 512
     /// Most header fields in a request; more get 431.

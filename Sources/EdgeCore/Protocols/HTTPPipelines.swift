@@ -88,6 +88,7 @@ enum HTTPPipelines {
         connection.initialSettings = [
             HTTP2Setting(parameter: .maxConcurrentStreams, value: configuration.limits.http2MaxConcurrentStreams),
             HTTP2Setting(parameter: .maxHeaderListSize, value: configuration.limits.maxHeaderBytes),
+            HTTP2Setting(parameter: .headerTableSize, value: configuration.limits.http2HeaderTableSize),
         ]
         var stream = NIOHTTP2Handler.StreamConfiguration()
         stream.targetWindowSize = 1 << 20

@@ -17,11 +17,12 @@ public struct EdgeResponse: Sendable {
         self.body = body
     }
 
-    /// A short plain-text response, as used for errors and health checks.
+    /// A short plain-text response made by Edge itself (errors, health, fixed responses); it carries
+    /// `X-Content-Type-Options: nosniff` so browsers never reinterpret it.
     public static func text(_ status: HTTPResponseStatus, _ text: String) -> EdgeResponse {
         EdgeResponse(
             status: status,
-            headers: ["content-type": "text/plain; charset=utf-8"],
+            headers: ["content-type": "text/plain; charset=utf-8", "x-content-type-options": "nosniff"],
             body: ByteBuffer(string: text)
         )
     }
