@@ -167,7 +167,7 @@ private struct TOMLReader {
     }
 
     mutating func readRoute(_ table: TOMLTable, path: String) -> RouteConfiguration? {
-        let handlerKeys = ["demo", "respond"]
+        let handlerKeys = ["demo", "respond", "static"]
         checkKeys(table, path: path, allowed: ["path", "cache_ttl_seconds", "rate_limit", "basic_auth"] + handlerKeys)
         let rateLimit = readRateLimit(table, path: "\(path).rate_limit")
         let basicAuth = readBasicAuth(table, path: "\(path).basic_auth")
@@ -191,6 +191,7 @@ private struct TOMLReader {
         let handler: RouteHandlerConfiguration?
         switch kind {
         case "demo": handler = readDemo(table, path: "\(path).demo").map { .demo($0) }
+        case "static": handler = readStatic(table, path: "\(path).static").map { .static($0) }
         default: handler = readRespond(table, path: "\(path).respond").map { .respond($0) }
         }
         guard let prefix, prefix.hasPrefix("/"), let handler else { return nil }
@@ -230,6 +231,22 @@ private struct TOMLReader {
         if let value = int(table, "delay_ms", path: "\(path).delay_ms", range: 0...600_000) { demo.delay = .milliseconds(Int64(value)) }
         if let value = int(table, "max_delay_ms", path: "\(path).max_delay_ms", range: 0...600_000) { demo.maxDelay = .milliseconds(Int64(value)) }
         return demo
+    }
+
+    mutating func readStatic(_ parent: TOMLTable, path: String) -> StaticConfiguration? {
+        if let root = parent["static"]?.tomlValue.string { return StaticConfiguration(root: root) }
+        guard let table = subtable(parent, "static", path: path) else { return nil }
+        checkKeys(table, path: path, allowed: ["root", "index", "listing", "hidden", "follow_symlinks"])
+        guard let root = string(table, "root", path: "\(path).root", required: true) else { return nil }
+        var settings = StaticConfiguration(root: root)
+        if table.contains(key: "index") { settings.index = strings(table, "index", path: "\(path).index") }
+        if let listing = bool(table, "listing", path: "\(path).listing") { settings.listing = listing }
+        if let hidden = bool(table, "hidden", path: "\(path).hidden") { settings.hidden = hidden }
+        if let follow = bool(table, "follow_symlinks", path: "\(path).follow_symlinks") { settings.followSymlinks = follow }
+        for name in settings.index where name.isEmpty || name.contains("/") {
+            fail("\(path).index", "index names are file names without \"/\", got \"\(name)\"")
+        }
+        return settings
     }
 
     mutating func readRespond(_ parent: TOMLTable, path: String) -> FixedResponseConfiguration? {

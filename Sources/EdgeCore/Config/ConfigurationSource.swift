@@ -26,13 +26,24 @@ public enum ConfigurationSource {
         return try ConfigurationLoader.load(text: text, source: path)
     }
 
+    /// The embedded default, plus `./public` served under `/public` when that folder exists.
+    public static func embeddedDefault(directory: String = FileManager.default.currentDirectoryPath) -> EdgeConfiguration {
+        var configuration = EdgeConfiguration.embeddedDefault
+        let publicFolder = (directory as NSString).appendingPathComponent("public")
+        var isDirectory: ObjCBool = false
+        if FileManager.default.fileExists(atPath: publicFolder, isDirectory: &isDirectory), isDirectory.boolValue {
+            configuration.routes.append(RouteConfiguration(path: "/public", handler: .static(StaticConfiguration(root: publicFolder))))
+        }
+        return configuration
+    }
+
     /// The configuration to run: `file` or the embedded default, with the environment and then `flags` applied.
     public static func resolve(
         file: String?,
         environment: [String: String] = ProcessInfo.processInfo.environment,
         flags: Overrides
     ) throws(ConfigurationError) -> EdgeConfiguration {
-        var configuration = try file.map { path throws(ConfigurationError) in try load(file: path) } ?? .embeddedDefault
+        var configuration = try file.map { path throws(ConfigurationError) in try load(file: path) } ?? embeddedDefault()
         configuration = try EnvironmentOverrides.apply(environment, to: configuration)
         configuration = try flags.apply(to: configuration, source: "command line", naming: .flags)
         if configuration.listeners.isEmpty {

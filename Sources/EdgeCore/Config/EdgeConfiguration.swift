@@ -213,6 +213,31 @@ public enum RouteHandlerConfiguration: Sendable, Equatable {
     case demo(DemoBackendConfiguration)
     /// A fixed response.
     case respond(FixedResponseConfiguration)
+    /// Files under a directory.
+    case `static`(StaticConfiguration)
+}
+
+/// `static = "/srv/www"` or `static = { root = "/srv/www", index = ["index.html"], listing = false, … }`.
+public struct StaticConfiguration: Sendable, Equatable {
+    /// The directory served.
+    public var root: String
+    /// Files tried, in order, for a directory request.
+    public var index: [String]
+    /// Whether a directory without an index file gets an HTML listing (else 403).
+    public var listing: Bool
+    /// Whether names starting with `.` (`.git`, `.env`) are served.
+    public var hidden: Bool
+    /// Whether symbolic links may lead outside the root.
+    public var followSymlinks: Bool
+
+    /// Creates static settings with nginx-like defaults.
+    public init(root: String, index: [String] = ["index.html"], listing: Bool = false, hidden: Bool = false, followSymlinks: Bool = false) {
+        self.root = root
+        self.index = index
+        self.listing = listing
+        self.hidden = hidden
+        self.followSymlinks = followSymlinks
+    }
 }
 
 /// Settings of the demo backend.

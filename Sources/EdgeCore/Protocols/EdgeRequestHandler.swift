@@ -1,4 +1,5 @@
 import Foundation
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 
@@ -177,12 +178,21 @@ final class EdgeRequestHandler: ChannelInboundHandler {
     // MARK: serving
 
     private func serve(_ head: HTTPRequestHead, bodyBytes: Int, context: ChannelHandlerContext) {
-        let forwardedFor = head.headers["x-forwarded-for"]
+        let fields = head.headers
+        let forwardedFor = fields["x-forwarded-for"]
+        let values = RequestHeaderValues(
+            host: fields.first(name: "host")?[...] ?? "",
+            authorization: fields.first(name: "authorization")?[...],
+            forwardedFor: forwardedFor.isEmpty ? nil : forwardedFor.joined(separator: ",")[...],
+            conditional: StaticRequestHeaders(
+                range: fields.first(name: "range"), ifRange: fields.first(name: "if-range"),
+                ifNoneMatch: fields["if-none-match"].isEmpty ? nil : fields["if-none-match"].joined(separator: ", "),
+                ifModifiedSince: fields.first(name: "if-modified-since")
+            )
+        )
         let dispatch = dispatcher.dispatch(
-            method: head.method, target: Self.originForm(head.uri), host: head.headers.first(name: "host")?[...] ?? "",
-            authorization: head.headers.first(name: "authorization")?[...],
-            forwardedFor: forwardedFor.isEmpty ? nil : forwardedFor.joined(separator: ",")[...], bodyBytes: bodyBytes,
-            client: client, on: context.eventLoop
+            method: head.method, target: Self.originForm(head.uri), headers: values, bodyBytes: bodyBytes, client: client,
+            on: context.eventLoop
         )
         switch dispatch {
         case .ready(let reply):
@@ -197,6 +207,10 @@ final class EdgeRequestHandler: ChannelInboundHandler {
     // MARK: writing responses
 
     private func send(_ reply: Reply, for head: HTTPRequestHead, context: ChannelHandlerContext) {
+        if case .file(let file) = reply {
+            sendFile(file, for: head, context: context)
+            return
+        }
         let now = NIODeadline.now()
         var headers: HTTPHeaders
         let status: HTTPResponseStatus
@@ -207,6 +221,8 @@ final class EdgeRequestHandler: ChannelInboundHandler {
         case .response(let response):
             (status, headers, body) = (response.status, response.headers, response.body)
             headers.add(name: "content-length", value: String(body.readableBytes))
+        case .file:
+            return
         }
         ResponseHeaders.perRequest(for: reply, now: now, server: serverName, date: loop.date.current) { name, value in
             headers.add(name: name, value: value)
@@ -232,6 +248,19 @@ final class EdgeRequestHandler: ChannelInboundHandler {
         context: ChannelHandlerContext, close forceClose: Bool
     ) {
         guard isActive else { return }
+        let keepAlive = writeHead(status, headers: headers, for: request, close: forceClose, context: context)
+        if request.method != .HEAD, body.readableBytes > 0 {
+            context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
+        }
+        finish(keepAlive: keepAlive, context: context)
+    }
+
+    /// Writes the response head with the connection headers HTTP/1.1 needs; returns whether the connection
+    /// stays open afterwards.
+    private func writeHead(
+        _ status: HTTPResponseStatus, headers: HTTPHeaders, for request: HTTPRequestHead, close forceClose: Bool,
+        context: ChannelHandlerContext
+    ) -> Bool {
         let keepAlive = isHTTP2 || (request.isKeepAlive && !forceClose)
         var headers = headers
         if !isHTTP2 {
@@ -243,15 +272,55 @@ final class EdgeRequestHandler: ChannelInboundHandler {
         }
         let version = isHTTP2 ? request.version : HTTPVersion(major: 1, minor: 1)
         context.write(wrapOutboundOut(.head(HTTPResponseHead(version: version, status: status, headers: headers))), promise: nil)
-        if request.method != .HEAD, body.readableBytes > 0 {
-            context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
-        }
+        return keepAlive
+    }
+
+    /// Ends the response; closes the connection (HTTP/1.1) or stream (HTTP/2) when it is not kept alive.
+    private func finish(keepAlive: Bool, context: ChannelHandlerContext) {
         if case .responding = state { state = .idle }
         if !isHTTP2 { context.triggerUserOutboundEvent(HTTP1ConnectionEvent.responseFinished, promise: nil) }
-        if keepAlive && !forceClose {
+        if keepAlive {
             context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
         } else {
             context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
+                context.close(promise: nil)
+            }
+        }
+    }
+
+    /// Streams a file in chunks, each written before the next is read (backpressure: a slow client holds one
+    /// chunk, not the file). A file that ends early (it shrank) ends the connection, since the promised
+    /// `Content-Length` cannot be met.
+    private func sendFile(_ file: FileReply, for request: HTTPRequestHead, context: ChannelHandlerContext) {
+        guard isActive else {
+            try? file.handle?.close()
+            return
+        }
+        var headers = file.headers
+        ResponseHeaders.perRequest(for: .file(file), now: .now(), server: serverName, date: loop.date.current) { name, value in
+            headers.add(name: name, value: value)
+        }
+        let keepAlive = writeHead(file.status, headers: headers, for: request, close: false, context: context)
+        guard let handle = file.handle, request.method != .HEAD else {
+            try? file.handle?.close()
+            finish(keepAlive: keepAlive, context: context)
+            return
+        }
+        context.flush()
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        let sent = NIOLockedValueBox(0)
+        FileStreaming.io.readChunked(
+            fileHandle: handle, fromOffset: Int64(file.range.lowerBound), byteCount: file.range.count,
+            chunkSize: FileStreaming.chunkSize, allocator: context.channel.allocator, eventLoop: context.eventLoop
+        ) { chunk in
+            sent.withLockedValue { $0 += chunk.readableBytes }
+            let (handler, context) = bound.value
+            return context.writeAndFlush(handler.wrapOutboundOut(.body(.byteBuffer(chunk))))
+        }.assumeIsolated().whenComplete { result in
+            try? handle.close()
+            if case .success = result, sent.withLockedValue({ $0 }) == file.range.count {
+                self.finish(keepAlive: keepAlive, context: context)
+            } else {
                 context.close(promise: nil)
             }
         }

@@ -1,3 +1,4 @@
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 
@@ -20,8 +21,8 @@ import NIOHTTP1
 final class HTTP1FastPathHandler: ChannelDuplexHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = ByteBuffer
-    typealias OutboundIn = ByteBuffer
-    typealias OutboundOut = ByteBuffer
+    typealias OutboundIn = IOData
+    typealias OutboundOut = IOData
 
     private let dispatcher: RequestDispatcher
     private let loop: LoopState
@@ -29,6 +30,8 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
     private let limits: LimitsConfiguration
     private let timeouts: TimeoutsConfiguration
     private let client: ClientAddress
+    /// Whether TLS sits below (then files are streamed in chunks; otherwise sent with sendfile).
+    private let isTLS: Bool
 
     /// Bytes received and not yet answered; `nil` when empty, so NIO can reuse its receive buffer.
     private var buffered: ByteBuffer?
@@ -46,7 +49,8 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
     private var headTimer: Scheduled<Void>?
     private var sendTimer: Scheduled<Void>?
 
-    init(services: EdgeServices, loop: LoopState, client: ClientAddress) {
+    init(services: EdgeServices, loop: LoopState, client: ClientAddress, isTLS: Bool) {
+        self.isTLS = isTLS
         self.dispatcher = RequestDispatcher(services: services, loop: loop)
         self.loop = loop
         self.serverName = services.configuration.serverName
@@ -193,10 +197,13 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
     }
 
     private func serve(_ request: HTTP1RequestScanner.Request, context: ChannelHandlerContext) {
+        let headers = RequestHeaderValues(
+            host: request.host[...], authorization: request.authorization?[...], forwardedFor: request.forwardedFor?[...],
+            conditional: request.conditional
+        )
         let dispatch = dispatcher.dispatch(
-            method: request.method, target: request.target[...], host: request.host[...],
-            authorization: request.authorization?[...], forwardedFor: request.forwardedFor?[...], bodyBytes: 0,
-            client: client, on: context.eventLoop
+            method: request.method, target: request.target[...], headers: headers, bodyBytes: 0, client: client,
+            on: context.eventLoop
         )
         switch dispatch {
         case .ready(let reply):
@@ -208,11 +215,17 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
                 guard self.isActive else { return }
                 let reply = (try? result.get()) ?? .response(.text(.badGateway, "backend failed\n"))
                 self.write(reply, for: request, context: context)
-                self.processBuffered(context: context)
-                self.flushIfNeeded(context: context)
-                self.resumeReadingIfPossible(context: context)
+                self.continueAfterReply(context: context)
             }
         }
+    }
+
+    /// Goes on with buffered requests once a pending reply has been written.
+    private func continueAfterReply(context: ChannelHandlerContext) {
+        guard !requestInProgress else { return }
+        processBuffered(context: context)
+        flushIfNeeded(context: context)
+        resumeReadingIfPossible(context: context)
     }
 
     private func write(_ reply: Reply, for request: HTTP1RequestScanner.Request, context: ChannelHandlerContext) {
@@ -221,6 +234,9 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
         let body: ByteBuffer
         var buffer: ByteBuffer
         switch reply {
+        case .file(let file):
+            writeFile(file, for: request, keepAlive: keepAlive, context: context)
+            return
         case .cached(let entry, _):
             body = entry.body
             buffer = context.channel.allocator.buffer(capacity: entry.http1Head.readableBytes + 160 + body.readableBytes)
@@ -247,10 +263,69 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
         buffer.writeStaticString("\r\n")
         if request.method != .HEAD { buffer.writeImmutableBuffer(body) }
         if keepAlive {
-            context.write(wrapOutboundOut(buffer), promise: nil)
+            context.write(wrapOutboundOut(.byteBuffer(buffer)), promise: nil)
             needsFlush = true
         } else {
             closeAfterWriting(buffer, context: context)
+        }
+    }
+
+    /// Writes a file reply: the head, then the bytes with sendfile (plain TCP) or in chunks with backpressure
+    /// (TLS). Further pipelined requests wait until the file is sent. A file that ends early (it shrank while
+    /// being sent) closes the connection, since the promised `Content-Length` cannot be met.
+    private func writeFile(_ file: FileReply, for request: HTTP1RequestScanner.Request, keepAlive: Bool, context: ChannelHandlerContext) {
+        var head = context.channel.allocator.buffer(capacity: 512)
+        head.writeImmutableBuffer(ResponseHeaders.serializeHead(status: file.status, headers: file.headers))
+        ResponseHeaders.perRequest(for: .file(file), now: .now(), server: serverName, date: loop.date.current) { name, value in
+            head.writeString(name)
+            head.writeStaticString(": ")
+            head.writeString(value)
+            head.writeStaticString("\r\n")
+        }
+        if !keepAlive {
+            head.writeStaticString("connection: close\r\n")
+        } else if request.isHTTP10 {
+            head.writeStaticString("connection: keep-alive\r\n")
+        }
+        head.writeStaticString("\r\n")
+        guard let handle = file.handle, request.method != .HEAD else {
+            try? file.handle?.close()
+            if keepAlive {
+                context.write(wrapOutboundOut(.byteBuffer(head)), promise: nil)
+                needsFlush = true
+            } else {
+                closeAfterWriting(head, context: context)
+            }
+            return
+        }
+        requestInProgress = true
+        context.write(wrapOutboundOut(.byteBuffer(head)), promise: nil)
+        let done: EventLoopFuture<Bool>
+        if isTLS {
+            let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+            let sent = NIOLockedValueBox(0)
+            context.flush()
+            done = FileStreaming.io.readChunked(
+                fileHandle: handle, fromOffset: Int64(file.range.lowerBound), byteCount: file.range.count,
+                chunkSize: FileStreaming.chunkSize, allocator: context.channel.allocator, eventLoop: context.eventLoop
+            ) { chunk in
+                sent.withLockedValue { $0 += chunk.readableBytes }
+                let (handler, context) = bound.value
+                return context.writeAndFlush(handler.wrapOutboundOut(.byteBuffer(chunk)))
+            }.map { sent.withLockedValue { $0 } == file.range.count }
+        } else {
+            let region = FileRegion(fileHandle: handle, readerIndex: file.range.lowerBound, endIndex: file.range.upperBound)
+            done = context.writeAndFlush(wrapOutboundOut(.fileRegion(region))).map { true }
+        }
+        done.assumeIsolated().whenComplete { result in
+            try? handle.close()
+            self.requestInProgress = false
+            guard case .success(true) = result, keepAlive, self.isActive else {
+                self.closing = true
+                context.close(promise: nil)
+                return
+            }
+            self.continueAfterReply(context: context)
         }
     }
 
@@ -258,7 +333,7 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
     private func closeAfterWriting(_ buffer: ByteBuffer, context: ChannelHandlerContext) {
         closing = true
         needsFlush = false
-        context.writeAndFlush(wrapOutboundOut(buffer)).assumeIsolated().whenComplete { _ in
+        context.writeAndFlush(wrapOutboundOut(.byteBuffer(buffer))).assumeIsolated().whenComplete { _ in
             context.close(promise: nil)
         }
     }

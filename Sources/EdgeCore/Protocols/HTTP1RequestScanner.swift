@@ -21,6 +21,8 @@ enum HTTP1RequestScanner {
         var authorization: String?
         /// `X-Forwarded-For`, if present.
         var forwardedFor: String?
+        /// `Range`, `If-Range`, `If-None-Match`, `If-Modified-Since`, for static files.
+        var conditional: StaticRequestHeaders
         /// Whether the connection stays open after the response.
         var keepAlive: Bool
         /// `HTTP/1.0` request (keep-alive must then be confirmed in the response).
@@ -89,6 +91,10 @@ enum HTTP1RequestScanner {
         var hostRange: Range<Int>?
         var authorizationRange: Range<Int>?
         var forwardedForRange: Range<Int>?
+        var rangeRange: Range<Int>?
+        var ifRangeRange: Range<Int>?
+        var ifNoneMatchRange: Range<Int>?
+        var ifModifiedSinceRange: Range<Int>?
         var keepAlive = !isHTTP10
         var fields = 0
         while true {
@@ -132,6 +138,18 @@ enum HTTP1RequestScanner {
             case 15 where equalsLowercase(bytes, nameStart, "x-forwarded-for"):
                 guard forwardedForRange == nil else { return .fallback }
                 forwardedForRange = valueStart..<valueEnd
+            case 5 where equalsLowercase(bytes, nameStart, "range"):
+                guard rangeRange == nil else { return .fallback }
+                rangeRange = valueStart..<valueEnd
+            case 8 where equalsLowercase(bytes, nameStart, "if-range"):
+                guard ifRangeRange == nil else { return .fallback }
+                ifRangeRange = valueStart..<valueEnd
+            case 13 where equalsLowercase(bytes, nameStart, "if-none-match"):
+                guard ifNoneMatchRange == nil else { return .fallback }
+                ifNoneMatchRange = valueStart..<valueEnd
+            case 17 where equalsLowercase(bytes, nameStart, "if-modified-since"):
+                guard ifModifiedSinceRange == nil else { return .fallback }
+                ifModifiedSinceRange = valueStart..<valueEnd
             case 10 where equalsLowercase(bytes, nameStart, "connection"):
                 for token in connectionTokens(bytes, valueStart..<valueEnd) {
                     switch token {
@@ -165,6 +183,10 @@ enum HTTP1RequestScanner {
                 host: hostRange.map(string) ?? "",
                 authorization: authorizationRange.map(string),
                 forwardedFor: forwardedForRange.map(string),
+                conditional: StaticRequestHeaders(
+                    range: rangeRange.map(string), ifRange: ifRangeRange.map(string),
+                    ifNoneMatch: ifNoneMatchRange.map(string), ifModifiedSince: ifModifiedSinceRange.map(string)
+                ),
                 keepAlive: keepAlive,
                 isHTTP10: isHTTP10,
                 fieldCount: fields

@@ -16,7 +16,7 @@ enum HTTPPipelines {
                 handshakeTimeout: nil
             )
         )
-        try configureHTTP1(channel, services: services)
+        try configureHTTP1(channel, services: services, isTLS: false)
     }
 
     /// Configures a TLS connection: handshake deadline, TLS, then ALPN. Must run on the channel's event loop.
@@ -37,7 +37,7 @@ enum HTTPPipelines {
                     case .negotiated("h2"):
                         try configureHTTP2(channel, services: services)
                     default:
-                        try configureHTTP1(channel, services: services)
+                        try configureHTTP1(channel, services: services, isTLS: true)
                     }
                     boundGuard.value.markProtocolReady()
                 }
@@ -47,7 +47,7 @@ enum HTTPPipelines {
 
     /// Adds the HTTP/1.1 fast path (which also keeps the keep-alive timer) and, behind it for everything the
     /// fast path hands over, NIO's HTTP/1.1 codec with pipelining assistance, parse-error answers and the request handler.
-    static func configureHTTP1(_ channel: any Channel, services: EdgeServices) throws {
+    static func configureHTTP1(_ channel: any Channel, services: EdgeServices, isTLS: Bool) throws {
         let configuration = services.configuration
         var decoderLimits = NIOHTTPDecoderLimitConfiguration()
         decoderLimits.maxHeaderListSize = configuration.limits.maxHeaderBytes
@@ -55,7 +55,7 @@ enum HTTPPipelines {
         let sync = channel.pipeline.syncOperations
         let loop = services.loops.state(for: channel.eventLoop)
         let client = ClientAddress(channel.remoteAddress)
-        try sync.addHandler(HTTP1FastPathHandler(services: services, loop: loop, client: client))
+        try sync.addHandler(HTTP1FastPathHandler(services: services, loop: loop, client: client, isTLS: isTLS))
         try sync.configureHTTPServerPipeline(
             withPipeliningAssistance: true,
             withServerUpgrade: nil,

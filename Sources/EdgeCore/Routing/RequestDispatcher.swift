@@ -7,6 +7,20 @@ enum Reply {
     case cached(CachedResponse, cacheStatus: String)
     /// Any other response; `Content-Length` is added when it is written.
     case response(EdgeResponse)
+    /// A file, streamed by the front end (headers complete, `Content-Length` included).
+    case file(FileReply)
+}
+
+/// The request header values that policies and responders look at, extracted once by each front end.
+struct RequestHeaderValues {
+    /// `Host` or `:authority`.
+    var host: Substring = ""
+    /// `Authorization`, for Basic auth.
+    var authorization: Substring?
+    /// `X-Forwarded-For`, used only from trusted proxies.
+    var forwardedFor: Substring?
+    /// Conditional and range headers, for static files.
+    var conditional = StaticRequestHeaders()
 }
 
 /// A reply available now, or later on the connection's event loop.
@@ -33,14 +47,12 @@ struct RequestDispatcher {
     /// Handles one complete request.
     /// - Parameters:
     ///   - target: The request target in origin form (path and optional query).
-    ///   - host: The `Host` header or `:authority`.
+    ///   - headers: The header values policies and responders need.
     ///   - bodyBytes: Size of the request body received.
-    ///   - authorization: The `Authorization` header, for Basic auth.
-    ///   - forwardedFor: `X-Forwarded-For`, used only when the peer is a trusted proxy.
     ///   - client: The TCP peer's address, for per-client policies.
     func dispatch(
-        method: HTTPMethod, target: Substring, host: Substring, authorization: Substring?, forwardedFor: Substring?,
-        bodyBytes: Int, client peer: ClientAddress, on eventLoop: any EventLoop
+        method: HTTPMethod, target: Substring, headers: RequestHeaderValues, bodyBytes: Int, client peer: ClientAddress,
+        on eventLoop: any EventLoop
     ) -> Dispatch {
         let state = services.state
         guard state.admitRequest(limit: services.configuration.limits.maxInFlight) else {
@@ -49,11 +61,8 @@ struct RequestDispatcher {
             return .ready(.response(busy))
         }
         let trusted = services.configuration.trustedProxies
-        let client = trusted.isEmpty ? peer : peer.resolved(forwardedFor: forwardedFor, trusted: trusted)
-        let dispatch = route(
-            method: method, target: target, host: host, authorization: authorization, bodyBytes: bodyBytes,
-            client: client, on: eventLoop
-        )
+        let client = trusted.isEmpty ? peer : peer.resolved(forwardedFor: headers.forwardedFor, trusted: trusted)
+        let dispatch = route(method: method, target: target, headers: headers, bodyBytes: bodyBytes, client: client, on: eventLoop)
         switch dispatch {
         case .ready:
             state.requestFinished()
@@ -64,8 +73,8 @@ struct RequestDispatcher {
     }
 
     private func route(
-        method: HTTPMethod, target: Substring, host: Substring, authorization: Substring?, bodyBytes: Int,
-        client: ClientAddress, on eventLoop: any EventLoop
+        method: HTTPMethod, target: Substring, headers: RequestHeaderValues, bodyBytes: Int, client: ClientAddress,
+        on eventLoop: any EventLoop
     ) -> Dispatch {
         let path: Substring
         let query: Substring?
@@ -90,20 +99,20 @@ struct RequestDispatcher {
             tooMany.headers.add(name: "retry-after", value: String(retryAfter))
             return .ready(.response(tooMany))
         }
+        let request = RouteRequest(method: method, target: target, path: path, query: query, headers: headers, bodyBytes: bodyBytes)
         guard let authenticator = route.authenticator else {
-            return act(route, method: method, target: target, query: query, host: host, bodyBytes: bodyBytes, on: eventLoop)
+            return act(route, request, on: eventLoop)
         }
-        switch authenticator.authenticate(authorization, on: eventLoop) {
+        switch authenticator.authenticate(headers.authorization, on: eventLoop) {
         case .allowed:
-            return act(route, method: method, target: target, query: query, host: host, bodyBytes: bodyBytes, on: eventLoop)
+            return act(route, request, on: eventLoop)
         case .denied:
             return .ready(.response(Self.unauthorized(authenticator)))
         case .pending(let verdict):
-            let target = String(target), host = String(host), query = query.map(String.init)
             return .pending(
                 verdict.assumeIsolated().flatMap { valid in
                     guard valid else { return eventLoop.makeSucceededFuture(.response(Self.unauthorized(authenticator))) }
-                    switch self.act(route, method: method, target: target[...], query: query?[...], host: host[...], bodyBytes: bodyBytes, on: eventLoop) {
+                    switch self.act(route, request, on: eventLoop) {
                     case .ready(let reply): return eventLoop.makeSucceededFuture(reply)
                     case .pending(let future): return future
                     }
@@ -118,12 +127,28 @@ struct RequestDispatcher {
         return response
     }
 
+    /// The parts of a request a route action uses.
+    private struct RouteRequest {
+        var method: HTTPMethod
+        var target: Substring
+        var path: Substring
+        var query: Substring?
+        var headers: RequestHeaderValues
+        var bodyBytes: Int
+    }
+
     /// Runs a route's action once its policies let the request through.
-    private func act(
-        _ route: Route, method: HTTPMethod, target: Substring, query: Substring?, host: Substring, bodyBytes: Int,
-        on eventLoop: any EventLoop
-    ) -> Dispatch {
+    private func act(_ route: Route, _ request: RouteRequest, on eventLoop: any EventLoop) -> Dispatch {
+        let (method, target, query, host, bodyBytes) = (request.method, request.target, request.query, request.headers.host, request.bodyBytes)
         switch route.action {
+        case .static(let files):
+            let relative = request.path.dropFirst(route.prefix.utf8.count)
+            return .pending(
+                files.serve(
+                    method: method, relative: relative.hasPrefix("/") ? relative : "/" + relative, requestPath: request.path,
+                    query: query, headers: request.headers.conditional, on: eventLoop
+                )
+            )
         case .respond(let response):
             return .ready(.response(response))
         case .demo(let backend, let ttl):

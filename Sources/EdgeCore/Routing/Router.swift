@@ -6,6 +6,8 @@ public enum RouteAction: Sendable {
     case demo(DemoBackend, cacheTTL: TimeAmount)
     /// Answer with a fixed response.
     case respond(EdgeResponse)
+    /// Serve files from a directory.
+    case `static`(StaticFiles)
 }
 
 /// A route ready to serve: its prefix, policies and action.
@@ -31,7 +33,7 @@ public struct Router: Sendable {
     private let routes: [Route]
 
     /// Builds the routes of a configuration; `defaultTTL` applies to cached routes without their own TTL.
-    /// - Throws: ``RouteSetupError`` when a route's htpasswd file is missing or invalid.
+    /// - Throws: ``RouteSetupError`` when a route's htpasswd file or static root is missing or invalid.
     public init(routes configurations: [RouteConfiguration], defaultTTL: TimeAmount) throws(RouteSetupError) {
         var built: [Route] = []
         for (index, configuration) in configurations.enumerated() {
@@ -43,6 +45,12 @@ public struct Router: Sendable {
                 var response = EdgeResponse.text(.init(statusCode: fixed.status), fixed.body)
                 response.headers.replaceOrAdd(name: "content-type", value: fixed.contentType)
                 action = .respond(response)
+            case .static(let settings):
+                do {
+                    action = .static(try StaticFiles(configuration: settings))
+                } catch {
+                    throw RouteSetupError(description: "route[\(index)].static: \(error.description)")
+                }
             }
             let limiter = configuration.rateLimit.map { RateLimiter(perSecond: $0.perSecond, burst: $0.burst) }
             var authenticator: BasicAuthenticator?

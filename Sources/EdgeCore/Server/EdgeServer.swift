@@ -61,6 +61,11 @@ public final class EdgeServer: Service, Sendable {
             try? await group.shutdownGracefully()
             throw error
         }
+        for route in configuration.routes {
+            if case .static(let settings) = route.handler {
+                logger.info("serving static files", metadata: ["path": "\(route.path)", "root": "\(settings.root)"])
+            }
+        }
         logger.info("ready", metadata: ["threads": "\(threadCount)", "listeners": "\(listeners.count)"])
         let reloader = Task { await watchHtpasswdFiles() }
         try? await gracefulShutdown()

@@ -1,0 +1,252 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+public import NIOCore
+import NIOHTTP1
+import NIOPosix
+
+/// The request headers a static route looks at.
+struct StaticRequestHeaders {
+    var range: String?
+    var ifRange: String?
+    var ifNoneMatch: String?
+    var ifModifiedSince: String?
+}
+
+/// A file (or a part of it) to send: the front end writes the head, then the bytes of `range` from `handle`
+/// (sendfile on plain HTTP/1.1, chunks with backpressure elsewhere), then closes the handle.
+struct FileReply {
+    /// 200 or 206.
+    var status: HTTPResponseStatus
+    /// Complete headers, `Content-Length` included.
+    var headers: HTTPHeaders
+    /// The open file; `nil` when no body is sent (HEAD).
+    var handle: NIOFileHandle?
+    /// Byte range of the file to send.
+    var range: Range<Int>
+}
+
+/// Serves a directory, as nginx's `root` and Caddy's `file_server`: strict path decoding (no traversal,
+/// no hidden files unless enabled, no symlinks leaving the root unless enabled), `index.html`, `/dir` → `/dir/`
+/// redirects, optional HTML-escaped listings, `ETag`/`Last-Modified`, conditional requests, single ranges.
+///
+/// All blocking file-system calls (`realpath`, `stat`, `open`, directory reads) run on NIO's thread pool;
+/// the event loop only assembles the response.
+public final class StaticFiles: Sendable {
+    let configuration: StaticConfiguration
+    /// `realpath` of the root.
+    let root: String
+
+    /// Checks that the root is a readable directory.
+    init(configuration: StaticConfiguration) throws(RouteSetupError) {
+        guard let real = Self.realPath(configuration.root) else {
+            throw RouteSetupError(description: "static root \(configuration.root): \(String(cString: strerror(errno)))")
+        }
+        var info = stat()
+        guard stat(real, &info) == 0, (info.st_mode & S_IFMT) == S_IFDIR else {
+            throw RouteSetupError(description: "static root \(configuration.root) is not a directory")
+        }
+        self.configuration = configuration
+        self.root = real
+    }
+
+    /// The response for `method` on `relative` (the request path after the route prefix).
+    /// - Parameters:
+    ///   - requestPath: The full request path, for redirects.
+    func serve(
+        method: HTTPMethod, relative: Substring, requestPath: Substring, query: Substring?,
+        headers: StaticRequestHeaders, on eventLoop: any EventLoop
+    ) -> EventLoopFuture<Reply> {
+        guard method == .GET || method == .HEAD else {
+            var notAllowed = EdgeResponse.text(.methodNotAllowed, "method not allowed\n")
+            notAllowed.headers.add(name: "allow", value: "GET, HEAD")
+            return eventLoop.makeSucceededFuture(.response(notAllowed))
+        }
+        guard let resolved = StaticPath.resolve(relative) else {
+            return eventLoop.makeSucceededFuture(.response(.text(.badRequest, "invalid path\n")))
+        }
+        if resolved.hasHiddenSegment && !configuration.hidden {
+            return eventLoop.makeSucceededFuture(.response(.text(.notFound, "not found\n")))
+        }
+        let lookup = NIOThreadPool.singleton.runIfActive(eventLoop: eventLoop) { [self] in
+            self.lookUp(resolved)
+        }
+        let requestPath = String(requestPath), query = query.map(String.init)
+        return lookup.map { found in
+            self.reply(for: found, method: method, requestPath: requestPath, query: query, headers: headers)
+        }.recover { _ in .response(.text(.internalServerError, "file lookup failed\n")) }
+    }
+
+    // MARK: file-system work (thread pool)
+
+    enum Found {
+        case file(descriptor: CInt, size: Int, modified: timespec, inode: UInt64, name: String)
+        case redirectToDirectory
+        case listing(String)
+        case notFound
+        case forbidden
+    }
+
+    private func lookUp(_ resolved: StaticPath.Resolved) -> Found {
+        let candidate = resolved.segments.isEmpty ? root : root + "/" + resolved.relativePath
+        guard let real = Self.realPath(candidate) else {
+            return errno == EACCES ? .forbidden : .notFound
+        }
+        if !configuration.followSymlinks, real != root, !real.hasPrefix(root + "/") { return .forbidden }
+        var info = stat()
+        guard stat(real, &info) == 0 else { return errno == EACCES ? .forbidden : .notFound }
+        switch info.st_mode & S_IFMT {
+        case S_IFDIR:
+            guard resolved.trailingSlash else { return .redirectToDirectory }
+            for index in configuration.index {
+                if case .file = open(real + "/" + index) { return open(real + "/" + index) }
+            }
+            return configuration.listing ? listing(of: real, relative: resolved) : .forbidden
+        case S_IFREG:
+            return resolved.trailingSlash && !resolved.segments.isEmpty ? .notFound : open(real)
+        default:
+            return .notFound
+        }
+    }
+
+    private func open(_ path: String) -> Found {
+        let descriptor = Glibc.open(path, O_RDONLY | O_CLOEXEC)
+        guard descriptor >= 0 else { return errno == EACCES ? .forbidden : .notFound }
+        var info = stat()
+        guard fstat(descriptor, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else {
+            close(descriptor)
+            return .notFound
+        }
+        return .file(descriptor: descriptor, size: Int(info.st_size), modified: info.st_mtim, inode: UInt64(info.st_ino), name: path)
+    }
+
+    private func listing(of directory: String, relative: StaticPath.Resolved) -> Found {
+        guard let handle = opendir(directory) else { return .forbidden }
+        defer { closedir(handle) }
+        var names: [String] = []
+        while let entry = readdir(handle) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
+            }
+            if name == "." || name == ".." || (name.hasPrefix(".") && !configuration.hidden) { continue }
+            var info = stat()
+            let isDirectory = stat(directory + "/" + name, &info) == 0 && (info.st_mode & S_IFMT) == S_IFDIR
+            names.append(isDirectory ? name + "/" : name)
+        }
+        let title = HTML.escape("/" + relative.relativePath + (relative.segments.isEmpty ? "" : "/"))
+        var html = "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>Index of \(title)</title></head>\n"
+        html += "<body><h1>Index of \(title)</h1>\n<ul>\n"
+        if !relative.segments.isEmpty { html += "<li><a href=\"../\">../</a></li>\n" }
+        for name in names.sorted() {
+            html += "<li><a href=\"\(HTML.escape(URLPath.encodeSegment(name)))\">\(HTML.escape(name))</a></li>\n"
+        }
+        return .listing(html + "</ul></body></html>\n")
+    }
+
+    private static func realPath(_ path: String) -> String? {
+        guard let resolved = realpath(path, nil) else { return nil }
+        defer { free(resolved) }
+        return String(cString: resolved)
+    }
+
+    // MARK: response (event loop)
+
+    private func reply(for found: Found, method: HTTPMethod, requestPath: String, query: String?, headers request: StaticRequestHeaders) -> Reply {
+        switch found {
+        case .notFound:
+            return .response(.text(.notFound, "not found\n"))
+        case .forbidden:
+            return .response(.text(.forbidden, "forbidden\n"))
+        case .redirectToDirectory:
+            var redirect = EdgeResponse.text(.movedPermanently, "moved to \(requestPath)/\n")
+            redirect.headers.add(name: "location", value: requestPath + "/" + (query.map { "?" + $0 } ?? ""))
+            return .response(redirect)
+        case .listing(let html):
+            var response = EdgeResponse.text(.ok, html)
+            response.headers.replaceOrAdd(name: "content-type", value: "text/html; charset=utf-8")
+            return .response(response)
+        case .file(let descriptor, let size, let modified, let inode, let name):
+            let handle = NIOFileHandle(_deprecatedTakingOwnershipOfDescriptor: descriptor)
+            let etag = "\"\(String(inode, radix: 16))-\(String(size, radix: 16))-\(String(Int(modified.tv_sec) * 1_000_000_000 + Int(modified.tv_nsec), radix: 16))\""
+            let lastModified = Int(modified.tv_sec)
+            var headers: HTTPHeaders = [
+                "content-type": MediaTypes.contentType(forPath: name[...]),
+                "last-modified": HTTPDateHeader.format(time_t(lastModified)),
+                "etag": etag,
+                "accept-ranges": "bytes",
+                "x-content-type-options": "nosniff",
+            ]
+            if ConditionalRequest.notModified(
+                ifNoneMatch: request.ifNoneMatch, ifModifiedSince: request.ifModifiedSince, etag: etag, lastModified: lastModified
+            ) {
+                try? handle.close()
+                headers.remove(name: "content-type")
+                headers.add(name: "content-length", value: "0")
+                return .file(FileReply(status: .notModified, headers: headers, handle: nil, range: 0..<0))
+            }
+            var status = HTTPResponseStatus.ok
+            var range = 0..<size
+            if ConditionalRequest.rangeApplies(ifRange: request.ifRange, etag: etag, lastModified: lastModified) {
+                switch ByteRangeRequest.parse(request.range, size: size) {
+                case .whole, .multiple:
+                    break
+                case .single(let part):
+                    status = .partialContent
+                    range = part
+                    headers.add(name: "content-range", value: "bytes \(part.lowerBound)-\(part.upperBound - 1)/\(size)")
+                case .unsatisfiable:
+                    try? handle.close()
+                    var refused = EdgeResponse.text(.rangeNotSatisfiable, "range not satisfiable\n")
+                    refused.headers.add(name: "content-range", value: "bytes */\(size)")
+                    return .response(refused)
+                }
+            }
+            headers.add(name: "content-length", value: String(range.count))
+            if method == .HEAD || range.isEmpty {
+                try? handle.close()
+                return .file(FileReply(status: status, headers: headers, handle: nil, range: range))
+            }
+            return .file(FileReply(status: status, headers: headers, handle: handle, range: range))
+        }
+    }
+}
+
+/// HTML escaping for listings.
+enum HTML {
+    static func escape(_ text: String) -> String {
+        var escaped = ""
+        escaped.reserveCapacity(text.utf8.count)
+        for character in text {
+            switch character {
+            case "&": escaped += "&amp;"
+            case "<": escaped += "&lt;"
+            case ">": escaped += "&gt;"
+            case "\"": escaped += "&quot;"
+            case "'": escaped += "&#39;"
+            default: escaped.append(character)
+            }
+        }
+        return escaped
+    }
+}
+
+/// Percent-encoding of one path segment for links.
+enum URLPath {
+    static func encodeSegment(_ segment: String) -> String {
+        var encoded = ""
+        for byte in segment.utf8 {
+            switch byte {
+            case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
+                UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "~"), UInt8(ascii: "/"):
+                encoded.append(Character(Unicode.Scalar(byte)))
+            default:
+                encoded += "%" + (byte < 16 ? "0" : "") + String(byte, radix: 16, uppercase: true)
+            }
+        }
+        return encoded
+    }
+}
