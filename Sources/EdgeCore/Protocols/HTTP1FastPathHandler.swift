@@ -1,3 +1,10 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
@@ -220,6 +227,27 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
         }
     }
 
+    /// sendfile cannot finish a region past the end of a file that shrank while it was being sent, and NIO would
+    /// wait for it forever; so while a region is in flight, the file's size is checked once a second (`fstat`,
+    /// no disk access) and the connection is closed if the promised bytes no longer exist.
+    private func watchForTruncation(_ handle: NIOFileHandle, needed: Int, until done: EventLoopFuture<Bool>, context: ChannelHandlerContext) {
+        var finished = false
+        done.assumeIsolated().whenComplete { _ in finished = true }
+        func check() {
+            guard !finished else { return }
+            let size = try? handle.withUnsafeFileDescriptor { descriptor -> Int in
+                var info = stat()
+                return fstat(descriptor, &info) == 0 ? Int(info.st_size) : -1
+            }
+            if let size, size >= needed {
+                context.eventLoop.assumeIsolated().scheduleTask(in: .seconds(1)) { check() }
+            } else {
+                context.close(promise: nil)
+            }
+        }
+        context.eventLoop.assumeIsolated().scheduleTask(in: .seconds(1)) { check() }
+    }
+
     /// Goes on with buffered requests once a pending reply has been written.
     private func continueAfterReply(context: ChannelHandlerContext) {
         guard !requestInProgress else { return }
@@ -316,6 +344,7 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
         } else {
             let region = FileRegion(fileHandle: handle, readerIndex: file.range.lowerBound, endIndex: file.range.upperBound)
             done = context.writeAndFlush(wrapOutboundOut(.fileRegion(region))).map { true }
+            watchForTruncation(handle, needed: file.range.upperBound, until: done, context: context)
         }
         done.assumeIsolated().whenComplete { result in
             try? handle.close()

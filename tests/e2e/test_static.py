@@ -1,0 +1,208 @@
+"""Static files with real clients: downloads over plain HTTP/1.1 (sendfile), TLS and HTTP/2 compared by
+checksum, conditional and range requests, directories, and paths that try to leave the root."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+
+from conftest import RawConn, curl
+
+SIZES = {"empty.bin": 0, "10k.bin": 10 * 1024, "1m.bin": 1024 * 1024, "50m.bin": 50 * 1024 * 1024}
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    root = tmp_path_factory.mktemp("www")
+    for name, size in SIZES.items():
+        with open(root / name, "wb") as f:
+            remaining = size
+            while remaining:
+                chunk = os.urandom(min(remaining, 1 << 20))
+                f.write(chunk)
+                remaining -= len(chunk)
+    (root / "index.html").write_text("<h1>home</h1>\n")
+    (root / "notes.txt").write_text("some notes\n")
+    (root / "app.js").write_text("console.log(1)\n")
+    (root / "sub").mkdir()
+    (root / "sub" / "a.txt").write_text("a\n")
+    (root / "sub" / "<img src=x onerror=alert(1)>.txt").write_text("x\n")
+    (root / ".env").write_text("SECRET=1\n")
+    (root / ".git").mkdir()
+    (root / ".git" / "config").write_text("[core]\n")
+    os.symlink("/etc/passwd", root / "escape")
+    os.symlink(root / "notes.txt", root / "inside-link")
+    return root
+
+
+@pytest.fixture(scope="module")
+def files(module_edge_factory, site):
+    return module_edge_factory.start(config=f"""
+[[route]]
+path = "/"
+demo = {{}}
+
+[[route]]
+path = "/files"
+static = {{ root = "{site}", listing = true }}
+
+[[route]]
+path = "/plain"
+static = "{site}"
+""")
+
+
+def sha256_file(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@pytest.mark.parametrize("name", list(SIZES))
+@pytest.mark.parametrize("mode", ["http1", "https1", "http2"])
+def test_download_matches(files, site, tmp_path, name, mode):
+    base = files.http.url if mode == "http1" else files.https.url
+    flags = {"http1": ["--http1.1"], "https1": ["--http1.1", "-k"], "http2": ["--http2", "-k"]}[mode]
+    out = tmp_path / "download"
+    result = curl(*flags, "-s", "-o", str(out), "-w", "%{http_code} %{http_version} %{size_download}",
+                  f"{base}/files/{name}", timeout=120)
+    code, version, size = result.stdout.split()
+    assert code == "200"
+    assert version == ("2" if mode == "http2" else "1.1")
+    assert int(size) == SIZES[name]
+    assert sha256_file(out) == sha256_file(site / name)
+
+
+def test_headers_and_head(files, site):
+    r = curl("-sI", f"{files.http.url}/files/notes.txt")
+    headers = r.stdout.lower()
+    assert "content-type: text/plain; charset=utf-8" in headers
+    assert "content-length: 11" in headers
+    assert "etag: \"" in headers and "last-modified: " in headers
+    assert "accept-ranges: bytes" in headers and "x-content-type-options: nosniff" in headers
+    js = curl("-sI", f"{files.http.url}/files/app.js").stdout.lower()
+    assert "content-type: text/javascript; charset=utf-8" in js
+
+
+def test_conditional_requests(files):
+    url = f"{files.http.url}/files/notes.txt"
+    first = curl("-si", url).stdout
+    etag = next(line.split(":", 1)[1].strip() for line in first.splitlines() if line.lower().startswith("etag:"))
+    modified = next(line.split(":", 1)[1].strip() for line in first.splitlines() if line.lower().startswith("last-modified:"))
+    assert curl("-s", "-o", "/dev/null", "-w", "%{http_code}", "-H", f"If-None-Match: {etag}", url).stdout == "304"
+    assert curl("-s", "-o", "/dev/null", "-w", "%{http_code}", "-H", 'If-None-Match: "other"', url).stdout == "200"
+    assert curl("-s", "-o", "/dev/null", "-w", "%{http_code}", "-H", f"If-Modified-Since: {modified}", url).stdout == "304"
+    assert curl("-s", "-o", "/dev/null", "-w", "%{http_code}", "-z", "Sat, 01 Jan 2000 00:00:00 GMT", url).stdout == "200"
+    over_h2 = curl("-sk", "--http2", "-o", "/dev/null", "-w", "%{http_code}", "-H", f"If-None-Match: {etag}",
+                   f"{files.https.url}/files/notes.txt")
+    assert over_h2.stdout == "304"
+
+
+def test_ranges(files, site):
+    url = f"{files.http.url}/files/1m.bin"
+    data = (site / "1m.bin").read_bytes()
+    first = curl("-s", "-r", "0-99", "-D", "-", "-o", "/tmp/edge-range-a", url)
+    assert " 206 " in first.stdout.splitlines()[0]
+    assert "content-range: bytes 0-99/1048576" in first.stdout.lower()
+    assert open("/tmp/edge-range-a", "rb").read() == data[:100]
+    curl("-s", "-r", "-100", "-o", "/tmp/edge-range-b", url)
+    assert open("/tmp/edge-range-b", "rb").read() == data[-100:], "a suffix range must be the LAST bytes"
+    curl("-sk", "--http2", "-r", "1000-1999", "-o", "/tmp/edge-range-c", f"{files.https.url}/files/1m.bin")
+    assert open("/tmp/edge-range-c", "rb").read() == data[1000:2000]
+    refused = curl("-s", "-r", "2000000-", "-D", "-", "-o", "/dev/null", url).stdout.lower()
+    assert " 416 " in refused.splitlines()[0] and "content-range: bytes */1048576" in refused
+    stale = curl("-s", "-r", "0-9", "-H", 'If-Range: "stale"', "-o", "/dev/null", "-w", "%{http_code} %{size_download}", url)
+    assert stale.stdout == "200 1048576"
+    several = curl("-s", "-r", "0-9,20-29", "-o", "/dev/null", "-w", "%{http_code} %{size_download}", url)
+    assert several.stdout == "200 1048576"
+
+
+def test_directories(files):
+    redirect = curl("-s", "-o", "/dev/null", "-w", "%{http_code} %{redirect_url}", f"{files.http.url}/files/sub?x=1")
+    assert redirect.stdout == f"301 {files.http.url}/files/sub/?x=1"
+    assert curl("-s", f"{files.http.url}/files/").stdout == "<h1>home</h1>\n"
+    listing = curl("-s", f"{files.http.url}/files/sub/").stdout
+    assert "a.txt" in listing
+    assert "<img src=x" not in listing and "&lt;img src=x onerror=alert(1)&gt;.txt" in listing
+    # Listings are off by default: a directory without index.html is refused.
+    assert curl("-s", "-o", "/dev/null", "-w", "%{http_code}", f"{files.http.url}/plain/sub/").stdout == "403"
+
+
+@pytest.mark.parametrize("path,statuses", [
+    ("/files/../../../../etc/passwd", {400, 404}),
+    ("/files/%2e%2e/%2e%2e/etc/passwd", {400, 404}),
+    ("/files/..%2f..%2fetc/passwd", {400, 404}),
+    ("/files/%2E%2E%5C%2E%2E%5Cetc%5Cpasswd", {400, 404}),
+    ("/files/..\\..\\etc\\passwd", {400, 404}),
+    ("/files/notes.txt%00.html", {400, 404}),
+    ("/files/%c0%ae%c0%ae/%c0%ae%c0%ae/etc/passwd", {400, 404}),
+    ("/files/.env", {404}),
+    ("/files/.git/config", {404}),
+    ("/files/escape", {403, 404}),
+])
+def test_paths_never_leave_the_root(files, path, statuses):
+    with RawConn(files.http.host, files.http.port) as c:
+        c.send(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode("latin-1"))
+        r = c.read_response()
+    assert r.status in statuses, f"{path}: {r.status}"
+    assert b"root:" not in r.body
+
+
+def test_symlink_inside_root_is_served(files):
+    assert curl("-s", f"{files.http.url}/files/inside-link").stdout == "some notes\n"
+
+
+def test_only_get_and_head(files):
+    r = curl("-s", "-X", "POST", "-d", "x", "-D", "-", "-o", "/dev/null", f"{files.http.url}/files/notes.txt").stdout.lower()
+    assert " 405 " in r.splitlines()[0] and "allow: get, head" in r
+
+
+def test_file_shrinking_while_sent_ends_that_response(files, site, tmp_path):
+    victim = site / "shrinking.bin"
+    victim.write_bytes(os.urandom(8 * 1024 * 1024))
+    with RawConn(files.http.host, files.http.port) as c:
+        c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)
+        c.send(b"GET /files/shrinking.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+        time.sleep(0.3)
+        os.truncate(victim, 1024 * 1024)
+        received = 0
+        start = time.monotonic()
+        c.sock.settimeout(15)
+        try:
+            while chunk := c.sock.recv(1 << 16):
+                received += len(chunk)
+        except (ConnectionResetError, socket.timeout, TimeoutError):
+            pass
+        waited = time.monotonic() - start
+    assert received < 8 * 1024 * 1024, "a truncated file cannot have been sent whole"
+    assert waited < 6, f"the response to a truncated file did not end (client waited {waited:.1f} s)"
+    with RawConn(files.http.host, files.http.port) as c:
+        assert c.request("GET", "/files/notes.txt").status == 200
+
+
+def test_concurrent_tls_downloads_keep_memory_bounded(files, site):
+    """20 clients download the 50 MB file over TLS at once (1 GB in all); the server streams in chunks, so its
+    resident memory grows by far less than one copy per client."""
+    def rss_kib() -> int:
+        with open(f"/proc/{files.proc.pid}/status") as status:
+            return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
+
+    before = rss_kib()
+    peak = before
+    procs = [subprocess.Popen(["curl", "-sk", "--http1.1", "-o", "/dev/null", "-w", "%{http_code} %{size_download}",
+                               f"{files.https.url}/files/50m.bin"], stdout=subprocess.PIPE, text=True)
+             for _ in range(20)]
+    while any(p.poll() is None for p in procs):
+        peak = max(peak, rss_kib())
+        time.sleep(0.05)
+    outputs = [p.communicate()[0] for p in procs]
+    assert all(o == f"200 {SIZES['50m.bin']}" for o in outputs), outputs
+    assert peak - before < 200 * 1024, f"RSS grew by {(peak - before) // 1024} MiB for 20 concurrent 50 MB downloads"
