@@ -30,6 +30,9 @@ def site(tmp_path_factory):
     (root / "index.html").write_text("<h1>home</h1>\n")
     (root / "notes.txt").write_text("some notes\n")
     (root / "app.js").write_text("console.log(1)\n")
+    import gzip as gzip_module
+    (root / "big.css").write_text("body { color: red; }\n" * 200)
+    (root / "big.css.gz").write_bytes(gzip_module.compress((root / "big.css").read_bytes()))
     (root / "sub").mkdir()
     (root / "sub" / "a.txt").write_text("a\n")
     (root / "sub" / "<img src=x onerror=alert(1)>.txt").write_text("x\n")
@@ -206,3 +209,19 @@ def test_concurrent_tls_downloads_keep_memory_bounded(files, site):
     outputs = [p.communicate()[0] for p in procs]
     assert all(o == f"200 {SIZES['50m.bin']}" for o in outputs), outputs
     assert peak - before < 200 * 1024, f"RSS grew by {(peak - before) // 1024} MiB for 20 concurrent 50 MB downloads"
+
+
+def test_precompressed_sidecar_is_served_when_accepted(files, site):
+    url = f"{files.http.url}/files/big.css"
+    plain = curl("-s", "-D", "-", "-o", "/tmp/edge-css-plain", url).stdout.lower()
+    assert "content-encoding" not in plain and "vary: accept-encoding" in plain
+    assert open("/tmp/edge-css-plain", "rb").read() == (site / "big.css").read_bytes()
+    gz = curl("-s", "-H", "Accept-Encoding: gzip", "-D", "-", "-o", "/tmp/edge-css-gz", url).stdout.lower()
+    assert "content-encoding: gzip" in gz and "vary: accept-encoding" in gz
+    assert "content-type: text/css; charset=utf-8" in gz
+    assert open("/tmp/edge-css-gz", "rb").read() == (site / "big.css.gz").read_bytes()
+    # curl --compressed decodes it back to the original, over HTTP/2 too.
+    decoded = curl("-sk", "--http2", "--compressed", f"{files.https.url}/files/big.css").stdout
+    assert decoded == (site / "big.css").read_text()
+    refused = curl("-s", "-H", "Accept-Encoding: gzip;q=0", "-D", "-", "-o", "/dev/null", url).stdout.lower()
+    assert "content-encoding" not in refused

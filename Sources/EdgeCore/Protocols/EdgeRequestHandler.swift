@@ -187,7 +187,8 @@ final class EdgeRequestHandler: ChannelInboundHandler {
             conditional: StaticRequestHeaders(
                 range: fields.first(name: "range"), ifRange: fields.first(name: "if-range"),
                 ifNoneMatch: fields["if-none-match"].isEmpty ? nil : fields["if-none-match"].joined(separator: ", "),
-                ifModifiedSince: fields.first(name: "if-modified-since")
+                ifModifiedSince: fields.first(name: "if-modified-since"),
+                acceptEncoding: fields["accept-encoding"].isEmpty ? nil : fields["accept-encoding"].joined(separator: ", ")
             )
         )
         let dispatch = dispatcher.dispatch(

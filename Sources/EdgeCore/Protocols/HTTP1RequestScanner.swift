@@ -95,6 +95,7 @@ enum HTTP1RequestScanner {
         var ifRangeRange: Range<Int>?
         var ifNoneMatchRange: Range<Int>?
         var ifModifiedSinceRange: Range<Int>?
+        var acceptEncodingRange: Range<Int>?
         var keepAlive = !isHTTP10
         var fields = 0
         while true {
@@ -135,6 +136,9 @@ enum HTTP1RequestScanner {
             case 13 where equalsLowercase(bytes, nameStart, "authorization"):
                 guard authorizationRange == nil else { return .fallback }
                 authorizationRange = valueStart..<valueEnd
+            case 15 where equalsLowercase(bytes, nameStart, "accept-encoding"):
+                guard acceptEncodingRange == nil else { return .fallback }
+                acceptEncodingRange = valueStart..<valueEnd
             case 15 where equalsLowercase(bytes, nameStart, "x-forwarded-for"):
                 guard forwardedForRange == nil else { return .fallback }
                 forwardedForRange = valueStart..<valueEnd
@@ -185,7 +189,8 @@ enum HTTP1RequestScanner {
                 forwardedFor: forwardedForRange.map(string),
                 conditional: StaticRequestHeaders(
                     range: rangeRange.map(string), ifRange: ifRangeRange.map(string),
-                    ifNoneMatch: ifNoneMatchRange.map(string), ifModifiedSince: ifModifiedSinceRange.map(string)
+                    ifNoneMatch: ifNoneMatchRange.map(string), ifModifiedSince: ifModifiedSinceRange.map(string),
+                    acceptEncoding: acceptEncodingRange.map(string)
                 ),
                 keepAlive: keepAlive,
                 isHTTP10: isHTTP10,

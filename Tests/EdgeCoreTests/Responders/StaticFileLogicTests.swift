@@ -81,3 +81,15 @@ struct StaticFileLogicTests {
         #expect(MediaTypes.contentType(forPath: "/dir.d/noext") == "application/octet-stream")
     }
 }
+
+@Suite("Accept-Encoding")
+struct AcceptedEncodingsTests {
+    @Test("codings and q-values", arguments: [
+        (nil, AcceptedEncodings()), ("gzip", AcceptedEncodings(gzip: true)), ("br, gzip", AcceptedEncodings(brotli: true, gzip: true)),
+        ("gzip;q=0, br", AcceptedEncodings(brotli: true)), ("gzip; q=0.5", AcceptedEncodings(gzip: true)),
+        ("*", AcceptedEncodings(brotli: true, gzip: true)), ("identity", AcceptedEncodings()), ("BR;Q=0.000", AcceptedEncodings()),
+    ])
+    func parses(header: String?, expected: AcceptedEncodings) {
+        #expect(AcceptedEncodings(header: header) == expected)
+    }
+}

@@ -5,7 +5,8 @@ import Musl
 #elseif canImport(Darwin)
 import Darwin
 #endif
-public import NIOCore
+import Foundation
+import NIOCore
 import NIOHTTP1
 import NIOPosix
 
@@ -15,6 +16,34 @@ struct StaticRequestHeaders {
     var ifRange: String?
     var ifNoneMatch: String?
     var ifModifiedSince: String?
+    var acceptEncoding: String?
+}
+
+/// The content codings a client accepts, from `Accept-Encoding` (q=0 refuses a coding).
+struct AcceptedEncodings: Equatable {
+    var brotli = false
+    var gzip = false
+
+    init(brotli: Bool = false, gzip: Bool = false) {
+        self.brotli = brotli
+        self.gzip = gzip
+    }
+
+    init(header: String?) {
+        guard let header else { return }
+        for item in header.lowercased().split(separator: ",") {
+            let parts = item.split(separator: ";").map { $0.trimmingCharacters(in: .whitespaces) }
+            guard let coding = parts.first else { continue }
+            let quality = parts.dropFirst().first { $0.hasPrefix("q=") }.flatMap { Double($0.dropFirst(2)) } ?? 1
+            if quality <= 0 { continue }
+            if coding == "br" { brotli = true }
+            if coding == "gzip" || coding == "x-gzip" { gzip = true }
+            if coding == "*" {
+                brotli = true
+                gzip = true
+            }
+        }
+    }
 }
 
 /// A file (or a part of it) to send: the front end writes the head, then the bytes of `range` from `handle`
@@ -72,8 +101,9 @@ public final class StaticFiles: Sendable {
         if resolved.hasHiddenSegment && !configuration.hidden {
             return eventLoop.makeSucceededFuture(.response(.text(.notFound, "not found\n")))
         }
+        let accepted = AcceptedEncodings(header: headers.acceptEncoding)
         let lookup = NIOThreadPool.singleton.runIfActive(eventLoop: eventLoop) { [self] in
-            self.lookUp(resolved)
+            self.lookUp(resolved, accepted: accepted)
         }
         let requestPath = String(requestPath), query = query.map(String.init)
         return lookup.map { found in
@@ -84,14 +114,16 @@ public final class StaticFiles: Sendable {
     // MARK: file-system work (thread pool)
 
     enum Found {
-        case file(descriptor: CInt, size: Int, modified: timespec, inode: UInt64, name: String)
+        /// `name` is the file asked for (it gives the media type); `encoding` is set when a precompressed
+        /// sidecar (`name.br`, `name.gz`) is sent instead; `hasVariants` when such sidecars exist at all.
+        case file(descriptor: CInt, size: Int, modified: timespec, inode: UInt64, name: String, encoding: String?, hasVariants: Bool)
         case redirectToDirectory
         case listing(String)
         case notFound
         case forbidden
     }
 
-    private func lookUp(_ resolved: StaticPath.Resolved) -> Found {
+    private func lookUp(_ resolved: StaticPath.Resolved, accepted: AcceptedEncodings) -> Found {
         let candidate = resolved.segments.isEmpty ? root : root + "/" + resolved.relativePath
         guard let real = Self.realPath(candidate) else {
             return errno == EACCES ? .forbidden : .notFound
@@ -103,14 +135,33 @@ public final class StaticFiles: Sendable {
         case S_IFDIR:
             guard resolved.trailingSlash else { return .redirectToDirectory }
             for index in configuration.index {
-                if case .file = open(real + "/" + index) { return open(real + "/" + index) }
+                let found = openWithVariants(real + "/" + index, accepted: accepted)
+                if case .file = found { return found }
             }
             return configuration.listing ? listing(of: real, relative: resolved) : .forbidden
         case S_IFREG:
-            return resolved.trailingSlash && !resolved.segments.isEmpty ? .notFound : open(real)
+            return resolved.trailingSlash && !resolved.segments.isEmpty ? .notFound : openWithVariants(real, accepted: accepted)
         default:
             return .notFound
         }
+    }
+
+    /// Opens `path`, or its `.br` / `.gz` sidecar when the client accepts that coding (brotli first).
+    private func openWithVariants(_ path: String, accepted: AcceptedEncodings) -> Found {
+        var variants: [(suffix: String, coding: String, wanted: Bool)] = [(".br", "br", accepted.brotli), (".gz", "gzip", accepted.gzip)]
+        variants = variants.filter { Self.isRegularFile($0.suffix == ".br" ? path + ".br" : path + ".gz") }
+        for variant in variants where variant.wanted {
+            if case .file(let descriptor, let size, let modified, let inode, _, _, _) = open(path + variant.suffix) {
+                return .file(descriptor: descriptor, size: size, modified: modified, inode: inode, name: path, encoding: variant.coding, hasVariants: true)
+            }
+        }
+        guard case .file(let descriptor, let size, let modified, let inode, _, _, _) = open(path) else { return open(path) }
+        return .file(descriptor: descriptor, size: size, modified: modified, inode: inode, name: path, encoding: nil, hasVariants: !variants.isEmpty)
+    }
+
+    private static func isRegularFile(_ path: String) -> Bool {
+        var info = stat()
+        return stat(path, &info) == 0 && (info.st_mode & S_IFMT) == S_IFREG
     }
 
     private func open(_ path: String) -> Found {
@@ -121,7 +172,10 @@ public final class StaticFiles: Sendable {
             close(descriptor)
             return .notFound
         }
-        return .file(descriptor: descriptor, size: Int(info.st_size), modified: info.st_mtim, inode: UInt64(info.st_ino), name: path)
+        return .file(
+            descriptor: descriptor, size: Int(info.st_size), modified: info.st_mtim, inode: UInt64(info.st_ino), name: path,
+            encoding: nil, hasVariants: false
+        )
     }
 
     private func listing(of directory: String, relative: StaticPath.Resolved) -> Found {
@@ -169,7 +223,7 @@ public final class StaticFiles: Sendable {
             var response = EdgeResponse.text(.ok, html)
             response.headers.replaceOrAdd(name: "content-type", value: "text/html; charset=utf-8")
             return .response(response)
-        case .file(let descriptor, let size, let modified, let inode, let name):
+        case .file(let descriptor, let size, let modified, let inode, let name, let encoding, let hasVariants):
             let handle = NIOFileHandle(_deprecatedTakingOwnershipOfDescriptor: descriptor)
             let etag = "\"\(String(inode, radix: 16))-\(String(size, radix: 16))-\(String(Int(modified.tv_sec) * 1_000_000_000 + Int(modified.tv_nsec), radix: 16))\""
             let lastModified = Int(modified.tv_sec)
@@ -180,6 +234,8 @@ public final class StaticFiles: Sendable {
                 "accept-ranges": "bytes",
                 "x-content-type-options": "nosniff",
             ]
+            if let encoding { headers.add(name: "content-encoding", value: encoding) }
+            if hasVariants { headers.add(name: "vary", value: "Accept-Encoding") }
             if ConditionalRequest.notModified(
                 ifNoneMatch: request.ifNoneMatch, ifModifiedSince: request.ifModifiedSince, etag: etag, lastModified: lastModified
             ) {
