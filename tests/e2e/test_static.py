@@ -225,3 +225,22 @@ def test_precompressed_sidecar_is_served_when_accepted(files, site):
     assert decoded == (site / "big.css").read_text()
     refused = curl("-s", "-H", "Accept-Encoding: gzip;q=0", "-D", "-", "-o", "/dev/null", url).stdout.lower()
     assert "content-encoding" not in refused
+
+
+def test_cached_small_file_changes_are_seen_within_a_second(files, site):
+    path = site / "changing.txt"
+    path.write_text("version 1\n")
+    url = f"{files.http.url}/files/changing.txt"
+    first = curl("-s", "-D", "-", url).stdout
+    assert first.endswith("version 1\n")
+    assert curl("-s", url).stdout == "version 1\n"  # served from the loop's cache
+    path.write_text("version 2, longer\n")
+    deadline = time.monotonic() + 5
+    while curl("-s", url).stdout != "version 2, longer\n":
+        assert time.monotonic() < deadline, "a changed file was still served stale after 5 s"
+        time.sleep(0.2)
+    path.unlink()
+    deadline = time.monotonic() + 5
+    while curl("-s", "-o", "/dev/null", "-w", "%{http_code}", url).stdout != "404":
+        assert time.monotonic() < deadline, "a deleted file was still served after 5 s"
+        time.sleep(0.2)

@@ -302,6 +302,9 @@ final class EdgeRequestHandler: ChannelInboundHandler {
             headers.add(name: name, value: value)
         }
         let keepAlive = writeHead(file.status, headers: headers, for: request, close: false, context: context)
+        if let body = file.body, request.method != .HEAD {
+            context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
+        }
         guard let handle = file.handle, request.method != .HEAD else {
             try? file.handle?.close()
             finish(keepAlive: keepAlive, context: context)

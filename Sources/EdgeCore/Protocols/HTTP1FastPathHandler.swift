@@ -316,6 +316,9 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
             head.writeStaticString("connection: keep-alive\r\n")
         }
         head.writeStaticString("\r\n")
+        if let body = file.body, request.method != .HEAD {
+            head.writeImmutableBuffer(body)
+        }
         guard let handle = file.handle, request.method != .HEAD else {
             try? file.handle?.close()
             if keepAlive {

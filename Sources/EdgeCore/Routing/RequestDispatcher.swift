@@ -143,11 +143,9 @@ struct RequestDispatcher {
         switch route.action {
         case .static(let files):
             let relative = request.path.dropFirst(route.prefix.utf8.count)
-            return .pending(
-                files.serve(
-                    method: method, relative: relative.hasPrefix("/") ? relative : "/" + relative, requestPath: request.path,
-                    query: query, headers: request.headers.conditional, on: eventLoop
-                )
+            return files.serve(
+                method: method, relative: relative.hasPrefix("/") ? relative : "/" + relative, requestPath: request.path,
+                query: query, headers: request.headers.conditional, cache: loop.staticFiles, on: eventLoop
             )
         case .respond(let response):
             return .ready(.response(response))

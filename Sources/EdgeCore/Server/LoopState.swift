@@ -6,6 +6,8 @@ final class LoopState {
     let cache: LoopLocalCache
     /// Cached `Date` header value.
     let date = HTTPDateHeader()
+    /// Small static files in memory.
+    let staticFiles = StaticFileCache()
 
     init(localCacheCapacity: Int) {
         cache = LoopLocalCache(capacity: localCacheCapacity)

@@ -53,10 +53,12 @@ struct FileReply {
     var status: HTTPResponseStatus
     /// Complete headers, `Content-Length` included.
     var headers: HTTPHeaders
-    /// The open file; `nil` when no body is sent (HEAD).
+    /// The open file; `nil` when no body is sent (HEAD) or the bytes are in ``body``.
     var handle: NIOFileHandle?
     /// Byte range of the file to send.
     var range: Range<Int>
+    /// The whole file, when it is small enough to be served from memory.
+    var body: ByteBuffer? = nil
 }
 
 /// Serves a directory, as nginx's `root` and Caddy's `file_server`: strict path decoding (no traversal,
@@ -86,29 +88,44 @@ public final class StaticFiles: Sendable {
     /// The response for `method` on `relative` (the request path after the route prefix).
     /// - Parameters:
     ///   - requestPath: The full request path, for redirects.
+    /// - Parameters:
+    ///   - cache: The event loop's small-file cache; a hit is answered at once, with no file-system call.
     func serve(
         method: HTTPMethod, relative: Substring, requestPath: Substring, query: Substring?,
-        headers: StaticRequestHeaders, on eventLoop: any EventLoop
-    ) -> EventLoopFuture<Reply> {
+        headers: StaticRequestHeaders, cache: StaticFileCache, on eventLoop: any EventLoop
+    ) -> Dispatch {
         guard method == .GET || method == .HEAD else {
             var notAllowed = EdgeResponse.text(.methodNotAllowed, "method not allowed\n")
             notAllowed.headers.add(name: "allow", value: "GET, HEAD")
-            return eventLoop.makeSucceededFuture(.response(notAllowed))
+            return .ready(.response(notAllowed))
         }
         guard let resolved = StaticPath.resolve(relative) else {
-            return eventLoop.makeSucceededFuture(.response(.text(.badRequest, "invalid path\n")))
+            return .ready(.response(.text(.badRequest, "invalid path\n")))
         }
         if resolved.hasHiddenSegment && !configuration.hidden {
-            return eventLoop.makeSucceededFuture(.response(.text(.notFound, "not found\n")))
+            return .ready(.response(.text(.notFound, "not found\n")))
         }
         let accepted = AcceptedEncodings(header: headers.acceptEncoding)
+        let key = "\(root)\u{0}\(resolved.relativePath)\u{0}\(resolved.trailingSlash)\u{0}\(accepted.brotli)\(accepted.gzip)"
+        let now = NIODeadline.now()
+        if let entry = cache.get(key, now: now) {
+            return .ready(reply(for: entry, method: method, headers: headers))
+        }
         let lookup = NIOThreadPool.singleton.runIfActive(eventLoop: eventLoop) { [self] in
             self.lookUp(resolved, accepted: accepted)
         }
         let requestPath = String(requestPath), query = query.map(String.init)
-        return lookup.map { found in
-            self.reply(for: found, method: method, requestPath: requestPath, query: query, headers: headers)
-        }.recover { _ in .response(.text(.internalServerError, "file lookup failed\n")) }
+        return .pending(
+            lookup.assumeIsolated().map { found in
+                if case .memory(let entry) = found {
+                    var entry = entry
+                    entry.validUntil = .now() + StaticFileCache.validity
+                    cache.put(key, entry)
+                    return self.reply(for: entry, method: method, headers: headers)
+                }
+                return self.reply(for: found, method: method, requestPath: requestPath, query: query, headers: headers)
+            }.nonisolated().recover { _ in .response(.text(.internalServerError, "file lookup failed\n")) }
+        )
     }
 
     // MARK: file-system work (thread pool)
@@ -117,6 +134,8 @@ public final class StaticFiles: Sendable {
         /// `name` is the file asked for (it gives the media type); `encoding` is set when a precompressed
         /// sidecar (`name.br`, `name.gz`) is sent instead; `hasVariants` when such sidecars exist at all.
         case file(descriptor: CInt, size: Int, modified: timespec, inode: UInt64, name: String, encoding: String?, hasVariants: Bool)
+        /// A small file read whole, to be kept in the loop's cache.
+        case memory(StaticFileCache.Entry)
         case redirectToDirectory
         case listing(String)
         case notFound
@@ -124,6 +143,23 @@ public final class StaticFiles: Sendable {
     }
 
     private func lookUp(_ resolved: StaticPath.Resolved, accepted: AcceptedEncodings) -> Found {
+        let found = locate(resolved, accepted: accepted)
+        guard case .file(let descriptor, let size, let modified, let inode, let name, let encoding, let hasVariants) = found,
+            size <= StaticFileCache.maxFileBytes
+        else { return found }
+        defer { close(descriptor) }
+        var bytes = [UInt8](repeating: 0, count: size)
+        let read = bytes.withUnsafeMutableBytes { pread(descriptor, $0.baseAddress, size, 0) }
+        guard read == size else { return .notFound }
+        let (headers, etag, lastModified) = Self.fileHeaders(
+            size: size, modified: modified, inode: inode, name: name, encoding: encoding, hasVariants: hasVariants
+        )
+        return .memory(StaticFileCache.Entry(
+            headers: headers, etag: etag, lastModified: lastModified, body: ByteBuffer(bytes: bytes), validUntil: .now()
+        ))
+    }
+
+    private func locate(_ resolved: StaticPath.Resolved, accepted: AcceptedEncodings) -> Found {
         let candidate = resolved.segments.isEmpty ? root : root + "/" + resolved.relativePath
         guard let real = Self.realPath(candidate) else {
             return errno == EACCES ? .forbidden : .notFound
@@ -223,19 +259,13 @@ public final class StaticFiles: Sendable {
             var response = EdgeResponse.text(.ok, html)
             response.headers.replaceOrAdd(name: "content-type", value: "text/html; charset=utf-8")
             return .response(response)
+        case .memory(let entry):
+            return reply(for: entry, method: method, headers: request)
         case .file(let descriptor, let size, let modified, let inode, let name, let encoding, let hasVariants):
             let handle = NIOFileHandle(_deprecatedTakingOwnershipOfDescriptor: descriptor)
-            let etag = "\"\(String(inode, radix: 16))-\(String(size, radix: 16))-\(String(Int(modified.tv_sec) * 1_000_000_000 + Int(modified.tv_nsec), radix: 16))\""
-            let lastModified = Int(modified.tv_sec)
-            var headers: HTTPHeaders = [
-                "content-type": MediaTypes.contentType(forPath: name[...]),
-                "last-modified": HTTPDateHeader.format(time_t(lastModified)),
-                "etag": etag,
-                "accept-ranges": "bytes",
-                "x-content-type-options": "nosniff",
-            ]
-            if let encoding { headers.add(name: "content-encoding", value: encoding) }
-            if hasVariants { headers.add(name: "vary", value: "Accept-Encoding") }
+            var (headers, etag, lastModified) = Self.fileHeaders(
+                size: size, modified: modified, inode: inode, name: name, encoding: encoding, hasVariants: hasVariants
+            )
             if ConditionalRequest.notModified(
                 ifNoneMatch: request.ifNoneMatch, ifModifiedSince: request.ifModifiedSince, etag: etag, lastModified: lastModified
             ) {
@@ -268,6 +298,59 @@ public final class StaticFiles: Sendable {
             }
             return .file(FileReply(status: status, headers: headers, handle: handle, range: range))
         }
+    }
+}
+
+extension StaticFiles {
+    /// The headers every response for a file carries, with its strong ETag and modification time.
+    static func fileHeaders(
+        size: Int, modified: timespec, inode: UInt64, name: String, encoding: String?, hasVariants: Bool
+    ) -> (HTTPHeaders, etag: String, lastModified: Int) {
+        let nanoseconds = Int(modified.tv_sec) * 1_000_000_000 + Int(modified.tv_nsec)
+        let etag = "\"\(String(inode, radix: 16))-\(String(size, radix: 16))-\(String(nanoseconds, radix: 16))\""
+        let lastModified = Int(modified.tv_sec)
+        var headers: HTTPHeaders = [
+            "content-type": MediaTypes.contentType(forPath: name[...]),
+            "last-modified": HTTPDateHeader.format(time_t(lastModified)),
+            "etag": etag,
+            "accept-ranges": "bytes",
+            "x-content-type-options": "nosniff",
+        ]
+        if let encoding { headers.add(name: "content-encoding", value: encoding) }
+        if hasVariants { headers.add(name: "vary", value: "Accept-Encoding") }
+        return (headers, etag, lastModified)
+    }
+
+    /// The response for a file held in memory: 304, 206 or 416 as for a file on disk.
+    func reply(for entry: StaticFileCache.Entry, method: HTTPMethod, headers request: StaticRequestHeaders) -> Reply {
+        var headers = entry.headers
+        if ConditionalRequest.notModified(
+            ifNoneMatch: request.ifNoneMatch, ifModifiedSince: request.ifModifiedSince, etag: entry.etag, lastModified: entry.lastModified
+        ) {
+            headers.remove(name: "content-type")
+            headers.add(name: "content-length", value: "0")
+            return .file(FileReply(status: .notModified, headers: headers, handle: nil, range: 0..<0))
+        }
+        let size = entry.body.readableBytes
+        var status = HTTPResponseStatus.ok
+        var range = 0..<size
+        if ConditionalRequest.rangeApplies(ifRange: request.ifRange, etag: entry.etag, lastModified: entry.lastModified) {
+            switch ByteRangeRequest.parse(request.range, size: size) {
+            case .whole, .multiple:
+                break
+            case .single(let part):
+                status = .partialContent
+                range = part
+                headers.add(name: "content-range", value: "bytes \(part.lowerBound)-\(part.upperBound - 1)/\(size)")
+            case .unsatisfiable:
+                var refused = EdgeResponse.text(.rangeNotSatisfiable, "range not satisfiable\n")
+                refused.headers.add(name: "content-range", value: "bytes */\(size)")
+                return .response(refused)
+            }
+        }
+        headers.add(name: "content-length", value: String(range.count))
+        let body = method == .HEAD ? nil : entry.body.getSlice(at: entry.body.readerIndex + range.lowerBound, length: range.count)
+        return .file(FileReply(status: status, headers: headers, handle: nil, range: range, body: body))
     }
 }
 

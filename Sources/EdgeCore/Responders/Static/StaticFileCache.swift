@@ -1,0 +1,53 @@
+import NIOCore
+import NIOHTTP1
+
+/// Small files kept in memory by one event loop, as nginx's `open_file_cache` keeps descriptors and
+/// metadata: a hot small file costs no `stat`, no `open` and no thread-pool hop.
+///
+/// An entry is trusted for ``validity`` (1 s) after the file was last looked at; then the next request goes to
+/// the file system again and refreshes it, so changes show within a second. Bounded in entries and bytes.
+final class StaticFileCache {
+    /// A file's response parts.
+    struct Entry {
+        /// Headers common to every response for the file (type, validators, coding).
+        var headers: HTTPHeaders
+        var etag: String
+        var lastModified: Int
+        var body: ByteBuffer
+        var validUntil: NIODeadline
+    }
+
+    /// Largest file kept in memory.
+    static let maxFileBytes = 64 * 1024
+    /// How long an entry is trusted without looking at the file again.
+    static let validity = TimeAmount.seconds(1)
+    private static let maxEntries = 4096
+    private static let maxTotalBytes = 32 * 1024 * 1024
+
+    private var entries: [String: Entry] = [:]
+    private var totalBytes = 0
+
+    /// A still-valid entry for `key`.
+    func get(_ key: String, now: NIODeadline) -> Entry? {
+        guard let entry = entries[key] else { return nil }
+        guard entry.validUntil > now else {
+            remove(key)
+            return nil
+        }
+        return entry
+    }
+
+    /// Stores `entry`, making room if needed.
+    func put(_ key: String, _ entry: Entry) {
+        remove(key)
+        while !entries.isEmpty, entries.count >= Self.maxEntries || totalBytes + entry.body.readableBytes > Self.maxTotalBytes {
+            remove(entries.keys[entries.startIndex])
+        }
+        entries[key] = entry
+        totalBytes += entry.body.readableBytes
+    }
+
+    private func remove(_ key: String) {
+        if let old = entries.removeValue(forKey: key) { totalBytes -= old.body.readableBytes }
+    }
+}
