@@ -99,17 +99,17 @@ public final class StaticFiles: Sendable {
             notAllowed.headers.add(name: "allow", value: "GET, HEAD")
             return .ready(.response(notAllowed))
         }
+        let accepted = AcceptedEncodings(header: headers.acceptEncoding)
+        // Keyed by the path as requested: a hit skips decoding, which ran (and passed) when the entry was made.
+        let key = "\(root)\u{0}\(relative)\u{0}\(accepted.brotli ? "b" : "")\(accepted.gzip ? "g" : "")"
+        if let entry = cache.get(key, now: .now()) {
+            return .ready(reply(for: entry, method: method, headers: headers))
+        }
         guard let resolved = StaticPath.resolve(relative) else {
             return .ready(.response(.text(.badRequest, "invalid path\n")))
         }
         if resolved.hasHiddenSegment && !configuration.hidden {
             return .ready(.response(.text(.notFound, "not found\n")))
-        }
-        let accepted = AcceptedEncodings(header: headers.acceptEncoding)
-        let key = "\(root)\u{0}\(resolved.relativePath)\u{0}\(resolved.trailingSlash)\u{0}\(accepted.brotli)\(accepted.gzip)"
-        let now = NIODeadline.now()
-        if let entry = cache.get(key, now: now) {
-            return .ready(reply(for: entry, method: method, headers: headers))
         }
         let lookup = NIOThreadPool.singleton.runIfActive(eventLoop: eventLoop) { [self] in
             self.lookUp(resolved, accepted: accepted)
