@@ -23,7 +23,7 @@ struct TOMLKeyLocator {
                 prefix = Self.headerName(line.dropFirst())
                 lines[prefix] = lineNumber
             } else if let equals = line.firstIndex(of: "="), !line.hasPrefix("#") {
-                let key = line[..<equals].trimmingCharacters(in: " \t\"'")
+                let key = String(line[..<equals].trimming(" \t\"'"))
                 guard !key.isEmpty else { continue }
                 let path = prefix.isEmpty ? key : "\(prefix).\(key)"
                 if lines[path] == nil { lines[path] = lineNumber }
@@ -44,16 +44,6 @@ struct TOMLKeyLocator {
 
     private static func headerName(_ text: Substring) -> String {
         let end = text.firstIndex(of: "]") ?? text.endIndex
-        return text[..<end].trimmingCharacters(in: " \t")
-    }
-}
-
-extension StringProtocol {
-    fileprivate func trimmingCharacters(in set: String) -> String {
-        let scalars = Set(set)
-        var slice = Substring(self)
-        while let first = slice.first, scalars.contains(first) { slice = slice.dropFirst() }
-        while let last = slice.last, scalars.contains(last) { slice = slice.dropLast() }
-        return String(slice)
+        return String(text[..<end].trimming())
     }
 }

@@ -75,20 +75,11 @@ extension ClientAddress {
         guard !trusted.isEmpty, let header, trusted.contains(where: { $0.contains(self) }) else { return self }
         var client = self
         for entry in header.split(separator: ",").reversed() {
-            let text = entry.trimmingCharacters(in: " \t")
+            let text = String(entry.trimming())
             guard let address = ClientAddress(parsing: text) else { break }
             client = address
             if !trusted.contains(where: { $0.contains(address) }) { break }
         }
         return client
-    }
-}
-
-extension Substring {
-    fileprivate func trimmingCharacters(in set: String) -> String {
-        var slice = self
-        while let first = slice.first, set.contains(first) { slice = slice.dropFirst() }
-        while let last = slice.last, set.contains(last) { slice = slice.dropLast() }
-        return String(slice)
     }
 }

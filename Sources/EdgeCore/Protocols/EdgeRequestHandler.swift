@@ -1,4 +1,3 @@
-import Foundation
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
@@ -109,7 +108,7 @@ final class EdgeRequestHandler: ChannelInboundHandler {
             // CL+TE); a coding before it that Edge cannot decode is 501 (RFC 9112 §6.1).
             let codings = head.headers["transfer-encoding"]
                 .flatMap { $0.split(separator: ",") }
-                .map { $0.trimmingCharacters(in: .whitespaces).lowercased() }
+                .map { $0.trimming().lowercased() }
             if let last = codings.last {
                 guard last == "chunked" else {
                     reject(head, .badRequest, "Transfer-Encoding must end in chunked\n", context: context)

@@ -277,6 +277,16 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
             buffer.writeString(String(body.readableBytes))
             buffer.writeStaticString("\r\n")
         }
+        finishHead(&buffer, for: reply, request: request, keepAlive: keepAlive, now: now)
+        if request.method != .HEAD { buffer.writeImmutableBuffer(body) }
+        send(buffer, keepAlive: keepAlive, context: context)
+    }
+
+    /// Adds the per-request headers (`X-Cache`, `Age`, `Server`, `Date`), the connection header HTTP/1.x needs,
+    /// and the blank line that ends the head.
+    private func finishHead(
+        _ buffer: inout ByteBuffer, for reply: Reply, request: HTTP1RequestScanner.Request, keepAlive: Bool, now: NIODeadline
+    ) {
         ResponseHeaders.perRequest(for: reply, now: now, server: serverName, date: loop.date.current) { name, value in
             buffer.writeString(name)
             buffer.writeStaticString(": ")
@@ -289,7 +299,10 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
             buffer.writeStaticString("connection: keep-alive\r\n")
         }
         buffer.writeStaticString("\r\n")
-        if request.method != .HEAD { buffer.writeImmutableBuffer(body) }
+    }
+
+    /// Queues a complete response (flushed at the end of the read batch), or sends it and closes.
+    private func send(_ buffer: ByteBuffer, keepAlive: Bool, context: ChannelHandlerContext) {
         if keepAlive {
             context.write(wrapOutboundOut(.byteBuffer(buffer)), promise: nil)
             needsFlush = true
@@ -304,29 +317,13 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
     private func writeFile(_ file: FileReply, for request: HTTP1RequestScanner.Request, keepAlive: Bool, context: ChannelHandlerContext) {
         var head = context.channel.allocator.buffer(capacity: 512)
         head.writeImmutableBuffer(ResponseHeaders.serializeHead(status: file.status, headers: file.headers))
-        ResponseHeaders.perRequest(for: .file(file), now: .now(), server: serverName, date: loop.date.current) { name, value in
-            head.writeString(name)
-            head.writeStaticString(": ")
-            head.writeString(value)
-            head.writeStaticString("\r\n")
-        }
-        if !keepAlive {
-            head.writeStaticString("connection: close\r\n")
-        } else if request.isHTTP10 {
-            head.writeStaticString("connection: keep-alive\r\n")
-        }
-        head.writeStaticString("\r\n")
+        finishHead(&head, for: .file(file), request: request, keepAlive: keepAlive, now: .now())
         if let body = file.body, request.method != .HEAD {
             head.writeImmutableBuffer(body)
         }
         guard let handle = file.handle, request.method != .HEAD else {
             try? file.handle?.close()
-            if keepAlive {
-                context.write(wrapOutboundOut(.byteBuffer(head)), promise: nil)
-                needsFlush = true
-            } else {
-                closeAfterWriting(head, context: context)
-            }
+            send(head, keepAlive: keepAlive, context: context)
             return
         }
         requestInProgress = true

@@ -17,7 +17,7 @@ enum ByteRangeRequest: Equatable {
         var satisfiable: [Range<Int>] = []
         var sawAny = false
         for spec in trimmed.dropFirst(6).split(separator: ",", omittingEmptySubsequences: false) {
-            let spec = spec.trimmingSpaces()
+            let spec = spec.trimming()
             guard let dash = spec.firstIndex(of: "-") else { return .whole }
             let first = spec[..<dash], last = spec[spec.index(after: dash)...]
             sawAny = true
@@ -41,15 +41,6 @@ enum ByteRangeRequest: Equatable {
         case 1: return .single(satisfiable[0])
         default: return .multiple
         }
-    }
-}
-
-extension Substring {
-    fileprivate func trimmingSpaces() -> Substring {
-        var slice = self
-        while slice.first == " " || slice.first == "\t" { slice = slice.dropFirst() }
-        while slice.last == " " || slice.last == "\t" { slice = slice.dropLast() }
-        return slice
     }
 }
 

@@ -5,7 +5,7 @@ enum ConditionalRequest {
         if let ifNoneMatch {
             // If-None-Match takes precedence; weak comparison.
             return ifNoneMatch.split(separator: ",").contains { candidate in
-                let tag = candidate.trimmingCharacters()
+                let tag = candidate.trimming()
                 return tag == "*" || weakTag(tag) == weakTag(Substring(etag))
             }
         }
@@ -18,7 +18,7 @@ enum ConditionalRequest {
     /// Whether a `Range` may be honoured given `If-Range` (absent, or matching the strong ETag or the exact date).
     static func rangeApplies(ifRange: String?, etag: String, lastModified: Int) -> Bool {
         guard let ifRange else { return true }
-        let value = Substring(ifRange).trimmingCharacters()
+        let value = ifRange.trimming()
         if value.hasPrefix("\"") || value.hasPrefix("W/") {
             return value == etag  // strong comparison: a weak tag never matches
         }
@@ -27,14 +27,5 @@ enum ConditionalRequest {
 
     private static func weakTag(_ tag: Substring) -> Substring {
         tag.hasPrefix("W/") ? tag.dropFirst(2) : tag
-    }
-}
-
-extension Substring {
-    fileprivate func trimmingCharacters() -> Substring {
-        var slice = self
-        while slice.first == " " || slice.first == "\t" { slice = slice.dropFirst() }
-        while slice.last == " " || slice.last == "\t" { slice = slice.dropLast() }
-        return slice
     }
 }

@@ -5,7 +5,6 @@ import Musl
 #elseif canImport(Darwin)
 import Darwin
 #endif
-import Foundation
 import NIOCore
 import NIOHTTP1
 import NIOPosix
@@ -32,7 +31,7 @@ struct AcceptedEncodings: Equatable {
     init(header: String?) {
         guard let header else { return }
         for item in header.lowercased().split(separator: ",") {
-            let parts = item.split(separator: ";").map { $0.trimmingCharacters(in: .whitespaces) }
+            let parts = item.split(separator: ";").map { $0.trimming() }
             guard let coding = parts.first else { continue }
             let quality = parts.dropFirst().first { $0.hasPrefix("q=") }.flatMap { Double($0.dropFirst(2)) } ?? 1
             if quality <= 0 { continue }
@@ -263,40 +262,20 @@ public final class StaticFiles: Sendable {
             return reply(for: entry, method: method, headers: request)
         case .file(let descriptor, let size, let modified, let inode, let name, let encoding, let hasVariants):
             let handle = NIOFileHandle(_deprecatedTakingOwnershipOfDescriptor: descriptor)
-            var (headers, etag, lastModified) = Self.fileHeaders(
+            let (headers, etag, lastModified) = Self.fileHeaders(
                 size: size, modified: modified, inode: inode, name: name, encoding: encoding, hasVariants: hasVariants
             )
-            if ConditionalRequest.notModified(
-                ifNoneMatch: request.ifNoneMatch, ifModifiedSince: request.ifModifiedSince, etag: etag, lastModified: lastModified
-            ) {
+            switch Self.select(headers: headers, etag: etag, lastModified: lastModified, size: size, request: request) {
+            case .answer(let reply):
                 try? handle.close()
-                headers.remove(name: "content-type")
-                headers.add(name: "content-length", value: "0")
-                return .file(FileReply(status: .notModified, headers: headers, handle: nil, range: 0..<0))
-            }
-            var status = HTTPResponseStatus.ok
-            var range = 0..<size
-            if ConditionalRequest.rangeApplies(ifRange: request.ifRange, etag: etag, lastModified: lastModified) {
-                switch ByteRangeRequest.parse(request.range, size: size) {
-                case .whole, .multiple:
-                    break
-                case .single(let part):
-                    status = .partialContent
-                    range = part
-                    headers.add(name: "content-range", value: "bytes \(part.lowerBound)-\(part.upperBound - 1)/\(size)")
-                case .unsatisfiable:
+                return reply
+            case .send(let status, let headers, let range):
+                guard method != .HEAD, !range.isEmpty else {
                     try? handle.close()
-                    var refused = EdgeResponse.text(.rangeNotSatisfiable, "range not satisfiable\n")
-                    refused.headers.add(name: "content-range", value: "bytes */\(size)")
-                    return .response(refused)
+                    return .file(FileReply(status: status, headers: headers, handle: nil, range: range))
                 }
+                return .file(FileReply(status: status, headers: headers, handle: handle, range: range))
             }
-            headers.add(name: "content-length", value: String(range.count))
-            if method == .HEAD || range.isEmpty {
-                try? handle.close()
-                return .file(FileReply(status: status, headers: headers, handle: nil, range: range))
-            }
-            return .file(FileReply(status: status, headers: headers, handle: handle, range: range))
         }
     }
 }
@@ -323,18 +302,37 @@ extension StaticFiles {
 
     /// The response for a file held in memory: 304, 206 or 416 as for a file on disk.
     func reply(for entry: StaticFileCache.Entry, method: HTTPMethod, headers request: StaticRequestHeaders) -> Reply {
-        var headers = entry.headers
+        let size = entry.body.readableBytes
+        switch Self.select(headers: entry.headers, etag: entry.etag, lastModified: entry.lastModified, size: size, request: request) {
+        case .answer(let reply):
+            return reply
+        case .send(let status, let headers, let range):
+            let body = method == .HEAD ? nil : entry.body.getSlice(at: entry.body.readerIndex + range.lowerBound, length: range.count)
+            return .file(FileReply(status: status, headers: headers, handle: nil, range: range, body: body))
+        }
+    }
+
+    /// What validators and `Range` make of a request for a file of `size` bytes.
+    enum Selection {
+        /// A complete answer without the file's bytes: 304 Not Modified or 416.
+        case answer(Reply)
+        /// Send `range` of the file with `status` (200 or 206) and `headers` (`Content-Length` included).
+        case send(status: HTTPResponseStatus, headers: HTTPHeaders, range: Range<Int>)
+    }
+
+    /// Applies `If-None-Match` / `If-Modified-Since` (304), then `If-Range` and `Range` (206 or 416).
+    static func select(headers: HTTPHeaders, etag: String, lastModified: Int, size: Int, request: StaticRequestHeaders) -> Selection {
+        var headers = headers
         if ConditionalRequest.notModified(
-            ifNoneMatch: request.ifNoneMatch, ifModifiedSince: request.ifModifiedSince, etag: entry.etag, lastModified: entry.lastModified
+            ifNoneMatch: request.ifNoneMatch, ifModifiedSince: request.ifModifiedSince, etag: etag, lastModified: lastModified
         ) {
             headers.remove(name: "content-type")
             headers.add(name: "content-length", value: "0")
-            return .file(FileReply(status: .notModified, headers: headers, handle: nil, range: 0..<0))
+            return .answer(.file(FileReply(status: .notModified, headers: headers, handle: nil, range: 0..<0)))
         }
-        let size = entry.body.readableBytes
         var status = HTTPResponseStatus.ok
         var range = 0..<size
-        if ConditionalRequest.rangeApplies(ifRange: request.ifRange, etag: entry.etag, lastModified: entry.lastModified) {
+        if ConditionalRequest.rangeApplies(ifRange: request.ifRange, etag: etag, lastModified: lastModified) {
             switch ByteRangeRequest.parse(request.range, size: size) {
             case .whole, .multiple:
                 break
@@ -345,12 +343,11 @@ extension StaticFiles {
             case .unsatisfiable:
                 var refused = EdgeResponse.text(.rangeNotSatisfiable, "range not satisfiable\n")
                 refused.headers.add(name: "content-range", value: "bytes */\(size)")
-                return .response(refused)
+                return .answer(.response(refused))
             }
         }
         headers.add(name: "content-length", value: String(range.count))
-        let body = method == .HEAD ? nil : entry.body.getSlice(at: entry.body.readerIndex + range.lowerBound, length: range.count)
-        return .file(FileReply(status: status, headers: headers, handle: nil, range: range, body: body))
+        return .send(status: status, headers: headers, range: range)
     }
 }
 
