@@ -36,6 +36,8 @@ public final class BasicAuthenticator: Sendable {
         var users: [String: String]
         var modified: Date?
         var size: Int
+        /// Bumped on every reload; a verdict counts only for the generation it was computed against.
+        var generation = 0
     }
 
     /// The `WWW-Authenticate` header value.
@@ -43,7 +45,7 @@ public final class BasicAuthenticator: Sendable {
     /// The htpasswd file.
     public let path: String
     private let table: Mutex<Table>
-    private let verified = Mutex<[SHA256Digest: Bool]>([:])
+    private let verified = Mutex<[SHA256Digest: (generation: Int, valid: Bool)]>([:])
     private let dummyHash: String
     private static let maxRemembered = 10_000
 
@@ -70,8 +72,11 @@ public final class BasicAuthenticator: Sendable {
         let size = (attributes?[.size] as? NSNumber)?.intValue ?? -1
         let unchanged = table.withLock { $0.modified == modified && $0.size == size }
         if unchanged { return nil }
-        let loaded = try Self.load(path)
-        table.withLock { $0 = loaded }
+        var loaded = try Self.load(path)
+        table.withLock { current in
+            loaded.generation = current.generation + 1
+            current = loaded
+        }
         verified.withLock { $0.removeAll() }
         return loaded.users.count
     }
@@ -79,11 +84,15 @@ public final class BasicAuthenticator: Sendable {
     /// Checks an `Authorization` header value.
     ///
     /// Verdicts are remembered under a SHA-256 of the header value (never the credentials themselves), so a
-    /// returning client costs one hash and one lookup; the memory is cleared when the file is reloaded.
+    /// returning client costs one hash and one lookup. Each verdict is tied to the table generation it was
+    /// computed against, so one that finishes after a reload is never trusted.
     public func authenticate(_ authorization: Substring?, on eventLoop: any EventLoop) -> Decision {
         guard let authorization else { return .denied }
         let key = SHA256.hash(data: Array(authorization.utf8))
-        if let known = verified.withLock({ $0[key] }) { return known ? .allowed : .denied }
+        let generation = table.withLock { $0.generation }
+        if let known = verified.withLock({ $0[key] }), known.generation == generation {
+            return known.valid ? .allowed : .denied
+        }
         guard let (user, password) = Self.credentials(authorization) else { return .denied }
         let hash = table.withLock { $0.users[user] }
         let knownUser = hash != nil
@@ -95,7 +104,7 @@ public final class BasicAuthenticator: Sendable {
             future.map { valid in
                 self.verified.withLock { cache in
                     if cache.count >= Self.maxRemembered { cache.removeAll() }
-                    cache[key] = valid
+                    cache[key] = (generation, valid)
                 }
                 return valid
             }.recover { _ in false }
