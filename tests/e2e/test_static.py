@@ -244,3 +244,49 @@ def test_cached_small_file_changes_are_seen_within_a_second(files, site):
     while curl("-s", "-o", "/dev/null", "-w", "%{http_code}", url).stdout != "404":
         assert time.monotonic() < deadline, "a deleted file was still served after 5 s"
         time.sleep(0.2)
+
+
+def test_routes_sharing_a_root_keep_their_own_rules(edge_factory, site):
+    """A route that serves hidden files must not make them reachable through a route that does not, even
+    once they sit in the small-file cache."""
+    server = edge_factory.start(config=f"""
+[[route]]
+path = "/open"
+static = {{ root = "{site}", hidden = true }}
+
+[[route]]
+path = "/strict"
+static = "{site}"
+""")
+    for _ in range(3):
+        assert curl("-s", f"{server.http.url}/open/.env").stdout == "SECRET=1\n"
+    for _ in range(3):
+        assert curl("-s", "-o", "/dev/null", "-w", "%{http_code}", f"{server.http.url}/strict/.env").stdout == "404"
+
+
+def test_graceful_shutdown_during_a_file_transfer(edge_factory, site):
+    """SIGTERM while a large file is being sent: the transfer completes, then the connection closes and the
+    process exits 0 well before the shutdown deadline."""
+    import signal
+    server = edge_factory.start(config=f"""
+shutdown_timeout_seconds = 20
+[[route]]
+path = "/"
+static = "{site}"
+""")
+    with RawConn(server.http.host, server.http.port) as c:
+        c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        c.send(b"GET /50m.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+        time.sleep(0.3)
+        server.proc.send_signal(signal.SIGTERM)
+        start = time.monotonic()
+        received = 0
+        c.sock.settimeout(15)
+        try:
+            while chunk := c.sock.recv(1 << 20):
+                received += len(chunk)
+        except (socket.timeout, TimeoutError):
+            pass
+    assert received > SIZES["50m.bin"], "the file transfer in flight was cut short"
+    assert server.proc.wait(timeout=15) == 0
+    assert time.monotonic() - start < 12, "shutdown waited for the deadline instead of closing after the transfer"

@@ -349,7 +349,7 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
         done.assumeIsolated().whenComplete { result in
             try? handle.close()
             self.requestInProgress = false
-            guard case .success(true) = result, keepAlive, self.isActive else {
+            guard case .success(true) = result, keepAlive, !self.quiescing, self.isActive else {
                 self.closing = true
                 context.close(promise: nil)
                 return

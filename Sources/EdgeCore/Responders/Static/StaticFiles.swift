@@ -8,6 +8,7 @@ import Darwin
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import Synchronization
 
 /// The request headers a static route looks at.
 struct StaticRequestHeaders {
@@ -70,6 +71,9 @@ public final class StaticFiles: Sendable {
     let configuration: StaticConfiguration
     /// `realpath` of the root.
     let root: String
+    /// Distinguishes this route's entries in the loops' small-file caches.
+    private let cacheKeyPrefix: String
+    private static let routeCount = Atomic<Int>(0)
 
     /// Checks that the root is a readable directory.
     init(configuration: StaticConfiguration) throws(RouteSetupError) {
@@ -82,6 +86,7 @@ public final class StaticFiles: Sendable {
         }
         self.configuration = configuration
         self.root = real
+        self.cacheKeyPrefix = "\(Self.routeCount.add(1, ordering: .relaxed).newValue)\u{0}"
     }
 
     /// The response for `method` on `relative` (the request path after the route prefix).
@@ -99,8 +104,9 @@ public final class StaticFiles: Sendable {
             return .ready(.response(notAllowed))
         }
         let accepted = AcceptedEncodings(header: headers.acceptEncoding)
-        // Keyed by the path as requested: a hit skips decoding, which ran (and passed) when the entry was made.
-        let key = "\(root)\u{0}\(relative)\u{0}\(accepted.brotli ? "b" : "")\(accepted.gzip ? "g" : "")"
+        // Keyed by this route (its options decide what may be served) and the path as requested: a hit skips
+        // decoding and the hidden-file check, which ran (and passed) for this route when the entry was made.
+        let key = "\(cacheKeyPrefix)\(relative)\u{0}\(accepted.brotli ? "b" : "")\(accepted.gzip ? "g" : "")"
         if let entry = cache.get(key, now: .now()) {
             return .ready(reply(for: entry, method: method, headers: headers))
         }
