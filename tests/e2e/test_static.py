@@ -290,3 +290,27 @@ static = "{site}"
     assert received > SIZES["50m.bin"], "the file transfer in flight was cut short"
     assert server.proc.wait(timeout=15) == 0
     assert time.monotonic() - start < 12, "shutdown waited for the deadline instead of closing after the transfer"
+
+
+def test_on_the_fly_gzip_for_compressible_files(files, site):
+    """A compressible file with no .gz sidecar is gzipped once (off the event loop) for clients that accept it;
+    the variants have different ETags and both say Vary: Accept-Encoding."""
+    import gzip as gzip_module
+    original = ("function f(x) { return x * 2; }\n" * 300).encode()
+    (site / "lib.js").write_bytes(original)
+    url = f"{files.http.url}/files/lib.js"
+    identity = curl("-s", "-D", "-", "-o", "/tmp/edge-lib-identity", url).stdout.lower()
+    assert "content-encoding" not in identity and "vary: accept-encoding" in identity
+    assert open("/tmp/edge-lib-identity", "rb").read() == original
+    for mode in (["--http1.1"], ["--http2", "-k"]):
+        base = files.http.url if mode == ["--http1.1"] else files.https.url
+        head = curl(*mode, "-s", "-H", "Accept-Encoding: gzip", "-D", "-", "-o", "/tmp/edge-lib-gz", f"{base}/files/lib.js").stdout.lower()
+        assert "content-encoding: gzip" in head and "vary: accept-encoding" in head
+        compressed = open("/tmp/edge-lib-gz", "rb").read()
+        assert len(compressed) < len(original) // 5
+        assert gzip_module.decompress(compressed) == original
+    etag = lambda text: next(l.split(":", 1)[1].strip() for l in text.splitlines() if l.startswith("etag:"))
+    assert etag(identity) != etag(head), "the gzip and identity variants must have different ETags"
+    # Incompressible types are never compressed.
+    binary = curl("-s", "-H", "Accept-Encoding: gzip", "-D", "-", "-o", "/dev/null", f"{files.http.url}/files/10k.bin").stdout.lower()
+    assert "content-encoding" not in binary

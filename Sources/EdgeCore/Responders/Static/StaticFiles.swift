@@ -7,6 +7,7 @@ import Darwin
 #endif
 import NIOCore
 import NIOHTTP1
+import CompressNIO
 import NIOPosix
 import Synchronization
 
@@ -156,12 +157,28 @@ public final class StaticFiles: Sendable {
         var bytes = [UInt8](repeating: 0, count: size)
         let read = bytes.withUnsafeMutableBytes { pread(descriptor, $0.baseAddress, size, 0) }
         guard read == size else { return .notFound }
+        var body = ByteBuffer(bytes: bytes)
+        var chosenEncoding = encoding
+        // On-the-fly gzip (done here, on the thread pool, once: the result lives in the loop's cache).
+        let compressible = encoding == nil && size >= Self.minimumCompressedSize
+            && MediaTypes.isCompressible(MediaTypes.contentType(forPath: name[...]))
+        if compressible, accepted.gzip, let compressed = Self.gzip(body), compressed.readableBytes < size {
+            body = compressed
+            chosenEncoding = "gzip"
+        }
         let (headers, etag, lastModified) = Self.fileHeaders(
-            size: size, modified: modified, inode: inode, name: name, encoding: encoding, hasVariants: hasVariants
+            size: body.readableBytes, modified: modified, inode: inode, name: name, encoding: chosenEncoding,
+            hasVariants: hasVariants || compressible
         )
-        return .memory(StaticFileCache.Entry(
-            headers: headers, etag: etag, lastModified: lastModified, body: ByteBuffer(bytes: bytes), validUntil: .now()
-        ))
+        return .memory(StaticFileCache.Entry(headers: headers, etag: etag, lastModified: lastModified, body: body, validUntil: .now()))
+    }
+
+    /// Files smaller than this are not worth compressing.
+    static let minimumCompressedSize = 1024
+
+    private static func gzip(_ buffer: ByteBuffer) -> ByteBuffer? {
+        var input = buffer
+        return try? input.compress(with: .gzip())
     }
 
     private func locate(_ resolved: StaticPath.Resolved, accepted: AcceptedEncodings) -> Found {
@@ -292,7 +309,8 @@ extension StaticFiles {
         size: Int, modified: timespec, inode: UInt64, name: String, encoding: String?, hasVariants: Bool
     ) -> (HTTPHeaders, etag: String, lastModified: Int) {
         let nanoseconds = Int(modified.tv_sec) * 1_000_000_000 + Int(modified.tv_nsec)
-        let etag = "\"\(String(inode, radix: 16))-\(String(size, radix: 16))-\(String(nanoseconds, radix: 16))\""
+        let coding = encoding.map { "-" + $0 } ?? ""
+        let etag = "\"\(String(inode, radix: 16))-\(String(size, radix: 16))-\(String(nanoseconds, radix: 16))\(coding)\""
         let lastModified = Int(modified.tv_sec)
         var headers: HTTPHeaders = [
             "content-type": MediaTypes.contentType(forPath: name[...]),
