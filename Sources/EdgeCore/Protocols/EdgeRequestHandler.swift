@@ -74,6 +74,7 @@ final class EdgeRequestHandler: ChannelInboundHandler {
             receiveHead(head, context: context)
         case .body(let chunk):
             guard case .receiving(let head, let received) = state else { return }
+            if bodyRateTimer == nil, received == 0 { startBodyRateTimer(context: context) }
             let total = received + chunk.readableBytes
             if total > limits.maxBodyBytes {
                 reject(head, .payloadTooLarge, "request body larger than \(limits.maxBodyBytes) bytes\n", context: context)
@@ -143,7 +144,9 @@ final class EdgeRequestHandler: ChannelInboundHandler {
             context.writeAndFlush(wrapOutboundOut(.head(interim)), promise: nil)
         }
         state = .receiving(head, bodyBytes: 0)
-        if head.headers.contains(name: "content-length") || head.headers.contains(name: "transfer-encoding") || isHTTP2 {
+        if head.headers.contains(name: "content-length") || head.headers.contains(name: "transfer-encoding") {
+            // An HTTP/2 request without Content-Length announces no body in its head; its timer starts with
+            // the first body bytes instead (see channelRead), so body-less streams schedule nothing.
             startBodyRateTimer(context: context)
         }
     }
@@ -177,19 +180,7 @@ final class EdgeRequestHandler: ChannelInboundHandler {
     // MARK: serving
 
     private func serve(_ head: HTTPRequestHead, bodyBytes: Int, context: ChannelHandlerContext) {
-        let fields = head.headers
-        let forwardedFor = fields["x-forwarded-for"]
-        let values = RequestHeaderValues(
-            host: fields.first(name: "host")?[...] ?? "",
-            authorization: fields.first(name: "authorization")?[...],
-            forwardedFor: forwardedFor.isEmpty ? nil : forwardedFor.joined(separator: ",")[...],
-            conditional: StaticRequestHeaders(
-                range: fields.first(name: "range"), ifRange: fields.first(name: "if-range"),
-                ifNoneMatch: fields["if-none-match"].isEmpty ? nil : fields["if-none-match"].joined(separator: ", "),
-                ifModifiedSince: fields.first(name: "if-modified-since"),
-                acceptEncoding: fields["accept-encoding"].isEmpty ? nil : fields["accept-encoding"].joined(separator: ", ")
-            )
-        )
+        let values = Self.headerValues(head.headers)
         let dispatch = dispatcher.dispatch(
             method: head.method, target: Self.originForm(head.uri), headers: values, bodyBytes: bodyBytes, client: client,
             on: context.eventLoop
@@ -327,6 +318,41 @@ final class EdgeRequestHandler: ChannelInboundHandler {
                 context.close(promise: nil)
             }
         }
+    }
+
+    /// The header values the dispatcher needs, in one pass over the fields (repeated fields are joined).
+    static func headerValues(_ fields: HTTPHeaders) -> RequestHeaderValues {
+        var values = RequestHeaderValues()
+        var forwardedFor: String?, ifNoneMatch: String?, acceptEncoding: String?
+        func joined(_ existing: String?, _ value: String, separator: String) -> String {
+            existing.map { $0 + separator + value } ?? value
+        }
+        for (name, value) in fields {
+            switch name.utf8.count {
+            case 4 where name.equalsIgnoringASCIICase("host"):
+                if values.host.isEmpty { values.host = value[...] }
+            case 5 where name.equalsIgnoringASCIICase("range"):
+                values.conditional.range = values.conditional.range ?? value
+            case 8 where name.equalsIgnoringASCIICase("if-range"):
+                values.conditional.ifRange = values.conditional.ifRange ?? value
+            case 13 where name.equalsIgnoringASCIICase("authorization"):
+                values.authorization = values.authorization ?? value[...]
+            case 13 where name.equalsIgnoringASCIICase("if-none-match"):
+                ifNoneMatch = joined(ifNoneMatch, value, separator: ", ")
+            case 15 where name.equalsIgnoringASCIICase("x-forwarded-for"):
+                forwardedFor = joined(forwardedFor, value, separator: ",")
+            case 15 where name.equalsIgnoringASCIICase("accept-encoding"):
+                acceptEncoding = joined(acceptEncoding, value, separator: ", ")
+            case 17 where name.equalsIgnoringASCIICase("if-modified-since"):
+                values.conditional.ifModifiedSince = values.conditional.ifModifiedSince ?? value
+            default:
+                break
+            }
+        }
+        values.forwardedFor = forwardedFor?[...]
+        values.conditional.ifNoneMatch = ifNoneMatch
+        values.conditional.acceptEncoding = acceptEncoding
+        return values
     }
 
     /// The path-and-query part of a request target (absolute-form targets lose their scheme and authority).

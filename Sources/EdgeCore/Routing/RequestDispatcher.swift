@@ -38,10 +38,14 @@ enum Dispatch {
 struct RequestDispatcher {
     private let services: EdgeServices
     private let loop: LoopState
+    private let maxInFlight: Int
+    private let trustedProxies: [AddressRange]
 
     init(services: EdgeServices, loop: LoopState) {
         self.services = services
         self.loop = loop
+        self.maxInFlight = services.configuration.limits.maxInFlight
+        self.trustedProxies = services.configuration.trustedProxies
     }
 
     /// Handles one complete request.
@@ -55,13 +59,12 @@ struct RequestDispatcher {
         on eventLoop: any EventLoop
     ) -> Dispatch {
         let state = services.state
-        guard state.admitRequest(limit: services.configuration.limits.maxInFlight) else {
+        guard state.admitRequest(limit: maxInFlight) else {
             var busy = EdgeResponse.text(.serviceUnavailable, "server busy, retry shortly\n")
             busy.headers.add(name: "retry-after", value: "1")
             return .ready(.response(busy))
         }
-        let trusted = services.configuration.trustedProxies
-        let client = trusted.isEmpty ? peer : peer.resolved(forwardedFor: headers.forwardedFor, trusted: trusted)
+        let client = trustedProxies.isEmpty ? peer : peer.resolved(forwardedFor: headers.forwardedFor, trusted: trustedProxies)
         let dispatch = route(method: method, target: target, headers: headers, bodyBytes: bodyBytes, client: client, on: eventLoop)
         switch dispatch {
         case .ready:

@@ -1,0 +1,25 @@
+extension StringProtocol {
+    /// The text without leading and trailing characters from `characters` (by default spaces and tabs, the
+    /// optional whitespace of HTTP fields).
+    func trimming(_ characters: String = " \t") -> SubSequence {
+        var start = startIndex, end = endIndex
+        while start < end, characters.contains(self[start]) { start = index(after: start) }
+        while end > start, characters.contains(self[index(before: end)]) { end = index(before: end) }
+        return self[start..<end]
+    }
+}
+
+extension String {
+    /// Whether this equals `lowercase` (an all-lowercase ASCII literal), ignoring ASCII case.
+    func equalsIgnoringASCIICase(_ lowercase: StaticString) -> Bool {
+        guard utf8.count == lowercase.utf8CodeUnitCount else { return false }
+        let pointer = lowercase.utf8Start
+        var index = 0
+        for byte in utf8 {
+            let folded = byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z") ? byte | 0x20 : byte
+            if folded != pointer[index] { return false }
+            index += 1
+        }
+        return true
+    }
+}
