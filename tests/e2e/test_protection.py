@@ -48,6 +48,30 @@ def read_until_closed(sock: socket.socket, timeout: float) -> tuple[bytes, float
     return data, time.monotonic() - start
 
 
+def trickle_until_answered(sock: socket.socket, piece: bytes, interval: float, limit: float) -> tuple[bytes, float]:
+    """Sends `piece` every `interval` seconds until the server answers a whole head, closes, or `limit` passes;
+    returns what was received and the seconds it took."""
+    start = time.monotonic()
+    got = b""
+    while time.monotonic() - start < limit:
+        try:
+            sock.sendall(piece)
+        except OSError:
+            break
+        time.sleep(interval)
+        sock.settimeout(0.01)
+        try:
+            chunk = sock.recv(4096)
+            got += chunk
+            if not chunk or b"\r\n\r\n" in got:
+                break
+        except (socket.timeout, TimeoutError):
+            pass
+        except ConnectionResetError:
+            break
+    return got, time.monotonic() - start
+
+
 def normal_client_latencies(server, count: int) -> list[float]:
     latencies = []
     with RawConn(server.http.host, server.http.port) as c:
@@ -120,25 +144,8 @@ def test_request_head_deadline_cuts_off_a_trickling_client(strict):
     s = socket.create_connection((strict.http.host, strict.http.port), timeout=10)
     try:
         s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
-        start = time.monotonic()
-        got = b""
-        for i in range(20):  # up to 10 s of trickling, one byte every 0.5 s
-            try:
-                s.sendall(b"X")
-            except OSError:
-                break
-            time.sleep(0.5)
-            s.settimeout(0.01)
-            try:
-                chunk = s.recv(4096)
-                got += chunk
-                if not chunk or b"\r\n\r\n" in got:
-                    break
-            except (socket.timeout, TimeoutError):
-                pass
-            except ConnectionResetError:
-                break
-        elapsed = time.monotonic() - start
+        # Up to 10 s of trickling, one header byte every 0.5 s.
+        got, elapsed = trickle_until_answered(s, b"X", interval=0.5, limit=10)
     finally:
         s.close()
     assert got.startswith(b"HTTP/1.1 408 "), f"expected 408, got {got[:80]!r}"
@@ -162,25 +169,8 @@ def test_slow_request_body_is_cut_off(strict):
     s = socket.create_connection((strict.http.host, strict.http.port), timeout=10)
     try:
         s.sendall(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n")
-        start = time.monotonic()
-        got = b""
-        while time.monotonic() - start < 10:
-            try:
-                s.sendall(b"0123456789")  # 10 bytes every 0.2 s = 50 B/s, far below 1000 B/s
-            except OSError:
-                break
-            time.sleep(0.2)
-            s.settimeout(0.01)
-            try:
-                chunk = s.recv(4096)
-                got += chunk
-                if not chunk or b"\r\n\r\n" in got:
-                    break
-            except (socket.timeout, TimeoutError):
-                pass
-            except ConnectionResetError:
-                break
-        elapsed = time.monotonic() - start
+        # 10 bytes every 0.2 s = 50 B/s, far below the 1000 B/s minimum.
+        got, elapsed = trickle_until_answered(s, b"0123456789", interval=0.2, limit=10)
     finally:
         s.close()
     assert got.startswith(b"HTTP/1.1 408 "), f"expected 408, got {got[:80]!r}"

@@ -1,4 +1,3 @@
-import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 
@@ -301,18 +300,11 @@ final class EdgeRequestHandler: ChannelInboundHandler {
             return
         }
         context.flush()
-        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-        let sent = NIOLockedValueBox(0)
-        FileStreaming.io.readChunked(
-            fileHandle: handle, fromOffset: Int64(file.range.lowerBound), byteCount: file.range.count,
-            chunkSize: FileStreaming.chunkSize, allocator: context.channel.allocator, eventLoop: context.eventLoop
-        ) { chunk in
-            sent.withLockedValue { $0 += chunk.readableBytes }
-            let (handler, context) = bound.value
-            return context.writeAndFlush(handler.wrapOutboundOut(.body(.byteBuffer(chunk))))
+        FileStreaming.stream(handle, range: file.range, allocator: context.channel.allocator, on: context.eventLoop) { chunk in
+            context.writeAndFlush(self.wrapOutboundOut(.body(.byteBuffer(chunk))))
         }.assumeIsolated().whenComplete { result in
             try? handle.close()
-            if case .success = result, sent.withLockedValue({ $0 }) == file.range.count {
+            if case .success(true) = result {
                 self.finish(keepAlive: keepAlive, context: context)
             } else {
                 context.close(promise: nil)

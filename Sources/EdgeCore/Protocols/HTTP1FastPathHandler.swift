@@ -5,7 +5,6 @@ import Musl
 #elseif canImport(Darwin)
 import Darwin
 #endif
-import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 
@@ -330,17 +329,10 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
         context.write(wrapOutboundOut(.byteBuffer(head)), promise: nil)
         let done: EventLoopFuture<Bool>
         if isTLS {
-            let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-            let sent = NIOLockedValueBox(0)
             context.flush()
-            done = FileStreaming.io.readChunked(
-                fileHandle: handle, fromOffset: Int64(file.range.lowerBound), byteCount: file.range.count,
-                chunkSize: FileStreaming.chunkSize, allocator: context.channel.allocator, eventLoop: context.eventLoop
-            ) { chunk in
-                sent.withLockedValue { $0 += chunk.readableBytes }
-                let (handler, context) = bound.value
-                return context.writeAndFlush(handler.wrapOutboundOut(.byteBuffer(chunk)))
-            }.map { sent.withLockedValue { $0 } == file.range.count }
+            done = FileStreaming.stream(handle, range: file.range, allocator: context.channel.allocator, on: context.eventLoop) { chunk in
+                context.writeAndFlush(self.wrapOutboundOut(.byteBuffer(chunk)))
+            }
         } else {
             let region = FileRegion(fileHandle: handle, readerIndex: file.range.lowerBound, endIndex: file.range.upperBound)
             done = context.writeAndFlush(wrapOutboundOut(.fileRegion(region))).map { true }

@@ -1,9 +1,29 @@
+import NIOConcurrencyHelpers
+import NIOCore
 import NIOPosix
 
-/// Shared settings for streaming files where sendfile cannot be used (TLS, HTTP/2).
+/// Streams files where sendfile cannot be used (TLS, HTTP/2): chunks read on NIO's thread pool, each written
+/// before the next is read, so a slow client holds one chunk, not the file.
 enum FileStreaming {
     /// Non-blocking file reads on NIO's shared thread pool.
     static let io = NonBlockingFileIO(threadPool: .singleton)
-    /// Bytes read and written per step; one chunk per connection is in flight at a time.
+    /// Bytes read and written per step; one chunk per response is in flight at a time.
     static let chunkSize = 128 * 1024
+
+    /// Sends `range` of `handle` through `write` (called on `eventLoop`; its future is the backpressure).
+    /// The future is `true` when every byte was sent, `false` when the file ended early (it shrank).
+    static func stream(
+        _ handle: NIOFileHandle, range: Range<Int>, allocator: ByteBufferAllocator, on eventLoop: any EventLoop,
+        write: @escaping (ByteBuffer) -> EventLoopFuture<Void>
+    ) -> EventLoopFuture<Bool> {
+        let boundWrite = NIOLoopBound(write, eventLoop: eventLoop)
+        let sent = NIOLockedValueBox(0)
+        return io.readChunked(
+            fileHandle: handle, fromOffset: Int64(range.lowerBound), byteCount: range.count,
+            chunkSize: chunkSize, allocator: allocator, eventLoop: eventLoop
+        ) { chunk in
+            sent.withLockedValue { $0 += chunk.readableBytes }
+            return boundWrite.value(chunk)
+        }.map { sent.withLockedValue { $0 } == range.count }
+    }
 }
