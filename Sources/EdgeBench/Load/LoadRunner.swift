@@ -73,7 +73,7 @@ public struct LoadRunner: Sendable {
     }
 
     /// One connection, one request: fails fast with a clear message when the server cannot be reached,
-    /// the handshake fails or no response comes; returns the protocol the server chose.
+    /// the handshake fails or the answer is not HTTP; returns the protocol the server chose.
     private func preflight(group: MultiThreadedEventLoopGroup, connector: Connector) async throws -> String {
         var probeConfiguration = configuration
         probeConfiguration.connections = 1
@@ -90,7 +90,9 @@ public struct LoadRunner: Sendable {
         }
         let stats = try await worker.eventLoop.submit { worker.value.stop() }.get()
         let where_ = "\(configuration.target.host):\(configuration.target.port)"
-        guard stats.responses == 1 else {
+        // A slow first answer is not a reason to refuse the run: the run itself counts timeouts.
+        let onlyTimedOut = stats.errors[ErrorKind.timeout.rawValue] == 1 && stats.failedRequests == 1 && stats.connectionsOpened == 1
+        guard stats.responses == 1 || onlyTimedOut else {
             let message = ErrorKind.allCases.lazy.compactMap { stats.firstErrorMessages[$0.rawValue] }.first ?? "no response within \(configuration.timeout)"
             let firstKind = ErrorKind.allCases.first { stats.errors[$0.rawValue] > 0 }
             switch firstKind {
