@@ -57,7 +57,12 @@ struct Connector: Sendable {
         case .http2:
             let handlers: [any ChannelHandler] = [
                 ByteCountingHandler(delegate: delegate),
-                NIOHTTP2Handler(mode: .client, initialSettings: HTTP2LoadHandler.initialSettings),
+                // Header-block and content-length validation are for servers guarding themselves; a load generator
+                // skips them (they were a fifth of its HTTP/2 cost) and still counts malformed framing as errors.
+                NIOHTTP2Handler(
+                    mode: .client, initialSettings: HTTP2LoadHandler.initialSettings,
+                    headerBlockValidation: .disabled, contentLengthValidation: .disabled
+                ),
                 HTTP2LoadHandler(template: template, depth: streams, delegate: delegate),
             ]
             try pipeline.addHandlers(handlers, position: position)

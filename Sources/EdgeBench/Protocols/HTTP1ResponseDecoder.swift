@@ -52,7 +52,7 @@ struct HTTP1ResponseDecoder: NIOSingleStepByteToMessageDecoder {
                     return nil
                 }
                 headScanned = 0
-                let framing = try parseHead(buffer.readableBytesView.prefix(headLength))
+                let framing = try parseHead(buffer, length: headLength)
                 buffer.moveReaderIndex(forwardBy: headLength)
                 if (100..<200).contains(current.status) && current.status != 101 { continue }
                 if requestIsHEAD || current.status == 204 || current.status == 304 || current.status == 101 {
@@ -138,56 +138,107 @@ struct HTTP1ResponseDecoder: NIOSingleStepByteToMessageDecoder {
         return found
     }
 
-    private mutating func parseHead(_ head: ByteBufferView) throws -> BodyFraming {
-        let bytes = Array(head)
-        guard bytes.count >= 12, bytes[0..<7].elementsEqual("HTTP/1.".utf8), bytes[8] == UInt8(ascii: " ") else {
-            throw BenchProtocolError(description: "response does not start with an HTTP/1.x status line")
-        }
-        let isHTTP10 = bytes[7] == UInt8(ascii: "0")
-        var status = 0
-        for byte in bytes[9..<12] {
-            guard byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9") else {
-                throw BenchProtocolError(description: "bad status code in the response status line")
-            }
-            status = status * 10 + Int(byte - UInt8(ascii: "0"))
-        }
-        guard (100...599).contains(status) else { throw BenchProtocolError(description: "status code \(status) out of range") }
-
-        var keepAlive = !isHTTP10
-        var contentLength: Int?
-        var chunked = false
-        var lineStart = bytes.firstIndex(of: UInt8(ascii: "\n")).map { $0 + 1 } ?? bytes.count
-        while lineStart < bytes.count {
-            var lineEnd = lineStart
-            while lineEnd < bytes.count && bytes[lineEnd] != UInt8(ascii: "\n") { lineEnd += 1 }
-            var valueEnd = lineEnd
-            if valueEnd > lineStart && bytes[valueEnd - 1] == UInt8(ascii: "\r") { valueEnd -= 1 }
-            if let colon = bytes[lineStart..<valueEnd].firstIndex(of: UInt8(ascii: ":")) {
-                let name = bytes[lineStart..<colon]
-                var valueStart = colon + 1
-                while valueStart < valueEnd && (bytes[valueStart] == 0x20 || bytes[valueStart] == 0x09) { valueStart += 1 }
-                var trimmedEnd = valueEnd
-                while trimmedEnd > valueStart && (bytes[trimmedEnd - 1] == 0x20 || bytes[trimmedEnd - 1] == 0x09) { trimmedEnd -= 1 }
-                let value = bytes[valueStart..<trimmedEnd]
-                if Self.equalsLowercase(name, "content-length") {
-                    guard let length = Self.parseDecimal(value), contentLength == nil || contentLength == length else {
-                        throw BenchProtocolError(description: "bad Content-Length in the response")
-                    }
-                    contentLength = length
-                } else if Self.equalsLowercase(name, "transfer-encoding") {
-                    chunked = Self.lowercased(value).hasSuffix("chunked")
-                } else if Self.equalsLowercase(name, "connection") {
-                    let tokens = Self.lowercased(value).split(separator: ",").map { $0.trimmingSpaces }
-                    if tokens.contains("close") { keepAlive = false }
-                    if tokens.contains("keep-alive") && isHTTP10 { keepAlive = true }
+    private mutating func parseHead(_ buffer: ByteBuffer, length: Int) throws -> BodyFraming {
+        // Works on the bytes in place: no copy, no String, since this runs once per response.
+        let parsed: (status: Int, keepAlive: Bool, framing: BodyFraming)? = try buffer.withUnsafeReadableBytes { all in
+            let bytes = UnsafeRawBufferPointer(rebasing: all[0..<length])
+            guard bytes.count >= 12, Self.matches(bytes, at: 0, "HTTP/1."), bytes[8] == UInt8(ascii: " ") else { return nil }
+            let isHTTP10 = bytes[7] == UInt8(ascii: "0")
+            var status = 0
+            for index in 9..<12 {
+                let byte = bytes[index]
+                guard byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9") else {
+                    throw BenchProtocolError(description: "bad status code in the response status line")
                 }
+                status = status * 10 + Int(byte - UInt8(ascii: "0"))
             }
-            lineStart = lineEnd + 1
+            guard (100...599).contains(status) else { throw BenchProtocolError(description: "status code \(status) out of range") }
+
+            var keepAlive = !isHTTP10
+            var contentLength: Int?
+            var chunked = false
+            var lineStart = 0
+            while lineStart < bytes.count && bytes[lineStart] != UInt8(ascii: "\n") { lineStart += 1 }
+            lineStart += 1
+            while lineStart < bytes.count {
+                var lineEnd = lineStart
+                while lineEnd < bytes.count && bytes[lineEnd] != UInt8(ascii: "\n") { lineEnd += 1 }
+                var valueEnd = lineEnd
+                if valueEnd > lineStart && bytes[valueEnd - 1] == UInt8(ascii: "\r") { valueEnd -= 1 }
+                var colon = lineStart
+                while colon < valueEnd && bytes[colon] != UInt8(ascii: ":") { colon += 1 }
+                if colon < valueEnd {
+                    var valueStart = colon + 1
+                    while valueStart < valueEnd && (bytes[valueStart] == 0x20 || bytes[valueStart] == 0x09) { valueStart += 1 }
+                    while valueEnd > valueStart && (bytes[valueEnd - 1] == 0x20 || bytes[valueEnd - 1] == 0x09) { valueEnd -= 1 }
+                    let nameLength = colon - lineStart
+                    if nameLength == 14 && Self.matchesIgnoringCase(bytes, at: lineStart, "content-length") {
+                        var length = 0
+                        var digits = 0
+                        for index in valueStart..<valueEnd {
+                            let byte = bytes[index]
+                            guard byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9"), digits < 18 else {
+                                throw BenchProtocolError(description: "bad Content-Length in the response")
+                            }
+                            length = length * 10 + Int(byte - UInt8(ascii: "0"))
+                            digits += 1
+                        }
+                        guard digits > 0, contentLength == nil || contentLength == length else {
+                            throw BenchProtocolError(description: "bad Content-Length in the response")
+                        }
+                        contentLength = length
+                    } else if nameLength == 17 && Self.matchesIgnoringCase(bytes, at: lineStart, "transfer-encoding") {
+                        chunked = valueEnd - valueStart >= 7 && Self.matchesIgnoringCase(bytes, at: valueEnd - 7, "chunked")
+                    } else if nameLength == 10 && Self.matchesIgnoringCase(bytes, at: lineStart, "connection") {
+                        if Self.containsToken(bytes, from: valueStart, to: valueEnd, "close") { keepAlive = false }
+                        if isHTTP10 && Self.containsToken(bytes, from: valueStart, to: valueEnd, "keep-alive") { keepAlive = true }
+                    }
+                }
+                lineStart = lineEnd + 1
+            }
+            let framing: BodyFraming = chunked ? .chunked : (contentLength.map { .length($0) } ?? .close)
+            return (status, keepAlive, framing)
         }
-        current = HTTP1ResponseSummary(status: status, keepAlive: keepAlive)
-        if chunked { return .chunked }
-        if let contentLength { return .length(contentLength) }
-        return .close
+        guard let parsed else { throw BenchProtocolError(description: "response does not start with an HTTP/1.x status line") }
+        current = HTTP1ResponseSummary(status: parsed.status, keepAlive: parsed.keepAlive)
+        return parsed.framing
+    }
+
+    private static func matches(_ bytes: UnsafeRawBufferPointer, at offset: Int, _ text: StaticString) -> Bool {
+        let count = text.utf8CodeUnitCount
+        guard offset + count <= bytes.count else { return false }
+        let expected = text.utf8Start
+        for index in 0..<count where bytes[offset + index] != expected[index] { return false }
+        return true
+    }
+
+    /// Compares with a lowercase ASCII `text`.
+    private static func matchesIgnoringCase(_ bytes: UnsafeRawBufferPointer, at offset: Int, _ text: StaticString) -> Bool {
+        let count = text.utf8CodeUnitCount
+        guard offset >= 0, offset + count <= bytes.count else { return false }
+        let expected = text.utf8Start
+        for index in 0..<count {
+            var byte = bytes[offset + index]
+            if byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z") { byte |= 0x20 }
+            if byte != expected[index] { return false }
+        }
+        return true
+    }
+
+    /// Whether the comma-separated list in `bytes[from..<to]` has the lowercase token `token`.
+    private static func containsToken(_ bytes: UnsafeRawBufferPointer, from: Int, to: Int, _ token: StaticString) -> Bool {
+        var start = from
+        while start < to {
+            var end = start
+            while end < to && bytes[end] != UInt8(ascii: ",") { end += 1 }
+            var tokenStart = start
+            var tokenEnd = end
+            while tokenStart < tokenEnd && (bytes[tokenStart] == 0x20 || bytes[tokenStart] == 0x09) { tokenStart += 1 }
+            while tokenEnd > tokenStart && (bytes[tokenEnd - 1] == 0x20 || bytes[tokenEnd - 1] == 0x09) { tokenEnd -= 1 }
+            if tokenEnd - tokenStart == token.utf8CodeUnitCount && matchesIgnoringCase(bytes, at: tokenStart, token) { return true }
+            start = end + 1
+        }
+        return false
     }
 
     /// Reads one CRLF- (or LF-) terminated line without its terminator, or returns `nil` if it has not all arrived.
@@ -220,36 +271,5 @@ struct HTTP1ResponseDecoder: NIOSingleStepByteToMessageDecoder {
         }
         guard digits > 0 else { throw BenchProtocolError(description: "empty chunk size") }
         return size
-    }
-
-    private static func equalsLowercase(_ bytes: ArraySlice<UInt8>, _ name: StaticString) -> Bool {
-        guard bytes.count == name.utf8CodeUnitCount else { return false }
-        return name.withUTF8Buffer { expected in
-            zip(bytes, expected).allSatisfy { ($0 | 0x20) == $1 || ($0 == $1) }
-        }
-    }
-
-    private static func parseDecimal(_ bytes: ArraySlice<UInt8>) -> Int? {
-        guard !bytes.isEmpty, bytes.count <= 18 else { return nil }
-        var value = 0
-        for byte in bytes {
-            guard byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9") else { return nil }
-            value = value * 10 + Int(byte - UInt8(ascii: "0"))
-        }
-        return value
-    }
-
-    private static func lowercased(_ bytes: ArraySlice<UInt8>) -> String {
-        String(decoding: bytes, as: UTF8.self).lowercased()
-    }
-}
-
-extension Substring {
-    /// The text without leading and trailing spaces and tabs.
-    fileprivate var trimmingSpaces: Substring {
-        var text = self
-        while text.first == " " || text.first == "\t" { text = text.dropFirst() }
-        while text.last == " " || text.last == "\t" { text = text.dropLast() }
-        return text
     }
 }
