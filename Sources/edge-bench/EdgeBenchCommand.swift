@@ -24,7 +24,7 @@ struct EdgeBenchCommand: AsyncParsableCommand {
     @Option(name: [.short, .long], help: "Connections kept open.")
     var connections = 50
 
-    @Option(name: [.short, .long], help: "How long to run: 10s, 500ms, 2m.")
+    @Option(name: [.short, .long], help: "How long to run: 10s, 500ms, 2m (default 10s; with --requests, until they are done).")
     var duration: String?
 
     @Option(name: [.customShort("n"), .customLong("requests")], help: "Stop after this many requests (answered or failed).")
@@ -48,7 +48,7 @@ struct EdgeBenchCommand: AsyncParsableCommand {
     @Option(name: .long, help: "HTTP/1.1 requests in flight per connection (pipelining depth).")
     var pipeline = 1
 
-    @Flag(name: [.short, .long], help: "Do not verify the server's certificate (self-signed servers).")
+    @Flag(name: [.customShort("k"), .long], help: "Do not verify the server's certificate (self-signed servers).")
     var insecure = false
 
     @Option(name: .long, help: "Insist on one TLS version: 1.2 or 1.3.")

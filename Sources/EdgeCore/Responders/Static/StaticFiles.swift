@@ -142,6 +142,8 @@ public final class StaticFiles: Sendable {
         case file(descriptor: CInt, size: Int, modified: timespec, inode: UInt64, name: String, encoding: String?, hasVariants: Bool)
         /// A small file read whole, to be kept in the loop's cache.
         case memory(StaticFileCache.Entry)
+        /// A large file's gzipped copy from the shared ``CompressedFileCache`` (not copied into the loop's cache).
+        case compressed(StaticFileCache.Entry)
         case redirectToDirectory
         case listing(String)
         case notFound
@@ -150,9 +152,10 @@ public final class StaticFiles: Sendable {
 
     private func lookUp(_ resolved: StaticPath.Resolved, accepted: AcceptedEncodings) -> Found {
         let found = locate(resolved, accepted: accepted)
-        guard case .file(let descriptor, let size, let modified, let inode, let name, let encoding, let hasVariants) = found,
-            size <= StaticFileCache.maxFileBytes
-        else { return found }
+        guard case .file(let descriptor, let size, let modified, let inode, let name, let encoding, let hasVariants) = found else { return found }
+        guard size <= StaticFileCache.maxFileBytes else {
+            return largeFile(descriptor: descriptor, size: size, modified: modified, inode: inode, name: name, encoding: encoding, hasVariants: hasVariants, accepted: accepted)
+        }
         defer { close(descriptor) }
         var bytes = [UInt8](repeating: 0, count: size)
         let read = bytes.withUnsafeMutableBytes { pread(descriptor, $0.baseAddress, size, 0) }
@@ -175,6 +178,37 @@ public final class StaticFiles: Sendable {
 
     /// Files smaller than this are not worth compressing.
     static let minimumCompressedSize = 1024
+
+    /// Gzipped copies of large compressible files, shared by every static route and event loop.
+    static let compressedFiles = CompressedFileCache()
+
+    /// A file too large for the loop's cache: its gzipped copy from the shared cache when the client accepts gzip
+    /// and the type compresses (up to ``CompressedFileCache/maxSourceBytes``), else the file itself (sendfile/streaming).
+    private func largeFile(
+        descriptor: CInt, size: Int, modified: timespec, inode: UInt64, name: String, encoding: String?, hasVariants: Bool,
+        accepted: AcceptedEncodings
+    ) -> Found {
+        let compressible = encoding == nil && size <= CompressedFileCache.maxSourceBytes
+            && MediaTypes.isCompressible(MediaTypes.contentType(forPath: name[...]))
+        let asIs = Found.file(
+            descriptor: descriptor, size: size, modified: modified, inode: inode, name: name, encoding: encoding,
+            hasVariants: hasVariants || compressible
+        )
+        guard compressible, accepted.gzip else { return asIs }
+        let nanoseconds = Int(modified.tv_sec) * 1_000_000_000 + Int(modified.tv_nsec)
+        let key = CompressedFileCache.Key(path: name, inode: inode, size: size, modifiedNanoseconds: nanoseconds)
+        let gzipped = Self.compressedFiles.gzipped(key) {
+            var bytes = [UInt8](repeating: 0, count: size)
+            let read = bytes.withUnsafeMutableBytes { pread(descriptor, $0.baseAddress, size, 0) }
+            return read == size ? ByteBuffer(bytes: bytes) : nil
+        }
+        guard let gzipped else { return asIs }
+        close(descriptor)
+        let (headers, etag, lastModified) = Self.fileHeaders(
+            size: gzipped.readableBytes, modified: modified, inode: inode, name: name, encoding: "gzip", hasVariants: true
+        )
+        return .compressed(StaticFileCache.Entry(headers: headers, etag: etag, lastModified: lastModified, body: gzipped, validUntil: .now()))
+    }
 
     private static func gzip(_ buffer: ByteBuffer) -> ByteBuffer? {
         var input = buffer
@@ -281,7 +315,7 @@ public final class StaticFiles: Sendable {
             var response = EdgeResponse.text(.ok, html)
             response.headers.replaceOrAdd(name: "content-type", value: "text/html; charset=utf-8")
             return .response(response)
-        case .memory(let entry):
+        case .memory(let entry), .compressed(let entry):
             return reply(for: entry, method: method, headers: request)
         case .file(let descriptor, let size, let modified, let inode, let name, let encoding, let hasVariants):
             let handle = NIOFileHandle(_deprecatedTakingOwnershipOfDescriptor: descriptor)

@@ -1,0 +1,94 @@
+import CompressNIO
+import NIOCore
+import Synchronization
+
+/// Gzipped copies of large compressible files (over the per-loop small-file cache's 64 KiB), shared by all
+/// event loops so that a hot file is compressed once, not once per request or per loop.
+///
+/// It is used only from NIO's thread pool (compressing a megabyte takes milliseconds), never from an event
+/// loop, so a lock is the right tool. Concurrent requests for a file being compressed wait for that one
+/// compression. Entries are keyed by path, inode, size and modification time, so a changed file is
+/// compressed afresh and its old copy dropped; the total is bounded in bytes (oldest dropped first).
+final class CompressedFileCache: Sendable {
+    /// Identifies one version of one file.
+    struct Key: Hashable, Sendable {
+        var path: String
+        var inode: UInt64
+        var size: Int
+        var modifiedNanoseconds: Int
+    }
+
+    /// Largest file compressed on the fly; larger ones are sent as they are (or from a `.gz` sidecar).
+    static let maxSourceBytes = 8 * 1024 * 1024
+
+    private enum Outcome: Sendable {
+        case compressed(ByteBuffer)
+        /// gzip did not make it smaller (already-compressed content with a text extension): send it as it is.
+        case notSmaller
+    }
+
+    private final class Slot: Sendable {
+        let outcome = Mutex<Outcome?>(nil)
+    }
+
+    private struct State {
+        var slots: [Key: Slot] = [:]
+        var bytes: [Key: Int] = [:]
+        var latestByPath: [String: Key] = [:]
+        var order: [Key] = []
+        var totalBytes = 0
+
+        mutating func slot(for key: Key) -> Slot {
+            if let slot = slots[key] { return slot }
+            if let stale = latestByPath[key.path], stale != key { remove(stale) }
+            let slot = Slot()
+            slots[key] = slot
+            latestByPath[key.path] = key
+            order.append(key)
+            return slot
+        }
+
+        mutating func remove(_ key: Key) {
+            slots[key] = nil
+            totalBytes -= bytes.removeValue(forKey: key) ?? 0
+            if latestByPath[key.path] == key { latestByPath[key.path] = nil }
+            order.removeAll { $0 == key }
+        }
+    }
+
+    private let state = Mutex(State())
+    private let maxTotalBytes: Int
+
+    /// A cache holding at most `maxTotalBytes` of compressed bodies.
+    init(maxTotalBytes: Int = 64 * 1024 * 1024) {
+        self.maxTotalBytes = maxTotalBytes
+    }
+
+    /// The gzipped body of the file version `key`, compressing `load()` on the first call; `nil` when gzip
+    /// does not make the file smaller or it cannot be read.
+    func gzipped(_ key: Key, load: () -> ByteBuffer?) -> ByteBuffer? {
+        let slot = state.withLock { $0.slot(for: key) }
+        let outcome: Outcome? = slot.outcome.withLock { outcome in
+            if let outcome { return outcome }
+            guard let source = load() else { return nil }  // not remembered: the next request tries again
+            var input = source
+            guard let compressed = try? input.compress(with: .gzip()) else { return nil }
+            let result: Outcome = compressed.readableBytes < source.readableBytes ? .compressed(compressed) : .notSmaller
+            outcome = result
+            return result
+        }
+        guard case .compressed(let body) = outcome else { return nil }
+        state.withLock { state in
+            guard state.slots[key] != nil, state.bytes[key] == nil else { return }
+            state.bytes[key] = body.readableBytes
+            state.totalBytes += body.readableBytes
+            while state.totalBytes > maxTotalBytes, let oldest = state.order.first(where: { state.bytes[$0] != nil }), oldest != key {
+                state.remove(oldest)
+            }
+        }
+        return body
+    }
+
+    /// Compressed bytes held, for tests.
+    var totalBytes: Int { state.withLock { $0.totalBytes } }
+}
