@@ -314,8 +314,8 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
     /// (TLS). Further pipelined requests wait until the file is sent. A file that ends early (it shrank while
     /// being sent) closes the connection, since the promised `Content-Length` cannot be met.
     private func writeFile(_ file: FileReply, for request: HTTP1RequestScanner.Request, keepAlive: Bool, context: ChannelHandlerContext) {
-        var head = context.channel.allocator.buffer(capacity: 512)
-        head.writeImmutableBuffer(ResponseHeaders.serializeHead(status: file.status, headers: file.headers))
+        var head = context.channel.allocator.buffer(capacity: 512 + (file.body?.readableBytes ?? 0))
+        head.writeImmutableBuffer(file.http1Head ?? ResponseHeaders.serializeHead(status: file.status, headers: file.headers))
         finishHead(&head, for: .file(file), request: request, keepAlive: keepAlive, now: .now())
         if let body = file.body, request.method != .HEAD {
             head.writeImmutableBuffer(body)

@@ -15,6 +15,24 @@ final class StaticFileCache {
         var lastModified: Int
         var body: ByteBuffer
         var validUntil: NIODeadline
+        /// ``headers`` plus `Content-Length` of the whole body: the headers of a plain `200`.
+        let wholeHeaders: HTTPHeaders
+        /// The status line and ``wholeHeaders`` serialised for HTTP/1.1, so that the common case (a `GET` with no
+        /// validators and no `Range`) writes a prepared head, as the response cache does.
+        let wholeHTTP1Head: ByteBuffer
+
+        /// An entry for `body` with the file's `headers` and validators.
+        init(headers: HTTPHeaders, etag: String, lastModified: Int, body: ByteBuffer, validUntil: NIODeadline) {
+            self.headers = headers
+            self.etag = etag
+            self.lastModified = lastModified
+            self.body = body
+            self.validUntil = validUntil
+            var whole = headers
+            whole.add(name: "content-length", value: String(body.readableBytes))
+            self.wholeHeaders = whole
+            self.wholeHTTP1Head = ResponseHeaders.serializeHead(status: .ok, headers: whole)
+        }
     }
 
     /// Largest file kept in memory.

@@ -60,6 +60,8 @@ struct FileReply {
     var range: Range<Int>
     /// The whole file, when it is small enough to be served from memory.
     var body: ByteBuffer? = nil
+    /// The status line and ``headers`` already serialised for HTTP/1.1, when they were prepared in advance.
+    var http1Head: ByteBuffer? = nil
 }
 
 /// Serves a directory, as nginx's `root` and Caddy's `file_server`: strict path decoding (no traversal,
@@ -361,6 +363,13 @@ extension StaticFiles {
     /// The response for a file held in memory: 304, 206 or 416 as for a file on disk.
     func reply(for entry: StaticFileCache.Entry, method: HTTPMethod, headers request: StaticRequestHeaders) -> Reply {
         let size = entry.body.readableBytes
+        if request.ifNoneMatch == nil && request.ifModifiedSince == nil && request.range == nil {
+            // The common case: the whole file, with the head prepared when the entry was made.
+            return .file(FileReply(
+                status: .ok, headers: entry.wholeHeaders, handle: nil, range: 0..<size,
+                body: method == .HEAD ? nil : entry.body, http1Head: entry.wholeHTTP1Head
+            ))
+        }
         switch Self.select(headers: entry.headers, etag: entry.etag, lastModified: entry.lastModified, size: size, request: request) {
         case .answer(let reply):
             return reply
