@@ -19,12 +19,7 @@ enum FailureClassifier {
         case let error as BenchProtocolError:
             return TransportFailure(kind: .protocol, message: error.description)
         case let error as IOError:
-            switch error.errnoCode {
-            case ECONNREFUSED, EHOSTUNREACH, ENETUNREACH, EADDRNOTAVAIL, ETIMEDOUT:
-                return TransportFailure(kind: beforeReady ? .connect : .reset, message: describe(error))
-            default:
-                return TransportFailure(kind: beforeReady ? .connect : .reset, message: describe(error))
-            }
+            return TransportFailure(kind: beforeReady ? .connect : .reset, message: describe(error))
         case let error as ChannelError:
             if case .connectTimeout = error { return TransportFailure(kind: .connect, message: "connect timed out") }
             return TransportFailure(kind: beforeReady ? .connect : .reset, message: "\(error)")

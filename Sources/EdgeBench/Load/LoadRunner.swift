@@ -30,7 +30,8 @@ public struct LoadRunner: Sendable {
     public func run(onProgress: (@Sendable (ProgressSample) -> Void)? = nil) async throws -> BenchReport {
         try configuration.validate()
         try FileDescriptorBudget.ensure(connections: configuration.connections)
-        let connector = try makeConnector()
+        let address = try resolveAddress()
+        let connector = try makeConnector(address: address, choice: configuration.protocolChoice)
         let group = MultiThreadedEventLoopGroup(numberOfThreads: configuration.threads)
         do {
             let report = try await run(group: group, connector: connector, onProgress: onProgress)
@@ -47,13 +48,14 @@ public struct LoadRunner: Sendable {
         // Every connection speaks what the first one negotiated.
         var runConnector = connector
         if configuration.protocolChoice == .negotiate && configuration.target.isTLS {
-            runConnector = try makeConnector(forcing: negotiated == "h2" ? .http2 : .http1)
+            runConnector = try makeConnector(address: connector.address, choice: negotiated == "h2" ? .http2 : .http1)
         }
 
         let budget = configuration.requestLimit.map(RequestBudget.init(limit:))
         let plan = LoadPlan(configuration: configuration)
         let loops = Array(group.makeIterator())
-        let workers = try await makeWorkers(loops: loops, connector: runConnector, plan: plan, budget: budget)
+        let progress = loops.map { _ in ProgressCounters() }
+        let workers = try await makeWorkers(loops: loops, connector: runConnector, plan: plan, budget: budget, progress: progress)
         var assignments = Array(repeating: [Int](), count: workers.count)
         for index in 0..<configuration.connections { assignments[index % workers.count].append(index) }
         for (worker, indices) in zip(workers, assignments) {
@@ -62,7 +64,7 @@ public struct LoadRunner: Sendable {
 
         let startNanos = NIODeadline.now().uptimeNanoseconds
         for worker in workers { worker.eventLoop.execute { worker.value.start(at: startNanos) } }
-        let endNanos = await waitForEnd(startNanos: startNanos, workers: workers, budget: budget, onProgress: onProgress)
+        let endNanos = await waitForEnd(startNanos: startNanos, progress: progress, budget: budget, onProgress: onProgress)
 
         var stats = LoadStats()
         for worker in workers {
@@ -81,7 +83,7 @@ public struct LoadRunner: Sendable {
         probeConfiguration.idle = false
         let budget = RequestBudget(limit: 1)
         let plan = LoadPlan(configuration: probeConfiguration, reconnects: false)
-        let worker = try await makeWorkers(loops: [group.next()], connector: connector, plan: plan, budget: budget)[0]
+        let worker = try await makeWorkers(loops: [group.next()], connector: connector, plan: plan, budget: budget, progress: [ProgressCounters()])[0]
         try await worker.eventLoop.flatSubmit { worker.value.prepare(slotIndices: [0]) }.get()
         worker.eventLoop.execute { worker.value.start(at: NIODeadline.now().uptimeNanoseconds) }
         let waitLimit = ContinuousClock.now + configuration.timeout + .seconds(1)
@@ -106,25 +108,22 @@ public struct LoadRunner: Sendable {
         return stats.protocols.keys.first ?? "http/1.1"
     }
 
-    private func makeWorkers(loops: [any EventLoop], connector: Connector, plan: LoadPlan, budget: RequestBudget?) async throws -> [NIOLoopBound<LoopWorker>] {
+    /// One worker per loop; `progress[i]` is the counters of the worker on `loops[i]`.
+    private func makeWorkers(
+        loops: [any EventLoop], connector: Connector, plan: LoadPlan, budget: RequestBudget?, progress counters: [ProgressCounters]
+    ) async throws -> [NIOLoopBound<LoopWorker>] {
         var workers: [NIOLoopBound<LoopWorker>] = []
-        for loop in loops {
+        for (loop, progress) in zip(loops, counters) {
             workers.append(try await loop.submit {
-                NIOLoopBound(LoopWorker(eventLoop: loop, connector: connector, plan: plan, budget: budget), eventLoop: loop)
+                NIOLoopBound(LoopWorker(eventLoop: loop, connector: connector, plan: plan, budget: budget, progress: progress), eventLoop: loop)
             }.get())
         }
         return workers
     }
 
     /// Sleeps until the duration has passed or the request budget is spent, reporting progress; returns the end time.
-    private func waitForEnd(startNanos: UInt64, workers: [NIOLoopBound<LoopWorker>], budget: RequestBudget?, onProgress: (@Sendable (ProgressSample) -> Void)?) async -> UInt64 {
+    private func waitForEnd(startNanos: UInt64, progress progressCounters: [ProgressCounters], budget: RequestBudget?, onProgress: (@Sendable (ProgressSample) -> Void)?) async -> UInt64 {
         let durationNanos = configuration.duration.map { UInt64($0.inNanoseconds) }
-        let counters = workers.map { bound in
-            // The counters object is Sendable; reading it needs no hop to the loop.
-            bound.eventLoop.submit { bound.value.progress }
-        }
-        var progressCounters: [ProgressCounters] = []
-        for future in counters { if let value = try? await future.get() { progressCounters.append(value) } }
         var lastSampleNanos = startNanos
         var lastResponses = 0
         while true {
@@ -144,15 +143,17 @@ public struct LoadRunner: Sendable {
         }
     }
 
-    private func makeConnector(forcing forced: ProtocolChoice? = nil) throws -> Connector {
+    private func resolveAddress() throws -> SocketAddress {
         let target = configuration.target
-        let address: SocketAddress
         do {
-            address = try SocketAddress.makeAddressResolvingHost(target.host, port: target.port)
+            return try SocketAddress.makeAddressResolvingHost(target.host, port: target.port)
         } catch {
             throw BenchError.resolve("cannot resolve host '\(target.host)': \(error)")
         }
-        let choice = forced ?? configuration.protocolChoice
+    }
+
+    private func makeConnector(address: SocketAddress, choice: ProtocolChoice) throws -> Connector {
+        let target = configuration.target
         var tls: NIOSSLContext?
         if target.isTLS {
             var tlsConfiguration = TLSConfiguration.makeClientConfiguration()

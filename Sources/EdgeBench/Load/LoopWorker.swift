@@ -17,8 +17,8 @@ final class LoopWorker {
     let plan: LoadPlan
     /// Statistics recorded so far on this loop.
     var stats = LoadStats()
-    /// Totals for the progress line.
-    let progress = ProgressCounters()
+    /// Totals for the progress line (read by the runner from any thread).
+    let progress: ProgressCounters
 
     private let budget: RequestBudget?
     private var slots: [ConnectionSlot] = []
@@ -26,11 +26,12 @@ final class LoopWorker {
     private var sweeper: Scheduled<Void>?
 
     /// A worker for `eventLoop`; `budget` is shared by all workers of a `--requests` run.
-    init(eventLoop: any EventLoop, connector: Connector, plan: LoadPlan, budget: RequestBudget?) {
+    init(eventLoop: any EventLoop, connector: Connector, plan: LoadPlan, budget: RequestBudget?, progress: ProgressCounters) {
         self.eventLoop = eventLoop
         self.connector = connector
         self.plan = plan
         self.budget = budget
+        self.progress = progress
     }
 
     /// Whether requests may be sent.

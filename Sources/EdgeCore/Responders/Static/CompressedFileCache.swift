@@ -32,25 +32,35 @@ final class CompressedFileCache: Sendable {
     }
 
     private struct State {
-        var slots: [Key: Slot] = [:]
-        var bytes: [Key: Int] = [:]
+        /// Each file version's slot, and the size of its compressed body once it is counted in ``totalBytes``.
+        var entries: [Key: (slot: Slot, bytes: Int?)] = [:]
         var latestByPath: [String: Key] = [:]
+        /// Keys, oldest first.
         var order: [Key] = []
         var totalBytes = 0
 
         mutating func slot(for key: Key) -> Slot {
-            if let slot = slots[key] { return slot }
+            if let entry = entries[key] { return entry.slot }
             if let stale = latestByPath[key.path], stale != key { remove(stale) }
             let slot = Slot()
-            slots[key] = slot
+            entries[key] = (slot, nil)
             latestByPath[key.path] = key
             order.append(key)
             return slot
         }
 
+        /// Counts `bytes` for `key` (once), then drops the oldest counted bodies until the total fits `limit`.
+        mutating func account(_ key: Key, bytes: Int, limit: Int) {
+            guard let entry = entries[key], entry.bytes == nil else { return }
+            entries[key] = (entry.slot, bytes)
+            totalBytes += bytes
+            while totalBytes > limit, let oldest = order.first(where: { entries[$0]?.bytes != nil }), oldest != key {
+                remove(oldest)
+            }
+        }
+
         mutating func remove(_ key: Key) {
-            slots[key] = nil
-            totalBytes -= bytes.removeValue(forKey: key) ?? 0
+            totalBytes -= entries.removeValue(forKey: key)?.bytes ?? 0
             if latestByPath[key.path] == key { latestByPath[key.path] = nil }
             order.removeAll { $0 == key }
         }
@@ -78,14 +88,7 @@ final class CompressedFileCache: Sendable {
             return result
         }
         guard case .compressed(let body) = outcome else { return nil }
-        state.withLock { state in
-            guard state.slots[key] != nil, state.bytes[key] == nil else { return }
-            state.bytes[key] = body.readableBytes
-            state.totalBytes += body.readableBytes
-            while state.totalBytes > maxTotalBytes, let oldest = state.order.first(where: { state.bytes[$0] != nil }), oldest != key {
-                state.remove(oldest)
-            }
-        }
+        state.withLock { $0.account(key, bytes: body.readableBytes, limit: maxTotalBytes) }
         return body
     }
 
