@@ -1,5 +1,6 @@
 public import NIOCore
 public import NIOHTTP1
+import NIOHPACK
 import Synchronization
 
 /// An immutable response stored in the cache, shared by every event loop that serves it.
@@ -22,6 +23,8 @@ public final class CachedResponse: Sendable {
     public let cost: Int
     /// Status line and ``headers`` serialised for HTTP/1.1, so the fast path copies instead of formatting.
     let http1Head: ByteBuffer
+    /// `:status` and ``headers`` as an HTTP/2 header block, so the HTTP/2 fast path only appends.
+    let http2Headers: HPACKHeaders
 
     private let referenced = Atomic<Bool>(false)
     private let evicted = Atomic<Bool>(false)
@@ -36,6 +39,7 @@ public final class CachedResponse: Sendable {
         self.storedAt = storedAt
         self.expiresAt = storedAt + ttl
         self.http1Head = ResponseHeaders.serializeHead(status: status, headers: headers)
+        self.http2Headers = ResponseHeaders.http2Block(status: status, headers: headers)
         self.cost = body.readableBytes + keyCost + 2 * http1Head.readableBytes + 64
     }
 

@@ -71,8 +71,9 @@ enum HTTPPipelines {
         try sync.addHandler(CloseOnErrorHandler())
     }
 
-    /// Adds NIOHTTP2 with its connection manager (idle timeout, GOAWAY on graceful shutdown) and, per stream,
-    /// the HTTP/1-style codec and the request handler.
+    /// Adds NIOHTTP2 with its connection manager (idle timeout, GOAWAY on graceful shutdown), the HTTP/2 fast
+    /// path for cache hits and, for every other stream, a stream channel with the HTTP/1-style codec and the
+    /// request handler.
     static func configureHTTP2(_ channel: any Channel, services: EdgeServices) throws {
         let configuration = services.configuration
         let manager = NIOHTTP2ServerConnectionManagementHandler(
@@ -90,27 +91,34 @@ enum HTTPPipelines {
             HTTP2Setting(parameter: .maxHeaderListSize, value: configuration.limits.maxHeaderBytes),
             HTTP2Setting(parameter: .headerTableSize, value: configuration.limits.http2HeaderTableSize),
         ]
-        var stream = NIOHTTP2Handler.StreamConfiguration()
-        stream.targetWindowSize = 1 << 20
+        let stream = NIOHTTP2Handler.StreamConfiguration()
         let sync = channel.pipeline.syncOperations
         let client = ClientAddress(channel.remoteAddress)
+        let loop = services.loops.state(for: channel.eventLoop)
         try sync.addHandler(HTTP2GoAwayCloser())
-        _ = try sync.configureHTTP2Pipeline(
-            mode: .server,
-            connectionConfiguration: connection,
-            streamConfiguration: stream,
-            streamDelegate: manager.http2StreamDelegate
-        ) { streamChannel in
-            streamChannel.eventLoop.makeCompletedFuture {
-                let streamSync = streamChannel.pipeline.syncOperations
-                try streamSync.addHandler(HTTP2FramePayloadToHTTP1ServerCodec())
-                try streamSync.addHandler(
-                    EdgeRequestHandler(
-                        services: services, loop: services.loops.state(for: streamChannel.eventLoop), isHTTP2: true, client: client
-                    )
-                )
-            }
-        }
+        // NIOHTTP2Handler without its inline multiplexer fires frames and stream events down the pipeline. The
+        // fast path sees each new stream's HEADERS first and sits before the manager, whose flush coalescing
+        // would otherwise hold back the flushes it uses for backpressure; the manager counts streams from the
+        // events, which pass through.
+        try sync.addHandler(NIOHTTP2Handler(mode: .server, connectionConfiguration: connection, streamConfiguration: stream))
+        try sync.addHandler(HTTP2FastPathHandler(services: services, loop: loop))
         try sync.addHandler(manager)
+        try sync.addHandler(
+            HTTP2StreamMultiplexer(
+                mode: .server, channel: channel, targetWindowSize: 1 << 20,
+                outboundBufferSizeHighWatermark: stream.outboundBufferSizeHighWatermark,
+                outboundBufferSizeLowWatermark: stream.outboundBufferSizeLowWatermark
+            ) { streamChannel in
+                streamChannel.eventLoop.makeCompletedFuture {
+                    let streamSync = streamChannel.pipeline.syncOperations
+                    try streamSync.addHandler(HTTP2FramePayloadToHTTP1ServerCodec())
+                    try streamSync.addHandler(
+                        EdgeRequestHandler(
+                            services: services, loop: services.loops.state(for: streamChannel.eventLoop), isHTTP2: true, client: client
+                        )
+                    )
+                }
+            }
+        )
     }
 }

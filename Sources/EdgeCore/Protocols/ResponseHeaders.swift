@@ -1,4 +1,5 @@
 import NIOCore
+import NIOHPACK
 import NIOHTTP1
 
 /// The headers every response carries besides its own, in one place for every protocol front end.
@@ -26,5 +27,15 @@ enum ResponseHeaders {
             buffer.writeStaticString("\r\n")
         }
         return buffer
+    }
+
+    /// `:status` followed by `headers` in the form HTTP/2 requires (lower-case names, no connection-specific
+    /// fields), for a HEADERS frame.
+    static func http2Block(status: HTTPResponseStatus, headers: HTTPHeaders) -> HPACKHeaders {
+        var block = HPACKHeaders()
+        block.reserveCapacity(headers.count + 5)
+        block.add(name: ":status", value: String(status.code))
+        block.add(contentsOf: HPACKHeaders(httpHeaders: headers, normalizeHTTPHeaders: true))
+        return block
     }
 }

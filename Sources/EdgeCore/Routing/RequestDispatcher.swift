@@ -75,25 +75,49 @@ struct RequestDispatcher {
         return dispatch
     }
 
+    /// The reply to a body-less `GET` or `HEAD` when it needs no waiting, no policy and no per-request state:
+    /// `/healthz`, a fixed response, or a fresh entry in this loop's cache. `nil` means the request takes the
+    /// full path (``dispatch(method:target:headers:bodyBytes:client:on:)``), which answers it the same way
+    /// or better; nothing has been counted or started for it. The HTTP/2 fast path uses this to answer
+    /// cache hits without creating a stream channel.
+    func immediateReply(method: HTTPMethod, target: Substring, host: Substring) -> Reply? {
+        guard method == .GET || method == .HEAD, services.state.inFlightBelow(maxInFlight) else { return nil }
+        let path = Self.split(target).path
+        if path == "/healthz" { return .response(health()) }
+        guard let route = services.router.route(for: path), route.rateLimiter == nil, route.authenticator == nil else {
+            return nil
+        }
+        switch route.action {
+        case .respond(let response):
+            return .response(response)
+        case .demo(_, let ttl) where ttl > .zero:
+            let key = CacheKey(method: "GET", host: Self.lowercased(host), target: String(target))
+            return loop.cache.get(key, now: .now()).map { .cached($0, cacheStatus: "HIT") }
+        case .demo, .static:
+            return nil
+        }
+    }
+
+    /// A request target's path and query (without the `?`).
+    private static func split(_ target: Substring) -> (path: Substring, query: Substring?) {
+        guard let mark = target.firstIndex(of: "?") else { return (target, nil) }
+        return (target[..<mark], target[target.index(after: mark)...])
+    }
+
+    /// The `/healthz` answer: 200 while serving, 503 while draining.
+    private func health() -> EdgeResponse {
+        let draining = services.state.isDraining
+        var health = EdgeResponse.text(draining ? .serviceUnavailable : .ok, draining ? "draining\n" : "ok\n")
+        health.headers.add(name: "cache-control", value: "no-store")
+        return health
+    }
+
     private func route(
         method: HTTPMethod, target: Substring, headers: RequestHeaderValues, bodyBytes: Int, client: ClientAddress,
         on eventLoop: any EventLoop
     ) -> Dispatch {
-        let path: Substring
-        let query: Substring?
-        if let mark = target.firstIndex(of: "?") {
-            path = target[..<mark]
-            query = target[target.index(after: mark)...]
-        } else {
-            path = target
-            query = nil
-        }
-        if path == "/healthz" {
-            let draining = services.state.isDraining
-            var health = EdgeResponse.text(draining ? .serviceUnavailable : .ok, draining ? "draining\n" : "ok\n")
-            health.headers.add(name: "cache-control", value: "no-store")
-            return .ready(.response(health))
-        }
+        let (path, query) = Self.split(target)
+        if path == "/healthz" { return .ready(.response(health())) }
         guard let route = services.router.route(for: path) else {
             return .ready(.response(.text(.notFound, "not found\n")))
         }

@@ -34,6 +34,9 @@ public final class ServerState: Sendable {
         Self.acquire(inFlight, limit: limit)
     }
 
+    /// Whether fewer than `limit` requests are in flight; for answers that never wait and so are not counted.
+    func inFlightBelow(_ limit: Int) -> Bool { inFlight.load(ordering: .relaxed) < limit }
+
     /// Forgets a request admitted by ``admitRequest(limit:)``.
     func requestFinished() { inFlight.subtract(1, ordering: .relaxed) }
 

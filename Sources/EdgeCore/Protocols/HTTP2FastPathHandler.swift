@@ -1,0 +1,244 @@
+import NIOCore
+import NIOHPACK
+import NIOHTTP1
+import NIOHTTP2
+
+/// The HTTP/2 counterpart of ``HTTP1FastPathHandler``. It sits between NIOHTTP2's connection handler and its
+/// stream multiplexer, and answers a new stream at the frame level when the request is a body-less `GET` or
+/// `HEAD` that ``RequestDispatcher/immediateReply(method:target:host:)`` can answer at once (a hit in the
+/// loop's cache, a fixed response, `/healthz`): one HEADERS and one DATA frame, with no stream channel.
+/// Every other stream — bodies, other methods, cache misses, files, routes with policies, anything over a
+/// limit — goes on to the multiplexer unchanged, where NIO's HTTP/1-style codec and ``EdgeRequestHandler``
+/// serve it exactly as before.
+///
+/// A profile of cached HTTP/2 responses spent about a third of the CPU creating, activating and closing the
+/// per-stream channel and its two handlers; for a cache hit that machinery does nothing the connection
+/// handler has not already done (HPACK, stream state, flow control, DoS limits all stay in NIOHTTP2Handler).
+///
+/// It also owns the connection's backpressure. Responses written in one read batch are flushed every
+/// 64 KiB; once the socket is unwritable (the client is not reading) the rest of the batch's frames wait
+/// here, in order, and no more are read until it drains — so a client asking for large responses on many
+/// tiny streams cannot make the server buffer them without bound. A connection unwritable for
+/// `send_seconds` is closed.
+final class HTTP2FastPathHandler: ChannelDuplexHandler {
+    typealias InboundIn = HTTP2Frame
+    typealias InboundOut = HTTP2Frame
+    typealias OutboundIn = HTTP2Frame
+    typealias OutboundOut = HTTP2Frame
+
+    /// Response bytes written without a flush after which the handler flushes and checks writability.
+    private static let flushThreshold = 64 * 1024
+
+    private let dispatcher: RequestDispatcher
+    private let loop: LoopState
+    private let serverName: String
+    private let limits: LimitsConfiguration
+    private let sendTimeout: TimeAmount
+
+    /// The highest stream a client has opened: a HEADERS frame above it opens a stream; at or below it, the
+    /// frame is a trailer block of a stream the multiplexer already owns.
+    private var lastStreamID = HTTP2StreamID.rootStream
+    /// Frames read while the connection could not take more responses, in arrival order.
+    private var held = CircularBuffer<NIOAny>()
+    /// Response bytes written since the last flush (an estimate for the head).
+    private var unflushedBytes = 0
+    private var needsFlush = false
+    private var readPending = false
+    private var sendTimer: Scheduled<Void>?
+
+    /// Creates the handler of one HTTP/2 connection.
+    init(services: EdgeServices, loop: LoopState) {
+        self.dispatcher = RequestDispatcher(services: services, loop: loop)
+        self.loop = loop
+        self.serverName = services.configuration.serverName
+        self.limits = services.configuration.limits
+        self.sendTimeout = services.configuration.timeouts.send
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        stop()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        stop()
+        context.fireChannelInactive()
+    }
+
+    private func stop() {
+        sendTimer?.cancel()
+        sendTimer = nil
+        held.removeAll()
+    }
+
+    // MARK: inbound
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if !held.isEmpty || !canAnswer(context: context) {
+            held.append(data)
+        } else {
+            receive(data, context: context)
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        _ = releaseHeld(context: context)
+        flushIfNeeded(context: context)
+        context.fireChannelReadComplete()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable {
+            sendTimer?.cancel()
+            sendTimer = nil
+            if releaseHeld(context: context) {
+                context.fireChannelReadComplete()
+            }
+            flushIfNeeded(context: context)
+            if readPending, held.isEmpty {
+                readPending = false
+                context.read()
+            }
+        } else if sendTimer == nil {
+            sendTimer = context.eventLoop.assumeIsolated().scheduleTask(in: sendTimeout) {
+                context.close(promise: nil)
+            }
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
+    /// Answers a new stream's request here when it can, and passes every other frame on.
+    private func receive(_ data: NIOAny, context: ChannelHandlerContext) {
+        let frame = unwrapInboundIn(data)
+        if case .headers(let headers) = frame.payload, frame.streamID > lastStreamID {
+            lastStreamID = frame.streamID
+            if headers.endStream, let request = Self.simpleRequest(headers.headers, limits: limits),
+                let reply = dispatcher.immediateReply(method: request.method, target: request.target, host: request.host),
+                let parts = Self.frameParts(of: reply)
+            {
+                write(reply, parts, isHEAD: request.method == .HEAD, on: frame.streamID, context: context)
+                return
+            }
+        }
+        context.fireChannelRead(data)
+    }
+
+    /// Whether more responses may be written now: the batch's unflushed bytes are under the threshold (else
+    /// they are flushed first) and the socket is writable.
+    private func canAnswer(context: ChannelHandlerContext) -> Bool {
+        if unflushedBytes >= Self.flushThreshold { flushIfNeeded(context: context) }
+        return unflushedBytes < Self.flushThreshold && context.channel.isWritable
+    }
+
+    /// Passes on held frames, in order, while the connection can take more; returns whether any were.
+    private func releaseHeld(context: ChannelHandlerContext) -> Bool {
+        var released = false
+        while !held.isEmpty, canAnswer(context: context) {
+            receive(held.removeFirst(), context: context)
+            released = true
+        }
+        return released
+    }
+
+    // MARK: outbound
+
+    /// Holds socket reads while frames wait here or the client is not reading its responses.
+    func read(context: ChannelHandlerContext) {
+        if held.isEmpty, context.channel.isWritable {
+            context.read()
+        } else {
+            readPending = true
+        }
+    }
+
+    // MARK: answering
+
+    /// What the fast path needs from a request's header block.
+    private struct SimpleRequest {
+        var method: HTTPMethod
+        var target: Substring
+        var host: Substring
+    }
+
+    /// The method, target and authority of a `GET` or `HEAD` within the limits ``EdgeRequestHandler`` checks,
+    /// or `nil` for anything the full path must see (other methods, `Expect`, a declared body, long targets,
+    /// too many or too large fields — the full path answers those with their 4xx).
+    private static func simpleRequest(_ block: HPACKHeaders, limits: LimitsConfiguration) -> SimpleRequest? {
+        var method: HTTPMethod?
+        var path: String?
+        var authority: String?
+        var host: String?
+        var fields = 0
+        var headBytes = 12
+        for (name, value, _) in block {
+            headBytes += name.utf8.count + value.utf8.count + 4
+            if name.utf8.first == UInt8(ascii: ":") {
+                switch name {
+                case ":method":
+                    switch value {
+                    case "GET": method = .GET
+                    case "HEAD": method = .HEAD
+                    default: return nil
+                    }
+                case ":path": path = value
+                case ":authority": authority = value
+                default: break
+                }
+            } else {
+                fields += 1
+                switch name {
+                case "host": host = host ?? value
+                case "content-length", "expect": return nil
+                default: break
+                }
+            }
+        }
+        guard let method, let path, path.utf8.first == UInt8(ascii: "/"), path.utf8.count <= limits.maxURIBytes,
+            fields < limits.maxHeaderFields, headBytes <= limits.maxHeaderBytes
+        else { return nil }
+        return SimpleRequest(method: method, target: path[...], host: (authority ?? host ?? "")[...])
+    }
+
+    /// A reply's header block (without the per-request fields) and body; `nil` for files, which stream.
+    private static func frameParts(of reply: Reply) -> (block: HPACKHeaders, body: ByteBuffer)? {
+        switch reply {
+        case .cached(let entry, _):
+            return (entry.http2Headers, entry.body)
+        case .response(let response):
+            var headers = response.headers
+            headers.add(name: "content-length", value: String(response.body.readableBytes))
+            return (ResponseHeaders.http2Block(status: response.status, headers: headers), response.body)
+        case .file:
+            return nil
+        }
+    }
+
+    /// Writes the response as HEADERS (with the per-request fields) and DATA, ending the stream; flushed at
+    /// the end of the read batch.
+    private func write(
+        _ reply: Reply, _ parts: (block: HPACKHeaders, body: ByteBuffer), isHEAD: Bool, on streamID: HTTP2StreamID,
+        context: ChannelHandlerContext
+    ) {
+        var block = parts.block
+        ResponseHeaders.perRequest(for: reply, now: .now(), server: serverName, date: loop.date.current) { name, value in
+            block.add(name: name, value: value)
+        }
+        let bodyless = isHEAD || parts.body.readableBytes == 0
+        context.write(wrapOutboundOut(HTTP2Frame(streamID: streamID, payload: .headers(.init(headers: block, endStream: bodyless)))), promise: nil)
+        if !bodyless {
+            context.write(
+                wrapOutboundOut(HTTP2Frame(streamID: streamID, payload: .data(.init(data: .byteBuffer(parts.body), endStream: true)))),
+                promise: nil
+            )
+        }
+        needsFlush = true
+        unflushedBytes += (bodyless ? 0 : parts.body.readableBytes) + 128
+    }
+
+    private func flushIfNeeded(context: ChannelHandlerContext) {
+        unflushedBytes = 0
+        if needsFlush {
+            needsFlush = false
+            context.flush()
+        }
+    }
+}
