@@ -96,6 +96,7 @@ enum HTTPPipelines {
         let client = ClientAddress(channel.remoteAddress)
         let loop = services.loops.state(for: channel.eventLoop)
         try sync.addHandler(HTTP2GoAwayCloser())
+        try sync.addHandler(WriteCoalescingHandler())
         // NIOHTTP2Handler without its inline multiplexer fires frames and stream events down the pipeline. The
         // fast path sees each new stream's HEADERS first and sits before the manager, whose flush coalescing
         // would otherwise hold back the flushes it uses for backpressure; the manager counts streams from the
