@@ -10,7 +10,7 @@ import NIOHTTP1
 
 /// The HTTP/1.1 connection handler: answers simple `GET`/`HEAD` requests straight from bytes, with
 /// pre-serialised cached responses, and hands the connection to NIO's full HTTP/1 pipeline (installed behind
-/// it) at the first request it does not fully understand. It also owns the connection's timers and
+/// it at that moment) at the first request it does not fully understand. It also owns the connection's timers and
 /// backpressure, before and after a hand-over:
 ///
 /// - keep-alive: an idle connection closes after `keepalive_seconds`;
@@ -30,6 +30,7 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
     typealias OutboundIn = IOData
     typealias OutboundOut = IOData
 
+    private let services: EdgeServices
     private let dispatcher: RequestDispatcher
     private let loop: LoopState
     private let serverName: String
@@ -57,6 +58,7 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
 
     init(services: EdgeServices, loop: LoopState, client: ClientAddress, isTLS: Bool) {
         self.isTLS = isTLS
+        self.services = services
         self.dispatcher = RequestDispatcher(services: services, loop: loop)
         self.loop = loop
         self.serverName = services.configuration.serverName
@@ -373,10 +375,19 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
         }
     }
 
-    /// Passes the unparsed bytes, and everything after them, to NIO's HTTP/1 pipeline behind this handler.
+    /// Installs NIO's HTTP/1 pipeline behind this handler and passes it the unparsed bytes and everything after.
     private func handOff(context: ChannelHandlerContext) {
         handedOff = true
         flushIfNeeded(context: context)
+        do {
+            try HTTPPipelines.addFullHTTP1(
+                after: self, pipeline: context.pipeline.syncOperations, services: services, loop: loop, client: client
+            )
+        } catch {
+            closing = true
+            context.close(promise: nil)
+            return
+        }
         if let rest = buffered {
             buffered = nil
             context.fireChannelRead(wrapInboundOut(rest))

@@ -45,18 +45,30 @@ enum HTTPPipelines {
         )
     }
 
-    /// Adds the HTTP/1.1 fast path (which also keeps the keep-alive timer) and, behind it for everything the
-    /// fast path hands over, NIO's HTTP/1.1 codec with pipelining assistance, parse-error answers and the request handler.
+    /// Adds the HTTP/1.1 fast path, which also keeps the keep-alive timer. NIO's HTTP/1.1 codec and the request
+    /// handler are added behind it only when it hands the connection over (``addFullHTTP1(after:services:loop:client:)``),
+    /// so a connection that only ever sees simple requests carries — and passes every read and flush through —
+    /// two handlers instead of eight.
     static func configureHTTP1(_ channel: any Channel, services: EdgeServices, isTLS: Bool) throws {
+        let loop = services.loops.state(for: channel.eventLoop)
+        let client = ClientAddress(channel.remoteAddress)
+        try channel.pipeline.syncOperations.addHandler(
+            HTTP1FastPathHandler(services: services, loop: loop, client: client, isTLS: isTLS)
+        )
+    }
+
+    /// Adds, behind the fast path, NIO's HTTP/1.1 codec with pipelining assistance, parse-error answers and the
+    /// request handler: the pipeline for everything the fast path does not answer itself.
+    static func addFullHTTP1(
+        after fastPath: HTTP1FastPathHandler, pipeline: ChannelPipeline.SynchronousOperations, services: EdgeServices,
+        loop: LoopState, client: ClientAddress
+    ) throws {
         let configuration = services.configuration
         var decoderLimits = NIOHTTPDecoderLimitConfiguration()
         decoderLimits.maxHeaderListSize = configuration.limits.maxHeaderBytes
         decoderLimits.maxHeaderFieldSize = configuration.limits.maxHeaderBytes
-        let sync = channel.pipeline.syncOperations
-        let loop = services.loops.state(for: channel.eventLoop)
-        let client = ClientAddress(channel.remoteAddress)
-        try sync.addHandler(HTTP1FastPathHandler(services: services, loop: loop, client: client, isTLS: isTLS))
-        try sync.configureHTTPServerPipeline(
+        try pipeline.configureHTTPServerPipeline(
+            position: .after(fastPath),
             withPipeliningAssistance: true,
             withServerUpgrade: nil,
             withErrorHandling: false,
@@ -64,11 +76,9 @@ enum HTTPPipelines {
             withEncoderConfiguration: .init(),
             withDecoderLimitConfiguration: decoderLimits
         )
-        try sync.addHandler(HTTP1ProtocolErrorHandler(serverName: configuration.serverName))
-        try sync.addHandler(
-            EdgeRequestHandler(services: services, loop: loop, isHTTP2: false, client: client)
-        )
-        try sync.addHandler(CloseOnErrorHandler())
+        try pipeline.addHandler(HTTP1ProtocolErrorHandler(serverName: configuration.serverName))
+        try pipeline.addHandler(EdgeRequestHandler(services: services, loop: loop, isHTTP2: false, client: client))
+        try pipeline.addHandler(CloseOnErrorHandler())
     }
 
     /// Adds NIOHTTP2 with its connection manager (idle timeout, GOAWAY on graceful shutdown), the HTTP/2 fast
