@@ -91,8 +91,8 @@ struct RequestDispatcher {
         case .respond(let response):
             return .response(response)
         case .demo(_, let ttl) where ttl > .zero:
-            let key = CacheKey(method: "GET", host: Self.lowercased(host), target: String(target))
-            return loop.cache.get(key, now: .now()).map { .cached($0, cacheStatus: "HIT") }
+            let entry = loop.cache.get(Self.cacheKey(host: host, target: target), now: .now())
+            return entry.map { .cached($0, cacheStatus: "HIT") }
         case .demo, .static:
             return nil
         }
@@ -192,7 +192,7 @@ struct RequestDispatcher {
     }
 
     private func cached(target: Substring, query: Substring?, host: Substring, backend: DemoBackend, ttl: TimeAmount, on eventLoop: any EventLoop) -> Dispatch {
-        let key = CacheKey(method: "GET", host: Self.lowercased(host), target: String(target))
+        let key = Self.cacheKey(host: host, target: target)
         let now = NIODeadline.now()
         if let entry = loop.cache.get(key, now: now) {
             return .ready(.cached(entry, cacheStatus: "HIT"))
@@ -227,6 +227,11 @@ struct RequestDispatcher {
                 }
             )
         }
+    }
+
+    /// The cache key of a `GET` or `HEAD` (which share entries).
+    private static func cacheKey(host: Substring, target: Substring) -> CacheKey {
+        CacheKey(method: "GET", host: lowercased(host), target: String(target))
     }
 
     /// `host` in lower case, without allocating when it already is.
