@@ -3,6 +3,7 @@ checksum, conditional and range requests, directories, and paths that try to lea
 
 from __future__ import annotations
 
+import email.utils
 import hashlib
 import os
 import socket
@@ -362,3 +363,32 @@ def test_large_compressible_files_are_gzipped_once_and_follow_changes(files, sit
     out = tmp_path / "big2.gz"
     curl("-s", "-H", "Accept-Encoding: gzip", "-o", str(out), url)
     assert gzip_module.decompress(out.read_bytes()) == changed
+
+
+def test_hot_small_file_keeps_a_current_date_and_its_exact_bytes(files, site):
+    """A hot small file is answered from a response prepared in advance: over one keep-alive connection the
+    bytes stay exact, Date follows the clock (the prepared copy is rebuilt each second), and HEAD, HTTP/1.0
+    and Connection: close still get their own heads."""
+    expected = (site / "10k.bin").read_bytes()
+    with RawConn(files.http.host, files.http.port) as c:
+        for _ in range(30):
+            # The server's clock is the kernel's coarse one, a few ms behind time.time() at a second boundary.
+            before = int(time.time() - 0.05)
+            r = c.request("GET", "/files/10k.bin")
+            after = int(time.time())
+            assert r.status == 200 and r.body == expected
+            assert r.header("content-length") == str(len(expected))
+            assert len(r.header_all("server")) == 1 and len(r.header_all("date")) == 1
+            date = int(email.utils.parsedate_to_datetime(r.header("date")).timestamp())
+            assert before <= date <= after, f"Date {r.header('date')} outside the request's second(s)"
+            time.sleep(0.1)
+        head = c.request("HEAD", "/files/10k.bin")
+        assert head.status == 200 and head.header("content-length") == str(len(expected))
+    with RawConn(files.http.host, files.http.port) as c:
+        c.send(b"GET /files/10k.bin HTTP/1.0\r\n\r\n")
+        r = c.read_response()
+        assert r.status == 200 and r.body == expected
+    with RawConn(files.http.host, files.http.port) as c:
+        r = c.request("GET", "/files/10k.bin", headers={"Connection": "close"})
+        assert r.status == 200 and r.body == expected
+        assert r.header("connection").lower() == "close"

@@ -30,6 +30,9 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
     typealias OutboundIn = IOData
     typealias OutboundOut = IOData
 
+    /// Bodies from memory up to this size are copied into the head's buffer; larger ones are written as they are.
+    private static let copiedBodyBytes = 16 * 1024
+
     private let services: EdgeServices
     private let dispatcher: RequestDispatcher
     private let loop: LoopState
@@ -316,11 +319,23 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
     /// (TLS). Further pipelined requests wait until the file is sent. A file that ends early (it shrank while
     /// being sent) closes the connection, since the promised `Content-Length` cannot be met.
     private func writeFile(_ file: FileReply, for request: HTTP1RequestScanner.Request, keepAlive: Bool, context: ChannelHandlerContext) {
-        var head = context.channel.allocator.buffer(capacity: 512 + (file.body?.readableBytes ?? 0))
-        head.writeImmutableBuffer(file.http1Head ?? ResponseHeaders.serializeHead(status: file.status, headers: file.headers))
+        if let prepared = file.http1, file.body != nil, keepAlive, !request.isHTTP10 {
+            send(prepared.response(server: serverName, date: loop.date.current), keepAlive: true, context: context)
+            return
+        }
+        // A body from memory is copied behind the head when small (one buffer, one write), else written as is.
+        let body = request.method == .HEAD ? nil : file.body
+        let copyBody = (body?.readableBytes ?? 0) <= Self.copiedBodyBytes
+        var head = context.channel.allocator.buffer(capacity: 512 + (copyBody ? body?.readableBytes ?? 0 : 0))
+        head.writeImmutableBuffer(file.http1?.head ?? ResponseHeaders.serializeHead(status: file.status, headers: file.headers))
         finishHead(&head, for: .file(file), request: request, keepAlive: keepAlive, now: .now())
-        if let body = file.body, request.method != .HEAD {
-            head.writeImmutableBuffer(body)
+        if let body {
+            if copyBody {
+                head.writeImmutableBuffer(body)
+            } else {
+                context.write(wrapOutboundOut(.byteBuffer(head)), promise: nil)
+                head = body
+            }
         }
         guard let handle = file.handle, request.method != .HEAD else {
             try? file.handle?.close()
