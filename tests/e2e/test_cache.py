@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import email.utils
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -34,6 +35,35 @@ def test_age_grows(edge):
     r = get(edge, path)
     assert r.header("x-cache") == "HIT"
     assert int(r.header("age")) >= 1, r.headers
+
+
+def test_hits_on_one_connection_keep_current_age_and_date(edge):
+    """Hot hits are answered from a response prepared per loop; over one keep-alive connection each still
+    carries the Date of its own second, an Age that grows with time, and the exact body."""
+    path = f"/{unique('prep')}"
+    with RawConn(edge.http.host, edge.http.port) as c:
+        first = c.request("GET", path)
+        stored = time.monotonic()
+        assert first.header("x-cache") == "MISS"
+        ages = []
+        for _ in range(30):
+            # The server's clock is the kernel's coarse one, a few ms behind time.time() at a second boundary.
+            before = int(time.time() - 0.05)
+            r = c.request("GET", path)
+            after = int(time.time())
+            assert (r.status, r.header("x-cache")) == (200, "HIT")
+            assert r.body == demo_body("GET", path).encode()
+            assert r.header("content-length") == str(len(r.body))
+            for name in ("date", "age", "server", "x-cache"):
+                assert len(r.header_all(name)) == 1, (name, r.headers)
+            date = int(email.utils.parsedate_to_datetime(r.header("date")).timestamp())
+            assert before <= date <= after, f"Date {r.header('date')} outside the request's second(s)"
+            ages.append(int(r.header("age")))
+            assert ages[-1] <= time.monotonic() - stored + 1, ages
+            time.sleep(0.1)
+        assert ages == sorted(ages) and ages[-1] >= 2, ages
+        head = c.request("HEAD", path)
+        assert head.status == 200 and head.body == b"" and head.header("x-cache") == "HIT"
 
 
 def test_query_is_part_of_key(edge):

@@ -269,7 +269,19 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
         case .file(let file):
             writeFile(file, for: request, keepAlive: keepAlive, context: context)
             return
-        case .cached(let entry, _):
+        case .cached(let entry, let cacheStatus):
+            if cacheStatus == "HIT", keepAlive, !request.isHTTP10, request.method == .GET {
+                let response = loop.preparedHits.response(for: entry, age: entry.age(at: now), date: loop.date.current) {
+                    let capacity = entry.http1Head.readableBytes + 160 + entry.body.readableBytes
+                    var whole = context.channel.allocator.buffer(capacity: capacity)
+                    whole.writeImmutableBuffer(entry.http1Head)
+                    finishHead(&whole, for: reply, request: request, keepAlive: true, now: now)
+                    whole.writeImmutableBuffer(entry.body)
+                    return whole
+                }
+                send(response, keepAlive: true, context: context)
+                return
+            }
             body = entry.body
             buffer = context.channel.allocator.buffer(capacity: entry.http1Head.readableBytes + 160 + body.readableBytes)
             buffer.writeImmutableBuffer(entry.http1Head)
