@@ -270,15 +270,13 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
             writeFile(file, for: request, keepAlive: keepAlive, context: context)
             return
         case .cached(let entry, let cacheStatus):
-            if cacheStatus == "HIT", keepAlive, !request.isHTTP10, request.method == .GET {
-                let response = loop.preparedHits.response(for: entry, age: entry.age(at: now), date: loop.date.current) {
-                    let capacity = entry.http1Head.readableBytes + 160 + entry.body.readableBytes
-                    var whole = context.channel.allocator.buffer(capacity: capacity)
-                    whole.writeImmutableBuffer(entry.http1Head)
-                    finishHead(&whole, for: reply, request: request, keepAlive: true, now: now)
-                    whole.writeImmutableBuffer(entry.body)
-                    return whole
-                }
+            if cacheStatus == "HIT", keepAlive, !request.isHTTP10, request.method == .GET,
+                entry.body.readableBytes <= PreparedHTTP1Responses.maxBodyBytes
+            {
+                let response = prepared(
+                    for: entry, head: entry.http1Head, body: entry.body, age: entry.age(at: now), reply: reply,
+                    request: request, now: now, context: context
+                )
                 send(response, keepAlive: true, context: context)
                 return
             }
@@ -296,6 +294,21 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
         finishHead(&buffer, for: reply, request: request, keepAlive: keepAlive, now: now)
         if request.method != .HEAD { buffer.writeImmutableBuffer(body) }
         send(buffer, keepAlive: keepAlive, context: context)
+    }
+
+    /// The complete keep-alive response to a `GET` — `head`, the per-request headers and `body` — from the
+    /// loop's prepared responses while `age` and `Date` stay the same, else built and kept there.
+    private func prepared(
+        for source: AnyObject, head: ByteBuffer, body: ByteBuffer, age: Int64?, reply: Reply,
+        request: HTTP1RequestScanner.Request, now: NIODeadline, context: ChannelHandlerContext
+    ) -> ByteBuffer {
+        loop.preparedResponses.response(for: source, age: age, date: loop.date.current) {
+            var whole = context.channel.allocator.buffer(capacity: head.readableBytes + 160 + body.readableBytes)
+            whole.writeImmutableBuffer(head)
+            finishHead(&whole, for: reply, request: request, keepAlive: true, now: now)
+            whole.writeImmutableBuffer(body)
+            return whole
+        }
     }
 
     /// Adds the per-request headers (`X-Cache`, `Age`, `Server`, `Date`), the connection header HTTP/1.x needs,
@@ -331,15 +344,21 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
     /// (TLS). Further pipelined requests wait until the file is sent. A file that ends early (it shrank while
     /// being sent) closes the connection, since the promised `Content-Length` cannot be met.
     private func writeFile(_ file: FileReply, for request: HTTP1RequestScanner.Request, keepAlive: Bool, context: ChannelHandlerContext) {
-        if let prepared = file.http1, file.body != nil, keepAlive, !request.isHTTP10 {
-            send(prepared.response(server: serverName, date: loop.date.current), keepAlive: true, context: context)
+        if let head = file.http1Head, let body = file.body, keepAlive, !request.isHTTP10,
+            body.readableBytes <= PreparedHTTP1Responses.maxBodyBytes
+        {
+            let response = prepared(
+                for: head, head: head.bytes, body: body, age: nil, reply: .file(file), request: request, now: .now(),
+                context: context
+            )
+            send(response, keepAlive: true, context: context)
             return
         }
         // A body from memory is copied behind the head when small (one buffer, one write), else written as is.
         let body = request.method == .HEAD ? nil : file.body
         let copyBody = (body?.readableBytes ?? 0) <= Self.copiedBodyBytes
         var head = context.channel.allocator.buffer(capacity: 512 + (copyBody ? body?.readableBytes ?? 0 : 0))
-        head.writeImmutableBuffer(file.http1?.head ?? ResponseHeaders.serializeHead(status: file.status, headers: file.headers))
+        head.writeImmutableBuffer(file.http1Head?.bytes ?? ResponseHeaders.serializeHead(status: file.status, headers: file.headers))
         finishHead(&head, for: .file(file), request: request, keepAlive: keepAlive, now: .now())
         if let body {
             if copyBody {

@@ -8,8 +8,8 @@ final class LoopState {
     let date = HTTPDateHeader()
     /// Small static files in memory.
     let staticFiles = StaticFileCache()
-    /// Complete HTTP/1.1 responses for hot cache hits.
-    let preparedHits = PreparedHits()
+    /// Complete HTTP/1.1 responses for hot cache hits and small files.
+    let preparedResponses = PreparedHTTP1Responses()
 
     init(localCacheCapacity: Int) {
         cache = LoopLocalCache(capacity: localCacheCapacity)

@@ -17,9 +17,9 @@ final class StaticFileCache {
         var validUntil: NIODeadline
         /// ``headers`` plus `Content-Length` of the whole body: the headers of a plain `200`.
         let wholeHeaders: HTTPHeaders
-        /// The plain `200` prepared for HTTP/1.1, so that the common case (a `GET` with no validators and no
-        /// `Range`) writes a prepared response; made when the entry enters a loop's cache.
-        var wholeHTTP1: PreparedHTTP1Response?
+        /// The status line and ``wholeHeaders`` serialised for HTTP/1.1, so that the common case (a `GET` with no
+        /// validators and no `Range`) writes a prepared response, as the response cache does.
+        let wholeHTTP1Head: PreparedHead
 
         /// An entry for `body` with the file's `headers` and validators.
         init(headers: HTTPHeaders, etag: String, lastModified: Int, body: ByteBuffer, validUntil: NIODeadline) {
@@ -31,10 +31,8 @@ final class StaticFileCache {
             var whole = headers
             whole.add(name: "content-length", value: String(body.readableBytes))
             self.wholeHeaders = whole
+            self.wholeHTTP1Head = PreparedHead(status: .ok, headers: whole)
         }
-
-        /// Bytes the entry holds: the body, and the prepared response once made.
-        var cost: Int { body.readableBytes + (wholeHTTP1?.extraBytes ?? 0) }
     }
 
     /// Largest file kept in memory.
@@ -42,7 +40,6 @@ final class StaticFileCache {
     /// How long an entry is trusted without looking at the file again.
     static let validity = TimeAmount.seconds(1)
     private static let maxEntries = 4096
-    /// Bytes held by one loop's cache, prepared responses included.
     private static let maxTotalBytes = 32 * 1024 * 1024
 
     private var entries: [String: Entry] = [:]
@@ -58,21 +55,17 @@ final class StaticFileCache {
         return entry
     }
 
-    /// Stores `entry`, with its HTTP/1.1 response prepared for `eventLoop` (this cache's loop), making room if
-    /// needed; returns the entry as stored.
-    func put(_ key: String, _ entry: Entry, on eventLoop: any EventLoop) -> Entry {
-        var entry = entry
-        entry.wholeHTTP1 = PreparedHTTP1Response(status: .ok, headers: entry.wholeHeaders, body: entry.body, eventLoop: eventLoop)
+    /// Stores `entry`, making room if needed.
+    func put(_ key: String, _ entry: Entry) {
         remove(key)
-        while !entries.isEmpty, entries.count >= Self.maxEntries || totalBytes + entry.cost > Self.maxTotalBytes {
+        while !entries.isEmpty, entries.count >= Self.maxEntries || totalBytes + entry.body.readableBytes > Self.maxTotalBytes {
             remove(entries.keys[entries.startIndex])
         }
         entries[key] = entry
-        totalBytes += entry.cost
-        return entry
+        totalBytes += entry.body.readableBytes
     }
 
     private func remove(_ key: String) {
-        if let old = entries.removeValue(forKey: key) { totalBytes -= old.cost }
+        if let old = entries.removeValue(forKey: key) { totalBytes -= old.body.readableBytes }
     }
 }

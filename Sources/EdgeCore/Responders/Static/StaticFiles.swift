@@ -60,8 +60,8 @@ struct FileReply {
     var range: Range<Int>
     /// The whole file, when it is small enough to be served from memory.
     var body: ByteBuffer? = nil
-    /// The response prepared in advance for HTTP/1.1 (a whole small file from memory).
-    var http1: PreparedHTTP1Response? = nil
+    /// The status line and ``headers`` already serialised for HTTP/1.1, when they were prepared in advance.
+    var http1Head: PreparedHead? = nil
 }
 
 /// Serves a directory, as nginx's `root` and Caddy's `file_server`: strict path decoding (no traversal,
@@ -128,8 +128,8 @@ public final class StaticFiles: Sendable {
                 if case .memory(let entry) = found {
                     var entry = entry
                     entry.validUntil = .now() + StaticFileCache.validity
-                    let stored = cache.put(key, entry, on: eventLoop)
-                    return self.reply(for: stored, method: method, headers: headers)
+                    cache.put(key, entry)
+                    return self.reply(for: entry, method: method, headers: headers)
                 }
                 return self.reply(for: found, method: method, requestPath: requestPath, query: query, headers: headers)
             }.nonisolated().recover { _ in .response(.text(.internalServerError, "file lookup failed\n")) }
@@ -367,7 +367,7 @@ extension StaticFiles {
             // The common case: the whole file, with the head prepared when the entry was made.
             return .file(FileReply(
                 status: .ok, headers: entry.wholeHeaders, handle: nil, range: 0..<size,
-                body: method == .HEAD ? nil : entry.body, http1: entry.wholeHTTP1
+                body: method == .HEAD ? nil : entry.body, http1Head: entry.wholeHTTP1Head
             ))
         }
         switch Self.select(headers: entry.headers, etag: entry.etag, lastModified: entry.lastModified, size: size, request: request) {
