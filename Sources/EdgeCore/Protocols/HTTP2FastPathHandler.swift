@@ -41,9 +41,8 @@ final class HTTP2FastPathHandler: ChannelDuplexHandler {
     private var lastStreamID = HTTP2StreamID.rootStream
     /// Frames read while the connection could not take more responses, in arrival order.
     private var held = CircularBuffer<NIOAny>()
-    /// Response bytes written since the last flush (an estimate for the head).
+    /// Response bytes written since the last flush (an estimate for the head); zero when nothing is unflushed.
     private var unflushedBytes = 0
-    private var needsFlush = false
     private var readPending = false
     private var sendTimer: Scheduled<Void>?
 
@@ -224,21 +223,19 @@ final class HTTP2FastPathHandler: ChannelDuplexHandler {
             block.add(name: name, value: value)
         }
         let bodyless = isHEAD || parts.body.readableBytes == 0
-        context.write(wrapOutboundOut(HTTP2Frame(streamID: streamID, payload: .headers(.init(headers: block, endStream: bodyless)))), promise: nil)
+        let headers = HTTP2Frame.FramePayload.Headers(headers: block, endStream: bodyless)
+        context.write(wrapOutboundOut(HTTP2Frame(streamID: streamID, payload: .headers(headers))), promise: nil)
         if !bodyless {
-            context.write(
-                wrapOutboundOut(HTTP2Frame(streamID: streamID, payload: .data(.init(data: .byteBuffer(parts.body), endStream: true)))),
-                promise: nil
-            )
+            let data = HTTP2Frame.FramePayload.Data(data: .byteBuffer(parts.body), endStream: true)
+            context.write(wrapOutboundOut(HTTP2Frame(streamID: streamID, payload: .data(data))), promise: nil)
         }
-        needsFlush = true
         unflushedBytes += (bodyless ? 0 : parts.body.readableBytes) + 128
     }
 
+    /// Flushes what was written since the last flush, if anything was.
     private func flushIfNeeded(context: ChannelHandlerContext) {
-        unflushedBytes = 0
-        if needsFlush {
-            needsFlush = false
+        if unflushedBytes > 0 {
+            unflushedBytes = 0
             context.flush()
         }
     }
