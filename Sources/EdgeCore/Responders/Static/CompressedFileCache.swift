@@ -81,8 +81,7 @@ final class CompressedFileCache: Sendable {
         let outcome: Outcome? = slot.outcome.withLock { outcome in
             if let outcome { return outcome }
             guard let source = load() else { return nil }  // not remembered: the next request tries again
-            var input = source
-            guard let compressed = try? input.compress(with: .gzip()) else { return nil }
+            guard let compressed = Self.gzip(source) else { return nil }
             let result: Outcome = compressed.readableBytes < source.readableBytes ? .compressed(compressed) : .notSmaller
             outcome = result
             return result
@@ -90,6 +89,12 @@ final class CompressedFileCache: Sendable {
         guard case .compressed(let body) = outcome else { return nil }
         state.withLock { $0.account(key, bytes: body.readableBytes, limit: maxTotalBytes) }
         return body
+    }
+
+    /// `buffer` gzipped (compress-nio), or `nil` if compression fails.
+    static func gzip(_ buffer: ByteBuffer) -> ByteBuffer? {
+        var input = buffer
+        return try? input.compress(with: .gzip())
     }
 
     /// Compressed bytes held, for tests.

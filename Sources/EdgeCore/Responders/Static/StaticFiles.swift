@@ -7,7 +7,6 @@ import Darwin
 #endif
 import NIOCore
 import NIOHTTP1
-import CompressNIO
 import NIOPosix
 import Synchronization
 
@@ -159,15 +158,12 @@ public final class StaticFiles: Sendable {
             return largeFile(descriptor: descriptor, size: size, modified: modified, inode: inode, name: name, encoding: encoding, hasVariants: hasVariants, accepted: accepted)
         }
         defer { close(descriptor) }
-        var bytes = [UInt8](repeating: 0, count: size)
-        let read = bytes.withUnsafeMutableBytes { pread(descriptor, $0.baseAddress, size, 0) }
-        guard read == size else { return .notFound }
-        var body = ByteBuffer(bytes: bytes)
+        guard var body = Self.readWhole(descriptor, size: size) else { return .notFound }
         var chosenEncoding = encoding
         // On-the-fly gzip (done here, on the thread pool, once: the result lives in the loop's cache).
         let compressible = encoding == nil && size >= Self.minimumCompressedSize
             && MediaTypes.isCompressible(MediaTypes.contentType(forPath: name[...]))
-        if compressible, accepted.gzip, let compressed = Self.gzip(body), compressed.readableBytes < size {
+        if compressible, accepted.gzip, let compressed = CompressedFileCache.gzip(body), compressed.readableBytes < size {
             body = compressed
             chosenEncoding = "gzip"
         }
@@ -199,11 +195,7 @@ public final class StaticFiles: Sendable {
         guard compressible, accepted.gzip else { return asIs }
         let nanoseconds = Int(modified.tv_sec) * 1_000_000_000 + Int(modified.tv_nsec)
         let key = CompressedFileCache.Key(path: name, inode: inode, size: size, modifiedNanoseconds: nanoseconds)
-        let gzipped = Self.compressedFiles.gzipped(key) {
-            var bytes = [UInt8](repeating: 0, count: size)
-            let read = bytes.withUnsafeMutableBytes { pread(descriptor, $0.baseAddress, size, 0) }
-            return read == size ? ByteBuffer(bytes: bytes) : nil
-        }
+        let gzipped = Self.compressedFiles.gzipped(key) { Self.readWhole(descriptor, size: size) }
         guard let gzipped else { return asIs }
         close(descriptor)
         let (headers, etag, lastModified) = Self.fileHeaders(
@@ -212,9 +204,11 @@ public final class StaticFiles: Sendable {
         return .compressed(StaticFileCache.Entry(headers: headers, etag: etag, lastModified: lastModified, body: gzipped, validUntil: .now()))
     }
 
-    private static func gzip(_ buffer: ByteBuffer) -> ByteBuffer? {
-        var input = buffer
-        return try? input.compress(with: .gzip())
+    /// The first `size` bytes of the open file, or `nil` when fewer can be read (it shrank).
+    private static func readWhole(_ descriptor: CInt, size: Int) -> ByteBuffer? {
+        var bytes = [UInt8](repeating: 0, count: size)
+        let read = bytes.withUnsafeMutableBytes { pread(descriptor, $0.baseAddress, size, 0) }
+        return read == size ? ByteBuffer(bytes: bytes) : nil
     }
 
     private func locate(_ resolved: StaticPath.Resolved, accepted: AcceptedEncodings) -> Found {
