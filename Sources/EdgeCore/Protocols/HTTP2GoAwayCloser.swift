@@ -35,29 +35,49 @@ final class HTTP2GoAwayCloser: ChannelOutboundHandler {
     }
 
     /// Follows frame boundaries (9-byte header: 24-bit length, type, flags, stream ID) through `buffer`.
+    ///
+    /// A response batch is many frames in one buffer, so a header that lies whole in the buffer is read in
+    /// place; only a header split across writes is collected byte by byte.
     private func scan(_ buffer: ByteBuffer) {
+        var payloadRemaining = self.payloadRemaining
         buffer.withUnsafeReadableBytes { bytes in
             var index = 0
             while index < bytes.count {
                 if payloadRemaining > 0 {
                     let take = min(payloadRemaining, bytes.count - index)
-                    if var prefix = goAwayPrefix, prefix.count < 8 {
-                        prefix.append(contentsOf: bytes[index..<(index + min(8 - prefix.count, take))])
-                        goAwayPrefix = prefix
-                        if prefix.count == 8, !prefix[4..<8].allSatisfy({ $0 == 0 }) { closeAfterWrite = true }
-                    }
+                    if goAwayPrefix != nil { collectGoAwayPrefix(bytes[index..<(index + take)]) }
                     payloadRemaining -= take
                     index += take
                     if payloadRemaining == 0 { goAwayPrefix = nil }
-                    continue
+                } else if header.isEmpty, bytes.count - index >= 9 {
+                    payloadRemaining = startFrame(length: bytes[index..<(index + 3)], type: bytes[index + 3])
+                    index += 9
+                } else {
+                    header.append(bytes[index])
+                    index += 1
+                    if header.count == 9 {
+                        payloadRemaining = startFrame(length: header[0..<3], type: header[3])
+                        header.removeAll(keepingCapacity: true)
+                    }
                 }
-                header.append(bytes[index])
-                index += 1
-                guard header.count == 9 else { continue }
-                payloadRemaining = Int(header[0]) << 16 | Int(header[1]) << 8 | Int(header[2])
-                goAwayPrefix = header[3] == 0x7 && payloadRemaining >= 8 ? [] : nil
-                header.removeAll(keepingCapacity: true)
             }
         }
+        self.payloadRemaining = payloadRemaining
+    }
+
+    /// Notes a frame's start; returns its payload length.
+    private func startFrame<Bytes: Collection<UInt8>>(length: Bytes, type: UInt8) -> Int {
+        let length = length.reduce(0) { $0 << 8 | Int($1) }
+        goAwayPrefix = type == 0x7 && length >= 8 ? [] : nil
+        return length
+    }
+
+    /// Adds the start of a GOAWAY payload to ``goAwayPrefix``; once it has the error code, decides whether
+    /// to close.
+    private func collectGoAwayPrefix(_ bytes: Slice<UnsafeRawBufferPointer>) {
+        guard var prefix = goAwayPrefix, prefix.count < 8 else { return }
+        prefix.append(contentsOf: bytes.prefix(8 - prefix.count))
+        goAwayPrefix = prefix
+        if prefix.count == 8, !prefix[4..<8].allSatisfy({ $0 == 0 }) { closeAfterWrite = true }
     }
 }

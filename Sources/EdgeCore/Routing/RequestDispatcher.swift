@@ -83,7 +83,7 @@ struct RequestDispatcher {
     func immediateReply(method: HTTPMethod, target: Substring, host: Substring) -> Reply? {
         guard method == .GET || method == .HEAD, services.state.inFlightBelow(maxInFlight) else { return nil }
         let path = Self.split(target).path
-        if path == "/healthz" { return .response(health()) }
+        if Self.isHealthCheck(path) { return .response(health()) }
         guard let route = services.router.route(for: path), route.rateLimiter == nil, route.authenticator == nil else {
             return nil
         }
@@ -100,8 +100,13 @@ struct RequestDispatcher {
 
     /// A request target's path and query (without the `?`).
     private static func split(_ target: Substring) -> (path: Substring, query: Substring?) {
-        guard let mark = target.firstIndex(of: "?") else { return (target, nil) }
-        return (target[..<mark], target[target.index(after: mark)...])
+        guard let mark = target.utf8.firstIndex(of: UInt8(ascii: "?")) else { return (target, nil) }
+        return (target[..<mark], target[target.utf8.index(after: mark)...])
+    }
+
+    /// Whether `path` is the built-in health check, `/healthz`.
+    private static func isHealthCheck(_ path: Substring) -> Bool {
+        path.utf8.elementsEqual("/healthz".utf8)
     }
 
     /// The `/healthz` answer: 200 while serving, 503 while draining.
@@ -117,7 +122,7 @@ struct RequestDispatcher {
         on eventLoop: any EventLoop
     ) -> Dispatch {
         let (path, query) = Self.split(target)
-        if path == "/healthz" { return .ready(.response(health())) }
+        if Self.isHealthCheck(path) { return .ready(.response(health())) }
         guard let route = services.router.route(for: path) else {
             return .ready(.response(.text(.notFound, "not found\n")))
         }
