@@ -106,7 +106,7 @@ struct RequestDispatcher {
 
     /// Whether `path` is the built-in health check, `/healthz`.
     private static func isHealthCheck(_ path: Substring) -> Bool {
-        path.utf8.elementsEqual("/healthz".utf8)
+        path.hasBytes("/healthz")
     }
 
     /// The `/healthz` answer: 200 while serving, 503 while draining.

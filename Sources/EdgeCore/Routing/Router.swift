@@ -83,6 +83,6 @@ public struct Router: Sendable {
     /// The route with the longest prefix of `path`, or `nil`. Prefixes are compared byte for byte, as nginx
     /// compares `location`s (and without the cost of comparing `Character`s).
     public func route(for path: Substring) -> Route? {
-        routes.first { path.utf8.starts(with: $0.prefix.utf8) }
+        routes.first { path.hasBytePrefix($0.prefix) }
     }
 }

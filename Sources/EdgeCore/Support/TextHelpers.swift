@@ -1,3 +1,11 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 extension StringProtocol {
     /// The text without leading and trailing characters from `characters` (by default spaces and tabs, the
     /// optional whitespace of HTTP fields).
@@ -21,5 +29,23 @@ extension String {
             index += 1
         }
         return true
+    }
+}
+
+extension Substring {
+    /// Whether the UTF-8 bytes of this text begin with those of `prefix`: a byte comparison, as request paths
+    /// are compared by nginx, without the cost of comparing `Character`s.
+    func hasBytePrefix(_ prefix: String) -> Bool {
+        let fast = utf8.withContiguousStorageIfAvailable { bytes in
+            prefix.utf8.withContiguousStorageIfAvailable { wanted in
+                bytes.count >= wanted.count && (wanted.isEmpty || memcmp(bytes.baseAddress!, wanted.baseAddress!, wanted.count) == 0)
+            }
+        }
+        return (fast ?? nil) ?? utf8.starts(with: prefix.utf8)
+    }
+
+    /// Whether the UTF-8 bytes of this text are those of `other`.
+    func hasBytes(_ other: String) -> Bool {
+        utf8.count == other.utf8.count && hasBytePrefix(other)
     }
 }

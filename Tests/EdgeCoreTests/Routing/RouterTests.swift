@@ -20,6 +20,24 @@ struct RouterTests {
         #expect(router.route(for: path[...])?.prefix == expected)
     }
 
+    @Test("prefixes compare bytes, as nginx compares locations, not Unicode characters")
+    func bytePrefixes() throws {
+        let router = try Router(
+            routes: [
+                RouteConfiguration(path: "/caf", handler: .respond(.init(body: "ascii"))),
+                RouteConfiguration(path: "/café", handler: .respond(.init(body: "composed"))),
+            ],
+            defaultTTL: .seconds(1)
+        )
+        #expect(router.route(for: "/café/menu")?.prefix == "/café")
+        // "e" + U+0301 is the same Character as "é" but other bytes: only the ASCII prefix matches it.
+        #expect(router.route(for: "/cafe\u{301}/menu")?.prefix == "/caf")
+        // Part of a slice: only the slice's own bytes count.
+        let target = "/café/menu?x=1"
+        #expect(router.route(for: target[..<target.firstIndex(of: "?")!])?.prefix == "/café")
+        #expect(router.route(for: "/ca") == nil)
+    }
+
     @Test("no route matches a path outside every prefix")
     func noMatch() throws {
         let narrow = try Router(routes: [RouteConfiguration(path: "/only", handler: .demo(.init()))], defaultTTL: .seconds(1))
