@@ -392,3 +392,24 @@ def test_hot_small_file_keeps_a_current_date_and_its_exact_bytes(files, site):
         r = c.request("GET", "/files/10k.bin", headers={"Connection": "close"})
         assert r.status == 200 and r.body == expected
         assert r.header("connection").lower() == "close"
+
+
+def test_clients_that_leave_before_a_large_file_starts_leak_no_descriptors(files):
+    """A client that resets right after asking for a file over 64 KiB leaves while the file is being opened on
+    the thread pool; the handle must be closed then, or every such client costs one descriptor for good."""
+    import struct
+
+    def fds() -> int:
+        return len(os.listdir(f"/proc/{files.pid}/fd"))
+
+    before = fds()
+    for _ in range(300):
+        s = socket.create_connection(("127.0.0.1", files.http_port))
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        s.sendall(b"GET /files/1m.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+        s.close()
+    deadline = time.monotonic() + 10
+    while fds() > before + 20 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert fds() <= before + 20, f"{fds() - before} descriptors still open after 300 reset clients"
+    assert curl("-s", "-o", "/dev/null", "-w", "%{http_code}", f"http://127.0.0.1:{files.http_port}/files/notes.txt").stdout == "200"

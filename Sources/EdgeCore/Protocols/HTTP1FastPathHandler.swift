@@ -223,7 +223,11 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
             requestInProgress = true
             future.assumeIsolated().whenComplete { result in
                 self.requestInProgress = false
-                guard self.isActive else { return }
+                guard self.isActive else {
+                    // The client left while the file was being opened: nothing will send or close it.
+                    if case .success(.file(let file)) = result { try? file.handle?.close() }
+                    return
+                }
                 let reply = (try? result.get()) ?? .response(.text(.badGateway, "backend failed\n"))
                 self.write(reply, for: request, context: context)
                 self.continueAfterReply(context: context)
