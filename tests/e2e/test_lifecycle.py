@@ -266,6 +266,25 @@ def test_shutdown_timeout_bounds_drain(edge_factory):
     assert rc == 0, server.log
 
 
+def test_shutdown_deadline_holds_with_tls_and_http2_connections_open(edge_factory):
+    """TLS connections still open at the deadline are closed without waiting (5 s, NIOSSL's default) for a
+    close_notify the client never sends: the process exits within the configured deadline."""
+    server = edge_factory.start(args=["--shutdown-timeout", "2"])
+    stuck_tls = RawConn(server.https.host, server.https.port, tls=True)
+    stuck_tls.send(f"GET /{unique('stuck-tls')}?delay_ms=9000 HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
+    h2 = H2Client(server.https.host, server.https.port)
+    h2.request(f"/{unique('stuck-h2')}?delay_ms=9000")
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    server.signal(signal.SIGTERM)
+    rc = server.wait_exit(timeout=30)
+    elapsed = time.monotonic() - t0
+    stuck_tls.close()
+    h2.close()
+    assert rc == 0, server.log
+    assert elapsed < 2.9, f"exit took {elapsed:.1f}s with --shutdown-timeout 2"
+
+
 def _served_cert(server) -> bytes:
     with socket.create_connection((server.https.host, server.https.port), timeout=30) as raw:
         with client_tls_context(["http/1.1"]).wrap_socket(raw, server_hostname="localhost") as tls:

@@ -32,6 +32,10 @@ final class EdgeRequestHandler: ChannelInboundHandler {
     private let client: ClientAddress
     private var state: State = .idle
     private var isActive = true
+    /// HTTP/1.1: the client shut down its sending side, so the response in progress is the last one.
+    private var inputClosed = false
+    /// HTTP/1.1: the write that ended the previous response, so a half-closed connection closes only after it.
+    private var lastResponseEnd: EventLoopFuture<Void>?
     /// Checks the request body's minimum rate while a body is being received.
     private var bodyRateTimer: Scheduled<Void>?
     private var bodyStarted = NIODeadline.now()
@@ -62,6 +66,21 @@ final class EdgeRequestHandler: ChannelInboundHandler {
         // Keep-alive timeout (HTTP/1.1): close only between requests, never under a request in progress.
         if event is IdleStateHandler.IdleStateEvent {
             if case .idle = state { context.close(promise: nil) }
+            return
+        }
+        if let event = event as? ChannelEvent, event == .inputClosed {
+            // NIO's pipelining handler delivers this after every request the client sent.
+            inputClosed = true
+            switch state {
+            case .idle:
+                // Possibly delivered from inside the previous response's final write (the pipelining handler
+                // releases buffered events then); on the next tick that write has been issued and recorded.
+                context.eventLoop.assumeIsolated().execute { self.closeAfterLastResponse(context: context) }
+            case .receiving:
+                context.close(promise: nil)  // the body can never be completed
+            case .responding, .closing:
+                break  // the response in progress ends the connection
+            }
             return
         }
         context.fireUserInboundEventTriggered(event)
@@ -251,7 +270,7 @@ final class EdgeRequestHandler: ChannelInboundHandler {
         _ status: HTTPResponseStatus, headers: HTTPHeaders, for request: HTTPRequestHead, close forceClose: Bool,
         context: ChannelHandlerContext
     ) -> Bool {
-        let keepAlive = isHTTP2 || (request.isKeepAlive && !forceClose)
+        let keepAlive = isHTTP2 || (request.isKeepAlive && !forceClose && !inputClosed)
         var headers = headers
         if !isHTTP2 {
             if !keepAlive {
@@ -270,12 +289,25 @@ final class EdgeRequestHandler: ChannelInboundHandler {
         if case .responding = state { state = .idle }
         if !isHTTP2 { context.triggerUserOutboundEvent(HTTP1ConnectionEvent.responseFinished, promise: nil) }
         if keepAlive {
-            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+            if isHTTP2 {
+                context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+            } else {
+                lastResponseEnd = context.writeAndFlush(wrapOutboundOut(.end(nil)))
+            }
         } else {
             context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
                 context.close(promise: nil)
             }
         }
+    }
+
+    /// Closes a half-closed HTTP/1.1 connection once the previous response has been written out.
+    private func closeAfterLastResponse(context: ChannelHandlerContext) {
+        guard let lastResponseEnd else {
+            context.close(promise: nil)
+            return
+        }
+        lastResponseEnd.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
     }
 
     /// Streams a file in chunks, each written before the next is read (backpressure: a slow client holds one

@@ -53,6 +53,8 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
     private var needsFlush = false
     private var readPending = false
     private var isActive = true
+    /// The client shut down its sending side: answer what it sent, then close.
+    private var inputClosed = false
 
     private var lastRead = NIODeadline.now()
     private var idleTimer: Scheduled<Void>?
@@ -129,6 +131,12 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
             if !requestInProgress { context.close(promise: nil) }
             return
         }
+        if let event = event as? ChannelEvent, event == .inputClosed {
+            inputClosed = true
+            processBuffered(context: context)
+            closeOnceAnswered(context: context)
+            return
+        }
         context.fireUserInboundEventTriggered(event)
     }
 
@@ -139,6 +147,7 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
             if !handedOff { processBuffered(context: context) }
             flushIfNeeded(context: context)
             resumeReadingIfPossible(context: context)
+            closeOnceAnswered(context: context)
         } else if sendTimer == nil {
             sendTimer = context.eventLoop.assumeIsolated().scheduleTask(in: timeouts.send) {
                 context.close(promise: nil)
@@ -262,6 +271,15 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
         processBuffered(context: context)
         flushIfNeeded(context: context)
         resumeReadingIfPossible(context: context)
+        closeOnceAnswered(context: context)
+    }
+
+    /// After the client's half-close, closes the connection once every complete request it sent has been
+    /// answered and the answers are written; bytes of an unfinished request are dropped. Nothing happens while
+    /// a reply is pending or the socket is unwritable (the check runs again when that ends).
+    private func closeOnceAnswered(context: ChannelHandlerContext) {
+        guard inputClosed, !handedOff, !requestInProgress, !closing, context.channel.isWritable else { return }
+        closeAfterWriting(context.channel.allocator.buffer(capacity: 0), context: context)
     }
 
     private func write(_ reply: Reply, for request: HTTP1RequestScanner.Request, context: ChannelHandlerContext) {
@@ -442,6 +460,11 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
             buffered = nil
             context.fireChannelRead(wrapInboundOut(rest))
             context.fireChannelReadComplete()
+        }
+        if inputClosed {
+            // The full pipeline finishes what it was given, then closes (HTTPServerPipelineHandler holds the
+            // event behind the buffered requests).
+            context.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
         }
         resumeReadingIfPossible(context: context)
     }

@@ -5,6 +5,7 @@ import Darwin
 #endif
 import NIOCore
 import NIOHTTP1
+import NIOSSL
 
 /// Answers HTTP/1 parse errors: 431 for an oversized head, 400 for anything else, with `Connection: close`.
 ///
@@ -55,10 +56,14 @@ final class HTTP1ProtocolErrorHandler: ChannelDuplexHandler, RemovableChannelHan
 }
 
 /// Closes a connection when an error reaches the end of its pipeline, so that no error leaves a socket open.
+///
+/// The exception is TLS's unclean shutdown (the client closed TCP without `close_notify`): the half-close event
+/// that follows it lets the request in progress be answered first.
 final class CloseOnErrorHandler: ChannelInboundHandler {
     typealias InboundIn = Any
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if let tlsError = error as? NIOSSLError, case .uncleanShutdown = tlsError { return }
         context.close(promise: nil)
     }
 }

@@ -45,6 +45,14 @@ final class HTTP2FastPathHandler: ChannelDuplexHandler {
     private var unflushedBytes = 0
     private var readPending = false
     private var sendTimer: Scheduled<Void>?
+    /// Streams NIOHTTP2 has opened and not yet closed (answered here or in the multiplexer).
+    private var openStreams = 0
+    /// The newest stream NIOHTTP2 has opened.
+    private var newestStreamID = HTTP2StreamID.rootStream
+    /// The client shut down its sending side: the connection closes once its streams are finished.
+    private var inputClosed = false
+    private var closeDeadline: Scheduled<Void>?
+    private let shutdownTimeout: TimeAmount
 
     /// Creates the handler of one HTTP/2 connection.
     init(services: EdgeServices, loop: LoopState) {
@@ -53,6 +61,7 @@ final class HTTP2FastPathHandler: ChannelDuplexHandler {
         self.serverName = services.configuration.serverName
         self.limits = services.configuration.limits
         self.sendTimeout = services.configuration.timeouts.send
+        self.shutdownTimeout = services.configuration.shutdownTimeout
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
@@ -67,6 +76,8 @@ final class HTTP2FastPathHandler: ChannelDuplexHandler {
     private func stop() {
         sendTimer?.cancel()
         sendTimer = nil
+        closeDeadline?.cancel()
+        closeDeadline = nil
         held.removeAll()
     }
 
@@ -84,6 +95,50 @@ final class HTTP2FastPathHandler: ChannelDuplexHandler {
         _ = releaseHeld(context: context)
         flushIfNeeded(context: context)
         context.fireChannelReadComplete()
+    }
+
+    /// Counts the connection's open streams and reacts to the client's half-close.
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        switch event {
+        case let created as NIOHTTP2StreamCreatedEvent:
+            openStreams += 1
+            newestStreamID = max(newestStreamID, created.streamID)
+        case is StreamClosedEvent:
+            openStreams -= 1
+            if inputClosed, openStreams == 0 { closeAfterWrites(context: context) }
+        case let event as ChannelEvent where event == .inputClosed:
+            inputWasClosed(context: context)
+        default:
+            break
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    /// A client that shut down its sending side can open no more streams nor send WINDOW_UPDATE. The streams
+    /// it opened are finished (within `shutdown_timeout_seconds`, since flow control may stall them), after a
+    /// GOAWAY naming the last of them, and then the connection closes. The connection manager's graceful
+    /// shutdown does not fit: it waits for the client's PING acknowledgement, which can no longer come.
+    private func inputWasClosed(context: ChannelHandlerContext) {
+        guard !inputClosed else { return }
+        inputClosed = true
+        let goAway = HTTP2Frame(streamID: .rootStream, payload: .goAway(lastStreamID: newestStreamID, errorCode: .noError, opaqueData: nil))
+        context.writeAndFlush(wrapOutboundOut(goAway), promise: nil)
+        if openStreams == 0 {
+            closeAfterWrites(context: context)
+        } else {
+            closeDeadline = context.eventLoop.assumeIsolated().scheduleTask(in: shutdownTimeout) {
+                context.close(promise: nil)
+            }
+        }
+    }
+
+    /// Closes once the frames written so far are on the wire. Deferred by one loop tick because a stream
+    /// closes when its last frame is written, before that frame is flushed.
+    private func closeAfterWrites(context: ChannelHandlerContext) {
+        context.eventLoop.assumeIsolated().execute {
+            context.flush()
+            context.triggerUserOutboundEvent(HTTP2GoAwayCloser.CloseAfterWrites(), promise: nil)
+        }
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {

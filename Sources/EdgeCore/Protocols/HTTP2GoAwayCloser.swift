@@ -8,9 +8,15 @@ import NIOCore
 /// whether the connection is finished. The frame on the wire can: this handler sits below NIOHTTP2Handler,
 /// follows the frame boundaries of the bytes it writes, and closes the connection after a GOAWAY whose error
 /// code is not `NO_ERROR`. A graceful GOAWAY (shutdown, idle) is left to the connection manager.
+///
+/// Being next to the socket, it also closes the connection on request once every byte written before the
+/// request is on the wire (``CloseAfterWrites``), which a plain `close` does not wait for.
 final class HTTP2GoAwayCloser: ChannelOutboundHandler {
     typealias OutboundIn = IOData
     typealias OutboundOut = IOData
+
+    /// A user outbound event: close the connection once everything written (and flushed) before it is sent.
+    struct CloseAfterWrites {}
 
     /// A frame header being collected (it may be split across writes).
     private var header: [UInt8] = []
@@ -32,6 +38,18 @@ final class HTTP2GoAwayCloser: ChannelOutboundHandler {
         let written = promise ?? context.eventLoop.makePromise()
         written.futureResult.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
         context.writeAndFlush(data, promise: written)
+    }
+
+    func triggerUserOutboundEvent(context: ChannelHandlerContext, event: Any, promise: EventLoopPromise<Void>?) {
+        guard event is CloseAfterWrites else {
+            context.triggerUserOutboundEvent(event, promise: promise)
+            return
+        }
+        // Writes complete in order, so this empty write completes after everything before it.
+        context.writeAndFlush(wrapOutboundOut(.byteBuffer(ByteBuffer()))).assumeIsolated().whenComplete { _ in
+            context.close(promise: nil)
+        }
+        promise?.succeed()
     }
 
     /// Follows frame boundaries (9-byte header: 24-bit length, type, flags, stream ID) through `buffer`.

@@ -98,6 +98,9 @@ public final class EdgeServer: Service, Sendable {
                     }
                 }
                 .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+                // A client that shuts down its sending side after its requests still gets their responses
+                // (RFC 9112 §9.6): the protocol handlers close once everything asked for is answered.
+                .childChannelOption(.allowRemoteHalfClosure, value: true)
                 .childChannelOption(.maxMessagesPerRead, value: 16)
                 .childChannelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
@@ -187,7 +190,12 @@ public final class EdgeServer: Service, Sendable {
         if configuration.shutdownDelay > .zero {
             try? await Task.sleep(nanoseconds: UInt64(configuration.shutdownDelay.nanoseconds))
         }
-        let drained = (try? await quiesceAll(deadline: configuration.shutdownTimeout).get()) ?? false
+        // Connections still open at the deadline are closed; a TLS one may then wait up to
+        // `closeNotifyTimeout` for the client's close_notify, so with TLS listeners that is reserved from it.
+        let usesTLS = configuration.listeners.contains { $0.tls != nil }
+        let closing = usesTLS ? TLSContextFactory.closeNotifyTimeout : .zero
+        let deadline = max(configuration.shutdownTimeout - closing, .zero)
+        let drained = (try? await quiesceAll(deadline: deadline).get()) ?? false
         if !drained {
             logger.warning(
                 "shutdown deadline reached, closing remaining connections",
