@@ -4,6 +4,7 @@ served meanwhile."""
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
 import time
@@ -222,3 +223,59 @@ def test_edge_responses_carry_nosniff(edge, http2):
     with httpx.Client(http2=http2, verify=False, timeout=30) as client:
         response = client.get(edge.https.url + "/healthz")
         assert response.headers["x-content-type-options"] == "nosniff"
+
+
+def test_streams_stalled_by_a_zero_window_are_reset_and_release_their_files(edge_factory, tmp_path):
+    """A client that advertises INITIAL_WINDOW_SIZE = 0 and never grants credit stalls every file it asks for
+    while the socket stays writable. Each stalled stream is reset after `send_seconds` and its file
+    descriptor released, instead of being held for as long as the client stays connected."""
+    root = tmp_path / "www"
+    root.mkdir()
+    (root / "big.bin").write_bytes(b"x" * (1 << 20))
+    server = edge_factory.start(config=f"""
+[timeouts]
+send_seconds = 2
+
+[[route]]
+path = "/files"
+static = {{ root = "{root}" }}
+""")
+    descriptors = lambda: len(os.listdir(f"/proc/{server.pid}/fd"))
+    baseline = descriptors()
+    conn = RawH2(server.https.host, server.https.port)
+    try:
+        conn.send(SettingsFrame(0, settings={SettingsFrame.INITIAL_WINDOW_SIZE: 0}))
+        streams = [1 + 2 * i for i in range(20)]
+        conn.send(*[conn.headers(stream, "/files/big.bin") for stream in streams])
+        conn.read(timeout=1)
+        assert descriptors() >= baseline + 20, "the files were not opened: the test would prove nothing"
+        conn.read(timeout=6)
+        reset = {f.stream_id for f in conn.frames if isinstance(f, RstStreamFrame)}
+        assert reset == set(streams), f"streams not reset: {sorted(set(streams) - reset)}"
+        assert not conn.closed, "only the stalled streams end, not the connection"
+        assert descriptors() <= baseline + 1, "file descriptors of the stalled streams are still open"
+    finally:
+        conn.close()
+
+
+def test_request_answered_before_its_body_ends_gets_rst_stream_no_error(edge):
+    """RFC 9113 §8.1: a complete response sent before the request is complete (here 413 for a declared body
+    over the limit) is followed by RST_STREAM(NO_ERROR), so that the client stops sending and the stream
+    does not stay open for as long as the connection does."""
+    conn = RawH2(edge.https.host, edge.https.port)
+    try:
+        block = conn.encoder.encode([(":method", "POST"), (":scheme", "https"), (":authority", "localhost"),
+                                     (":path", f"/{unique('too-big')}"), ("content-length", str(1 << 40))])
+        headers = HeadersFrame(1, block)
+        headers.flags.add("END_HEADERS")
+        conn.send(headers, DataFrame(1, b"x" * 100))
+        conn.read(timeout=3)
+        on_stream = [f for f in conn.frames if f.stream_id == 1]
+        kinds = [type(f).__name__ for f in on_stream]
+        assert kinds[:1] == ["HeadersFrame"] and kinds[-1] == "RstStreamFrame", kinds
+        assert dict(hpack.Decoder().decode(on_stream[0].data)).get(":status") == "413"
+        assert any(isinstance(f, DataFrame) and "END_STREAM" in f.flags for f in on_stream), "response not ended"
+        assert on_stream[-1].error_code == 0, f"RST_STREAM error code {on_stream[-1].error_code}, expected NO_ERROR"
+        assert not conn.closed and not conn.goaways()
+    finally:
+        conn.close()

@@ -1,5 +1,6 @@
 import NIOCore
 import NIOHTTP1
+import NIOHTTP2
 
 /// The request handler on NIO's HTTP/1-style parts: one instance per HTTP/2 stream (behind
 /// `HTTP2FramePayloadToHTTP1ServerCodec`) and per HTTP/1.1 connection that ``HTTP1FastPathHandler`` handed
@@ -34,6 +35,8 @@ final class EdgeRequestHandler: ChannelInboundHandler {
     private var isActive = true
     /// HTTP/1.1: the client shut down its sending side, so the response in progress is the last one.
     private var inputClosed = false
+    /// The current request's end has been received (HTTP/2: the client's END_STREAM).
+    private var requestEnded = false
     /// HTTP/1.1: the write that ended the previous response, so a half-closed connection closes only after it.
     private var lastResponseEnd: EventLoopFuture<Void>?
     /// Checks the request body's minimum rate while a body is being received.
@@ -100,6 +103,7 @@ final class EdgeRequestHandler: ChannelInboundHandler {
             }
             state = .receiving(head, bodyBytes: total)
         case .end:
+            requestEnded = true
             guard case .receiving(let head, let bodyBytes) = state else { return }
             stopBodyRateTimer()
             state = .responding
@@ -111,6 +115,7 @@ final class EdgeRequestHandler: ChannelInboundHandler {
 
     private func receiveHead(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
         guard case .idle = state else { return }
+        requestEnded = false
         if !isHTTP2 { context.triggerUserOutboundEvent(HTTP1ConnectionEvent.headReceived, promise: nil) }
         if head.uri.utf8.count > limits.maxURIBytes {
             reject(head, .uriTooLong, "request target longer than \(limits.maxURIBytes) bytes\n", context: context)
@@ -261,7 +266,23 @@ final class EdgeRequestHandler: ChannelInboundHandler {
         if request.method != .HEAD, body.readableBytes > 0 {
             context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
         }
-        finish(keepAlive: keepAlive, context: context)
+        if isHTTP2, forceClose {
+            finishEarlyAnswer(context: context)
+        } else {
+            finish(keepAlive: keepAlive, context: context)
+        }
+    }
+
+    /// HTTP/2: ends an answer given before the request was complete (an error such as 413 or 408), then, if the
+    /// client has still not ended its request, resets the stream with NO_ERROR (RFC 9113 §8.1) so that it
+    /// stops sending the body and the stream closes.
+    private func finishEarlyAnswer(context: ChannelHandlerContext) {
+        context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
+            guard !self.requestEnded,
+                let frames = try? context.pipeline.syncOperations.context(handlerType: HTTP2FramePayloadToHTTP1ServerCodec.self)
+            else { return }
+            frames.writeAndFlush(NIOAny(HTTP2Frame.FramePayload.rstStream(.noError)), promise: nil)
+        }
     }
 
     /// Writes the response head with the connection headers HTTP/1.1 needs; returns whether the connection
@@ -332,7 +353,10 @@ final class EdgeRequestHandler: ChannelInboundHandler {
             return
         }
         context.flush()
-        FileStreaming.stream(handle, range: file.range, allocator: context.channel.allocator, on: context.eventLoop) { chunk in
+        FileStreaming.stream(
+            handle, range: file.range, allocator: context.channel.allocator, on: context.eventLoop,
+            stallTimeout: timeouts.send, stalled: { context.close(promise: nil) }
+        ) { chunk in
             context.writeAndFlush(self.wrapOutboundOut(.body(.byteBuffer(chunk))))
         }.assumeIsolated().whenComplete { result in
             try? handle.close()

@@ -400,7 +400,10 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
         let done: EventLoopFuture<Bool>
         if isTLS {
             context.flush()
-            done = FileStreaming.stream(handle, range: file.range, allocator: context.channel.allocator, on: context.eventLoop) { chunk in
+            done = FileStreaming.stream(
+                handle, range: file.range, allocator: context.channel.allocator, on: context.eventLoop,
+                stallTimeout: timeouts.send, stalled: { context.close(promise: nil) }
+            ) { chunk in
                 context.writeAndFlush(self.wrapOutboundOut(.byteBuffer(chunk)))
             }
         } else {

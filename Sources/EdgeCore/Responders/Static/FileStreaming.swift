@@ -12,18 +12,26 @@ enum FileStreaming {
 
     /// Sends `range` of `handle` through `write` (called on `eventLoop`; its future is the backpressure).
     /// The future is `true` when every byte was sent, `false` when the file ended early (it shrank).
+    ///
+    /// A chunk not written within `stallTimeout` calls `stalled`, which must end the stream (and so fail the
+    /// write): the socket may stay writable while HTTP/2 flow control holds the chunk — a client that grants
+    /// no window — and nothing else would ever release the descriptor.
     static func stream(
         _ handle: NIOFileHandle, range: Range<Int>, allocator: ByteBufferAllocator, on eventLoop: any EventLoop,
-        write: @escaping (ByteBuffer) -> EventLoopFuture<Void>
+        stallTimeout: TimeAmount, stalled: @escaping () -> Void, write: @escaping (ByteBuffer) -> EventLoopFuture<Void>
     ) -> EventLoopFuture<Bool> {
         let boundWrite = NIOLoopBound(write, eventLoop: eventLoop)
+        let boundStalled = NIOLoopBound(stalled, eventLoop: eventLoop)
         let sent = NIOLockedValueBox(0)
         return io.readChunked(
             fileHandle: handle, fromOffset: Int64(range.lowerBound), byteCount: range.count,
             chunkSize: chunkSize, allocator: allocator, eventLoop: eventLoop
         ) { chunk in
             sent.withLockedValue { $0 += chunk.readableBytes }
-            return boundWrite.value(chunk)
+            let written = boundWrite.value(chunk)
+            let timer = eventLoop.assumeIsolated().scheduleTask(in: stallTimeout) { boundStalled.value() }
+            written.whenComplete { _ in timer.cancel() }
+            return written
         }.map { sent.withLockedValue { $0 } == range.count }
     }
 }
