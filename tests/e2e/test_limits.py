@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import resource
+import socket
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -177,3 +180,30 @@ def test_malformed_request_400_and_close(edge, name):
     with RawConn(edge.http.host, edge.http.port) as c:
         r = c.request("GET", path)
         assert r.status == 200 and r.text == demo_body("GET", path)
+
+
+def test_listener_at_the_open_file_limit_backs_off_logs_and_recovers(edge_factory):
+    """With every descriptor in use, `accept` fails at once for as long as connections wait in the backlog.
+    The listener must pause instead of retrying in a loop (before: about 2,400 failed accepts a second, most of a
+    core), log a warning that names the cause, and accept again once descriptors are free."""
+    server = edge_factory.start(https=None)
+    resource.prlimit(server.pid, resource.RLIMIT_NOFILE, (64, 64))
+    clients = []
+    try:
+        for _ in range(100):  # more than the limit: the rest wait in the backlog
+            clients.append(socket.create_connection((server.http.host, server.http.port), timeout=5))
+        assert server.wait_for_log(lambda e, _line: e.get("msg") == "accept failed", timeout=10), server.log
+        ticks = lambda: sum(int(v) for v in open(f"/proc/{server.pid}/stat").read().rsplit(")", 1)[1].split()[11:13])
+        before = ticks()
+        time.sleep(2)
+        used = ticks() - before
+        assert used < 40, f"the server used {used} of 200 CPU ticks in 2 s at the descriptor limit: accept is spinning"
+        warning = server.log_events("accept failed")[0]
+        assert warning["level"] == "warning" and "Too many open files" in warning["error"], warning
+        assert len(server.log_events("accept failed")) == 1, "warnings are rate-limited"
+    finally:
+        for client in clients:
+            client.close()
+    time.sleep(1)
+    with RawConn(server.http.host, server.http.port) as conn:
+        assert conn.request("GET", "/healthz").status == 200

@@ -92,9 +92,11 @@ public final class EdgeServer: Service, Sendable {
                 .serverChannelOption(.backlog, value: 4096)
                 .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
                 .serverChannelOption(.maxMessagesPerRead, value: 256)
-                .serverChannelInitializer { channel in
+                .serverChannelInitializer { [logger] channel in
                     channel.eventLoop.makeCompletedFuture {
-                        try channel.pipeline.syncOperations.addHandler(quiesce.makeServerChannelHandler(channel: channel))
+                        let sync = channel.pipeline.syncOperations
+                        try sync.addHandler(AcceptFailureHandler(logger: logger, address: "\(listener.address)"))
+                        try sync.addHandler(quiesce.makeServerChannelHandler(channel: channel))
                     }
                 }
                 .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
