@@ -122,10 +122,25 @@ public final class BasicAuthenticator: Sendable {
         return (String(text[..<colon]), String(text[text.index(after: colon)...]))
     }
 
+    /// What is wrong with the htpasswd file at `path` (unreadable, or a line that is not `user:bcrypt-hash`),
+    /// or `nil`; for the configuration checks, which run before any authenticator exists.
+    static func fileProblem(_ path: String) -> String? {
+        do {
+            _ = try load(path)
+            return nil
+        } catch {
+            return "\(error)"
+        }
+    }
+
     private static func load(_ path: String) throws -> Table {
         let attributes = try? FileManager.default.attributesOfItem(atPath: path)
-        guard let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8) else {
-            throw FileError(description: "\(path): cannot read the htpasswd file")
+        guard let data = FileManager.default.contents(atPath: path) else {
+            let reason = FileManager.default.fileExists(atPath: path) ? "not a readable file" : "no such file"
+            throw FileError(description: "\(path): cannot read the htpasswd file: \(reason)")
+        }
+        guard let text = String(data: data, encoding: .utf8) else {
+            throw FileError(description: "\(path): the htpasswd file is not UTF-8 text")
         }
         var users: [String: String] = [:]
         for (index, rawLine) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
