@@ -540,3 +540,31 @@ def test_startup_log_lines(edge_factory):
     assert msgs.index("ready") > max(i for i, m in enumerate(msgs) if m == "listening")
     # an example of the documented timestamp format
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z", server.log_events("ready")[0]["ts"])
+
+
+# --------------------------------------------------------------------------- fixed responses
+
+@pytest.mark.parametrize("respond,error", [
+    ('{ status = 204, body = "x" }', "route[0].respond.body: must be empty with status 204"),
+    ('{ status = 205, body = "x" }', "route[0].respond.body: must be empty with status 205"),
+    ('{ status = 304, body = "abc" }', "route[0].respond.body: must be empty with status 304"),
+    ('{ status = 101, body = "x" }', "route[0].respond.status: must be between 200 and 599, got 101: a 1xx status"),
+    ('{ status = 100 }', "route[0].respond.status: must be between 200 and 599, got 100: a 1xx status"),
+    ('{ status = 999, body = "x" }', "route[0].respond.status: must be between 200 and 599, got 999"),
+    ('{ status = 42 }', "route[0].respond.status: must be between 200 and 599, got 42"),
+])
+def test_respond_status_and_body_are_checked(tmp_path, respond, error):
+    """A body on a status that has none was sent with Content-Length, which desynchronises HTTP/1.1
+    keep-alive (the body is read as the next response) and is a protocol error in HTTP/2."""
+    (tmp_path / "r.toml").write_text(f'[[route]]\npath = "/a"\nrespond = {respond}\n')
+    res = run_edge(["check-config", "r.toml"], cwd=tmp_path)
+    assert res.returncode == 1, res.stdout + res.stderr
+    lines = error_lines(res.stderr, "r.toml")
+    assert len(lines) == 1 and lines[0].startswith(f"r.toml:3: {error}"), res.stderr
+
+
+@pytest.mark.parametrize("respond", ['{ status = 204 }', '{ status = 304, body = "" }', '{ status = 299, body = "x" }'])
+def test_respond_statuses_that_are_fine(tmp_path, respond):
+    (tmp_path / "r.toml").write_text(f'[[route]]\npath = "/a"\nrespond = {respond}\n')
+    res = run_edge(["check-config", "r.toml"], cwd=tmp_path)
+    assert res.returncode == 0, res.stdout + res.stderr

@@ -300,8 +300,18 @@ private struct TOMLReader {
         guard let table = subtable(parent, "respond", path: path) else { return nil }
         checkKeys(table, path: path, allowed: ["status", "body", "content_type"])
         var respond = FixedResponseConfiguration()
-        if let status = int(table, "status", path: "\(path).status", range: 200...599) { respond.status = status }
+        if let interim = table["status"]?.tomlValue.int, (100...199).contains(interim) {
+            fail("\(path).status", "must be between 200 and 599, got \(interim): a 1xx status is an interim response, not an answer")
+        } else if let status = int(table, "status", path: "\(path).status", range: 200...599) {
+            respond.status = status
+        }
         if let body = string(table, "body", path: "\(path).body") { respond.body = body }
+        if FixedResponseConfiguration.statusesWithoutContent.contains(respond.status), !respond.body.isEmpty {
+            fail(
+                "\(path).body",
+                "must be empty with status \(respond.status), which has no content (RFC 9110): a body would be read as the start of the next response"
+            )
+        }
         if let type = string(table, "content_type", path: "\(path).content_type") {
             if HeaderValue.isValid(type) { respond.contentType = type } else {
                 fail("\(path).content_type", "must not contain control characters")

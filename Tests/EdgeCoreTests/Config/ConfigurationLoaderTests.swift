@@ -236,4 +236,23 @@ struct ConfigurationLoaderTests {
         #expect(ConfigurationFileChecks.stateDirectoryProblem(#filePath + "/sub") != nil)
         #expect(ConfigurationFileChecks.stateDirectoryProblem(#filePath) == "\(#filePath) exists and is not a folder")
     }
+
+    @Test("a fixed response has a final status, and no body when its status has no content", arguments: [
+        ("{ status = 204, body = \"x\" }", "route[0].respond.body"),
+        ("{ status = 205, body = \"x\" }", "route[0].respond.body"),
+        ("{ status = 304, body = \"x\" }", "route[0].respond.body"),
+        ("{ status = 101 }", "route[0].respond.status"),
+        ("{ status = 999 }", "route[0].respond.status"),
+        ("{ status = 204 }", nil),
+        ("{ status = 304, body = \"\" }", nil),
+    ])
+    func fixedResponseStatus(respond: String, failingKey: String?) {
+        let text = "[[route]]\npath = \"/\"\nrespond = \(respond)\n"
+        do {
+            _ = try ConfigurationLoader.load(text: text, source: "x")
+            #expect(failingKey == nil)
+        } catch {
+            #expect(error.issues.map { "\($0.line ?? 0) \($0.key)" } == ["3 \(failingKey ?? "-")"])
+        }
+    }
 }

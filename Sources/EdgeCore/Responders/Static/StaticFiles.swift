@@ -51,7 +51,7 @@ struct AcceptedEncodings: Equatable {
 struct FileReply {
     /// 200 or 206.
     var status: HTTPResponseStatus
-    /// Complete headers, `Content-Length` included.
+    /// Complete headers, `Content-Length` included (a 304 has none).
     var headers: HTTPHeaders
     /// The open file; `nil` when no body is sent (HEAD) or the bytes are in ``body``.
     var handle: NIOFileHandle?
@@ -387,8 +387,8 @@ extension StaticFiles {
         if ConditionalRequest.notModified(
             ifNoneMatch: request.ifNoneMatch, ifModifiedSince: request.ifModifiedSince, etag: etag, lastModified: lastModified
         ) {
+            // No Content-Length: a 304's could only be the 200's (RFC 9110 §8.6), and 0 is not that.
             headers.remove(name: "content-type")
-            headers.add(name: "content-length", value: "0")
             return .answer(.file(FileReply(status: .notModified, headers: headers, handle: nil, range: 0..<0)))
         }
         var status = HTTPResponseStatus.ok
