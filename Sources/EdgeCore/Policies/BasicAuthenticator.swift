@@ -72,6 +72,13 @@ public final class BasicAuthenticator: Sendable {
         let size = (attributes?[.size] as? NSNumber)?.intValue ?? -1
         let unchanged = table.withLock { $0.modified == modified && $0.size == size }
         if unchanged { return nil }
+        return try reload()
+    }
+
+    /// Re-reads the file whether or not it changed (SIGHUP). Returns the new user count.
+    /// - Throws: ``FileError`` when the file is invalid; the previous table stays in force.
+    @discardableResult
+    public func reload() throws -> Int {
         var loaded = try Self.load(path)
         table.withLock { current in
             loaded.generation = current.generation + 1
