@@ -240,7 +240,7 @@ respond = {{ status = 200, body = "cut\\u0000here" }}
         f"which includes 127.0.0.1:{port}",
         f"files.toml:28: route[0].static: cannot serve {tmp_path}/no-such-folder: no such file or directory",
         f"files.toml:32: route[1].static.root: {a_file} is not a folder",
-        f"files.toml:37: route[2].basic_auth.htpasswd: {tmp_path}/no-htpasswd: cannot read the htpasswd file: no such file",
+        f"files.toml:37: route[2].basic_auth.htpasswd: {tmp_path}/no-htpasswd: cannot read the htpasswd file: no such file or directory",
         "files.toml:41: route[3].respond: a string with a NUL character (\\u0000) cannot be used: it would be cut short there",
     ]
     return config, expected

@@ -53,7 +53,7 @@ enum ConfigurationFileChecks {
     static func stateDirectoryProblem(_ path: String) -> String? {
         var info = stat()
         guard stat(path, &info) == 0 else {
-            return errno == ENOENT ? nil : "cannot use \(path) as the state folder: \(errorText(errno))"
+            return errno == ENOENT ? nil : "cannot use \(path) as the state folder: \(systemErrorText(errno))"
         }
         return (info.st_mode & S_IFMT) == S_IFDIR ? nil : "\(path) exists and is not a folder"
     }
@@ -61,7 +61,7 @@ enum ConfigurationFileChecks {
     /// What is wrong with `path` as the root of a static route, or `nil`.
     static func staticRootProblem(_ path: String) -> String? {
         var info = stat()
-        guard stat(path, &info) == 0 else { return "cannot serve \(path): \(errorText(errno))" }
+        guard stat(path, &info) == 0 else { return "cannot serve \(path): \(systemErrorText(errno))" }
         return (info.st_mode & S_IFMT) == S_IFDIR ? nil : "\(path) is not a folder"
     }
 
@@ -88,16 +88,10 @@ enum ConfigurationFileChecks {
     /// Why `path` cannot be read as a file, or `nil` when it can.
     private static func readProblem(_ path: String) -> String? {
         let descriptor = open(path, O_RDONLY | O_CLOEXEC)
-        guard descriptor >= 0 else { return "cannot read \(path): \(errorText(errno))" }
+        guard descriptor >= 0 else { return "cannot read \(path): \(systemErrorText(errno))" }
         defer { close(descriptor) }
         var info = stat()
-        guard fstat(descriptor, &info) == 0 else { return "cannot read \(path): \(errorText(errno))" }
+        guard fstat(descriptor, &info) == 0 else { return "cannot read \(path): \(systemErrorText(errno))" }
         return (info.st_mode & S_IFMT) == S_IFREG ? nil : "\(path) is not a regular file"
-    }
-
-    /// `strerror` in lower case, as the rest of Edge's messages ("no such file or directory").
-    private static func errorText(_ code: CInt) -> String {
-        let text = String(cString: strerror(code))
-        return text.prefix(1).lowercased() + text.dropFirst()
     }
 }
