@@ -3,6 +3,7 @@ import EdgeCore
 import Foundation
 import Logging
 import ServiceLifecycle
+import UnixSignals
 
 @main
 struct EdgeCommand: AsyncParsableCommand {
@@ -63,9 +64,11 @@ struct Serve: AsyncParsableCommand {
             logger.error("cannot start", metadata: ["reason": "\(error.message)"])
             throw ExitCode(1)
         }
+        // Trapped before the server runs: from `msg=ready` on, SIGHUP never takes its default action (exit).
+        let hangups = await UnixSignalsSequence(trapping: .sighup)
         let group = ServiceGroup(
             configuration: .init(
-                services: [.init(service: server)],
+                services: [.init(service: server), .init(service: HangupService(hangups: hangups, server: server))],
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: Logger(label: "edge.lifecycle", factory: { LogfmtLogHandler(label: $0, level: .warning) })
             )

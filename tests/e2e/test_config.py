@@ -157,6 +157,177 @@ def test_check_config_missing_file(tmp_path):
     assert_no_stack_trace(res.stdout + res.stderr)
 
 
+# --------------------------------------------------------------------------- files the config names
+
+def make_certificate(directory, name: str):
+    """A self-signed EC certificate and its key, as PEM files `name`.pem and `name`.key in directory."""
+    if shutil.which("openssl") is None:
+        pytest.fail("openssl CLI is not installed", pytrace=False)
+    cert, key = directory / f"{name}.pem", directory / f"{name}.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=localhost"],
+                   check=True, capture_output=True, timeout=60)
+    return cert, key
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def files_config(tmp_path) -> tuple[str, list[str]]:
+    """A config whose every value is valid on its own but names files and folders that cannot be used at
+    start (or two listeners on one address); returns it with the error lines check-config must print."""
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a folder\n")
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n")
+    cert_a, _ = make_certificate(tmp_path, "a")
+    _, key_b = make_certificate(tmp_path, "b")
+    port = free_port()
+    config = f"""\
+state_dir = "{a_file}"
+
+[[listener]]
+address = "127.0.0.1:0"
+tls = true
+certificate = "{tmp_path}/missing.pem"
+private_key = "{tmp_path}"
+
+[[listener]]
+address = "127.0.0.1:0"
+tls = true
+certificate = "{garbage}"
+private_key = "{garbage}"
+
+[[listener]]
+address = "127.0.0.1:0"
+tls = true
+certificate = "{cert_a}"
+private_key = "{key_b}"
+
+[[listener]]
+address = "0.0.0.0:{port}"
+[[listener]]
+address = "127.0.0.1:{port}"
+
+[[route]]
+path = "/missing"
+static = "{tmp_path}/no-such-folder"
+
+[[route]]
+path = "/file"
+static = {{ root = "{a_file}", listing = true }}
+
+[[route]]
+path = "/auth"
+demo = {{}}
+basic_auth = {{ realm = "r", htpasswd = "{tmp_path}/no-htpasswd" }}
+
+[[route]]
+path = "/nul"
+respond = {{ status = 200, body = "cut\\u0000here" }}
+"""
+    expected = [
+        f"files.toml:1: state_dir: {a_file} exists and is not a folder",
+        f"files.toml:6: listener[0].certificate: cannot read {tmp_path}/missing.pem: no such file or directory",
+        f"files.toml:7: listener[0].private_key: {tmp_path} is not a regular file",
+        f"files.toml:12: listener[1].certificate: {garbage} is not a PEM certificate",
+        f"files.toml:13: listener[1].private_key: {garbage} is not an unencrypted PEM private key",
+        f"files.toml:19: listener[2].private_key: {key_b} is not the private key of the certificate {cert_a}",
+        f"files.toml:24: listener[4].address: listener[3] (line 22) already listens on 0.0.0.0:{port}, "
+        f"which includes 127.0.0.1:{port}",
+        f"files.toml:28: route[0].static: cannot serve {tmp_path}/no-such-folder: no such file or directory",
+        f"files.toml:32: route[1].static.root: {a_file} is not a folder",
+        f"files.toml:37: route[2].basic_auth.htpasswd: {tmp_path}/no-htpasswd: cannot read the htpasswd file: no such file or directory",
+        "files.toml:41: route[3].respond: a string with a NUL character (\\u0000) cannot be used: it would be cut short there",
+    ]
+    return config, expected
+
+
+def test_check_config_checks_the_files_it_names(tmp_path):
+    """Each of these used to pass check-config and then fail at start (or, for the NUL, silently serve a
+    shorter body); every one is reported, with its key and line."""
+    config, expected = files_config(tmp_path)
+    (tmp_path / "files.toml").write_text(config)
+    res = run_edge(["check-config", "files.toml"], cwd=tmp_path)
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert error_lines(res.stderr, "files.toml") == expected, res.stderr
+    assert_no_stack_trace(res.stdout + res.stderr)
+
+
+def test_start_reports_the_same_file_problems(tmp_path):
+    config, expected = files_config(tmp_path)
+    (tmp_path / "files.toml").write_text(config)
+    res = start_must_fail(["serve", "--config", "files.toml", *LOOPBACK], tmp_path)
+    assert error_lines(res.stderr, "files.toml") == expected, res.stderr
+
+
+def test_check_config_accepts_usable_files(tmp_path):
+    cert, key = make_certificate(tmp_path, "site")
+    (tmp_path / "www").mkdir()
+    (tmp_path / "state").mkdir()
+    (tmp_path / "good.toml").write_text(f"""\
+state_dir = "{tmp_path}/state"
+[[listener]]
+address = "127.0.0.1:0"
+tls = true
+certificate = "{cert}"
+private_key = "{key}"
+[[listener]]
+address = "127.0.0.1:0"
+[[route]]
+path = "/www"
+static = "{tmp_path}/www"
+[[route]]
+path = "/cut"
+respond = {{ status = 200, body = '\\u0000 is only text in a literal string' }}  # and \\u0000 in a comment
+""")
+    res = run_edge(["check-config", "good.toml"], cwd=tmp_path)
+    assert res.returncode == 0 and res.stdout.strip() == "good.toml: ok", res.stdout + res.stderr
+
+
+def test_nul_byte_in_the_file_is_refused(tmp_path):
+    # toml++ reads the text as a C string: without this check, the route after the NUL would be ignored.
+    (tmp_path / "nul.toml").write_bytes(b'threads = 1\n\0\n[[route]]\npath = "x"\ndemo = {}\n')
+    res = run_edge(["check-config", "nul.toml"], cwd=tmp_path)
+    assert res.returncode == 1
+    assert error_lines(res.stderr, "nul.toml") == [
+        "nul.toml:2: syntax: the file contains a NUL byte, which TOML does not allow: everything after it would be ignored"
+    ], res.stderr
+
+
+@pytest.mark.parametrize("how", ["flag", "env"])
+def test_state_dir_override_that_is_a_file_is_refused(tmp_path, how):
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x\n")
+    if how == "flag":
+        res = run_edge(["serve", *LOOPBACK, "--state-dir", str(a_file)], cwd=tmp_path)
+        expected = f"command line: --state-dir: {a_file} exists and is not a folder"
+    else:
+        res = run_edge(["serve", *LOOPBACK], env={"EDGE_STATE_DIR": str(a_file)}, cwd=tmp_path)
+        expected = f"environment: EDGE_STATE_DIR: {a_file} exists and is not a folder"
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert expected in res.stderr.splitlines(), res.stderr
+    assert "msg=ready" not in res.stderr
+
+
+def test_listener_flag_on_an_address_already_in_the_config(tmp_path):
+    port = free_port()
+    (tmp_path / "c.toml").write_text(f'[[listener]]\naddress = "127.0.0.1:{port}"\ntls = true\n' + ROOT_ROUTE)
+    res = start_must_fail(["serve", "--config", "c.toml", "--http", f"127.0.0.1:{port}"], tmp_path)
+    assert f"command line: --http: another listener already listens on 127.0.0.1:{port}" in res.stderr.splitlines(), \
+        res.stderr
+
+
+def test_ip_address_that_is_not_one_is_refused(tmp_path):
+    (tmp_path / "ip.toml").write_text('[[listener]]\naddress = "999.1.1.1:80"\n')
+    res = run_edge(["check-config", "ip.toml"], cwd=tmp_path)
+    assert res.returncode == 1
+    assert error_lines(res.stderr, "ip.toml")[0].startswith("ip.toml:2: listener[0].address: expected HOST:PORT"), res.stderr
+
+
 # --------------------------------------------------------------------------- failing starts
 
 def start_must_fail(args, tmp_path, env=None, timeout=30):
@@ -369,3 +540,31 @@ def test_startup_log_lines(edge_factory):
     assert msgs.index("ready") > max(i for i, m in enumerate(msgs) if m == "listening")
     # an example of the documented timestamp format
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z", server.log_events("ready")[0]["ts"])
+
+
+# --------------------------------------------------------------------------- fixed responses
+
+@pytest.mark.parametrize("respond,error", [
+    ('{ status = 204, body = "x" }', "route[0].respond.body: must be empty with status 204"),
+    ('{ status = 205, body = "x" }', "route[0].respond.body: must be empty with status 205"),
+    ('{ status = 304, body = "abc" }', "route[0].respond.body: must be empty with status 304"),
+    ('{ status = 101, body = "x" }', "route[0].respond.status: must be between 200 and 599, got 101: a 1xx status"),
+    ('{ status = 100 }', "route[0].respond.status: must be between 200 and 599, got 100: a 1xx status"),
+    ('{ status = 999, body = "x" }', "route[0].respond.status: must be between 200 and 599, got 999"),
+    ('{ status = 42 }', "route[0].respond.status: must be between 200 and 599, got 42"),
+])
+def test_respond_status_and_body_are_checked(tmp_path, respond, error):
+    """A body on a status that has none was sent with Content-Length, which desynchronises HTTP/1.1
+    keep-alive (the body is read as the next response) and is a protocol error in HTTP/2."""
+    (tmp_path / "r.toml").write_text(f'[[route]]\npath = "/a"\nrespond = {respond}\n')
+    res = run_edge(["check-config", "r.toml"], cwd=tmp_path)
+    assert res.returncode == 1, res.stdout + res.stderr
+    lines = error_lines(res.stderr, "r.toml")
+    assert len(lines) == 1 and lines[0].startswith(f"r.toml:3: {error}"), res.stderr
+
+
+@pytest.mark.parametrize("respond", ['{ status = 204 }', '{ status = 304, body = "" }', '{ status = 299, body = "x" }'])
+def test_respond_statuses_that_are_fine(tmp_path, respond):
+    (tmp_path / "r.toml").write_text(f'[[route]]\npath = "/a"\nrespond = {respond}\n')
+    res = run_edge(["check-config", "r.toml"], cwd=tmp_path)
+    assert res.returncode == 0, res.stdout + res.stderr

@@ -1,4 +1,4 @@
-"""Process lifecycle: graceful shutdown (SIGTERM/SIGINT), shutdown deadline, self-signed certificate."""
+"""Process lifecycle: graceful shutdown (SIGTERM/SIGINT), SIGHUP, shutdown deadline, self-signed certificate."""
 
 from __future__ import annotations
 
@@ -249,6 +249,48 @@ def test_sigint_is_graceful(edge_factory):
     rc = server.wait_exit(timeout=30)
     assert rc == 0, server.log
     assert server.log_events("draining") and server.log_events("stopped"), server.log
+
+
+def test_sighup_rereads_htpasswd_and_keeps_serving(edge_factory, tmp_path):
+    """SIGHUP used to take its default action and end the process. Now it re-reads the htpasswd files at once
+    and logs that everything else needs a restart. The file is rewritten with the same size and modification
+    time, so the change watcher (which compares those) cannot be what picks it up."""
+    import base64
+    import os
+
+    import bcrypt
+
+    def basic(user: str, password: str) -> str:
+        return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+    htpasswd = tmp_path / "htpasswd"
+    htpasswd.write_text(f"alice:{bcrypt.hashpw(b'wonderland', bcrypt.gensalt(rounds=4)).decode()}\n")
+    before = os.stat(htpasswd)
+    server = edge_factory.start(config=ROOT_ROUTE + f"""
+[[route]]
+path = "/private"
+demo = {{ delay_ms = 2 }}
+basic_auth = {{ realm = "r", htpasswd = "{htpasswd}" }}
+""")
+    with RawConn(server.http.host, server.http.port) as c:
+        assert c.request("GET", "/private/a", headers={"Authorization": basic("alice", "wonderland")}).status == 200
+    htpasswd.write_text(f"bobby:{bcrypt.hashpw(b'builder', bcrypt.gensalt(rounds=4)).decode()}\n")
+    os.utime(htpasswd, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert os.stat(htpasswd).st_size == before.st_size
+    start = len(server.log_lines)
+    server.signal(signal.SIGHUP)
+    notice = server.wait_for_msg(
+        "SIGHUP: htpasswd files re-read; the rest of the configuration is read only at start, restart to change it",
+        timeout=10, start=start)
+    assert notice is not None and notice["level"] == "notice" and notice["htpasswd_files"] == "1", server.log
+    assert server.proc.poll() is None, f"edge exited on SIGHUP (rc {server.proc.returncode})"
+    with RawConn(server.http.host, server.http.port) as c:
+        assert c.request("GET", "/healthz").status == 200
+        assert c.request("GET", "/private/b", headers={"Authorization": basic("bobby", "builder")}).status == 200
+        assert c.request("GET", "/private/c", headers={"Authorization": basic("alice", "wonderland")}).status == 401
+    assert_logfmt(server.log_lines)
+    server.signal(signal.SIGTERM)
+    assert server.wait_exit(timeout=30) == 0, server.log
 
 
 def test_shutdown_timeout_bounds_drain(edge_factory):

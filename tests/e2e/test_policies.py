@@ -116,6 +116,38 @@ def test_htpasswd_is_reloaded_when_it_changes(guarded, htpasswd):
         htpasswd.write_text(original)
 
 
+def test_htpasswd_caught_mid_write_keeps_the_users(edge_factory, tmp_path):
+    """A file cut short inside a line (a writer still at work, or one that died) must not drop users: the
+    previous ones stay, one warning says why (not one every two seconds), and the finished file is taken."""
+    path = tmp_path / "htpasswd"
+    hashes = {name: bcrypt.hashpw(name.encode(), bcrypt.gensalt(rounds=4)).decode() for name in ("alice", "bob")}
+    path.write_text("".join(f"{name}:{hashes[name]}\n" for name in ("alice", "bob")))
+    server = edge_factory.start(config=f"""
+[[route]]
+path = "/"
+demo = {{ delay_ms = 2 }}
+basic_auth = {{ realm = "r", htpasswd = "{path}" }}
+""")
+
+    def status(user: str) -> int:
+        with RawConn(server.http.host, server.http.port) as c:
+            return c.request("GET", f"/{unique('mid')}", headers={"Authorization": basic(user, user)}).status
+
+    path.write_text(f"alice:{hashes['alice']}\nbob:{hashes['bob'][:20]}")
+    time.sleep(6.5)  # three checks of the watcher
+    assert (status("alice"), status("bob")) == (200, 200)
+    warnings = server.log_events("htpasswd not reloaded, keeping the previous users")
+    assert len(warnings) == 1, server.log
+    assert "only bcrypt hashes are accepted" in warnings[0]["reason"], warnings
+    path.write_text(f"bob:{hashes['bob']}\n")
+    deadline = time.monotonic() + 15
+    while status("alice") != 401:
+        assert time.monotonic() < deadline, "the finished file was not taken within 15 s"
+        time.sleep(0.5)
+    assert status("bob") == 200
+    assert [e["users"] for e in server.log_events("htpasswd reloaded")] == ["1"], server.log
+
+
 def test_credentials_never_logged(guarded):
     with RawConn(guarded.http.host, guarded.http.port) as c:
         c.request("GET", "/private/x", headers={"Authorization": basic("alice", "wonderland")})

@@ -191,3 +191,54 @@ def test_h2_fifty_concurrent_streams_one_connection(edge):
         assert r["status"] == "200", (path, r["status"])
         assert r["body"].decode() == demo_body("GET", path)
         assert r["headers"].get("x-cache") == "MISS"
+
+
+# --------------------------------------------------------------------------- responses without content
+
+def test_204_and_304_carry_no_content_length(edge_factory, tmp_path):
+    """RFC 9110 §8.6: a 204 must not carry Content-Length, a 304 only the one its 200 would have had. Both
+    used to go out with `content-length: 0` (fixed responses on every front end, and a static file's 304)."""
+    (tmp_path / "page.txt").write_text("some text\n")
+    server = edge_factory.start(config=f"""
+[[route]]
+path = "/"
+demo = {{}}
+
+[[route]]
+path = "/nothing"
+respond = {{ status = 204 }}
+
+[[route]]
+path = "/same"
+respond = {{ status = 304 }}
+
+[[route]]
+path = "/files"
+static = "{tmp_path}"
+""")
+    with RawConn(server.http.host, server.http.port) as c:
+        etag = c.request("GET", "/files/page.txt").header("etag")
+        # GET: the HTTP/1.1 fast path; POST: NIO's HTTP/1.1 codec. Each answer is followed on the same
+        # connection by /healthz, which is read correctly only if nothing was sent after the bodiless head.
+        for method, path, headers, status in [
+            ("GET", "/nothing", {}, 204),
+            ("POST", "/nothing", {"Content-Length": "0"}, 204),
+            ("GET", "/same", {}, 304),
+            ("GET", "/files/page.txt", {"If-None-Match": etag}, 304),
+            ("GET", "/files/page.txt", {"If-None-Match": etag, "Range": "bytes=0-1"}, 304),
+        ]:
+            r = c.request(method, path, headers=headers)
+            assert r.status == status, (method, path, r.status)
+            assert r.header("content-length") is None and r.header("transfer-encoding") is None, (method, path, r.headers)
+            assert c.request("GET", "/healthz").body == b"ok\n", (method, path)
+    with httpx.Client(http2=True, verify=False, timeout=30) as client:
+        for path, headers, status in [
+            ("/nothing", {}, 204),
+            ("/same", {}, 304),
+            ("/files/page.txt", {"If-None-Match": etag}, 304),
+        ]:
+            r = client.get(server.https_url + path, headers=headers)
+            assert r.http_version == "HTTP/2" and r.status_code == status, (path, r.status_code)
+            assert "content-length" not in r.headers and r.content == b"", (path, r.headers)
+        r = client.post(server.https_url + "/nothing", content=b"")
+        assert r.status_code == 204 and "content-length" not in r.headers, r.headers

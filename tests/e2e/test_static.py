@@ -413,3 +413,70 @@ def test_clients_that_leave_before_a_large_file_starts_leak_no_descriptors(files
         time.sleep(0.2)
     assert fds() <= before + 20, f"{fds() - before} descriptors still open after 300 reset clients"
     assert curl("-s", "-o", "/dev/null", "-w", "%{http_code}", f"http://127.0.0.1:{files.http_port}/files/notes.txt").stdout == "200"
+
+
+@pytest.fixture(scope="module")
+def linked_site(tmp_path_factory):
+    """A root whose directory index and precompressed sidecars are symbolic links: some lead out of the root
+    (to files an attacker with write access to the root would like served), some stay inside it."""
+    import gzip as gzip_module
+    outside = tmp_path_factory.mktemp("outside")
+    (outside / "index.html").write_text("<h1>outside index</h1>\n")
+    (outside / "secret.txt.gz").write_bytes(gzip_module.compress(b"outside secret\n"))
+    (outside / "secret.txt.br").write_bytes(b"outside brotli bytes")
+    root = tmp_path_factory.mktemp("linked")
+    (root / "linkdir").mkdir()
+    os.symlink(outside / "index.html", root / "linkdir" / "index.html")
+    (root / "page.txt").write_text("inside page\n")
+    os.symlink(outside / "secret.txt.gz", root / "page.txt.gz")
+    os.symlink(outside / "secret.txt.br", root / "page.txt.br")
+    (root / "kept.txt").write_text("inside kept\n")
+    (root / "real.gz").write_bytes(gzip_module.compress(b"inside kept\n"))
+    os.symlink(root / "real.gz", root / "kept.txt.gz")
+    return root
+
+
+@pytest.fixture(scope="module")
+def linked(module_edge_factory, linked_site):
+    return module_edge_factory.start(config=f"""
+[[route]]
+path = "/strict"
+static = {{ root = "{linked_site}", listing = true }}
+
+[[route]]
+path = "/follow"
+static = {{ root = "{linked_site}", follow_symlinks = true }}
+""")
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "br"])
+def test_sidecar_linking_out_of_the_root_is_not_served(linked, encoding):
+    """follow_symlinks = false: the requested file passed the realpath check but its sidecar, opened beside
+    it, was a link to outside the root and was sent."""
+    for mode in ("http1", "http2"):
+        base = linked.http.url if mode == "http1" else linked.https.url
+        r = curl("-sk", f"--{'http1.1' if mode == 'http1' else 'http2'}", "-H", f"Accept-Encoding: {encoding}",
+                 "-D", "-", f"{base}/strict/page.txt").stdout
+        head, _, body = r.partition("\n\n")  # (text mode turned CRLF into LF)
+        assert " 200" in head.splitlines()[0], r
+        assert "content-encoding" not in head.lower() and body == "inside page\n", (mode, r)
+
+
+def test_index_linking_out_of_the_root_is_refused(linked):
+    for url in (f"{linked.http.url}/strict/linkdir/", f"{linked.http.url}/strict/linkdir/index.html"):
+        r = curl("-s", "-w", "\n%{http_code}", url).stdout
+        assert r.endswith("\n403") and "outside" not in r, (url, r)
+
+
+def test_links_inside_the_root_still_work(linked):
+    r = curl("-s", "-H", "Accept-Encoding: gzip", "-D", "-", "-o", "/dev/null", f"{linked.http.url}/strict/kept.txt")
+    assert "content-encoding: gzip" in r.stdout.lower(), r.stdout
+    assert curl("-s", "--compressed", f"{linked.http.url}/strict/kept.txt").stdout == "inside kept\n"
+
+
+def test_follow_symlinks_serves_links_out_of_the_root(linked):
+    """The documented meaning of follow_symlinks = true (edge.toml, README): links may lead anywhere, for the
+    index and the sidecars as for the file asked for."""
+    assert curl("-s", f"{linked.http.url}/follow/linkdir/").stdout == "<h1>outside index</h1>\n"
+    gzipped = curl("-s", "-H", "Accept-Encoding: gzip", "--compressed", f"{linked.http.url}/follow/page.txt")
+    assert gzipped.stdout == "outside secret\n"

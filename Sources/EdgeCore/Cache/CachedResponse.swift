@@ -29,10 +29,13 @@ public final class CachedResponse: Sendable {
     private let referenced = Atomic<Bool>(false)
     private let evicted = Atomic<Bool>(false)
 
-    /// Creates an entry from a backend response; adds `Content-Length` for `body`.
+    /// Creates an entry from a backend response; adds `Content-Length` for `body` (unless the status has none:
+    /// ``ResponseHeaders/hasContentLength(_:)``).
     public init(status: HTTPResponseStatus, headers: HTTPHeaders, body: ByteBuffer, storedAt: NIODeadline, ttl: TimeAmount, keyCost: Int) {
         var headers = headers
-        headers.replaceOrAdd(name: "content-length", value: String(body.readableBytes))
+        if ResponseHeaders.hasContentLength(status) {
+            headers.replaceOrAdd(name: "content-length", value: String(body.readableBytes))
+        }
         self.status = status
         self.headers = headers
         self.body = body

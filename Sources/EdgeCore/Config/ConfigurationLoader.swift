@@ -4,8 +4,24 @@ import TOMLKit
 /// Reads an Edge configuration from TOML text, collecting every problem instead of stopping at the first.
 public enum ConfigurationLoader {
     /// Parses `text` (the contents of `source`, used in messages) into a configuration.
+    /// - Parameter checkingFiles: Also check every file and folder the configuration names
+    ///   (``ConfigurationFileChecks``: certificates, keys, static roots, htpasswd files, `state_dir`), as
+    ///   `edge check-config` and start-up do; without it, nothing on disk is looked at.
     /// - Throws: ``ConfigurationError`` listing every issue, each with its key and line.
-    public static func load(text: String, source: String) throws(ConfigurationError) -> EdgeConfiguration {
+    public static func load(text: String, source: String, checkingFiles: Bool = false) throws(ConfigurationError) -> EdgeConfiguration {
+        let locator = TOMLKeyLocator(text: text)
+        let nuls = TOMLNULScanner.scan(text)
+        let nulIssues = nuls.map { finding in
+            ConfigurationIssue(
+                key: finding.isEscape ? locator.key(before: finding.line) ?? "syntax" : "syntax", line: finding.line,
+                message: finding.isEscape
+                    ? "a string with a NUL character (\\u0000) cannot be used: it would be cut short there"
+                    : "the file contains a NUL byte, which TOML does not allow: everything after it would be ignored"
+            )
+        }
+        if nuls.contains(where: { !$0.isEscape }) {
+            throw ConfigurationError(source: source, issues: nulIssues)
+        }
         let table: TOMLTable
         do {
             table = try TOMLTable(string: text)
@@ -17,10 +33,20 @@ public enum ConfigurationLoader {
         } catch {
             throw ConfigurationError(source: source, issues: [.init(key: "syntax", message: "\(error)")])
         }
-        var reader = TOMLReader(locator: TOMLKeyLocator(text: text))
+        var reader = TOMLReader(locator: locator)
         let configuration = reader.readConfiguration(table)
-        if !reader.issues.isEmpty {
-            throw ConfigurationError(source: source, issues: reader.issues.sorted { ($0.line ?? 0) < ($1.line ?? 0) })
+        var issues = nulIssues + reader.issues
+        if checkingFiles {
+            let fileIssues = ConfigurationFileChecks.issues(for: reader.fileReferences).map { issue in
+                var issue = issue
+                issue.line = locator.line(of: issue.key)
+                return issue
+            }
+            // A value cut short at a NUL is not worth a second, confusing message about the file it then names.
+            issues += fileIssues.filter { issue in !nulIssues.contains { $0.line == issue.line } }
+        }
+        if !issues.isEmpty {
+            throw ConfigurationError(source: source, issues: issues.sorted { ($0.line ?? 0) < ($1.line ?? 0) })
         }
         return configuration
     }
@@ -30,6 +56,8 @@ public enum ConfigurationLoader {
 private struct TOMLReader {
     let locator: TOMLKeyLocator
     var issues: [ConfigurationIssue] = []
+    /// The files and folders the configuration names, for ``ConfigurationFileChecks``.
+    var fileReferences: [ConfigurationFileChecks.FileReference] = []
 
     init(locator: TOMLKeyLocator) {
         self.locator = locator
@@ -48,6 +76,7 @@ private struct TOMLReader {
         )
         config.threads = int(root, "threads", path: "threads", range: 1...1024)
         config.stateDirectory = string(root, "state_dir", path: "state_dir")
+        if let directory = config.stateDirectory { fileReferences.append(.stateDirectory(directory, key: "state_dir")) }
         if let level = string(root, "log_level", path: "log_level") {
             if LogLevelName.parse(level) == nil {
                 fail("log_level", "expected one of \(LogLevelName.allNames), got \"\(level)\"")
@@ -66,8 +95,18 @@ private struct TOMLReader {
         if let seconds = int(root, "shutdown_delay_seconds", path: "shutdown_delay_seconds", range: 0...3600) {
             config.shutdownDelay = .seconds(Int64(seconds))
         }
+        var listenerKeys: [String] = []
         for (index, table) in tables(root, "listener", path: "listener").enumerated() {
-            if let listener = readListener(table, path: "listener[\(index)]") { config.listeners.append(listener) }
+            let path = "listener[\(index)]"
+            guard let listener = readListener(table, path: path) else { continue }
+            if let clash = config.listeners.firstIndex(where: { $0.address.conflicts(with: listener.address) }) {
+                let other = config.listeners[clash].address
+                let line = locator.line(of: "\(listenerKeys[clash]).address").map { " (line \($0))" } ?? ""
+                let covers = other.host == listener.address.host ? "" : ", which includes \(listener.address)"
+                fail("\(path).address", "\(listenerKeys[clash])\(line) already listens on \(other)\(covers)")
+            }
+            config.listeners.append(listener)
+            listenerKeys.append(path)
         }
         if let limits = subtable(root, "limits", path: "limits") { config.limits = readLimits(limits) }
         if let timeouts = subtable(root, "timeouts", path: "timeouts") { config.timeouts = readTimeouts(timeouts) }
@@ -111,6 +150,9 @@ private struct TOMLReader {
         case (true, nil, nil):
             return ListenerConfiguration(address: address, tls: .selfSigned)
         case (true, let certificate?, let key?):
+            fileReferences.append(.tlsPair(
+                certificate: certificate, certificateKey: "\(path).certificate", privateKey: key, privateKeyKey: "\(path).private_key"
+            ))
             return ListenerConfiguration(address: address, tls: .files(certificate: certificate, privateKey: key))
         case (true, nil, _):
             fail("\(path).certificate", "private_key is set but certificate is missing")
@@ -221,6 +263,7 @@ private struct TOMLReader {
         let realm = string(table, "realm", path: "\(path).realm") ?? "edge"
         if !HeaderValue.isValid(realm) { fail("\(path).realm", "must not contain control characters") }
         guard let file = string(table, "htpasswd", path: "\(path).htpasswd", required: true) else { return nil }
+        fileReferences.append(.htpasswd(file, key: "\(path).htpasswd"))
         return BasicAuthConfiguration(realm: realm, htpasswd: file)
     }
 
@@ -234,10 +277,14 @@ private struct TOMLReader {
     }
 
     mutating func readStatic(_ parent: TOMLTable, path: String) -> StaticConfiguration? {
-        if let root = parent["static"]?.tomlValue.string { return StaticConfiguration(root: root) }
+        if let root = parent["static"]?.tomlValue.string {
+            fileReferences.append(.staticRoot(root, key: path))
+            return StaticConfiguration(root: root)
+        }
         guard let table = subtable(parent, "static", path: path) else { return nil }
         checkKeys(table, path: path, allowed: ["root", "index", "listing", "hidden", "follow_symlinks"])
         guard let root = string(table, "root", path: "\(path).root", required: true) else { return nil }
+        fileReferences.append(.staticRoot(root, key: "\(path).root"))
         var settings = StaticConfiguration(root: root)
         if table.contains(key: "index") { settings.index = strings(table, "index", path: "\(path).index") }
         if let listing = bool(table, "listing", path: "\(path).listing") { settings.listing = listing }
@@ -253,8 +300,18 @@ private struct TOMLReader {
         guard let table = subtable(parent, "respond", path: path) else { return nil }
         checkKeys(table, path: path, allowed: ["status", "body", "content_type"])
         var respond = FixedResponseConfiguration()
-        if let status = int(table, "status", path: "\(path).status", range: 200...599) { respond.status = status }
+        if let interim = table["status"]?.tomlValue.int, (100...199).contains(interim) {
+            fail("\(path).status", "must be between 200 and 599, got \(interim): a 1xx status is an interim response, not an answer")
+        } else if let status = int(table, "status", path: "\(path).status", range: 200...599) {
+            respond.status = status
+        }
         if let body = string(table, "body", path: "\(path).body") { respond.body = body }
+        if FixedResponseConfiguration.statusesWithoutContent.contains(respond.status), !respond.body.isEmpty {
+            fail(
+                "\(path).body",
+                "must be empty with status \(respond.status), which has no content (RFC 9110): a body would be read as the start of the next response"
+            )
+        }
         if let type = string(table, "content_type", path: "\(path).content_type") {
             if HeaderValue.isValid(type) { respond.contentType = type } else {
                 fail("\(path).content_type", "must not contain control characters")

@@ -3,8 +3,9 @@ public import Foundation
 /// Assembles the configuration a process runs with: file (or the embedded default), then `EDGE_*`
 /// environment variables, then command-line flags.
 public enum ConfigurationSource {
-    /// Loads and validates a config file.
-    /// - Throws: ``ConfigurationError`` (unreadable file, syntax or semantic errors).
+    /// Loads and validates a config file, and checks the files and folders it names
+    /// (``ConfigurationFileChecks``): what `edge check-config` reports, and what start-up refuses.
+    /// - Throws: ``ConfigurationError`` (unreadable file, syntax or semantic errors, missing or unusable files).
     public static func load(file path: String) throws(ConfigurationError) -> EdgeConfiguration {
         var isDirectory: ObjCBool = false
         let problem: String?
@@ -23,7 +24,7 @@ public enum ConfigurationSource {
         guard let text = String(data: data, encoding: .utf8) else {
             throw ConfigurationError(source: path, issues: [.init(key: "", message: "the config file is not UTF-8 text")])
         }
-        return try ConfigurationLoader.load(text: text, source: path)
+        return try ConfigurationLoader.load(text: text, source: path, checkingFiles: true)
     }
 
     /// The embedded default, plus `./public` served under `/public` when that folder exists.

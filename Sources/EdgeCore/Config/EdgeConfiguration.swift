@@ -269,4 +269,8 @@ public struct FixedResponseConfiguration: Sendable, Equatable {
         self.body = body
         self.contentType = contentType
     }
+
+    /// Statuses whose responses never have content (RFC 9110 §15.3.5, §15.3.6, §15.4.5), so a fixed response
+    /// with one of them must have an empty body.
+    public static let statusesWithoutContent: Set<Int> = [204, 205, 304]
 }

@@ -65,7 +65,8 @@ public struct Overrides: Sendable {
     /// Creates an empty set of overrides.
     public init() {}
 
-    /// Applies the overrides, collecting every bad value.
+    /// Applies the overrides, collecting every bad value: also a `state_dir` that exists and is not a folder,
+    /// and a listener address another listener already uses.
     public func apply(
         to configuration: EdgeConfiguration,
         source: String,
@@ -90,7 +91,13 @@ public struct Overrides: Sendable {
                 issues.append(.init(key: name("EDGE_SHUTDOWN_TIMEOUT", "--shutdown-timeout"), message: "expected a number of seconds, got \"\(text)\""))
             }
         }
-        if let stateDirectory { config.stateDirectory = stateDirectory }
+        if let stateDirectory {
+            if let problem = ConfigurationFileChecks.stateDirectoryProblem(stateDirectory) {
+                issues.append(.init(key: name("EDGE_STATE_DIR", "--state-dir"), message: problem))
+            } else {
+                config.stateDirectory = stateDirectory
+            }
+        }
         if let level = logLevel {
             if LogLevelName.parse(level) != nil { config.logLevel = level } else {
                 issues.append(.init(key: name("EDGE_LOG_LEVEL", "--log-level"), message: "expected one of \(LogLevelName.allNames), got \"\(level)\""))
@@ -102,6 +109,9 @@ public struct Overrides: Sendable {
             if text == "none" {
                 config.listeners = kept
             } else if let address = HostPort(parsing: text) {
+                if let other = kept.first(where: { $0.address.conflicts(with: address) }) {
+                    issues.append(.init(key: key, message: "another listener already listens on \(other.address)"))
+                }
                 let tls = isTLS ? (config.listeners.first { $0.tls != nil }?.tls ?? .selfSigned) : nil
                 config.listeners = kept + [ListenerConfiguration(address: address, tls: tls)]
             } else {

@@ -1,3 +1,11 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// A `HOST:PORT` pair as written in config files and flags (`127.0.0.1:8080`, `[::1]:0`, `localhost:8443`).
 public struct HostPort: Sendable, Equatable, CustomStringConvertible {
     /// Host name or IP address, without brackets.
@@ -28,8 +36,32 @@ public struct HostPort: Sendable, Equatable, CustomStringConvertible {
             if host.contains(":") { return nil }  // IPv6 must be bracketed
         }
         guard let port = Int(portText), (0...65_535).contains(port) else { return nil }
+        // What looks like an IP address must be one: "999.1.1.1" would otherwise go to DNS and fail at bind.
+        if text.hasPrefix("[") {
+            guard Self.isAddress(host, family: AF_INET6) else { return nil }
+        } else if !host.isEmpty, host.allSatisfy({ $0 == "." || $0.isASCII && $0.isNumber }) {
+            guard Self.isAddress(host, family: AF_INET) else { return nil }
+        }
         self.host = host.isEmpty ? "0.0.0.0" : String(host)
         self.port = port
+    }
+
+    /// Whether two listeners on these addresses cannot both bind: the same port (not 0, which is ephemeral)
+    /// on the same host, or on the wildcard address of the other's IP family (`0.0.0.0` takes every IPv4
+    /// address, `::` every IPv6 one). Whether `::` also takes IPv4 depends on the system, so it is not assumed.
+    public func conflicts(with other: HostPort) -> Bool {
+        guard port != 0, port == other.port else { return false }
+        if host.lowercased() == other.host.lowercased() { return true }
+        for (wildcard, family) in [("0.0.0.0", AF_INET), ("::", AF_INET6)] {
+            if host == wildcard, Self.isAddress(Substring(other.host), family: family) { return true }
+            if other.host == wildcard, Self.isAddress(Substring(host), family: family) { return true }
+        }
+        return false
+    }
+
+    private static func isAddress(_ text: Substring, family: CInt) -> Bool {
+        var buffer = [UInt8](repeating: 0, count: 16)
+        return inet_pton(family, String(text), &buffer) == 1
     }
 
     /// `host:port`, with brackets around IPv6 addresses.

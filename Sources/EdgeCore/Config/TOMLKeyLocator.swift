@@ -5,6 +5,8 @@
 /// Keys inside inline tables resolve to the line of the inline table.
 struct TOMLKeyLocator {
     private var lines: [String: Int] = [:]
+    /// The first key (or table) written on each line, for ``key(before:)``.
+    private var keys: [Int: String] = [:]
 
     init(text: String) {
         var arrayCounts: [String: Int] = [:]
@@ -18,17 +20,31 @@ struct TOMLKeyLocator {
                 let index = arrayCounts[name, default: 0]
                 arrayCounts[name] = index + 1
                 prefix = "\(name)[\(index)]"
-                lines[prefix] = lineNumber
+                record(prefix, at: lineNumber)
             } else if line.hasPrefix("[") {
                 prefix = Self.headerName(line.dropFirst())
-                lines[prefix] = lineNumber
+                record(prefix, at: lineNumber)
             } else if let equals = line.firstIndex(of: "="), !line.hasPrefix("#") {
                 let key = String(line[..<equals].trimming(" \t\"'"))
                 guard !key.isEmpty else { continue }
                 let path = prefix.isEmpty ? key : "\(prefix).\(key)"
-                if lines[path] == nil { lines[path] = lineNumber }
+                if lines[path] == nil { record(path, at: lineNumber) }
             }
         }
+    }
+
+    private mutating func record(_ path: String, at line: Int) {
+        lines[path] = line
+        if keys[line] == nil { keys[line] = path }
+    }
+
+    /// The key written on `line`, or else on the nearest line above it that has one (a line inside a
+    /// multi-line string belongs to the key that starts it).
+    func key(before line: Int) -> String? {
+        for candidate in stride(from: line, through: 1, by: -1) {
+            if let key = keys[candidate] { return key }
+        }
+        return nil
     }
 
     /// The line of `path`, or of its nearest enclosing key that has one.

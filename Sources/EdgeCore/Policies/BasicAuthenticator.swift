@@ -13,7 +13,10 @@ import Synchronization
 ///   header (never the password itself) so a returning client costs one hash and one lookup.
 /// - Unknown users are checked against a dummy hash, so response time does not reveal which users exist;
 ///   the comparison inside bcrypt is constant-time.
-/// - ``reloadIfChanged()`` re-reads the file when its modification time or size changes.
+/// - ``reloadIfChanged()`` re-reads the file once a change has held still for one check (the watcher checks every
+///   two seconds), so a file caught while it is being written is not taken half-written; ``reload()`` (SIGHUP)
+///   reads it at once. Either way the file is read in one consistent snapshot and taken only when every line is
+///   valid; otherwise the previous users stay and the error is reported once for that version of the file.
 /// - Credentials are never logged.
 public final class BasicAuthenticator: Sendable {
     /// The outcome of ``authenticate(_:on:)``.
@@ -30,14 +33,22 @@ public final class BasicAuthenticator: Sendable {
     public struct FileError: Error, CustomStringConvertible {
         /// What is wrong, with the path and line.
         public var description: String
+        /// The version of the file the problem is with; `nil` when it is passing (the file changed while it was
+        /// read), so that the same version is tried again once it holds still.
+        var version: HtpasswdFile.Version?
     }
 
     private struct Table: Sendable {
         var users: [String: String]
-        var modified: Date?
-        var size: Int
+        /// The version of the file the users were read from.
+        var version: HtpasswdFile.Version
         /// Bumped on every reload; a verdict counts only for the generation it was computed against.
         var generation = 0
+        /// A version that differs from ``version``, seen by the last check and not yet read: it is read when the
+        /// next check finds the file still the same.
+        var settling: HtpasswdFile.Version?
+        /// The last version that could not be used, so its error is reported once, not at every check.
+        var refused: HtpasswdFile.Version?
     }
 
     /// The `WWW-Authenticate` header value.
@@ -54,8 +65,8 @@ public final class BasicAuthenticator: Sendable {
     public init(realm: String, path: String) throws {
         self.challenge = "Basic realm=\"\(realm.replacingOccurrences(of: "\"", with: "'"))\", charset=\"UTF-8\""
         self.path = path
-        let loaded = try Self.load(path)
-        self.table = Mutex(loaded)
+        let loaded = try HtpasswdFile.load(path)
+        self.table = Mutex(Table(users: loaded.users, version: loaded.version))
         let cost = loaded.users.values.first.flatMap { Int($0.dropFirst(4).prefix(2)) } ?? 10
         self.dummyHash = Bcrypt.hash(UUID().uuidString, cost: UInt8(clamping: cost))
     }
@@ -63,19 +74,39 @@ public final class BasicAuthenticator: Sendable {
     /// Number of users in the current table.
     public var userCount: Int { table.withLock { $0.users.count } }
 
-    /// Re-reads the file if it changed. Returns the new user count, or `nil` when nothing changed.
-    /// - Throws: ``FileError`` when the changed file is invalid; the previous table stays in force.
+    /// Re-reads the file if it changed and the change has held still since the previous call: the first call that
+    /// sees a new version only notes it, the next one reads it if the file is still that version. Returns the
+    /// new user count, or `nil` when nothing was read.
+    /// - Throws: ``FileError`` when the changed file cannot be used (once per version of the file); the previous
+    ///   users stay in force.
     @discardableResult
     public func reloadIfChanged() throws -> Int? {
-        let attributes = try? FileManager.default.attributesOfItem(atPath: path)
-        let modified = attributes?[.modificationDate] as? Date
-        let size = (attributes?[.size] as? NSNumber)?.intValue ?? -1
-        let unchanged = table.withLock { $0.modified == modified && $0.size == size }
-        if unchanged { return nil }
-        var loaded = try Self.load(path)
-        table.withLock { current in
-            loaded.generation = current.generation + 1
-            current = loaded
+        let current = HtpasswdFile.Version.current(of: path)
+        let ready = table.withLock { table in
+            guard current != table.version, current != table.refused else {
+                table.settling = nil
+                return false
+            }
+            defer { table.settling = current }
+            return table.settling == current
+        }
+        return ready ? try reload() : nil
+    }
+
+    /// Re-reads the file now, whether or not it changed (SIGHUP). Returns the new user count.
+    /// - Throws: ``FileError`` when the file cannot be used (unreadable, changed while it was read, a line that
+    ///   is not `user:bcrypt-hash`); the previous users stay in force.
+    @discardableResult
+    public func reload() throws -> Int {
+        let loaded: HtpasswdFile
+        do {
+            loaded = try HtpasswdFile.load(path)
+        } catch {
+            if let version = error.version { table.withLock { $0.refused = version } }
+            throw error
+        }
+        table.withLock { table in
+            table = Table(users: loaded.users, version: loaded.version, generation: table.generation + 1)
         }
         verified.withLock { $0.removeAll() }
         return loaded.users.count
@@ -122,28 +153,14 @@ public final class BasicAuthenticator: Sendable {
         return (String(text[..<colon]), String(text[text.index(after: colon)...]))
     }
 
-    private static func load(_ path: String) throws -> Table {
-        let attributes = try? FileManager.default.attributesOfItem(atPath: path)
-        guard let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8) else {
-            throw FileError(description: "\(path): cannot read the htpasswd file")
+    /// What is wrong with the htpasswd file at `path` (unreadable, or a line that is not `user:bcrypt-hash`),
+    /// or `nil`; for the configuration checks, which run before any authenticator exists.
+    static func fileProblem(_ path: String) -> String? {
+        do {
+            _ = try HtpasswdFile.load(path)
+            return nil
+        } catch {
+            return "\(error)"
         }
-        var users: [String: String] = [:]
-        for (index, rawLine) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
-            let line = rawLine.trimmingCharacters(in: .whitespacesAndNewlines)
-            if line.isEmpty || line.hasPrefix("#") { continue }
-            guard let colon = line.firstIndex(of: ":"), colon != line.startIndex else {
-                throw FileError(description: "\(path):\(index + 1): expected user:hash")
-            }
-            let hash = String(line[line.index(after: colon)...])
-            guard ["$2a$", "$2b$", "$2y$"].contains(where: hash.hasPrefix), hash.count == 60 else {
-                throw FileError(description: "\(path):\(index + 1): only bcrypt hashes are accepted (create them with htpasswd -B)")
-            }
-            users[String(line[..<colon])] = hash
-        }
-        return Table(
-            users: users,
-            modified: attributes?[.modificationDate] as? Date,
-            size: (attributes?[.size] as? NSNumber)?.intValue ?? -1
-        )
     }
 }

@@ -234,7 +234,7 @@ final class EdgeRequestHandler: ChannelInboundHandler {
             (status, headers, body) = (entry.status, entry.headers, entry.body)
         case .response(let response):
             (status, headers, body) = (response.status, response.headers, response.body)
-            headers.add(name: "content-length", value: String(body.readableBytes))
+            if ResponseHeaders.hasContentLength(status) { headers.add(name: "content-length", value: String(body.readableBytes)) }
         case .file:
             return
         }

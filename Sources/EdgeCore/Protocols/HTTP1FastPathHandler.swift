@@ -309,9 +309,11 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
             body = response.body
             buffer = context.channel.allocator.buffer(capacity: 256 + body.readableBytes)
             buffer.writeImmutableBuffer(ResponseHeaders.serializeHead(status: response.status, headers: response.headers))
-            buffer.writeStaticString("content-length: ")
-            buffer.writeString(String(body.readableBytes))
-            buffer.writeStaticString("\r\n")
+            if ResponseHeaders.hasContentLength(response.status) {
+                buffer.writeStaticString("content-length: ")
+                buffer.writeString(String(body.readableBytes))
+                buffer.writeStaticString("\r\n")
+            }
         }
         finishHead(&buffer, for: reply, request: request, keepAlive: keepAlive, now: now)
         if request.method != .HEAD { buffer.writeImmutableBuffer(body) }

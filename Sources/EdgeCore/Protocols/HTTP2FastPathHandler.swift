@@ -260,7 +260,9 @@ final class HTTP2FastPathHandler: ChannelDuplexHandler {
             return (entry.http2Headers, entry.body)
         case .response(let response):
             var headers = response.headers
-            headers.add(name: "content-length", value: String(response.body.readableBytes))
+            if ResponseHeaders.hasContentLength(response.status) {
+                headers.add(name: "content-length", value: String(response.body.readableBytes))
+            }
             return (ResponseHeaders.http2Block(status: response.status, headers: headers), response.body)
         case .file:
             return nil

@@ -15,6 +15,15 @@ enum ResponseHeaders {
         emit("date", date)
     }
 
+    /// Whether a response with `status` says how long its body is. Not a 1xx or 204 (RFC 9110 §8.6: a server
+    /// must not send `Content-Length` with them), nor a 304, whose `Content-Length` could only be that of the
+    /// 200 it stands for, which Edge does not know when it writes one.
+    @inline(__always)
+    static func hasContentLength(_ status: HTTPResponseStatus) -> Bool {
+        let code = status.code
+        return code >= 200 && code != 204 && code != 304
+    }
+
     /// The HTTP/1.1 status line and stored headers of a response, serialised once when it is cached.
     static func serializeHead(status: HTTPResponseStatus, headers: HTTPHeaders) -> ByteBuffer {
         var buffer = ByteBuffer()

@@ -5,7 +5,8 @@ import NIOHTTP1
 enum Reply {
     /// A response from the cache; `cacheStatus` is `HIT` or `MISS`.
     case cached(CachedResponse, cacheStatus: String)
-    /// Any other response; `Content-Length` is added when it is written.
+    /// Any other response; `Content-Length` is added when it is written (not for 1xx, 204 and 304:
+    /// ``ResponseHeaders/hasContentLength(_:)``).
     case response(EdgeResponse)
     /// A file, streamed by the front end (headers complete, `Content-Length` included).
     case file(FileReply)

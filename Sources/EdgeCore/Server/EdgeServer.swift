@@ -9,7 +9,8 @@ public import ServiceLifecycle
 
 /// The Edge server: binds the configured listeners, serves until a graceful shutdown is requested, then drains.
 ///
-/// Run it inside a `ServiceGroup` with `gracefulShutdownSignals: [.sigterm, .sigint]`. On shutdown it turns
+/// Run it inside a `ServiceGroup` with `gracefulShutdownSignals: [.sigterm, .sigint]`, and route SIGHUP to
+/// ``reloadAfterHangup()`` (the `edge` command does both). On shutdown it turns
 /// `/healthz` to 503, waits `shutdown_delay`, closes the listeners, lets every in-flight request finish (idle
 /// HTTP/1.1 connections close, HTTP/2 connections get GOAWAY) and, at `shutdown_timeout`, closes what is left.
 public final class EdgeServer: Service, Sendable {
@@ -162,22 +163,42 @@ public final class EdgeServer: Service, Sendable {
         }
     }
 
+    /// What SIGHUP does (the `edge` command routes it here): every htpasswd file is read again at once, changed
+    /// or not, and one notice says that the rest of the configuration is read only at start. A broken file is
+    /// logged and its previous users stay, as with the watcher.
+    public func reloadAfterHangup() {
+        let files = reloadHtpasswdFiles(evenIfUnchanged: true)
+        logger.notice(
+            "SIGHUP: htpasswd files re-read; the rest of the configuration is read only at start, restart to change it",
+            metadata: ["htpasswd_files": "\(files)"]
+        )
+    }
+
     /// Re-reads changed htpasswd files every two seconds; a broken file is logged and the old users stay.
     private func watchHtpasswdFiles() async {
-        let authenticators = services.router.authenticators
-        guard !authenticators.isEmpty else { return }
+        guard !services.router.authenticators.isEmpty else { return }
         while !Task.isCancelled {
             try? await Task.sleep(nanoseconds: 2_000_000_000)
-            for authenticator in authenticators {
-                do {
-                    if let users = try authenticator.reloadIfChanged() {
-                        logger.info("htpasswd reloaded", metadata: ["path": "\(authenticator.path)", "users": "\(users)"])
-                    }
-                } catch {
-                    logger.warning("htpasswd not reloaded, keeping the previous users", metadata: ["reason": "\(error)"])
+            reloadHtpasswdFiles(evenIfUnchanged: false)
+        }
+    }
+
+    /// Reloads every route's htpasswd file (only those that changed, unless `evenIfUnchanged`), logging each
+    /// reload and each failure; returns the number of files.
+    @discardableResult
+    private func reloadHtpasswdFiles(evenIfUnchanged: Bool) -> Int {
+        let authenticators = services.router.authenticators
+        for authenticator in authenticators {
+            do {
+                let users = evenIfUnchanged ? try authenticator.reload() : try authenticator.reloadIfChanged()
+                if let users {
+                    logger.info("htpasswd reloaded", metadata: ["path": "\(authenticator.path)", "users": "\(users)"])
                 }
+            } catch {
+                logger.warning("htpasswd not reloaded, keeping the previous users", metadata: ["reason": "\(error)"])
             }
         }
+        return authenticators.count
     }
 
     private func drain() async {

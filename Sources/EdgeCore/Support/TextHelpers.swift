@@ -49,3 +49,9 @@ extension Substring {
         utf8.count == other.utf8.count && hasBytePrefix(other)
     }
 }
+
+/// The text of a system error number, in lower case as the rest of Edge's messages ("no such file or directory").
+func systemErrorText(_ code: CInt) -> String {
+    let text = String(cString: strerror(code))
+    return text.prefix(1).lowercased() + text.dropFirst()
+}

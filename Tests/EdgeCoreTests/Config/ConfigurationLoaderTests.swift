@@ -1,4 +1,4 @@
-import EdgeCore
+@testable import EdgeCore
 import Foundation
 import NIOCore
 import Testing
@@ -133,8 +133,126 @@ struct ConfigurationLoaderTests {
         #expect(HostPort(parsing: text) == expected)
     }
 
-    @Test("malformed HOST:PORT is rejected", arguments: ["127.0.0.1", "::1:80", "host:http", "h:-1", "h:65536", "[::1]80"])
+    @Test("malformed HOST:PORT is rejected", arguments: [
+        "127.0.0.1", "::1:80", "host:http", "h:-1", "h:65536", "[::1]80", "999.1.1.1:80", "1.2.3:80", "[zz]:80", "[localhost]:80",
+    ])
     func badHostPort(text: String) {
         #expect(HostPort(parsing: text) == nil)
+    }
+
+    @Test("listeners that cannot both bind conflict; ephemeral ports and other hosts do not", arguments: [
+        ("127.0.0.1:80", "127.0.0.1:80", true),
+        ("LOCALHOST:80", "localhost:80", true),
+        ("0.0.0.0:80", "127.0.0.1:80", true),
+        ("127.0.0.1:80", "0.0.0.0:80", true),
+        ("[::]:80", "[::1]:80", true),
+        ("127.0.0.1:0", "127.0.0.1:0", false),
+        ("127.0.0.1:80", "127.0.0.1:81", false),
+        ("127.0.0.1:80", "127.0.0.2:80", false),
+        ("0.0.0.0:80", "[::1]:80", false),
+        ("127.0.0.1:80", "[::1]:80", false),
+    ])
+    func listenerConflicts(first: String, second: String, conflict: Bool) throws {
+        let a = try #require(HostPort(parsing: first)), b = try #require(HostPort(parsing: second))
+        #expect(a.conflicts(with: b) == conflict)
+    }
+
+    @Test("two listeners on one address are refused, naming both")
+    func duplicateListeners() {
+        #expect {
+            _ = try ConfigurationLoader.load(
+                text: "[[listener]]\naddress = \"127.0.0.1:8080\"\n[[listener]]\naddress = \"127.0.0.1:8080\"\n", source: "x"
+            )
+        } throws: { error in
+            (error as? ConfigurationError)?.description == "x:4: listener[1].address: listener[0] (line 2) already listens on 127.0.0.1:8080"
+        }
+    }
+
+    @Test("NUL bytes and \\u0000 escapes are found; the same text in comments and literal strings is not")
+    func nulScanner() {
+        #expect(TOMLNULScanner.scan("a = 1\n\u{0}\n").map(\.line) == [2])
+        #expect(TOMLNULScanner.scan("a = \"x\\u0000\"\nb = \"\\U00000000\"").map(\.line) == [1, 2])
+        #expect(TOMLNULScanner.scan("a = \"\"\"\nx\n\\u0000\"\"\"").map(\.line) == [3])
+        #expect(TOMLNULScanner.scan("# \\u0000\na = '\\u0000'\nb = '''\n\\u0000'''\nc = \"\\\\u0000\"").isEmpty)
+        #expect(TOMLNULScanner.scan("a = \"\"\"x\"\"\"\"\nb = \"\\u0000\"").map(\.line) == [2])
+    }
+
+    @Test("a NUL escape names the key it is in; a NUL byte stops the load")
+    func nulIssues() {
+        #expect {
+            _ = try ConfigurationLoader.load(text: "threads = 1\nserver_name = \"a\\u0000b\"\n", source: "x")
+        } throws: { error in
+            let issues = (error as? ConfigurationError)?.issues ?? []
+            return issues.map(\.key) == ["server_name"] && issues.map(\.line) == [2]
+        }
+        #expect {
+            _ = try ConfigurationLoader.load(text: "threads = 1\n\u{0}\nthreads = 2\n", source: "x")
+        } throws: { error in
+            (error as? ConfigurationError)?.issues.map(\.key) == ["syntax"]
+        }
+    }
+
+    @Test("file checks: only when asked, then every problem with its key and line")
+    func fileChecks() throws {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("edge-file-checks-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let file = folder + "/file"
+        _ = FileManager.default.createFile(atPath: file, contents: Data("x\n".utf8))
+        let text = """
+            state_dir = "\(file)"
+            [[listener]]
+            address = "127.0.0.1:0"
+            tls = true
+            certificate = "\(folder)/missing.pem"
+            private_key = "\(file)"
+            [[route]]
+            path = "/a"
+            static = "\(file)"
+            [[route]]
+            path = "/b"
+            static = { root = "\(folder)/none" }
+            basic_auth = { htpasswd = "\(folder)/none" }
+            [[route]]
+            path = "/c"
+            static = "\(folder)"
+            """
+        _ = try ConfigurationLoader.load(text: text, source: "x")
+        #expect {
+            _ = try ConfigurationLoader.load(text: text, source: "x", checkingFiles: true)
+        } throws: { error in
+            let issues = (error as? ConfigurationError)?.issues ?? []
+            return issues.map { "\($0.line ?? 0) \($0.key)" } == [
+                "1 state_dir", "5 listener[0].certificate", "6 listener[0].private_key", "9 route[0].static",
+                "12 route[1].static.root", "13 route[1].basic_auth.htpasswd",
+            ]
+        }
+    }
+
+    @Test("a state_dir that does not exist yet is fine; a file, or a path under one, is not")
+    func stateDirectoryProblems() {
+        #expect(ConfigurationFileChecks.stateDirectoryProblem("/nonexistent-edge-state/sub") == nil)
+        #expect(ConfigurationFileChecks.stateDirectoryProblem(FileManager.default.temporaryDirectory.path) == nil)
+        #expect(ConfigurationFileChecks.stateDirectoryProblem(#filePath + "/sub") != nil)
+        #expect(ConfigurationFileChecks.stateDirectoryProblem(#filePath) == "\(#filePath) exists and is not a folder")
+    }
+
+    @Test("a fixed response has a final status, and no body when its status has no content", arguments: [
+        ("{ status = 204, body = \"x\" }", "route[0].respond.body"),
+        ("{ status = 205, body = \"x\" }", "route[0].respond.body"),
+        ("{ status = 304, body = \"x\" }", "route[0].respond.body"),
+        ("{ status = 101 }", "route[0].respond.status"),
+        ("{ status = 999 }", "route[0].respond.status"),
+        ("{ status = 204 }", nil),
+        ("{ status = 304, body = \"\" }", nil),
+    ])
+    func fixedResponseStatus(respond: String, failingKey: String?) {
+        let text = "[[route]]\npath = \"/\"\nrespond = \(respond)\n"
+        do {
+            _ = try ConfigurationLoader.load(text: text, source: "x")
+            #expect(failingKey == nil)
+        } catch {
+            #expect(error.issues.map { "\($0.line ?? 0) \($0.key)" } == ["3 \(failingKey ?? "-")"])
+        }
     }
 }

@@ -51,7 +51,7 @@ struct AcceptedEncodings: Equatable {
 struct FileReply {
     /// 200 or 206.
     var status: HTTPResponseStatus
-    /// Complete headers, `Content-Length` included.
+    /// Complete headers, `Content-Length` included (a 304 has none).
     var headers: HTTPHeaders
     /// The open file; `nil` when no body is sent (HEAD) or the bytes are in ``body``.
     var handle: NIOFileHandle?
@@ -211,20 +211,44 @@ public final class StaticFiles: Sendable {
         return read == size ? ByteBuffer(bytes: bytes) : nil
     }
 
+    /// Where `path` really is, when it may be served: with `follow_symlinks = false` only inside the root. Every
+    /// file that is opened (the one asked for, a directory's index, a `.br` / `.gz` sidecar) passes this first
+    /// and is then opened by the path returned, so no symbolic link can lead a response out of the root.
+    private enum Access {
+        /// Open this path.
+        case allowed(String)
+        /// Answer this instead: 404 when nothing is there, 403 when it is unreadable or outside the root.
+        case refused(Found)
+    }
+
+    private func access(_ path: String) -> Access {
+        guard let real = Self.realPath(path) else { return .refused(errno == EACCES ? .forbidden : .notFound) }
+        if !configuration.followSymlinks, real != root, !real.hasPrefix(root + "/") { return .refused(.forbidden) }
+        return .allowed(real)
+    }
+
     private func locate(_ resolved: StaticPath.Resolved, accepted: AcceptedEncodings) -> Found {
         let candidate = resolved.segments.isEmpty ? root : root + "/" + resolved.relativePath
-        guard let real = Self.realPath(candidate) else {
-            return errno == EACCES ? .forbidden : .notFound
+        let real: String
+        switch access(candidate) {
+        case .allowed(let path): real = path
+        case .refused(let answer): return answer
         }
-        if !configuration.followSymlinks, real != root, !real.hasPrefix(root + "/") { return .forbidden }
         var info = stat()
         guard stat(real, &info) == 0 else { return errno == EACCES ? .forbidden : .notFound }
         switch info.st_mode & S_IFMT {
         case S_IFDIR:
             guard resolved.trailingSlash else { return .redirectToDirectory }
             for index in configuration.index {
-                let found = openWithVariants(real + "/" + index, accepted: accepted)
-                if case .file = found { return found }
+                switch access(real + "/" + index) {
+                case .allowed(let indexPath):
+                    let found = openWithVariants(indexPath, accepted: accepted)
+                    if case .file = found { return found }
+                case .refused(.notFound):
+                    continue
+                case .refused(let answer):
+                    return answer  // an index that leads out of the root is refused as it would be if asked for
+                }
             }
             return configuration.listing ? listing(of: real, relative: resolved) : .forbidden
         case S_IFREG:
@@ -234,12 +258,17 @@ public final class StaticFiles: Sendable {
         }
     }
 
-    /// Opens `path`, or its `.br` / `.gz` sidecar when the client accepts that coding (brotli first).
+    /// Opens `path` (already checked by ``access(_:)``), or its `.br` / `.gz` sidecar when the client accepts that
+    /// coding (brotli first). A sidecar that may not be served (a link out of the root) counts as absent.
     private func openWithVariants(_ path: String, accepted: AcceptedEncodings) -> Found {
-        var variants: [(suffix: String, coding: String, wanted: Bool)] = [(".br", "br", accepted.brotli), (".gz", "gzip", accepted.gzip)]
-        variants = variants.filter { Self.isRegularFile($0.suffix == ".br" ? path + ".br" : path + ".gz") }
+        var variants: [(path: String, coding: String, wanted: Bool)] = []
+        for (suffix, coding, wanted) in [(".br", "br", accepted.brotli), (".gz", "gzip", accepted.gzip)] {
+            if case .allowed(let sidecar) = access(path + suffix), Self.isRegularFile(sidecar) {
+                variants.append((sidecar, coding, wanted))
+            }
+        }
         for variant in variants where variant.wanted {
-            if case .file(let descriptor, let size, let modified, let inode, _, _, _) = open(path + variant.suffix) {
+            if case .file(let descriptor, let size, let modified, let inode, _, _, _) = open(variant.path) {
                 return .file(descriptor: descriptor, size: size, modified: modified, inode: inode, name: path, encoding: variant.coding, hasVariants: true)
             }
         }
@@ -387,8 +416,8 @@ extension StaticFiles {
         if ConditionalRequest.notModified(
             ifNoneMatch: request.ifNoneMatch, ifModifiedSince: request.ifModifiedSince, etag: etag, lastModified: lastModified
         ) {
+            // No Content-Length: a 304's could only be the 200's (RFC 9110 §8.6), and 0 is not that.
             headers.remove(name: "content-type")
-            headers.add(name: "content-length", value: "0")
             return .answer(.file(FileReply(status: .notModified, headers: headers, handle: nil, range: 0..<0)))
         }
         var status = HTTPResponseStatus.ok
