@@ -89,6 +89,17 @@ final class EdgeRequestHandler: ChannelInboundHandler {
         context.fireUserInboundEventTriggered(event)
     }
 
+    /// HTTP/2: an error in the stream's pipeline — NIO's codec refusing a header block it cannot turn into a
+    /// request (a CONNECT without `:path`, say) — ends the stream (RST_STREAM) instead of leaving it open with
+    /// no answer. HTTP/1.1 errors go on to the parse-error answer and ``CloseOnErrorHandler``.
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if isHTTP2 {
+            context.close(promise: nil)
+        } else {
+            context.fireErrorCaught(error)
+        }
+    }
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
         case .head(let head):
@@ -119,6 +130,20 @@ final class EdgeRequestHandler: ChannelInboundHandler {
         if !isHTTP2 { context.triggerUserOutboundEvent(HTTP1ConnectionEvent.headReceived, promise: nil) }
         if head.uri.utf8.count > limits.maxURIBytes {
             reject(head, .uriTooLong, "request target longer than \(limits.maxURIBytes) bytes\n", context: context)
+            return
+        }
+        if head.method == .CONNECT {
+            // Edge is not a forward proxy. Over HTTP/1.1 the bytes after a CONNECT head belong to a tunnel, so the
+            // connection closes after the answer.
+            reject(head, .notImplemented, "CONNECT is not supported: Edge is not a forward proxy\n", context: context)
+            return
+        }
+        if !RequestTargetRules.isRoutableTarget(head.uri, isOPTIONS: head.method == .OPTIONS, allowsAbsoluteForm: !isHTTP2) {
+            reject(head, .badRequest, "malformed request target\n", context: context)
+            return
+        }
+        if head.headers["host"].contains(where: { !RequestTargetRules.isValidHost($0.utf8) }) {
+            reject(head, .badRequest, "invalid Host\n", context: context)
             return
         }
         if !isHTTP2 {
@@ -158,7 +183,8 @@ final class EdgeRequestHandler: ChannelInboundHandler {
             reject(head, .payloadTooLarge, "request body larger than \(limits.maxBodyBytes) bytes\n", context: context)
             return
         }
-        if let expectation = head.headers.first(name: "expect") {
+        // RFC 9110 §10.1.1: an expectation in an HTTP/1.0 request is ignored.
+        if let expectation = head.headers.first(name: "expect"), head.version != .http1_0 {
             guard expectation.lowercased() == "100-continue" else {
                 reject(head, .expectationFailed, "unsupported expectation\n", context: context)
                 return

@@ -176,6 +176,8 @@ enum HTTP1RequestScanner {
         }
         // HTTP/1.1 without Host must be refused (400); the full parser path does that.
         if !isHTTP10 && hostRange == nil { return .fallback }
+        // An invalid Host gets its 400 there too.
+        if let hostRange, !RequestTargetRules.isValidHost(bytes[hostRange]) { return .fallback }
         func string(_ range: Range<Int>) -> String {
             // Small strings (up to 15 bytes, e.g. "/" or "127.0.0.1:8080") are stored inline: no allocation.
             String(decoding: UnsafeRawBufferPointer(rebasing: bytes[range]), as: UTF8.self)

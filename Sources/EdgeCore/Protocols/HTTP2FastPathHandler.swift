@@ -250,7 +250,9 @@ final class HTTP2FastPathHandler: ChannelDuplexHandler {
         guard let method, let path, path.utf8.first == UInt8(ascii: "/"), path.utf8.count <= limits.maxURIBytes,
             fields < limits.maxHeaderFields, headBytes <= limits.maxHeaderBytes
         else { return nil }
-        return SimpleRequest(method: method, target: path[...], host: (authority ?? host ?? "")[...])
+        let effectiveHost = authority ?? host ?? ""
+        guard RequestTargetRules.isValidHost(effectiveHost.utf8) else { return nil }  // the full path answers 400
+        return SimpleRequest(method: method, target: path[...], host: effectiveHost[...])
     }
 
     /// A reply's header block (without the per-request fields) and body; `nil` for files, which stream.

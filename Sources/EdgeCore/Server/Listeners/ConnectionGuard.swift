@@ -8,8 +8,8 @@ import NIOTLS
 /// Once the connection speaks HTTP (at once for plain listeners, after ALPN for TLS) it removes itself, so
 /// it costs nothing per request; the connection count is released by the channel's close future.
 final class ConnectionGuard: ChannelInboundHandler, RemovableChannelHandler {
-    typealias InboundIn = NIOAny
-    typealias InboundOut = NIOAny
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
 
     private let state: ServerState
     private let perClient: PerClientConnectionLimit
@@ -17,6 +17,7 @@ final class ConnectionGuard: ChannelInboundHandler, RemovableChannelHandler {
     private let handshakeTimeout: TimeAmount?
     private var handshakeTimer: Scheduled<Void>?
     private var context: ChannelHandlerContext?
+    private var sawFirstRead = false
 
     /// - Parameters:
     ///   - handshakeTimeout: Deadline for the TLS handshake; `nil` for plain listeners.
@@ -63,6 +64,31 @@ final class ConnectionGuard: ChannelInboundHandler, RemovableChannelHandler {
             context.fireChannelActive()
             context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
         }
+    }
+
+    /// On a TLS listener, a first read that starts like an HTTP request line instead of a TLS record (`0x16`)
+    /// is plain HTTP sent to the HTTPS port: it gets a readable 400, as nginx gives, instead of a silent close
+    /// by the TLS handshake. Later reads pass untouched (the guard leaves once ALPN has chosen).
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard handshakeTimeout != nil, !sawFirstRead else {
+            context.fireChannelRead(data)
+            return
+        }
+        sawFirstRead = true
+        let buffer = unwrapInboundIn(data)
+        guard let first = buffer.getInteger(at: buffer.readerIndex, as: UInt8.self),
+            first >= UInt8(ascii: "A"), first <= UInt8(ascii: "Z")
+        else {
+            context.fireChannelRead(data)
+            return
+        }
+        let text = "This port speaks HTTPS: the plain HTTP request was sent to the HTTPS port.\n"
+        var answer = context.channel.allocator.buffer(capacity: 256)
+        answer.writeString(
+            "HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: \(text.utf8.count)\r\n"
+                + "connection: close\r\n\r\n" + text
+        )
+        context.writeAndFlush(NIOAny(answer)).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {

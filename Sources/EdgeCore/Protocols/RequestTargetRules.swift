@@ -1,0 +1,33 @@
+/// Syntax checks on request heads that both HTTP/1.1 paths and HTTP/2 apply before routing.
+enum RequestTargetRules {
+    /// Whether `value` is a valid `Host` (or `:authority`): `uri-host [ ":" port ]` (RFC 9112 §3.2, RFC 3986
+    /// §3.2.2) — registered-name, IPv4 or bracketed IP-literal characters only. An invalid value is answered with
+    /// 400, as RFC 9112 requires; spaces, `/`, `@`, `?`, `#` and control bytes are the usual attacks on
+    /// virtual-host routing and on logs. An empty value is valid.
+    static func isValidHost<Bytes: Sequence<UInt8>>(_ value: Bytes) -> Bool {
+        for byte in value {
+            switch byte {
+            case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
+                UInt8(ascii: "0")...UInt8(ascii: "9"):
+                continue
+            case UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "~"), UInt8(ascii: "%"),
+                UInt8(ascii: "!"), UInt8(ascii: "$"), UInt8(ascii: "&"), UInt8(ascii: "'"), UInt8(ascii: "("),
+                UInt8(ascii: ")"), UInt8(ascii: "*"), UInt8(ascii: "+"), UInt8(ascii: ","), UInt8(ascii: ";"),
+                UInt8(ascii: "="), UInt8(ascii: ":"), UInt8(ascii: "["), UInt8(ascii: "]"):
+                continue
+            default:
+                return false
+            }
+        }
+        return true
+    }
+
+    /// Whether `target` is a request target Edge can route: origin-form (`/…`), absolute-form (HTTP/1.1
+    /// only, `scheme://authority/…`), or `*` for `OPTIONS` (RFC 9112 §3.2, RFC 9113 §8.3.1). Anything else — a
+    /// relative path, an HTTP/2 `:path` without its slash — is a malformed request (400), not a missing page.
+    static func isRoutableTarget(_ target: String, isOPTIONS: Bool, allowsAbsoluteForm: Bool) -> Bool {
+        if target.utf8.first == UInt8(ascii: "/") { return true }
+        if isOPTIONS, target == "*" { return true }
+        return allowsAbsoluteForm && target.contains("://")
+    }
+}
