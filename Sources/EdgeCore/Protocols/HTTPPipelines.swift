@@ -13,7 +13,7 @@ enum HTTPPipelines {
         try channel.pipeline.syncOperations.addHandler(
             ConnectionGuard(
                 state: services.state, perClient: services.connectionsPerClient, maxConnections: limits.maxConnections,
-                handshakeTimeout: nil
+                handshakeTimeout: nil, loop: services.loops.state(for: channel.eventLoop)
             )
         )
         try configureHTTP1(channel, services: services, isTLS: false)
@@ -24,7 +24,8 @@ enum HTTPPipelines {
         let configuration = services.configuration
         let guardHandler = ConnectionGuard(
             state: services.state, perClient: services.connectionsPerClient,
-            maxConnections: configuration.limits.maxConnections, handshakeTimeout: configuration.timeouts.tlsHandshake
+            maxConnections: configuration.limits.maxConnections, handshakeTimeout: configuration.timeouts.tlsHandshake,
+            loop: services.loops.state(for: channel.eventLoop)
         )
         let boundGuard = NIOLoopBound(guardHandler, eventLoop: channel.eventLoop)
         let sync = channel.pipeline.syncOperations

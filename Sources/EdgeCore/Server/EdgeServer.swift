@@ -224,9 +224,29 @@ public final class EdgeServer: Service, Sendable {
                 "shutdown deadline reached, closing remaining connections",
                 metadata: ["connections": "\(state.connectionCount)", "in_flight": "\(state.inFlightCount)"]
             )
+            await closeRemainingConnections(within: closing + .milliseconds(250))
         }
         try? await group.shutdownGracefully()
         logger.info("stopped")
+    }
+
+    /// Closes every connection still open, on its own loop, and waits (at most `limit`) until they are closed —
+    /// before the loops stop, so that nothing a closing connection schedules meets a loop that is gone.
+    private func closeRemainingConnections(within limit: TimeAmount) async {
+        let closed = services.loops.forEach(on: group) { loop in
+            let futures = loop.connections.values.map { channel in
+                channel.close(promise: nil)
+                return channel.closeFuture
+            }
+            return EventLoopFuture.andAllComplete(futures, on: futures.first?.eventLoop ?? self.group.next())
+        }
+        let timeout = group.next().makePromise(of: Void.self)
+        let timer = group.next().scheduleTask(in: limit) { timeout.succeed() }
+        closed.whenComplete { _ in
+            timer.cancel()
+            timeout.succeed()
+        }
+        try? await timeout.futureResult.get()
     }
 
     /// Closes the listeners and asks every connection to finish; the future is `true` when all closed before

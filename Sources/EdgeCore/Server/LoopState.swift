@@ -10,6 +10,9 @@ final class LoopState {
     let staticFiles = StaticFileCache()
     /// Complete HTTP/1.1 responses for hot cache hits and small files.
     let preparedResponses = PreparedHTTP1Responses()
+    /// The loop's open client connections, so that a shutdown can close those left at its deadline while the
+    /// loop still runs (closing them by stopping the loop makes their handlers schedule work on a dead loop).
+    var connections: [ObjectIdentifier: any Channel] = [:]
 
     init(localCacheCapacity: Int) {
         cache = LoopLocalCache(capacity: localCacheCapacity)
@@ -31,6 +34,17 @@ struct LoopStates: Sendable {
     }
 
     /// The state of `loop`; must be called on that loop.
+    /// Runs `body` with each loop's state, on that loop; the future completes when every loop has run it.
+    func forEach<Result: Sendable>(
+        on group: any EventLoopGroup, _ body: @escaping @Sendable (LoopState) -> EventLoopFuture<Result>
+    ) -> EventLoopFuture<[Result]> {
+        var futures: [EventLoopFuture<Result>] = []
+        for loop in group.makeIterator() {
+            futures.append(loop.flatSubmit { body(self.state(for: loop)) })
+        }
+        return EventLoopFuture.whenAllSucceed(futures, on: group.next())
+    }
+
     func state(for loop: any EventLoop) -> LoopState {
         guard let bound = states[ObjectIdentifier(loop)] else {
             preconditionFailure("event loop \(loop) does not belong to the server's group")

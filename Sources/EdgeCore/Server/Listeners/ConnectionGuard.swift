@@ -15,13 +15,19 @@ final class ConnectionGuard: ChannelInboundHandler, RemovableChannelHandler {
     private let perClient: PerClientConnectionLimit
     private let maxConnections: Int
     private let handshakeTimeout: TimeAmount?
+    private let loop: LoopState
     private var handshakeTimer: Scheduled<Void>?
     private var context: ChannelHandlerContext?
     private var sawFirstRead = false
 
     /// - Parameters:
     ///   - handshakeTimeout: Deadline for the TLS handshake; `nil` for plain listeners.
-    init(state: ServerState, perClient: PerClientConnectionLimit, maxConnections: Int, handshakeTimeout: TimeAmount?) {
+    ///   - loop: The state of the connection's event loop, where the open connection is registered.
+    init(
+        state: ServerState, perClient: PerClientConnectionLimit, maxConnections: Int, handshakeTimeout: TimeAmount?,
+        loop: LoopState
+    ) {
+        self.loop = loop
         self.state = state
         self.perClient = perClient
         self.maxConnections = maxConnections
@@ -51,9 +57,13 @@ final class ConnectionGuard: ChannelInboundHandler, RemovableChannelHandler {
         }
         let state = self.state
         let perClient = self.perClient
-        context.channel.closeFuture.whenComplete { _ in
+        let channel = context.channel
+        let loop = self.loop
+        loop.connections[ObjectIdentifier(channel)] = channel
+        channel.closeFuture.assumeIsolated().whenComplete { _ in
             state.connectionClosed()
             perClient.release(client)
+            loop.connections[ObjectIdentifier(channel)] = nil
         }
         if let handshakeTimeout {
             handshakeTimer = context.eventLoop.assumeIsolated().scheduleTask(in: handshakeTimeout) {
