@@ -293,15 +293,21 @@ basic_auth = {{ realm = "r", htpasswd = "{htpasswd}" }}
     assert server.wait_exit(timeout=30) == 0, server.log
 
 
-def test_shutdown_timeout_bounds_drain(edge_factory):
-    server = edge_factory.start(args=["--shutdown-timeout", "1"])
-    c = RawConn(server.http.host, server.http.port)
-    c.send(f"GET /{unique('stuck')}?delay_ms=9000 HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
+def sigterm_and_time_exit(server) -> tuple[int | None, float]:
+    """Lets the requests just sent reach the server, sends SIGTERM, and returns the exit code and the seconds
+    from the signal to the exit."""
     time.sleep(0.3)
     t0 = time.monotonic()
     server.signal(signal.SIGTERM)
     rc = server.wait_exit(timeout=30)
-    elapsed = time.monotonic() - t0
+    return rc, time.monotonic() - t0
+
+
+def test_shutdown_timeout_bounds_drain(edge_factory):
+    server = edge_factory.start(args=["--shutdown-timeout", "1"])
+    c = RawConn(server.http.host, server.http.port)
+    c.send(f"GET /{unique('stuck')}?delay_ms=9000 HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
+    rc, elapsed = sigterm_and_time_exit(server)
     c.close()
     assert rc is not None
     assert elapsed < 7, f"exit took {elapsed:.1f}s with --shutdown-timeout 1 and a 9 s request"
@@ -316,11 +322,7 @@ def test_shutdown_deadline_holds_with_tls_and_http2_connections_open(edge_factor
     stuck_tls.send(f"GET /{unique('stuck-tls')}?delay_ms=9000 HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
     h2 = H2Client(server.https.host, server.https.port)
     h2.request(f"/{unique('stuck-h2')}?delay_ms=9000")
-    time.sleep(0.3)
-    t0 = time.monotonic()
-    server.signal(signal.SIGTERM)
-    rc = server.wait_exit(timeout=30)
-    elapsed = time.monotonic() - t0
+    rc, elapsed = sigterm_and_time_exit(server)
     stuck_tls.close()
     h2.close()
     assert rc == 0, server.log

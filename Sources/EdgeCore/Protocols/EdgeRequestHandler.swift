@@ -142,14 +142,14 @@ final class EdgeRequestHandler: ChannelInboundHandler {
             reject(head, .badRequest, "malformed request target\n", context: context)
             return
         }
-        if head.headers["host"].contains(where: { !RequestTargetRules.isValidHost($0.utf8) }) {
+        let hosts = head.headers["host"]
+        if hosts.contains(where: { !RequestTargetRules.isValidHost($0.utf8) }) {
             reject(head, .badRequest, "invalid Host\n", context: context)
             return
         }
         if !isHTTP2 {
             // RFC 9112 §3.2: exactly one Host in HTTP/1.1 (at most one in HTTP/1.0), else 400.
-            let hosts = head.headers["host"].count
-            if hosts > 1 || (hosts == 0 && head.version.minor >= 1) {
+            if hosts.count > 1 || (hosts.isEmpty && head.version.minor >= 1) {
                 reject(head, .badRequest, "exactly one Host header is required\n", context: context)
                 return
             }

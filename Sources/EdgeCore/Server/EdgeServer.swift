@@ -213,40 +213,33 @@ public final class EdgeServer: Service, Sendable {
         if configuration.shutdownDelay > .zero {
             try? await Task.sleep(nanoseconds: UInt64(configuration.shutdownDelay.nanoseconds))
         }
-        // Connections still open at the deadline are closed; a TLS one may then wait up to
-        // `closeNotifyTimeout` for the client's close_notify, so with TLS listeners that is reserved from it.
+        // Connections still open at the deadline are closed, which takes a moment — a TLS one may wait up to
+        // `closeNotifyTimeout` for the client's close_notify — so that moment is reserved from the deadline.
         let usesTLS = configuration.listeners.contains { $0.tls != nil }
-        let closing = usesTLS ? TLSContextFactory.closeNotifyTimeout : .zero
-        let deadline = max(configuration.shutdownTimeout - closing, .zero)
-        let drained = (try? await quiesceAll(deadline: deadline).get()) ?? false
+        let closing = (usesTLS ? TLSContextFactory.closeNotifyTimeout : .zero) + .milliseconds(250)
+        let drained = (try? await quiesceAll(deadline: max(configuration.shutdownTimeout - closing, .zero)).get()) ?? false
         if !drained {
             logger.warning(
                 "shutdown deadline reached, closing remaining connections",
                 metadata: ["connections": "\(state.connectionCount)", "in_flight": "\(state.inFlightCount)"]
             )
-            await closeRemainingConnections(within: closing + .milliseconds(250))
+            _ = try? await closeRemainingConnections(within: closing).get()
         }
         try? await group.shutdownGracefully()
         logger.info("stopped")
     }
 
-    /// Closes every connection still open, on its own loop, and waits (at most `limit`) until they are closed —
-    /// before the loops stop, so that nothing a closing connection schedules meets a loop that is gone.
-    private func closeRemainingConnections(within limit: TimeAmount) async {
-        let closed = services.loops.forEach(on: group) { loop in
-            let futures = loop.connections.values.map { channel in
+    /// Closes every connection still open, on its own loop; `true` when all closed within `limit`. Done before the
+    /// loops stop, so that nothing a closing connection schedules meets a loop that is gone.
+    private func closeRemainingConnections(within limit: TimeAmount) -> EventLoopFuture<Bool> {
+        let closed = services.loops.forEach(on: group) { loop, state in
+            let closing = state.connections.values.map { channel in
                 channel.close(promise: nil)
                 return channel.closeFuture
             }
-            return EventLoopFuture.andAllComplete(futures, on: futures.first?.eventLoop ?? self.group.next())
+            return EventLoopFuture.andAllComplete(closing, on: loop)
         }
-        let timeout = group.next().makePromise(of: Void.self)
-        let timer = group.next().scheduleTask(in: limit) { timeout.succeed() }
-        closed.whenComplete { _ in
-            timer.cancel()
-            timeout.succeed()
-        }
-        try? await timeout.futureResult.get()
+        return completes(closed, within: limit)
     }
 
     /// Closes the listeners and asks every connection to finish; the future is `true` when all closed before
@@ -262,9 +255,15 @@ public final class EdgeServer: Service, Sendable {
             helper.initiateShutdown(promise: promise)
             return promise.futureResult
         }
+        return completes(EventLoopFuture.andAllComplete(quiesced, on: loop), within: deadline)
+    }
+
+    /// `true` once `future` completes (successfully or not), or `false` when `limit` passes first.
+    private func completes(_ future: EventLoopFuture<Void>, within limit: TimeAmount) -> EventLoopFuture<Bool> {
+        let loop = group.next()
         let outcome = loop.makePromise(of: Bool.self)
-        let timer = loop.scheduleTask(in: deadline) { outcome.succeed(false) }
-        EventLoopFuture.andAllComplete(quiesced, on: loop).whenComplete { _ in
+        let timer = loop.scheduleTask(in: limit) { outcome.succeed(false) }
+        future.whenComplete { _ in
             timer.cancel()
             outcome.succeed(true)
         }

@@ -33,18 +33,15 @@ struct LoopStates: Sendable {
         self.states = states
     }
 
-    /// The state of `loop`; must be called on that loop.
-    /// Runs `body` with each loop's state, on that loop; the future completes when every loop has run it.
-    func forEach<Result: Sendable>(
-        on group: any EventLoopGroup, _ body: @escaping @Sendable (LoopState) -> EventLoopFuture<Result>
-    ) -> EventLoopFuture<[Result]> {
-        var futures: [EventLoopFuture<Result>] = []
-        for loop in group.makeIterator() {
-            futures.append(loop.flatSubmit { body(self.state(for: loop)) })
-        }
-        return EventLoopFuture.whenAllSucceed(futures, on: group.next())
+    /// Runs `body` with each loop and its state, on that loop; the future completes when every loop's future has.
+    func forEach(
+        on group: any EventLoopGroup, _ body: @escaping @Sendable (any EventLoop, LoopState) -> EventLoopFuture<Void>
+    ) -> EventLoopFuture<Void> {
+        let futures = group.makeIterator().map { loop in loop.flatSubmit { body(loop, self.state(for: loop)) } }
+        return EventLoopFuture.andAllComplete(futures, on: group.next())
     }
 
+    /// The state of `loop`; must be called on that loop.
     func state(for loop: any EventLoop) -> LoopState {
         guard let bound = states[ObjectIdentifier(loop)] else {
             preconditionFailure("event loop \(loop) does not belong to the server's group")

@@ -93,11 +93,12 @@ final class ConnectionGuard: ChannelInboundHandler, RemovableChannelHandler {
             return
         }
         let text = "This port speaks HTTPS: the plain HTTP request was sent to the HTTPS port.\n"
-        var answer = context.channel.allocator.buffer(capacity: 256)
-        answer.writeString(
-            "HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: \(text.utf8.count)\r\n"
-                + "connection: close\r\n\r\n" + text
+        var answer = ResponseHeaders.serializeHead(
+            status: .badRequest,
+            headers: ["content-type": "text/plain; charset=utf-8", "content-length": String(text.utf8.count), "connection": "close"]
         )
+        answer.writeStaticString("\r\n")
+        answer.writeString(text)
         context.writeAndFlush(NIOAny(answer)).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
     }
 
