@@ -16,6 +16,10 @@ import NIOHTTP2
 /// per-stream channel and its two handlers; for a cache hit that machinery does nothing the connection
 /// handler has not already done (HPACK, stream state, flow control, DoS limits all stay in NIOHTTP2Handler).
 ///
+/// It is also where every inbound header block is checked against RFC 9113's rules (``HTTP2HeaderBlockRules``;
+/// NIOHTTP2's own check is off): a malformed request head or trailer block ends its stream with
+/// `RST_STREAM(PROTOCOL_ERROR)` and goes no further.
+///
 /// It also owns the connection's backpressure. Responses written in one read batch are flushed every
 /// 64 KiB; once the socket is unwritable (the client is not reading) the rest of the batch's frames wait
 /// here, in order, and no more are read until it drains — so a client asking for large responses on many
@@ -53,6 +57,11 @@ final class HTTP2FastPathHandler: ChannelDuplexHandler {
     private var inputClosed = false
     private var closeDeadline: Scheduled<Void>?
     private let shutdownTimeout: TimeAmount
+    /// Malformed header blocks this connection has sent (each answered with RST_STREAM).
+    private var malformedBlocks = 0
+    /// Malformed header blocks after which the connection is closed: NIOHTTP2's own limit on stream errors
+    /// (200 per connection, and per 30 s), which no longer sees these since Edge checks the blocks itself.
+    static let malformedBlockLimit = 200
 
     /// Creates the handler of one HTTP/2 connection.
     init(services: EdgeServices, loop: LoopState) {
@@ -164,17 +173,43 @@ final class HTTP2FastPathHandler: ChannelDuplexHandler {
     /// Answers a new stream's request here when it can, and passes every other frame on.
     private func receive(_ data: NIOAny, context: ChannelHandlerContext) {
         let frame = unwrapInboundIn(data)
-        if case .headers(let headers) = frame.payload, frame.streamID > lastStreamID {
-            lastStreamID = frame.streamID
-            if headers.endStream, let request = Self.simpleRequest(headers.headers, limits: limits),
-                let reply = dispatcher.immediateReply(method: request.method, target: request.target, host: request.host),
-                let parts = Self.frameParts(of: reply)
-            {
-                write(reply, parts, isHEAD: request.method == .HEAD, on: frame.streamID, context: context)
+        if case .headers(let headers) = frame.payload {
+            if frame.streamID > lastStreamID {
+                lastStreamID = frame.streamID
+                guard let fields = HTTP2HeaderBlockRules.requestFields(headers.headers) else {
+                    refuseMalformedBlock(on: frame.streamID, context: context)
+                    return
+                }
+                if headers.endStream, let request = Self.simpleRequest(fields, limits: limits),
+                    let reply = dispatcher.immediateReply(method: request.method, target: request.target, host: request.host),
+                    let parts = Self.frameParts(of: reply)
+                {
+                    write(reply, parts, isHEAD: request.method == .HEAD, on: frame.streamID, context: context)
+                    return
+                }
+            } else if !HTTP2HeaderBlockRules.isValidTrailerBlock(headers.headers) {
+                refuseMalformedBlock(on: frame.streamID, context: context)
                 return
             }
         }
         context.fireChannelRead(data)
+    }
+
+    /// Answers a malformed header block as NIOHTTP2 would: `RST_STREAM(PROTOCOL_ERROR)` for the stream, and,
+    /// once a connection has sent ``malformedBlockLimit`` of them, `GOAWAY(ENHANCE_YOUR_CALM)` — after which
+    /// ``HTTP2GoAwayCloser`` closes the connection.
+    private func refuseMalformedBlock(on streamID: HTTP2StreamID, context: ChannelHandlerContext) {
+        malformedBlocks += 1
+        let frame: HTTP2Frame
+        if malformedBlocks > Self.malformedBlockLimit {
+            frame = HTTP2Frame(
+                streamID: .rootStream, payload: .goAway(lastStreamID: newestStreamID, errorCode: .enhanceYourCalm, opaqueData: nil)
+            )
+        } else {
+            frame = HTTP2Frame(streamID: streamID, payload: .rstStream(.protocolError))
+        }
+        context.write(wrapOutboundOut(frame), promise: nil)
+        unflushedBytes += 17
     }
 
     /// Whether more responses may be written now: the batch's unflushed bytes are under the threshold (else
@@ -217,40 +252,19 @@ final class HTTP2FastPathHandler: ChannelDuplexHandler {
     /// The method, target and authority of a `GET` or `HEAD` within the limits ``EdgeRequestHandler`` checks,
     /// or `nil` for anything the full path must see (other methods, `Expect`, a declared body, long targets,
     /// too many or too large fields — the full path answers those with their 4xx).
-    private static func simpleRequest(_ block: HPACKHeaders, limits: LimitsConfiguration) -> SimpleRequest? {
-        var method: HTTPMethod?
-        var path: String?
-        var authority: String?
-        var host: String?
-        var fields = 0
-        var headBytes = 12
-        for (name, value, _) in block {
-            headBytes += name.utf8.count + value.utf8.count + 4
-            if name.utf8.first == UInt8(ascii: ":") {
-                switch name {
-                case ":method":
-                    switch value {
-                    case "GET": method = .GET
-                    case "HEAD": method = .HEAD
-                    default: return nil
-                    }
-                case ":path": path = value
-                case ":authority": authority = value
-                default: break
-                }
-            } else {
-                fields += 1
-                switch name {
-                case "host": host = host ?? value
-                case "content-length", "expect": return nil
-                default: break
-                }
-            }
+    private static func simpleRequest(_ fields: HTTP2HeaderBlockRules.RequestFields, limits: LimitsConfiguration) -> SimpleRequest? {
+        let method: HTTPMethod
+        switch fields.method {
+        case "GET": method = .GET
+        case "HEAD": method = .HEAD
+        default: return nil
         }
-        guard let method, let path, path.utf8.first == UInt8(ascii: "/"), path.utf8.count <= limits.maxURIBytes,
-            fields < limits.maxHeaderFields, headBytes <= limits.maxHeaderBytes
+        let path = fields.path
+        guard !fields.hasContentLength, !fields.hasExpect, path.utf8.first == UInt8(ascii: "/"),
+            path.utf8.count <= limits.maxURIBytes, fields.regularFields < limits.maxHeaderFields,
+            12 + fields.headBytes <= limits.maxHeaderBytes
         else { return nil }
-        let effectiveHost = authority ?? host ?? ""
+        let effectiveHost = fields.authority ?? fields.host ?? ""
         guard RequestTargetRules.isValidHost(effectiveHost.utf8) else { return nil }  // the full path answers 400
         return SimpleRequest(method: method, target: path[...], host: effectiveHost[...])
     }

@@ -97,6 +97,9 @@ enum HTTPPipelines {
             )
         )
         var connection = NIOHTTP2Handler.ConnectionConfiguration()
+        // Inbound header blocks are checked by the fast path (HTTP2HeaderBlockRules), every one of them; NIOHTTP2's
+        // check would repeat that and also re-check every response block Edge sends.
+        connection.headerBlockValidation = .disabled
         connection.initialSettings = [
             HTTP2Setting(parameter: .maxConcurrentStreams, value: configuration.limits.http2MaxConcurrentStreams),
             HTTP2Setting(parameter: .maxHeaderListSize, value: configuration.limits.maxHeaderBytes),
