@@ -221,6 +221,25 @@ def test_healthz_during_drain_without_delay(edge_factory):
     assert rc == 0
 
 
+def test_http2_drain_warns_with_goaway_and_ping_then_names_the_last_stream(edge_factory):
+    """RFC 9113 §6.8: the first GOAWAY (last stream 2^31-1) and a PING tell the client to stop opening
+    streams; once it acknowledges the PING, the second GOAWAY names the last stream processed. The stream in
+    flight completes and the connection closes."""
+    server = edge_factory.start()
+    client = H2Client(server.https.host, server.https.port)
+    first = client.request("/healthz")
+    assert client.pump(lambda: client.ended(first), timeout=30)
+    slow_path = f"/{unique('drain-h2')}?delay_ms=1500"
+    slow = client.request(slow_path)
+    time.sleep(0.3)
+    server.signal(signal.SIGTERM)
+    client.pump(lambda: client.closed, timeout=30)
+    assert client.goaways == [(0, 2**31 - 1), (0, slow)], client.goaways
+    assert (client.streams[slow]["status"], client.streams[slow]["body"].decode()) == ("200", demo_body("GET", slow_path))
+    assert client.closed
+    assert server.wait_exit(timeout=30) == 0
+
+
 def test_idle_keepalive_closed_on_drain(edge_factory):
     server = edge_factory.start()
     idle = RawConn(server.http.host, server.http.port)

@@ -59,8 +59,34 @@ def test_idle_http2_connection_gets_goaway(short_timeouts):
         sid = client.request(f"/{unique('h2idle')}")
         client.pump(lambda: client.ended(sid), timeout=10)
         assert client.streams[sid]["status"] == "200"
-        client.pump(lambda: client.closed or client.goaways, timeout=10)
-        assert client.goaways or client.closed, "idle HTTP/2 connection was neither sent GOAWAY nor closed"
+        start = time.monotonic()
+        client.pump(lambda: client.closed, timeout=10)
+        waited = time.monotonic() - start
+        assert client.goaways == [(0, sid)], f"expected one GOAWAY(NO_ERROR, last stream {sid}): {client.goaways}"
+        assert client.closed, "idle HTTP/2 connection was not closed"
+        assert 0.5 <= waited <= 8, f"closed after {waited:.2f} s with keepalive_seconds = 1"
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("cached", [True, False], ids=["cache hits", "cache misses"])
+def test_busy_http2_connection_is_not_closed_as_idle(short_timeouts, cached):
+    """Requests keep an HTTP/2 connection out of the idle timeout, whether they are answered by the fast
+    path (cache hits) or by a stream channel (misses), for well over keepalive_seconds."""
+    s = short_timeouts
+    client = H2Client(s.https.host, s.https.port)
+    path = f"/{unique('h2busy')}"
+    try:
+        end = time.monotonic() + 3.5
+        served = 0
+        while time.monotonic() < end:
+            sid = client.request(path if cached else f"{path}/{served}")
+            assert client.pump(lambda: client.ended(sid), timeout=10), f"stream {sid} did not end"
+            assert client.streams[sid]["status"] == "200"
+            served += 1
+            time.sleep(0.2)
+        assert not client.goaways and not client.closed, \
+            f"a busy connection was closed as idle after {served} requests: goaways={client.goaways}"
     finally:
         client.close()
 

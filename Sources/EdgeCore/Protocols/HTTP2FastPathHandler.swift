@@ -49,13 +49,13 @@ final class HTTP2FastPathHandler: ChannelDuplexHandler {
     private var unflushedBytes = 0
     private var readPending = false
     private var sendTimer: Scheduled<Void>?
-    /// Streams NIOHTTP2 has opened and not yet closed (answered here or in the multiplexer).
-    private var openStreams = 0
-    /// The newest stream NIOHTTP2 has opened.
-    private var newestStreamID = HTTP2StreamID.rootStream
-    /// The client shut down its sending side: the connection closes once its streams are finished.
-    private var inputClosed = false
+    /// Open streams, idleness, and how the connection ends.
+    private var lifecycle = HTTP2ConnectionLifecycle(now: .now())
+    /// Streams whose HEADERS went on to the multiplexer: only their close events go on too.
+    private var multiplexerStreams = Set<HTTP2StreamID>()
+    private var idleTimer: Scheduled<Void>?
     private var closeDeadline: Scheduled<Void>?
+    private let idleTimeout: TimeAmount
     private let shutdownTimeout: TimeAmount
     /// Malformed header blocks this connection has sent (each answered with RST_STREAM).
     private var malformedBlocks = 0
@@ -71,6 +71,11 @@ final class HTTP2FastPathHandler: ChannelDuplexHandler {
         self.limits = services.configuration.limits
         self.sendTimeout = services.configuration.timeouts.send
         self.shutdownTimeout = services.configuration.shutdownTimeout
+        self.idleTimeout = services.configuration.timeouts.keepalive
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        scheduleIdleCheck(in: idleTimeout, context: context)
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
@@ -85,6 +90,8 @@ final class HTTP2FastPathHandler: ChannelDuplexHandler {
     private func stop() {
         sendTimer?.cancel()
         sendTimer = nil
+        idleTimer?.cancel()
+        idleTimer = nil
         closeDeadline?.cancel()
         closeDeadline = nil
         held.removeAll()
@@ -106,37 +113,76 @@ final class HTTP2FastPathHandler: ChannelDuplexHandler {
         context.fireChannelReadComplete()
     }
 
-    /// Counts the connection's open streams and reacts to the client's half-close.
+    /// Stream events feed the connection's lifecycle. They are compared by type first: a failed `as?` from
+    /// `Any` is a slow runtime search, and two stream events pass here for every request.
+    ///
+    /// NIOHTTP2 reports a new stream after delivering its HEADERS frame. Its stream events go on to the
+    /// multiplexer only for the streams it serves (it activates their channels on the first); a stream
+    /// answered here, or refused as malformed, never reaches it.
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        switch event {
-        case let created as NIOHTTP2StreamCreatedEvent:
-            openStreams += 1
-            newestStreamID = max(newestStreamID, created.streamID)
-        case is StreamClosedEvent:
-            openStreams -= 1
-            if inputClosed, openStreams == 0 { closeAfterWrites(context: context) }
-        case let event as ChannelEvent where event == .inputClosed:
-            inputWasClosed(context: context)
-        default:
-            break
+        let type = ObjectIdentifier(Swift.type(of: event))
+        if type == ObjectIdentifier(NIOHTTP2StreamCreatedEvent.self) {
+            let streamID = (event as! NIOHTTP2StreamCreatedEvent).streamID
+            lifecycle.streamOpened(streamID)
+            if multiplexerStreams.contains(streamID) {
+                context.fireUserInboundEventTriggered(event)
+            }
+            return
+        }
+        if type == ObjectIdentifier(StreamClosedEvent.self) {
+            let streamID = (event as! StreamClosedEvent).streamID
+            perform(lifecycle.streamClosed(now: .now()), context: context)
+            if multiplexerStreams.remove(streamID) != nil {
+                context.fireUserInboundEventTriggered(event)
+            }
+            return
+        }
+        if type == ObjectIdentifier(ChannelShouldQuiesceEvent.self) {
+            idleTimer?.cancel()
+            idleTimer = nil
+            perform(lifecycle.quiesce(), context: context)
+        } else if type == ObjectIdentifier(ChannelEvent.self), event as? ChannelEvent == .inputClosed {
+            // The client can open no more streams nor grant window: its streams are finished (within
+            // `shutdown_timeout_seconds`, since flow control may stall them) after a GOAWAY naming the last.
+            perform(lifecycle.inputClosed(), context: context)
         }
         context.fireUserInboundEventTriggered(event)
     }
 
-    /// A client that shut down its sending side can open no more streams nor send WINDOW_UPDATE. The streams
-    /// it opened are finished (within `shutdown_timeout_seconds`, since flow control may stall them), after a
-    /// GOAWAY naming the last of them, and then the connection closes. The connection manager's graceful
-    /// shutdown does not fit: it waits for the client's PING acknowledgement, which can no longer come.
-    private func inputWasClosed(context: ChannelHandlerContext) {
-        guard !inputClosed else { return }
-        inputClosed = true
-        let goAway = HTTP2Frame(streamID: .rootStream, payload: .goAway(lastStreamID: newestStreamID, errorCode: .noError, opaqueData: nil))
-        context.writeAndFlush(wrapOutboundOut(goAway), promise: nil)
-        if openStreams == 0 {
+    /// Carries out what the lifecycle decided.
+    private func perform(_ action: HTTP2ConnectionLifecycle.Action, context: ChannelHandlerContext) {
+        switch action {
+        case .none:
+            return
+        case .closeWhenWritten:
             closeAfterWrites(context: context)
-        } else {
-            closeDeadline = context.eventLoop.assumeIsolated().scheduleTask(in: shutdownTimeout) {
-                context.close(promise: nil)
+        case .goAway(let lastStreamID, let ping, let thenClose):
+            let goAway = HTTP2Frame(streamID: .rootStream, payload: .goAway(lastStreamID: lastStreamID, errorCode: .noError, opaqueData: nil))
+            context.write(wrapOutboundOut(goAway), promise: nil)
+            if let ping {
+                context.write(wrapOutboundOut(HTTP2Frame(streamID: .rootStream, payload: .ping(ping, ack: false))), promise: nil)
+            }
+            unflushedBytes = 0
+            context.flush()
+            if thenClose {
+                closeAfterWrites(context: context)
+            } else if lifecycle.phase == .finishing, closeDeadline == nil {
+                closeDeadline = context.eventLoop.assumeIsolated().scheduleTask(in: shutdownTimeout) {
+                    context.close(promise: nil)
+                }
+            }
+        }
+    }
+
+    /// Closes the connection once it has been idle for the keep-alive timeout, with one timer per connection
+    /// that is re-armed for the time left rather than on every stream.
+    private func scheduleIdleCheck(in delay: TimeAmount, context: ChannelHandlerContext) {
+        idleTimer = context.eventLoop.assumeIsolated().scheduleTask(in: delay) { [self] in
+            idleTimer = nil
+            switch lifecycle.idleCheck(now: .now(), timeout: idleTimeout) {
+            case .close(let action): perform(action, context: context)
+            case .checkAgain(let delay): scheduleIdleCheck(in: delay, context: context)
+            case .stop: break
             }
         }
     }
@@ -173,7 +219,8 @@ final class HTTP2FastPathHandler: ChannelDuplexHandler {
     /// Answers a new stream's request here when it can, and passes every other frame on.
     private func receive(_ data: NIOAny, context: ChannelHandlerContext) {
         let frame = unwrapInboundIn(data)
-        if case .headers(let headers) = frame.payload {
+        switch frame.payload {
+        case .headers(let headers):
             if frame.streamID > lastStreamID {
                 lastStreamID = frame.streamID
                 guard let fields = HTTP2HeaderBlockRules.requestFields(headers.headers) else {
@@ -187,10 +234,15 @@ final class HTTP2FastPathHandler: ChannelDuplexHandler {
                     write(reply, parts, isHEAD: request.method == .HEAD, on: frame.streamID, context: context)
                     return
                 }
+                multiplexerStreams.insert(frame.streamID)
             } else if !HTTP2HeaderBlockRules.isValidTrailerBlock(headers.headers) {
                 refuseMalformedBlock(on: frame.streamID, context: context)
                 return
             }
+        case .ping(let data, ack: true):
+            perform(lifecycle.pingAcknowledged(data), context: context)
+        default:
+            break
         }
         context.fireChannelRead(data)
     }
@@ -203,7 +255,8 @@ final class HTTP2FastPathHandler: ChannelDuplexHandler {
         let frame: HTTP2Frame
         if malformedBlocks > Self.malformedBlockLimit {
             frame = HTTP2Frame(
-                streamID: .rootStream, payload: .goAway(lastStreamID: newestStreamID, errorCode: .enhanceYourCalm, opaqueData: nil)
+                streamID: .rootStream,
+                payload: .goAway(lastStreamID: lifecycle.newestStreamID, errorCode: .enhanceYourCalm, opaqueData: nil)
             )
         } else {
             frame = HTTP2Frame(streamID: streamID, payload: .rstStream(.protocolError))

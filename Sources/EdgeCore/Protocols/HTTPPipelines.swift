@@ -82,20 +82,11 @@ enum HTTPPipelines {
         try pipeline.addHandler(CloseOnErrorHandler())
     }
 
-    /// Adds NIOHTTP2 with its connection manager (idle timeout, GOAWAY on graceful shutdown), the HTTP/2 fast
-    /// path for cache hits and, for every other stream, a stream channel with the HTTP/1-style codec and the
-    /// request handler.
+    /// Adds NIOHTTP2, the HTTP/2 fast path (which also checks every inbound header block and keeps the
+    /// connection's lifecycle: idle timeout, graceful shutdown with GOAWAY, half-close) and, for every stream it
+    /// does not answer, a stream channel with the HTTP/1-style codec and the request handler.
     static func configureHTTP2(_ channel: any Channel, services: EdgeServices) throws {
         let configuration = services.configuration
-        let manager = NIOHTTP2ServerConnectionManagementHandler(
-            eventLoop: channel.eventLoop,
-            configuration: .init(
-                maxIdleTime: configuration.timeouts.keepalive,
-                maxAge: nil,
-                maxGraceTime: configuration.shutdownTimeout,
-                keepalive: nil
-            )
-        )
         var connection = NIOHTTP2Handler.ConnectionConfiguration()
         // Inbound header blocks are checked by the fast path (HTTP2HeaderBlockRules), every one of them; NIOHTTP2's
         // check would repeat that and also re-check every response block Edge sends.
@@ -112,12 +103,10 @@ enum HTTPPipelines {
         try sync.addHandler(HTTP2GoAwayCloser())
         try sync.addHandler(WriteCoalescingHandler())
         // NIOHTTP2Handler without its inline multiplexer fires frames and stream events down the pipeline. The
-        // fast path sees each new stream's HEADERS first and sits before the manager, whose flush coalescing
-        // would otherwise hold back the flushes it uses for backpressure; the manager counts streams from the
-        // events, which pass through.
+        // fast path sees each new stream's HEADERS first; NIOHTTP2's connection manager is not used (the fast
+        // path does its work: see HTTP2ConnectionLifecycle).
         try sync.addHandler(NIOHTTP2Handler(mode: .server, connectionConfiguration: connection, streamConfiguration: stream))
         try sync.addHandler(HTTP2FastPathHandler(services: services, loop: loop))
-        try sync.addHandler(manager)
         try sync.addHandler(
             HTTP2StreamMultiplexer(
                 mode: .server, channel: channel, targetWindowSize: 1 << 20,
