@@ -124,7 +124,7 @@ final class HTTP2FastPathHandler: ChannelDuplexHandler {
         if type == ObjectIdentifier(NIOHTTP2StreamCreatedEvent.self) {
             let streamID = (event as! NIOHTTP2StreamCreatedEvent).streamID
             lifecycle.streamOpened(streamID)
-            if multiplexerStreams.contains(streamID) {
+            if !multiplexerStreams.isEmpty, multiplexerStreams.contains(streamID) {
                 context.fireUserInboundEventTriggered(event)
             }
             return
@@ -132,7 +132,7 @@ final class HTTP2FastPathHandler: ChannelDuplexHandler {
         if type == ObjectIdentifier(StreamClosedEvent.self) {
             let streamID = (event as! StreamClosedEvent).streamID
             perform(lifecycle.streamClosed(now: .now()), context: context)
-            if multiplexerStreams.remove(streamID) != nil {
+            if !multiplexerStreams.isEmpty, multiplexerStreams.remove(streamID) != nil {
                 context.fireUserInboundEventTriggered(event)
             }
             return
