@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import email.utils
 import hashlib
+import http.client
 import os
 import socket
 import subprocess
@@ -480,3 +481,51 @@ def test_follow_symlinks_serves_links_out_of_the_root(linked):
     assert curl("-s", f"{linked.http.url}/follow/linkdir/").stdout == "<h1>outside index</h1>\n"
     gzipped = curl("-s", "-H", "Accept-Encoding: gzip", "--compressed", f"{linked.http.url}/follow/page.txt")
     assert gzipped.stdout == "outside secret\n"
+
+
+def test_symlink_swapped_in_between_check_and_open_is_not_followed(edge_factory, tmp_path):
+    """The root check resolves a path, then the file is opened by that path. A writer of the root who swaps
+    the file for a link to outside, over and over, must never win that race: every answer is the inside file
+    or a refusal, never the outside one."""
+    size = 100 * 1024  # above the small-file cache, so that every request opens the file
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.bin").write_bytes(b"S" * size)
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "target.bin").write_bytes(b"P" * size)
+    server = edge_factory.start(config=f"""
+[[route]]
+path = "/files"
+static = {{ root = "{root}" }}
+""")
+    stop = threading.Event()
+
+    def swap():
+        i = 0
+        while not stop.is_set():
+            i += 1
+            link, plain = root / f".link{i}", root / f".plain{i}"
+            os.symlink(outside / "secret.bin", link)
+            os.replace(link, root / "target.bin")
+            plain.write_bytes(b"P" * size)
+            os.replace(plain, root / "target.bin")
+
+    swapper = threading.Thread(target=swap, daemon=True)
+    swapper.start()
+    outcomes: dict[str, int] = {}
+    try:
+        conn = http.client.HTTPConnection(server.http.host, server.http.port, timeout=10)
+        end = time.monotonic() + 8
+        while time.monotonic() < end:
+            conn.request("GET", "/files/target.bin")
+            response = conn.getresponse()
+            body = response.read()
+            kind = f"{response.status} {body[:1].decode() if response.status == 200 else ''}".strip()
+            outcomes[kind] = outcomes.get(kind, 0) + 1
+        conn.close()
+    finally:
+        stop.set()
+        swapper.join(timeout=10)
+    assert outcomes.get("200 P", 0) > 50 and outcomes.get("403", 0) > 50, f"the race was not exercised: {outcomes}"
+    assert "200 S" not in outcomes, f"the file outside the root was served: {outcomes}"

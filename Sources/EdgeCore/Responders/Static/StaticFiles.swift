@@ -223,7 +223,7 @@ public final class StaticFiles: Sendable {
 
     private func access(_ path: String) -> Access {
         guard let real = Self.realPath(path) else { return .refused(errno == EACCES ? .forbidden : .notFound) }
-        if !configuration.followSymlinks, real != root, !real.hasPrefix(root + "/") { return .refused(.forbidden) }
+        if !configuration.followSymlinks, !isInsideRoot(real) { return .refused(.forbidden) }
         return .allowed(real)
     }
 
@@ -284,6 +284,10 @@ public final class StaticFiles: Sendable {
     private func open(_ path: String) -> Found {
         let descriptor = Glibc.open(path, O_RDONLY | O_CLOEXEC)
         guard descriptor >= 0 else { return errno == EACCES ? .forbidden : .notFound }
+        guard opensInsideRoot(descriptor) else {
+            close(descriptor)
+            return .forbidden
+        }
         var info = stat()
         guard fstat(descriptor, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else {
             close(descriptor)
@@ -295,8 +299,32 @@ public final class StaticFiles: Sendable {
         )
     }
 
+    /// Whether the open `descriptor` is inside the root, as the kernel reports the file it opened
+    /// (`/proc/self/fd`). ``access(_:)`` resolves a path before it is opened; a symbolic link swapped into that
+    /// path in between would otherwise lead the open out of the root. Always `true` when links may be followed,
+    /// and when the kernel cannot say (no `/proc`), where the check by ``access(_:)`` is all there is.
+    private func opensInsideRoot(_ descriptor: CInt) -> Bool {
+        guard !configuration.followSymlinks else { return true }
+        var buffer = [UInt8](repeating: 0, count: Int(PATH_MAX) + 1)
+        let length = buffer.withUnsafeMutableBufferPointer { bytes in
+            bytes.withMemoryRebound(to: CChar.self) { readlink("/proc/self/fd/\(descriptor)", $0.baseAddress!, $0.count - 1) }
+        }
+        guard length > 0 else { return true }
+        return isInsideRoot(String(decoding: buffer[..<length], as: UTF8.self))
+    }
+
+    /// Whether the resolved `path` is the root or below it.
+    private func isInsideRoot(_ path: String) -> Bool {
+        path == root || path.hasPrefix(root.hasSuffix("/") ? root : root + "/")
+    }
+
     private func listing(of directory: String, relative: StaticPath.Resolved) -> Found {
-        guard let handle = opendir(directory) else { return .forbidden }
+        let descriptor = Glibc.open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard descriptor >= 0 else { return .forbidden }
+        guard opensInsideRoot(descriptor), let handle = fdopendir(descriptor) else {
+            close(descriptor)
+            return .forbidden
+        }
         defer { closedir(handle) }
         var names: [String] = []
         while let entry = readdir(handle) {
