@@ -7,7 +7,8 @@ import NIOCore
 /// reports stream errors through the same path with the same error types, so the error alone cannot say
 /// whether the connection is finished. The frame on the wire can: this handler sits below NIOHTTP2Handler,
 /// follows the frame boundaries of the bytes it writes, and closes the connection after a GOAWAY whose error
-/// code is not `NO_ERROR`. A graceful GOAWAY (shutdown, idle) is left to the connection manager.
+/// code is not `NO_ERROR`. A graceful GOAWAY (shutdown, idle) is left to ``HTTP2FastPathHandler``, which closes
+/// the connection itself once its streams are done.
 ///
 /// Being next to the socket, it also closes the connection on request once every byte written before the
 /// request is on the wire (``CloseAfterWrites``), which a plain `close` does not wait for.
