@@ -4,6 +4,7 @@ limits still apply, and that a client which stops reading cannot make the server
 
 from __future__ import annotations
 
+import email.utils
 import socket
 import subprocess
 import threading
@@ -71,6 +72,21 @@ def test_hit_has_the_headers_of_the_miss_plus_age(edge):
     assert set(hit["headers"]) == set(miss["headers"]) | {"age"}, (miss["headers"], hit["headers"])
     for name in ("content-type", "content-length", "server", "x-demo-fetch"):
         assert hit["headers"][name] == miss["headers"][name], name
+
+
+def test_hit_age_and_date_move_on(edge):
+    """Hits share a header block per second: a later hit still shows its own Age and Date."""
+    path = f"/{unique('fp-age')}"
+    h2_exchange(edge, [("GET", path, None, [])])
+    # Several connections, so that every event loop (connections are spread over them) makes a block.
+    first = [s for _ in range(4) for s in h2_exchange(edge, [("GET", path, None, [])] * 3)]
+    time.sleep(2.2)
+    later = [s for _ in range(4) for s in h2_exchange(edge, [("GET", path, None, [])] * 3)]
+    assert {s["headers"]["age"] for s in first} <= {"0", "1"}, first
+    assert all(int(s["headers"]["age"]) >= 2 for s in later), [s["headers"]["age"] for s in later]
+    dates = [email.utils.parsedate_to_datetime(s["headers"]["date"]) for s in first + later]
+    assert (dates[-1] - dates[0]).total_seconds() >= 2, [s["headers"]["date"] for s in first + later]
+    assert all(s["headers"]["x-cache"] == "HIT" for s in first + later)
 
 
 def test_hit_headers_match_http1(edge):

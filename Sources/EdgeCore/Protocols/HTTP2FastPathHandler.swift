@@ -344,9 +344,22 @@ final class HTTP2FastPathHandler: ChannelDuplexHandler {
         _ reply: Reply, _ parts: (block: HPACKHeaders, body: ByteBuffer), isHEAD: Bool, on streamID: HTTP2StreamID,
         context: ChannelHandlerContext
     ) {
-        var block = parts.block
-        ResponseHeaders.perRequest(for: reply, now: .now(), server: serverName, date: loop.date.current) { name, value in
-            block.add(name: name, value: value)
+        let now = NIODeadline.now()
+        let date = loop.date.current
+        let build = { [serverName] () -> HPACKHeaders in
+            var block = parts.block
+            ResponseHeaders.perRequest(for: reply, now: now, server: serverName, date: date) { name, value in
+                block.add(name: name, value: value)
+            }
+            return block
+        }
+        let block: HPACKHeaders
+        if case .cached(let entry, let cacheStatus) = reply {
+            block = loop.preparedHTTP2Blocks.block(
+                for: entry, cacheStatus: cacheStatus, age: entry.age(at: now), date: date, build: build
+            )
+        } else {
+            block = build()
         }
         let bodyless = isHEAD || parts.body.readableBytes == 0
         let headers = HTTP2Frame.FramePayload.Headers(headers: block, endStream: bodyless)

@@ -10,6 +10,8 @@ final class LoopState {
     let staticFiles = StaticFileCache()
     /// Complete HTTP/1.1 responses for hot cache hits and small files.
     let preparedResponses = PreparedHTTP1Responses()
+    /// Complete HTTP/2 response header blocks for hot cache hits.
+    let preparedHTTP2Blocks = PreparedHTTP2Blocks()
     /// The loop's open client connections, so that a shutdown can close those left at its deadline while the
     /// loop still runs (closing them by stopping the loop makes their handlers schedule work on a dead loop).
     var connections: [ObjectIdentifier: any Channel] = [:]
