@@ -59,7 +59,9 @@ struct Serve: AsyncParsableCommand {
         logger.info("starting", metadata: ["config": "\(config ?? "embedded default")", "pid": "\(getpid())"])
         let server: EdgeServer
         do {
-            server = try EdgeServer(configuration: configuration, logger: logger)
+            server = try EdgeServer(configuration: configuration, logger: logger) { [config, flags] in
+                try ConfigurationSource.resolve(file: config, flags: flags)
+            }
         } catch {
             logger.error("cannot start", metadata: ["reason": "\(error.message)"])
             throw ExitCode(1)

@@ -50,6 +50,8 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
     private var requestInProgress = false
     private var closing = false
     private var quiescing = false
+    /// At least one request has come in on this connection.
+    private var servedAny = false
     private var needsFlush = false
     private var readPending = false
     private var isActive = true
@@ -123,7 +125,15 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         guard !handedOff else {
-            context.fireUserInboundEventTriggered(event)
+            // NIO's HTTP/1 server pipeline finishes the request in progress and closes on quiesce.
+            context.fireUserInboundEventTriggered(event is RetireConnectionEvent ? ChannelShouldQuiesceEvent() : event)
+            return
+        }
+        if event is RetireConnectionEvent {
+            // A reload: an idle keep-alive connection closes now; otherwise the next response says
+            // `Connection: close`. A connection that has not sent its first request yet keeps it.
+            quiescing = true
+            if servedAny, !requestInProgress, buffered == nil { context.close(promise: nil) }
             return
         }
         if event is ChannelShouldQuiesceEvent {
@@ -217,6 +227,7 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
     }
 
     private func serve(_ request: HTTP1RequestScanner.Request, context: ChannelHandlerContext) {
+        servedAny = true
         let headers = RequestHeaderValues(
             host: request.host[...], authorization: request.authorization?[...], forwardedFor: request.forwardedFor?[...],
             conditional: request.conditional

@@ -137,7 +137,7 @@ final class HTTP2FastPathHandler: ChannelDuplexHandler {
             }
             return
         }
-        if type == ObjectIdentifier(ChannelShouldQuiesceEvent.self) {
+        if type == ObjectIdentifier(ChannelShouldQuiesceEvent.self) || type == ObjectIdentifier(RetireConnectionEvent.self) {
             idleTimer?.cancel()
             idleTimer = nil
             perform(lifecycle.quiesce(), context: context)

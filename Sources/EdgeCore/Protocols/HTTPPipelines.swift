@@ -13,7 +13,7 @@ enum HTTPPipelines {
         try channel.pipeline.syncOperations.addHandler(
             ConnectionGuard(
                 state: services.state, perClient: services.connectionsPerClient, maxConnections: limits.maxConnections,
-                handshakeTimeout: nil, loop: services.loops.state(for: channel.eventLoop)
+                handshakeTimeout: nil, loop: services.loops.state(for: channel.eventLoop), generation: services.generation
             )
         )
         try configureHTTP1(channel, services: services, isTLS: false)
@@ -25,7 +25,7 @@ enum HTTPPipelines {
         let guardHandler = ConnectionGuard(
             state: services.state, perClient: services.connectionsPerClient,
             maxConnections: configuration.limits.maxConnections, handshakeTimeout: configuration.timeouts.tlsHandshake,
-            loop: services.loops.state(for: channel.eventLoop)
+            loop: services.loops.state(for: channel.eventLoop), generation: services.generation
         )
         let boundGuard = NIOLoopBound(guardHandler, eventLoop: channel.eventLoop)
         let sync = channel.pipeline.syncOperations

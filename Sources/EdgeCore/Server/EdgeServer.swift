@@ -28,20 +28,32 @@ public final class EdgeServer: Service, Sendable {
     /// One quiescing helper per listener: each tracks the connections its server channel accepted.
     /// Released before the event loops stop, because a helper completes a promise on a loop when it deinits.
     private let quiescers: Mutex<[ServerQuiescingHelper]>
-    private let services: EdgeServices
+    /// What new connections are configured with; replaced by a configuration reload.
+    private let services: Mutex<EdgeServices>
+    /// Reads the configuration again from where it came from (file, environment, flags), for SIGHUP.
+    private let loadConfiguration: (@Sendable () throws -> EdgeConfiguration)?
     /// Counters and the draining flag, shared with every connection.
     public let state: ServerState
 
+    private var currentServices: EdgeServices { services.withLock { $0 } }
+
     /// Creates a server; nothing is bound until ``run()``.
+    /// - Parameters:
+    ///   - loadConfiguration: Reads the configuration again from its sources, for a reload on SIGHUP; `nil`
+    ///     (the default) makes SIGHUP re-read only the htpasswd files.
     /// - Throws: ``ServerStartError`` when a route's policies cannot be set up (e.g. a bad htpasswd file).
-    public init(configuration: EdgeConfiguration, logger: Logger) throws(ServerStartError) {
+    public init(
+        configuration: EdgeConfiguration, logger: Logger,
+        loadConfiguration: (@Sendable () throws -> EdgeConfiguration)? = nil
+    ) throws(ServerStartError) {
         self.configuration = configuration
+        self.loadConfiguration = loadConfiguration
         self.logger = logger
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: configuration.threads ?? System.coreCount)
         let group = self.group
         self.state = ServerState()
         do {
-            self.services = try EdgeServices(configuration: configuration, group: group, state: state)
+            self.services = Mutex(try EdgeServices(configuration: configuration, group: group, state: state))
         } catch {
             try? group.syncShutdownGracefully()
             throw ServerStartError(message: error.description)
@@ -86,7 +98,6 @@ public final class EdgeServer: Service, Sendable {
         var bound: [BoundListener] = []
         let quiescers = self.quiescers.withLock { $0 }
         for (index, listener) in configuration.listeners.enumerated() {
-            let services = self.services
             let tlsContext = contexts[index]
             let quiesce = quiescers[index]
             let bootstrap = ServerBootstrap(group: group)
@@ -105,8 +116,9 @@ public final class EdgeServer: Service, Sendable {
                 // (RFC 9112 §9.6): the protocol handlers close once everything asked for is answered.
                 .childChannelOption(.allowRemoteHalfClosure, value: true)
                 .childChannelOption(.maxMessagesPerRead, value: 16)
-                .childChannelInitializer { channel in
+                .childChannelInitializer { [self] channel in
                     channel.eventLoop.makeCompletedFuture {
+                        let services = currentServices
                         if let tlsContext {
                             try HTTPPipelines.configureTLS(channel, context: tlsContext, services: services)
                         } else {
@@ -163,20 +175,96 @@ public final class EdgeServer: Service, Sendable {
         }
     }
 
-    /// What SIGHUP does (the `edge` command routes it here): every htpasswd file is read again at once, changed
-    /// or not, and one notice says that the rest of the configuration is read only at start. A broken file is
-    /// logged and its previous users stay, as with the watcher.
-    public func reloadAfterHangup() {
-        let files = reloadHtpasswdFiles(evenIfUnchanged: true)
+    /// What SIGHUP does (the `edge` command routes it here), as nginx's reload: the configuration is read again
+    /// from its sources and checked like at start. If it is valid, new connections get it at once and every
+    /// older connection is retired (``RetireConnectionEvent``: it finishes what it is doing, then closes);
+    /// settings that only a restart can change keep their running values, with a warning naming them. If it is
+    /// not, the error is logged and nothing changes. When nothing that can change did, or without a
+    /// configuration source, the htpasswd files alone are read again.
+    public func reloadAfterHangup() async {
+        guard let loadConfiguration else {
+            let files = reloadHtpasswdFiles(evenIfUnchanged: true)
+            logger.notice("SIGHUP: htpasswd files re-read", metadata: ["htpasswd_files": "\(files)"])
+            return
+        }
+        let loaded: EdgeConfiguration
+        do {
+            loaded = try loadConfiguration()
+        } catch {
+            logger.error("reload failed, the running configuration is kept", metadata: ["reason": "\(error)"])
+            return
+        }
+        let (applied, restartOnly) = Self.reloadable(loaded, running: configuration)
+        let previous = currentServices
+        if applied == previous.configuration {
+            let files = reloadHtpasswdFiles(evenIfUnchanged: true)
+            logger.notice(
+                "SIGHUP: configuration unchanged, htpasswd files re-read",
+                metadata: ["htpasswd_files": "\(files)", "restart_only_changes": "\(restartOnly.joined(separator: ","))"]
+            )
+            return
+        }
+        let next: EdgeServices
+        do {
+            next = try EdgeServices(reloading: applied, after: previous)
+        } catch {
+            logger.error("reload failed, the running configuration is kept", metadata: ["reason": "\(error.description)"])
+            return
+        }
+        services.withLock { $0 = next }
+        if !restartOnly.isEmpty {
+            logger.warning(
+                "reload: these settings change only at restart and keep their running values",
+                metadata: ["keys": "\(restartOnly.joined(separator: ","))"]
+            )
+        }
+        let retired = await retireConnections(before: next.generation)
         logger.notice(
-            "SIGHUP: htpasswd files re-read; the rest of the configuration is read only at start, restart to change it",
-            metadata: ["htpasswd_files": "\(files)"]
+            "configuration reloaded",
+            metadata: ["generation": "\(next.generation)", "routes": "\(applied.routes.count)", "connections_retired": "\(retired)"]
         )
+    }
+
+    /// `loaded` with the settings a running server cannot change — listeners, threads, `state_dir`, log level,
+    /// shutdown timing, cache sizes, the per-client connection limit — set back to their `running` values, and
+    /// the keys of those that differed.
+    static func reloadable(_ loaded: EdgeConfiguration, running: EdgeConfiguration) -> (EdgeConfiguration, [String]) {
+        var applied = loaded
+        var restartOnly: [String] = []
+        func keep<Value: Equatable>(_ key: String, _ path: WritableKeyPath<EdgeConfiguration, Value>) {
+            if applied[keyPath: path] != running[keyPath: path] {
+                restartOnly.append(key)
+                applied[keyPath: path] = running[keyPath: path]
+            }
+        }
+        keep("listener", \.listeners)
+        keep("threads", \.threads)
+        keep("state_dir", \.stateDirectory)
+        keep("log_level", \.logLevel)
+        keep("shutdown_timeout_seconds", \.shutdownTimeout)
+        keep("shutdown_delay_seconds", \.shutdownDelay)
+        keep("cache", \.cache)
+        keep("limits.max_connections_per_ip", \.limits.maxConnectionsPerIP)
+        return (applied, restartOnly)
+    }
+
+    /// Sends ``RetireConnectionEvent`` to every open connection accepted under a generation before `generation`;
+    /// returns how many.
+    private func retireConnections(before generation: Int) async -> Int {
+        let count = Mutex(0)
+        let done = currentServices.loops.forEach(on: group) { loop, state in
+            for connection in state.connections.values where connection.generation < generation {
+                connection.channel.pipeline.fireUserInboundEventTriggered(RetireConnectionEvent())
+                count.withLock { $0 += 1 }
+            }
+            return loop.makeSucceededVoidFuture()
+        }
+        try? await done.get()
+        return count.withLock { $0 }
     }
 
     /// Re-reads changed htpasswd files every two seconds; a broken file is logged and the old users stay.
     private func watchHtpasswdFiles() async {
-        guard !services.router.authenticators.isEmpty else { return }
         while !Task.isCancelled {
             try? await Task.sleep(nanoseconds: 2_000_000_000)
             reloadHtpasswdFiles(evenIfUnchanged: false)
@@ -187,7 +275,7 @@ public final class EdgeServer: Service, Sendable {
     /// reload and each failure; returns the number of files.
     @discardableResult
     private func reloadHtpasswdFiles(evenIfUnchanged: Bool) -> Int {
-        let authenticators = services.router.authenticators
+        let authenticators = currentServices.router.authenticators
         for authenticator in authenticators {
             do {
                 let users = evenIfUnchanged ? try authenticator.reload() : try authenticator.reloadIfChanged()
@@ -232,10 +320,10 @@ public final class EdgeServer: Service, Sendable {
     /// Closes every connection still open, on its own loop; `true` when all closed within `limit`. Done before the
     /// loops stop, so that nothing a closing connection schedules meets a loop that is gone.
     private func closeRemainingConnections(within limit: TimeAmount) -> EventLoopFuture<Bool> {
-        let closed = services.loops.forEach(on: group) { loop, state in
-            let closing = state.connections.values.map { channel in
-                channel.close(promise: nil)
-                return channel.closeFuture
+        let closed = currentServices.loops.forEach(on: group) { loop, state in
+            let closing = state.connections.values.map { connection in
+                connection.channel.close(promise: nil)
+                return connection.channel.closeFuture
             }
             return EventLoopFuture.andAllComplete(closing, on: loop)
         }

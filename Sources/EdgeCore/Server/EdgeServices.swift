@@ -14,6 +14,9 @@ final class EdgeServices: Sendable {
     let loops: LoopStates
     /// Open connections per client address.
     let connectionsPerClient: PerClientConnectionLimit
+    /// 0 at start, one more at every configuration reload: connections record the generation they were
+    /// accepted under, so that a reload retires exactly the older ones.
+    let generation: Int
 
     init(configuration: EdgeConfiguration, group: any EventLoopGroup, state: ServerState) throws(RouteSetupError) {
         self.configuration = configuration
@@ -22,5 +25,19 @@ final class EdgeServices: Sendable {
         self.state = state
         self.connectionsPerClient = PerClientConnectionLimit(limit: configuration.limits.maxConnectionsPerIP)
         self.loops = LoopStates(group: group, localCacheCapacity: min(configuration.cache.maxEntries, 1024))
+        self.generation = 0
+    }
+
+    /// The services of a reloaded `configuration`: a new route table (with its policies, responders and
+    /// htpasswd files); the counters, the cache, the loops' state and the per-client counts of `previous`,
+    /// which live as long as the server.
+    init(reloading configuration: EdgeConfiguration, after previous: EdgeServices) throws(RouteSetupError) {
+        self.configuration = configuration
+        self.router = try Router(routes: configuration.routes, defaultTTL: configuration.cache.ttl)
+        self.cache = previous.cache
+        self.state = previous.state
+        self.connectionsPerClient = previous.connectionsPerClient
+        self.loops = previous.loops
+        self.generation = previous.generation + 1
     }
 }

@@ -14,7 +14,7 @@ final class LoopState {
     let preparedHTTP2Blocks = PreparedHTTP2Blocks()
     /// The loop's open client connections, so that a shutdown can close those left at its deadline while the
     /// loop still runs (closing them by stopping the loop makes their handlers schedule work on a dead loop).
-    var connections: [ObjectIdentifier: any Channel] = [:]
+    var connections: [ObjectIdentifier: OpenConnection] = [:]
 
     init(localCacheCapacity: Int) {
         cache = LoopLocalCache(capacity: localCacheCapacity)

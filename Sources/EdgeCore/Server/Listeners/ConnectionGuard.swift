@@ -19,15 +19,21 @@ final class ConnectionGuard: ChannelInboundHandler, RemovableChannelHandler {
     private var handshakeTimer: Scheduled<Void>?
     private var context: ChannelHandlerContext?
     private var sawFirstRead = false
+    private let generation: Int
+    /// A reload retired the connection while it was still negotiating: the event goes to the protocol's
+    /// handlers once they are installed.
+    private var retirePending = false
 
     /// - Parameters:
     ///   - handshakeTimeout: Deadline for the TLS handshake; `nil` for plain listeners.
     ///   - loop: The state of the connection's event loop, where the open connection is registered.
+    ///   - generation: The configuration generation the connection is accepted under.
     init(
         state: ServerState, perClient: PerClientConnectionLimit, maxConnections: Int, handshakeTimeout: TimeAmount?,
-        loop: LoopState
+        loop: LoopState, generation: Int
     ) {
         self.loop = loop
+        self.generation = generation
         self.state = state
         self.perClient = perClient
         self.maxConnections = maxConnections
@@ -59,7 +65,7 @@ final class ConnectionGuard: ChannelInboundHandler, RemovableChannelHandler {
         let perClient = self.perClient
         let channel = context.channel
         let loop = self.loop
-        loop.connections[ObjectIdentifier(channel)] = channel
+        loop.connections[ObjectIdentifier(channel)] = OpenConnection(channel: channel, generation: generation)
         channel.closeFuture.assumeIsolated().whenComplete { _ in
             state.connectionClosed()
             perClient.release(client)
@@ -108,6 +114,10 @@ final class ConnectionGuard: ChannelInboundHandler, RemovableChannelHandler {
             context.close(promise: nil)
             return
         }
+        if event is RetireConnectionEvent {
+            retirePending = true
+            return
+        }
         context.fireUserInboundEventTriggered(event)
     }
 
@@ -115,6 +125,8 @@ final class ConnectionGuard: ChannelInboundHandler, RemovableChannelHandler {
     /// longer applies and the guard leaves the pipeline.
     func markProtocolReady() {
         guard let context else { return }
-        context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+        let pipeline = context.pipeline
+        pipeline.syncOperations.removeHandler(context: context, promise: nil)
+        if retirePending { pipeline.fireUserInboundEventTriggered(RetireConnectionEvent()) }
     }
 }

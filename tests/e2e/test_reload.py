@@ -1,0 +1,137 @@
+"""Configuration reload on SIGHUP, as nginx's: new connections get the new configuration; connections accepted
+before it finish what they are doing and close; an invalid file changes nothing; settings only a restart can
+change keep their running values."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+from conftest import H2Client, RawConn, curl, unique
+
+
+def routes(text: str, extra: str = "") -> str:
+    return extra + f"""
+[[route]]
+path = "/"
+demo = {{ delay_ms = 2 }}
+
+[[route]]
+path = "/r"
+respond = {{ status = 200, body = "{text}" }}
+"""
+
+
+def reload(server, config_path, text: str, msg: str = "configuration reloaded"):
+    start = len(server.log_lines)
+    config_path.write_text(text)
+    server.signal(signal.SIGHUP)
+    event = server.wait_for_msg(msg, timeout=15, start=start)
+    assert event is not None, server.log
+    return event
+
+
+def config_file(server):
+    return server.cwd / "edge.toml"
+
+
+def test_reload_applies_to_new_connections_and_retires_the_old_ones(edge_factory):
+    server = edge_factory.start(config=routes("one"))
+    idle = RawConn(server.http.host, server.http.port)
+    assert idle.request("GET", "/r").text == "one"
+    h2 = H2Client(server.https.host, server.https.port)
+    first = h2.request("/r")
+    assert h2.pump(lambda: h2.ended(first), timeout=10) and h2.streams[first]["body"] == b"one"
+
+    event = reload(server, config_file(server), routes("two"))
+    assert event["level"] == "notice" and int(event["connections_retired"]) >= 2, event
+
+    assert idle.is_closed(timeout=5), "an idle keep-alive connection of the old configuration stayed open"
+    h2.pump(lambda: h2.closed, timeout=10)
+    assert h2.goaways == [(0, 2**31 - 1), (0, first)] and h2.closed, (h2.goaways, h2.closed)
+    assert curl("-s", f"{server.http.url}/r").stdout == "two"
+    assert curl("-sk", "--http2", f"{server.https.url}/r").stdout == "two"
+    with RawConn(server.http.host, server.http.port) as fresh:
+        assert fresh.request("GET", "/r").text == "two"
+        assert fresh.request("GET", "/r").text == "two", "a connection of the new configuration was retired"
+    server.signal(signal.SIGTERM)
+    assert server.wait_exit(timeout=30) == 0
+
+
+def test_request_in_flight_during_a_reload_finishes_then_the_connection_closes(edge_factory):
+    server = edge_factory.start(config=routes("one"))
+    busy = RawConn(server.http.host, server.http.port)
+    path = f"/{unique('slow')}?delay_ms=1500"
+    busy.send(f"GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
+    time.sleep(0.3)
+    reload(server, config_file(server), routes("two"))
+    response = busy.read_response()
+    assert response.status == 200 and (response.header("connection") or "").lower() == "close", response.headers
+    assert busy.is_closed(timeout=5)
+
+
+def test_invalid_configuration_is_reported_and_the_running_one_kept(edge_factory):
+    server = edge_factory.start(config=routes("one"))
+    event = reload(server, config_file(server), routes("two", extra="bogus_key = 1\n"),
+                   msg="reload failed, the running configuration is kept")
+    assert event["level"] == "error" and "bogus_key" in event["reason"] and ":1" in event["reason"], event
+    assert curl("-s", f"{server.http.url}/r").stdout == "one"
+    assert server.proc.poll() is None
+
+
+def test_restart_only_settings_keep_their_running_values(edge_factory):
+    server = edge_factory.start(config=routes("one"))
+    start = len(server.log_lines)
+    event = reload(server, config_file(server), routes("two", extra="threads = 1\nlog_level = \"debug\"\n"))
+    warning = server.wait_for_msg("reload: these settings change only at restart and keep their running values",
+                                  timeout=5, start=start)
+    assert warning is not None and warning["keys"] == "threads,log_level", server.log
+    assert curl("-s", f"{server.http.url}/r").stdout == "two", "the rest of the configuration was not applied"
+    assert event["generation"] == "1"
+
+
+def test_sighup_with_nothing_changed_retires_nothing(edge_factory):
+    server = edge_factory.start(config=routes("one"))
+    idle = RawConn(server.http.host, server.http.port)
+    assert idle.request("GET", "/r").text == "one"
+    reload(server, config_file(server), routes("one"), msg="SIGHUP: configuration unchanged, htpasswd files re-read")
+    assert idle.request("GET", "/r").text == "one", "an unchanged configuration closed a connection"
+    idle.close()
+
+
+def test_connection_opened_before_the_reload_still_gets_its_first_request_answered(edge_factory):
+    """A client that connected just before the reload but has not sent its request yet is not cut off: its
+    request is answered (under the configuration it connected under) with `Connection: close`."""
+    server = edge_factory.start(config=routes("one"))
+    early = RawConn(server.http.host, server.http.port)
+    time.sleep(0.2)
+    reload(server, config_file(server), routes("two"))
+    response = early.request("GET", "/r")
+    assert (response.status, response.text) == (200, "one"), response
+    assert (response.header("connection") or "").lower() == "close", response.headers
+    assert early.is_closed(timeout=5)
+
+
+def test_connection_still_negotiating_tls_during_the_reload_is_retired_once_it_speaks_http(edge_factory):
+    """The reload reaches a connection whose TLS handshake has not finished yet once the protocol is chosen:
+    its first request is answered with `Connection: close` instead of the connection serving on under the
+    old configuration."""
+    import socket
+
+    from conftest import client_tls_context
+
+    server = edge_factory.start(config=routes("one"))
+    raw = socket.create_connection((server.https.host, server.https.port), timeout=10)
+    time.sleep(0.2)  # accepted, but no ClientHello yet
+    reload(server, config_file(server), routes("two"))
+    with client_tls_context(["http/1.1"]).wrap_socket(raw, server_hostname="localhost") as tls:
+        tls.sendall(b"GET /r HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        data = b""
+        while True:
+            chunk = tls.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and body == b"one", data
+    assert b"\r\nconnection: close" in head.lower(), head
