@@ -298,7 +298,8 @@ basic_auth = {{ realm = "r", htpasswd = "{htpasswd}" }}
     assert os.stat(htpasswd).st_size == before.st_size
     start = len(server.log_lines)
     server.signal(signal.SIGHUP)
-    notice = server.wait_for_msg("SIGHUP: configuration unchanged, htpasswd files re-read", timeout=10, start=start)
+    notice = server.wait_for_msg("SIGHUP: configuration unchanged, certificates and htpasswd files re-read",
+                                 timeout=10, start=start)
     assert notice is not None and notice["level"] == "notice" and notice["htpasswd_files"] == "1", server.log
     assert server.proc.poll() is None, f"edge exited on SIGHUP (rc {server.proc.returncode})"
     with RawConn(server.http.host, server.http.port) as c:

@@ -94,7 +94,8 @@ def test_sighup_with_nothing_changed_retires_nothing(edge_factory):
     server = edge_factory.start(config=routes("one"))
     idle = RawConn(server.http.host, server.http.port)
     assert idle.request("GET", "/r").text == "one"
-    reload(server, config_file(server), routes("one"), msg="SIGHUP: configuration unchanged, htpasswd files re-read")
+    reload(server, config_file(server), routes("one"),
+           msg="SIGHUP: configuration unchanged, certificates and htpasswd files re-read")
     assert idle.request("GET", "/r").text == "one", "an unchanged configuration closed a connection"
     idle.close()
 
@@ -135,3 +136,42 @@ def test_connection_still_negotiating_tls_during_the_reload_is_retired_once_it_s
     head, _, body = data.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200") and body == b"one", data
     assert b"\r\nconnection: close" in head.lower(), head
+
+
+def test_renewed_certificate_is_served_to_new_connections_after_sighup(edge_factory, tmp_path):
+    """The usual reason for a reload: the certificate files were renewed in place (certbot and the like)."""
+    import shutil
+    import socket
+    import ssl
+
+    from test_config import free_port, make_certificate
+
+    first, first_key = make_certificate(tmp_path, "first")
+    second, second_key = make_certificate(tmp_path, "second")
+    live, live_key = tmp_path / "live.pem", tmp_path / "live.key"
+    shutil.copy(first, live)
+    shutil.copy(first_key, live_key)
+    port = free_port()
+    server = edge_factory.start(config=f"""
+[[listener]]
+address = "127.0.0.1:{port}"
+tls = true
+certificate = "{live}"
+private_key = "{live_key}"
+""" + routes("one"), http=None, https=None)
+
+    def served_certificate() -> bytes:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+            with context.wrap_socket(raw, server_hostname="localhost") as tls:
+                return tls.getpeercert(binary_form=True)
+
+    der = lambda path: ssl.PEM_cert_to_DER_cert(path.read_text())
+    assert served_certificate() == der(first)
+    shutil.copy(second, live)
+    shutil.copy(second_key, live_key)
+    reload(server, config_file(server), config_file(server).read_text(),
+           msg="SIGHUP: configuration unchanged, certificates and htpasswd files re-read")
+    assert served_certificate() == der(second), "the renewed certificate was not served after SIGHUP"

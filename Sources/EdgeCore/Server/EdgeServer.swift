@@ -30,6 +30,9 @@ public final class EdgeServer: Service, Sendable {
     private let quiescers: Mutex<[ServerQuiescingHelper]>
     /// What new connections are configured with; replaced by a configuration reload.
     private let services: Mutex<EdgeServices>
+    /// The TLS context of each listener (`nil` for plain ones), made at bind and again at each reload, so that a
+    /// renewed certificate is served to new connections after SIGHUP.
+    private let tlsContexts = Mutex<[NIOSSLContext?]>([])
     /// Reads the configuration again from where it came from (file, environment, flags), for SIGHUP.
     private let loadConfiguration: (@Sendable () throws -> EdgeConfiguration)?
     /// Counters and the draining flag, shared with every connection.
@@ -95,10 +98,11 @@ public final class EdgeServer: Service, Sendable {
             )
         }
         let contexts = try makeTLSContexts()
+        tlsContexts.withLock { $0 = contexts }
         var bound: [BoundListener] = []
         let quiescers = self.quiescers.withLock { $0 }
         for (index, listener) in configuration.listeners.enumerated() {
-            let tlsContext = contexts[index]
+            let isTLS = contexts[index] != nil
             let quiesce = quiescers[index]
             let bootstrap = ServerBootstrap(group: group)
                 .serverChannelOption(.backlog, value: 4096)
@@ -119,7 +123,7 @@ public final class EdgeServer: Service, Sendable {
                 .childChannelInitializer { [self] channel in
                     channel.eventLoop.makeCompletedFuture {
                         let services = currentServices
-                        if let tlsContext {
+                        if let tlsContext = tlsContexts.withLock({ $0[index] }) {
                             try HTTPPipelines.configureTLS(channel, context: tlsContext, services: services)
                         } else {
                             try HTTPPipelines.configurePlain(channel, services: services)
@@ -132,7 +136,7 @@ public final class EdgeServer: Service, Sendable {
             } catch {
                 throw ServerStartError(message: "cannot listen on \(listener.address): \(error)")
             }
-            let scheme = tlsContext == nil ? "http" : "https"
+            let scheme = isTLS ? "https" : "http"
             let address = channel.localAddress!
             bound.append(BoundListener(scheme: scheme, address: address))
             logger.info("listening", metadata: ["scheme": "\(scheme)", "address": "\(Self.describe(address))"])
@@ -179,8 +183,9 @@ public final class EdgeServer: Service, Sendable {
     /// from its sources and checked like at start. If it is valid, new connections get it at once and every
     /// older connection is retired (``RetireConnectionEvent``: it finishes what it is doing, then closes);
     /// settings that only a restart can change keep their running values, with a warning naming them. If it is
-    /// not, the error is logged and nothing changes. When nothing that can change did, or without a
-    /// configuration source, the htpasswd files alone are read again.
+    /// not, the error is logged and nothing changes. The listeners' certificates are read again either way (a
+    /// renewed certificate reaches new connections). When nothing else changed, or without a configuration
+    /// source, the htpasswd files are read again too.
     public func reloadAfterHangup() async {
         guard let loadConfiguration else {
             let files = reloadHtpasswdFiles(evenIfUnchanged: true)
@@ -196,10 +201,18 @@ public final class EdgeServer: Service, Sendable {
         }
         let (applied, restartOnly) = Self.reloadable(loaded, running: configuration)
         let previous = currentServices
+        let contexts: [NIOSSLContext?]
+        do {
+            contexts = try makeTLSContexts()
+        } catch {
+            logger.error("reload failed, the running configuration is kept", metadata: ["reason": "\(error)"])
+            return
+        }
+        tlsContexts.withLock { $0 = contexts }
         if applied == previous.configuration {
             let files = reloadHtpasswdFiles(evenIfUnchanged: true)
             logger.notice(
-                "SIGHUP: configuration unchanged, htpasswd files re-read",
+                "SIGHUP: configuration unchanged, certificates and htpasswd files re-read",
                 metadata: ["htpasswd_files": "\(files)", "restart_only_changes": "\(restartOnly.joined(separator: ","))"]
             )
             return
