@@ -109,7 +109,7 @@ enum HTTP1RequestScanner {
             guard fields <= maxHeaderFields else { return .fallback }
             let nameStart = index
             while index < end, bytes[index] != UInt8(ascii: ":") {
-                guard isTokenByte(bytes[index]) else { return .fallback }
+                guard RequestTargetRules.isTokenByte(bytes[index]) else { return .fallback }
                 index += 1
             }
             guard index < end else { return bytes.count >= limit ? .fallback : .incomplete }
@@ -248,20 +248,5 @@ enum HTTP1RequestScanner {
             if byte != pointer[i] { return false }
         }
         return true
-    }
-
-    /// RFC 9110 `tchar`.
-    @inline(__always)
-    private static func isTokenByte(_ byte: UInt8) -> Bool {
-        switch byte {
-        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"):
-            return true
-        case UInt8(ascii: "!"), UInt8(ascii: "#"), UInt8(ascii: "$"), UInt8(ascii: "%"), UInt8(ascii: "&"), UInt8(ascii: "'"),
-            UInt8(ascii: "*"), UInt8(ascii: "+"), UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "^"), UInt8(ascii: "_"),
-            UInt8(ascii: "`"), UInt8(ascii: "|"), UInt8(ascii: "~"):
-            return true
-        default:
-            return false
-        }
     }
 }

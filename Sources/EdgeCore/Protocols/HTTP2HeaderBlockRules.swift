@@ -147,15 +147,9 @@ enum HTTP2HeaderBlockRules {
     /// `token` (RFC 9110 §5.6.2) without upper-case letters, which HTTP/2 forbids in field names.
     private static func isLowercaseToken(_ bytes: String.UTF8View) -> Bool {
         if bytes.isEmpty { return false }
-        for byte in bytes {
-            switch byte {
-            case 0x61...0x7A, 0x30...0x39, UInt8(ascii: "-"), UInt8(ascii: "_"), UInt8(ascii: "."),
-                UInt8(ascii: "!"), 0x23...0x27, UInt8(ascii: "*"), UInt8(ascii: "+"), UInt8(ascii: "^"),
-                UInt8(ascii: "`"), UInt8(ascii: "|"), UInt8(ascii: "~"):
-                continue
-            default:
-                return false
-            }
+        for byte in bytes
+        where !RequestTargetRules.isTokenByte(byte) || (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(byte) {
+            return false
         }
         return true
     }

@@ -1,5 +1,20 @@
 /// Syntax checks on request heads that both HTTP/1.1 paths and HTTP/2 apply before routing.
 enum RequestTargetRules {
+    /// RFC 9110 `tchar`: the bytes of a method or a field name.
+    @inline(__always)
+    static func isTokenByte(_ byte: UInt8) -> Bool {
+        switch byte {
+        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"):
+            return true
+        case UInt8(ascii: "!"), UInt8(ascii: "#"), UInt8(ascii: "$"), UInt8(ascii: "%"), UInt8(ascii: "&"), UInt8(ascii: "'"),
+            UInt8(ascii: "*"), UInt8(ascii: "+"), UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "^"), UInt8(ascii: "_"),
+            UInt8(ascii: "`"), UInt8(ascii: "|"), UInt8(ascii: "~"):
+            return true
+        default:
+            return false
+        }
+    }
+
     /// Whether `value` is a valid `Host` (or `:authority`): `uri-host [ ":" port ]` (RFC 9112 §3.2, RFC 3986
     /// §3.2.2) — registered-name, IPv4 or bracketed IP-literal characters only. An invalid value is answered with
     /// 400, as RFC 9112 requires; spaces, `/`, `@`, `?`, `#` and control bytes are the usual attacks on
