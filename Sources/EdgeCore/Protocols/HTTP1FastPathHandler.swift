@@ -32,6 +32,9 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
 
     /// Bodies from memory up to this size are copied into the head's buffer; larger ones are written as they are.
     private static let copiedBodyBytes = 16 * 1024
+    /// Larger bodies are not kept in the loop's prepared responses (their copy would cost more memory than it
+    /// saves time).
+    private static let maxPreparedBodyBytes = 64 * 1024
 
     private let services: EdgeServices
     private let dispatcher: RequestDispatcher
@@ -304,7 +307,7 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
             return
         case .cached(let entry, let cacheStatus):
             if cacheStatus == "HIT", keepAlive, !request.isHTTP10, request.method == .GET,
-                entry.body.readableBytes <= PreparedHTTP1Responses.maxBodyBytes
+                entry.body.readableBytes <= Self.maxPreparedBodyBytes
             {
                 let response = prepared(
                     for: entry, head: entry.http1Head, body: entry.body, age: entry.age(at: now), reply: reply,
@@ -380,7 +383,7 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
     /// being sent) closes the connection, since the promised `Content-Length` cannot be met.
     private func writeFile(_ file: FileReply, for request: HTTP1RequestScanner.Request, keepAlive: Bool, context: ChannelHandlerContext) {
         if let head = file.http1Head, let body = file.body, keepAlive, !request.isHTTP10,
-            body.readableBytes <= PreparedHTTP1Responses.maxBodyBytes
+            body.readableBytes <= Self.maxPreparedBodyBytes
         {
             let response = prepared(
                 for: head, head: head.bytes, body: body, age: nil, reply: .file(file), request: request, now: .now(),

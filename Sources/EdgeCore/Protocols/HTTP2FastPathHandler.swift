@@ -354,10 +354,8 @@ final class HTTP2FastPathHandler: ChannelDuplexHandler {
             return block
         }
         let block: HPACKHeaders
-        if case .cached(let entry, let cacheStatus) = reply {
-            block = loop.preparedHTTP2Blocks.block(
-                for: entry, cacheStatus: cacheStatus, age: entry.age(at: now), date: date, build: build
-            )
+        if case .cached(let entry, "HIT") = reply {
+            block = loop.preparedHTTP2Blocks.response(for: entry, age: entry.age(at: now), date: date, build: build)
         } else {
             block = build()
         }

@@ -1,4 +1,5 @@
 import NIOCore
+import NIOHPACK
 
 /// State owned by one event loop and used by every connection on it without locks.
 final class LoopState {
@@ -9,9 +10,11 @@ final class LoopState {
     /// Small static files in memory.
     let staticFiles = StaticFileCache()
     /// Complete HTTP/1.1 responses for hot cache hits and small files.
-    let preparedResponses = PreparedHTTP1Responses()
+    let preparedResponses = PreparedResponses<ByteBuffer> { $0.readableBytes }
     /// Complete HTTP/2 response header blocks for hot cache hits.
-    let preparedHTTP2Blocks = PreparedHTTP2Blocks()
+    let preparedHTTP2Blocks = PreparedResponses<HPACKHeaders> { block in
+        block.reduce(0) { $0 + $1.name.utf8.count + $1.value.utf8.count }
+    }
     /// The loop's open client connections, so that a shutdown can close those left at its deadline while the
     /// loop still runs (closing them by stopping the loop makes their handlers schedule work on a dead loop).
     var connections: [ObjectIdentifier: OpenConnection] = [:]
