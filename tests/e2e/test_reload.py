@@ -144,17 +144,16 @@ def test_renewed_certificate_is_served_to_new_connections_after_sighup(edge_fact
     import socket
     import ssl
 
-    from test_config import free_port, make_certificate
+    from test_config import make_certificate
 
     first, first_key = make_certificate(tmp_path, "first")
     second, second_key = make_certificate(tmp_path, "second")
     live, live_key = tmp_path / "live.pem", tmp_path / "live.key"
     shutil.copy(first, live)
     shutil.copy(first_key, live_key)
-    port = free_port()
     server = edge_factory.start(config=f"""
 [[listener]]
-address = "127.0.0.1:{port}"
+address = "127.0.0.1:0"
 tls = true
 certificate = "{live}"
 private_key = "{live_key}"
@@ -164,7 +163,7 @@ private_key = "{live_key}"
         context = ssl.create_default_context()
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        with socket.create_connection((server.https.host, server.https.port), timeout=10) as raw:
             with context.wrap_socket(raw, server_hostname="localhost") as tls:
                 return tls.getpeercert(binary_form=True)
 

@@ -102,7 +102,6 @@ public final class EdgeServer: Service, Sendable {
         var bound: [BoundListener] = []
         let quiescers = self.quiescers.withLock { $0 }
         for (index, listener) in configuration.listeners.enumerated() {
-            let isTLS = contexts[index] != nil
             let quiesce = quiescers[index]
             let bootstrap = ServerBootstrap(group: group)
                 .serverChannelOption(.backlog, value: 4096)
@@ -136,7 +135,7 @@ public final class EdgeServer: Service, Sendable {
             } catch {
                 throw ServerStartError(message: "cannot listen on \(listener.address): \(error)")
             }
-            let scheme = isTLS ? "https" : "http"
+            let scheme = listener.tls == nil ? "http" : "https"
             let address = channel.localAddress!
             bound.append(BoundListener(scheme: scheme, address: address))
             logger.info("listening", metadata: ["scheme": "\(scheme)", "address": "\(Self.describe(address))"])
@@ -192,36 +191,27 @@ public final class EdgeServer: Service, Sendable {
             logger.notice("SIGHUP: htpasswd files re-read", metadata: ["htpasswd_files": "\(files)"])
             return
         }
-        let loaded: EdgeConfiguration
-        do {
-            loaded = try loadConfiguration()
-        } catch {
-            logger.error("reload failed, the running configuration is kept", metadata: ["reason": "\(error)"])
-            return
-        }
-        let (applied, restartOnly) = Self.reloadable(loaded, running: configuration)
+        // Everything is read and built first; nothing is put in place unless all of it succeeded.
         let previous = currentServices
+        let applied: EdgeConfiguration
+        let restartOnly: [String]
         let contexts: [NIOSSLContext?]
+        let next: EdgeServices?
         do {
+            (applied, restartOnly) = Self.reloadable(try loadConfiguration(), running: configuration)
             contexts = try makeTLSContexts()
+            next = applied == previous.configuration ? nil : try EdgeServices(reloading: applied, after: previous)
         } catch {
             logger.error("reload failed, the running configuration is kept", metadata: ["reason": "\(error)"])
             return
         }
         tlsContexts.withLock { $0 = contexts }
-        if applied == previous.configuration {
+        guard let next else {
             let files = reloadHtpasswdFiles(evenIfUnchanged: true)
             logger.notice(
                 "SIGHUP: configuration unchanged, certificates and htpasswd files re-read",
                 metadata: ["htpasswd_files": "\(files)", "restart_only_changes": "\(restartOnly.joined(separator: ","))"]
             )
-            return
-        }
-        let next: EdgeServices
-        do {
-            next = try EdgeServices(reloading: applied, after: previous)
-        } catch {
-            logger.error("reload failed, the running configuration is kept", metadata: ["reason": "\(error.description)"])
             return
         }
         services.withLock { $0 = next }
