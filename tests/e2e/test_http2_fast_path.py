@@ -236,3 +236,27 @@ def test_http2_client_that_stops_reading_is_dropped_and_memory_stays_bounded(lim
         assert closed, "the connection of a client that reads nothing was kept open"
     finally:
         conn.close()
+
+
+def test_client_that_floods_streams_while_not_reading_cannot_crash_the_server(limited):
+    """500 requests in one write, past the 100 concurrent streams the server allows, from a client that
+    reads slowly: the server stops reading when its socket fills and holds the rest; the flush that resumes
+    it can end the connection (the stream limit was broken), which once emptied the held frames under the
+    loop releasing them and killed the process. The server must live on and serve everyone else."""
+    conn = RawH2(limited.https.host, limited.https.port)
+    conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    settings = SettingsFrame(0)
+    settings.settings = {SettingsFrame.INITIAL_WINDOW_SIZE: 2**31 - 1}
+    conn.send(settings, WindowUpdateFrame(0, 2**31 - 1 - 65535))
+    conn.send(*[conn.headers(stream_id, "/big") for stream_id in range(1, 1000, 2)])
+    time.sleep(1)
+    try:
+        conn.read(timeout=10)
+        assert conn.closed, "the connection of a client that broke the stream limit stayed open"
+        time.sleep(0.5)
+        assert limited.proc.poll() is None, f"edge exited:\n{limited.log[-2000:]}"
+        assert "Fatal error" not in limited.log
+        with RawConn(limited.http.host, limited.http.port) as c:
+            assert c.request("GET", "/healthz").status == 200
+    finally:
+        conn.close()

@@ -43,8 +43,8 @@ final class HTTP2FastPathHandler: ChannelDuplexHandler {
     /// The highest stream a client has opened: a HEADERS frame above it opens a stream; at or below it, the
     /// frame is a trailer block of a stream the multiplexer already owns.
     private var lastStreamID = HTTP2StreamID.rootStream
-    /// Frames read while the connection could not take more responses, in arrival order.
-    private var held = CircularBuffer<NIOAny>()
+    /// What arrived while the connection could not take more responses, in arrival order.
+    private var held = CircularBuffer<HeldInput>()
     /// Response bytes written since the last flush (an estimate for the head); zero when nothing is unflushed.
     private var unflushedBytes = 0
     private var readPending = false
@@ -101,7 +101,7 @@ final class HTTP2FastPathHandler: ChannelDuplexHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         if !held.isEmpty || !canAnswer(context: context) {
-            held.append(data)
+            held.append(.frame(data))
         } else {
             receive(data, context: context)
         }
@@ -117,23 +117,17 @@ final class HTTP2FastPathHandler: ChannelDuplexHandler {
     /// `Any` is a slow runtime search, and two stream events pass here for every request.
     ///
     /// NIOHTTP2 reports a new stream after delivering its HEADERS frame. Its stream events go on to the
-    /// multiplexer only for the streams it serves (it activates their channels on the first); a stream
-    /// answered here, or refused as malformed, never reaches it.
+    /// multiplexer only for the streams it serves (it activates their channels on the first, and closes them
+    /// on the second); a stream answered here, or refused as malformed, never reaches it. While frames are
+    /// held, the stream events that follow them are held too, so that each is judged after the frame it
+    /// follows: a stream's HEADERS decides whether the multiplexer serves it.
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         let type = ObjectIdentifier(Swift.type(of: event))
-        if type == ObjectIdentifier(NIOHTTP2StreamCreatedEvent.self) {
-            let streamID = (event as! NIOHTTP2StreamCreatedEvent).streamID
-            lifecycle.streamOpened(streamID)
-            if !multiplexerStreams.isEmpty, multiplexerStreams.contains(streamID) {
-                context.fireUserInboundEventTriggered(event)
-            }
-            return
-        }
-        if type == ObjectIdentifier(StreamClosedEvent.self) {
-            let streamID = (event as! StreamClosedEvent).streamID
-            perform(lifecycle.streamClosed(now: .now()), context: context)
-            if !multiplexerStreams.isEmpty, multiplexerStreams.remove(streamID) != nil {
-                context.fireUserInboundEventTriggered(event)
+        if type == ObjectIdentifier(NIOHTTP2StreamCreatedEvent.self) || type == ObjectIdentifier(StreamClosedEvent.self) {
+            if held.isEmpty {
+                receiveStreamEvent(event, created: type == ObjectIdentifier(NIOHTTP2StreamCreatedEvent.self), context: context)
+            } else {
+                held.append(.streamEvent(event))
             }
             return
         }
@@ -147,6 +141,23 @@ final class HTTP2FastPathHandler: ChannelDuplexHandler {
             perform(lifecycle.inputClosed(), context: context)
         }
         context.fireUserInboundEventTriggered(event)
+    }
+
+    /// Counts a stream opened or closed, and passes the event on if the multiplexer serves the stream.
+    private func receiveStreamEvent(_ event: Any, created: Bool, context: ChannelHandlerContext) {
+        if created {
+            let streamID = (event as! NIOHTTP2StreamCreatedEvent).streamID
+            lifecycle.streamOpened(streamID)
+            if !multiplexerStreams.isEmpty, multiplexerStreams.contains(streamID) {
+                context.fireUserInboundEventTriggered(event)
+            }
+        } else {
+            let streamID = (event as! StreamClosedEvent).streamID
+            perform(lifecycle.streamClosed(now: .now()), context: context)
+            if !multiplexerStreams.isEmpty, multiplexerStreams.remove(streamID) != nil {
+                context.fireUserInboundEventTriggered(event)
+            }
+        }
     }
 
     /// Carries out what the lifecycle decided.
@@ -272,14 +283,27 @@ final class HTTP2FastPathHandler: ChannelDuplexHandler {
         return unflushedBytes < Self.flushThreshold && context.channel.isWritable
     }
 
-    /// Passes on held frames, in order, while the connection can take more; returns whether any were.
+    /// Passes on held frames and events, in order, while the connection can take more; returns whether any
+    /// were. `canAnswer` comes first: the flush it may do can close the connection, which empties `held`.
     private func releaseHeld(context: ChannelHandlerContext) -> Bool {
         var released = false
-        while !held.isEmpty, canAnswer(context: context) {
-            receive(held.removeFirst(), context: context)
+        while canAnswer(context: context), let next = held.popFirst() {
+            switch next {
+            case .frame(let data):
+                receive(data, context: context)
+            case .streamEvent(let event):
+                let created = ObjectIdentifier(type(of: event)) == ObjectIdentifier(NIOHTTP2StreamCreatedEvent.self)
+                receiveStreamEvent(event, created: created, context: context)
+            }
             released = true
         }
         return released
+    }
+
+    /// A frame, or a stream event NIOHTTP2 raised after it, kept while the connection cannot take more.
+    private enum HeldInput {
+        case frame(NIOAny)
+        case streamEvent(Any)
     }
 
     // MARK: outbound
