@@ -313,6 +313,35 @@ def test_state_dir_override_that_is_a_file_is_refused(tmp_path, how):
     assert "msg=ready" not in res.stderr
 
 
+# Nothing can be created in /proc, not even by root (the tests may run as root, for whom permission bits
+# make every folder writable).
+UNWRITABLE_STATE = "/proc/edge-state"
+UNWRITABLE_STATE_PROBLEM = f"cannot create {UNWRITABLE_STATE} for the self-signed certificate: /proc: no such file or directory"
+
+
+def test_state_dir_that_cannot_take_the_self_signed_certificate(tmp_path):
+    """check-config tries the state folder when a TLS listener needs the self-signed certificate, and says
+    so with the key and line; start-up says the same; a server with no such listener never writes there."""
+    tls = f'state_dir = "{UNWRITABLE_STATE}"\n\n[[listener]]\naddress = "127.0.0.1:0"\ntls = true\n'
+    (tmp_path / "state.toml").write_text(tls)
+    expected = [f"state.toml:1: state_dir: {UNWRITABLE_STATE_PROBLEM}"]
+    res = run_edge(["check-config", "state.toml"], cwd=tmp_path)
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert error_lines(res.stderr, "state.toml") == expected, res.stderr
+    res = run_edge(["serve", "--config", "state.toml"], cwd=tmp_path)
+    assert res.returncode == 1 and "msg=ready" not in res.stderr, res.stdout + res.stderr
+    assert error_lines(res.stderr, "state.toml") == expected, res.stderr
+    (tmp_path / "plain.toml").write_text(f'state_dir = "{UNWRITABLE_STATE}"\n\n[[listener]]\naddress = "127.0.0.1:0"\n')
+    res = run_edge(["check-config", "plain.toml"], cwd=tmp_path)
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_state_dir_flag_that_cannot_take_the_self_signed_certificate(tmp_path):
+    res = run_edge(["serve", "--https", "127.0.0.1:0", "--http", "none", "--state-dir", UNWRITABLE_STATE], cwd=tmp_path)
+    assert res.returncode == 1 and "msg=ready" not in res.stderr, res.stdout + res.stderr
+    assert f"command line: --state-dir: {UNWRITABLE_STATE_PROBLEM}" in res.stderr.splitlines(), res.stderr
+
+
 def test_listener_flag_on_an_address_already_in_the_config(tmp_path):
     port = free_port()
     (tmp_path / "c.toml").write_text(f'[[listener]]\naddress = "127.0.0.1:{port}"\ntls = true\n' + ROOT_ROUTE)

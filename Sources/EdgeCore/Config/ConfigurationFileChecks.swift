@@ -24,8 +24,9 @@ enum ConfigurationFileChecks {
         case staticRoot(String, key: String)
         /// The htpasswd file of a route's `basic_auth`.
         case htpasswd(String, key: String)
-        /// The folder for generated state.
-        case stateDirectory(String, key: String)
+        /// The folder for generated state; `storesCertificate` when a TLS listener has no certificate of its
+        /// own, so that the self-signed one is kept there.
+        case stateDirectory(String, key: String, storesCertificate: Bool)
     }
 
     /// Every problem with the files `references` name, in their order; the issues carry keys but no lines.
@@ -41,8 +42,10 @@ enum ConfigurationFileChecks {
                 if let problem = staticRootProblem(path) { issues.append(.init(key: key, message: problem)) }
             case .htpasswd(let path, let key):
                 if let problem = BasicAuthenticator.fileProblem(path) { issues.append(.init(key: key, message: problem)) }
-            case .stateDirectory(let path, let key):
-                if let problem = stateDirectoryProblem(path) { issues.append(.init(key: key, message: problem)) }
+            case .stateDirectory(let path, let key, let storesCertificate):
+                if let problem = stateDirectoryProblem(path, storesCertificate: storesCertificate) {
+                    issues.append(.init(key: key, message: problem))
+                }
             }
         }
         return issues
@@ -50,12 +53,50 @@ enum ConfigurationFileChecks {
 
     /// What is wrong with `path` as a `state_dir`, or `nil`. A folder that does not exist yet is fine: it is
     /// created when the self-signed certificate is first generated.
-    static func stateDirectoryProblem(_ path: String) -> String? {
+    ///
+    /// When `storesCertificate` and the folder holds no certificate to reuse, the server will write one
+    /// there: the folder, or the nearest existing folder above it, must then take a new file. That is tried
+    /// (a temporary file is created and removed), since permission bits alone say nothing for root or for a
+    /// file system such as `/proc`.
+    static func stateDirectoryProblem(_ path: String, storesCertificate: Bool = false) -> String? {
         var info = stat()
         guard stat(path, &info) == 0 else {
-            return errno == ENOENT ? nil : "cannot use \(path) as the state folder: \(systemErrorText(errno))"
+            guard errno == ENOENT else { return "cannot use \(path) as the state folder: \(systemErrorText(errno))" }
+            guard storesCertificate, let parent = nearestExistingFolder(above: path) else { return nil }
+            return writeProblem(parent).map { "cannot create \(path) for the self-signed certificate: \(parent): \($0)" }
         }
-        return (info.st_mode & S_IFMT) == S_IFDIR ? nil : "\(path) exists and is not a folder"
+        guard (info.st_mode & S_IFMT) == S_IFDIR else { return "\(path) exists and is not a folder" }
+        guard storesCertificate else { return nil }
+        let reusable = ["self-signed-cert.pem", "self-signed-key.pem"].allSatisfy { access(path + "/" + $0, R_OK) == 0 }
+        if reusable { return nil }
+        return writeProblem(path).map { "cannot store the self-signed certificate in \(path): \($0)" }
+    }
+
+    /// The closest folder above `path` that exists (`.` for a relative path with none), or `nil` when
+    /// something above it exists but is not a folder (the ENOTDIR that creating it would meet).
+    private static func nearestExistingFolder(above path: String) -> String? {
+        var current = Substring(path)
+        while true {
+            while current.count > 1, current.hasSuffix("/") { current = current.dropLast() }
+            guard let slash = current.lastIndex(of: "/") else { current = "."; break }
+            current = slash == current.startIndex ? "/" : current[..<slash]
+            var info = stat()
+            if stat(String(current), &info) == 0 { break }
+            if current == "/" { break }
+        }
+        var info = stat()
+        guard stat(String(current), &info) == 0 else { return nil }
+        return (info.st_mode & S_IFMT) == S_IFDIR ? String(current) : nil
+    }
+
+    /// Why a new file cannot be made in `folder`, or `nil` when one can.
+    private static func writeProblem(_ folder: String) -> String? {
+        var template = Array((folder + "/.edge-write-check-XXXXXX").utf8CString)
+        let descriptor = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
+        guard descriptor >= 0 else { return systemErrorText(errno) }
+        close(descriptor)
+        template.withUnsafeBufferPointer { _ = unlink($0.baseAddress!) }
+        return nil
     }
 
     /// What is wrong with `path` as the root of a static route, or `nil`.

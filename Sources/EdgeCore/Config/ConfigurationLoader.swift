@@ -76,7 +76,6 @@ private struct TOMLReader {
         )
         config.threads = int(root, "threads", path: "threads", range: 1...1024)
         config.stateDirectory = string(root, "state_dir", path: "state_dir")
-        if let directory = config.stateDirectory { fileReferences.append(.stateDirectory(directory, key: "state_dir")) }
         if let level = string(root, "log_level", path: "log_level") {
             if LogLevelName.parse(level) == nil {
                 fail("log_level", "expected one of \(LogLevelName.allNames), got \"\(level)\"")
@@ -107,6 +106,10 @@ private struct TOMLReader {
             }
             config.listeners.append(listener)
             listenerKeys.append(path)
+        }
+        if let directory = config.stateDirectory {
+            let storesCertificate = config.listeners.contains { $0.tls == .selfSigned }
+            fileReferences.append(.stateDirectory(directory, key: "state_dir", storesCertificate: storesCertificate))
         }
         if let limits = subtable(root, "limits", path: "limits") { config.limits = readLimits(limits) }
         if let timeouts = subtable(root, "timeouts", path: "timeouts") { config.timeouts = readTimeouts(timeouts) }

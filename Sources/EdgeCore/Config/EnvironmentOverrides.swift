@@ -91,13 +91,6 @@ public struct Overrides: Sendable {
                 issues.append(.init(key: name("EDGE_SHUTDOWN_TIMEOUT", "--shutdown-timeout"), message: "expected a number of seconds, got \"\(text)\""))
             }
         }
-        if let stateDirectory {
-            if let problem = ConfigurationFileChecks.stateDirectoryProblem(stateDirectory) {
-                issues.append(.init(key: name("EDGE_STATE_DIR", "--state-dir"), message: problem))
-            } else {
-                config.stateDirectory = stateDirectory
-            }
-        }
         if let level = logLevel {
             if LogLevelName.parse(level) != nil { config.logLevel = level } else {
                 issues.append(.init(key: name("EDGE_LOG_LEVEL", "--log-level"), message: "expected one of \(LogLevelName.allNames), got \"\(level)\""))
@@ -116,6 +109,15 @@ public struct Overrides: Sendable {
                 config.listeners = kept + [ListenerConfiguration(address: address, tls: tls)]
             } else {
                 issues.append(.init(key: key, message: "expected HOST:PORT (e.g. 127.0.0.1:8080, [::1]:0) or none, got \"\(text)\""))
+            }
+        }
+        if let stateDirectory {
+            if let problem = ConfigurationFileChecks.stateDirectoryProblem(
+                stateDirectory, storesCertificate: config.listeners.contains { $0.tls == .selfSigned }
+            ) {
+                issues.append(.init(key: name("EDGE_STATE_DIR", "--state-dir"), message: problem))
+            } else {
+                config.stateDirectory = stateDirectory
             }
         }
         if !issues.isEmpty { throw ConfigurationError(source: source, issues: issues) }

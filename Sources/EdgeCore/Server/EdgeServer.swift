@@ -159,6 +159,9 @@ public final class EdgeServer: Service, Sendable {
             case .selfSigned:
                 if let selfSigned { return selfSigned }
                 let directory = configuration.stateDirectory ?? StateDirectory.defaultPath()
+                if let problem = ConfigurationFileChecks.stateDirectoryProblem(directory, storesCertificate: true) {
+                    throw ServerStartError(message: "state_dir: \(problem)")
+                }
                 let certificate: SelfSignedCertificate
                 do {
                     certificate = try SelfSignedCertificate.loadOrCreate(in: directory)

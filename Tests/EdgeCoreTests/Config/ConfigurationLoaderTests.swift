@@ -237,6 +237,22 @@ struct ConfigurationLoaderTests {
         #expect(ConfigurationFileChecks.stateDirectoryProblem(#filePath) == "\(#filePath) exists and is not a folder")
     }
 
+    @Test("a state_dir that must take the self-signed certificate is tried, and the try leaves nothing behind")
+    func stateDirectoryForTheCertificate() throws {
+        // Nothing can be created in /proc, not even by root, whatever its permission bits say.
+        #expect(ConfigurationFileChecks.stateDirectoryProblem("/proc/edge-state") == nil)
+        #expect(
+            ConfigurationFileChecks.stateDirectoryProblem("/proc/edge-state/sub", storesCertificate: true)
+                == "cannot create /proc/edge-state/sub for the self-signed certificate: /proc: no such file or directory"
+        )
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("edge-state-\(UInt32.random(in: 0...UInt32.max))").path
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: false)
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        #expect(ConfigurationFileChecks.stateDirectoryProblem(folder, storesCertificate: true) == nil)
+        #expect(ConfigurationFileChecks.stateDirectoryProblem(folder + "/a/b", storesCertificate: true) == nil)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: folder).isEmpty)
+    }
+
     @Test("a fixed response has a final status, and no body when its status has no content", arguments: [
         ("{ status = 204, body = \"x\" }", "route[0].respond.body"),
         ("{ status = 205, body = \"x\" }", "route[0].respond.body"),
