@@ -20,7 +20,8 @@ enum HTTPDate {
             return nil
         }
         let clock = time.split(separator: ":").compactMap { Int($0) }
-        guard let day, let month, let year, clock.count == 3, (1...31).contains(day), (0...23).contains(clock[0]),
+        // The grammar's year is four digits; a longer one would overflow the day arithmetic below.
+        guard let day, let month, let year, (0...9999).contains(year), clock.count == 3, (1...31).contains(day), (0...23).contains(clock[0]),
             (0...59).contains(clock[1]), (0...60).contains(clock[2])
         else { return nil }
         return daysSinceEpoch(year: year, month: month, day: day) * 86_400 + clock[0] * 3600 + clock[1] * 60 + clock[2]
