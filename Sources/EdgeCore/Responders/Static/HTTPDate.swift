@@ -12,7 +12,7 @@ enum HTTPDate {
             (day, month, year, time) = (Int(tokens[1]), monthNumber(tokens[2]), Int(tokens[3]), tokens[4])
         case 4 where tokens[3] == "GMT" && tokens[0].hasSuffix(","):  // RFC 850
             let date = tokens[1].split(separator: "-")
-            guard date.count == 3, let shortYear = Int(date[2]) else { return nil }
+            guard date.count == 3, let shortYear = Int(date[2]), (0...99).contains(shortYear) else { return nil }
             (day, month, year, time) = (Int(date[0]), monthNumber(date[1]), shortYear < 70 ? 2000 + shortYear : 1900 + shortYear, tokens[2])
         case 5:  // asctime
             (day, month, year, time) = (Int(tokens[2]), monthNumber(tokens[1]), Int(tokens[4]), tokens[3])
