@@ -342,6 +342,22 @@ def test_state_dir_flag_that_cannot_take_the_self_signed_certificate(tmp_path):
     assert f"command line: --state-dir: {UNWRITABLE_STATE_PROBLEM}" in res.stderr.splitlines(), res.stderr
 
 
+def test_host_name_and_the_address_it_resolves_to_clash(tmp_path):
+    """`localhost:P` and the address localhost binds (found as the server finds it: the resolver's first
+    answer, with glibc's default hints) cannot both listen; check-config says so before start-up fails."""
+    first = socket.getaddrinfo("localhost", None, flags=socket.AI_ADDRCONFIG | socket.AI_V4MAPPED)[0][4][0]
+    written = f"[{first}]:18093" if ":" in first else f"{first}:18093"
+    (tmp_path / "names.toml").write_text(
+        f'[[listener]]\naddress = "localhost:18093"\n\n[[listener]]\naddress = "{written}"\n'
+        '\n[[listener]]\naddress = "localhost:18094"\n')
+    res = run_edge(["check-config", "names.toml"], cwd=tmp_path)
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert error_lines(res.stderr, "names.toml") == [
+        f"names.toml:5: listener[1].address: listener[0] (line 2) already listens on localhost:18093, "
+        f"the same address ({first})"
+    ], res.stderr
+
+
 def test_listener_flag_on_an_address_already_in_the_config(tmp_path):
     port = free_port()
     (tmp_path / "c.toml").write_text(f'[[listener]]\naddress = "127.0.0.1:{port}"\ntls = true\n' + ROOT_ROUTE)

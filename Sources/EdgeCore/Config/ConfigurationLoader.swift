@@ -101,7 +101,14 @@ private struct TOMLReader {
             if let clash = config.listeners.firstIndex(where: { $0.address.conflicts(with: listener.address) }) {
                 let other = config.listeners[clash].address
                 let line = locator.line(of: "\(listenerKeys[clash]).address").map { " (line \($0))" } ?? ""
-                let covers = other.host == listener.address.host ? "" : ", which includes \(listener.address)"
+                let covers: String
+                if other.host.lowercased() == listener.address.host.lowercased() {
+                    covers = ""
+                } else if other.boundAddress == listener.address.boundAddress {
+                    covers = ", the same address (\(other.boundAddress))"
+                } else {
+                    covers = ", which includes \(listener.address)"
+                }
                 fail("\(path).address", "\(listenerKeys[clash])\(line) already listens on \(other)\(covers)")
             }
             config.listeners.append(listener)

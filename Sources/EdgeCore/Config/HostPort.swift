@@ -5,6 +5,7 @@ import Musl
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import NIOCore
 
 /// A `HOST:PORT` pair as written in config files and flags (`127.0.0.1:8080`, `[::1]:0`, `localhost:8443`).
 public struct HostPort: Sendable, Equatable, CustomStringConvertible {
@@ -49,14 +50,25 @@ public struct HostPort: Sendable, Equatable, CustomStringConvertible {
     /// Whether two listeners on these addresses cannot both bind: the same port (not 0, which is ephemeral)
     /// on the same host, or on the wildcard address of the other's IP family (`0.0.0.0` takes every IPv4
     /// address, `::` every IPv6 one). Whether `::` also takes IPv4 depends on the system, so it is not assumed.
+    /// A host name counts as the address it binds (`localhost` and `127.0.0.1` clash).
     public func conflicts(with other: HostPort) -> Bool {
         guard port != 0, port == other.port else { return false }
         if host.lowercased() == other.host.lowercased() { return true }
+        let (mine, theirs) = (boundAddress, other.boundAddress)
+        if mine == theirs { return true }
         for (wildcard, family) in [("0.0.0.0", AF_INET), ("::", AF_INET6)] {
-            if host == wildcard, Self.isAddress(Substring(other.host), family: family) { return true }
-            if other.host == wildcard, Self.isAddress(Substring(host), family: family) { return true }
+            if mine == wildcard, Self.isAddress(Substring(theirs), family: family) { return true }
+            if theirs == wildcard, Self.isAddress(Substring(mine), family: family) { return true }
         }
         return false
+    }
+
+    /// The IP address a listener on this host binds: the host itself when it is an address, else the first
+    /// address the resolver gives, as NIO's `bind(host:port:)` takes it; the name itself when it does not
+    /// resolve.
+    public var boundAddress: String {
+        if Self.isAddress(Substring(host), family: AF_INET) || Self.isAddress(Substring(host), family: AF_INET6) { return host }
+        return (try? SocketAddress.makeAddressResolvingHost(host, port: 0))?.ipAddress ?? host
     }
 
     private static func isAddress(_ text: Substring, family: CInt) -> Bool {

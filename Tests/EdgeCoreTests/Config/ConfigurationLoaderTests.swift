@@ -157,6 +157,17 @@ struct ConfigurationLoaderTests {
         #expect(a.conflicts(with: b) == conflict)
     }
 
+    @Test("a host name conflicts with the address it binds, and not with another port")
+    func hostNameConflicts() {
+        let name = HostPort(host: "localhost", port: 80)
+        let bound = name.boundAddress
+        #expect(bound == "127.0.0.1" || bound == "::1")
+        #expect(name.conflicts(with: HostPort(host: bound, port: 80)))
+        #expect(HostPort(host: bound == "::1" ? "::" : "0.0.0.0", port: 80).conflicts(with: name))
+        #expect(!name.conflicts(with: HostPort(host: bound, port: 81)))
+        #expect(HostPort(host: "no-such-host.invalid", port: 80).boundAddress == "no-such-host.invalid")
+    }
+
     @Test("two listeners on one address are refused, naming both")
     func duplicateListeners() {
         #expect {
