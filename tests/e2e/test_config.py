@@ -409,6 +409,24 @@ def test_bad_env_values(tmp_path, var, value):
     assert var in res.stderr, res.stderr
 
 
+@pytest.mark.parametrize("var,flag,value,message", [
+    ("EDGE_THREADS", "--threads", "2147483648", "must be between 1 and 1024, got 2147483648"),
+    ("EDGE_MAX_CONNECTIONS", None, "9223372036854775807",
+     "must be between 1 and 10000000, got 9223372036854775807"),
+    ("EDGE_MAX_IN_FLIGHT", None, "10000001", "must be between 1 and 10000000, got 10000001"),
+    ("EDGE_SHUTDOWN_TIMEOUT", "--shutdown-timeout", "9223372036854775807",
+     'expected a number of seconds between 0 and 3600, got "9223372036854775807"'),
+])
+def test_overrides_have_the_config_files_ranges(tmp_path, var, flag, value, message):
+    """An environment variable or flag is held to the range of the key it overrides: 2^31 threads once
+    made the server try to allocate 32 GiB and abort."""
+    res = start_must_fail(["serve", *LOOPBACK], tmp_path, env={var: value})
+    assert f"environment: {var}: {message}" in res.stderr.splitlines(), res.stderr
+    if flag:
+        res = start_must_fail(["serve", *LOOPBACK, flag, value], tmp_path)
+        assert f"command line: {flag}: {message}" in res.stderr.splitlines(), res.stderr
+
+
 def test_bad_edge_http_env(tmp_path):
     (tmp_path / "c.toml").write_text(
         '[[listener]]\naddress = "127.0.0.1:0"\n' + ROOT_ROUTE)

@@ -75,20 +75,30 @@ public struct Overrides: Sendable {
         var config = configuration
         var issues: [ConfigurationIssue] = []
         func name(_ env: String, _ flag: String) -> String { naming == .environment ? env : flag }
-        func positive(_ text: String?, _ env: String, _ flag: String) -> Int? {
+        // The same ranges as the config file's keys (ConfigurationLoader).
+        func positive(_ text: String?, _ env: String, _ flag: String, upTo limit: Int) -> Int? {
             guard let text else { return nil }
             guard let value = Int(text), value > 0 else {
                 issues.append(.init(key: name(env, flag), message: "expected a positive integer, got \"\(text)\""))
                 return nil
             }
+            guard value <= limit else {
+                issues.append(.init(key: name(env, flag), message: "must be between 1 and \(limit), got \(value)"))
+                return nil
+            }
             return value
         }
-        if let value = positive(threads, "EDGE_THREADS", "--threads") { config.threads = value }
-        if let value = positive(maxConnections, "EDGE_MAX_CONNECTIONS", "--max-connections") { config.limits.maxConnections = value }
-        if let value = positive(maxInFlight, "EDGE_MAX_IN_FLIGHT", "--max-in-flight") { config.limits.maxInFlight = value }
+        if let value = positive(threads, "EDGE_THREADS", "--threads", upTo: 1024) { config.threads = value }
+        if let value = positive(maxConnections, "EDGE_MAX_CONNECTIONS", "--max-connections", upTo: 10_000_000) {
+            config.limits.maxConnections = value
+        }
+        if let value = positive(maxInFlight, "EDGE_MAX_IN_FLIGHT", "--max-in-flight", upTo: 10_000_000) { config.limits.maxInFlight = value }
         if let text = shutdownTimeout {
-            if let value = Int(text), value >= 0 { config.shutdownTimeout = .seconds(Int64(value)) } else {
-                issues.append(.init(key: name("EDGE_SHUTDOWN_TIMEOUT", "--shutdown-timeout"), message: "expected a number of seconds, got \"\(text)\""))
+            if let value = Int(text), (0...3600).contains(value) { config.shutdownTimeout = .seconds(Int64(value)) } else {
+                issues.append(.init(
+                    key: name("EDGE_SHUTDOWN_TIMEOUT", "--shutdown-timeout"),
+                    message: "expected a number of seconds between 0 and 3600, got \"\(text)\""
+                ))
             }
         }
         if let level = logLevel {
