@@ -150,6 +150,20 @@ def test_check_config_toml_syntax_error_has_line(tmp_path):
     assert_no_stack_trace(res.stdout + res.stderr)
 
 
+@pytest.mark.parametrize("header", ["[=]", "[[,]]", "[ #", "["])
+def test_table_header_without_a_key_is_a_syntax_error_not_a_crash(tmp_path, header):
+    """The toml++ inside TOMLKit asserts that a table header starts with a key and aborts the process;
+    Edge finds these first and reports them like any syntax error, for check-config and at start."""
+    (tmp_path / "header.toml").write_text(f"threads = 2\n{header}\nmax_in_flight = 3\n")
+    for args in (["check-config", "header.toml"], ["serve", "--config", "header.toml", *LOOPBACK]):
+        res = run_edge(args, cwd=tmp_path)
+        assert res.returncode == 1, res.stdout + res.stderr
+        assert error_lines(res.stderr, "header.toml") == [
+            "header.toml:2: syntax: a table header must start with a key (a bare key of A-Z a-z 0-9 _ -, or a "
+            "quoted one): [name] or [[name]]"], res.stderr
+        assert_no_stack_trace(res.stdout + res.stderr)
+
+
 def test_check_config_missing_file(tmp_path):
     res = run_edge(["check-config", "nope.toml"], cwd=tmp_path)
     assert res.returncode == 1

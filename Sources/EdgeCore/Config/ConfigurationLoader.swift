@@ -10,17 +10,28 @@ public enum ConfigurationLoader {
     /// - Throws: ``ConfigurationError`` listing every issue, each with its key and line.
     public static func load(text: String, source: String, checkingFiles: Bool = false) throws(ConfigurationError) -> EdgeConfiguration {
         let locator = TOMLKeyLocator(text: text)
-        let nuls = TOMLNULScanner.scan(text)
-        let nulIssues = nuls.map { finding in
-            ConfigurationIssue(
-                key: finding.isEscape ? locator.key(before: finding.line) ?? "syntax" : "syntax", line: finding.line,
-                message: finding.isEscape
-                    ? "a string with a NUL character (\\u0000) cannot be used: it would be cut short there"
-                    : "the file contains a NUL byte, which TOML does not allow: everything after it would be ignored"
-            )
+        let findings = TOMLPreScanner.scan(text)
+        let preIssues = findings.map { finding in
+            switch finding.kind {
+            case .nulEscape:
+                ConfigurationIssue(
+                    key: locator.key(before: finding.line) ?? "syntax", line: finding.line,
+                    message: "a string with a NUL character (\\u0000) cannot be used: it would be cut short there"
+                )
+            case .nulByte:
+                ConfigurationIssue(
+                    key: "syntax", line: finding.line,
+                    message: "the file contains a NUL byte, which TOML does not allow: everything after it would be ignored"
+                )
+            case .headerWithoutKey:
+                ConfigurationIssue(
+                    key: "syntax", line: finding.line,
+                    message: "a table header must start with a key (a bare key of A-Z a-z 0-9 _ -, or a quoted one): [name] or [[name]]"
+                )
+            }
         }
-        if nuls.contains(where: { !$0.isEscape }) {
-            throw ConfigurationError(source: source, issues: nulIssues)
+        if findings.contains(where: { $0.kind != .nulEscape }) {
+            throw ConfigurationError(source: source, issues: preIssues)
         }
         let table: TOMLTable
         do {
@@ -35,7 +46,7 @@ public enum ConfigurationLoader {
         }
         var reader = TOMLReader(locator: locator)
         let configuration = reader.readConfiguration(table)
-        var issues = nulIssues + reader.issues
+        var issues = preIssues + reader.issues
         if checkingFiles {
             let fileIssues = ConfigurationFileChecks.issues(for: reader.fileReferences).map { issue in
                 var issue = issue
@@ -43,7 +54,7 @@ public enum ConfigurationLoader {
                 return issue
             }
             // A value cut short at a NUL is not worth a second, confusing message about the file it then names.
-            issues += fileIssues.filter { issue in !nulIssues.contains { $0.line == issue.line } }
+            issues += fileIssues.filter { issue in !preIssues.contains { $0.line == issue.line } }
         }
         if !issues.isEmpty {
             throw ConfigurationError(source: source, issues: issues.sorted { ($0.line ?? 0) < ($1.line ?? 0) })

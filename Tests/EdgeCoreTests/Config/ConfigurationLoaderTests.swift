@@ -181,11 +181,31 @@ struct ConfigurationLoaderTests {
 
     @Test("NUL bytes and \\u0000 escapes are found; the same text in comments and literal strings is not")
     func nulScanner() {
-        #expect(TOMLNULScanner.scan("a = 1\n\u{0}\n").map(\.line) == [2])
-        #expect(TOMLNULScanner.scan("a = \"x\\u0000\"\nb = \"\\U00000000\"").map(\.line) == [1, 2])
-        #expect(TOMLNULScanner.scan("a = \"\"\"\nx\n\\u0000\"\"\"").map(\.line) == [3])
-        #expect(TOMLNULScanner.scan("# \\u0000\na = '\\u0000'\nb = '''\n\\u0000'''\nc = \"\\\\u0000\"").isEmpty)
-        #expect(TOMLNULScanner.scan("a = \"\"\"x\"\"\"\"\nb = \"\\u0000\"").map(\.line) == [2])
+        #expect(TOMLPreScanner.scan("a = 1\n\u{0}\n").map(\.line) == [2])
+        #expect(TOMLPreScanner.scan("a = \"x\\u0000\"\nb = \"\\U00000000\"").map(\.line) == [1, 2])
+        #expect(TOMLPreScanner.scan("a = \"\"\"\nx\n\\u0000\"\"\"").map(\.line) == [3])
+        #expect(TOMLPreScanner.scan("# \\u0000\na = '\\u0000'\nb = '''\n\\u0000'''\nc = \"\\\\u0000\"").isEmpty)
+        #expect(TOMLPreScanner.scan("a = \"\"\"x\"\"\"\"\nb = \"\\u0000\"").map(\.line) == [2])
+    }
+
+    @Test("a table header that does not start with a key is found (toml++ would abort on it)", arguments: [
+        "[=]", "[.a]", "[[,]]", "[ #x]", "[", "a = 1\n[\nb = 2", "[[\t~]]", "[a]\n  [{]",
+    ])
+    func headerWithoutKey(text: String) throws {
+        #expect(TOMLPreScanner.scan(text).map(\.kind).contains(.headerWithoutKey))
+        #expect(throws: ConfigurationError.self) { try ConfigurationLoader.load(text: text, source: "x") }
+    }
+
+    @Test("brackets inside values, strings and comments are not table headers", arguments: [
+        "a = [\n  [{ b = 1 }],\n  [\n  1],\n]",
+        "a = \"\"\"\n[=]\n\"\"\"",
+        "a = '''\n[=]'''",
+        "# [=]\n[\"quoted key\"]\n['literal']\n[ spaced . dotted ]\n[[ array ]]",
+        "a = \"[=]\"\nb = { c = [1, [2]] }\n[t]",
+        "[]",
+    ])
+    func bracketsThatAreNoHeaders(text: String) throws {
+        #expect(!TOMLPreScanner.scan(text).map(\.kind).contains(.headerWithoutKey))
     }
 
     @Test("a NUL escape names the key it is in; a NUL byte stops the load")
