@@ -180,9 +180,15 @@ def test_max_connections_per_ip(guarded):
             c.close()
 
 
-def test_plaintext_htpasswd_is_refused_at_start(tmp_path):
+@pytest.mark.parametrize("hash_,error", [
+    ("plaintext", "only bcrypt hashes are accepted"),
+    # bcrypt allows costs 04 to 31; HummingbirdBcrypt traps on others (the dummy hash made at start).
+    ("$2b$99$OcA2cH3heCQ3P7Z4h27dxOQ0t1olxj5hJfNDepHYbUMhLKkbvZsEq", "the bcrypt cost (the number after $2b$) must be 04 to 31"),
+    ("$2b$03$OcA2cH3heCQ3P7Z4h27dxOQ0t1olxj5hJfNDepHYbUMhLKkbvZsEq", "the bcrypt cost (the number after $2b$) must be 04 to 31"),
+])
+def test_unusable_htpasswd_is_refused_at_start(tmp_path, hash_, error):
     bad = tmp_path / "htpasswd"
-    bad.write_text("alice:plaintext\n")
+    bad.write_text(f"alice:{hash_}\n")
     config = tmp_path / "edge.toml"
     config.write_text(f"""
 [[listener]]
@@ -194,8 +200,40 @@ basic_auth = {{ realm = "x", htpasswd = "{bad}" }}
 """)
     result = run_edge(["--config", str(config), "--state-dir", str(tmp_path / "state")])
     assert result.returncode == 1
-    assert f"route[0].basic_auth.htpasswd: {bad}:1: only bcrypt hashes are accepted" in result.stderr
+    assert f"route[0].basic_auth.htpasswd: {bad}:1: {error}" in result.stderr, result.stderr
     assert_no_stack_trace(result.stderr)
+    checked = run_edge(["check-config", str(config)])
+    assert checked.returncode == 1 and f"{bad}:1: {error}" in checked.stderr, checked.stderr
+
+
+@pytest.mark.parametrize("rate", ["5e-324", "1e-10", "0.0009", "0"])
+def test_rate_limit_below_one_request_per_1000_seconds_is_refused(tmp_path, rate):
+    """A tiny rate once made the limiter's nanoseconds per request infinite or overflow, and the server
+    trapped at start."""
+    config = tmp_path / "edge.toml"
+    config.write_text(f"""
+[[listener]]
+address = "127.0.0.1:0"
+[[route]]
+path = "/"
+demo = {{}}
+rate_limit = {{ per_second = {rate}, burst = 1000000 }}
+""")
+    result = run_edge(["check-config", str(config)])
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "route[0].rate_limit.per_second: expected a number of requests per second from 0.001 to 1000000" in result.stderr
+    assert_no_stack_trace(result.stderr)
+
+
+def test_slowest_rate_limit_with_the_largest_burst_serves(edge_factory):
+    server = edge_factory.start(config="""
+[[route]]
+path = "/"
+demo = { delay_ms = 0 }
+rate_limit = { per_second = 0.001, burst = 1000000 }
+""")
+    with RawConn(server.http.host, server.http.port) as c:
+        assert c.request("GET", "/x").status == 200
 
 
 def test_rate_limit_keys_on_x_forwarded_for_only_from_trusted_proxies(edge_factory):

@@ -266,10 +266,11 @@ private struct TOMLReader {
         checkKeys(table, path: path, allowed: ["per_second", "burst"])
         var perSecond: Double?
         if let value = table["per_second"] {
-            if let number = value.tomlValue.double ?? value.tomlValue.int.map(Double.init), number > 0, number <= 1_000_000 {
+            // At least one request per 1,000 s: the limiter works in nanoseconds per request, times the burst.
+            if let number = value.tomlValue.double ?? value.tomlValue.int.map(Double.init), number >= 0.001, number <= 1_000_000 {
                 perSecond = number
             } else {
-                fail("\(path).per_second", "expected a number of requests per second above 0, got \(describe(value.tomlValue))")
+                fail("\(path).per_second", "expected a number of requests per second from 0.001 to 1000000, got \(describe(value.tomlValue))")
             }
         } else {
             fail("\(path).per_second", "is required")

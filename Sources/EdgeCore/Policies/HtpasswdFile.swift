@@ -70,6 +70,13 @@ struct HtpasswdFile: Sendable {
                     description: "\(path):\(index + 1): only bcrypt hashes are accepted (create them with htpasswd -B)", version: version
                 )
             }
+            // `$2b$NN$`: the cost (log2 of the rounds) bcrypt allows is 04 to 31.
+            let costText = hash.dropFirst(4).prefix(3)
+            guard costText.count == 3, costText.last == "$", costText.dropLast().allSatisfy({ $0.isASCII && $0.isNumber }),
+                let cost = Int(costText.dropLast()), (4...31).contains(cost)
+            else {
+                throw .init(description: "\(path):\(index + 1): the bcrypt cost (the number after $2b$) must be 04 to 31", version: version)
+            }
             users[String(line[..<colon])] = hash
         }
         return HtpasswdFile(users: users, version: version)
