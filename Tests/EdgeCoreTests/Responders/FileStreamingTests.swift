@@ -1,0 +1,128 @@
+@testable import EdgeCore
+import Foundation
+import NIOCore
+import NIOPosix
+import Testing
+
+@Suite("File streaming: chunks read on the pool into one reused buffer")
+struct FileStreamingTests {
+    /// What one transfer produced, gathered on its event loop.
+    struct Outcome: Sendable {
+        var complete: Bool
+        var bytes: [UInt8]
+        var buffersAllocated: Int
+        var chunks: Int
+    }
+
+    /// How the test's writer treats each chunk.
+    enum Writer: Sendable {
+        /// Copies the bytes out and lets the chunk go, as the TLS and HTTP/2 layers do once it is written.
+        case releasing
+        /// Keeps every chunk alive until the end, as a layer still holding the data would.
+        case retaining
+        /// Fails the write of this chunk (0-based).
+        case failing(at: Int)
+    }
+
+    struct WriteFailed: Error {}
+
+    /// A file of `size` bytes whose every byte differs from its neighbours' (so a shifted or reused chunk shows).
+    static func makeFile(size: Int) throws -> (path: String, bytes: [UInt8]) {
+        let bytes = (0..<size).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ $0 / 251) }
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("edge-stream-\(UUID().uuidString)").path
+        try Data(bytes).write(to: URL(fileURLWithPath: path))
+        return (path, bytes)
+    }
+
+    /// Opens `path` for reading (a synchronous call, kept out of the async test body).
+    static func open(_ path: String) throws -> NIOFileHandle {
+        try NIOFileHandle(_deprecatedPath: path)
+    }
+
+    static func run(path: String, range: Range<Int>, writer: Writer) async throws -> Outcome {
+        let loop = MultiThreadedEventLoopGroup.singleton.next()
+        let handle = try Self.open(path)
+        defer { try? handle.close() }
+        return try await loop.flatSubmit { () -> EventLoopFuture<Outcome> in
+            var received: [UInt8] = []
+            var retained: [ByteBuffer] = []
+            var chunks = 0
+            let transfer = FileStreaming.Transfer(
+                handle, range: range, allocator: ByteBufferAllocator(), on: loop, stallTimeout: .seconds(30),
+                stalled: {}
+            ) { chunk in
+                defer { chunks += 1 }
+                switch writer {
+                case .releasing:
+                    received += chunk.readableBytesView
+                case .retaining:
+                    retained.append(chunk)
+                case .failing(let index):
+                    if chunks == index { return loop.makeFailedFuture(WriteFailed()) }
+                    received += chunk.readableBytesView
+                }
+                // Complete the write on a later tick, as a socket write would.
+                return loop.scheduleTask(in: .milliseconds(1)) {}.futureResult
+            }
+            return transfer.start().assumeIsolated().map { complete in
+                let bytes = retained.isEmpty ? received : retained.flatMap { Array($0.readableBytesView) }
+                return Outcome(
+                    complete: complete, bytes: bytes, buffersAllocated: transfer.buffersAllocated, chunks: chunks
+                )
+            }.nonisolated()
+        }.get()
+    }
+
+    @Test("a file of several chunks arrives whole, read into a single buffer")
+    func reusesOneBuffer() async throws {
+        let size = FileStreaming.chunkSize * 3 + 12_345
+        let file = try Self.makeFile(size: size)
+        defer { try? FileManager.default.removeItem(atPath: file.path) }
+        let outcome = try await Self.run(path: file.path, range: 0..<size, writer: .releasing)
+        #expect(outcome.complete)
+        #expect(outcome.chunks == 4)
+        #expect(outcome.bytes == file.bytes)
+        #expect(outcome.buffersAllocated == 1)
+    }
+
+    @Test("chunks still held by the writer keep their bytes; the next read gets new memory")
+    func heldChunksAreNotOverwritten() async throws {
+        let size = FileStreaming.chunkSize * 2 + 99
+        let file = try Self.makeFile(size: size)
+        defer { try? FileManager.default.removeItem(atPath: file.path) }
+        let outcome = try await Self.run(path: file.path, range: 0..<size, writer: .retaining)
+        #expect(outcome.complete)
+        #expect(outcome.bytes == file.bytes)
+        #expect(outcome.buffersAllocated == 3)
+    }
+
+    @Test("a range in the middle of the file, across a chunk boundary")
+    func middleRange() async throws {
+        let size = FileStreaming.chunkSize * 2
+        let file = try Self.makeFile(size: size)
+        defer { try? FileManager.default.removeItem(atPath: file.path) }
+        let range = 1_001..<(FileStreaming.chunkSize + 77_777)
+        let outcome = try await Self.run(path: file.path, range: range, writer: .releasing)
+        #expect(outcome.complete)
+        #expect(outcome.bytes == Array(file.bytes[range]))
+    }
+
+    @Test("a file shorter than the range (it shrank) ends with false after the bytes it had")
+    func shrunkFile() async throws {
+        let file = try Self.makeFile(size: 50_000)
+        defer { try? FileManager.default.removeItem(atPath: file.path) }
+        let outcome = try await Self.run(path: file.path, range: 0..<FileStreaming.chunkSize * 2, writer: .releasing)
+        #expect(!outcome.complete)
+        #expect(outcome.bytes == file.bytes)
+    }
+
+    @Test("a failed write fails the transfer")
+    func failedWrite() async throws {
+        let size = FileStreaming.chunkSize * 3
+        let file = try Self.makeFile(size: size)
+        defer { try? FileManager.default.removeItem(atPath: file.path) }
+        await #expect(throws: WriteFailed.self) {
+            _ = try await Self.run(path: file.path, range: 0..<size, writer: .failing(at: 1))
+        }
+    }
+}
