@@ -12,6 +12,8 @@ struct FileStreamingTests {
         var bytes: [UInt8]
         var buffersAllocated: Int
         var chunks: Int
+        /// Chunks read on the event loop from the page cache.
+        var cachedChunks: Int
     }
 
     /// How the test's writer treats each chunk.
@@ -22,6 +24,8 @@ struct FileStreamingTests {
         case retaining
         /// Fails the write of this chunk (0-based).
         case failing(at: Int)
+        /// Copies the bytes out and completes the write at once, as a socket with room does.
+        case immediate
     }
 
     struct WriteFailed: Error {}
@@ -39,7 +43,7 @@ struct FileStreamingTests {
         try NIOFileHandle(_deprecatedPath: path)
     }
 
-    static func run(path: String, range: Range<Int>, writer: Writer) async throws -> Outcome {
+    static func run(path: String, range: Range<Int>, writer: Writer, cachedReads: Bool = true) async throws -> Outcome {
         let loop = MultiThreadedEventLoopGroup.singleton.next()
         let handle = try Self.open(path)
         defer { try? handle.close() }
@@ -60,14 +64,19 @@ struct FileStreamingTests {
                 case .failing(let index):
                     if chunks == index { return loop.makeFailedFuture(WriteFailed()) }
                     received += chunk.readableBytesView
+                case .immediate:
+                    received += chunk.readableBytesView
+                    return loop.makeSucceededFuture(())
                 }
                 // Complete the write on a later tick, as a socket write would.
                 return loop.scheduleTask(in: .milliseconds(1)) {}.futureResult
             }
+            transfer.cachedReads = transfer.cachedReads && cachedReads
             return transfer.start().assumeIsolated().map { complete in
                 let bytes = retained.isEmpty ? received : retained.flatMap { Array($0.readableBytesView) }
                 return Outcome(
-                    complete: complete, bytes: bytes, buffersAllocated: transfer.buffersAllocated, chunks: chunks
+                    complete: complete, bytes: bytes, buffersAllocated: transfer.buffersAllocated, chunks: chunks,
+                    cachedChunks: transfer.cachedChunks
                 )
             }.nonisolated()
         }.get()
@@ -125,4 +134,62 @@ struct FileStreamingTests {
             _ = try await Self.run(path: file.path, range: 0..<size, writer: .failing(at: 1))
         }
     }
+
+    @Test("only the thread pool reads when page-cache reads are off")
+    func poolOnly() async throws {
+        let size = FileStreaming.chunkSize * 3 + 1
+        let file = try Self.makeFile(size: size)
+        defer { try? FileManager.default.removeItem(atPath: file.path) }
+        let outcome = try await Self.run(path: file.path, range: 0..<size, writer: .releasing, cachedReads: false)
+        #expect(outcome.complete)
+        #expect(outcome.bytes == file.bytes)
+        #expect(outcome.cachedChunks == 0)
+        #expect(outcome.buffersAllocated == 1)
+    }
+
+    /// Whether the temporary folder's file system answers preadv2(RWF_NOWAIT) (ext4, xfs, btrfs, tmpfs do; where
+    /// it does not, Edge reads on the pool only, which the other tests cover).
+    static let temporaryFolderReadsCached: Bool = {
+        guard let file = try? makeFile(size: 4096), let handle = try? open(file.path) else { return false }
+        defer {
+            try? handle.close()
+            try? FileManager.default.removeItem(atPath: file.path)
+        }
+        var buffer = ByteBuffer()
+        return (try? FileStreaming.fill(&buffer, from: handle, at: 0, count: 4096, cachedOnly: true)) != nil
+    }()
+
+    #if os(Linux)
+    @Test(
+        "a file in the page cache is read on the event loop, without the pool, while the writes wait for the socket",
+        .enabled(if: temporaryFolderReadsCached, "the temporary folder's file system refuses RWF_NOWAIT")
+    )
+    func cachedReads() async throws {
+        let size = FileStreaming.chunkSize * 9 + 10
+        let file = try Self.makeFile(size: size)  // just written: in the page cache
+        defer { try? FileManager.default.removeItem(atPath: file.path) }
+        let outcome = try await Self.run(path: file.path, range: 0..<size, writer: .releasing)
+        #expect(outcome.complete)
+        #expect(outcome.bytes == file.bytes)
+        #expect(outcome.chunks == 10)
+        #expect(outcome.cachedChunks == 10)  // more than 8: a write that waited gives the next 8
+        #expect(outcome.buffersAllocated == 1)
+    }
+
+    @Test(
+        "a socket that takes every write at once gets at most 8 chunks in a row, then the pool read yields the loop",
+        .enabled(if: temporaryFolderReadsCached, "the temporary folder's file system refuses RWF_NOWAIT")
+    )
+    func inlineBudget() async throws {
+        let size = FileStreaming.chunkSize * 20
+        let file = try Self.makeFile(size: size)
+        defer { try? FileManager.default.removeItem(atPath: file.path) }
+        let outcome = try await Self.run(path: file.path, range: 0..<size, writer: .immediate)
+        #expect(outcome.complete)
+        #expect(outcome.bytes == file.bytes)
+        #expect(outcome.chunks == 20)
+        // 8 from the cache, 1 from the pool, 8 from the cache, 1 from the pool, 2 from the cache.
+        #expect(outcome.cachedChunks == 18)
+    }
+    #endif
 }
