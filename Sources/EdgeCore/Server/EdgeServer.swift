@@ -119,6 +119,12 @@ public final class EdgeServer: Service, Sendable {
                 // (RFC 9112 §9.6): the protocol handlers close once everything asked for is answered.
                 .childChannelOption(.allowRemoteHalfClosure, value: true)
                 .childChannelOption(.maxMessagesPerRead, value: 16)
+                // Each connection keeps its last receive buffer for the next read, idle or not. NIO starts it at
+                // 2 KiB; 1 KiB (nginx's `client_header_buffer_size`) holds a typical request head and costs
+                // 1 KiB less per idle connection (5.2 → 4.2 KiB). A read that fills it grows the next one.
+                .childChannelOption(
+                    .recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 1024, maximum: 65536)
+                )
                 .childChannelInitializer { [self] channel in
                     channel.eventLoop.makeCompletedFuture {
                         let services = currentServices
