@@ -540,3 +540,49 @@ static = {{ root = "{root}" }}
         swapper.join(timeout=10)
     assert outcomes.get("200 P", 0) > 50 and outcomes.get("403", 0) > 50, f"the race was not exercised: {outcomes}"
     assert "200 S" not in outcomes, f"the file outside the root was served: {outcomes}"
+
+
+def _curl_exchange(*args: str) -> tuple[str, dict[str, str], bytes]:
+    """Status, headers (lower-case names, `date` left out) and body of one curl request."""
+    quiet = ["-o", "/dev/null"] if "-I" in args else []  # -I would print the head twice
+    res = subprocess.run(["curl", "-sk", "-D", "-", *quiet, *args], capture_output=True, timeout=30)
+    assert res.returncode == 0, res.stderr
+    head, _, body = res.stdout.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        if name.lower() != "date":
+            headers[name.strip().lower()] = value.strip()
+    return lines[0].split()[1], headers, body
+
+
+def test_small_files_over_http2_answer_as_over_http1(files, site):
+    """Once a small file is in the event loop's cache, HTTP/2 answers it on the connection (no stream channel);
+    every variant must still be what HTTP/1.1 gives: whole file, HEAD, 304, 206, 416, a gzip sidecar, a file
+    gzipped on the fly, an If-Range that no longer matches, and an empty file."""
+    etag = _curl_exchange("--http1.1", "-I", f"{files.http.url}/files/10k.bin")[1]["etag"]
+    cases = [
+        ("10k.bin", []),
+        ("10k.bin", ["-I"]),
+        ("10k.bin", ["-H", f"If-None-Match: {etag}"]),
+        ("10k.bin", ["-H", "Range: bytes=100-199"]),
+        ("10k.bin", ["-H", "Range: bytes=-5"]),
+        ("10k.bin", ["-H", "Range: bytes=99999-"]),
+        ("10k.bin", ["-H", 'If-Range: "old"', "-H", "Range: bytes=0-9"]),
+        ("big.css", ["-H", "Accept-Encoding: gzip"]),
+        ("app.js", ["-H", "Accept-Encoding: gzip, br"]),
+        ("notes.txt", ["-H", "Accept-Encoding: identity"]),
+        ("empty.bin", []),
+    ]
+    for name, extra in cases:
+        url = f"{files.https.url}/files/{name}"
+        for _ in range(2):  # the first request may fill the cache through the full path
+            h2 = _curl_exchange("--http2", *extra, url)
+        h1 = _curl_exchange("--http1.1", *extra, url)
+        assert h2[0] == h1[0], (name, extra, h2[0], h1[0])
+        h1_headers = {k: v for k, v in h1[1].items() if k not in ("connection", "keep-alive")}
+        assert h2[1] == h1_headers, (name, extra)
+        assert h2[2] == h1[2], (name, extra)
+    whole = _curl_exchange("--http2", f"{files.https.url}/files/10k.bin")
+    assert whole[2] == (site / "10k.bin").read_bytes()

@@ -239,7 +239,9 @@ final class HTTP2FastPathHandler: ChannelDuplexHandler {
                     return
                 }
                 if headers.endStream, let request = Self.simpleRequest(fields, limits: limits),
-                    let reply = dispatcher.immediateReply(method: request.method, target: request.target, host: request.host),
+                    let reply = dispatcher.immediateReply(
+                        method: request.method, target: request.target, host: request.host, conditional: fields.conditional
+                    ),
                     let parts = Self.frameParts(of: reply)
                 {
                     write(reply, parts, isHEAD: request.method == .HEAD, on: frame.streamID, context: context)
@@ -346,7 +348,8 @@ final class HTTP2FastPathHandler: ChannelDuplexHandler {
         return SimpleRequest(method: method, target: path[...], host: effectiveHost[...])
     }
 
-    /// A reply's header block (without the per-request fields) and body; `nil` for files, which stream.
+    /// A reply's header block (without the per-request fields) and body; `nil` for a file that must be read
+    /// from disk (it streams through the multiplexer).
     private static func frameParts(of reply: Reply) -> (block: HPACKHeaders, body: ByteBuffer)? {
         switch reply {
         case .cached(let entry, _):
@@ -357,8 +360,10 @@ final class HTTP2FastPathHandler: ChannelDuplexHandler {
                 headers.add(name: "content-length", value: String(response.body.readableBytes))
             }
             return (ResponseHeaders.http2Block(status: response.status, headers: headers), response.body)
-        case .file:
-            return nil
+        case .file(let file):
+            guard file.handle == nil else { return nil }
+            let block = file.http2Block ?? ResponseHeaders.http2Block(status: file.status, headers: file.headers)
+            return (block, file.body ?? ByteBuffer())
         }
     }
 

@@ -77,11 +77,14 @@ struct RequestDispatcher {
     }
 
     /// The reply to a body-less `GET` or `HEAD` when it needs no waiting, no policy and no per-request state:
-    /// `/healthz`, a fixed response, or a fresh entry in this loop's cache. `nil` means the request takes the
-    /// full path (``dispatch(method:target:headers:bodyBytes:client:on:)``), which answers it the same way
-    /// or better; nothing has been counted or started for it. The HTTP/2 fast path uses this to answer
-    /// cache hits without creating a stream channel.
-    func immediateReply(method: HTTPMethod, target: Substring, host: Substring) -> Reply? {
+    /// `/healthz`, a fixed response, a fresh entry in this loop's cache, or a file in this loop's small-file
+    /// cache (`conditional` carries the request's validators, `Range` and `Accept-Encoding` for it). `nil`
+    /// means the request takes the full path (``dispatch(method:target:headers:bodyBytes:client:on:)``),
+    /// which answers it the same way or better; nothing has been counted or started for it. The HTTP/2 fast
+    /// path uses this to answer such requests without creating a stream channel.
+    func immediateReply(
+        method: HTTPMethod, target: Substring, host: Substring, conditional: StaticRequestHeaders = StaticRequestHeaders()
+    ) -> Reply? {
         guard method == .GET || method == .HEAD, services.state.inFlightBelow(maxInFlight) else { return nil }
         let path = Self.split(target).path
         if Self.isHealthCheck(path) { return .response(health()) }
@@ -94,7 +97,13 @@ struct RequestDispatcher {
         case .demo(_, let ttl) where ttl > .zero:
             let entry = loop.cache.get(Self.cacheKey(host: host, target: target), now: .now())
             return entry.map { .cached($0, cacheStatus: "HIT") }
-        case .demo, .static:
+        case .static(let files):
+            let relative = path.dropFirst(route.prefix.utf8.count)
+            return files.cachedReply(
+                method: method, relative: relative.hasPrefix("/") ? relative : "/" + relative, headers: conditional,
+                cache: loop.staticFiles
+            )
+        case .demo:
             return nil
         }
     }

@@ -1,4 +1,5 @@
 import NIOCore
+import NIOHPACK
 import NIOHTTP1
 
 /// Small files kept in memory by one event loop, as nginx's `open_file_cache` keeps descriptors and
@@ -20,6 +21,8 @@ final class StaticFileCache {
         /// The status line and ``wholeHeaders`` serialised for HTTP/1.1, so that the common case (a `GET` with no
         /// validators and no `Range`) writes a prepared response, as the response cache does.
         let wholeHTTP1Head: PreparedHead
+        /// `:status` 200 and ``wholeHeaders`` as an HTTP/2 header block, for the HTTP/2 fast path.
+        let wholeHTTP2Block: HPACKHeaders
 
         /// An entry for `body` with the file's `headers` and validators.
         init(headers: HTTPHeaders, etag: String, lastModified: Int, body: ByteBuffer, validUntil: NIODeadline) {
@@ -32,6 +35,7 @@ final class StaticFileCache {
             whole.add(name: "content-length", value: String(body.readableBytes))
             self.wholeHeaders = whole
             self.wholeHTTP1Head = PreparedHead(status: .ok, headers: whole)
+            self.wholeHTTP2Block = ResponseHeaders.http2Block(status: .ok, headers: whole)
         }
     }
 

@@ -6,6 +6,7 @@ import Musl
 import Darwin
 #endif
 import NIOCore
+import NIOHPACK
 import NIOHTTP1
 import NIOPosix
 import Synchronization
@@ -61,6 +62,8 @@ struct FileReply {
     var body: ByteBuffer? = nil
     /// The status line and ``headers`` already serialised for HTTP/1.1, when they were prepared in advance.
     var http1Head: PreparedHead? = nil
+    /// `:status` and ``headers`` as an HTTP/2 header block, when prepared in advance.
+    var http2Block: HPACKHeaders? = nil
 }
 
 /// Serves a directory, as nginx's `root` and Caddy's `file_server`: strict path decoding (no traversal,
@@ -106,9 +109,7 @@ public final class StaticFiles: Sendable {
             return .ready(.response(notAllowed))
         }
         let accepted = AcceptedEncodings(header: headers.acceptEncoding)
-        // Keyed by this route (its options decide what may be served) and the path as requested: a hit skips
-        // decoding and the hidden-file check, which ran (and passed) for this route when the entry was made.
-        let key = "\(cacheKeyPrefix)\(relative)\u{0}\(accepted.brotli ? "b" : "")\(accepted.gzip ? "g" : "")"
+        let key = cacheKey(relative, accepted)
         if let entry = cache.get(key, now: .now()) {
             return .ready(reply(for: entry, method: method, headers: headers))
         }
@@ -133,6 +134,21 @@ public final class StaticFiles: Sendable {
                 return self.reply(for: found, method: method, requestPath: requestPath, query: query, headers: headers)
             }.nonisolated().recover { _ in .response(.text(.internalServerError, "file lookup failed\n")) }
         )
+    }
+
+    /// The reply to a `GET` or `HEAD` for a file in the loop's small-file cache, or `nil` when it is not there
+    /// (or is due for revalidation): the part of ``serve(method:relative:requestPath:query:headers:cache:on:)``
+    /// that needs no file-system call. Nothing is started for a `nil`, so the caller can take the full path.
+    func cachedReply(method: HTTPMethod, relative: Substring, headers: StaticRequestHeaders, cache: StaticFileCache) -> Reply? {
+        let key = cacheKey(relative, AcceptedEncodings(header: headers.acceptEncoding))
+        return cache.get(key, now: .now()).map { reply(for: $0, method: method, headers: headers) }
+    }
+
+    /// The small-file cache key: this route (its options decide what may be served), the path as requested and
+    /// the codings accepted. A hit skips decoding and the hidden-file check, which ran (and passed) for this
+    /// route when the entry was made.
+    private func cacheKey(_ relative: Substring, _ accepted: AcceptedEncodings) -> String {
+        "\(cacheKeyPrefix)\(relative)\u{0}\(accepted.brotli ? "b" : "")\(accepted.gzip ? "g" : "")"
     }
 
     // MARK: file-system work (thread pool)
@@ -418,7 +434,8 @@ extension StaticFiles {
             // The common case: the whole file, with the head prepared when the entry was made.
             return .file(FileReply(
                 status: .ok, headers: entry.wholeHeaders, handle: nil, range: 0..<size,
-                body: method == .HEAD ? nil : entry.body, http1Head: entry.wholeHTTP1Head
+                body: method == .HEAD ? nil : entry.body, http1Head: entry.wholeHTTP1Head,
+                http2Block: entry.wholeHTTP2Block
             ))
         }
         switch Self.select(headers: entry.headers, etag: entry.etag, lastModified: entry.lastModified, size: size, request: request) {
