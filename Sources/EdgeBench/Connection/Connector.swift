@@ -57,6 +57,7 @@ struct Connector: Sendable {
         case .http2:
             let handlers: [any ChannelHandler] = [
                 ByteCountingHandler(delegate: delegate),
+                ByteToMessageHandler(HTTP2FrameAligner()),
                 // Header-block and content-length validation are for servers guarding themselves; a load generator
                 // skips them (they were a fifth of its HTTP/2 cost) and still counts malformed framing as errors.
                 NIOHTTP2Handler(
