@@ -397,35 +397,20 @@ final class EdgeRequestHandler: ChannelInboundHandler {
     /// The header values the dispatcher needs, in one pass over the fields (repeated fields are joined).
     static func headerValues(_ fields: HTTPHeaders) -> RequestHeaderValues {
         var values = RequestHeaderValues()
-        var forwardedFor: String?, ifNoneMatch: String?, acceptEncoding: String?
-        func joined(_ existing: String?, _ value: String, separator: String) -> String {
-            existing.map { $0 + separator + value } ?? value
-        }
-        for (name, value) in fields {
+        var forwardedFor: String?
+        for (name, value) in fields where !values.conditional.record(name: name, value: value) {
             switch name.utf8.count {
             case 4 where name.equalsIgnoringASCIICase("host"):
                 if values.host.isEmpty { values.host = value[...] }
-            case 5 where name.equalsIgnoringASCIICase("range"):
-                values.conditional.range = values.conditional.range ?? value
-            case 8 where name.equalsIgnoringASCIICase("if-range"):
-                values.conditional.ifRange = values.conditional.ifRange ?? value
             case 13 where name.equalsIgnoringASCIICase("authorization"):
                 values.authorization = values.authorization ?? value[...]
-            case 13 where name.equalsIgnoringASCIICase("if-none-match"):
-                ifNoneMatch = joined(ifNoneMatch, value, separator: ", ")
             case 15 where name.equalsIgnoringASCIICase("x-forwarded-for"):
-                forwardedFor = joined(forwardedFor, value, separator: ",")
-            case 15 where name.equalsIgnoringASCIICase("accept-encoding"):
-                acceptEncoding = joined(acceptEncoding, value, separator: ", ")
-            case 17 where name.equalsIgnoringASCIICase("if-modified-since"):
-                values.conditional.ifModifiedSince = values.conditional.ifModifiedSince ?? value
+                forwardedFor = forwardedFor.map { $0 + "," + value } ?? value
             default:
                 break
             }
         }
         values.forwardedFor = forwardedFor?[...]
-        values.conditional.ifNoneMatch = ifNoneMatch
-        values.conditional.acceptEncoding = acceptEncoding
         return values
     }
 

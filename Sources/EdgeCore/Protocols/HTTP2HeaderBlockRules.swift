@@ -38,9 +38,8 @@ enum HTTP2HeaderBlockRules {
         var regularFields = 0
         /// The size of the head as HTTP/1.1 would carry it: names, values and separators.
         var headBytes = 0
-        /// `range`, `if-range`, `if-none-match`, `if-modified-since` and `accept-encoding`, for static files,
-        /// as ``EdgeRequestHandler/headerValues(_:)`` reads them (the first of a single-valued field, the
-        /// list fields joined).
+        /// `range`, `if-range`, `if-none-match`, `if-modified-since` and `accept-encoding`, for static files
+        /// (``StaticRequestHeaders/record(name:value:)``, as ``EdgeRequestHandler/headerValues(_:)`` reads them).
         var conditional = StaticRequestHeaders()
     }
 
@@ -83,22 +82,12 @@ enum HTTP2HeaderBlockRules {
                     guard value == "trailers" else { return nil }
                 case 4 where name == "host":
                     if fields.host == nil { fields.host = value }
-                case 5 where name == "range":
-                    if fields.conditional.range == nil { fields.conditional.range = value }
                 case 6 where name == "expect":
                     fields.hasExpect = true
-                case 8 where name == "if-range":
-                    if fields.conditional.ifRange == nil { fields.conditional.ifRange = value }
-                case 13 where name == "if-none-match":
-                    fields.conditional.ifNoneMatch = fields.conditional.ifNoneMatch.map { $0 + ", " + value } ?? value
                 case 14 where name == "content-length":
                     fields.hasContentLength = true
-                case 15 where name == "accept-encoding":
-                    fields.conditional.acceptEncoding = fields.conditional.acceptEncoding.map { $0 + ", " + value } ?? value
-                case 17 where name == "if-modified-since":
-                    if fields.conditional.ifModifiedSince == nil { fields.conditional.ifModifiedSince = value }
                 default:
-                    break
+                    _ = fields.conditional.record(name: name, value: value)
                 }
             }
         }

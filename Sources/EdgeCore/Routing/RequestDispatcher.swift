@@ -98,10 +98,8 @@ struct RequestDispatcher {
             let entry = loop.cache.get(Self.cacheKey(host: host, target: target), now: .now())
             return entry.map { .cached($0, cacheStatus: "HIT") }
         case .static(let files):
-            let relative = path.dropFirst(route.prefix.utf8.count)
             return files.cachedReply(
-                method: method, relative: relative.hasPrefix("/") ? relative : "/" + relative, headers: conditional,
-                cache: loop.staticFiles
+                method: method, relative: Self.relativePath(path, under: route), headers: conditional, cache: loop.staticFiles
             )
         case .demo:
             return nil
@@ -112,6 +110,12 @@ struct RequestDispatcher {
     private static func split(_ target: Substring) -> (path: Substring, query: Substring?) {
         guard let mark = target.utf8.firstIndex(of: UInt8(ascii: "?")) else { return (target, nil) }
         return (target[..<mark], target[target.utf8.index(after: mark)...])
+    }
+
+    /// `path` below a static route's prefix, always starting with `/` (`/assets` asked of route `/assets` is `/`).
+    private static func relativePath(_ path: Substring, under route: Route) -> Substring {
+        let relative = path.dropFirst(route.prefix.utf8.count)
+        return relative.hasPrefix("/") ? relative : "/" + relative
     }
 
     /// Whether `path` is the built-in health check, `/healthz`.
@@ -184,9 +188,8 @@ struct RequestDispatcher {
         let (method, target, query, host, bodyBytes) = (request.method, request.target, request.query, request.headers.host, request.bodyBytes)
         switch route.action {
         case .static(let files):
-            let relative = request.path.dropFirst(route.prefix.utf8.count)
             return files.serve(
-                method: method, relative: relative.hasPrefix("/") ? relative : "/" + relative, requestPath: request.path,
+                method: method, relative: Self.relativePath(request.path, under: route), requestPath: request.path,
                 query: query, headers: request.headers.conditional, cache: loop.staticFiles, on: eventLoop
             )
         case .respond(let response):

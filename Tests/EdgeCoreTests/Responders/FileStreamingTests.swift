@@ -82,67 +82,68 @@ struct FileStreamingTests {
         }.get()
     }
 
+    /// Writes a file of `size` bytes (so it is in the page cache), streams `range` of it (all of it by default)
+    /// and removes it; returns the outcome and the file's bytes.
+    static func streamFile(
+        size: Int, range: Range<Int>? = nil, writer: Writer, cachedReads: Bool = true
+    ) async throws -> (outcome: Outcome, file: [UInt8]) {
+        let file = try makeFile(size: size)
+        defer { try? FileManager.default.removeItem(atPath: file.path) }
+        let outcome = try await run(path: file.path, range: range ?? 0..<size, writer: writer, cachedReads: cachedReads)
+        return (outcome, file.bytes)
+    }
+
     @Test("a file of several chunks arrives whole, read into a single buffer")
     func reusesOneBuffer() async throws {
         let size = FileStreaming.chunkSize * 3 + 12_345
-        let file = try Self.makeFile(size: size)
-        defer { try? FileManager.default.removeItem(atPath: file.path) }
-        let outcome = try await Self.run(path: file.path, range: 0..<size, writer: .releasing)
+        let (outcome, file) = try await Self.streamFile(size: size, writer: .releasing)
         #expect(outcome.complete)
         #expect(outcome.chunks == 4)
-        #expect(outcome.bytes == file.bytes)
+        #expect(outcome.bytes == file)
         #expect(outcome.buffersAllocated == 1)
     }
 
     @Test("chunks still held by the writer keep their bytes; the next read gets new memory")
     func heldChunksAreNotOverwritten() async throws {
         let size = FileStreaming.chunkSize * 2 + 99
-        let file = try Self.makeFile(size: size)
-        defer { try? FileManager.default.removeItem(atPath: file.path) }
-        let outcome = try await Self.run(path: file.path, range: 0..<size, writer: .retaining)
+        let (outcome, file) = try await Self.streamFile(size: size, writer: .retaining)
         #expect(outcome.complete)
-        #expect(outcome.bytes == file.bytes)
+        #expect(outcome.bytes == file)
         #expect(outcome.buffersAllocated == 3)
     }
 
     @Test("a range in the middle of the file, across a chunk boundary")
     func middleRange() async throws {
         let size = FileStreaming.chunkSize * 2
-        let file = try Self.makeFile(size: size)
-        defer { try? FileManager.default.removeItem(atPath: file.path) }
         let range = 1_001..<(FileStreaming.chunkSize + 77_777)
-        let outcome = try await Self.run(path: file.path, range: range, writer: .releasing)
+        let (outcome, file) = try await Self.streamFile(size: size, range: range, writer: .releasing)
         #expect(outcome.complete)
-        #expect(outcome.bytes == Array(file.bytes[range]))
+        #expect(outcome.bytes == Array(file[range]))
     }
 
     @Test("a file shorter than the range (it shrank) ends with false after the bytes it had")
     func shrunkFile() async throws {
-        let file = try Self.makeFile(size: 50_000)
-        defer { try? FileManager.default.removeItem(atPath: file.path) }
-        let outcome = try await Self.run(path: file.path, range: 0..<FileStreaming.chunkSize * 2, writer: .releasing)
+        let (outcome, file) = try await Self.streamFile(
+            size: 50_000, range: 0..<FileStreaming.chunkSize * 2, writer: .releasing
+        )
         #expect(!outcome.complete)
-        #expect(outcome.bytes == file.bytes)
+        #expect(outcome.bytes == file)
     }
 
     @Test("a failed write fails the transfer")
     func failedWrite() async throws {
         let size = FileStreaming.chunkSize * 3
-        let file = try Self.makeFile(size: size)
-        defer { try? FileManager.default.removeItem(atPath: file.path) }
         await #expect(throws: WriteFailed.self) {
-            _ = try await Self.run(path: file.path, range: 0..<size, writer: .failing(at: 1))
+            _ = try await Self.streamFile(size: size, writer: .failing(at: 1))
         }
     }
 
     @Test("only the thread pool reads when page-cache reads are off")
     func poolOnly() async throws {
         let size = FileStreaming.chunkSize * 3 + 1
-        let file = try Self.makeFile(size: size)
-        defer { try? FileManager.default.removeItem(atPath: file.path) }
-        let outcome = try await Self.run(path: file.path, range: 0..<size, writer: .releasing, cachedReads: false)
+        let (outcome, file) = try await Self.streamFile(size: size, writer: .releasing, cachedReads: false)
         #expect(outcome.complete)
-        #expect(outcome.bytes == file.bytes)
+        #expect(outcome.bytes == file)
         #expect(outcome.cachedChunks == 0)
         #expect(outcome.buffersAllocated == 1)
     }
@@ -166,11 +167,9 @@ struct FileStreamingTests {
     )
     func cachedReads() async throws {
         let size = FileStreaming.chunkSize * 9 + 10
-        let file = try Self.makeFile(size: size)  // just written: in the page cache
-        defer { try? FileManager.default.removeItem(atPath: file.path) }
-        let outcome = try await Self.run(path: file.path, range: 0..<size, writer: .releasing)
+        let (outcome, file) = try await Self.streamFile(size: size, writer: .releasing)  // just written: in the page cache
         #expect(outcome.complete)
-        #expect(outcome.bytes == file.bytes)
+        #expect(outcome.bytes == file)
         #expect(outcome.chunks == 10)
         #expect(outcome.cachedChunks == 10)  // more than 8: a write that waited gives the next 8
         #expect(outcome.buffersAllocated == 1)
@@ -182,11 +181,9 @@ struct FileStreamingTests {
     )
     func inlineBudget() async throws {
         let size = FileStreaming.chunkSize * 20
-        let file = try Self.makeFile(size: size)
-        defer { try? FileManager.default.removeItem(atPath: file.path) }
-        let outcome = try await Self.run(path: file.path, range: 0..<size, writer: .immediate)
+        let (outcome, file) = try await Self.streamFile(size: size, writer: .immediate)
         #expect(outcome.complete)
-        #expect(outcome.bytes == file.bytes)
+        #expect(outcome.bytes == file)
         #expect(outcome.chunks == 20)
         // 8 from the cache, 1 from the pool, 8 from the cache, 1 from the pool, 2 from the cache.
         #expect(outcome.cachedChunks == 18)

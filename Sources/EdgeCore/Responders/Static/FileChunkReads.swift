@@ -67,7 +67,7 @@ extension FileStreaming {
         while total < count {
             let got = try buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: count - total) { memory in
                 try handle.withUnsafeFileDescriptor { descriptor in
-                    try FileStreaming.pread(descriptor, into: memory, count: count - total, at: offset + total)
+                    try FileStreaming.preadRetrying(descriptor, into: memory, count: count - total, at: offset + total)
                 }
             }
             if got == 0 { break }  // end of file
@@ -88,15 +88,9 @@ extension FileStreaming {
     }()
 
     /// One `pread`, retried on `EINTR`.
-    static func pread(_ descriptor: CInt, into memory: UnsafeMutableRawBufferPointer, count: Int, at offset: Int) throws -> Int {
+    static func preadRetrying(_ descriptor: CInt, into memory: UnsafeMutableRawBufferPointer, count: Int, at offset: Int) throws -> Int {
         while true {
-            #if canImport(Darwin)
-            let result = Darwin.pread(descriptor, memory.baseAddress, count, off_t(offset))
-            #elseif canImport(Musl)
-            let result = Musl.pread(descriptor, memory.baseAddress, count, off_t(offset))
-            #else
-            let result = Glibc.pread(descriptor, memory.baseAddress, count, off_t(offset))
-            #endif
+            let result = pread(descriptor, memory.baseAddress, count, off_t(offset))
             if result >= 0 { return result }
             if errno == EINTR { continue }
             throw IOError(errnoCode: errno, reason: "pread")

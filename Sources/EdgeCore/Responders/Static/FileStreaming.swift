@@ -117,22 +117,23 @@ enum FileStreaming {
         private func readCached(count: Int) -> Bool {
             guard var buffer = spare.take() else { return false }
             let outcome = Result { try FileStreaming.fill(&buffer, from: handle, at: offset, count: count, cachedOnly: true) }
-            spare = buffer
-            switch outcome {
-            case .success(let fill):
-                if fill.reallocated { buffersAllocated += 1 }
-                guard let bytes = fill.bytes else { return false }  // not in the page cache
-                cachedChunks += 1
-                inlineBudget -= 1
-                if bytes > 0, bytes < count {
-                    inlineBudget = 0  // partly cached: the pool reads the rest (and waits for the disk)
-                }
-                send(spare.take()!)
-                return true
-            case .failure:
+            guard case .success(let fill) = outcome else {
+                spare = buffer
                 cachedReads = false  // ENOSYS, EOPNOTSUPP…: the pool's plain pread reports real errors
                 return false
             }
+            if fill.reallocated { buffersAllocated += 1 }
+            guard let bytes = fill.bytes else {  // not in the page cache
+                spare = buffer
+                return false
+            }
+            cachedChunks += 1
+            inlineBudget -= 1
+            if bytes > 0, bytes < count {
+                inlineBudget = 0  // partly cached: the pool reads the rest (and waits for the disk)
+            }
+            send(buffer)
+            return true
         }
 
         private func readOnPool(count: Int) {

@@ -18,6 +18,27 @@ struct StaticRequestHeaders {
     var ifNoneMatch: String?
     var ifModifiedSince: String?
     var acceptEncoding: String?
+
+    /// Takes the field `name: value` if it is one of these (name in any case): the first `Range`, `If-Range`
+    /// and `If-Modified-Since`; every `If-None-Match` and `Accept-Encoding`, joined as one list. Returns
+    /// whether it was.
+    mutating func record(name: String, value: String) -> Bool {
+        switch name.utf8.count {
+        case 5 where name.equalsIgnoringASCIICase("range"):
+            range = range ?? value
+        case 8 where name.equalsIgnoringASCIICase("if-range"):
+            ifRange = ifRange ?? value
+        case 13 where name.equalsIgnoringASCIICase("if-none-match"):
+            ifNoneMatch = ifNoneMatch.map { $0 + ", " + value } ?? value
+        case 15 where name.equalsIgnoringASCIICase("accept-encoding"):
+            acceptEncoding = acceptEncoding.map { $0 + ", " + value } ?? value
+        case 17 where name.equalsIgnoringASCIICase("if-modified-since"):
+            ifModifiedSince = ifModifiedSince ?? value
+        default:
+            return false
+        }
+        return true
+    }
 }
 
 /// The content codings a client accepts, from `Accept-Encoding` (q=0 refuses a coding).
