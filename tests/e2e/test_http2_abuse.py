@@ -154,18 +154,79 @@ def test_hpack_bomb_is_refused(edge):
     assert_normal_client_served(edge)
 
 
+REFUSED_STREAM = 7
+
+
+def open_many_slow_streams(conn: RawH2, count: int, acknowledge_settings: bool) -> None:
+    """Opens `count` streams at once whose responses take 600 ms, after acknowledging the server's SETTINGS if
+    asked, and reads until they are answered."""
+    if acknowledge_settings:
+        conn.read(timeout=0.5)
+        assert any(isinstance(f, SettingsFrame) and "ACK" not in f.flags for f in conn.frames)
+        conn.send(SettingsFrame(0, flags=["ACK"]))
+    base = unique("many")
+    conn.send(*[conn.headers(1 + 2 * i, f"/{base}/{i}?delay_ms=600") for i in range(count)])
+    conn.read(timeout=2.5)
+
+
+def streams_answered(conn: RawH2) -> list[int]:
+    return sorted({f.stream_id for f in conn.frames if isinstance(f, DataFrame) and "END_STREAM" in f.flags})
+
+
+def streams_refused(conn: RawH2) -> list[int]:
+    return sorted(f.stream_id for f in conn.frames if isinstance(f, RstStreamFrame) and f.error_code == REFUSED_STREAM)
+
+
 def test_streams_beyond_the_concurrency_limit_are_refused(edge):
-    """Open 300 streams at once (limit 100) whose responses are slow: the excess is refused, not queued."""
+    """RFC 9113 §5.1.2: with max_concurrent_streams = 100 advertised and acknowledged, 300 slow streams opened at
+    once get 100 answers and 200 RST_STREAM(REFUSED_STREAM) — a stream error the client may retry, as nginx
+    sends — and the connection serves on. (NIOHTTP2 alone would close the connection with GOAWAY.)"""
     conn = RawH2(edge.https.host, edge.https.port)
     try:
-        base = unique("many")
-        conn.send(*[conn.headers(1 + 2 * i, f"/{base}/{i}?delay_ms=2000") for i in range(300)])
-        conn.read(timeout=3)
-        refused = [f for f in conn.frames if isinstance(f, RstStreamFrame) and f.error_code in (7, 1)]
-        assert refused or conn.goaways(), "300 concurrent streams accepted with max_concurrent_streams = 100"
+        open_many_slow_streams(conn, 300, acknowledge_settings=True)
+        assert not conn.goaways() and not conn.closed, conn.frames[-5:]
+        assert streams_answered(conn) == [1 + 2 * i for i in range(100)]
+        assert streams_refused(conn) == [1 + 2 * i for i in range(100, 300)]
+        conn.send(conn.headers(601, "/healthz"))
+        conn.read(timeout=1)
+        assert 601 in streams_answered(conn), "the connection stopped serving after refusing streams"
     finally:
         conn.close()
     assert_normal_client_served(edge)
+
+
+def test_streams_beyond_the_limit_before_settings_are_acknowledged_are_refused(edge):
+    """A client that opens streams before acknowledging the server's SETTINGS (RFC 9113 §6.5.3 lets it) gets the
+    excess refused too, never GOAWAY. Until the acknowledgement NIOHTTP2 holds a client to 100 open streams, so
+    Edge refuses from the 100th."""
+    conn = RawH2(edge.https.host, edge.https.port)
+    try:
+        open_many_slow_streams(conn, 150, acknowledge_settings=False)
+        assert not conn.goaways() and not conn.closed, conn.frames[-5:]
+        answered, refused = streams_answered(conn), streams_refused(conn)
+        assert len(answered) == 99 and len(refused) == 51, (len(answered), len(refused))
+        assert set(answered) | set(refused) == {1 + 2 * i for i in range(150)}
+    finally:
+        conn.close()
+
+
+def test_streams_within_a_lower_limit_are_served_and_the_rest_refused(edge_factory):
+    server = edge_factory.start(config="""
+[limits]
+http2_max_concurrent_streams = 7
+
+[[route]]
+path = "/"
+demo = {}
+""")
+    conn = RawH2(server.https.host, server.https.port)
+    try:
+        open_many_slow_streams(conn, 20, acknowledge_settings=False)
+        assert not conn.goaways(), conn.frames[-5:]
+        assert streams_answered(conn) == [1 + 2 * i for i in range(7)]
+        assert streams_refused(conn) == [1 + 2 * i for i in range(7, 20)]
+    finally:
+        conn.close()
 
 
 def test_window_update_overflow_is_a_connection_error(edge):

@@ -59,6 +59,14 @@ final class HTTP2FastPathHandler: ChannelDuplexHandler {
     private let shutdownTimeout: TimeAmount
     /// Malformed header blocks this connection has sent (each answered with RST_STREAM).
     private var malformedBlocks = 0
+    /// Whether the client has acknowledged Edge's SETTINGS; until then NIOHTTP2 enforces its default stream limit.
+    private var settingsAcknowledged = false
+    /// NIOHTTP2's limit on a client's open streams until the client acknowledges Edge's SETTINGS (its default;
+    /// the stream that would exceed it is a connection error).
+    static let defaultStreamLimit = 100
+    /// The stream limit NIOHTTP2 is given once acknowledged, for `configured` advertised streams: room above
+    /// the advertised limit, within which the streams beyond it are refused here.
+    static func enforcedStreamLimit(advertising configured: Int) -> Int { configured * 2 }
     /// Malformed header blocks after which the connection is closed: NIOHTTP2's own limit on stream errors
     /// (200 per connection, and per 30 s), which no longer sees these since Edge checks the blocks itself.
     static let malformedBlockLimit = 200
@@ -234,6 +242,10 @@ final class HTTP2FastPathHandler: ChannelDuplexHandler {
         case .headers(let headers):
             if frame.streamID > lastStreamID {
                 lastStreamID = frame.streamID
+                if lifecycle.openStreams >= streamLimit {
+                    refuse(frame.streamID, context: context)
+                    return
+                }
                 guard let fields = HTTP2HeaderBlockRules.requestFields(headers.headers) else {
                     refuseMalformedBlock(on: frame.streamID, context: context)
                     return
@@ -252,12 +264,29 @@ final class HTTP2FastPathHandler: ChannelDuplexHandler {
                 refuseMalformedBlock(on: frame.streamID, context: context)
                 return
             }
+        case .settings(.ack):
+            settingsAcknowledged = true
         case .ping(let data, ack: true):
             perform(lifecycle.pingAcknowledged(data), context: context)
         default:
             break
         }
         context.fireChannelRead(data)
+    }
+
+    /// How many streams the client may have open: the configured limit, advertised in Edge's SETTINGS. Until
+    /// the client acknowledges them, one less than NIOHTTP2's default if that is lower, so that a stream is
+    /// refused here before NIOHTTP2 would see one too many.
+    private var streamLimit: Int {
+        let configured = limits.http2MaxConcurrentStreams
+        return settingsAcknowledged ? configured : min(configured, Self.defaultStreamLimit - 1)
+    }
+
+    /// Refuses a new stream beyond the stream limit with `RST_STREAM(REFUSED_STREAM)` (RFC 9113 §5.1.2): nothing
+    /// of it was processed, so the client may retry it, and the connection serves on.
+    private func refuse(_ streamID: HTTP2StreamID, context: ChannelHandlerContext) {
+        context.write(wrapOutboundOut(HTTP2Frame(streamID: streamID, payload: .rstStream(.refusedStream))), promise: nil)
+        unflushedBytes += 13
     }
 
     /// Answers a malformed header block as NIOHTTP2 would: `RST_STREAM(PROTOCOL_ERROR)` for the stream, and,

@@ -91,8 +91,13 @@ enum HTTPPipelines {
         // Inbound header blocks are checked by the fast path (HTTP2HeaderBlockRules), every one of them; NIOHTTP2's
         // check would repeat that and also re-check every response block Edge sends.
         connection.headerBlockValidation = .disabled
+        // NIOHTTP2 enforces its stream limit as a connection error; the fast path refuses the streams beyond the
+        // advertised limit, so NIOHTTP2 is given room above it (see HTTP2StreamLimitAdvertiser).
+        let streamLimit = configuration.limits.http2MaxConcurrentStreams
         connection.initialSettings = [
-            HTTP2Setting(parameter: .maxConcurrentStreams, value: configuration.limits.http2MaxConcurrentStreams),
+            HTTP2Setting(
+                parameter: .maxConcurrentStreams, value: HTTP2FastPathHandler.enforcedStreamLimit(advertising: streamLimit)
+            ),
             HTTP2Setting(parameter: .maxHeaderListSize, value: configuration.limits.maxHeaderBytes),
             HTTP2Setting(parameter: .headerTableSize, value: configuration.limits.http2HeaderTableSize),
         ]
@@ -102,6 +107,7 @@ enum HTTPPipelines {
         let loop = services.loops.state(for: channel.eventLoop)
         try sync.addHandler(HTTP2GoAwayCloser())
         try sync.addHandler(WriteCoalescingHandler())
+        try sync.addHandler(HTTP2StreamLimitAdvertiser(advertised: streamLimit))
         // NIOHTTP2Handler without its inline multiplexer fires frames and stream events down the pipeline. The
         // fast path sees each new stream's HEADERS first; NIOHTTP2's connection manager is not used (the fast
         // path does its work: see HTTP2ConnectionLifecycle).

@@ -66,4 +66,47 @@ struct HTTP2FastPathHandlerTests {
         #expect(afterDrain == ["frame 1", "created 1", "frame 3", "created 3", "frame 3", "closed 3"])
         _ = try channel.finish(acceptAlreadyClosed: true)
     }
+
+    @Test("a stream beyond the limit is refused with REFUSED_STREAM, from NIOHTTP2's 100th until SETTINGS are acknowledged")
+    func refusesStreamsBeyondTheLimit() throws {
+        let channel = EmbeddedChannel()
+        var configuration = EdgeConfiguration.embeddedDefault
+        configuration.limits.http2MaxConcurrentStreams = 101
+        let services = try EdgeServices(configuration: configuration, group: channel.embeddedEventLoop, state: ServerState())
+        let recorder = Recorder()
+        try channel.pipeline.syncOperations.addHandlers([
+            HTTP2FastPathHandler(services: services, loop: LoopState(localCacheCapacity: 16)), recorder,
+        ])
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 443)).wait()
+        var stream = 1
+        func open() throws {
+            try channel.writeInbound(postHead(HTTP2StreamID(stream)))
+            channel.pipeline.fireUserInboundEventTriggered(created(HTTP2StreamID(stream)))
+            stream += 2
+        }
+        func refusals() throws -> [Int] {
+            var refused: [Int] = []
+            while let frame = try channel.readOutbound(as: HTTP2Frame.self) {
+                if case .rstStream(.refusedStream) = frame.payload { refused.append(Int(frame.streamID)) }
+            }
+            return refused
+        }
+
+        for _ in 0..<99 { try open() }
+        #expect(try refusals().isEmpty)
+        try open()  // the 100th, before the acknowledgement
+        #expect(try refusals() == [199])
+        #expect(!recorder.seen.contains("frame 199"))
+        #expect(!recorder.seen.contains("created 199"))
+
+        try channel.writeInbound(HTTP2Frame(streamID: .rootStream, payload: .settings(.ack)))
+        channel.pipeline.fireUserInboundEventTriggered(StreamClosedEvent(streamID: 199, reason: .refusedStream))
+        try open()
+        try open()  // the 100th and 101st open streams: within the configured limit
+        #expect(try refusals().isEmpty)
+        #expect(recorder.seen.suffix(4) == ["frame 201", "created 201", "frame 203", "created 203"])
+        try open()
+        #expect(try refusals() == [205])
+        _ = try channel.finish(acceptAlreadyClosed: true)
+    }
 }
