@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import resource
 import shutil
 import socket
 import ssl
@@ -10,8 +11,8 @@ import subprocess
 
 import pytest
 
-from conftest import (REPO, RawConn, assert_logfmt, assert_no_stack_trace, client_tls_context, curl,
-                      demo_body, parse_logfmt, run_edge, unique)
+from conftest import (REPO, RawConn, assert_logfmt, assert_no_stack_trace, clean_env, client_tls_context, curl,
+                      demo_body, parse_logfmt, require_binary, run_edge, unique)
 
 ROOT_ROUTE = """
 [[route]]
@@ -645,3 +646,19 @@ def test_respond_statuses_that_are_fine(tmp_path, respond):
     (tmp_path / "r.toml").write_text(f'[[route]]\npath = "/a"\nrespond = {respond}\n')
     res = run_edge(["check-config", "r.toml"], cwd=tmp_path)
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_threads_the_system_refuses_are_a_start_error(tmp_path):
+    """With address space for about a hundred thread stacks, `--threads 1024` is refused at start with a message
+    naming the setting — not NIO's trap on a failed pthread_create, with its long backtrace."""
+    def limit_address_space():
+        resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+
+    res = subprocess.run([str(require_binary()), "serve", *LOOPBACK, "--threads", "1024",
+                          "--state-dir", str(tmp_path / "state")],
+                         stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace",
+                         env=clean_env(), cwd=tmp_path, timeout=60, preexec_fn=limit_address_space)
+    assert res.returncode == 1, f"rc={res.returncode}\nstderr:{res.stderr[-2000:]}"
+    assert_no_stack_trace(res.stdout + res.stderr)
+    assert re.search(r"threads = 1024: the system refused to start more than \d+ threads", res.stderr), res.stderr
+    assert "msg=ready" not in res.stderr

@@ -44,7 +44,8 @@ public final class EdgeServer: Service, Sendable {
     /// - Parameters:
     ///   - loadConfiguration: Reads the configuration again from its sources, for a reload on SIGHUP; `nil`
     ///     (the default) makes SIGHUP re-read only the htpasswd files.
-    /// - Throws: ``ServerStartError`` when a route's policies cannot be set up (e.g. a bad htpasswd file).
+    /// - Throws: ``ServerStartError`` when a route's policies cannot be set up (e.g. a bad htpasswd file), or
+    ///   when the system would not start `threads` event-loop threads.
     public init(
         configuration: EdgeConfiguration, logger: Logger,
         loadConfiguration: (@Sendable () throws -> EdgeConfiguration)? = nil
@@ -52,7 +53,15 @@ public final class EdgeServer: Service, Sendable {
         self.configuration = configuration
         self.loadConfiguration = loadConfiguration
         self.logger = logger
-        self.group = MultiThreadedEventLoopGroup(numberOfThreads: configuration.threads ?? System.coreCount)
+        let threads = configuration.threads ?? System.coreCount
+        // The event loops and NIO's blocking pool (file reads, bcrypt), which starts one thread per core.
+        if let failure = ThreadCapacityProbe.check(threads: threads + System.coreCount) {
+            throw ServerStartError(
+                message: "threads = \(threads): the system refused to start more than \(failure.started) threads "
+                    + "(\(failure.reason)); lower threads (EDGE_THREADS, --threads) or raise the process's limits"
+            )
+        }
+        self.group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
         let group = self.group
         self.state = ServerState()
         do {
