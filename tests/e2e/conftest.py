@@ -405,6 +405,32 @@ def curl(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
 
 
 @dataclass
+class CurlExchange:
+    """One request made with curl: the status line, the header fields (names in lower case) and the body."""
+    status_line: str
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def status(self) -> str:
+        return self.status_line.split()[1]
+
+
+def curl_exchange(*args: str) -> CurlExchange:
+    """Runs `curl -sk -D - ARGS` and splits what it printed; the body is bytes as sent (empty with `-I`)."""
+    quiet = ["-o", "/dev/null"] if "-I" in args else []  # -I would print the head twice
+    res = subprocess.run(["curl", "-sk", "-D", "-", *quiet, *args], capture_output=True, timeout=30)
+    assert res.returncode == 0, res.stderr
+    head, _, body = res.stdout.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return CurlExchange(lines[0], headers, body)
+
+
+@dataclass
 class RawResponse:
     version: str
     status: int

@@ -156,6 +156,17 @@ def test_hpack_bomb_is_refused(edge):
 
 REFUSED_STREAM = 7
 
+SMALL_HTTP2_LIMITS = """
+[limits]
+http2_max_concurrent_streams = 7
+http2_header_table_size = 1024
+max_header_bytes = 8192
+
+[[route]]
+path = "/"
+demo = {}
+"""
+
 
 def open_many_slow_streams(conn: RawH2, count: int, acknowledge_settings: bool) -> None:
     """Opens `count` streams at once whose responses take 600 ms, after acknowledging the server's SETTINGS if
@@ -211,14 +222,7 @@ def test_streams_beyond_the_limit_before_settings_are_acknowledged_are_refused(e
 
 
 def test_streams_within_a_lower_limit_are_served_and_the_rest_refused(edge_factory):
-    server = edge_factory.start(config="""
-[limits]
-http2_max_concurrent_streams = 7
-
-[[route]]
-path = "/"
-demo = {}
-""")
+    server = edge_factory.start(config=SMALL_HTTP2_LIMITS)
     conn = RawH2(server.https.host, server.https.port)
     try:
         open_many_slow_streams(conn, 20, acknowledge_settings=False)
@@ -257,16 +261,7 @@ def test_control_frame_flood_is_cut_off(edge, kind):
 
 
 def test_http2_limits_are_advertised(edge_factory):
-    server = edge_factory.start(config="""
-[limits]
-http2_max_concurrent_streams = 7
-http2_header_table_size = 1024
-max_header_bytes = 8192
-
-[[route]]
-path = "/"
-demo = {}
-""")
+    server = edge_factory.start(config=SMALL_HTTP2_LIMITS)
     conn = RawH2(server.https.host, server.https.port)
     try:
         conn.read(timeout=1)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import email.utils
 import socket
-import subprocess
 import threading
 import time
 
@@ -16,7 +15,7 @@ import pytest
 from hpack import NeverIndexedHeaderTuple
 from hyperframe.frame import SettingsFrame, WindowUpdateFrame
 
-from conftest import H2Client, RawConn, curl, demo_body, unique
+from conftest import H2Client, RawConn, curl, curl_exchange, demo_body, unique
 from test_http2_abuse import RawH2
 from test_protection import rss_kib
 
@@ -47,18 +46,6 @@ def h2_exchange(server, requests: list[tuple[str, str, bytes | None, list[tuple[
         return [client.streams[sid] for sid in sids]
     finally:
         client.close()
-
-
-def curl_headers(*args: str) -> tuple[dict[str, str], bytes]:
-    res = subprocess.run(["curl", "-sk", "-D", "-", "-o", "/dev/null", *args], capture_output=True, timeout=30)
-    assert res.returncode == 0, res.stderr
-    lines = res.stdout.decode().split("\r\n")
-    headers = {}
-    for line in lines[1:]:
-        if ":" in line:
-            name, value = line.split(":", 1)
-            headers[name.strip().lower()] = value.strip()
-    return headers, lines[0].encode()
 
 
 def test_hit_has_the_headers_of_the_miss_plus_age(edge):
@@ -92,10 +79,11 @@ def test_hit_age_and_date_move_on(edge):
 def test_hit_headers_match_http1(edge):
     """The same cached entry over HTTP/1.1 and HTTP/2 carries the same fields (HTTP/1.1's connection aside)."""
     path = f"/{unique('fp1')}"
-    curl_headers("--http1.1", edge.https_url + path)  # MISS, fills the cache
-    h1, _ = curl_headers("--http1.1", edge.https_url + path)
-    h2, status = curl_headers("--http2", edge.https_url + path)
-    assert status.startswith(b"HTTP/2 200"), status
+    curl_exchange("--http1.1", edge.https_url + path)  # MISS, fills the cache
+    h1 = curl_exchange("--http1.1", edge.https_url + path).headers
+    response = curl_exchange("--http2", edge.https_url + path)
+    h2, status = response.headers, response.status_line
+    assert status.startswith("HTTP/2 200"), status
     assert h1["x-cache"] == h2["x-cache"] == "HIT"
     assert set(h1) - {"connection"} == set(h2), (h1, h2)
 
@@ -103,8 +91,9 @@ def test_hit_headers_match_http1(edge):
 def test_head_hit_has_length_and_no_body(edge):
     path = f"/{unique('fph')}"
     get = curl("-sk", "--http2", edge.https_url + path)
-    headers, status = curl_headers("--http2", "-I", edge.https_url + path)
-    assert status.startswith(b"HTTP/2 200"), status
+    response = curl_exchange("--http2", "-I", edge.https_url + path)
+    headers, status = response.headers, response.status_line
+    assert status.startswith("HTTP/2 200"), status
     assert headers["x-cache"] == "HIT"
     assert headers["content-length"] == str(len(get.stdout.encode()))
     res = curl("-sk", "--http2", "-I", "-o", "/dev/null", "-w", "%{size_download}", edge.https_url + path)

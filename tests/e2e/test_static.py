@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from conftest import RawConn, curl
+from conftest import RawConn, curl, curl_exchange
 
 SIZES = {"empty.bin": 0, "10k.bin": 10 * 1024, "1m.bin": 1024 * 1024, "50m.bin": 50 * 1024 * 1024}
 
@@ -542,26 +542,11 @@ static = {{ root = "{root}" }}
     assert "200 S" not in outcomes, f"the file outside the root was served: {outcomes}"
 
 
-def _curl_exchange(*args: str) -> tuple[str, dict[str, str], bytes]:
-    """Status, headers (lower-case names, `date` left out) and body of one curl request."""
-    quiet = ["-o", "/dev/null"] if "-I" in args else []  # -I would print the head twice
-    res = subprocess.run(["curl", "-sk", "-D", "-", *quiet, *args], capture_output=True, timeout=30)
-    assert res.returncode == 0, res.stderr
-    head, _, body = res.stdout.partition(b"\r\n\r\n")
-    lines = head.decode().split("\r\n")
-    headers = {}
-    for line in lines[1:]:
-        name, _, value = line.partition(":")
-        if name.lower() != "date":
-            headers[name.strip().lower()] = value.strip()
-    return lines[0].split()[1], headers, body
-
-
 def test_small_files_over_http2_answer_as_over_http1(files, site):
     """Once a small file is in the event loop's cache, HTTP/2 answers it on the connection (no stream channel);
     every variant must still be what HTTP/1.1 gives: whole file, HEAD, 304, 206, 416, a gzip sidecar, a file
     gzipped on the fly, an If-Range that no longer matches, and an empty file."""
-    etag = _curl_exchange("--http1.1", "-I", f"{files.http.url}/files/10k.bin")[1]["etag"]
+    etag = curl_exchange("--http1.1", "-I", f"{files.http.url}/files/10k.bin").headers["etag"]
     cases = [
         ("10k.bin", []),
         ("10k.bin", ["-I"]),
@@ -578,11 +563,12 @@ def test_small_files_over_http2_answer_as_over_http1(files, site):
     for name, extra in cases:
         url = f"{files.https.url}/files/{name}"
         for _ in range(2):  # the first request may fill the cache through the full path
-            h2 = _curl_exchange("--http2", *extra, url)
-        h1 = _curl_exchange("--http1.1", *extra, url)
-        assert h2[0] == h1[0], (name, extra, h2[0], h1[0])
-        h1_headers = {k: v for k, v in h1[1].items() if k not in ("connection", "keep-alive")}
-        assert h2[1] == h1_headers, (name, extra)
-        assert h2[2] == h1[2], (name, extra)
-    whole = _curl_exchange("--http2", f"{files.https.url}/files/10k.bin")
-    assert whole[2] == (site / "10k.bin").read_bytes()
+            h2 = curl_exchange("--http2", *extra, url)
+        h1 = curl_exchange("--http1.1", *extra, url)
+        assert h2.status == h1.status, (name, extra, h2.status, h1.status)
+        h2_headers = {k: v for k, v in h2.headers.items() if k != "date"}
+        h1_headers = {k: v for k, v in h1.headers.items() if k not in ("date", "connection", "keep-alive")}
+        assert h2_headers == h1_headers, (name, extra)
+        assert h2.body == h1.body, (name, extra)
+    whole = curl_exchange("--http2", f"{files.https.url}/files/10k.bin")
+    assert whole.body == (site / "10k.bin").read_bytes()
