@@ -5,6 +5,7 @@ Host values, expectations from HTTP/1.0 clients, and plain HTTP sent to the HTTP
 from __future__ import annotations
 
 import socket
+import subprocess
 
 import hpack
 import pytest
@@ -24,9 +25,23 @@ def test_connect_over_http1_gets_501_and_the_connection_closes(edge):
         response = conn.read_response()
         assert response.status == 501
         assert response.header("connection") == "close"
-        # NIO's response encoder sends no Content-Length and no body after any answer to CONNECT (it treats
-        # the response as the start of a tunnel); the connection closing ends the response.
-        assert b"HTTP/1.1" not in response.body and conn.buf == b"", "the pipelined request must not be answered"
+        # RFC 9112 §6.3 takes the body away only from a 2xx answer to CONNECT (that one starts the tunnel); this
+        # one says why. NIO's response encoder drops the body of every answer to CONNECT, so Edge writes it below.
+        assert response.header("content-length") == str(len(response.body))
+        assert response.body == b"CONNECT is not supported: Edge is not a forward proxy\n"
+        assert conn.is_closed(), "the connection must close after the answer"
+        assert conn.buf == b"", "the pipelined request must not be answered"
+
+
+def test_connect_through_curl_as_a_proxy_names_the_refusal(edge):
+    """What a user sees who points a proxy client at Edge: curl's CONNECT is refused with 501 and the reason."""
+    result = subprocess.run(
+        ["curl", "-sS", "--max-time", "10", "-v", "-p", "-x", f"http://{edge.http.host}:{edge.http.port}",
+         "http://other.example/"], capture_output=True, text=True, timeout=30)
+    assert result.returncode != 0
+    assert "CONNECT tunnel failed, response 501" in result.stderr
+    assert "< Server: " in result.stderr or "< server: " in result.stderr
+    assert "< content-length: 54" in result.stderr.lower()
 
 
 def test_connect_over_http2_ends_the_stream_and_the_connection_serves_on(edge):

@@ -193,6 +193,8 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
             headTimer = nil
         case .responseFinished:
             requestInProgress = false
+        case .finalResponse(let response):
+            closeAfterWriting(response, context: context)
         }
         promise?.succeed()
     }
