@@ -105,6 +105,8 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
     // MARK: inbound
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        // The one clock read of a request on the fast path: also the `now` of its cache lookup and `Age`.
+        lastRead = .now()
         guard !handedOff else {
             if !requestInProgress { startHeadTimer(context: context) }
             context.fireChannelRead(data)
@@ -121,9 +123,9 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
-        lastRead = .now()
         flushIfNeeded(context: context)
-        context.fireChannelReadComplete()
+        // Before a hand-over nothing stands behind this handler but the pipeline's tail.
+        if handedOff { context.fireChannelReadComplete() }
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
@@ -233,6 +235,14 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
 
     private func serve(_ request: HTTP1RequestScanner.Request, context: ChannelHandlerContext) {
         servedAny = true
+        // A hit in the loop's caches, a fixed response or `/healthz` needs no in-flight count and no policy.
+        if let reply = dispatcher.immediateReply(
+            method: request.method, target: request.target[...], host: request.host[...], conditional: request.conditional,
+            now: lastRead
+        ) {
+            write(reply, for: request, now: lastRead, context: context)
+            return
+        }
         let headers = RequestHeaderValues(
             host: request.host[...], authorization: request.authorization?[...], forwardedFor: request.forwardedFor?[...],
             conditional: request.conditional
@@ -243,7 +253,7 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
         )
         switch dispatch {
         case .ready(let reply):
-            write(reply, for: request, context: context)
+            write(reply, for: request, now: .now(), context: context)
         case .pending(let future):
             requestInProgress = true
             future.assumeIsolated().whenComplete { result in
@@ -254,7 +264,7 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
                     return
                 }
                 let reply = (try? result.get()) ?? .response(.text(.badGateway, "backend failed\n"))
-                self.write(reply, for: request, context: context)
+                self.write(reply, for: request, now: .now(), context: context)
                 self.continueAfterReply(context: context)
             }
         }
@@ -298,9 +308,8 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
         closeAfterWriting(context.channel.allocator.buffer(capacity: 0), context: context)
     }
 
-    private func write(_ reply: Reply, for request: HTTP1RequestScanner.Request, context: ChannelHandlerContext) {
+    private func write(_ reply: Reply, for request: HTTP1RequestScanner.Request, now: NIODeadline, context: ChannelHandlerContext) {
         let keepAlive = request.keepAlive && !quiescing
-        let now = NIODeadline.now()
         let body: ByteBuffer
         var buffer: ByteBuffer
         switch reply {

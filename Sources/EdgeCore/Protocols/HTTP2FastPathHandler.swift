@@ -5,7 +5,7 @@ import NIOHTTP2
 
 /// The HTTP/2 counterpart of ``HTTP1FastPathHandler``. It sits right behind NIOHTTP2's connection handler (ahead
 /// of the stream multiplexer) and answers a new stream at the frame level when the
-/// request is a body-less `GET` or `HEAD` that ``RequestDispatcher/immediateReply(method:target:host:)`` can
+/// request is a body-less `GET` or `HEAD` that ``RequestDispatcher/immediateReply(method:target:host:conditional:now:)`` can
 /// answer at once (a hit in the loop's cache, a fixed response, `/healthz`): one HEADERS and one DATA frame,
 /// with no stream channel.
 /// Every other stream — bodies, other methods, cache misses, files, routes with policies, anything over a

@@ -81,9 +81,11 @@ struct RequestDispatcher {
     /// cache (`conditional` carries the request's validators, `Range` and `Accept-Encoding` for it). `nil`
     /// means the request takes the full path (``dispatch(method:target:headers:bodyBytes:client:on:)``),
     /// which answers it the same way or better; nothing has been counted or started for it. The HTTP/2 fast
-    /// path uses this to answer such requests without creating a stream channel.
+    /// path uses this to answer such requests without creating a stream channel. `now` is the time the
+    /// request arrived, for the cache entry's freshness.
     func immediateReply(
-        method: HTTPMethod, target: Substring, host: Substring, conditional: StaticRequestHeaders = StaticRequestHeaders()
+        method: HTTPMethod, target: Substring, host: Substring, conditional: StaticRequestHeaders = StaticRequestHeaders(),
+        now: NIODeadline = .now()
     ) -> Reply? {
         guard method == .GET || method == .HEAD, services.state.inFlightBelow(maxInFlight) else { return nil }
         let path = Self.split(target).path
@@ -95,7 +97,7 @@ struct RequestDispatcher {
         case .respond(let response):
             return .response(response)
         case .demo(_, let ttl) where ttl > .zero:
-            let entry = loop.cache.get(Self.cacheKey(host: host, target: target), now: .now())
+            let entry = loop.cache.get(Self.cacheKey(host: host, target: target), now: now)
             return entry.map { .cached($0, cacheStatus: "HIT") }
         case .static(let files):
             return files.cachedReply(
