@@ -346,12 +346,14 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
     }
 
     /// The complete keep-alive response to a `GET` — `head`, the per-request headers and `body` — from the
-    /// loop's prepared responses while `age` and `Date` stay the same, else built and kept there.
+    /// loop's prepared responses while `age` and `Date` stay the same, else built and kept there. `head` and
+    /// `body` are read only to build one.
     private func prepared(
-        for source: AnyObject, head: ByteBuffer, body: ByteBuffer, age: Int64?, reply: Reply,
-        request: HTTP1RequestScanner.Request, now: NIODeadline, context: ChannelHandlerContext
+        for source: AnyObject, head: @autoclosure () -> ByteBuffer, body: @autoclosure () -> ByteBuffer, age: Int64?,
+        reply: Reply, request: HTTP1RequestScanner.Request, now: NIODeadline, context: ChannelHandlerContext
     ) -> ByteBuffer {
         loop.preparedResponses.response(for: source, age: age, date: loop.date.current) {
+            let (head, body) = (head(), body())
             var whole = context.channel.allocator.buffer(capacity: head.readableBytes + 160 + body.readableBytes)
             whole.writeImmutableBuffer(head)
             finishHead(&whole, for: reply, request: request, keepAlive: true, now: now)

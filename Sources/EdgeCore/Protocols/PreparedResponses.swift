@@ -10,12 +10,21 @@ import NIOCore
 /// (a ``CachedResponse``, a file's ``PreparedHead``), which it keeps alive until it is replaced or pushed out.
 /// Bounded in entries and in bytes (as `size` counts them).
 final class PreparedResponses<Response> {
-    private struct Prepared {
-        var source: AnyObject
-        var age: Int64?
-        var date: String
-        var response: Response
-        var size: Int
+    /// A class, so that a lookup retains one reference instead of copying every field.
+    private final class Prepared {
+        let source: AnyObject
+        let age: Int64?
+        let date: String
+        let response: Response
+        let size: Int
+
+        init(source: AnyObject, age: Int64?, date: String, response: Response, size: Int) {
+            self.source = source
+            self.age = age
+            self.date = date
+            self.response = response
+            self.size = size
+        }
     }
 
     private let maxEntries: Int
