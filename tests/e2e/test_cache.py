@@ -66,6 +66,28 @@ def test_hits_on_one_connection_keep_current_age_and_date(edge):
         assert head.status == 200 and head.body == b"" and head.header("x-cache") == "HIT"
 
 
+def test_a_request_that_waited_behind_a_slow_one_is_not_served_an_expired_entry(edge_factory):
+    """A pipelined request waits while the one before it is at the backend; when its turn comes, freshness
+    and Age are judged at that moment, not when its bytes arrived. One event loop, so the second request
+    meets the entry in the loop's own cache (the fast path's shortcut)."""
+    server = edge_factory.start(config="""
+[[route]]
+path = "/"
+demo = { delay_ms = 1 }
+cache_ttl_seconds = 1
+""", args=["--threads", "1"])
+    path = f"/{unique('wait')}"
+    assert get(server, path).header("x-cache") == "MISS"
+    with RawConn(server.http.host, server.http.port) as c:
+        c.send(b"GET /" + unique("slow").encode() + b"?delay_ms=2500 HTTP/1.1\r\nHost: localhost\r\n\r\n"
+               + b"GET " + path.encode() + b" HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        slow = c.read_response()
+        waited = c.read_response()
+    assert slow.status == waited.status == 200
+    assert waited.header("x-cache") == "MISS", \
+        f"an entry with cache_ttl_seconds = 1 was served 2.5 s after it was stored: {waited.headers}"
+
+
 def test_query_is_part_of_key(edge):
     base = f"/{unique('q')}"
     r1 = get(edge, base + "?a=1")

@@ -106,7 +106,8 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         // The one clock read of a request on the fast path: also the `now` of its cache lookup and `Age`.
-        lastRead = .now()
+        let now = NIODeadline.now()
+        lastRead = now
         guard !handedOff else {
             if !requestInProgress { startHeadTimer(context: context) }
             context.fireChannelRead(data)
@@ -119,7 +120,7 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
         } else {
             buffered!.writeBuffer(&incoming)
         }
-        processBuffered(context: context)
+        processBuffered(now: now, context: context)
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
@@ -148,7 +149,7 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
         }
         if let event = event as? ChannelEvent, event == .inputClosed {
             inputClosed = true
-            processBuffered(context: context)
+            processBuffered(now: .now(), context: context)
             closeOnceAnswered(context: context)
             return
         }
@@ -159,7 +160,7 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
         if context.channel.isWritable {
             sendTimer?.cancel()
             sendTimer = nil
-            if !handedOff { processBuffered(context: context) }
+            if !handedOff { processBuffered(now: .now(), context: context) }
             flushIfNeeded(context: context)
             resumeReadingIfPossible(context: context)
             closeOnceAnswered(context: context)
@@ -203,7 +204,10 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
 
     // MARK: processing
 
-    private func processBuffered(context: ChannelHandlerContext) {
+    /// Answers the complete requests buffered, in order, while nothing is pending. `now` is the current time:
+    /// the read's when called for a read, a fresh one when requests waited (behind a pending reply or an
+    /// unwritable socket), so that no entry is served past its TTL and `Age` is never understated.
+    private func processBuffered(now: NIODeadline, context: ChannelHandlerContext) {
         while !requestInProgress, !closing, !handedOff, context.channel.isWritable, let pending = buffered {
             switch HTTP1RequestScanner.scan(pending, limit: limits.maxHeaderBytes) {
             case .incomplete:
@@ -228,19 +232,19 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
                 } else {
                     buffered!.moveReaderIndex(forwardBy: headLength)
                 }
-                serve(request, context: context)
+                serve(request, now: now, context: context)
             }
         }
     }
 
-    private func serve(_ request: HTTP1RequestScanner.Request, context: ChannelHandlerContext) {
+    private func serve(_ request: HTTP1RequestScanner.Request, now: NIODeadline, context: ChannelHandlerContext) {
         servedAny = true
         // A hit in the loop's caches, a fixed response or `/healthz` needs no in-flight count and no policy.
         if let reply = dispatcher.immediateReply(
             method: request.method, target: request.target[...], host: request.host[...], conditional: request.conditional,
-            now: lastRead
+            now: now
         ) {
-            write(reply, for: request, now: lastRead, context: context)
+            write(reply, for: request, now: now, context: context)
             return
         }
         let headers = RequestHeaderValues(
@@ -294,7 +298,7 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
     /// Goes on with buffered requests once a pending reply has been written.
     private func continueAfterReply(context: ChannelHandlerContext) {
         guard !requestInProgress else { return }
-        processBuffered(context: context)
+        processBuffered(now: .now(), context: context)
         flushIfNeeded(context: context)
         resumeReadingIfPossible(context: context)
         closeOnceAnswered(context: context)
