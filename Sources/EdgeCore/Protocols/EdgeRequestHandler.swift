@@ -135,7 +135,7 @@ final class EdgeRequestHandler: ChannelInboundHandler {
         if head.method == .CONNECT {
             // Edge is not a forward proxy. Over HTTP/1.1 the bytes after a CONNECT head belong to a tunnel, so the
             // connection closes after the answer.
-            rejectConnect(head, context: context)
+            reject(head, .notImplemented, "CONNECT is not supported: Edge is not a forward proxy\n", context: context)
             return
         }
         if !RequestTargetRules.isRoutableTarget(head.uri, isOPTIONS: head.method == .OPTIONS, allowsAbsoluteForm: !isHTTP2) {
@@ -271,6 +271,9 @@ final class EdgeRequestHandler: ChannelInboundHandler {
     }
 
     /// Answers with an error and closes the connection (HTTP/1.1) or stream (HTTP/2).
+    ///
+    /// The answer to an HTTP/1.1 `CONNECT` is encoded here and written below NIO's encoder, which would drop
+    /// its body (see ``HTTP1ConnectionEvent/finalResponse(_:)``); the fast path writes it and closes.
     private func reject(_ head: HTTPRequestHead, _ status: HTTPResponseStatus, _ text: String, context: ChannelHandlerContext) {
         state = .closing
         stopBodyRateTimer()
@@ -280,28 +283,12 @@ final class EdgeRequestHandler: ChannelInboundHandler {
         ResponseHeaders.perRequest(for: .response(response), now: .now(), server: serverName, date: loop.date.current) { name, value in
             headers.add(name: name, value: value)
         }
-        write(status, headers: headers, body: response.body, for: head, context: context, close: true)
-    }
-
-    /// Answers a `CONNECT` with 501. Over HTTP/1.1 the response goes out encoded by hand, below NIO's encoder,
-    /// which would drop its body (see ``HTTP1ConnectionEvent/finalResponse(_:)``); the fast path writes it and
-    /// closes the connection.
-    private func rejectConnect(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
-        let text = "CONNECT is not supported: Edge is not a forward proxy\n"
-        guard !isHTTP2 else {
-            reject(head, .notImplemented, text, context: context)
+        guard head.method == .CONNECT, !isHTTP2 else {
+            write(status, headers: headers, body: response.body, for: head, context: context, close: true)
             return
         }
-        state = .closing
-        stopBodyRateTimer()
-        let response = EdgeResponse.text(.notImplemented, text)
-        var headers = response.headers
-        headers.add(name: "content-length", value: String(response.body.readableBytes))
-        ResponseHeaders.perRequest(for: .response(response), now: .now(), server: serverName, date: loop.date.current) { name, value in
-            headers.add(name: name, value: value)
-        }
         headers.add(name: "connection", value: "close")
-        var bytes = ResponseHeaders.serializeHead(status: .notImplemented, headers: headers)
+        var bytes = ResponseHeaders.serializeHead(status: status, headers: headers)
         bytes.writeStaticString("\r\n")
         bytes.writeImmutableBuffer(response.body)
         context.triggerUserOutboundEvent(HTTP1ConnectionEvent.finalResponse(bytes), promise: nil)

@@ -257,7 +257,7 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
         )
         switch dispatch {
         case .ready(let reply):
-            write(reply, for: request, now: .now(), context: context)
+            write(reply, for: request, now: now, context: context)
         case .pending(let future):
             requestInProgress = true
             future.assumeIsolated().whenComplete { result in
