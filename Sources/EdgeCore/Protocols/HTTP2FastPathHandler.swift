@@ -4,10 +4,10 @@ import NIOHTTP1
 import NIOHTTP2
 
 /// The HTTP/2 counterpart of ``HTTP1FastPathHandler``. It sits right behind NIOHTTP2's connection handler (ahead
-/// of the stream multiplexer) and answers a new stream at the frame level when the
-/// request is a body-less `GET` or `HEAD` that ``RequestDispatcher/immediateReply(method:target:host:conditional:now:)`` can
-/// answer at once (a hit in the loop's cache, a fixed response, `/healthz`): one HEADERS and one DATA frame,
-/// with no stream channel.
+/// of the stream multiplexer) and answers a new stream at the frame level when the request is a body-less `GET`
+/// or `HEAD` that ``RequestDispatcher/immediateReply(method:target:host:conditional:now:)`` can answer at once
+/// (a hit in the loop's cache or small-file cache, a fixed response, `/healthz`): one HEADERS and one DATA
+/// frame, with no stream channel.
 /// Every other stream — bodies, other methods, cache misses, files, routes with policies, anything over a
 /// limit — goes on to the multiplexer unchanged, where NIO's HTTP/1-style codec and ``EdgeRequestHandler``
 /// serve it exactly as before.
