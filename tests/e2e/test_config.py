@@ -165,6 +165,21 @@ def test_table_header_without_a_key_is_a_syntax_error_not_a_crash(tmp_path, head
         assert_no_stack_trace(res.stdout + res.stderr)
 
 
+@pytest.mark.parametrize("value", ["[}", "[ \"::1\", }", "[ # a comment\n}"])
+def test_brace_in_an_array_is_a_syntax_error_not_a_crash(tmp_path, value):
+    """toml++ hands a `}` where an array expects an element to its value parser, which asserts it never gets
+    one and aborts the process (found by fuzzing check-config); Edge finds it first and names the key."""
+    (tmp_path / "brace.toml").write_text(f"threads = 2\n[client_address]\ntrusted_proxies = {value}\n")
+    line = 3 + value.count("\n")
+    for args in (["check-config", "brace.toml"], ["serve", "--config", "brace.toml", *LOOPBACK]):
+        res = run_edge(args, cwd=tmp_path)
+        assert res.returncode == 1, res.stdout + res.stderr
+        assert error_lines(res.stderr, "brace.toml") == [
+            f"brace.toml:{line}: client_address.trusted_proxies: syntax: expected an array element or the closing "
+            "']', saw '}'"], res.stderr
+        assert_no_stack_trace(res.stdout + res.stderr)
+
+
 def test_check_config_missing_file(tmp_path):
     res = run_edge(["check-config", "nope.toml"], cwd=tmp_path)
     assert res.returncode == 1

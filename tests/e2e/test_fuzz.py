@@ -8,7 +8,9 @@ What must hold for every input, as a user of the server would check it:
   client has sent everything and half-closed, the server finishes and closes: no connection is left hanging;
 - over HTTP/2, whatever comes back is a well-formed frame sequence;
 - once the clients are gone, the server holds no more file descriptors than before (no leaked connection or
-  file), and its log has no crash report.
+  file), and its log has no crash report;
+- a mutated configuration file gets `edge check-config`'s exit status 0 or 1, never a crash, and on 1 an
+  error naming the file and line.
 
 The run is seeded and bounded: `EDGE_FUZZ_CASES` (default 1200 HTTP/1.1 and 600 HTTP/2 inputs) and
 `EDGE_FUZZ_SEED` (default: a fixed seed, so a failure names the case that reproduces it).
@@ -30,7 +32,7 @@ import h2.connection
 import h2.settings
 import pytest
 
-from conftest import RawConn, assert_no_stack_trace, client_tls_context, curl
+from conftest import REPO, RawConn, assert_no_stack_trace, client_tls_context, curl, run_edge
 
 CASES = int(os.environ.get("EDGE_FUZZ_CASES", "1200"))
 SEED = int(os.environ.get("EDGE_FUZZ_SEED", "20261123"))
@@ -91,8 +93,8 @@ INTERESTING_BYTES = b"\r\n\x00 \t:;,/?#%=\"'\\\x7f\x80\xff0123456789-+AaZz"
 BIG_NUMBERS = [b"0", b"-1", b"18446744073709551616", b"99999999999999999999999", b"ffffffffffffffff", b"00000000000000000001"]
 
 
-def mutate_bytes(rng: random.Random, data: bytes, corpus: list[bytes]) -> bytes:
-    """One to four random edits of `data`."""
+def mutate_bytes(rng: random.Random, data: bytes, corpus: list[bytes], alphabet: bytes = INTERESTING_BYTES) -> bytes:
+    """One to four random edits of `data`; inserted bytes come from `alphabet`."""
     out = bytearray(data)
     for _ in range(rng.randint(1, 4)):
         choice = rng.randrange(9)
@@ -101,7 +103,7 @@ def mutate_bytes(rng: random.Random, data: bytes, corpus: list[bytes]) -> bytes:
             i = rng.randrange(len(out))
             out[i] ^= 1 << rng.randrange(8)
         elif choice == 1:  # insert a byte parsers care about
-            out[pos:pos] = bytes([rng.choice(INTERESTING_BYTES)])
+            out[pos:pos] = bytes([rng.choice(alphabet)])
         elif choice == 2 and out:  # delete a span
             end = min(len(out), pos + rng.randint(1, 8))
             del out[pos:end]
@@ -121,7 +123,7 @@ def mutate_bytes(rng: random.Random, data: bytes, corpus: list[bytes]) -> bytes:
         elif choice == 6:  # truncate
             del out[pos:]
         elif choice == 7:  # a long run of one byte
-            out[pos:pos] = bytes([rng.choice(INTERESTING_BYTES)]) * rng.choice([64, 600, 5000])
+            out[pos:pos] = bytes([rng.choice(alphabet)]) * rng.choice([64, 600, 5000])
         else:  # change a byte to a random one
             if out:
                 out[rng.randrange(len(out))] = rng.randrange(256)
@@ -421,3 +423,59 @@ def test_mutated_http2_frames(fuzz_edge):
             assert_serving(edge)
     assert wait_for_fds(edge.pid, baseline + 2) <= baseline + 2, "HTTP/2 connections left open after the clients closed"
     assert_no_stack_trace(edge.log)
+
+
+CONFIG_SEED = b"""threads = 2
+server_name = "e\\u0041dge"
+[limits]
+max_connections = 100
+max_body_bytes = 65536
+[timeouts]
+keepalive_seconds = 5
+[client_address]
+trusted_proxies = [ "127.0.0.1", '10.0.0.0/8',
+  "::1", ] # a comment
+[[listener]]
+address = "127.0.0.1:0"
+[[route]]
+path = "/a"
+respond = { status = 200, body = \"\"\"two
+lines\"\"\", content_type = 'text/plain' }
+[[route]]
+path = "/b"
+demo = { delay_ms = 1, max_delay_ms = 5 }
+rate_limit = { per_second = 1.5, burst = 3 }
+[[route]]
+path = "/c"
+static = { root = "/tmp", index = [ "index.html", "i.htm" ], listing = true }
+"""
+TOML_BYTES = b"[]{}=.,#\"'\n \t\\01azAZ-_+:"
+EXTREME_VALUES = [b"0", b"-1", b"9223372036854775807", b"9223372036854775808", b"-9223372036854775808", b"1e308",
+                  b"nan", b"-inf", b"0.0000001", b"4294967296", b"1_000", b"0x10", b"1979-05-27T07:32:00Z", b"[]", b"{}"]
+
+
+def test_mutated_configuration_files(tmp_path):
+    """The TOML parser inside TOMLKit (toml++) aborts the process on some malformed input instead of reporting
+    it; this found one such input (a `}` where an array expects an element). Edge must answer every file with
+    a verdict: valid, or errors naming the file and line."""
+    rng = random.Random(SEED + 2)
+    corpus = [CONFIG_SEED, (REPO / "edge.toml").read_bytes()]
+    path = tmp_path / "fuzz.toml"
+    verdicts = {0: 0, 1: 0}
+    for index in range(CASES // 2):
+        source = rng.choice(corpus)
+        numbers = list(re.finditer(rb"(?<== )-?\d[\d_.]*", source))
+        if rng.random() < 0.3 and numbers:
+            m = rng.choice(numbers)
+            data = source[:m.start()] + rng.choice(EXTREME_VALUES) + source[m.end():]
+        else:
+            data = mutate_bytes(rng, source, corpus, TOML_BYTES)
+        path.write_bytes(data)
+        res = run_edge(["check-config", path.name], cwd=tmp_path)
+        detail = f"case {index} (seed {SEED}): exit {res.returncode} for\n{data!r}\n{res.stderr[-2000:]}"
+        assert res.returncode in (0, 1), detail
+        assert_no_stack_trace(res.stdout + res.stderr)
+        if res.returncode == 1:
+            assert re.search(r"^fuzz\.toml(:\d+)?: ", res.stderr, re.M), detail
+        verdicts[res.returncode] += 1
+    assert verdicts[0] > 0 and verdicts[1] > 0, verdicts

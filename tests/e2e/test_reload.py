@@ -7,7 +7,7 @@ from __future__ import annotations
 import signal
 import time
 
-from conftest import H2Client, RawConn, curl, unique
+from conftest import H2Client, RawConn, assert_no_stack_trace, curl, unique
 
 
 def routes(text: str, extra: str = "") -> str:
@@ -77,6 +77,16 @@ def test_invalid_configuration_is_reported_and_the_running_one_kept(edge_factory
     assert event["level"] == "error" and "bogus_key" in event["reason"] and ":1" in event["reason"], event
     assert curl("-s", f"{server.http.url}/r").stdout == "one"
     assert server.proc.poll() is None
+
+
+def test_a_file_toml_plus_plus_would_abort_on_is_reported_and_the_server_keeps_running(edge_factory):
+    server = edge_factory.start(config=routes("one"))
+    event = reload(server, config_file(server), routes("two", extra="x = [ 1, }\n"),
+                   msg="reload failed, the running configuration is kept")
+    assert "expected an array element" in event["reason"] and ":1" in event["reason"], event
+    assert curl("-s", f"{server.http.url}/r").stdout == "one"
+    assert server.proc.poll() is None
+    assert_no_stack_trace(server.log)
 
 
 def test_restart_only_settings_keep_their_running_values(edge_factory):

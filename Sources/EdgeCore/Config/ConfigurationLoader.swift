@@ -28,6 +28,11 @@ public enum ConfigurationLoader {
                     key: "syntax", line: finding.line,
                     message: "a table header must start with a key (a bare key of A-Z a-z 0-9 _ -, or a quoted one): [name] or [[name]]"
                 )
+            case .braceInArray:
+                ConfigurationIssue(
+                    key: locator.key(before: finding.line) ?? "syntax", line: finding.line,
+                    message: "syntax: expected an array element or the closing ']', saw '}'"
+                )
             }
         }
         if findings.contains(where: { $0.kind != .nulEscape }) {

@@ -5,6 +5,8 @@
 ///   `\u0000` escape would cut a value (a path, a body) short. Edge refuses both.
 /// - A table header that does not start with a key (`[=]`, `[ #`, `[` at the end of a line): the toml++ in
 ///   TOMLKit asserts that it does, and aborts the process instead of reporting a syntax error.
+/// - A `}` where an array expects its next element (`[}`, `[1, }`, `[ # comment` then `}`): toml++ checks
+///   that place for `]` and `,` only and hands the `}` to its value parser, which asserts it is not given one.
 ///
 /// A small lexer: it knows comments and the four kinds of strings, so that `\u0000` written in a comment or a
 /// literal string (where it is just text) is not taken for an escape; and it counts the brackets and braces
@@ -20,6 +22,8 @@ enum TOMLPreScanner {
             case nulEscape
             /// A table header whose first character is no key's.
             case headerWithoutKey
+            /// A `}` where an array's next element or its closing `]` belongs.
+            case braceInArray
         }
 
         /// 1-based line.
@@ -41,8 +45,11 @@ enum TOMLPreScanner {
         var index = 0
         // Open brackets and braces of values and headers; a line that starts outside all of them starts a
         // statement (a key-value pair or a table header).
-        var depth = 0
+        var open: [UInt8] = []
         var statementStart = true
+        // Inside an array, after its `[` or a `,`: the next character outside whitespace and comments is an
+        // element or the closing `]`.
+        var expectingElement = false
         func isKeyStart(_ byte: UInt8) -> Bool {
             switch byte {
             case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
@@ -68,15 +75,20 @@ enum TOMLPreScanner {
             if byte == UInt8(ascii: "\n") {
                 line += 1
                 if context == .comment || context == .basic || context == .literal { context = .code }
-                if context == .code, depth == 0 { statementStart = true }
+                if context == .code, open.isEmpty { statementStart = true }
                 index += 1
                 continue
             }
             switch context {
             case .code:
                 let wasStatementStart = statementStart
-                if byte != UInt8(ascii: " "), byte != UInt8(ascii: "\t"), byte != UInt8(ascii: "\r"), byte != UInt8(ascii: "#") {
+                let isBlank = byte == UInt8(ascii: " ") || byte == UInt8(ascii: "\t") || byte == UInt8(ascii: "\r")
+                if !isBlank, byte != UInt8(ascii: "#") {
                     statementStart = false
+                    if expectingElement, byte == UInt8(ascii: "}") {
+                        findings.append(Finding(line: line, kind: .braceInArray))
+                    }
+                    expectingElement = false
                 }
                 if byte == UInt8(ascii: "[") {
                     if wasStatementStart {
@@ -86,12 +98,16 @@ enum TOMLPreScanner {
                         if next >= bytes.count || !isKeyStart(bytes[next]) {
                             findings.append(Finding(line: line, kind: .headerWithoutKey))
                         }
+                    } else {
+                        expectingElement = true  // an array value (a header's `[[` is followed by a key)
                     }
-                    depth += 1
+                    open.append(byte)
                 } else if byte == UInt8(ascii: "{") {
-                    depth += 1
+                    open.append(byte)
                 } else if byte == UInt8(ascii: "]") || byte == UInt8(ascii: "}") {
-                    depth = max(0, depth - 1)
+                    _ = open.popLast()
+                } else if byte == UInt8(ascii: ","), open.last == UInt8(ascii: "[") {
+                    expectingElement = true
                 } else if byte == UInt8(ascii: "#") {
                     context = .comment
                 } else if starts("\"\"\"", at: index) {

@@ -208,6 +208,40 @@ struct ConfigurationLoaderTests {
         #expect(!TOMLPreScanner.scan(text).map(\.kind).contains(.headerWithoutKey))
     }
 
+    @Test("a '}' where an array expects an element is found (toml++ would abort on it)", arguments: [
+        "a = [}", "a = [1, }", "a = [ # comment\n}", "a = [[}]]", "a = { b = [ } }", "a = [ { }, } ]",
+        "a = [\n  1,\n\n  }",
+    ])
+    func braceInArray(text: String) throws {
+        #expect(TOMLPreScanner.scan(text).map(\.kind).contains(.braceInArray))
+        #expect(throws: ConfigurationError.self) { try ConfigurationLoader.load(text: text, source: "x") }
+    }
+
+    @Test("braces that close inline tables, in arrays or not, and braces in strings and comments are fine", arguments: [
+        "a = [ { b = 1 }, { c = [ 2 ] } ]", "a = { b = [ 1, 2 ], c = {} }", "a = [ \"}\", '}' ] # }",
+        "a = [ # }\n 1 ]", "a = [\n]", "a = [ 1, ]", "[[t]]\nb = [ {}, ]", "a = \"\"\"\n[}\"\"\"",
+    ])
+    func bracesThatAreFine(text: String) throws {
+        #expect(!TOMLPreScanner.scan(text).map(\.kind).contains(.braceInArray))
+        // And valid TOML as toml++ reads it: the load fails only on the unknown keys, not on syntax.
+        #expect {
+            _ = try ConfigurationLoader.load(text: text, source: "x")
+        } throws: { error in
+            let issues = (error as? ConfigurationError)?.issues ?? []
+            return !issues.isEmpty && !issues.contains { $0.key == "syntax" }
+        }
+    }
+
+    @Test("a '}' in an array names the key and the line")
+    func braceInArrayNamesItsKey() {
+        #expect {
+            _ = try ConfigurationLoader.load(text: "threads = 1\n[client_address]\ntrusted_proxies = [\n  \"::1\",\n}\n", source: "x")
+        } throws: { error in
+            let issues = (error as? ConfigurationError)?.issues ?? []
+            return issues.map(\.key) == ["client_address.trusted_proxies"] && issues.map(\.line) == [5]
+        }
+    }
+
     @Test("a NUL escape names the key it is in; a NUL byte stops the load")
     func nulIssues() {
         #expect {
