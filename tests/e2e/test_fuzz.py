@@ -9,6 +9,7 @@ What must hold for every input, as a user of the server would check it:
 - over HTTP/2, whatever comes back is a well-formed frame sequence;
 - once the clients are gone, the server holds no more file descriptors than before (no leaked connection or
   file), and its log has no crash report;
+- a mutated TLS ClientHello gets an alert, a close or a handshake, never a crash;
 - a mutated configuration file gets `edge check-config`'s exit status 0 or 1, never a crash, and on 1 an
   error naming the file and line.
 
@@ -422,6 +423,58 @@ def test_mutated_http2_frames(fuzz_edge):
             assert edge.proc.poll() is None, f"edge exited during h2 batch at {batch_start}:\n{edge.log[-4000:]}"
             assert_serving(edge)
     assert wait_for_fds(edge.pid, baseline + 2) <= baseline + 2, "HTTP/2 connections left open after the clients closed"
+    assert_no_stack_trace(edge.log)
+
+
+def client_hellos() -> list[bytes]:
+    """Real ClientHellos from Python's TLS stack (TLS 1.3 and 1.2 only, ALPN h2 and http/1.1, with and without
+    SNI), taken from a memory BIO before any server answers."""
+    hellos = []
+    for maximum, alpn, sni in ((ssl.TLSVersion.TLSv1_3, ["h2", "http/1.1"], "localhost"),
+                               (ssl.TLSVersion.TLSv1_2, ["http/1.1"], None)):
+        context = client_tls_context(alpn)
+        context.maximum_version = maximum
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        tls = context.wrap_bio(incoming, outgoing, server_hostname=sni)
+        try:
+            tls.do_handshake()
+        except ssl.SSLWantReadError:
+            pass
+        hellos.append(outgoing.read())
+    return hellos
+
+
+def test_mutated_tls_client_hellos(fuzz_edge):
+    edge = fuzz_edge
+    assert_serving(edge)
+    baseline = open_fds(edge.pid)
+    rng = random.Random(SEED + 3)
+    hellos = client_hellos()
+    assert all(hello[:1] == b"\x16" for hello in hellos), "not TLS handshake records"
+    cases = [(i, mutate_bytes(rng, rng.choice(hellos), hellos)) for i in range(CASES // 4)]
+
+    def run(case):
+        index, hello = case
+        sock = socket.create_connection((edge.https.host, edge.https.port), timeout=10)
+        received = b""
+        try:
+            sock.sendall(hello)
+            sock.settimeout(0.5)
+            while chunk := sock.recv(65536):
+                received += chunk
+        except (OSError, socket.timeout):
+            pass
+        finally:
+            sock.close()
+        # A TLS record (alert or ServerHello) or, for bytes that look like an HTTP request line, Edge's 400.
+        assert received == b"" or received[:1] in (b"\x15", b"\x16") or received.startswith(b"HTTP/1.1 400 "), \
+            f"TLS case {index}: unexpected answer {received[:80]!r} to {hello!r}"
+
+    with ThreadPoolExecutor(WORKERS) as pool:
+        list(pool.map(run, cases))
+    assert edge.proc.poll() is None, edge.log[-4000:]
+    assert_serving(edge)
+    assert wait_for_fds(edge.pid, baseline + 2) <= baseline + 2, "TLS connections left open after the clients closed"
     assert_no_stack_trace(edge.log)
 
 
