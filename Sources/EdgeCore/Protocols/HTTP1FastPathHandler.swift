@@ -17,7 +17,12 @@ import NIOHTTP1
 /// - request head: once a request's first byte arrives, its whole head must arrive within
 ///   `request_head_seconds` (a client trickling bytes is cut off with 408 — slowloris);
 /// - backpressure: while the socket is unwritable (the client is not reading) no further requests are read,
-///   and a connection unwritable for `send_seconds` is closed, releasing its buffered responses.
+///   and a connection unwritable for `send_seconds` is closed, releasing its buffered responses;
+/// - lingering close (plain TCP), as nginx's `lingering_close`: a connection closed while the client may
+///   still be sending (an error answer, `Connection: close`, a pipelined request after one) first shuts down
+///   only its sending side and reads and discards what still arrives, until the client's end of stream or
+///   ``lingerTime``. Closing a socket with unread input makes the kernel reset the connection, and the reset
+///   destroys the answer still on its way to the client. (Over TLS, NIOSSL's close_notify exchange does this.)
 ///
 /// Profiling showed NIO's general HTTP/1 pipeline (llhttp, header strings, per-part handler hops) costing
 /// several times the kernel's own work per cached response; here a cache hit is one scan, one dictionary
@@ -35,6 +40,8 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
     /// Larger bodies are not kept in the loop's prepared responses (their copy would cost more memory than it
     /// saves time).
     private static let maxPreparedBodyBytes = 64 * 1024
+    /// How long a lingering close waits for the client's end of stream (nginx's `lingering_timeout` is 5 s).
+    static let lingerTime = TimeAmount.seconds(5)
 
     private let services: EdgeServices
     private let dispatcher: RequestDispatcher
@@ -60,11 +67,14 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
     private var isActive = true
     /// The client shut down its sending side: answer what it sent, then close.
     private var inputClosed = false
+    /// Closing: the sending side is shut down and input is read and dropped until the client's end of stream.
+    private var lingering = false
 
     private var lastRead = NIODeadline.now()
     private var idleTimer: Scheduled<Void>?
     private var headTimer: Scheduled<Void>?
     private var sendTimer: Scheduled<Void>?
+    private var lingerTimer: Scheduled<Void>?
 
     init(services: EdgeServices, loop: LoopState, client: ClientAddress, isTLS: Bool) {
         self.isTLS = isTLS
@@ -97,15 +107,18 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
         idleTimer?.cancel()
         headTimer?.cancel()
         sendTimer?.cancel()
+        lingerTimer?.cancel()
         idleTimer = nil
         headTimer = nil
         sendTimer = nil
+        lingerTimer = nil
     }
 
     // MARK: inbound
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         // The one clock read of a request on the fast path: also the `now` of its cache lookup and `Age`.
+        guard !lingering else { return }
         let now = NIODeadline.now()
         lastRead = now
         guard !handedOff else {
@@ -124,12 +137,20 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
+        if lingering {
+            context.read()  // keep draining: handlers behind may hold reads for a request they think in progress
+            return
+        }
         flushIfNeeded(context: context)
         // Before a hand-over nothing stands behind this handler but the pipeline's tail.
         if handedOff { context.fireChannelReadComplete() }
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if lingering {
+            if let event = event as? ChannelEvent, event == .inputClosed { context.close(promise: nil) }
+            return
+        }
         guard !handedOff else {
             // NIO's HTTP/1 server pipeline finishes the request in progress and closes on quiesce.
             context.fireUserInboundEventTriggered(event is RetireConnectionEvent ? ChannelShouldQuiesceEvent() : event)
@@ -177,7 +198,9 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
     /// Holds socket reads while a fast-path reply is pending or the client is not reading its responses, so
     /// neither pipelined requests nor their responses can pile up without bound.
     func read(context: ChannelHandlerContext) {
-        if (requestInProgress && !handedOff) || !context.channel.isWritable {
+        if lingering {
+            context.read()
+        } else if (requestInProgress && !handedOff) || !context.channel.isWritable {
             readPending = true
         } else {
             context.read()
@@ -456,13 +479,31 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
         }
     }
 
-    /// Writes a final response and closes the connection once it is sent.
+    /// Writes a final response and closes the connection once it is sent (lingering, on plain TCP).
     private func closeAfterWriting(_ buffer: ByteBuffer, context: ChannelHandlerContext) {
         closing = true
         needsFlush = false
         context.writeAndFlush(wrapOutboundOut(.byteBuffer(buffer))).assumeIsolated().whenComplete { _ in
+            self.close(context: context, mode: .all, promise: nil)
+        }
+    }
+
+    /// A full close from the handlers behind (NIO's HTTP/1 pipeline after a hand-over) or from this one becomes a
+    /// lingering close on plain TCP while the client may still send; see the type's documentation.
+    func close(context: ChannelHandlerContext, mode: CloseMode, promise: EventLoopPromise<Void>?) {
+        guard mode == .all, !isTLS, isActive, !inputClosed, !lingering else {
+            context.close(mode: mode, promise: promise)
+            return
+        }
+        lingering = true
+        closing = true
+        if let promise { context.channel.closeFuture.cascade(to: promise) }
+        lingerTimer = context.eventLoop.assumeIsolated().scheduleTask(in: Self.lingerTime) {
             context.close(promise: nil)
         }
+        // Shut down the sending side once everything queued is written; if that fails, close at once.
+        context.close(mode: .output).assumeIsolated().whenFailure { _ in context.close(promise: nil) }
+        context.read()
     }
 
     private func flushIfNeeded(context: ChannelHandlerContext) {
