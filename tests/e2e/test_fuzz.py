@@ -176,6 +176,24 @@ def check_http1_responses(data: bytes) -> list[int]:
     return statuses
 
 
+def read_until_closed(sock: socket.socket, seconds: float) -> tuple[bytes, bool]:
+    """Everything the server sends within `seconds`, and whether it closed (end of stream or an error) by then."""
+    received = b""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        sock.settimeout(max(0.05, deadline - time.monotonic()))
+        try:
+            chunk = sock.recv(65536)
+        except socket.timeout:
+            break
+        except (OSError, ssl.SSLError):
+            return received, True
+        if not chunk:
+            return received, True
+        received += chunk
+    return received, False
+
+
 def http1_case(host: str, port: int, payload: bytes, tls: bool, pieces: int) -> tuple[list[int], bool]:
     """Sends `payload` in `pieces` writes, half-closes (plain TCP) and reads everything the server sends.
     Returns the statuses and whether the server closed within the deadline."""
@@ -185,8 +203,6 @@ def http1_case(host: str, port: int, payload: bytes, tls: bool, pieces: int) -> 
     cuts = sorted(random.Random(len(payload) * 31 + pieces).sample(range(1, len(payload)), min(pieces - 1, len(payload) - 1))) \
         if len(payload) > 1 else []
     parts = [payload[a:b] for a, b in zip([0, *cuts], [*cuts, len(payload)])]
-    received = b""
-    closed = False
     try:
         try:
             for part in parts:
@@ -195,20 +211,7 @@ def http1_case(host: str, port: int, payload: bytes, tls: bool, pieces: int) -> 
                 sock.shutdown(socket.SHUT_WR)
         except (OSError, ssl.SSLError):
             pass  # the server answered and closed before taking everything: read what it sent
-        deadline = time.monotonic() + (HANG_SECONDS if not tls else 1.5)
-        while time.monotonic() < deadline:
-            sock.settimeout(max(0.05, deadline - time.monotonic()))
-            try:
-                chunk = sock.recv(65536)
-            except socket.timeout:
-                break
-            except (OSError, ssl.SSLError):
-                closed = True
-                break
-            if not chunk:
-                closed = True
-                break
-            received += chunk
+        received, closed = read_until_closed(sock, HANG_SECONDS if not tls else 1.5)
     finally:
         sock.close()
     return check_http1_responses(received), closed
@@ -314,18 +317,9 @@ def h2_case(host: str, port: int, body: bytes, mutate_preface: bool, rng: random
     received = b""
     try:
         tls.sendall(preface + body)
-        deadline = time.monotonic() + 0.6
-        while time.monotonic() < deadline:
-            tls.settimeout(max(0.05, deadline - time.monotonic()))
-            try:
-                chunk = tls.recv(65536)
-            except socket.timeout:
-                break
-            if not chunk:
-                break
-            received += chunk
-    except (BrokenPipeError, ConnectionResetError, ssl.SSLError, socket.timeout):
-        pass
+        received, _ = read_until_closed(tls, 0.6)
+    except (OSError, ssl.SSLError):
+        pass  # the server closed before taking everything
     finally:
         tls.close()
     check_h2_frames(received)
@@ -459,11 +453,9 @@ def test_mutated_tls_client_hellos(fuzz_edge):
         received = b""
         try:
             sock.sendall(hello)
-            sock.settimeout(0.5)
-            while chunk := sock.recv(65536):
-                received += chunk
-        except (OSError, socket.timeout):
-            pass
+            received, _ = read_until_closed(sock, 0.5)
+        except OSError:
+            pass  # the server closed before taking everything
         finally:
             sock.close()
         # A TLS record (alert or ServerHello) or, for bytes that look like an HTTP request line, Edge's 400.

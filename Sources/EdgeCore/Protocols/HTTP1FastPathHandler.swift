@@ -41,7 +41,7 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
     /// saves time).
     private static let maxPreparedBodyBytes = 64 * 1024
     /// How long a lingering close waits for the client's end of stream (nginx's `lingering_timeout` is 5 s).
-    static let lingerTime = TimeAmount.seconds(5)
+    private static let lingerTime = TimeAmount.seconds(5)
 
     private let services: EdgeServices
     private let dispatcher: RequestDispatcher
@@ -117,8 +117,8 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
     // MARK: inbound
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        // The one clock read of a request on the fast path: also the `now` of its cache lookup and `Age`.
         guard !lingering else { return }
+        // The one clock read of a request on the fast path: also the `now` of its cache lookup and `Age`.
         let now = NIODeadline.now()
         lastRead = now
         guard !handedOff else {
