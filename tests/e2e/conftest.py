@@ -457,8 +457,16 @@ class RawResponse:
 class RawConn:
     """A raw HTTP/1.1 client socket with a minimal, strict response reader."""
 
-    def __init__(self, host: str, port: int, timeout: float = IO_TIMEOUT, tls: bool = False):
-        self.sock = socket.create_connection((host, port), timeout=timeout)
+    def __init__(self, host: str, port: int, timeout: float = IO_TIMEOUT, tls: bool = False,
+                 receive_buffer: int | None = None):
+        """`receive_buffer` sets SO_RCVBUF before connecting, which bounds the window the client advertises."""
+        if receive_buffer is None:
+            self.sock = socket.create_connection((host, port), timeout=timeout)
+        else:
+            self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+            self.sock.settimeout(timeout)
+            self.sock.connect((host, port))
         if tls:
             self.sock = client_tls_context(["http/1.1"]).wrap_socket(self.sock, server_hostname="localhost")
         self.sock.settimeout(timeout)

@@ -92,6 +92,26 @@ def test_connection_close_closes(conn_factory):
         assert c.is_closed(timeout=10), "server kept the connection open after Connection: close"
 
 
+@pytest.mark.parametrize("close_request", [
+    pytest.param({"Connection": "close"}, id="fast-path"),
+    pytest.param({"Connection": "close, x-trace"}, id="full-parser"),  # a token the fast path hands over
+    pytest.param({"Connection": "close", "Content-Length": "5"}, id="with-body"),
+])
+def test_nothing_is_answered_after_connection_close(conn_factory, close_request):
+    """RFC 9112 §9.6: after a response with `Connection: close` the server processes no further request; the
+    ones pipelined behind get no answer at all (Edge once answered them with a 400)."""
+    path = f"/{unique('close-pipe')}"
+    body = b"hello" if "Content-Length" in close_request else b""
+    with conn_factory() as c:
+        c.send(build_request("POST" if body else "GET", path, close_request, body)
+               + build_request("GET", "/healthz") + b"GARBAGE\r\n\r\n")
+        resp = c.read_response()
+        assert resp.status == 200
+        assert (resp.header("connection") or "").lower() == "close"
+        assert c.is_closed(timeout=10), "the connection ends after the response that said close"
+        assert c.buf == b"", f"answered after Connection: close: {c.buf[:200]!r}"
+
+
 def test_http10_without_keepalive_closes(edge):
     path = f"/{unique('h10')}"
     with RawConn(edge.http.host, edge.http.port) as c:

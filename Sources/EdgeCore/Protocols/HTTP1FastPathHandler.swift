@@ -470,9 +470,16 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
         done.assumeIsolated().whenComplete { result in
             try? handle.close()
             self.requestInProgress = false
-            guard case .success(true) = result, keepAlive, !self.quiescing, self.isActive else {
+            guard case .success(true) = result, self.isActive else {
+                // Cut short: the promised length cannot be met, so nothing is gained by lingering.
                 self.closing = true
                 context.close(promise: nil)
+                return
+            }
+            guard keepAlive, !self.quiescing else {
+                // Sent whole and the connection ends: a lingering close, so that a request the client pipelined
+                // behind this one cannot make the kernel reset the connection under the file's last bytes.
+                self.close(context: context, mode: .all, promise: nil)
                 return
             }
             self.continueAfterReply(context: context)
@@ -489,15 +496,17 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
     }
 
     /// A full close from the handlers behind (NIO's HTTP/1 pipeline after a hand-over) or from this one becomes a
-    /// lingering close on plain TCP while the client may still send; see the type's documentation.
+    /// lingering close on plain TCP while the client may still send; see the type's documentation. A further full
+    /// close while lingering (the pipeline's error handling after its own close, say) joins the lingering one.
     func close(context: ChannelHandlerContext, mode: CloseMode, promise: EventLoopPromise<Void>?) {
-        guard mode == .all, !isTLS, isActive, !inputClosed, !lingering else {
+        if mode == .all { closing = true }  // no further request is answered
+        guard mode == .all, !isTLS, isActive, !inputClosed else {
             context.close(mode: mode, promise: promise)
             return
         }
-        lingering = true
-        closing = true
         if let promise { context.channel.closeFuture.cascade(to: promise) }
+        guard !lingering else { return }
+        lingering = true
         lingerTimer = context.eventLoop.assumeIsolated().scheduleTask(in: Self.lingerTime) {
             context.close(promise: nil)
         }

@@ -11,6 +11,11 @@ import NIOSSL
 ///
 /// Like NIO's `HTTPServerProtocolErrorHandler`, but it distinguishes 431 and never traps; the decoder closes the
 /// connection right after the error, and the error goes on down the pipeline.
+///
+/// A parse error after a response that said `Connection: close` (RFC 9112 §9.6: the server processes no further
+/// request), or in bytes the client sent after its own `Connection: close` request (llhttp reports those as
+/// `HTTPParserError.closedConnection`), is neither answered nor passed on: the connection ends once that
+/// response is written.
 final class HTTP1ProtocolErrorHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias InboundOut = HTTPServerRequestPart
@@ -18,6 +23,8 @@ final class HTTP1ProtocolErrorHandler: ChannelDuplexHandler, RemovableChannelHan
     typealias OutboundOut = HTTPServerResponsePart
 
     private var hasUnterminatedResponse = false
+    /// A response said `Connection: close`: it is the connection's last.
+    private var closeAnnounced = false
     private let serverName: String
 
     init(serverName: String) {
@@ -27,6 +34,11 @@ final class HTTP1ProtocolErrorHandler: ChannelDuplexHandler, RemovableChannelHan
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         guard let parseError = error as? HTTPParserError else {
             context.fireErrorCaught(error)
+            return
+        }
+        if closeAnnounced || parseError == .closedConnection {
+            // The request handler closes the connection once the response that said close is written; an
+            // answer here would break RFC 9112 §9.6, and a close here could cut that response short.
             return
         }
         if !hasUnterminatedResponse {
@@ -47,7 +59,9 @@ final class HTTP1ProtocolErrorHandler: ChannelDuplexHandler, RemovableChannelHan
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         switch unwrapOutboundIn(data) {
-        case .head(let head) where head.status.code >= 200: hasUnterminatedResponse = true
+        case .head(let head) where head.status.code >= 200:
+            hasUnterminatedResponse = true
+            if !head.isKeepAlive { closeAnnounced = true }
         case .end: hasUnterminatedResponse = false
         default: break
         }

@@ -1,0 +1,123 @@
+"""Lingering close, as nginx's `lingering_close`: when Edge ends an HTTP/1.1 connection while the client may
+still be sending (an answer with `Connection: close`, a 400 for a malformed request), the answers queued before
+the close reach the client whole, although the client goes on sending bytes Edge will never answer.
+
+Closing a TCP socket with unread input, or receiving data on one already closed, makes the kernel reset the
+connection and discard whatever it had not yet sent. The client here advertises a small receive window, so
+most of a 300 KB answer is still in Edge's socket when Edge closes, and sends more requests half a second later,
+after Edge has answered and closed. Without the lingering close the answer stops after a few kilobytes with a
+reset (plain TCP); over TLS, NIOSSL's close_notify exchange keeps reading, and these tests are the control."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+
+import pytest
+
+from conftest import RawConn
+
+BIG = 300_000
+IN_MEMORY = 60_000  # under the static cache's 64 KiB: answered from memory, not with sendfile
+SMALL_WINDOW = 4096
+MORE_REQUESTS = b"GET /more HTTP/1.1\r\nHost: localhost\r\n\r\n" * 8
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    root = tmp_path_factory.mktemp("www-linger")
+    (root / "big.bin").write_bytes(os.urandom(BIG))
+    (root / "memory.bin").write_bytes(os.urandom(IN_MEMORY))
+    return root
+
+
+@pytest.fixture(scope="module")
+def server(module_edge_factory, site):
+    return module_edge_factory.start(config=f"""
+[[route]]
+path = "/"
+demo = {{ delay_ms = 2 }}
+
+[[route]]
+path = "/files"
+static = {{ root = "{site}" }}
+""")
+
+
+@pytest.fixture(params=["plain", "tls"])
+def target(request, server):
+    listener = server.listener("http" if request.param == "plain" else "https")
+    return listener.host, listener.port, request.param == "tls"
+
+
+def send_then_keep_sending(target, requests: str) -> RawConn:
+    """Sends `requests` over a connection with a small receive window, reads nothing for half a second (Edge
+    answers and closes meanwhile, its answer waiting for the window), then sends more requests."""
+    host, port, tls = target
+    conn = RawConn(host, port, tls=tls, receive_buffer=SMALL_WINDOW)
+    conn.send(requests.encode())
+    time.sleep(0.5)
+    conn.send_tolerant(MORE_REQUESTS)
+    return conn
+
+
+def digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_file_answered_before_a_malformed_request_arrives_whole_then_the_400(target, site):
+    with send_then_keep_sending(
+        target, "GET /files/big.bin HTTP/1.1\r\nHost: localhost\r\n\r\nNOT A REQUEST\r\n\r\n"
+    ) as conn:
+        first = conn.read_response()
+        assert first.status == 200
+        assert len(first.body) == BIG and digest(first.body) == digest((site / "big.bin").read_bytes())
+        second = conn.read_response()
+        assert second.status == 400
+        assert second.header("connection") == "close"
+        assert conn.is_closed(), "the connection ends after the 400"
+
+
+def test_file_answered_with_connection_close_arrives_whole(target, site):
+    with send_then_keep_sending(
+        target,
+        "GET /files/big.bin HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        "GET /files/memory.bin HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    ) as conn:
+        answer = conn.read_response()
+        assert answer.status == 200 and answer.header("connection") == "close"
+        assert len(answer.body) == BIG and digest(answer.body) == digest((site / "big.bin").read_bytes())
+        assert conn.is_closed() and conn.buf == b"", "nothing is answered after Connection: close"
+
+
+def test_answer_from_memory_with_connection_close_arrives_whole(target, site):
+    with send_then_keep_sending(
+        target,
+        "GET /files/memory.bin HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        "GET /files/big.bin HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    ) as conn:
+        answer = conn.read_response()
+        assert answer.status == 200 and answer.header("connection") == "close"
+        assert len(answer.body) == IN_MEMORY and digest(answer.body) == digest((site / "memory.bin").read_bytes())
+        assert conn.is_closed() and conn.buf == b""
+
+
+def test_answer_from_the_full_http1_parser_with_connection_close_arrives_whole(target, site):
+    """A `Connection` token the fast path does not handle hands the connection to NIO's HTTP/1 pipeline, whose
+    close passes through the same lingering close."""
+    with send_then_keep_sending(
+        target,
+        "GET /files/big.bin HTTP/1.1\r\nHost: localhost\r\nConnection: close, x-trace\r\n\r\n"
+        "GET /files/memory.bin HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    ) as conn:
+        answer = conn.read_response()
+        assert answer.status == 200 and answer.header("connection") == "close"
+        assert len(answer.body) == BIG and digest(answer.body) == digest((site / "big.bin").read_bytes())
+        assert conn.is_closed() and conn.buf == b""
+
+
+def test_server_keeps_serving_after_lingering_connections(server):
+    listener = server.listener("http")
+    with RawConn(listener.host, listener.port) as conn:
+        assert conn.request("GET", "/healthz").status == 200
