@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
+import threading
 import time
 
 import pytest
 
-from conftest import RawConn
+from conftest import RawConn, unique
 
 BIG = 300_000
 IN_MEMORY = 60_000  # under the static cache's 64 KiB: answered from memory, not with sendfile
@@ -121,3 +123,47 @@ def test_server_keeps_serving_after_lingering_connections(server):
     listener = server.listener("http")
     with RawConn(listener.host, listener.port) as conn:
         assert conn.request("GET", "/healthz").status == 200
+
+
+def test_client_still_sending_a_too_large_body_gets_the_413_and_a_clean_end(server):
+    """The classic case for lingering: Edge answers 413 as soon as the declared body exceeds the limit, while the
+    client is still uploading. The client reads the 413 and then the end of the stream, and its upload is drained,
+    not reset (a client hit by the reset mid-send, as curl is, never sees the 413). Plain TCP only: Python's TLS
+    socket cannot be written and read from two threads at once."""
+    listener = server.listener("http")
+    conn = RawConn(listener.host, listener.port)
+    declared = 8 * 1024 * 1024  # the default limit is 1 MiB
+    conn.send(f"POST /{unique('upload')} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {declared}\r\n\r\n".encode())
+    stop = threading.Event()
+    upload_errors: list[OSError] = []
+
+    def upload() -> None:
+        chunk = b"x" * 65536
+        try:
+            for _ in range(declared // len(chunk)):
+                if stop.is_set():
+                    return
+                conn.sock.sendall(chunk)
+        except OSError as error:
+            upload_errors.append(error)
+
+    uploader = threading.Thread(target=upload, daemon=True)
+    uploader.start()
+    try:
+        answer = conn.read_response()
+        assert answer.status == 413
+        received, reset = b"", False
+        try:
+            while chunk := conn.sock.recv(65536):
+                received += chunk
+        except ConnectionResetError:
+            reset = True
+        assert not reset, "the connection was reset after the 413"
+        assert received == b""
+        uploader.join(timeout=2)
+        assert upload_errors == [], "the rest of the upload was reset rather than drained"
+    finally:
+        stop.set()
+        conn.sock.shutdown(socket.SHUT_RDWR)
+        uploader.join(timeout=5)
+        conn.close()
