@@ -358,6 +358,22 @@ def wait_for_fds(pid: int, limit: int, timeout: float = 15.0) -> int:
     return count
 
 
+def run_in_batches(edge, cases: list, run, batch_size: int, label: str):
+    """Runs `run` over `cases` on the worker pool, `batch_size` at a time, and yields each case's result; after
+    every batch the server must still be running and answering `/healthz`."""
+    with ThreadPoolExecutor(WORKERS) as pool:
+        for batch_start in range(0, len(cases), batch_size):
+            yield from pool.map(run, cases[batch_start:batch_start + batch_size])
+            assert edge.proc.poll() is None, f"edge exited during {label} batch at {batch_start}:\n{edge.log[-4000:]}"
+            assert_serving(edge)
+
+
+def assert_nothing_left_behind(edge, baseline_fds: int, what: str) -> None:
+    """After a campaign: no more descriptors than `baseline_fds` (and two of slack), and no crash report."""
+    assert wait_for_fds(edge.pid, baseline_fds + 2) <= baseline_fds + 2, f"{what} left open after the clients closed"
+    assert_no_stack_trace(edge.log)
+
+
 def test_mutated_http1_requests(fuzz_edge):
     edge = fuzz_edge
     assert_serving(edge)
@@ -381,18 +397,13 @@ def test_mutated_http1_requests(fuzz_edge):
         return statuses
 
     seen: dict[int, int] = {}
-    with ThreadPoolExecutor(WORKERS) as pool:
-        for batch_start in range(0, len(cases), 200):
-            for statuses in pool.map(run, cases[batch_start:batch_start + 200]):
-                for status in statuses:
-                    seen[status] = seen.get(status, 0) + 1
-            assert edge.proc.poll() is None, f"edge exited during batch at {batch_start}:\n{edge.log[-4000:]}"
-            assert_serving(edge)
+    for statuses in run_in_batches(edge, cases, run, 200, "HTTP/1.1"):
+        for status in statuses:
+            seen[status] = seen.get(status, 0) + 1
     print(f"statuses over {CASES} inputs: {dict(sorted(seen.items()))}")
     # Mutations reach both the fast path and the full parser: successes and client errors alike.
     assert seen.get(200, 0) > 0 and seen.get(400, 0) > 0, seen
-    assert wait_for_fds(edge.pid, baseline + 2) <= baseline + 2, "connections left open after the clients closed"
-    assert_no_stack_trace(edge.log)
+    assert_nothing_left_behind(edge, baseline, "connections")
 
 
 def test_mutated_http2_frames(fuzz_edge):
@@ -411,13 +422,8 @@ def test_mutated_http2_frames(fuzz_edge):
         except AssertionError as error:
             raise AssertionError(f"h2 case {index} (seed {SEED}): {error}\nsent: {body!r}") from None
 
-    with ThreadPoolExecutor(WORKERS) as pool:
-        for batch_start in range(0, len(cases), 100):
-            list(pool.map(run, cases[batch_start:batch_start + 100]))
-            assert edge.proc.poll() is None, f"edge exited during h2 batch at {batch_start}:\n{edge.log[-4000:]}"
-            assert_serving(edge)
-    assert wait_for_fds(edge.pid, baseline + 2) <= baseline + 2, "HTTP/2 connections left open after the clients closed"
-    assert_no_stack_trace(edge.log)
+    list(run_in_batches(edge, cases, run, 100, "HTTP/2"))
+    assert_nothing_left_behind(edge, baseline, "HTTP/2 connections")
 
 
 def client_hellos() -> list[bytes]:
@@ -462,12 +468,8 @@ def test_mutated_tls_client_hellos(fuzz_edge):
         assert received == b"" or received[:1] in (b"\x15", b"\x16") or received.startswith(b"HTTP/1.1 400 "), \
             f"TLS case {index}: unexpected answer {received[:80]!r} to {hello!r}"
 
-    with ThreadPoolExecutor(WORKERS) as pool:
-        list(pool.map(run, cases))
-    assert edge.proc.poll() is None, edge.log[-4000:]
-    assert_serving(edge)
-    assert wait_for_fds(edge.pid, baseline + 2) <= baseline + 2, "TLS connections left open after the clients closed"
-    assert_no_stack_trace(edge.log)
+    list(run_in_batches(edge, cases, run, max(1, len(cases)), "ClientHello"))
+    assert_nothing_left_behind(edge, baseline, "TLS connections")
 
 
 CONFIG_SEED = b"""threads = 2

@@ -81,42 +81,23 @@ def test_file_answered_before_a_malformed_request_arrives_whole_then_the_400(tar
         assert conn.is_closed(), "the connection ends after the 400"
 
 
-def test_file_answered_with_connection_close_arrives_whole(target, site):
+@pytest.mark.parametrize("path, connection, size, pipelined", [
+    pytest.param("big.bin", "close", BIG, "memory.bin", id="file"),
+    pytest.param("memory.bin", "close", IN_MEMORY, "big.bin", id="from-memory"),
+    # A `Connection` token the fast path does not handle hands the connection to NIO's HTTP/1 pipeline, whose
+    # close passes through the same lingering close.
+    pytest.param("big.bin", "close, x-trace", BIG, "memory.bin", id="full-parser"),
+])
+def test_answer_with_connection_close_arrives_whole(target, site, path, connection, size, pipelined):
     with send_then_keep_sending(
         target,
-        "GET /files/big.bin HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-        "GET /files/memory.bin HTTP/1.1\r\nHost: localhost\r\n\r\n",
+        f"GET /files/{path} HTTP/1.1\r\nHost: localhost\r\nConnection: {connection}\r\n\r\n"
+        f"GET /files/{pipelined} HTTP/1.1\r\nHost: localhost\r\n\r\n",
     ) as conn:
         answer = conn.read_response()
         assert answer.status == 200 and answer.header("connection") == "close"
-        assert len(answer.body) == BIG and digest(answer.body) == digest((site / "big.bin").read_bytes())
+        assert len(answer.body) == size and digest(answer.body) == digest((site / path).read_bytes())
         assert conn.is_closed() and conn.buf == b"", "nothing is answered after Connection: close"
-
-
-def test_answer_from_memory_with_connection_close_arrives_whole(target, site):
-    with send_then_keep_sending(
-        target,
-        "GET /files/memory.bin HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-        "GET /files/big.bin HTTP/1.1\r\nHost: localhost\r\n\r\n",
-    ) as conn:
-        answer = conn.read_response()
-        assert answer.status == 200 and answer.header("connection") == "close"
-        assert len(answer.body) == IN_MEMORY and digest(answer.body) == digest((site / "memory.bin").read_bytes())
-        assert conn.is_closed() and conn.buf == b""
-
-
-def test_answer_from_the_full_http1_parser_with_connection_close_arrives_whole(target, site):
-    """A `Connection` token the fast path does not handle hands the connection to NIO's HTTP/1 pipeline, whose
-    close passes through the same lingering close."""
-    with send_then_keep_sending(
-        target,
-        "GET /files/big.bin HTTP/1.1\r\nHost: localhost\r\nConnection: close, x-trace\r\n\r\n"
-        "GET /files/memory.bin HTTP/1.1\r\nHost: localhost\r\n\r\n",
-    ) as conn:
-        answer = conn.read_response()
-        assert answer.status == 200 and answer.header("connection") == "close"
-        assert len(answer.body) == BIG and digest(answer.body) == digest((site / "big.bin").read_bytes())
-        assert conn.is_closed() and conn.buf == b""
 
 
 def test_server_keeps_serving_after_lingering_connections(server):
