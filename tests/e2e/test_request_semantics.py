@@ -1,17 +1,19 @@
 """Request heads that are syntactically valid HTTP but that Edge must refuse or treat specially (RFC 9110,
 9112, 9113), checked over raw sockets and raw HTTP/2 frames: CONNECT, malformed request targets, invalid
-Host values, expectations from HTTP/1.0 clients, and plain HTTP sent to the HTTPS port."""
+Host values, expectations from HTTP/1.0 clients, plain HTTP sent to the HTTPS port, and HTTP/1 request lines
+with an unknown method or another version of HTTP."""
 
 from __future__ import annotations
 
 import socket
 import subprocess
+import time
 
 import hpack
 import pytest
 from hyperframe.frame import DataFrame, HeadersFrame, RstStreamFrame
 
-from conftest import RawConn, demo_body, unique
+from conftest import RawConn, build_request, curl, demo_body, demo_body_with_request_body, unique
 from test_http2_abuse import RawH2
 
 
@@ -126,3 +128,125 @@ def test_plain_http_on_the_https_port_gets_a_readable_400(edge):
             received += chunk
     assert received.startswith(b"HTTP/1.1 400 ")
     assert b"HTTPS" in received
+
+
+# --- Request lines llhttp would call malformed: unknown methods, other versions (HTTP1RequestLineCheck) -----------
+
+@pytest.fixture(params=["http", "https"])
+def raw_conn(request, edge):
+    tls = request.param == "https"
+    listener = edge.https if tls else edge.http
+    return lambda: RawConn(listener.host, listener.port, tls=tls)
+
+
+@pytest.mark.parametrize("method", ["FOO", "get", "BREW", "PRI"])
+def test_unknown_method_gets_501_and_the_connection_closes(raw_conn, method):
+    """RFC 9110 §9.1: a method the server does not recognise gets 501, not the 400 of a malformed request (the
+    answer before; NIO's parser knows a fixed list of methods). Methods are case-sensitive, so `get` is one too.
+    What is pipelined behind is not answered: its framing is unknown."""
+    with raw_conn() as c:
+        c.send(build_request(method, "/", {"Content-Length": "5"}, b"hello") + build_request("GET", "/healthz"))
+        response = c.read_response()
+        assert (response.status, response.reason) == (501, "Not Implemented")
+        assert response.body == b"request method not recognised\n"
+        assert response.header("connection") == "close"
+        assert c.is_closed(), "the connection must close after the 501"
+        assert c.buf == b""
+
+
+def test_unknown_method_after_answered_requests_keeps_their_answers(edge):
+    """Requests before the unknown one are answered in order; the 501 comes last."""
+    with RawConn(edge.http.host, edge.http.port) as c:
+        c.send(build_request("GET", "/healthz") + build_request("FOO", "/") + build_request("GET", "/healthz"))
+        assert [c.read_response().status, c.read_response().status] == [200, 501]
+        assert c.is_closed() and c.buf == b""
+
+
+def test_unknown_method_split_across_segments_gets_the_same_501(edge):
+    """The answer does not depend on how the request line arrives: byte by byte, it is still 501 (not the 400
+    that handing an incomplete line to the full parser would give)."""
+    with RawConn(edge.http.host, edge.http.port) as c:
+        c.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for byte in b"FOO /slow HTTP/1.1\r\n":
+            c.send(bytes([byte]))
+            time.sleep(0.01)
+        c.send(b"Host: localhost\r\n\r\n")
+        assert c.read_response().status == 501
+
+
+def test_curl_with_an_unknown_method(edge):
+    """What a user sees with curl: 501 over HTTP/1.1 (plain and TLS). Over HTTP/2 NIO's parser is not involved
+    and any method token reaches the route, as POST does (the demo backend answers it, uncached)."""
+    for url in (f"{edge.http_url}/", f"{edge.https_url}/"):
+        result = curl("-sk", "--http1.1", "-X", "FOO", "-o", "/dev/null", "-w", "%{http_code}", url)
+        assert result.stdout == "501", (url, result.stdout, result.stderr)
+    result = curl("-sk", "--http2", "-X", "FOO", "-D", "-", f"{edge.https_url}/unknown-method")
+    assert result.stdout.startswith("HTTP/2 200"), result.stdout
+    assert "x-cache: PASS" in result.stdout
+    assert result.stdout.endswith(demo_body("FOO", "/unknown-method"))
+
+
+def test_known_but_unusual_methods_still_reach_the_route(edge):
+    """Methods NIO's parser knows (WebDAV's, PATCH) are unaffected: the demo backend answers them."""
+    with RawConn(edge.http.host, edge.http.port) as c:
+        for method in ("PROPFIND", "PATCH", "PURGE"):
+            response = c.request(method, "/known-method")
+            assert response.status == 200, method
+            assert response.text.startswith(demo_body(method, "/known-method")), response.text
+
+
+@pytest.mark.parametrize("version", ["HTTP/2.0", "HTTP/3.0", "HTTP/0.9"])
+def test_other_major_versions_get_505(raw_conn, version):
+    """RFC 9110 §15.6.6: a major version the server does not speak gets 505 (as nginx answers), not 400."""
+    with raw_conn() as c:
+        c.send(build_request("GET", "/healthz", version=version))
+        response = c.read_response()
+        assert response.status == 505
+        assert response.reason == "HTTP Version Not Supported"
+        assert response.body == b"HTTP version not supported: use HTTP/1.1, or HTTP/2 over TLS\n"
+        assert c.is_closed()
+
+
+def test_http2_prior_knowledge_on_the_plain_port_gets_505(edge):
+    """HTTP/2's connection preface sent to the plain HTTP/1.1 port (`curl --http2-prior-knowledge`) reads as a
+    request line with version 2.0: a readable 505 that says where HTTP/2 is offered, then the close."""
+    with RawConn(edge.http.host, edge.http.port) as c:
+        c.send(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        response = c.read_response()
+        assert response.status == 505
+        assert b"HTTP/2 over TLS" in response.body
+        assert c.is_closed()
+    result = curl("-s", "--http2-prior-knowledge", "-o", "/dev/null", "-w", "%{http_code}", f"{edge.http_url}/")
+    assert result.returncode != 0, "curl cannot read an HTTP/1.1 answer as HTTP/2; Edge must not have hung"
+
+
+@pytest.mark.parametrize("version", ["HTTP/1.2", "HTTP/1.9"])
+def test_higher_minor_versions_are_served_as_http11(raw_conn, version):
+    """RFC 9112 §2.3: a higher minor version of HTTP/1 is processed as HTTP/1.1 (nginx does the same); llhttp
+    alone refused it with 400. Simple requests stay on the fast path, keep-alive included; a request with a
+    body goes through the full parser."""
+    path = f"/{unique('minor')}"
+    with raw_conn() as c:
+        c.send(build_request("GET", path, version=version))
+        first = c.read_response()
+        assert (first.version, first.status) == ("HTTP/1.1", 200)
+        assert first.text == demo_body("GET", path)
+        c.send(build_request("POST", path, {"Connection": "close"}, b"body!", version=version))
+        second = c.read_response()
+        assert second.status == 200
+        assert demo_body_with_request_body("POST", path, 5, second.text)
+        assert second.header("connection") == "close"
+        assert c.is_closed()
+
+
+@pytest.mark.parametrize("line", [
+    b"G@T / HTTP/1.1",       # not a token
+    b"GET / HTTP/1.10",      # two-digit minor version
+    b"GET / HTTP/11.1",
+    b"GET / http/1.1",       # HTTP-name is case-sensitive
+])
+def test_malformed_request_lines_still_get_400(edge, line):
+    with RawConn(edge.http.host, edge.http.port) as c:
+        c.send(line + b"\r\nHost: localhost\r\n\r\n")
+        assert c.read_response().status == 400
+        assert c.is_closed()

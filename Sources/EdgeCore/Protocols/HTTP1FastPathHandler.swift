@@ -10,8 +10,9 @@ import NIOHTTP1
 
 /// The HTTP/1.1 connection handler: answers simple `GET`/`HEAD` requests straight from bytes, with
 /// pre-serialised cached responses, and hands the connection to NIO's full HTTP/1 pipeline (installed behind
-/// it at that moment) at the first request it does not fully understand. It also owns the connection's timers and
-/// backpressure, before and after a hand-over:
+/// it at that moment) at the first request it does not fully understand; ``HTTP1RequestLineCheck`` first answers
+/// the well-formed request lines llhttp would call malformed (unknown methods, other versions of HTTP). It also
+/// owns the connection's timers and backpressure, before and after a hand-over:
 ///
 /// - keep-alive: an idle connection closes after `keepalive_seconds`;
 /// - request head: once a request's first byte arrives, its whole head must arrive within
@@ -241,7 +242,20 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
                 }
                 return
             case .fallback:
-                handOff(context: context)
+                switch HTTP1RequestLineCheck.check(pending, limit: limits.maxHeaderBytes) {
+                case .incomplete:
+                    startHeadTimer(context: context)
+                case .parse:
+                    handOff(context: context)
+                case .downgradeMinorVersion(let offset):
+                    // RFC 9112 §2.3: processed as HTTP/1.1, on the fast path if it is a simple request.
+                    buffered!.setInteger(UInt8(ascii: "1"), at: pending.readerIndex + offset)
+                    continue
+                case .unknownMethod:
+                    answerAndClose(.notImplemented, "request method not recognised\n", context: context)
+                case .unsupportedVersion:
+                    answerAndClose(.httpVersionNotSupported, "HTTP version not supported: use HTTP/1.1, or HTTP/2 over TLS\n", context: context)
+                }
                 return
             case .simple(let request, let headLength):
                 guard request.target.utf8.count <= limits.maxURIBytes, request.fieldCount <= limits.maxHeaderFields else {
@@ -568,10 +582,21 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
 
     private func requestHeadTimedOut(context: ChannelHandlerContext) {
         guard isActive, !closing, !requestInProgress else { return }
-        let text = "request head not received within \(timeouts.requestHead.nanoseconds / 1_000_000_000) s\n"
+        answerAndClose(
+            .requestTimeout, "request head not received within \(timeouts.requestHead.nanoseconds / 1_000_000_000) s\n",
+            context: context
+        )
+    }
+
+    /// Answers the request at the start of the buffer with `status` and `text`, then closes the connection
+    /// (lingering, so that the rest of what the client sends cannot reset the answer).
+    private func answerAndClose(_ status: HTTPResponseStatus, _ text: String, context: ChannelHandlerContext) {
+        headTimer?.cancel()
+        headTimer = nil
+        buffered = nil
         var buffer = context.channel.allocator.buffer(capacity: 256)
         buffer.writeImmutableBuffer(ResponseHeaders.serializeHead(
-            status: .requestTimeout,
+            status: status,
             headers: ["content-type": "text/plain; charset=utf-8", "content-length": String(text.utf8.count),
                       "server": serverName, "date": loop.date.current, "connection": "close"]
         ))
