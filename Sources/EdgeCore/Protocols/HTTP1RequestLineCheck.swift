@@ -37,6 +37,9 @@ enum HTTP1RequestLineCheck {
         "UNLINK", "SOURCE", "QUERY",
     ]
 
+    /// `HTTP-version CRLF`, with `0` standing for any digit.
+    private static let versionPattern = Array("HTTP/0.0\r\n".utf8)
+
     /// Checks the request line at the start of `buffer`, looking at no more than `limit` bytes.
     static func check(_ buffer: ByteBuffer, limit: Int) -> Outcome {
         buffer.withUnsafeReadableBytes { check($0, limit: limit) }
@@ -55,14 +58,14 @@ enum HTTP1RequestLineCheck {
         index += 1
 
         let targetStart = index
-        while index < end, bytes[index] > 0x20, bytes[index] < 0x7F { index += 1 }
+        while index < end, RequestTargetRules.isTargetByte(bytes[index]) { index += 1 }
         guard index < end else { return more() }
         guard index > targetStart, bytes[index] == UInt8(ascii: " ") else { return .parse }
         index += 1
 
         // HTTP-version CRLF: "HTTP/" DIGIT "." DIGIT CR LF, compared as far as it has arrived.
         let versionStart = index
-        let pattern = Array("HTTP/0.0\r\n".utf8)
+        let pattern = versionPattern
         for offset in pattern.indices {
             guard index < end else { return more() }
             let byte = bytes[index]

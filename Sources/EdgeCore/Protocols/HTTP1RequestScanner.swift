@@ -70,7 +70,7 @@ enum HTTP1RequestScanner {
         guard index < end else { return bytes.count >= limit ? .fallback : .incomplete }
         guard bytes[index] == UInt8(ascii: "/") else { return .fallback }
         while index < end, bytes[index] != UInt8(ascii: " ") {
-            guard bytes[index] > 0x20, bytes[index] < 0x7F else { return .fallback }
+            guard RequestTargetRules.isTargetByte(bytes[index]) else { return .fallback }
             index += 1
         }
         guard index < end else { return bytes.count >= limit ? .fallback : .incomplete }

@@ -15,6 +15,13 @@ enum RequestTargetRules {
         }
     }
 
+    /// A byte the fast paths take in an HTTP/1 request target: visible ASCII (RFC 5234 `VCHAR`), no space, no
+    /// control byte, nothing above 127 (such targets go to, or are refused by, NIO's full parser).
+    @inline(__always)
+    static func isTargetByte(_ byte: UInt8) -> Bool {
+        byte > 0x20 && byte < 0x7F
+    }
+
     /// Whether `value` is a valid `Host` (or `:authority`): `uri-host [ ":" port ]` (RFC 9112 §3.2, RFC 3986
     /// §3.2.2) — registered-name, IPv4 or bracketed IP-literal characters only. An invalid value is answered with
     /// 400, as RFC 9112 requires; spaces, `/`, `@`, `?`, `#` and control bytes are the usual attacks on
