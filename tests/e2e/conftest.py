@@ -76,6 +76,22 @@ def url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
+DEMO_AND_FILES_CONFIG = """
+[[route]]
+path = "/"
+demo = {{ delay_ms = 2 }}
+
+[[route]]
+path = "/files"
+static = {{ root = "{root}" }}
+"""
+
+
+def start_demo_and_files(factory, root) -> "EdgeServer":
+    """Starts Edge from `factory` with the demo backend at `/` and the files under `root` at `/files`."""
+    return factory.start(config=DEMO_AND_FILES_CONFIG.format(root=root))
+
+
 def unique(prefix: str = "k") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
 

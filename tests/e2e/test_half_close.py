@@ -15,7 +15,8 @@ import h2.config
 import h2.events
 import pytest
 
-from conftest import IO_TIMEOUT, _GoawayTolerantH2Connection, client_tls_context, demo_body, unique
+from conftest import (IO_TIMEOUT, _GoawayTolerantH2Connection, client_tls_context, demo_body, start_demo_and_files,
+                      unique)
 
 BIG = 3 * 1024 * 1024
 
@@ -29,15 +30,7 @@ def site(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(module_edge_factory, site):
-    return module_edge_factory.start(config=f"""
-[[route]]
-path = "/"
-demo = {{ delay_ms = 2 }}
-
-[[route]]
-path = "/files"
-static = {{ root = "{site}" }}
-""")
+    return start_demo_and_files(module_edge_factory, site)
 
 
 def exchange_half_closed(host: str, port: int, request: bytes, tls: bool, alpn: str = "http/1.1") -> bytes:

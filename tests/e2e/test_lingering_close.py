@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from conftest import RawConn, unique
+from conftest import RawConn, start_demo_and_files, unique
 
 BIG = 300_000
 IN_MEMORY = 60_000  # under the static cache's 64 KiB: answered from memory, not with sendfile
@@ -36,15 +36,7 @@ def site(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(module_edge_factory, site):
-    return module_edge_factory.start(config=f"""
-[[route]]
-path = "/"
-demo = {{ delay_ms = 2 }}
-
-[[route]]
-path = "/files"
-static = {{ root = "{site}" }}
-""")
+    return start_demo_and_files(module_edge_factory, site)
 
 
 @pytest.fixture(params=["plain", "tls"])
