@@ -36,6 +36,9 @@ import pytest
 from conftest import REPO, RawConn, assert_no_stack_trace, client_tls_context, curl, run_edge
 
 CASES = int(os.environ.get("EDGE_FUZZ_CASES", "1200"))
+# Below this many inputs (a quick run with a small EDGE_FUZZ_CASES) the random mutations may all land on one
+# side, so the checks that they reached both sides (success and error) are left out.
+COVERAGE_MIN_CASES = 100
 SEED = int(os.environ.get("EDGE_FUZZ_SEED", "20261123"))
 WORKERS = 6
 # After the client's half-close the server must answer and close within this (it needs milliseconds).
@@ -402,7 +405,8 @@ def test_mutated_http1_requests(fuzz_edge):
             seen[status] = seen.get(status, 0) + 1
     print(f"statuses over {CASES} inputs: {dict(sorted(seen.items()))}")
     # Mutations reach both the fast path and the full parser: successes and client errors alike.
-    assert seen.get(200, 0) > 0 and seen.get(400, 0) > 0, seen
+    if CASES >= COVERAGE_MIN_CASES:
+        assert seen.get(200, 0) > 0 and seen.get(400, 0) > 0, seen
     assert_nothing_left_behind(edge, baseline, "connections")
 
 
@@ -525,4 +529,5 @@ def test_mutated_configuration_files(tmp_path):
         if res.returncode == 1:
             assert re.search(r"^fuzz\.toml(:\d+)?: ", res.stderr, re.M), detail
         verdicts[res.returncode] += 1
-    assert verdicts[0] > 0 and verdicts[1] > 0, verdicts
+    if CASES // 2 >= COVERAGE_MIN_CASES:
+        assert verdicts[0] > 0 and verdicts[1] > 0, verdicts
