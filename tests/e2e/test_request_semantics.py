@@ -13,7 +13,7 @@ import hpack
 import pytest
 from hyperframe.frame import DataFrame, HeadersFrame, RstStreamFrame
 
-from conftest import RawConn, build_request, curl, demo_body, demo_body_with_request_body, unique
+from conftest import RawConn, build_request, curl, curl_exchange, demo_body, demo_body_with_request_body, unique
 from test_http2_abuse import RawH2
 
 
@@ -78,6 +78,30 @@ def test_http1_absolute_form_target_is_still_served(edge):
         conn.send(f"GET http://localhost{path} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
         response = conn.read_response()
         assert response.status == 200 and response.text == demo_body("GET", path)
+
+
+def test_options_asterisk_is_answered_for_the_server_as_a_whole(raw_conn):
+    """RFC 9110 §9.3.7: `OPTIONS *` asks about the server, not a resource. It gets 200 with an empty body (as Go's
+    net/http, and so Caddy, answers it), not the 404 of a missing route; the connection stays open."""
+    with raw_conn() as c:
+        c.send(b"OPTIONS * HTTP/1.1\r\nHost: localhost\r\n\r\n" + build_request("GET", "/healthz"))
+        response = c.read_response()
+        assert (response.status, response.header("content-length"), response.body) == (200, "0", b"")
+        assert c.read_response().body == b"ok\n", "the connection must serve on after OPTIONS *"
+
+
+@pytest.mark.parametrize("protocol", ["--http1.1", "--http2"])
+def test_options_asterisk_through_curl(edge, protocol):
+    exchange = curl_exchange(protocol, "-X", "OPTIONS", "--request-target", "*", f"{edge.https.url}/")
+    assert (exchange.status_line.split()[0], exchange.status) == ("HTTP/2" if protocol == "--http2" else "HTTP/1.1", "200")
+    assert exchange.body == b""
+
+
+@pytest.mark.parametrize("protocol", ["--http1.1", "--http2"])
+def test_asterisk_target_for_other_methods_is_400(edge, protocol):
+    """The asterisk form is for OPTIONS only (RFC 9112 §3.2.4)."""
+    exchange = curl_exchange(protocol, "--request-target", "*", f"{edge.https.url}/")
+    assert exchange.status == "400"
 
 
 def test_http2_path_without_leading_slash_is_400(edge):

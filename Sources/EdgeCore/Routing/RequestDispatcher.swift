@@ -137,6 +137,9 @@ struct RequestDispatcher {
         method: HTTPMethod, target: Substring, headers: RequestHeaderValues, bodyBytes: Int, client: ClientAddress,
         on eventLoop: any EventLoop
     ) -> Dispatch {
+        // `OPTIONS *` (the only asterisk-form request the front ends let through) asks about the server as a whole,
+        // not a route: 200 with an empty body, as Go's net/http (and so Caddy) answers it.
+        if target.hasBytes("*") { return .ready(.response(EdgeResponse(status: .ok))) }
         let (path, query) = Self.split(target)
         if Self.isHealthCheck(path) { return .ready(.response(health())) }
         guard let route = services.router.route(for: path) else {
