@@ -104,6 +104,43 @@ def test_asterisk_target_for_other_methods_is_400(edge, protocol):
     assert exchange.status == "400"
 
 
+def test_absolute_form_host_replaces_host_in_the_cache_key(edge):
+    """RFC 9112 §3.2.2: the authority of an absolute-form target, not `Host`, is the request's host. A response
+    fetched as `http://a.example/…` with `Host: b.example` is a.example's: it must not be served from the cache
+    to b.example (the way to poison a cache keyed on `Host`)."""
+    path = f"/{unique('absolute-host')}"
+
+    def get(target: str, host: str):
+        with RawConn(edge.http.host, edge.http.port) as conn:
+            conn.send(f"GET {target} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+            response = conn.read_response()
+            assert response.status == 200 and response.text == demo_body("GET", path)
+            return response.header("x-cache"), response.header("x-demo-fetch")
+
+    cache, fetch = get(f"http://a.example{path}", "b.example")
+    assert cache == "MISS"
+    assert get(path, "a.example") == ("HIT", fetch), "the absolute-form request was stored under its own host"
+    assert get(path, "b.example")[0] == "MISS", "b.example was served a.example's response"
+
+
+def test_absolute_form_query_without_a_path(edge):
+    query = f"q={unique('query')}"
+    with RawConn(edge.http.host, edge.http.port) as conn:
+        conn.send(f"GET http://localhost?{query} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
+        response = conn.read_response()
+        assert response.status == 200 and response.text == demo_body("GET", f"/?{query}")
+
+
+@pytest.mark.parametrize("target", ["http:///healthz", "http://user@localhost/healthz"])
+def test_absolute_form_with_an_invalid_host_is_400(edge, target):
+    """The absolute form's host stands in for `Host`, so it is held to the same rules; an http(s) URI with an
+    empty host is invalid (RFC 9110 §4.2.1), and userinfo in one is an error (RFC 9110 §4.2.4)."""
+    with RawConn(edge.http.host, edge.http.port) as conn:
+        conn.send(f"GET {target} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
+        response = conn.read_response()
+        assert (response.status, response.body) == (400, b"invalid host in request target\n")
+
+
 def test_http2_path_without_leading_slash_is_400(edge):
     conn = RawH2(edge.https.host, edge.https.port)
     try:

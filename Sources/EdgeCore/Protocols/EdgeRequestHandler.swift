@@ -147,6 +147,12 @@ final class EdgeRequestHandler: ChannelInboundHandler {
             reject(head, .badRequest, "invalid Host\n", context: context)
             return
         }
+        if let authority = Self.absoluteFormAuthority(head.uri), authority.isEmpty || !RequestTargetRules.isValidHost(authority.utf8) {
+            // An absolute-form target's host replaces Host (RFC 9112 §3.2.2), so it is held to Host's rules; an
+            // empty one is invalid for http(s) URIs (RFC 9110 §4.2.1).
+            reject(head, .badRequest, "invalid host in request target\n", context: context)
+            return
+        }
         if !isHTTP2 {
             // RFC 9112 §3.2: exactly one Host in HTTP/1.1 (at most one in HTTP/1.0), else 400.
             if hosts.count > 1 || (hosts.isEmpty && head.version.minor >= 1) {
@@ -229,7 +235,8 @@ final class EdgeRequestHandler: ChannelInboundHandler {
     // MARK: serving
 
     private func serve(_ head: HTTPRequestHead, bodyBytes: Int, context: ChannelHandlerContext) {
-        let values = Self.headerValues(head.headers)
+        var values = Self.headerValues(head.headers)
+        if let authority = Self.absoluteFormAuthority(head.uri) { values.host = authority }
         let dispatch = dispatcher.dispatch(
             method: head.method, target: Self.originForm(head.uri), headers: values, bodyBytes: bodyBytes, client: client,
             on: context.eventLoop
@@ -425,12 +432,22 @@ final class EdgeRequestHandler: ChannelInboundHandler {
         return values
     }
 
-    /// The path-and-query part of a request target (absolute-form targets lose their scheme and authority).
+    /// The path-and-query part of a request target (absolute-form targets lose their scheme and authority;
+    /// `http://host?q` becomes `/?q`).
     static func originForm(_ uri: String) -> Substring {
         if uri.hasPrefix("/") { return uri[...] }
         guard let scheme = uri.range(of: "://") else { return uri[...] }
         let rest = uri[scheme.upperBound...]
-        guard let slash = rest.firstIndex(of: "/") else { return "/" }
-        return rest[slash...]
+        guard let start = rest.firstIndex(where: { $0 == "/" || $0 == "?" }) else { return "/" }
+        return rest[start] == "/" ? rest[start...] : Substring("/" + rest[start...])
+    }
+
+    /// The authority of an absolute-form request target (`http://a.example:8080/x` → `a.example:8080`), `nil`
+    /// for the other forms. RFC 9112 §3.2.2: it, not `Host`, names the request's host — for routing and the
+    /// cache key alike.
+    static func absoluteFormAuthority(_ uri: String) -> Substring? {
+        guard !uri.hasPrefix("/"), let scheme = uri.range(of: "://") else { return nil }
+        let rest = uri[scheme.upperBound...]
+        return rest[..<(rest.firstIndex(where: { $0 == "/" || $0 == "?" }) ?? rest.endIndex)]
     }
 }
