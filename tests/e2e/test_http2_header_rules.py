@@ -50,6 +50,10 @@ def malformed_heads(path: str) -> dict[str, list[tuple[str, str]]]:
         "tab in authority": [(":method", "GET"), (":scheme", "https"), (":authority", "local\thost"), (":path", path)],
         "CONNECT with path": [(":method", "CONNECT"), (":authority", "localhost:443"), (":path", "/")],
         "CONNECT without authority": [(":method", "CONNECT")],
+        # RFC 9113 §8.3.1: host must not name another host than :authority, and an https request needs one of them.
+        "host other than authority": base + [("host", "other.example")],
+        "two different hosts": [f for f in base if f[0] != ":authority"] + [("host", "localhost"), ("host", "other")],
+        "neither authority nor host": [f for f in base if f[0] != ":authority"],
     }
 
 
@@ -59,6 +63,8 @@ def well_formed_heads(path: str) -> dict[str, list[tuple[str, str]]]:
         "obs-text in value": request(path, ("x-a", "café")),
         "space and tab inside value": request(path, ("x-a", "a b\tc")),
         "every token character in name": request(path, ("x-a!#$%&'*+.^_`|~09", "1")),
+        "host equal to authority but for case": request(path, ("host", "LocalHost")),
+        "host instead of authority": [f for f in request(path) if f[0] != ":authority"] + [("host", "localhost")],
     }
 
 
@@ -200,3 +206,25 @@ def test_a_client_that_keeps_sending_malformed_heads_is_cut_off(edge, cached_pat
         assert all(r.error_code == PROTOCOL_ERROR for r in resets)
     finally:
         conn.close()
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_host_stands_in_for_a_missing_authority(edge, method):
+    """RFC 9113 §8.3.1: a request may carry `host` instead of `:authority`. It is served (before, NIO's HTTP/1
+    codec refused it and the stream was reset with CANCEL), and its host is the cache key's: a GET fetched that
+    way is a HIT for the same host given as `:authority`, and a MISS for another."""
+    path = f"/{unique('host-only')}"
+    conn = RawH2(edge.https.host, edge.https.port)
+    try:
+        reader = Stream(conn)
+        send_head(conn, 1, [(":method", method), (":scheme", "https"), (":path", path), ("host", "a.example")])
+        assert reader.wait(1) == ("status", "200"), conn.frames
+        body = b"".join(f.data for f in conn.frames if f.stream_id == 1 and isinstance(f, DataFrame))
+        assert body.decode().endswith(f"{method} {path}\n")
+    finally:
+        conn.close()
+    if method == "GET":
+        for authority, cache in (("a.example", "HIT"), ("b.example", "MISS")):
+            res = curl("-sk", "--http2", "-o", "/dev/null", "-w", "%{header_json}", "-H", f"Host: {authority}",
+                       f"{edge.https.url}{path}")
+            assert f'"x-cache":["{cache}"]' in res.stdout.replace(" ", ""), (authority, res.stdout)

@@ -260,6 +260,16 @@ final class HTTP2FastPathHandler: ChannelDuplexHandler {
                     return
                 }
                 multiplexerStreams.insert(frame.streamID)
+                if fields.authority == nil, let host = fields.host {
+                    // RFC 9113 §8.3.1 lets `host` stand in for `:authority`; NIOHTTP2's HTTP/1 codec requires the
+                    // pseudo-header, so it is added from `host` (which the codec keeps as the request's Host).
+                    var withAuthority = HPACKHeaders([(":authority", host)])
+                    withAuthority.add(contentsOf: headers.headers)
+                    var rewritten = headers
+                    rewritten.headers = withAuthority
+                    context.fireChannelRead(wrapInboundOut(HTTP2Frame(streamID: frame.streamID, payload: .headers(rewritten))))
+                    return
+                }
             } else if !HTTP2HeaderBlockRules.isValidTrailerBlock(headers.headers) {
                 refuseMalformedBlock(on: frame.streamID, context: context)
                 return

@@ -19,6 +19,12 @@ import NIOHPACK
 /// - the connection-specific fields `connection`, `keep-alive`, `proxy-connection`, `transfer-encoding` and
 ///   `upgrade` are forbidden, and `te` may only be `trailers`;
 /// - trailers carry no pseudo-header fields at all.
+///
+/// And two of RFC 9113 §8.3.1 that NIOHTTP2 leaves out, because its HTTP/1 codec would otherwise take the host
+/// from `host` where `:authority` is the one that counts (and fail a request that has only `host`):
+/// - a `host` field naming another host than `:authority` (or than an earlier `host`) makes the request malformed
+///   (compared ignoring ASCII case);
+/// - an `http` or `https` request must carry `:authority` or `host`.
 enum HTTP2HeaderBlockRules {
     /// What a well-formed request block holds that routing and the fast path need.
     struct RequestFields {
@@ -57,6 +63,7 @@ enum HTTP2HeaderBlockRules {
         var fields = RequestFields()
         var seen: Pseudo = []
         var inPseudoSection = true
+        var schemeNeedsAuthority = false
         for (name, value, _) in block {
             let nameBytes = name.utf8
             fields.headBytes &+= nameBytes.count &+ value.utf8.count &+ 4
@@ -71,6 +78,7 @@ enum HTTP2HeaderBlockRules {
                     guard !value.isEmpty else { return nil }
                     fields.path = value
                 case .authority: fields.authority = value
+                case .scheme: schemeNeedsAuthority = value.equalsIgnoringASCIICase("https") || value.equalsIgnoringASCIICase("http")
                 default: break
                 }
             } else {
@@ -81,7 +89,11 @@ enum HTTP2HeaderBlockRules {
                 case 2 where name == "te":
                     guard value == "trailers" else { return nil }
                 case 4 where name == "host":
-                    if fields.host == nil { fields.host = value }
+                    if let first = fields.host {
+                        guard isSameHost(first, value) else { return nil }
+                    } else {
+                        fields.host = value
+                    }
                 case 6 where name == "expect":
                     fields.hasExpect = true
                 case 14 where name == "content-length":
@@ -95,8 +107,24 @@ enum HTTP2HeaderBlockRules {
             guard seen == [.method, .authority] else { return nil }
         } else {
             guard seen.isSuperset(of: [.method, .scheme, .path]) else { return nil }
+            if let host = fields.host {
+                if let authority = fields.authority, !isSameHost(authority, host) { return nil }
+            } else if schemeNeedsAuthority, fields.authority == nil {
+                return nil
+            }
         }
         return fields
+    }
+
+    /// Whether two `host[:port]` values name the same host: equal but for ASCII case.
+    static func isSameHost(_ a: String, _ b: String) -> Bool {
+        guard a.utf8.count == b.utf8.count else { return false }
+        for (x, y) in zip(a.utf8, b.utf8) where x != y {
+            let lowerX = x >= UInt8(ascii: "A") && x <= UInt8(ascii: "Z") ? x | 0x20 : x
+            let lowerY = y >= UInt8(ascii: "A") && y <= UInt8(ascii: "Z") ? y | 0x20 : y
+            if lowerX != lowerY { return false }
+        }
+        return true
     }
 
     /// Whether `block` is a well-formed trailer block: regular fields only, under the same rules as a head.

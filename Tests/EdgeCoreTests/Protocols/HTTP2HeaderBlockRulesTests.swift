@@ -12,12 +12,12 @@ struct HTTP2HeaderBlockRulesTests {
 
     @Test("a well-formed head yields its method, path, authority, host and field counts")
     func wellFormed() throws {
-        let head = Self.base + [("host", "first"), ("host", "second"), ("expect", "100-continue"), ("content-length", "3")]
+        let head = Self.base + [("host", "Example.TEST"), ("host", "example.test"), ("expect", "100-continue"), ("content-length", "3")]
         let result = try #require(fields(head))
         #expect(result.method == "GET")
         #expect(result.path == "/a?b")
         #expect(result.authority == "example.test")
-        #expect(result.host == "first")
+        #expect(result.host == "Example.TEST")
         #expect(result.hasExpect && result.hasContentLength)
         #expect(result.regularFields == 4)
         #expect(result.headBytes == head.reduce(0) { $0 + $1.0.utf8.count + $1.1.utf8.count + 4 })
@@ -65,10 +65,22 @@ struct HTTP2HeaderBlockRulesTests {
             ("DEL in :method", [(":method", "G\u{7F}T")] + base.dropFirst()),
             ("CONNECT with :path", [(":method", "CONNECT"), (":authority", "h:443"), (":path", "/")]),
             ("CONNECT without :authority", [(":method", "CONNECT")]),
+            ("host other than :authority", base + [("host", "other.test")]),
+            ("host with another port", base + [("host", "example.test:8443")]),
+            ("second host differing", base.filter { $0.0 != ":authority" } + [("host", "a.test"), ("host", "b.test")]),
+            ("https without :authority or host", base.filter { $0.0 != ":authority" }),
+            ("http without :authority or host", [(":method", "GET"), (":scheme", "HTTP"), (":path", "/")]),
         ] as [(String, [(String, String)])]
     )
     func refused(_ name: String, head: [(String, String)]) {
         #expect(fields(head) == nil, "\(name) should be refused")
+    }
+
+    @Test("host may stand in for :authority; a scheme without an authority component needs neither")
+    func hostWithoutAuthority() throws {
+        let result = try #require(fields(Self.base.filter { $0.0 != ":authority" } + [("host", "example.test")]))
+        #expect(result.authority == nil && result.host == "example.test")
+        #expect(fields([(":method", "GET"), (":scheme", "urn"), (":path", "/x")]) != nil)
     }
 
     @Test("CONNECT carries :method and :authority only")
