@@ -689,12 +689,13 @@ class H2Client:
     def may_open_stream(self) -> bool:
         return all(last >= self.next_stream_id() for _code, last in self.goaways)
 
-    def request(self, path: str, method: str = "GET") -> int:
+    def request(self, path: str, method: str = "GET", headers: dict[str, str] | None = None) -> int:
         assert self.may_open_stream(), f"server sent GOAWAY {self.goaways}; no new streams allowed"
         sid = self.conn.get_next_available_stream_id()
         self.streams[sid] = {"path": path, "status": None, "headers": {}, "body": b"", "ended": False}
         self.conn.send_headers(sid, [
             (":method", method), (":scheme", "https"), (":authority", "localhost"), (":path", path),
+            *((name.lower(), value) for name, value in (headers or {}).items()),
         ], end_stream=True)
         self.sock.sendall(self.conn.data_to_send())
         return sid

@@ -9,7 +9,7 @@ import time
 import bcrypt
 import pytest
 
-from conftest import RawConn, run_edge, unique, assert_no_stack_trace
+from conftest import H2Client, RawConn, run_edge, unique, assert_no_stack_trace
 
 
 def basic(user: str, password: str) -> str:
@@ -95,6 +95,65 @@ def test_basic_auth(guarded, protocol):
         assert ok.text.startswith("Hello from the Edge demo backend")
         again = client.get(url, headers={"Authorization": basic("alice", "wonderland")})
         assert again.status_code == 200 and again.headers["x-cache"] == "HIT"
+
+
+@pytest.fixture(scope="module")
+def shared_folder(module_edge_factory, htpasswd, tmp_path_factory):
+    """The common nginx layout: `/` serves a folder, `/private` serves its subfolder behind Basic auth."""
+    root = tmp_path_factory.mktemp("www")
+    (root / "private").mkdir()
+    (root / "private" / "secret.txt").write_text("the secret\n")
+    (root / "public.txt").write_text("public\n")
+    return module_edge_factory.start(config=f"""
+[[route]]
+path = "/"
+static = "{root}"
+
+[[route]]
+path = "/private"
+static = "{root / "private"}"
+basic_auth = {{ realm = "edge test", htpasswd = "{htpasswd}" }}
+""")
+
+
+def fetch_both_ways(server, path: str, headers: dict[str, str] | None = None) -> list[tuple[int, bytes]]:
+    """(status, body) of GET `path` sent as is over a raw HTTP/1.1 socket and as an HTTP/2 `:path`."""
+    with RawConn(server.http.host, server.http.port) as conn:
+        response = conn.request("GET", path, headers)
+        results = [(response.status, response.body)]
+    client = H2Client(server.https.host, server.https.port)
+    try:
+        sid = client.request(path, headers=headers)
+        assert client.pump(until=lambda: client.ended(sid)), f"no answer over HTTP/2 for {path}"
+        results.append((int(client.streams[sid]["status"]), client.streams[sid]["body"]))
+    finally:
+        client.close()
+    return results
+
+
+@pytest.mark.parametrize("path", [
+    "/private/secret.txt", "/%70rivate/secret.txt", "/%70%72%69%76%61%74%65/secret.txt", "//private/secret.txt",
+    "/./private/secret.txt", "/public.txt/../private/secret.txt", "/x/%2e%2e/private/secret.txt",
+    "/private//secret.txt",
+])
+def test_basic_auth_cannot_be_bypassed_by_spelling_the_path_differently(shared_folder, path):
+    """Routes are matched against the path in normal form (unreserved escapes decoded, slashes merged, dot
+    segments resolved), as nginx matches locations against its normalised URI. Before, `/%70rivate/…` and
+    `//private/…` missed the `/private` prefix, fell to `/`, and `/` served the same file without a password."""
+    for status, body in fetch_both_ways(shared_folder, path):
+        assert status == 401 and b"secret" not in body, (path, status, body)
+    authorised = fetch_both_ways(shared_folder, path, {"Authorization": basic("alice", "wonderland")})
+    assert authorised == [(200, b"the secret\n")] * 2, (path, authorised)
+
+
+def test_normal_form_paths_leave_a_route_the_way_nginx_does(shared_folder):
+    """`..` out of the guarded prefix lands on the public route; `..` above the root and a malformed
+    percent-escape are 400 (a second decoding could read either as another path)."""
+    assert fetch_both_ways(shared_folder, "/private/../public.txt") == [(200, b"public\n")] * 2
+    for path, reason in (("/../public.txt", b"request path climbs above the root\n"),
+                         ("/%zz/public.txt", b"malformed percent-escape in the request path\n"),
+                         ("/%%37%30rivate/secret.txt", b"malformed percent-escape in the request path\n")):
+        assert fetch_both_ways(shared_folder, path) == [(400, reason)] * 2, path
 
 
 def test_htpasswd_is_reloaded_when_it_changes(guarded, htpasswd):

@@ -87,8 +87,9 @@ struct RequestDispatcher {
         method: HTTPMethod, target: Substring, host: Substring, conditional: StaticRequestHeaders = StaticRequestHeaders(),
         now: NIODeadline = .now()
     ) -> Reply? {
-        guard method == .GET || method == .HEAD, services.state.inFlightBelow(maxInFlight) else { return nil }
-        let path = Self.split(target).path
+        guard method == .GET || method == .HEAD, services.state.inFlightBelow(maxInFlight),
+            case .success(let path) = RoutingPath.normalize(Self.split(target).path)
+        else { return nil }
         if Self.isHealthCheck(path) { return .response(health()) }
         guard let route = services.router.route(for: path), route.rateLimiter == nil, route.authenticator == nil else {
             return nil
@@ -140,7 +141,13 @@ struct RequestDispatcher {
         // `OPTIONS *` (the only asterisk-form request the front ends let through) asks about the server as a whole,
         // not a route: 200 with an empty body, as Go's net/http (and so Caddy) answers it.
         if target.hasBytes("*") { return .ready(.response(EdgeResponse(status: .ok))) }
-        let (path, query) = Self.split(target)
+        let (rawPath, query) = Self.split(target)
+        let path: Substring
+        switch RoutingPath.normalize(rawPath) {
+        case .success(let normal): path = normal
+        case .failure(.malformedEscape): return .ready(.response(.text(.badRequest, "malformed percent-escape in the request path\n")))
+        case .failure(.aboveRoot): return .ready(.response(.text(.badRequest, "request path climbs above the root\n")))
+        }
         if Self.isHealthCheck(path) { return .ready(.response(health())) }
         guard let route = services.router.route(for: path) else {
             return .ready(.response(.text(.notFound, "not found\n")))

@@ -24,7 +24,7 @@ enum StaticPath {
         var iterator = path.utf8.makeIterator()
         while let byte = iterator.next() {
             if byte == UInt8(ascii: "%") {
-                guard let high = iterator.next().flatMap(hexValue), let low = iterator.next().flatMap(hexValue) else { return nil }
+                guard let high = iterator.next()?.hexDigitValue, let low = iterator.next()?.hexDigitValue else { return nil }
                 let decoded = high << 4 | low
                 // An encoded separator would split segments differently from what the client sees.
                 if decoded == UInt8(ascii: "/") || decoded == UInt8(ascii: "\\") { return nil }
@@ -46,14 +46,5 @@ enum StaticPath {
             segments.append(String(segment))
         }
         return Resolved(segments: segments, trailingSlash: text.hasSuffix("/") || text.isEmpty, hasHiddenSegment: hidden)
-    }
-
-    private static func hexValue(_ byte: UInt8) -> UInt8? {
-        switch byte {
-        case UInt8(ascii: "0")...UInt8(ascii: "9"): return byte - UInt8(ascii: "0")
-        case UInt8(ascii: "a")...UInt8(ascii: "f"): return byte - UInt8(ascii: "a") + 10
-        case UInt8(ascii: "A")...UInt8(ascii: "F"): return byte - UInt8(ascii: "A") + 10
-        default: return nil
-        }
     }
 }
