@@ -242,6 +242,16 @@ private struct TOMLReader {
         let prefix = string(table, "path", path: "\(path).path", required: true)
         if let prefix, !prefix.hasPrefix("/") {
             fail("\(path).path", "must start with \"/\", got \"\(prefix)\"")
+        } else if let prefix {
+            // Requests are routed by their path in normal form; a prefix in any other form would never match.
+            switch RoutingPath.normalize(prefix[...]) {
+            case .success(let normal) where normal != prefix[...]:
+                fail("\(path).path", "\"\(prefix)\" is matched as \"\(normal)\" (escaped unreserved characters decoded, slashes merged, dot segments resolved): write that")
+            case .failure(let invalid):
+                fail("\(path).path", invalid == .aboveRoot ? "\"\(prefix)\" climbs above the root" : "\"\(prefix)\" has a malformed %-escape")
+            case .success:
+                break
+            }
         }
         var ttl: TimeAmount?
         if let seconds = int(table, "cache_ttl_seconds", path: "\(path).cache_ttl_seconds", range: 0...(365 * 86_400)) {

@@ -77,6 +77,23 @@ struct ConfigurationLoaderTests {
         }
     }
 
+    @Test(
+        "a route path must be in the normal form requests are matched in",
+        arguments: [
+            ("/%70rivate", "\"/%70rivate\" is matched as \"/private\""), ("//a", "is matched as \"/a\""),
+            ("/a/./b", "is matched as \"/a/b\""), ("/..", "climbs above the root"), ("/%zz", "malformed %-escape"),
+        ]
+    )
+    func routePathInNormalForm(prefix: String, message: String) {
+        #expect {
+            try ConfigurationLoader.load(text: "[[route]]\npath = \"\(prefix)\"\ndemo = {}", source: "x.toml")
+        } throws: { error in
+            let description = (error as? ConfigurationError)?.description ?? ""
+            return description.contains("x.toml:2: route[0].path: ") && description.contains(message)
+        }
+        #expect((try? ConfigurationLoader.load(text: "[[route]]\npath = \"/a%20b/.well-known/\"\ndemo = {}", source: "x")) != nil)
+    }
+
     @Test("listeners: TLS from files, self-signed, or plain")
     func listeners() throws {
         let configuration = try ConfigurationLoader.load(
