@@ -40,4 +40,39 @@ struct RoutingPathTests {
     func invalid(path: String, reason: RoutingPath.Invalid) {
         #expect(RoutingPath.normalize(path[...]) == .failure(reason))
     }
+
+    @Test("on random paths the normal form is stable and has no merged-away or resolved-away parts left")
+    func randomPaths() {
+        var generator = SeededGenerator(seed: 2026)
+        let pieces = ["/", "/", ".", "..", "%2e", "%2E", "%2f", "%70", "%7E", "%41", "%25", "%", "a", "~", "-", "x.y", "%zz"]
+        var checked = 0
+        for _ in 0..<20_000 {
+            let path = "/" + (0..<Int.random(in: 1...10, using: &generator)).map { _ in pieces.randomElement(using: &generator)! }.joined()
+            guard case .success(let normal) = RoutingPath.normalize(path[...]) else { continue }
+            checked += 1
+            #expect(RoutingPath.normalize(normal) == .success(normal), "not stable: \(path) → \(normal)")
+            let text = String(normal)
+            #expect(text.hasPrefix("/") && !text.contains("//"), "\(path) → \(normal)")
+            for segment in text.split(separator: "/") {
+                #expect(segment != "." && segment != "..", "\(path) → \(normal)")
+            }
+            for escape in ["%2e", "%2E", "%70", "%7E", "%41"] {
+                #expect(!text.contains(escape), "\(path) → \(normal): \(escape) left encoded")
+            }
+        }
+        #expect(checked > 5_000)
+    }
+}
+
+/// A small deterministic generator (SplitMix64), so that a failing case can be reproduced.
+private struct SeededGenerator: RandomNumberGenerator {
+    private var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
 }
