@@ -113,6 +113,10 @@ static = "{root}"
 path = "/private"
 static = "{root / "private"}"
 basic_auth = {{ realm = "edge test", htpasswd = "{htpasswd}" }}
+
+[[route]]
+path = "/caf%C3%A9"
+respond = {{ status = 200, body = "café\\n" }}
 """)
 
 
@@ -144,6 +148,13 @@ def test_basic_auth_cannot_be_bypassed_by_spelling_the_path_differently(shared_f
         assert status == 401 and b"secret" not in body, (path, status, body)
     authorised = fetch_both_ways(shared_folder, path, {"Authorization": basic("alice", "wonderland")})
     assert authorised == [(200, b"the secret\n")] * 2, (path, authorised)
+
+
+@pytest.mark.parametrize("path", ["/caf%C3%A9", "/caf%c3%a9", "/caf%C3%a9/x", "//caf%c3%A9"])
+def test_escapes_match_a_route_whatever_the_case_of_their_hex_digits(shared_folder, path):
+    """RFC 3986 §6.2.2.1: `%c3` and `%C3` are the same; the route `/café` (written `/caf%C3%A9`, as
+    `edge check-config` asks) is reached by both."""
+    assert fetch_both_ways(shared_folder, path) == [(200, "café\n".encode())] * 2
 
 
 def test_normal_form_paths_leave_a_route_the_way_nginx_does(shared_folder):

@@ -6,7 +6,8 @@
 /// `//private/secret` were served by `/` without a password. The normal form makes such spellings one path:
 ///
 /// - percent-encoded unreserved characters (`ALPHA DIGIT - . _ ~`) are decoded, as RFC 3986 §6.2.2.2 makes them
-///   equivalent; other escapes stay encoded, so the static-file responder still decodes each byte exactly once;
+///   equivalent; other escapes stay encoded, with upper-case hex digits (§6.2.2.1), so the static-file responder
+///   still decodes each byte exactly once;
 /// - runs of `/` become one `/`;
 /// - `.` and `..` segments are removed (RFC 3986 §5.2.4).
 ///
@@ -23,6 +24,9 @@ enum RoutingPath {
 
     /// `path` (without its query) in normal form. A path already in it — no `%`, no `//`, no segment starting
     /// with `.`: nearly every request — is returned as it is, without a copy.
+    ///
+    /// Route prefixes are held to the same form when the configuration is read (``suggestedPrefix(for:)``), so
+    /// that a prefix and the requests meant for it compare byte for byte.
     static func normalize(_ path: Substring) -> Result<Substring, Invalid> {
         var previous: UInt8 = 0
         for byte in path.utf8 {
@@ -51,7 +55,7 @@ enum RoutingPath {
             if isUnreserved(decoded) {
                 bytes.append(decoded)
             } else {
-                bytes.append(contentsOf: [UInt8(ascii: "%"), high, low])
+                bytes.append(contentsOf: [UInt8(ascii: "%"), uppercased(high), uppercased(low)])
             }
         }
         // 2. Merge slashes and resolve dot segments.
@@ -84,6 +88,11 @@ enum RoutingPath {
         return .success(Substring(decoding: normal, as: UTF8.self))
     }
 
+    /// A hex digit in upper case (`a`–`f` become `A`–`F`).
+    private static func uppercased(_ digit: UInt8) -> UInt8 {
+        digit >= UInt8(ascii: "a") && digit <= UInt8(ascii: "f") ? digit - 0x20 : digit
+    }
+
     /// RFC 3986 §2.3: `ALPHA / DIGIT / "-" / "." / "_" / "~"`.
     private static func isUnreserved(_ byte: UInt8) -> Bool {
         switch byte {
@@ -93,5 +102,22 @@ enum RoutingPath {
         default:
             return false
         }
+    }
+
+    /// How a configured route prefix should be written for requests to match it: its bytes that a request path
+    /// carries percent-encoded (space, non-ASCII, control bytes) encoded, then in normal form. `nil` when the
+    /// prefix has no normal form.
+    static func suggestedPrefix(for prefix: String) -> Substring? {
+        var encoded = ""
+        for byte in prefix.utf8 {
+            if RequestTargetRules.isTargetByte(byte) {
+                encoded.unicodeScalars.append(Unicode.Scalar(byte))
+            } else {
+                let digits = Array("0123456789ABCDEF".utf8)
+                encoded += "%" + String(decoding: [digits[Int(byte >> 4)], digits[Int(byte & 0xF)]], as: UTF8.self)
+            }
+        }
+        guard case .success(let normal) = normalize(encoded[...]) else { return nil }
+        return normal
     }
 }

@@ -82,6 +82,8 @@ struct ConfigurationLoaderTests {
         arguments: [
             ("/%70rivate", "\"/%70rivate\" is matched as \"/private\""), ("//a", "is matched as \"/a\""),
             ("/a/./b", "is matched as \"/a/b\""), ("/..", "climbs above the root"), ("/%zz", "malformed %-escape"),
+            ("/café", "is matched as \"/caf%C3%A9\""), ("/a b", "is matched as \"/a%20b\""), ("/%c3%a9", "as \"/%C3%A9\""),
+            ("/a?x=1", "without a query or fragment"),
         ]
     )
     func routePathInNormalForm(prefix: String, message: String) {

@@ -17,11 +17,19 @@ struct RoutingPathTests {
             ("/%70rivate/s", "/private/s"), ("/%70%72%69%76%61%74%65", "/private"), ("/%7e%2D%2e%5F", "/~-._"),
             ("//private//s", "/private/s"), ("///", "/"), ("/./a/./b", "/a/b"), ("/a/b/..", "/a/"), ("/a/b/.", "/a/b/"),
             ("/a/../b", "/b"), ("/a/%2e%2e/b", "/b"), ("/a/%2E/b", "/a/b"), ("/a/..", "/"), ("/..%2F", "/..%2F"),
-            ("/%20%2f%3F%25", "/%20%2f%3F%25"), ("/.", "/"),
+            ("/%20%2f%3f%25", "/%20%2F%3F%25"), ("/%c3%a9", "/%C3%A9"), ("/.", "/"),
         ]
     )
     func normalised(path: String, expected: String) {
         #expect(RoutingPath.normalize(path[...]) == .success(expected[...]))
+    }
+
+    @Test(
+        "a route prefix is suggested in the form requests reach it",
+        arguments: [("/café", "/caf%C3%A9"), ("/a b", "/a%20b"), ("//api/%761", "/api/v1"), ("/ok/", "/ok/")]
+    )
+    func suggestedPrefix(prefix: String, expected: String) {
+        #expect(RoutingPath.suggestedPrefix(for: prefix) == expected[...])
     }
 
     @Test("an escape of a reserved or other byte stays one, so that it is decoded once, later, by the responder")
@@ -44,7 +52,7 @@ struct RoutingPathTests {
     @Test("on random paths the normal form is stable and has no merged-away or resolved-away parts left")
     func randomPaths() {
         var generator = SeededGenerator(seed: 2026)
-        let pieces = ["/", "/", ".", "..", "%2e", "%2E", "%2f", "%70", "%7E", "%41", "%25", "%", "a", "~", "-", "x.y", "%zz"]
+        let pieces = ["/", "/", ".", "..", "%2e", "%2E", "%2f", "%70", "%7E", "%41", "%25", "%c3%a9", "%", "a", "~", "-", "x.y", "%zz"]
         var checked = 0
         for _ in 0..<20_000 {
             let path = "/" + (0..<Int.random(in: 1...10, using: &generator)).map { _ in pieces.randomElement(using: &generator)! }.joined()
@@ -55,6 +63,11 @@ struct RoutingPathTests {
             #expect(text.hasPrefix("/") && !text.contains("//"), "\(path) → \(normal)")
             for segment in text.split(separator: "/") {
                 #expect(segment != "." && segment != "..", "\(path) → \(normal)")
+            }
+            let bytes = Array(text.utf8)
+            for (index, byte) in bytes.enumerated() where byte == UInt8(ascii: "%") {
+                let digits = bytes[(index + 1)...].prefix(2)
+                #expect(digits.count == 2 && digits.allSatisfy { $0.hexDigitValue != nil && !(UInt8(ascii: "a")...UInt8(ascii: "f")).contains($0) }, "\(path) → \(normal)")
             }
             for escape in ["%2e", "%2E", "%70", "%7E", "%41"] {
                 #expect(!text.contains(escape), "\(path) → \(normal): \(escape) left encoded")
