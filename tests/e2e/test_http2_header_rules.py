@@ -54,6 +54,7 @@ def malformed_heads(path: str) -> dict[str, list[tuple[str, str]]]:
         "host other than authority": base + [("host", "other.example")],
         "two different hosts": [f for f in base if f[0] != ":authority"] + [("host", "localhost"), ("host", "other")],
         "neither authority nor host": [f for f in base if f[0] != ":authority"],
+        "neither, with another scheme": [(":method", "GET"), (":scheme", "urn"), (":path", path)],
     }
 
 

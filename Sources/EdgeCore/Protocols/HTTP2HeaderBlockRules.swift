@@ -24,7 +24,8 @@ import NIOHPACK
 /// from `host` where `:authority` is the one that counts (and fail a request that has only `host`):
 /// - a `host` field naming another host than `:authority` (or than an earlier `host`) makes the request malformed
 ///   (compared ignoring ASCII case);
-/// - an `http` or `https` request must carry `:authority` or `host`.
+/// - a request must carry `:authority` or `host` (RFC 9113 requires one for `http` and `https`, the only schemes
+///   Edge serves; without either, NIOHTTP2's codec could not make a request of it).
 enum HTTP2HeaderBlockRules {
     /// What a well-formed request block holds that routing and the fast path need.
     struct RequestFields {
@@ -63,7 +64,6 @@ enum HTTP2HeaderBlockRules {
         var fields = RequestFields()
         var seen: Pseudo = []
         var inPseudoSection = true
-        var schemeNeedsAuthority = false
         for (name, value, _) in block {
             let nameBytes = name.utf8
             fields.headBytes &+= nameBytes.count &+ value.utf8.count &+ 4
@@ -78,7 +78,6 @@ enum HTTP2HeaderBlockRules {
                     guard !value.isEmpty else { return nil }
                     fields.path = value
                 case .authority: fields.authority = value
-                case .scheme: schemeNeedsAuthority = value.equalsIgnoringASCIICase("https") || value.equalsIgnoringASCIICase("http")
                 default: break
                 }
             } else {
@@ -109,7 +108,7 @@ enum HTTP2HeaderBlockRules {
             guard seen.isSuperset(of: [.method, .scheme, .path]) else { return nil }
             if let host = fields.host {
                 if let authority = fields.authority, !isSameHost(authority, host) { return nil }
-            } else if schemeNeedsAuthority, fields.authority == nil {
+            } else if fields.authority == nil {
                 return nil
             }
         }
