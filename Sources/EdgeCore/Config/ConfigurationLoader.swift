@@ -246,14 +246,19 @@ private struct TOMLReader {
             // Requests are routed by their path in normal form; a prefix in any other form would never match.
             if prefix.utf8.contains(where: { $0 == UInt8(ascii: "?") || $0 == UInt8(ascii: "#") }) {
                 fail("\(path).path", "\"\(prefix)\": routes match the request path alone, without a query or fragment")
-            } else if let suggested = RoutingPath.suggestedPrefix(for: prefix), suggested != prefix[...] {
-                fail(
-                    "\(path).path",
-                    "\"\(prefix)\" is matched as \"\(suggested)\" (bytes a request path carries percent-encoded encoded, "
-                        + "escaped unreserved characters decoded, slashes merged, dot segments resolved): write that"
-                )
-            } else if case .failure(let invalid) = RoutingPath.normalize(prefix[...]) {
-                fail("\(path).path", invalid == .aboveRoot ? "\"\(prefix)\" climbs above the root" : "\"\(prefix)\" has a malformed %-escape")
+            } else {
+                switch RoutingPath.suggestedPrefix(for: prefix) {
+                case .success(let suggested) where suggested != prefix[...]:
+                    fail(
+                        "\(path).path",
+                        "\"\(prefix)\" is matched as \"\(suggested)\" (bytes a request path carries percent-encoded encoded, "
+                            + "escaped unreserved characters decoded, slashes merged, dot segments resolved): write that"
+                    )
+                case .success:
+                    break
+                case .failure(let invalid):
+                    fail("\(path).path", invalid == .aboveRoot ? "\"\(prefix)\" climbs above the root" : "\"\(prefix)\" has a malformed %-escape")
+                }
             }
         }
         var ttl: TimeAmount?

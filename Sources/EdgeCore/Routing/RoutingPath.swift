@@ -52,7 +52,7 @@ enum RoutingPath {
                 return .failure(.malformedEscape)
             }
             let decoded = h << 4 | l
-            if isUnreserved(decoded) {
+            if PercentEncoding.isUnreserved(decoded) {
                 bytes.append(decoded)
             } else {
                 bytes.append(contentsOf: [UInt8(ascii: "%"), uppercased(high), uppercased(low)])
@@ -93,31 +93,18 @@ enum RoutingPath {
         digit >= UInt8(ascii: "a") && digit <= UInt8(ascii: "f") ? digit - 0x20 : digit
     }
 
-    /// RFC 3986 §2.3: `ALPHA / DIGIT / "-" / "." / "_" / "~"`.
-    private static func isUnreserved(_ byte: UInt8) -> Bool {
-        switch byte {
-        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
-            UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "~"):
-            return true
-        default:
-            return false
-        }
-    }
-
-    /// How a configured route prefix should be written for requests to match it: its bytes that a request path
-    /// carries percent-encoded (space, non-ASCII, control bytes) encoded, then in normal form. `nil` when the
-    /// prefix has no normal form.
-    static func suggestedPrefix(for prefix: String) -> Substring? {
+    /// How a configured route prefix must be written for requests to match it: its bytes that a request path
+    /// carries percent-encoded (space, non-ASCII, control bytes) escaped, then in normal form; or why it has
+    /// no normal form.
+    static func suggestedPrefix(for prefix: String) -> Result<Substring, Invalid> {
         var encoded = ""
         for byte in prefix.utf8 {
             if RequestTargetRules.isTargetByte(byte) {
                 encoded.unicodeScalars.append(Unicode.Scalar(byte))
             } else {
-                let digits = Array("0123456789ABCDEF".utf8)
-                encoded += "%" + String(decoding: [digits[Int(byte >> 4)], digits[Int(byte & 0xF)]], as: UTF8.self)
+                encoded += PercentEncoding.escape(byte)
             }
         }
-        guard case .success(let normal) = normalize(encoded[...]) else { return nil }
-        return normal
+        return normalize(encoded[...])
     }
 }

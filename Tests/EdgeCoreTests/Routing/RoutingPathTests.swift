@@ -29,7 +29,7 @@ struct RoutingPathTests {
         arguments: [("/café", "/caf%C3%A9"), ("/a b", "/a%20b"), ("//api/%761", "/api/v1"), ("/ok/", "/ok/")]
     )
     func suggestedPrefix(prefix: String, expected: String) {
-        #expect(RoutingPath.suggestedPrefix(for: prefix) == expected[...])
+        #expect(RoutingPath.suggestedPrefix(for: prefix) == .success(expected[...]))
     }
 
     @Test("an escape of a reserved or other byte stays one, so that it is decoded once, later, by the responder")

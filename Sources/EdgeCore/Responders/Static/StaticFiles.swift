@@ -531,12 +531,10 @@ enum URLPath {
     static func encodeSegment(_ segment: String) -> String {
         var encoded = ""
         for byte in segment.utf8 {
-            switch byte {
-            case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
-                UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "~"), UInt8(ascii: "/"):
+            if PercentEncoding.isUnreserved(byte) || byte == UInt8(ascii: "/") {
                 encoded.append(Character(Unicode.Scalar(byte)))
-            default:
-                encoded += "%" + (byte < 16 ? "0" : "") + String(byte, radix: 16, uppercase: true)
+            } else {
+                encoded += PercentEncoding.escape(byte)
             }
         }
         return encoded
