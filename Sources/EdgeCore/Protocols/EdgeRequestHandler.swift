@@ -435,19 +435,23 @@ final class EdgeRequestHandler: ChannelInboundHandler {
     /// The path-and-query part of a request target (absolute-form targets lose their scheme and authority;
     /// `http://host?q` becomes `/?q`).
     static func originForm(_ uri: String) -> Substring {
-        if uri.hasPrefix("/") { return uri[...] }
-        guard let scheme = uri.range(of: "://") else { return uri[...] }
-        let rest = uri[scheme.upperBound...]
-        guard let start = rest.firstIndex(where: { $0 == "/" || $0 == "?" }) else { return "/" }
-        return rest[start] == "/" ? rest[start...] : Substring("/" + rest[start...])
+        guard let (_, pathAndQuery) = absoluteFormParts(uri) else { return uri[...] }
+        return pathAndQuery.first == "/" ? pathAndQuery : Substring("/" + pathAndQuery)
     }
 
     /// The authority of an absolute-form request target (`http://a.example:8080/x` → `a.example:8080`), `nil`
     /// for the other forms. RFC 9112 §3.2.2: it, not `Host`, names the request's host — for routing and the
     /// cache key alike.
     static func absoluteFormAuthority(_ uri: String) -> Substring? {
+        absoluteFormParts(uri)?.authority
+    }
+
+    /// An absolute-form target split after its scheme: the authority, and what follows it (from the `/` or `?`
+    /// on; empty when nothing does).
+    private static func absoluteFormParts(_ uri: String) -> (authority: Substring, pathAndQuery: Substring)? {
         guard !uri.hasPrefix("/"), let scheme = uri.range(of: "://") else { return nil }
         let rest = uri[scheme.upperBound...]
-        return rest[..<(rest.firstIndex(where: { $0 == "/" || $0 == "?" }) ?? rest.endIndex)]
+        let end = rest.firstIndex(where: { $0 == "/" || $0 == "?" }) ?? rest.endIndex
+        return (rest[..<end], rest[end...])
     }
 }

@@ -89,7 +89,7 @@ enum HTTP2HeaderBlockRules {
                     guard value == "trailers" else { return nil }
                 case 4 where name == "host":
                     if let first = fields.host {
-                        guard isSameHost(first, value) else { return nil }
+                        guard first.matchesIgnoringASCIICase(value) else { return nil }
                     } else {
                         fields.host = value
                     }
@@ -107,23 +107,12 @@ enum HTTP2HeaderBlockRules {
         } else {
             guard seen.isSuperset(of: [.method, .scheme, .path]) else { return nil }
             if let host = fields.host {
-                if let authority = fields.authority, !isSameHost(authority, host) { return nil }
+                if let authority = fields.authority, !authority.matchesIgnoringASCIICase(host) { return nil }
             } else if fields.authority == nil {
                 return nil
             }
         }
         return fields
-    }
-
-    /// Whether two `host[:port]` values name the same host: equal but for ASCII case.
-    static func isSameHost(_ a: String, _ b: String) -> Bool {
-        guard a.utf8.count == b.utf8.count else { return false }
-        for (x, y) in zip(a.utf8, b.utf8) where x != y {
-            let lowerX = x >= UInt8(ascii: "A") && x <= UInt8(ascii: "Z") ? x | 0x20 : x
-            let lowerY = y >= UInt8(ascii: "A") && y <= UInt8(ascii: "Z") ? y | 0x20 : y
-            if lowerX != lowerY { return false }
-        }
-        return true
     }
 
     /// Whether `block` is a well-formed trailer block: regular fields only, under the same rules as a head.

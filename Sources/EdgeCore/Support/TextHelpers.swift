@@ -24,11 +24,15 @@ extension String {
         let pointer = lowercase.utf8Start
         var index = 0
         for byte in utf8 {
-            let folded = byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z") ? byte | 0x20 : byte
-            if folded != pointer[index] { return false }
+            if byte.asciiLowercased != pointer[index] { return false }
             index += 1
         }
         return true
+    }
+
+    /// Whether this equals `other` (any text), ignoring ASCII case (`Example.TEST` and `example.test`).
+    func matchesIgnoringASCIICase(_ other: String) -> Bool {
+        utf8.count == other.utf8.count && zip(utf8, other.utf8).allSatisfy { $0.asciiLowercased == $1.asciiLowercased }
     }
 }
 
@@ -57,6 +61,11 @@ func systemErrorText(_ code: CInt) -> String {
 }
 
 extension UInt8 {
+    /// This byte with `A`–`Z` folded to `a`–`z`.
+    var asciiLowercased: UInt8 {
+        self >= UInt8(ascii: "A") && self <= UInt8(ascii: "Z") ? self | 0x20 : self
+    }
+
     /// The value of this byte as an ASCII hex digit (`0`–`9`, `a`–`f`, `A`–`F`), or `nil`.
     var hexDigitValue: UInt8? {
         switch self {
