@@ -13,7 +13,8 @@ import hpack
 import pytest
 from hyperframe.frame import DataFrame, HeadersFrame, RstStreamFrame
 
-from conftest import RawConn, build_request, curl, curl_exchange, demo_body, demo_body_with_request_body, unique
+from conftest import (RawConn, build_request, curl, curl_exchange, demo_body, demo_body_with_request_body,
+                      start_demo_and_files, unique)
 from test_http2_abuse import RawH2
 
 
@@ -254,6 +255,33 @@ def test_known_but_unusual_methods_still_reach_the_route(edge):
             response = c.request(method, "/known-method")
             assert response.status == 200, method
             assert response.text.startswith(demo_body(method, "/known-method")), response.text
+
+
+@pytest.fixture(scope="module")
+def demo_and_files(module_edge_factory, tmp_path_factory):
+    root = tmp_path_factory.mktemp("www-trace")
+    (root / "index.html").write_text("<p>hi</p>\n")
+    return start_demo_and_files(module_edge_factory, root)
+
+
+@pytest.mark.parametrize("protocol", ["--http1.1", "--http2"])
+@pytest.mark.parametrize("path, allow", [("/trace-me", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
+                                         ("/files/index.html", "GET, HEAD")])
+def test_trace_gets_405_on_every_route(demo_and_files, protocol, path, allow):
+    """TRACE echoes a request back, credentials and cookies included (cross-site tracing); nginx refuses it with
+    405 whatever the location. Edge does the same on every route instead of passing it to the backend (which
+    answered 200 before), and says in `Allow` what the route serves (RFC 9110 §15.5.6)."""
+    exchange = curl_exchange(protocol, "-X", "TRACE", "-H", "Cookie: session=secret", f"{demo_and_files.https.url}{path}")
+    assert exchange.status == "405"
+    assert exchange.headers["allow"] == allow
+    assert b"secret" not in exchange.body
+    assert "x-cache" not in exchange.headers, "TRACE must not reach the demo backend"
+
+
+def test_trace_does_not_close_the_connection(edge):
+    with RawConn(edge.http.host, edge.http.port) as conn:
+        assert conn.request("TRACE", "/").status == 405
+        assert conn.request("GET", "/healthz").body == b"ok\n"
 
 
 @pytest.mark.parametrize("version", ["HTTP/2.0", "HTTP/3.0", "HTTP/0.9"])

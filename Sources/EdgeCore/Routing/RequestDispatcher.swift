@@ -179,6 +179,20 @@ struct RequestDispatcher {
         }
     }
 
+    /// The answer to `TRACE` on every route, as nginx gives it: 405. TRACE echoes the request back, and with it
+    /// any credentials and cookies that reached the edge (cross-site tracing); nothing behind Edge needs it.
+    /// `Allow` names the methods the route serves (RFC 9110 §15.5.6).
+    private static func traceNotAllowed(_ route: Route) -> EdgeResponse {
+        var response = EdgeResponse.text(.methodNotAllowed, "TRACE is not allowed\n")
+        let allowed: String
+        switch route.action {
+        case .static: allowed = "GET, HEAD"
+        case .demo, .respond: allowed = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
+        }
+        response.headers.add(name: "allow", value: allowed)
+        return response
+    }
+
     private static func unauthorized(_ authenticator: BasicAuthenticator) -> EdgeResponse {
         var response = EdgeResponse.text(.unauthorized, "authentication required\n")
         response.headers.add(name: "www-authenticate", value: authenticator.challenge)
@@ -198,6 +212,7 @@ struct RequestDispatcher {
     /// Runs a route's action once its policies let the request through.
     private func act(_ route: Route, _ request: RouteRequest, on eventLoop: any EventLoop) -> Dispatch {
         let (method, target, query, host, bodyBytes) = (request.method, request.target, request.query, request.headers.host, request.bodyBytes)
+        if method == .TRACE { return .ready(.response(Self.traceNotAllowed(route))) }
         switch route.action {
         case .static(let files):
             return files.serve(
