@@ -251,7 +251,7 @@ private struct TOMLReader {
                 case .success(let suggested) where suggested != prefix[...]:
                     fail(
                         "\(path).path",
-                        "\"\(prefix)\" is matched as \"\(suggested)\" (bytes a request path carries percent-encoded encoded, "
+                        "\"\(prefix)\" is matched as \"\(suggested)\" (bytes that requests percent-encode escaped, "
                             + "escaped unreserved characters decoded, slashes merged, dot segments resolved): write that"
                     )
                 case .success:

@@ -179,17 +179,13 @@ struct RequestDispatcher {
         }
     }
 
-    /// The answer to `TRACE` on every route, as nginx gives it: 405. TRACE echoes the request back, and with it
-    /// any credentials and cookies that reached the edge (cross-site tracing); nothing behind Edge needs it.
-    /// `Allow` names the methods the route serves (RFC 9110 §15.5.6).
-    private static func traceNotAllowed(_ route: Route) -> EdgeResponse {
+    /// The answer to `TRACE` on the demo backend's and fixed-response routes, as nginx gives it on every route:
+    /// 405. TRACE echoes the request back, and with it any credentials and cookies that reached the edge
+    /// (cross-site tracing); nothing behind Edge needs it. `Allow` names the methods those routes serve (RFC 9110
+    /// §15.5.6). Static routes refuse it themselves, with every method but GET and HEAD.
+    private static func traceNotAllowed() -> EdgeResponse {
         var response = EdgeResponse.text(.methodNotAllowed, "TRACE is not allowed\n")
-        let allowed: String
-        switch route.action {
-        case .static: allowed = "GET, HEAD"
-        case .demo, .respond: allowed = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
-        }
-        response.headers.add(name: "allow", value: allowed)
+        response.headers.add(name: "allow", value: "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")
         return response
     }
 
@@ -212,13 +208,14 @@ struct RequestDispatcher {
     /// Runs a route's action once its policies let the request through.
     private func act(_ route: Route, _ request: RouteRequest, on eventLoop: any EventLoop) -> Dispatch {
         let (method, target, query, host, bodyBytes) = (request.method, request.target, request.query, request.headers.host, request.bodyBytes)
-        if method == .TRACE { return .ready(.response(Self.traceNotAllowed(route))) }
         switch route.action {
         case .static(let files):
             return files.serve(
                 method: method, relative: Self.relativePath(request.path, under: route), requestPath: request.path,
                 query: query, headers: request.headers.conditional, cache: loop.staticFiles, on: eventLoop
             )
+        case _ where method == .TRACE:
+            return .ready(.response(Self.traceNotAllowed()))
         case .respond(let response):
             return .ready(.response(response))
         case .demo(let backend, let ttl):
