@@ -145,12 +145,18 @@ private struct TOMLReader {
                 }
             }
         }
-        var seenPaths: Set<String> = []
+        // Keyed by the bytes a route is matched by: `/docs` and `/docs/` are one route.
+        var seenPaths: [[UInt8]: String] = [:]
         for (index, table) in tables(root, "route", path: "route").enumerated() {
             let path = "route[\(index)]"
             guard let route = readRoute(table, path: path) else { continue }
-            if !seenPaths.insert(route.path).inserted {
-                fail("\(path).path", "another route already has path \"\(route.path)\"")
+            let matched = Array(Route.matchForm(of: route.path).utf8)
+            if let other = seenPaths[matched] {
+                let same = other.utf8.elementsEqual(route.path.utf8)
+                fail("\(path).path", same ? "another route already has path \"\(route.path)\""
+                    : "\"\(route.path)\" matches the same requests as another route's \"\(other)\" (a trailing / makes no difference)")
+            } else {
+                seenPaths[matched] = route.path
             }
             config.routes.append(route)
         }
@@ -194,8 +200,14 @@ private struct TOMLReader {
         checkKeys(
             table, path: "limits",
             allowed: ["max_connections", "max_connections_per_ip", "max_in_flight", "max_header_bytes", "max_header_fields",
-                      "max_uri_bytes", "max_body_bytes", "http2_max_concurrent_streams", "http2_header_table_size"]
+                      "max_uri_bytes", "max_body_bytes", "http2_max_concurrent_streams", "http2_header_table_size",
+                      "max_in_flight_per_client", "password_check_threads", "password_check_queue"]
         )
+        if let value = int(table, "max_in_flight_per_client", path: "limits.max_in_flight_per_client", range: 0...10_000_000) {
+            limits.maxInFlightPerClient = value
+        }
+        if let value = int(table, "password_check_threads", path: "limits.password_check_threads", range: 1...64) { limits.passwordCheckThreads = value }
+        if let value = int(table, "password_check_queue", path: "limits.password_check_queue", range: 1...100_000) { limits.passwordCheckQueue = value }
         if let value = int(table, "http2_header_table_size", path: "limits.http2_header_table_size", range: 0...(1 << 20)) { limits.http2HeaderTableSize = value }
         if let value = int(table, "max_connections_per_ip", path: "limits.max_connections_per_ip", range: 0...10_000_000) { limits.maxConnectionsPerIP = value }
         if let value = int(table, "max_header_fields", path: "limits.max_header_fields", range: 1...10_000) { limits.maxHeaderFields = value }
@@ -248,7 +260,7 @@ private struct TOMLReader {
                 fail("\(path).path", "\"\(prefix)\": routes match the request path alone, without a query or fragment")
             } else {
                 switch RoutingPath.suggestedPrefix(for: prefix) {
-                case .success(let suggested) where suggested != prefix[...]:
+                case .success(let suggested) where !suggested.hasBytes(prefix):
                     fail(
                         "\(path).path",
                         "\"\(prefix)\" is matched as \"\(suggested)\" (bytes that requests percent-encode escaped, "
@@ -257,7 +269,11 @@ private struct TOMLReader {
                 case .success:
                     break
                 case .failure(let invalid):
-                    fail("\(path).path", invalid == .aboveRoot ? "\"\(prefix)\" climbs above the root" : "\"\(prefix)\" has a malformed %-escape")
+                    switch invalid {
+                    case .aboveRoot: fail("\(path).path", "\"\(prefix)\" climbs above the root")
+                    case .malformedEscape: fail("\(path).path", "\"\(prefix)\" has a malformed %-escape")
+                    case .invalidByte: fail("\(path).path", "\"\(prefix)\" has a byte a request path cannot carry")
+                    }
                 }
             }
         }

@@ -100,6 +100,19 @@ public struct LimitsConfiguration: Sendable, Equatable {
     public var maxConnections: Int = 16_384
     /// Requests being processed at once above which Edge answers 503 with `Retry-After`.
     public var maxInFlight: Int = 25_000
+    /// Requests from one client address waiting at once (for a backend, a file, a password check) above which
+    /// that client gets 429 with `Retry-After`, so that one client cannot hold all of ``maxInFlight``; 0 means a
+    /// quarter of ``maxInFlight`` (at least 1).
+    public var maxInFlightPerClient: Int = 0
+    /// Threads that check passwords (bcrypt), apart from the threads that open files.
+    public var passwordCheckThreads: Int = 1
+    /// Password checks waiting for a thread above which a request that needs one gets 503 with `Retry-After`.
+    public var passwordCheckQueue: Int = 64
+
+    /// ``maxInFlightPerClient`` with its default resolved.
+    public var effectiveMaxInFlightPerClient: Int {
+        maxInFlightPerClient > 0 ? maxInFlightPerClient : max(1, maxInFlight / 4)
+    }
     /// Largest request head (request line and header fields) in bytes; larger heads get 431.
     public var maxHeaderBytes: Int = 32_768
     /// Largest request body in bytes; larger bodies get 413.

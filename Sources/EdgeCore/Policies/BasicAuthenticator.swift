@@ -1,18 +1,21 @@
 import Crypto
 import Foundation
-import HummingbirdBcrypt
 public import NIOCore
-import NIOPosix
 import Synchronization
 
-/// HTTP Basic authentication against an htpasswd file of bcrypt hashes (`htpasswd -B`), as nginx's
-/// `auth_basic_user_file`.
+/// HTTP Basic authentication against an htpasswd file, as nginx's `auth_basic_user_file`.
 ///
-/// - Only bcrypt hashes are accepted; a file with plaintext, MD5 or SHA entries is refused with its line.
-/// - bcrypt runs on NIO's thread pool, never on an event loop; verdicts are remembered under a SHA-256 of the
-///   header (never the password itself) so a returning client costs one hash and one lookup.
-/// - Unknown users are checked against a dummy hash, so response time does not reveal which users exist;
-///   the comparison inside bcrypt is constant-time.
+/// - The hash formats Apache's tools write are accepted (``PasswordHash``): bcrypt (`$2a$`, `$2b$`, `$2y$`),
+///   `$apr1$`, `{SHA}` and `{SSHA}`; the weak ones are named in ``warnings`` for a warning at load. A line in any
+///   other format refuses the file, naming the line.
+/// - Checks run on the ``PasswordCheckPool``'s own threads, never on an event loop nor on the pool that opens
+///   files; when its queue is full the request is answered at once (``Decision/busy``). Verdicts are remembered
+///   under a SHA-256 of the header (never the password itself), so a returning client costs one hash and one
+///   lookup.
+/// - Unknown users are checked against a dummy hash in the file's strongest format and cost, so that response
+///   time does not reveal which users exist; a known user whose hash is weaker than that is checked against the
+///   dummy too, so that a file mixing formats costs about the same for every name. Digests are compared in
+///   constant time.
 /// - ``reloadIfChanged()`` re-reads the file once a change has held still for one check (the watcher checks every
 ///   two seconds), so a file caught while it is being written is not taken half-written; ``reload()`` (SIGHUP)
 ///   reads it at once. Either way the file is read in one consistent snapshot and taken only when every line is
@@ -25,8 +28,10 @@ public final class BasicAuthenticator: Sendable {
         case allowed
         /// Missing or wrong credentials: answer 401 with ``challenge``.
         case denied
-        /// bcrypt must run; the future tells whether the credentials are valid.
+        /// A check must run; the future tells whether the credentials are valid.
         case pending(EventLoopFuture<Bool>)
+        /// The password-check queue is full: answer 503 with `Retry-After` without checking.
+        case busy
     }
 
     /// A problem with the htpasswd file.
@@ -39,7 +44,11 @@ public final class BasicAuthenticator: Sendable {
     }
 
     private struct Table: Sendable {
-        var users: [String: String]
+        var users: [[UInt8]: PasswordHash]
+        /// What an unknown user is checked against: a random password hashed in the strongest format of ``users``.
+        var dummy: PasswordHash
+        /// The weak formats in the file, one line each.
+        var warnings: [String]
         /// The version of the file the users were read from.
         var version: HtpasswdFile.Version
         /// Bumped on every reload; a verdict counts only for the generation it was computed against.
@@ -57,19 +66,27 @@ public final class BasicAuthenticator: Sendable {
     public let path: String
     private let table: Mutex<Table>
     private let verified = Mutex<[SHA256Digest: (generation: Int, valid: Bool)]>([:])
-    private let dummyHash: String
+    private let checks: PasswordCheckPool
     private static let maxRemembered = 10_000
 
-    /// Loads the htpasswd file at `path`.
-    /// - Throws: ``FileError`` when the file is unreadable or has a line that is not `user:bcrypt-hash`.
-    public init(realm: String, path: String) throws {
+    /// Loads the htpasswd file at `path`; checks run on `checks`.
+    /// - Throws: ``FileError`` when the file is unreadable or has a line that is not `user:hash` in a known format.
+    init(realm: String, path: String, checks: PasswordCheckPool = .standalone) throws {
         self.challenge = "Basic realm=\"\(realm.replacingOccurrences(of: "\"", with: "'"))\", charset=\"UTF-8\""
         self.path = path
+        self.checks = checks
         let loaded = try HtpasswdFile.load(path)
-        self.table = Mutex(Table(users: loaded.users, version: loaded.version))
-        let cost = loaded.users.values.first.flatMap { Int($0.dropFirst(4).prefix(2)) } ?? 10
-        self.dummyHash = Bcrypt.hash(UUID().uuidString, cost: UInt8(clamping: cost))
+        self.table = Mutex(Self.table(loaded, generation: 0))
     }
+
+    private static func table(_ loaded: HtpasswdFile, generation: Int) -> Table {
+        let strongest = loaded.users.values.max { $0.strength < $1.strength }
+        let dummy = (strongest ?? .bcrypt(hash: "", cost: 10)).dummy()
+        return Table(users: loaded.users, dummy: dummy, warnings: loaded.warnings, version: loaded.version, generation: generation)
+    }
+
+    /// The weak hash formats in the file in force, one line each (`path:line: user "x" has …`).
+    public var warnings: [String] { table.withLock { $0.warnings } }
 
     /// Number of users in the current table.
     public var userCount: Int { table.withLock { $0.users.count } }
@@ -105,8 +122,11 @@ public final class BasicAuthenticator: Sendable {
             if let version = error.version { table.withLock { $0.refused = version } }
             throw error
         }
+        let next = Self.table(loaded, generation: 0)
         table.withLock { table in
-            table = Table(users: loaded.users, version: loaded.version, generation: table.generation + 1)
+            var next = next
+            next.generation = table.generation + 1
+            table = next
         }
         verified.withLock { $0.removeAll() }
         return loaded.users.count
@@ -125,12 +145,17 @@ public final class BasicAuthenticator: Sendable {
             return known.valid ? .allowed : .denied
         }
         guard let (user, password) = Self.credentials(authorization) else { return .denied }
-        let hash = table.withLock { $0.users[user] }
-        let knownUser = hash != nil
-        let checkedHash = hash ?? dummyHash
-        let future = NIOThreadPool.singleton.runIfActive(eventLoop: eventLoop) {
-            Bcrypt.verify(password, hash: checkedHash) && knownUser
+        let (hash, dummy) = table.withLock { ($0.users[user], $0.dummy) }
+        let future = checks.submit(on: eventLoop) {
+            guard let hash else {
+                _ = dummy.verify(password)
+                return false
+            }
+            let valid = hash.verify(password)
+            if hash.strength < dummy.strength { _ = dummy.verify(password) }
+            return valid
         }
+        guard let future else { return .busy }
         return .pending(
             future.map { valid in
                 self.verified.withLock { cache in
@@ -142,19 +167,26 @@ public final class BasicAuthenticator: Sendable {
         )
     }
 
-    /// Splits `Basic base64(user:password)`.
-    static func credentials(_ header: Substring) -> (user: String, password: String)? {
-        let parts = header.split(separator: " ", maxSplits: 1, omittingEmptySubsequences: true)
-        guard parts.count == 2, parts[0].lowercased() == "basic",
-            let data = Data(base64Encoded: String(parts[1].trimmingCharacters(in: .whitespaces))),
-            let text = String(data: data, encoding: .utf8),
-            let colon = text.firstIndex(of: ":")
+    /// Splits `Basic base64(user:password)` at the first `:` of the decoded bytes. The user name must be UTF-8
+    /// (it is looked up by its bytes); the password is returned as the bytes the client sent.
+    static func credentials(_ header: Substring) -> (user: [UInt8], password: [UInt8])? {
+        let bytes = header.utf8
+        guard let space = bytes.firstIndex(where: { $0 == UInt8(ascii: " ") }), bytes.distance(from: bytes.startIndex, to: space) == 5,
+            bytes[..<space].map(\.asciiLowercased).elementsEqual("basic".utf8)
         else { return nil }
-        return (String(text[..<colon]), String(text[text.index(after: colon)...]))
+        var encoded = bytes[space...]
+        while let first = encoded.first, first == 0x20 || first == 0x09 { encoded.removeFirst() }
+        while let last = encoded.last, last == 0x20 || last == 0x09 { encoded.removeLast() }
+        guard let decoded = Data(base64Encoded: Data(encoded)) else { return nil }
+        let text = Array(decoded)
+        guard let colon = text.firstIndex(of: UInt8(ascii: ":")), String(validating: text[..<colon], as: UTF8.self) != nil else {
+            return nil
+        }
+        return (Array(text[..<colon]), Array(text[(colon + 1)...]))
     }
 
-    /// What is wrong with the htpasswd file at `path` (unreadable, or a line that is not `user:bcrypt-hash`),
-    /// or `nil`; for the configuration checks, which run before any authenticator exists.
+    /// What is wrong with the htpasswd file at `path` (unreadable, or lines that are not `user:hash` in a known
+    /// format, each named), or `nil`; for the configuration checks, which run before any authenticator exists.
     static func fileProblem(_ path: String) -> String? {
         do {
             _ = try HtpasswdFile.load(path)

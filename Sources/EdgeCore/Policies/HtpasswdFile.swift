@@ -6,8 +6,8 @@ import Musl
 import Darwin
 #endif
 
-/// An htpasswd file of bcrypt hashes (`htpasswd -B`), read in one consistent snapshot and accepted only
-/// when every line is valid.
+/// An htpasswd file (bcrypt, `$apr1$`, `{SHA}` or `{SSHA}` hashes: ``PasswordHash``), read in one consistent
+/// snapshot and accepted only when every line is valid.
 ///
 /// The file is read through one descriptor, with `fstat` before and after: a file that changed while it was
 /// read (a writer still at work) is refused rather than taken half-written. ``Version`` tells a reloader
@@ -44,42 +44,56 @@ struct HtpasswdFile: Sendable {
         }
     }
 
-    /// User name → bcrypt hash.
-    var users: [String: String]
+    /// User name (its bytes) → password hash.
+    var users: [[UInt8]: PasswordHash]
     /// The version that was read.
     var version: Version
+    /// One line per weak format in the file (`path:line: user "x" has an $apr1$ (MD5-crypt) hash …`), for a
+    /// warning at load.
+    var warnings: [String] = []
 
-    /// Reads and validates the file at `path`.
-    /// - Throws: ``BasicAuthenticator/FileError`` when it cannot be read, changed while being read, is not
-    ///   UTF-8, or has a line that is not `user:bcrypt-hash` (comments and blank lines aside).
+    /// Reads and validates the file at `path`: lines `user:hash` in the formats of ``PasswordHash``, blank lines
+    /// and `#` comments; LF or CRLF line ends. Parsed as bytes.
+    /// - Throws: ``BasicAuthenticator/FileError`` when it cannot be read, changed while being read, or has lines
+    ///   whose hash cannot be verified (every such line is named, up to ten).
     static func load(_ path: String) throws(BasicAuthenticator.FileError) -> HtpasswdFile {
         let (bytes, version) = try snapshot(path)
-        guard let text = String(validating: bytes, as: UTF8.self) else {
-            throw .init(description: "\(path): the htpasswd file is not UTF-8 text", version: version)
+        var users: [[UInt8]: PasswordHash] = [:]
+        var problems: [String] = []
+        var weak: [Int: (user: String, format: String)] = [:]
+        for (index, rawLine) in bytes.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false).enumerated() {
+            var line = rawLine[...]
+            while let last = line.last, last == 0x0D || last == 0x20 || last == 0x09 { line.removeLast() }
+            while let first = line.first, first == 0x20 || first == 0x09 { line.removeFirst() }
+            if line.isEmpty || line.first == UInt8(ascii: "#") { continue }
+            let number = index + 1
+            guard let colon = line.firstIndex(of: UInt8(ascii: ":")), colon != line.startIndex else {
+                problems.append("\(path):\(number): expected user:hash")
+                continue
+            }
+            let user = Array(line[..<colon])
+            guard String(validating: user, as: UTF8.self) != nil, let hashText = String(validating: line[(colon + 1)...], as: UTF8.self) else {
+                problems.append("\(path):\(number): the line is not UTF-8 text")
+                continue
+            }
+            switch PasswordHash.parse(hashText[...]) {
+            case .success(let hash):
+                users[user] = hash
+                if hash.isWeak { weak[number] = (String(decoding: user, as: UTF8.self), hash.formatName) }
+            case .failure(let problem):
+                problems.append("\(path):\(number): \(problem)")
+            }
         }
-        var users: [String: String] = [:]
-        for (index, rawLine) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
-            let line = rawLine.trimming(" \t\r")
-            if line.isEmpty || line.hasPrefix("#") { continue }
-            guard let colon = line.firstIndex(of: ":"), colon != line.startIndex else {
-                throw .init(description: "\(path):\(index + 1): expected user:hash", version: version)
-            }
-            let hash = String(line[line.index(after: colon)...])
-            guard ["$2a$", "$2b$", "$2y$"].contains(where: hash.hasPrefix), hash.utf8.count == 60 else {
-                throw .init(
-                    description: "\(path):\(index + 1): only bcrypt hashes are accepted (create them with htpasswd -B)", version: version
-                )
-            }
-            // `$2b$NN$`: the cost (log2 of the rounds) bcrypt allows is 04 to 31.
-            let costText = hash.dropFirst(4).prefix(3)
-            guard costText.count == 3, costText.last == "$", costText.dropLast().allSatisfy({ $0.isASCII && $0.isNumber }),
-                let cost = Int(costText.dropLast()), (4...31).contains(cost)
-            else {
-                throw .init(description: "\(path):\(index + 1): the bcrypt cost (the number after $2b$) must be 04 to 31", version: version)
-            }
-            users[String(line[..<colon])] = hash
+        if !problems.isEmpty {
+            let shown = problems.prefix(10).joined(separator: "; ")
+            let more = problems.count > 10 ? "; and \(problems.count - 10) more lines" : ""
+            throw .init(description: shown + more, version: version)
         }
-        return HtpasswdFile(users: users, version: version)
+        let warnings = weak.keys.sorted().map { number in
+            "\(path):\(number): user \"\(weak[number]!.user)\" has a \(weak[number]!.format) hash, which is fast to guess "
+                + "from a stolen file; prefer bcrypt (htpasswd -B)"
+        }
+        return HtpasswdFile(users: users, version: version, warnings: warnings)
     }
 
     /// The whole file and its version, from one descriptor; refused when the file changed while it was read.

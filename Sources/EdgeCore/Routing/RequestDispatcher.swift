@@ -59,19 +59,50 @@ struct RequestDispatcher {
         method: HTTPMethod, target: Substring, headers: RequestHeaderValues, bodyBytes: Int, client peer: ClientAddress,
         on eventLoop: any EventLoop
     ) -> Dispatch {
+        // `OPTIONS *` (the only asterisk-form request the front ends let through) asks about the server as a whole,
+        // not a route: 200 with an empty body, as Go's net/http (and so Caddy) answers it.
+        if target.hasBytes("*") { return .ready(.response(EdgeResponse(status: .ok))) }
+        let (rawPath, query) = Self.split(target)
+        let path: Substring
+        switch RoutingPath.normalize(rawPath) {
+        case .success(let normal): path = normal
+        case .failure(.malformedEscape): return .ready(.response(.text(.badRequest, "malformed percent-escape in the request path\n")))
+        case .failure(.aboveRoot): return .ready(.response(.text(.badRequest, "request path climbs above the root\n")))
+        case .failure(.invalidByte): return .ready(.response(.text(.badRequest, "invalid byte in the request target\n")))
+        }
+        if let query, !Self.isValidQuery(query) {
+            return .ready(.response(.text(.badRequest, "invalid byte in the request target\n")))
+        }
+        // The health check answers whatever the load: a 503 there would make a load balancer pull a node that is
+        // only busy. It waits for nothing, so it holds no in-flight slot.
+        if Self.isHealthCheck(path) { return .ready(.response(health())) }
         let state = services.state
+        let client = trustedProxies.isEmpty ? peer : peer.resolved(forwardedFor: headers.forwardedFor, trusted: trustedProxies)
+        let perClient = services.inFlightPerClient
+        // One client may hold only its share of the in-flight requests. Only requests that wait are counted per
+        // client, and the count is only looked at once as many requests as a share are in flight at all, so that a
+        // cache hit takes no lock.
+        if state.inFlightCount >= perClient.maximum, perClient.isAtLimit(client) {
+            var tooMany = EdgeResponse.text(.tooManyRequests, "too many requests in flight from this address, retry shortly\n")
+            tooMany.headers.add(name: "retry-after", value: "1")
+            return .ready(.response(tooMany))
+        }
         guard state.admitRequest(limit: maxInFlight) else {
             var busy = EdgeResponse.text(.serviceUnavailable, "server busy, retry shortly\n")
             busy.headers.add(name: "retry-after", value: "1")
             return .ready(.response(busy))
         }
-        let client = trustedProxies.isEmpty ? peer : peer.resolved(forwardedFor: headers.forwardedFor, trusted: trustedProxies)
-        let dispatch = route(method: method, target: target, headers: headers, bodyBytes: bodyBytes, client: client, on: eventLoop)
+        let request = RouteRequest(method: method, target: target, path: path, query: query, headers: headers, bodyBytes: bodyBytes)
+        let dispatch = route(request, client: client, on: eventLoop)
         switch dispatch {
         case .ready:
             state.requestFinished()
         case .pending(let future):
-            future.whenComplete { _ in state.requestFinished() }
+            perClient.add(client)
+            future.whenComplete { _ in
+                perClient.release(client)
+                state.requestFinished()
+            }
         }
         return dispatch
     }
@@ -87,10 +118,12 @@ struct RequestDispatcher {
         method: HTTPMethod, target: Substring, host: Substring, conditional: StaticRequestHeaders = StaticRequestHeaders(),
         now: NIODeadline = .now()
     ) -> Reply? {
-        guard method == .GET || method == .HEAD, services.state.inFlightBelow(maxInFlight),
-            case .success(let path) = RoutingPath.normalize(Self.split(target).path)
+        let (rawPath, query) = Self.split(target)
+        guard method == .GET || method == .HEAD, case .success(let path) = RoutingPath.normalize(rawPath),
+            query.map(Self.isValidQuery) ?? true
         else { return nil }
         if Self.isHealthCheck(path) { return .response(health()) }
+        guard services.state.inFlightBelow(maxInFlight) else { return nil }
         guard let route = services.router.route(for: path), route.rateLimiter == nil, route.authenticator == nil else {
             return nil
         }
@@ -115,10 +148,14 @@ struct RequestDispatcher {
         return (target[..<mark], target[target.utf8.index(after: mark)...])
     }
 
-    /// `path` below a static route's prefix, always starting with `/` (`/assets` asked of route `/assets` is `/`).
+    /// `path` below a route's prefix (``Route/relativePath(of:)``).
     private static func relativePath(_ path: Substring, under route: Route) -> Substring {
-        let relative = path.dropFirst(route.prefix.utf8.count)
-        return relative.hasPrefix("/") ? relative : "/" + relative
+        route.relativePath(of: path)
+    }
+
+    /// Whether every byte of a query is one a request target may carry raw (see ``RoutingPath/Invalid/invalidByte``).
+    private static func isValidQuery(_ query: Substring) -> Bool {
+        query.utf8.allSatisfy(RequestTargetRules.isTargetByte)
     }
 
     /// Whether `path` is the built-in health check, `/healthz`.
@@ -134,22 +171,9 @@ struct RequestDispatcher {
         return health
     }
 
-    private func route(
-        method: HTTPMethod, target: Substring, headers: RequestHeaderValues, bodyBytes: Int, client: ClientAddress,
-        on eventLoop: any EventLoop
-    ) -> Dispatch {
-        // `OPTIONS *` (the only asterisk-form request the front ends let through) asks about the server as a whole,
-        // not a route: 200 with an empty body, as Go's net/http (and so Caddy) answers it.
-        if target.hasBytes("*") { return .ready(.response(EdgeResponse(status: .ok))) }
-        let (rawPath, query) = Self.split(target)
-        let path: Substring
-        switch RoutingPath.normalize(rawPath) {
-        case .success(let normal): path = normal
-        case .failure(.malformedEscape): return .ready(.response(.text(.badRequest, "malformed percent-escape in the request path\n")))
-        case .failure(.aboveRoot): return .ready(.response(.text(.badRequest, "request path climbs above the root\n")))
-        }
-        if Self.isHealthCheck(path) { return .ready(.response(health())) }
-        guard let route = services.router.route(for: path) else {
+    private func route(_ request: RouteRequest, client: ClientAddress, on eventLoop: any EventLoop) -> Dispatch {
+        let headers = request.headers
+        guard let route = services.router.route(for: request.path) else {
             return .ready(.response(.text(.notFound, "not found\n")))
         }
         if let limiter = route.rateLimiter, case .reject(let retryAfter) = limiter.check(client, now: .now()) {
@@ -157,7 +181,6 @@ struct RequestDispatcher {
             tooMany.headers.add(name: "retry-after", value: String(retryAfter))
             return .ready(.response(tooMany))
         }
-        let request = RouteRequest(method: method, target: target, path: path, query: query, headers: headers, bodyBytes: bodyBytes)
         guard let authenticator = route.authenticator else {
             return act(route, request, on: eventLoop)
         }
@@ -166,6 +189,10 @@ struct RequestDispatcher {
             return act(route, request, on: eventLoop)
         case .denied:
             return .ready(.response(Self.unauthorized(authenticator)))
+        case .busy:
+            var busy = EdgeResponse.text(.serviceUnavailable, "too many password checks waiting, retry shortly\n")
+            busy.headers.add(name: "retry-after", value: "1")
+            return .ready(.response(busy))
         case .pending(let verdict):
             return .pending(
                 verdict.assumeIsolated().flatMap { valid in

@@ -15,8 +15,11 @@ public enum RouteAction: Sendable {
 /// A class, so that handing the matched route along the request path is one reference, not a copy of
 /// every field.
 public final class Route: Sendable {
-    /// Path prefix.
+    /// Path prefix, as configured.
     public let prefix: String
+    /// The prefix requests are matched against: ``prefix`` without a trailing `/` (`/docs/` and `/docs` are
+    /// one route), except for the root `/`.
+    let matchPrefix: String
     /// What to do for matching requests.
     public let action: RouteAction
     /// Per-client rate limit, checked first.
@@ -27,9 +30,40 @@ public final class Route: Sendable {
     /// Creates a route.
     public init(prefix: String, action: RouteAction, rateLimiter: RateLimiter?, authenticator: BasicAuthenticator?) {
         self.prefix = prefix
+        self.matchPrefix = Self.matchForm(of: prefix)
         self.action = action
         self.rateLimiter = rateLimiter
         self.authenticator = authenticator
+    }
+
+    /// `prefix` without its trailing slashes, but never empty: `/docs/` → `/docs`, `/` → `/`.
+    static func matchForm(of prefix: String) -> String {
+        var bytes = Array(prefix.utf8)
+        while bytes.count > 1, bytes.last == UInt8(ascii: "/") { bytes.removeLast() }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    /// Whether this route serves `path` (in normal form): the path is the prefix, or goes on from it with `/`.
+    /// `/files` serves `/files`, `/files/` and `/files/a`, never `/filesprivate/a` (which belongs to another
+    /// route or none). Bytes are compared, never `Character`s: a combining mark after a `/` must not join it.
+    func matches(_ path: Substring) -> Bool {
+        let prefixBytes = matchPrefix.utf8
+        guard path.hasBytePrefix(matchPrefix) else { return false }
+        if prefixBytes.count == 1 { return true }  // the root `/`: every path starts with it
+        let utf8 = path.utf8
+        let boundary = utf8.index(utf8.startIndex, offsetBy: prefixBytes.count)
+        return boundary == utf8.endIndex || utf8[boundary] == UInt8(ascii: "/")
+    }
+
+    /// `path` (which this route ``matches(_:)``) below the prefix: `/assets/a.css` under `/assets` is `/a.css`,
+    /// `/assets/` is `/`, `/assets` itself is empty (a static route redirects it to `/assets/`, as nginx does for
+    /// a directory), and under `/` the path is its own. Cut by UTF-8 bytes, so nothing after the prefix is lost or
+    /// joined to it, and nothing is inserted.
+    func relativePath(of path: Substring) -> Substring {
+        let count = matchPrefix.utf8.count
+        guard count > 1 else { return path }
+        let utf8 = path.utf8
+        return path[utf8.index(utf8.startIndex, offsetBy: count)...]
     }
 }
 
@@ -45,7 +79,7 @@ public struct Router: Sendable {
 
     /// Builds the routes of a configuration; `defaultTTL` applies to cached routes without their own TTL.
     /// - Throws: ``RouteSetupError`` when a route's htpasswd file or static root is missing or invalid.
-    public init(routes configurations: [RouteConfiguration], defaultTTL: TimeAmount) throws(RouteSetupError) {
+    init(routes configurations: [RouteConfiguration], defaultTTL: TimeAmount, passwordChecks: PasswordCheckPool = .standalone) throws(RouteSetupError) {
         var built: [Route] = []
         for (index, configuration) in configurations.enumerated() {
             let action: RouteAction
@@ -67,22 +101,22 @@ public struct Router: Sendable {
             var authenticator: BasicAuthenticator?
             if let auth = configuration.basicAuth {
                 do {
-                    authenticator = try BasicAuthenticator(realm: auth.realm, path: auth.htpasswd)
+                    authenticator = try BasicAuthenticator(realm: auth.realm, path: auth.htpasswd, checks: passwordChecks)
                 } catch {
                     throw RouteSetupError(description: "route[\(index)].basic_auth.htpasswd: \(error)")
                 }
             }
             built.append(Route(prefix: configuration.path, action: action, rateLimiter: limiter, authenticator: authenticator))
         }
-        routes = built.sorted { $0.prefix.utf8.count > $1.prefix.utf8.count }
+        routes = built.sorted { $0.matchPrefix.utf8.count > $1.matchPrefix.utf8.count }
     }
 
     /// Every route's authenticator, for reloading their files.
     public var authenticators: [BasicAuthenticator] { routes.compactMap(\.authenticator) }
 
-    /// The route with the longest prefix of `path`, or `nil`. Prefixes are compared byte for byte, as nginx
-    /// compares `location`s (and without the cost of comparing `Character`s).
+    /// The route with the longest prefix of `path` that ends at a segment boundary (``Route/matches(_:)``), or
+    /// `nil`. Prefixes are compared byte for byte, never as `Character`s.
     public func route(for path: Substring) -> Route? {
-        routes.first { path.hasBytePrefix($0.prefix) }
+        routes.first { $0.matches(path) }
     }
 }

@@ -20,6 +20,10 @@ enum RoutingPath {
         case malformedEscape
         /// A `..` segment above the root.
         case aboveRoot
+        /// A byte a request target never carries raw (RFC 9110 §4.1, RFC 3986): space, a control byte, or
+        /// anything above 127. HTTP/1.1's parser refuses such a target; an HTTP/2 `:path` is held to the same
+        /// rule, so that both protocols answer 400 and no raw non-ASCII byte reaches routing.
+        case invalidByte
     }
 
     /// `path` (without its query) in normal form. A path already in it — no `%`, no `//`, no segment starting
@@ -30,6 +34,7 @@ enum RoutingPath {
     static func normalize(_ path: Substring) -> Result<Substring, Invalid> {
         var previous: UInt8 = 0
         for byte in path.utf8 {
+            guard RequestTargetRules.isTargetByte(byte) else { return .failure(.invalidByte) }
             if byte == UInt8(ascii: "%") || (previous == UInt8(ascii: "/") && (byte == UInt8(ascii: "/") || byte == UInt8(ascii: "."))) {
                 return rebuild(path)
             }
@@ -39,6 +44,7 @@ enum RoutingPath {
     }
 
     private static func rebuild(_ path: Substring) -> Result<Substring, Invalid> {
+        guard path.utf8.allSatisfy(RequestTargetRules.isTargetByte) else { return .failure(.invalidByte) }
         // 1. Decode the escapes of unreserved characters; keep the others as they are.
         var bytes: [UInt8] = []
         bytes.reserveCapacity(path.utf8.count)

@@ -91,11 +91,22 @@ public final class EdgeServer: Service, Sendable {
                 logger.info("serving static files", metadata: ["path": "\(route.path)", "root": "\(settings.root)"])
             }
         }
+        logHtpasswdWarnings()
         logger.info("ready", metadata: ["threads": "\(threadCount)", "listeners": "\(listeners.count)"])
         let reloader = Task { await watchHtpasswdFiles() }
         try? await gracefulShutdown()
         reloader.cancel()
         await drain()
+        await currentServices.passwordChecks.shutdown()
+    }
+
+    /// One warning per htpasswd line whose hash is in a weak format (see ``BasicAuthenticator/warnings``).
+    private func logHtpasswdWarnings() {
+        for authenticator in currentServices.router.authenticators {
+            for warning in authenticator.warnings {
+                logger.warning("htpasswd: weak password hash", metadata: ["line": "\(warning)"])
+            }
+        }
     }
 
     private func bind() async throws -> [BoundListener] {
@@ -233,6 +244,7 @@ public final class EdgeServer: Service, Sendable {
             return
         }
         services.withLock { $0 = next }
+        logHtpasswdWarnings()
         if !restartOnly.isEmpty {
             logger.warning(
                 "reload: these settings change only at restart and keep their running values",
@@ -266,6 +278,9 @@ public final class EdgeServer: Service, Sendable {
         keep("shutdown_delay_seconds", \.shutdownDelay)
         keep("cache", \.cache)
         keep("limits.max_connections_per_ip", \.limits.maxConnectionsPerIP)
+        keep("limits.max_in_flight_per_client", \.limits.maxInFlightPerClient)
+        keep("limits.password_check_threads", \.limits.passwordCheckThreads)
+        keep("limits.password_check_queue", \.limits.passwordCheckQueue)
         return (applied, restartOnly)
     }
 
@@ -302,6 +317,9 @@ public final class EdgeServer: Service, Sendable {
                 let users = evenIfUnchanged ? try authenticator.reload() : try authenticator.reloadIfChanged()
                 if let users {
                     logger.info("htpasswd reloaded", metadata: ["path": "\(authenticator.path)", "users": "\(users)"])
+                    for warning in authenticator.warnings {
+                        logger.warning("htpasswd: weak password hash", metadata: ["line": "\(warning)"])
+                    }
                 }
             } catch {
                 logger.warning("htpasswd not reloaded, keeping the previous users", metadata: ["reason": "\(error)"])

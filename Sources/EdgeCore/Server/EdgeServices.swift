@@ -13,30 +13,46 @@ final class EdgeServices: Sendable {
     /// Per-event-loop state.
     let loops: LoopStates
     /// Open connections per client address.
-    let connectionsPerClient: PerClientConnectionLimit
+    let connectionsPerClient: PerClientLimit
+    /// Requests waiting per client address (`limits.max_in_flight_per_client`).
+    let inFlightPerClient: PerClientLimit
+    /// The threads that check passwords, shared by every route's Basic auth.
+    let passwordChecks: PasswordCheckPool
     /// 0 at start, one more at every configuration reload: connections record the generation they were
     /// accepted under, so that a reload retires exactly the older ones.
     let generation: Int
 
     init(configuration: EdgeConfiguration, group: any EventLoopGroup, state: ServerState) throws(RouteSetupError) {
         self.configuration = configuration
-        self.router = try Router(routes: configuration.routes, defaultTTL: configuration.cache.ttl)
+        let passwordChecks = PasswordCheckPool(
+            threads: configuration.limits.passwordCheckThreads, queue: configuration.limits.passwordCheckQueue
+        )
+        self.passwordChecks = passwordChecks
+        do {
+            self.router = try Router(routes: configuration.routes, defaultTTL: configuration.cache.ttl, passwordChecks: passwordChecks)
+        } catch {
+            Task { await passwordChecks.shutdown() }
+            throw error
+        }
         self.cache = SharedResponseCache(configuration: configuration.cache)
         self.state = state
-        self.connectionsPerClient = PerClientConnectionLimit(limit: configuration.limits.maxConnectionsPerIP)
+        self.connectionsPerClient = PerClientLimit(limit: configuration.limits.maxConnectionsPerIP)
+        self.inFlightPerClient = PerClientLimit(limit: configuration.limits.effectiveMaxInFlightPerClient)
         self.loops = LoopStates(group: group, localCacheCapacity: min(configuration.cache.maxEntries, 1024))
         self.generation = 0
     }
 
     /// The services of a reloaded `configuration`: a new route table (with its policies, responders and
-    /// htpasswd files); the counters, the cache, the loops' state and the per-client counts of `previous`,
-    /// which live as long as the server.
+    /// htpasswd files); the counters, the cache, the loops' state, the per-client counts and the password-check
+    /// threads of `previous`, which live as long as the server.
     init(reloading configuration: EdgeConfiguration, after previous: EdgeServices) throws(RouteSetupError) {
         self.configuration = configuration
-        self.router = try Router(routes: configuration.routes, defaultTTL: configuration.cache.ttl)
+        self.router = try Router(routes: configuration.routes, defaultTTL: configuration.cache.ttl, passwordChecks: previous.passwordChecks)
         self.cache = previous.cache
         self.state = previous.state
         self.connectionsPerClient = previous.connectionsPerClient
+        self.inFlightPerClient = previous.inFlightPerClient
+        self.passwordChecks = previous.passwordChecks
         self.loops = previous.loops
         self.generation = previous.generation + 1
     }

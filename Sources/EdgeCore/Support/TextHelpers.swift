@@ -7,12 +7,20 @@ import Darwin
 #endif
 
 extension StringProtocol {
-    /// The text without leading and trailing characters from `characters` (by default spaces and tabs, the
-    /// optional whitespace of HTTP fields).
-    func trimming(_ characters: String = " \t") -> SubSequence {
-        var start = startIndex, end = endIndex
-        while start < end, characters.contains(self[start]) { start = index(after: start) }
-        while end > start, characters.contains(self[index(before: end)]) { end = index(before: end) }
+    /// The text without leading and trailing bytes from `characters` (ASCII; by default spaces and tabs, the
+    /// optional whitespace of HTTP fields). Bytes are compared, not `Character`s, so a combining mark after a
+    /// space neither hides the space nor is trimmed with it.
+    func trimming(_ characters: StaticString = " \t") -> SubSequence {
+        let set = UnsafeBufferPointer(start: characters.utf8Start, count: characters.utf8CodeUnitCount)
+        let bytes = utf8
+        var start = bytes.startIndex
+        while start < bytes.endIndex, set.contains(bytes[start]) { start = bytes.index(after: start) }
+        var end = start, index = start
+        while index < bytes.endIndex {
+            let byte = bytes[index]
+            index = bytes.index(after: index)
+            if !set.contains(byte) { end = index }
+        }
         return self[start..<end]
     }
 }

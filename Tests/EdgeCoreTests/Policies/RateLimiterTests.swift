@@ -54,8 +54,8 @@ struct BasicCredentialsTests {
     ])
     func decodes(header: String, user: String, password: String) {
         let credentials = BasicAuthenticator.credentials(header[...])
-        #expect(credentials?.user == user)
-        #expect(credentials?.password == password)
+        #expect(credentials?.user == Array(user.utf8))
+        #expect(credentials?.password == Array(password.utf8))
     }
 
     @Test("malformed headers are refused", arguments: ["Bearer abc", "Basic", "Basic !!!", "Basic YWxpY2U="])

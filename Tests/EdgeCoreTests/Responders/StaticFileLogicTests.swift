@@ -26,6 +26,12 @@ struct StaticFileLogicTests {
         #expect(StaticPath.resolve("/.git/config")?.hasHiddenSegment == true)
         #expect(StaticPath.resolve("/a/.env")?.hasHiddenSegment == true)
         #expect(StaticPath.resolve("/a/b.env")?.hasHiddenSegment == false)
+        // Segments are split on the byte "/": a mark that joins a "/" to a neighbour as one Character (U+0600
+        // prepends, U+0301 and U+200D extend) does not hide a hidden or a dot segment.
+        #expect(StaticPath.resolve("/%D8%80/.env")?.hasHiddenSegment == true)
+        #expect(StaticPath.resolve("/%D8%80/../x") == nil)
+        #expect(StaticPath.resolve("/a/%CC%81.env")?.segments == ["a", "\u{301}.env"])
+        #expect(StaticPath.resolve("/a/%E2%80%8D/b")?.segments == ["a", "\u{200D}", "b"])
     }
 
     @Test("Range headers", arguments: [
@@ -83,6 +89,9 @@ struct StaticFileLogicTests {
         #expect(MediaTypes.contentType(forPath: "/x.png") == "image/png")
         #expect(MediaTypes.contentType(forPath: "/noext") == "application/octet-stream")
         #expect(MediaTypes.contentType(forPath: "/dir.d/noext") == "application/octet-stream")
+        // A combining mark after the dot is part of the extension, not a way past it.
+        #expect(MediaTypes.contentType(forPath: "/x.\u{301}html") == "application/octet-stream")
+        #expect(MediaTypes.contentType(forPath: "/x.html.\u{301}") == "application/octet-stream")
     }
 }
 
@@ -92,6 +101,16 @@ struct AcceptedEncodingsTests {
         (nil, AcceptedEncodings()), ("gzip", AcceptedEncodings(gzip: true)), ("br, gzip", AcceptedEncodings(brotli: true, gzip: true)),
         ("gzip;q=0, br", AcceptedEncodings(brotli: true)), ("gzip; q=0.5", AcceptedEncodings(gzip: true)),
         ("*", AcceptedEncodings(brotli: true, gzip: true)), ("identity", AcceptedEncodings()), ("BR;Q=0.000", AcceptedEncodings()),
+        // q=0 refuses a coding even where * accepts the rest (RFC 9110 §12.5.3).
+        ("gzip;q=0, *", AcceptedEncodings(brotli: true)), ("*, gzip;q=0", AcceptedEncodings(brotli: true)),
+        ("br;q=0,gzip;q=0.001", AcceptedEncodings(gzip: true)), ("x-gzip", AcceptedEncodings(gzip: true)),
+        ("*;q=0", AcceptedEncodings(identity: false)), ("*;q=0, identity", AcceptedEncodings()),
+        ("identity;q=0, gzip", AcceptedEncodings(gzip: true, identity: false)), ("identity;q=0.0", AcceptedEncodings(identity: false)),
+        // Malformed q-values drop the item: q=2, q=1.5, q=0.0001, q=-0, q=, q=abc.
+        ("gzip;q=2", AcceptedEncodings()), ("gzip;q=1.5", AcceptedEncodings()), ("gzip;q=0.0001", AcceptedEncodings()),
+        ("gzip;q=-0", AcceptedEncodings()), ("gzip;q=", AcceptedEncodings()), ("gzip;q=abc, br", AcceptedEncodings(brotli: true)),
+        ("gzip ; q=1.000 , br ; Q=0.9", AcceptedEncodings(brotli: true, gzip: true)), ("gzip\u{301}", AcceptedEncodings()),
+        ("", AcceptedEncodings()), (" , ,", AcceptedEncodings()),
     ])
     func parses(header: String?, expected: AcceptedEncodings) {
         #expect(AcceptedEncodings(header: header) == expected)

@@ -1,4 +1,4 @@
-import EdgeCore
+@testable import EdgeCore
 import NIOCore
 import Testing
 
@@ -13,14 +13,15 @@ struct RouterTests {
         defaultTTL: .seconds(60)
     )
 
-    @Test("the longest matching prefix wins", arguments: [
-        ("/", "/"), ("/other", "/"), ("/api", "/api"), ("/api/v1/x", "/api"), ("/api/v2/x", "/api/v2"), ("/apix", "/api"),
+    @Test("the longest prefix that ends at a segment boundary wins", arguments: [
+        ("/", "/"), ("/other", "/"), ("/api", "/api"), ("/api/", "/api"), ("/api/v1/x", "/api"), ("/api/v2/x", "/api/v2"),
+        ("/api/v2", "/api/v2"), ("/apix", "/"), ("/api/v2x", "/api"), ("/api/v22/x", "/api"),
     ])
     func longestPrefix(path: String, expected: String) {
         #expect(router.route(for: path[...])?.prefix == expected)
     }
 
-    @Test("prefixes compare bytes, as nginx compares locations, not Unicode characters")
+    @Test("prefixes compare bytes, not Unicode characters, and end at a segment boundary")
     func bytePrefixes() throws {
         let router = try Router(
             routes: [
@@ -30,12 +31,35 @@ struct RouterTests {
             defaultTTL: .seconds(1)
         )
         #expect(router.route(for: "/café/menu")?.prefix == "/café")
-        // "e" + U+0301 is the same Character as "é" but other bytes: only the ASCII prefix matches it.
-        #expect(router.route(for: "/cafe\u{301}/menu")?.prefix == "/caf")
+        // "e" + U+0301 is the same Character as "é" but other bytes, and "/caf" ends mid-segment there.
+        #expect(router.route(for: "/cafe\u{301}/menu") == nil)
+        #expect(router.route(for: "/caf/menu")?.prefix == "/caf")
         // Part of a slice: only the slice's own bytes count.
         let target = "/café/menu?x=1"
         #expect(router.route(for: target[..<target.firstIndex(of: "?")!])?.prefix == "/café")
         #expect(router.route(for: "/ca") == nil)
+    }
+
+    @Test("a trailing slash in a prefix makes no difference: /docs/ serves /docs, /docs/ and /docs/x, not /docsx")
+    func trailingSlash() throws {
+        let router = try Router(
+            routes: [RouteConfiguration(path: "/", handler: .demo(.init())), RouteConfiguration(path: "/docs/", handler: .demo(.init()))],
+            defaultTTL: .seconds(1)
+        )
+        for path in ["/docs", "/docs/", "/docs/x/y"] { #expect(router.route(for: path[...])?.prefix == "/docs/", "\(path)") }
+        #expect(router.route(for: "/docsx")?.prefix == "/")
+    }
+
+    @Test("the path below a prefix is cut by bytes: a combining mark after the prefix stays in it", arguments: [
+        ("/files", "/files/a.txt", "/a.txt"), ("/files", "/files", ""), ("/files/", "/files/", "/"), ("/", "/x/y", "/x/y"),
+        ("/", "/\u{301}private/secret.txt", "/\u{301}private/secret.txt"),
+        ("/docs/", "/docs/\u{301}private/secret.txt", "/\u{301}private/secret.txt"),
+        ("/docs", "/docs/\u{200D}x", "/\u{200D}x"),
+    ])
+    func relativePath(prefix: String, path: String, expected: String) {
+        let route = Route(prefix: prefix, action: .respond(EdgeResponse(status: .ok)), rateLimiter: nil, authenticator: nil)
+        #expect(route.matches(path[...]))
+        #expect(Array(route.relativePath(of: path[...]).utf8) == Array(expected.utf8))
     }
 
     @Test("no route matches a path outside every prefix")

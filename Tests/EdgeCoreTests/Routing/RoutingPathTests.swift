@@ -89,3 +89,13 @@ private struct SeededGenerator: RandomNumberGenerator {
         return z ^ (z >> 31)
     }
 }
+
+@Suite("Routing path: raw bytes")
+struct RoutingPathRawByteTests {
+    @Test("a raw space, control byte or non-ASCII byte has no normal form (400 over HTTP/1.1 and HTTP/2 alike)", arguments: [
+        "/\u{301}private/x", "/a b", "/a\u{7F}", "/caf\u{E9}", "/%2e%2e/\u{200D}", "/x\t",
+    ])
+    func refused(path: String) {
+        #expect(RoutingPath.normalize(path[...]) == .failure(.invalidByte))
+    }
+}

@@ -6,7 +6,7 @@ enum ConditionalRequest {
             // If-None-Match takes precedence; weak comparison.
             return ifNoneMatch.split(separator: ",").contains { candidate in
                 let tag = candidate.trimming()
-                return tag == "*" || weakTag(tag) == weakTag(Substring(etag))
+                return tag.utf8.elementsEqual("*".utf8) || weakTag(tag).utf8.elementsEqual(weakTag(etag[...]).utf8)
             }
         }
         if let ifModifiedSince, let since = HTTPDate.parse(ifModifiedSince) {
@@ -19,13 +19,14 @@ enum ConditionalRequest {
     static func rangeApplies(ifRange: String?, etag: String, lastModified: Int) -> Bool {
         guard let ifRange else { return true }
         let value = ifRange.trimming()
-        if value.hasPrefix("\"") || value.hasPrefix("W/") {
-            return value == etag  // strong comparison: a weak tag never matches
+        if value.utf8.first == UInt8(ascii: "\"") || value.utf8.starts(with: "W/".utf8) {
+            return value.utf8.elementsEqual(etag.utf8)  // strong comparison: a weak tag never matches
         }
         return HTTPDate.parse(String(value)) == lastModified
     }
 
+    /// The opaque tag without a `W/` (compared as bytes, as validators are: RFC 9110 §8.8.3.2).
     private static func weakTag(_ tag: Substring) -> Substring {
-        tag.hasPrefix("W/") ? tag.dropFirst(2) : tag
+        tag.utf8.starts(with: "W/".utf8) ? tag[tag.utf8.index(tag.startIndex, offsetBy: 2)...] : tag
     }
 }

@@ -3,8 +3,12 @@
 enum MediaTypes {
     /// The type for `path`'s extension; `application/octet-stream` when unknown.
     static func contentType(forPath path: Substring) -> String {
-        guard let dot = path.lastIndex(of: "."), !path[dot...].contains("/") else { return fallback }
-        return table[path[path.index(after: dot)...].lowercased()] ?? fallback
+        // The bytes after the last `.` of the last segment; bytes, so no combining mark can hide a `.` or `/`.
+        let bytes = path.utf8
+        guard let dot = bytes.lastIndex(of: UInt8(ascii: ".")), !bytes[dot...].contains(UInt8(ascii: "/")) else { return fallback }
+        let ext = bytes[bytes.index(after: dot)...]
+        guard ext.count <= 16, ext.allSatisfy({ $0 < 0x80 }) else { return fallback }
+        return table[String(decoding: ext.map(\.asciiLowercased), as: UTF8.self)] ?? fallback
     }
 
     /// Whether responses of this type are worth compressing.

@@ -41,30 +41,80 @@ struct StaticRequestHeaders {
     }
 }
 
-/// The content codings a client accepts, from `Accept-Encoding` (q=0 refuses a coding).
+/// The content codings a client accepts, from `Accept-Encoding` (RFC 9110 §12.5.3), for the codings Edge
+/// offers (`br`, `gzip`) and `identity`.
+///
+/// A coding is acceptable when its own q-value, or else the q-value of `*`, is above 0; `q=0` refuses a coding even
+/// where `*` would allow it (`gzip;q=0, *` accepts brotli, not gzip). `identity` is acceptable unless refused by
+/// `identity;q=0` or by `*;q=0` without `identity` listed. An item with a malformed q-value is ignored. Parsed
+/// as bytes: names and `q` case-insensitively.
 struct AcceptedEncodings: Equatable {
     var brotli = false
     var gzip = false
+    var identity = true
 
-    init(brotli: Bool = false, gzip: Bool = false) {
+    init(brotli: Bool = false, gzip: Bool = false, identity: Bool = true) {
         self.brotli = brotli
         self.gzip = gzip
+        self.identity = identity
     }
 
     init(header: String?) {
         guard let header else { return }
-        for item in header.lowercased().split(separator: ",") {
-            let parts = item.split(separator: ";").map { $0.trimming() }
-            guard let coding = parts.first else { continue }
-            let quality = parts.dropFirst().first { $0.hasPrefix("q=") }.flatMap { Double($0.dropFirst(2)) } ?? 1
-            if quality <= 0 { continue }
-            if coding == "br" { brotli = true }
-            if coding == "gzip" || coding == "x-gzip" { gzip = true }
-            if coding == "*" {
-                brotli = true
-                gzip = true
+        var brotliQ: Int?, gzipQ: Int?, identityQ: Int?, starQ: Int?
+        for item in Array(header.utf8).split(separator: UInt8(ascii: ","), omittingEmptySubsequences: true) {
+            var parts = item.split(separator: UInt8(ascii: ";"), omittingEmptySubsequences: false).makeIterator()
+            guard let name = parts.next().map(Self.trimmed), !name.isEmpty else { continue }
+            var quality = 1000
+            var valid = true
+            while let parameter = parts.next().map(Self.trimmed) {
+                guard parameter.count >= 2, parameter.first?.asciiLowercased == UInt8(ascii: "q"),
+                    parameter[parameter.index(after: parameter.startIndex)] == UInt8(ascii: "=")
+                else { continue }  // another parameter: not defined for Accept-Encoding, ignored
+                guard let q = Self.qvalue(parameter.dropFirst(2)) else {
+                    valid = false
+                    break
+                }
+                quality = q
             }
+            guard valid else { continue }
+            func named(_ literal: StaticString) -> Bool {
+                name.count == literal.utf8CodeUnitCount
+                    && zip(name, UnsafeBufferPointer(start: literal.utf8Start, count: literal.utf8CodeUnitCount)).allSatisfy { $0.asciiLowercased == $1 }
+            }
+            // The first mention of a coding counts.
+            if named("br") { brotliQ = brotliQ ?? quality }
+            else if named("gzip") || named("x-gzip") { gzipQ = gzipQ ?? quality }
+            else if named("identity") { identityQ = identityQ ?? quality }
+            else if named("*") { starQ = starQ ?? quality }
         }
+        brotli = (brotliQ ?? starQ ?? 0) > 0
+        gzip = (gzipQ ?? starQ ?? 0) > 0
+        identity = (identityQ ?? starQ ?? 1) > 0
+    }
+
+    /// `bytes` without leading and trailing spaces and tabs.
+    private static func trimmed(_ bytes: ArraySlice<UInt8>) -> ArraySlice<UInt8> {
+        var bytes = bytes
+        while let first = bytes.first, first == 0x20 || first == 0x09 { bytes.removeFirst() }
+        while let last = bytes.last, last == 0x20 || last == 0x09 { bytes.removeLast() }
+        return bytes
+    }
+
+    /// RFC 9110 §12.4.2 `qvalue` in thousandths: `0`, `0.5`, `1`, `1.000`; `nil` when malformed.
+    static func qvalue(_ bytes: ArraySlice<UInt8>) -> Int? {
+        guard let first = bytes.first, first == UInt8(ascii: "0") || first == UInt8(ascii: "1") else { return nil }
+        let rest = bytes.dropFirst()
+        var value = Int(first - UInt8(ascii: "0")) * 1000
+        guard let dot = rest.first else { return value }
+        guard dot == UInt8(ascii: "."), rest.count <= 4 else { return nil }
+        var scale = 100
+        for digit in rest.dropFirst() {
+            guard digit >= UInt8(ascii: "0"), digit <= UInt8(ascii: "9") else { return nil }
+            value += Int(digit - UInt8(ascii: "0")) * scale
+            scale /= 10
+        }
+        return value <= 1000 ? value : nil
     }
 }
 
@@ -132,7 +182,7 @@ public final class StaticFiles: Sendable {
         let accepted = AcceptedEncodings(header: headers.acceptEncoding)
         let key = cacheKey(relative, accepted)
         if let entry = cache.get(key, now: .now()) {
-            return .ready(reply(for: entry, method: method, headers: headers))
+            return .ready(Self.honouringIdentity(reply(for: entry, method: method, headers: headers), accepted))
         }
         guard let resolved = StaticPath.resolve(relative) else {
             return .ready(.response(.text(.badRequest, "invalid path\n")))
@@ -150,9 +200,11 @@ public final class StaticFiles: Sendable {
                     var entry = entry
                     entry.validUntil = .now() + StaticFileCache.validity
                     cache.put(key, entry)
-                    return self.reply(for: entry, method: method, headers: headers)
+                    return Self.honouringIdentity(self.reply(for: entry, method: method, headers: headers), accepted)
                 }
-                return self.reply(for: found, method: method, requestPath: requestPath, query: query, headers: headers)
+                return Self.honouringIdentity(
+                    self.reply(for: found, method: method, requestPath: requestPath, query: query, headers: headers), accepted
+                )
             }.nonisolated().recover { _ in .response(.text(.internalServerError, "file lookup failed\n")) }
         )
     }
@@ -161,8 +213,22 @@ public final class StaticFiles: Sendable {
     /// (or is due for revalidation): the part of ``serve(method:relative:requestPath:query:headers:cache:on:)``
     /// that needs no file-system call. Nothing is started for a `nil`, so the caller can take the full path.
     func cachedReply(method: HTTPMethod, relative: Substring, headers: StaticRequestHeaders, cache: StaticFileCache) -> Reply? {
-        let key = cacheKey(relative, AcceptedEncodings(header: headers.acceptEncoding))
-        return cache.get(key, now: .now()).map { reply(for: $0, method: method, headers: headers) }
+        let accepted = AcceptedEncodings(header: headers.acceptEncoding)
+        let key = cacheKey(relative, accepted)
+        return cache.get(key, now: .now()).map { Self.honouringIdentity(reply(for: $0, method: method, headers: headers), accepted) }
+    }
+
+    /// `reply`, or 406 when it would send a file's bytes without a content coding to a client that refused
+    /// `identity` (`identity;q=0`, or `*;q=0` without `identity`) and accepts none that Edge has for the file
+    /// (RFC 9110 §12.5.3, §15.5.7).
+    static func honouringIdentity(_ reply: Reply, _ accepted: AcceptedEncodings) -> Reply {
+        guard !accepted.identity, case .file(let file) = reply, file.status == .ok || file.status == .partialContent,
+            !file.headers.contains(name: "content-encoding")
+        else { return reply }
+        try? file.handle?.close()
+        var refused = EdgeResponse.text(.notAcceptable, "no acceptable content coding: identity refused by Accept-Encoding\n")
+        refused.headers.add(name: "vary", value: "Accept-Encoding")
+        return .response(refused)
     }
 
     /// The small-file cache key: this route (its options decide what may be served), the path as requested and
@@ -352,7 +418,12 @@ public final class StaticFiles: Sendable {
 
     /// Whether the resolved `path` is the root or below it.
     private func isInsideRoot(_ path: String) -> Bool {
-        path == root || path.hasPrefix(root.hasSuffix("/") ? root : root + "/")
+        // Bytes, not `Character`s: as Strings, a root spelled in one Unicode normal form would "contain" a sibling
+        // directory spelled in the other.
+        let rootBytes = root.utf8
+        guard path.utf8.starts(with: rootBytes) else { return false }
+        if path.utf8.count == rootBytes.count || rootBytes.last == UInt8(ascii: "/") { return true }
+        return path.utf8.dropFirst(rootBytes.count).first == UInt8(ascii: "/")
     }
 
     private func listing(of directory: String, relative: StaticPath.Resolved) -> Found {

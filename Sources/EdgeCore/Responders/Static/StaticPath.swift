@@ -37,14 +37,16 @@ enum StaticPath {
         // Control bytes, including NUL, never name a file we serve.
         if bytes.contains(where: { $0 < 0x20 || $0 == 0x7F }) { return nil }
         // Strict UTF-8: rejects overlong forms (e.g. C0 AE for '.') and surrogates.
-        guard let text = String(validating: bytes, as: UTF8.self) else { return nil }
+        guard String(validating: bytes, as: UTF8.self) != nil else { return nil }
+        // Segments are split on the byte `/` and compared as bytes: as `Character`s, a combining mark (U+0301) or
+        // a prepended mark (U+0600) would join a `/` to its neighbour and hide a segment boundary or a dot.
         var segments: [String] = []
         var hidden = false
-        for segment in text.split(separator: "/", omittingEmptySubsequences: true) {
-            if segment == "." || segment == ".." { return nil }
-            if segment.hasPrefix(".") { hidden = true }
-            segments.append(String(segment))
+        for segment in bytes.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: true) {
+            if segment.allSatisfy({ $0 == UInt8(ascii: ".") }) && segment.count <= 2 { return nil }
+            if segment.first == UInt8(ascii: ".") { hidden = true }
+            segments.append(String(decoding: segment, as: UTF8.self))
         }
-        return Resolved(segments: segments, trailingSlash: text.hasSuffix("/") || text.isEmpty, hasHiddenSegment: hidden)
+        return Resolved(segments: segments, trailingSlash: bytes.last == UInt8(ascii: "/"), hasHiddenSegment: hidden)
     }
 }

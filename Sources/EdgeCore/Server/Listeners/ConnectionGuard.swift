@@ -12,7 +12,7 @@ final class ConnectionGuard: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundOut = ByteBuffer
 
     private let state: ServerState
-    private let perClient: PerClientConnectionLimit
+    private let perClient: PerClientLimit
     private let maxConnections: Int
     private let handshakeTimeout: TimeAmount?
     private let loop: LoopState
@@ -29,7 +29,7 @@ final class ConnectionGuard: ChannelInboundHandler, RemovableChannelHandler {
     ///   - loop: The state of the connection's event loop, where the open connection is registered.
     ///   - generation: The configuration generation the connection is accepted under.
     init(
-        state: ServerState, perClient: PerClientConnectionLimit, maxConnections: Int, handshakeTimeout: TimeAmount?,
+        state: ServerState, perClient: PerClientLimit, maxConnections: Int, handshakeTimeout: TimeAmount?,
         loop: LoopState, generation: Int
     ) {
         self.loop = loop
