@@ -30,6 +30,8 @@ def small_limits(module_edge_factory):
     return module_edge_factory.start(config="""
 [limits]
 max_in_flight = 4
+# The whole limit for one client, so that this module's single client meets the global limit (503), not its share.
+max_in_flight_per_client = 4
 max_header_bytes = 4096
 max_body_bytes = 1024
 """ + ROOT_ROUTE)
@@ -207,3 +209,71 @@ def test_listener_at_the_open_file_limit_backs_off_logs_and_recovers(edge_factor
     time.sleep(1)
     with RawConn(server.http.host, server.http.port) as conn:
         assert conn.request("GET", "/healthz").status == 200
+
+
+@pytest.fixture(scope="module")
+def shared_limits(module_edge_factory):
+    return module_edge_factory.start(config="""
+[limits]
+max_in_flight = 40
+""" + ROOT_ROUTE)
+
+
+def test_one_client_holds_only_its_share_of_max_in_flight(shared_limits):
+    """One HTTP/2 connection with 40 slow streams (`max_in_flight = 40`) used to turn /healthz, cache hits and every
+    other client's requests into 503. Now that client gets its share (a quarter by default: 10) and 429 with
+    Retry-After beyond it; /healthz, a cache hit and another address are served meanwhile."""
+    server = shared_limits
+    hit = f"/{unique('hit')}"
+    with RawConn(server.http.host, server.http.port) as c:
+        assert c.request("GET", hit).status == 200  # stored
+    base = unique("hold")
+    paths = [f"/{base}/{i}?delay_ms=4000" for i in range(40)]
+    outcome: dict = {}
+    holder = threading.Thread(target=lambda: outcome.update(zip(("results", "problems"), h2_get_many(
+        server.https.host, server.https.port, paths))))
+    holder.start()
+    try:
+        time.sleep(1.0)  # the slow streams are in flight
+        with RawConn(server.http.host, server.http.port) as c:
+            assert c.request("GET", "/healthz").status == 200
+            cached = c.request("GET", hit)
+            assert cached.status == 200 and cached.header("x-cache") == "HIT"
+        other = socket.create_connection((server.http.host, server.http.port), timeout=10, source_address=("127.0.0.7", 0))
+        try:
+            other.sendall(build_request("GET", f"/{unique('other')}?delay_ms=10", {"Connection": "close"}))
+            assert other.recv(1024).startswith(b"HTTP/1.1 200 "), "another address was refused"
+        finally:
+            other.close()
+    finally:
+        holder.join(timeout=30)
+    results, problems = outcome["results"], outcome["problems"]
+    assert not problems, problems
+    statuses = sorted(int(r["status"]) for r in results.values())
+    assert statuses.count(200) == 10 and statuses.count(429) == 30, statuses
+    for r in results.values():
+        if r["status"] == "429":
+            assert r["headers"].get("retry-after") == "1"
+
+
+def test_healthz_is_served_while_max_in_flight_is_full(small_limits):
+    """A load balancer polls /healthz to decide whether the node is alive: it answers 200 while every in-flight slot is
+    taken, instead of the 503 that pulled a busy node out of rotation."""
+    server = small_limits
+    base = unique("full")
+    conns = [RawConn(server.http.host, server.http.port) for _ in range(4)]
+    try:
+        for i, c in enumerate(conns):
+            c.send(build_request("GET", f"/{base}/{i}?delay_ms=3000"))
+        time.sleep(0.7)
+        with RawConn(server.http.host, server.http.port) as c:
+            assert c.request("GET", f"/{unique('busy')}?delay_ms=10").status == 503
+            health = c.request("GET", "/healthz")
+            assert (health.status, health.body) == (200, b"ok\n")
+        results, problems = h2_get_many(server.https.host, server.https.port, ["/healthz"])
+        assert not problems and results["/healthz"]["status"] == "200", (results, problems)
+        for c in conns:
+            assert c.read_response().status == 200
+    finally:
+        for c in conns:
+            c.close()

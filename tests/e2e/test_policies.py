@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import os
 import socket
+import statistics
+import subprocess
 import time
 
 import bcrypt
 import pytest
 
-from conftest import H2Client, RawConn, run_edge, unique, assert_no_stack_trace
+from conftest import H2Client, RawConn, build_request, run_edge, unique, assert_no_stack_trace
 
 
 def basic(user: str, password: str) -> str:
@@ -332,3 +336,154 @@ rate_limit = { per_second = 1, burst = 2 }
     assert status("127.0.0.1", "203.0.113.6") == 200
     # An untrusted peer cannot pick its identity: its X-Forwarded-For is ignored.
     assert [status("127.0.0.5", f"198.51.100.{i}") for i in range(3)] == [200, 200, 429]
+
+
+def htpasswd_tool(path, *args: str) -> None:
+    """Apache's own `htpasswd` (Debian's apache2-utils), the tool people make these files with: `args` are its
+    options, then the user and the password."""
+    subprocess.run(["htpasswd", *args[:-2], str(path), *args[-2:]], check=True, capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def apache_formats(module_edge_factory, tmp_path_factory):
+    """One user per format Apache's tools write: bcrypt as `htpasswd -B` writes it ($2y$), MD5-crypt ($apr1$,
+    `htpasswd -m`), SHA-1 (`htpasswd -s`), and salted SHA-1 ({SSHA}, from LDAP tools)."""
+    folder = tmp_path_factory.mktemp("apache")
+    path = folder / "htpasswd"
+    path.write_text("")
+    htpasswd_tool(path, "-bB", "-C", "5", "bea", "bcrypt pass")
+    htpasswd_tool(path, "-bm", "amy", "md5 pass")
+    htpasswd_tool(path, "-bs", "sam", "sha pass")
+    salt = b"\x07\x08\x09\x0a"
+    ssha = base64.b64encode(hashlib.sha1(b"ssha pass" + salt).digest() + salt).decode()
+    with open(path, "a") as f:
+        f.write(f"sue:{{SSHA}}{ssha}\n")
+    assert path.read_text().startswith("bea:$2y$05$"), path.read_text()
+    server = module_edge_factory.start(config=f"""
+[[route]]
+path = "/"
+respond = {{ status = 200, body = "in\\n" }}
+basic_auth = {{ realm = "r", htpasswd = "{path}" }}
+""")
+    return server, path
+
+
+@pytest.mark.parametrize("user,password", [("bea", "bcrypt pass"), ("amy", "md5 pass"), ("sam", "sha pass"), ("sue", "ssha pass")])
+@pytest.mark.parametrize("protocol", ["http1", "http2"])
+def test_htpasswd_formats_from_apache_tools(apache_formats, user, password, protocol):
+    """`htpasswd -B` writes $2y$ hashes: the file loaded, but no password ever matched, locking every user out."""
+    server, _ = apache_formats
+
+    def status(credentials: str) -> int:
+        if protocol == "http1":
+            with RawConn(server.http.host, server.http.port) as c:
+                return c.request("GET", "/x", headers={"Authorization": credentials}).status
+        client = H2Client(server.https.host, server.https.port)
+        try:
+            sid = client.request("/x", headers={"authorization": credentials})
+            assert client.pump(until=lambda: client.ended(sid))
+            return int(client.streams[sid]["status"])
+        finally:
+            client.close()
+
+    assert status(basic(user, password)) == 200
+    assert status(basic(user, password + "!")) == 401
+    assert status(basic(user + "x", password)) == 401
+
+
+def test_weak_formats_are_named_in_one_warning_each(apache_formats):
+    server, path = apache_formats
+    warnings = [e["line"] for e in server.log_events("htpasswd: weak password hash")]
+    assert len(warnings) == 3, server.log
+    assert f'{path}:2: user "amy" has a $apr1$ (MD5-crypt) hash' in warnings[0]
+    assert f'{path}:3: user "sam" has a {{SHA}} (unsalted SHA-1) hash' in warnings[1]
+    assert f'{path}:4: user "sue" has a {{SSHA}} (salted SHA-1) hash' in warnings[2]
+
+
+def test_check_config_names_every_line_it_cannot_verify(tmp_path):
+    path = tmp_path / "htpasswd"
+    path.write_text("ok:{SHA}5en6G6MezRroT3XKqkdPOmY/BfQ=\nplain:secret\ndes:ab01FAX.bQRSU\n# fine\nmd5:$1$salt$hash\n")
+    config = tmp_path / "edge.toml"
+    config.write_text(f'[[route]]\npath = "/"\ndemo = {{}}\nbasic_auth = {{ realm = "r", htpasswd = "{path}" }}\n')
+    result = run_edge(["check-config", str(config)])
+    assert result.returncode != 0
+    for line in (2, 3, 5):
+        assert f"{path}:{line}: not a password hash Edge can verify" in result.stderr, result.stderr
+    assert f"{path}:1:" not in result.stderr
+
+
+def test_unknown_and_known_users_cost_the_same(edge_factory, tmp_path):
+    """No timing oracle: a known user with a wrong password and an unknown user each cost one check at the file's
+    cost. Before, a $2y$ user failed in about 1 ms while an unknown user took a full bcrypt."""
+    path = tmp_path / "htpasswd"
+    path.write_text("")
+    htpasswd_tool(path, "-bB", "-C", "10", "alice", "right")
+    server = edge_factory.start(config=f"""
+[[route]]
+path = "/"
+respond = {{ status = 200, body = "in\\n" }}
+basic_auth = {{ realm = "r", htpasswd = "{path}" }}
+""")
+
+    def timed(user: str, attempt: int) -> float:
+        with RawConn(server.http.host, server.http.port) as c:
+            start = time.monotonic()
+            status = c.request("GET", "/", headers={"Authorization": basic(user, f"wrong {attempt}")}).status
+            elapsed = time.monotonic() - start
+        assert status == 401
+        return elapsed
+
+    known, unknown = [], []
+    for attempt in range(7):  # interleaved, distinct passwords (no remembered verdict)
+        known.append(timed("alice", attempt))
+        unknown.append(timed("mallory", attempt))
+    known_median, unknown_median = statistics.median(known), statistics.median(unknown)
+    assert known_median > 0.01 and unknown_median > 0.01, (known, unknown)  # both ran a cost-10 bcrypt
+    assert 0.5 < known_median / unknown_median < 2.0, (known, unknown)
+
+
+def test_password_checks_queue_is_bounded_and_files_do_not_wait_behind_it(edge_factory, tmp_path):
+    """Two dozen requests with distinct wrong passwords (cost 12) made a 200 KB file wait 5–8 s on the thread pool
+    they shared. Checks now run on their own threads behind a bounded queue: beyond it a request gets 503 with
+    Retry-After at once, and file serving never waits for them."""
+    path = tmp_path / "htpasswd"
+    path.write_text("")
+    htpasswd_tool(path, "-bB", "-C", "12", "alice", "right")
+    www = tmp_path / "www"
+    www.mkdir()
+    payload = os.urandom(200 * 1024)
+    (www / "big.bin").write_bytes(payload)
+    server = edge_factory.start(config=f"""
+[limits]
+password_check_threads = 1
+password_check_queue = 8
+
+[[route]]
+path = "/files"
+static = "{www}"
+
+[[route]]
+path = "/private"
+respond = {{ status = 200, body = "in\\n" }}
+basic_auth = {{ realm = "r", htpasswd = "{path}" }}
+""")
+    conns = [RawConn(server.http.host, server.http.port) for _ in range(24)]
+    try:
+        for i, c in enumerate(conns):
+            c.send(build_request("GET", "/private/", {"Authorization": basic("alice", f"guess {i}")}))
+        time.sleep(0.3)
+        start = time.monotonic()
+        with RawConn(server.http.host, server.http.port) as c:
+            got = c.request("GET", "/files/big.bin")
+        file_seconds = time.monotonic() - start
+        assert got.status == 200 and got.body == payload
+        responses = [c.read_response() for c in conns]
+        checks_seconds = time.monotonic() - start
+    finally:
+        for c in conns:
+            c.close()
+    statuses = sorted(r.status for r in responses)
+    assert statuses.count(401) == 9 and statuses.count(503) == 15, statuses  # one running + 8 queued
+    assert all(r.header("retry-after") == "1" for r in responses if r.status == 503)
+    # The file came while the password checks (9 × cost 12, one thread) were still running.
+    assert file_seconds < checks_seconds / 2, (file_seconds, checks_seconds)

@@ -79,18 +79,26 @@ struct RequestDispatcher {
         let state = services.state
         let client = trustedProxies.isEmpty ? peer : peer.resolved(forwardedFor: headers.forwardedFor, trusted: trustedProxies)
         let perClient = services.inFlightPerClient
-        // One client may hold only its share of the in-flight requests. Only requests that wait are counted per
-        // client, and the count is only looked at once as many requests as a share are in flight at all, so that a
-        // cache hit takes no lock.
-        if state.inFlightCount >= perClient.maximum, perClient.isAtLimit(client) {
-            var tooMany = EdgeResponse.text(.tooManyRequests, "too many requests in flight from this address, retry shortly\n")
-            tooMany.headers.add(name: "retry-after", value: "1")
-            return .ready(.response(tooMany))
+        if !state.inFlightBelow(perClient.maximum) {
+            // Under load, what can be answered at once (a cache hit, a fixed response, a small file in this loop's
+            // cache) still is: it holds no slot, and refusing it would turn a busy backend into an outage.
+            if let reply = immediateReply(method: method, target: target, host: headers.host, conditional: headers.conditional, admitting: false) {
+                return .ready(reply)
+            }
         }
         guard state.admitRequest(limit: maxInFlight) else {
             var busy = EdgeResponse.text(.serviceUnavailable, "server busy, retry shortly\n")
             busy.headers.add(name: "retry-after", value: "1")
             return .ready(.response(busy))
+        }
+        // One client may hold only its share of the in-flight requests. Only requests that wait are counted per
+        // client, and the count is only looked at once as many requests as a share are in flight at all, so that a
+        // cache hit takes no lock.
+        if !state.inFlightBelow(perClient.maximum + 1), perClient.isAtLimit(client) {
+            state.requestFinished()
+            var tooMany = EdgeResponse.text(.tooManyRequests, "too many requests in flight from this address, retry shortly\n")
+            tooMany.headers.add(name: "retry-after", value: "1")
+            return .ready(.response(tooMany))
         }
         let request = RouteRequest(method: method, target: target, path: path, query: query, headers: headers, bodyBytes: bodyBytes)
         let dispatch = route(request, client: client, on: eventLoop)
@@ -116,14 +124,16 @@ struct RequestDispatcher {
     /// request arrived, for the cache entry's freshness.
     func immediateReply(
         method: HTTPMethod, target: Substring, host: Substring, conditional: StaticRequestHeaders = StaticRequestHeaders(),
-        now: NIODeadline = .now()
+        now: NIODeadline = .now(), admitting: Bool = true
     ) -> Reply? {
         let (rawPath, query) = Self.split(target)
         guard method == .GET || method == .HEAD, case .success(let path) = RoutingPath.normalize(rawPath),
             query.map(Self.isValidQuery) ?? true
         else { return nil }
         if Self.isHealthCheck(path) { return .response(health()) }
-        guard services.state.inFlightBelow(maxInFlight) else { return nil }
+        // The fast paths send a request the full path would refuse at the in-flight limit there, so that it gets
+        // the same answer; the full path itself asks with `admitting: false`, for what it serves whatever the load.
+        guard !admitting || services.state.inFlightBelow(maxInFlight) else { return nil }
         guard let route = services.router.route(for: path), route.rateLimiter == nil, route.authenticator == nil else {
             return nil
         }
