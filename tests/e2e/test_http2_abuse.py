@@ -318,7 +318,10 @@ static = {{ root = "{root}" }}
         conn.read(timeout=6)
         reset = {f.stream_id for f in conn.frames if isinstance(f, RstStreamFrame)}
         assert reset == set(streams), f"streams not reset: {sorted(set(streams) - reset)}"
-        assert not conn.closed, "only the stalled streams end, not the connection"
+        # Nothing moved on the whole connection: it gets a GOAWAY and closes (a connection with one flowing
+        # stream is kept: test_only_the_stalled_stream_is_reset_while_another_flows).
+        conn.read(timeout=3)
+        assert conn.goaways() and conn.closed, conn.frames[-5:]
         # A file is closed as its stream channel closes, just after the RST_STREAM goes out: allow a moment.
         deadline = time.monotonic() + 2
         while open_copies() and time.monotonic() < deadline:
@@ -347,5 +350,85 @@ def test_request_answered_before_its_body_ends_gets_rst_stream_no_error(edge):
         assert any(isinstance(f, DataFrame) and "END_STREAM" in f.flags for f in on_stream), "response not ended"
         assert on_stream[-1].error_code == 0, f"RST_STREAM error code {on_stream[-1].error_code}, expected NO_ERROR"
         assert not conn.closed and not conn.goaways()
+    finally:
+        conn.close()
+
+
+@pytest.fixture(scope="module")
+def stalling(module_edge_factory, tmp_path_factory):
+    root = tmp_path_factory.mktemp("stall")
+    (root / "big.bin").write_bytes(b"y" * (4 << 20))
+    return module_edge_factory.start(config=f"""
+[timeouts]
+send_seconds = 2
+
+[[route]]
+path = "/"
+demo = {{ delay_ms = 1 }}
+
+[[route]]
+path = "/fixed"
+respond = {{ status = 200, body = "a fixed answer\\n" }}
+
+[[route]]
+path = "/files"
+static = "{root}"
+""")
+
+
+@pytest.mark.parametrize("path", ["/fixed", "/demo-hit", "/demo-miss"])
+def test_a_response_that_cannot_send_a_byte_is_reset_and_the_connection_closed(stalling, path):
+    """A client with INITIAL_WINDOW_SIZE = 0 that never sends WINDOW_UPDATE kept its streams, and so its
+    connection, forever: three such connections held all of max_connections = 3. The response is now reset
+    (RST_STREAM(CANCEL)) after send_seconds without a byte sent — answers of the fast path (a fixed response, a
+    cache hit) and of the full path (a miss) alike — and the connection, on which nothing moved, gets a GOAWAY
+    and closes."""
+    target = path
+    if path != "/fixed":
+        target = f"/{unique('stall')}"
+        if path == "/demo-hit":
+            results, problems = h2_get_many(stalling.https.host, stalling.https.port, [target])
+            assert not problems and results[target]["status"] == "200"
+    conn = RawH2(stalling.https.host, stalling.https.port)
+    try:
+        conn.send(SettingsFrame(0, settings={SettingsFrame.INITIAL_WINDOW_SIZE: 0}))
+        conn.send(conn.headers(1, target))
+        start = time.monotonic()
+        conn.read(timeout=1.5)
+        assert any(isinstance(f, HeadersFrame) and f.stream_id == 1 for f in conn.frames), "no response HEADERS"
+        assert not any(isinstance(f, RstStreamFrame) for f in conn.frames), "reset before send_seconds"
+        deadline = start + 6
+        while not conn.closed and time.monotonic() < deadline:
+            conn.read(timeout=0.5)
+        resets = [f for f in conn.frames if isinstance(f, RstStreamFrame)]
+        assert [(f.stream_id, f.error_code) for f in resets] == [(1, 8)], conn.frames  # 8: CANCEL
+        assert conn.goaways() and conn.goaways()[0].last_stream_id == 1, conn.frames
+        assert conn.closed, "the connection on which nothing moved was left open"
+    finally:
+        conn.close()
+
+
+def test_only_the_stalled_stream_is_reset_while_another_flows(stalling):
+    """Stream 1 never gets window; stream 3 gets window as it reads. After send_seconds stream 1 is reset, and the
+    connection, on which stream 3 keeps moving, stays open and completes stream 3."""
+    conn = RawH2(stalling.https.host, stalling.https.port)
+    try:
+        conn.send(SettingsFrame(0, settings={SettingsFrame.INITIAL_WINDOW_SIZE: 0}))
+        conn.send(conn.headers(1, "/files/big.bin"), conn.headers(3, "/files/big.bin"))
+        received, end = 0, time.monotonic() + 8
+        done = False
+        while time.monotonic() < end and not conn.closed and not done:
+            # A slow reader: 64 KiB of window for stream 3 (and the connection) every 0.25 s.
+            conn.send(WindowUpdateFrame(3, window_increment=65536), WindowUpdateFrame(0, window_increment=65536))
+            before = len(conn.frames)
+            conn.read(timeout=0.25)
+            for frame in conn.frames[before:]:
+                if isinstance(frame, DataFrame) and frame.stream_id == 3:
+                    received += len(frame.data)
+                    done = "END_STREAM" in frame.flags
+        resets = {f.stream_id: f.error_code for f in conn.frames if isinstance(f, RstStreamFrame)}
+        assert resets.get(1) == 8, conn.frames[-5:]
+        assert 3 not in resets and not conn.goaways() and not conn.closed, conn.frames[-5:]
+        assert received > 0
     finally:
         conn.close()

@@ -99,6 +99,14 @@ struct HTTP2ConnectionLifecycle {
         return finish()
     }
 
+    /// Nothing could be sent for `send_seconds` while responses waited (the client grants no flow-control window):
+    /// a GOAWAY naming the newest stream, and the connection closes once its streams are done (the stalled ones
+    /// were reset).
+    mutating func stalled() -> Action {
+        guard phase != .finishing else { return .none }
+        return finish()
+    }
+
     /// Decides, `now`, whether the connection has been idle for `timeout`.
     mutating func idleCheck(now: NIODeadline, timeout: TimeAmount) -> IdleVerdict {
         guard phase == .serving else { return .stop }

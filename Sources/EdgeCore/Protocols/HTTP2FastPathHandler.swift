@@ -25,7 +25,14 @@ import NIOHTTP2
 /// here, in order, and no more are read until it drains — so a client asking for large responses on many
 /// tiny streams cannot make the server buffer them without bound. A connection unwritable for
 /// `send_seconds` is closed.
-final class HTTP2FastPathHandler: ChannelDuplexHandler {
+///
+/// And it watches that responses move. A client can hold a stream, and so its connection, forever by granting
+/// no flow-control window (`SETTINGS_INITIAL_WINDOW_SIZE = 0` and no `WINDOW_UPDATE`): the socket stays
+/// writable and NIOHTTP2 keeps the DATA queued. As NIOHTTP2's frame delegate, this handler sees every frame
+/// NIOHTTP2 actually encodes — its own answers and the multiplexer's streams alike — and a response that has
+/// sent no DATA for `send_seconds` after its HEADERS is reset (`RST_STREAM(CANCEL)`); if nothing at all was
+/// sent on the connection in that time, it also gets a GOAWAY and closes once its streams are done.
+final class HTTP2FastPathHandler: ChannelDuplexHandler, NIOHTTP2FrameDelegate {
     typealias InboundIn = HTTP2Frame
     typealias InboundOut = HTTP2Frame
     typealias OutboundIn = HTTP2Frame
@@ -59,6 +66,23 @@ final class HTTP2FastPathHandler: ChannelDuplexHandler {
     private let shutdownTimeout: TimeAmount
     /// Malformed header blocks this connection has sent (each answered with RST_STREAM).
     private var malformedBlocks = 0
+    /// The connection's context while the handler is in the pipeline, for the stall timer started from
+    /// ``wroteFrame(_:)`` (which has none).
+    private var context: ChannelHandlerContext?
+    /// Responses whose HEADERS went out and whose last DATA has not: the stall tick of their last frame. The
+    /// newest one is kept apart (``newestUnfinished``), so that a response whose HEADERS and DATA are written
+    /// together — nearly every one — costs no dictionary insert.
+    private var unfinished: [HTTP2StreamID: UInt32] = [:]
+    private var newestUnfinished: (id: HTTP2StreamID, tick: UInt32)?
+    /// Counts stall checks (every quarter of `send_seconds`); `dataTick` is the tick of the last DATA written.
+    private var stallTick: UInt32 = 0
+    private var dataTick: UInt32 = 0
+    private var stallTimer: Scheduled<Void>?
+    /// Whether a response was reset unfinished (by this handler, or by a stream whose own send timer ran out)
+    /// since the last DATA: with no DATA for `send_seconds` as well, nothing moves on the connection.
+    private var resetSinceData = false
+    /// Stall checks within `send_seconds`: a response is reset between 1 and 1.25 times that after its last byte.
+    private static let stallSteps: UInt32 = 4
     /// Whether the client has acknowledged Edge's SETTINGS; until then NIOHTTP2 enforces its default stream limit.
     private var settingsAcknowledged = false
     /// NIOHTTP2's limit on a client's open streams until the client acknowledges Edge's SETTINGS (its default;
@@ -83,11 +107,13 @@ final class HTTP2FastPathHandler: ChannelDuplexHandler {
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
         scheduleIdleCheck(in: idleTimeout, context: context)
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
         stop()
+        self.context = nil
     }
 
     func channelInactive(context: ChannelHandlerContext) {
@@ -102,6 +128,10 @@ final class HTTP2FastPathHandler: ChannelDuplexHandler {
         idleTimer = nil
         closeDeadline?.cancel()
         closeDeadline = nil
+        stallTimer?.cancel()
+        stallTimer = nil
+        unfinished.removeAll()
+        newestUnfinished = nil
         held.removeAll()
     }
 
@@ -161,6 +191,7 @@ final class HTTP2FastPathHandler: ChannelDuplexHandler {
             }
         } else {
             let streamID = (event as! StreamClosedEvent).streamID
+            finished(streamID)
             perform(lifecycle.streamClosed(now: .now()), context: context)
             if !multiplexerStreams.isEmpty, multiplexerStreams.remove(streamID) != nil {
                 context.fireUserInboundEventTriggered(event)
@@ -435,6 +466,89 @@ final class HTTP2FastPathHandler: ChannelDuplexHandler {
             context.write(wrapOutboundOut(HTTP2Frame(streamID: streamID, payload: .data(data))), promise: nil)
         }
         unflushedBytes += (bodyless ? 0 : parts.body.readableBytes) + 128
+    }
+
+    // MARK: responses that cannot move
+
+    /// NIOHTTP2 encoded `frame` (for this handler's answers and the multiplexer's streams alike): DATA is encoded
+    /// only when flow control lets it go. Bookkeeping only; nothing is written from here.
+    func wroteFrame(_ frame: HTTP2Frame) {
+        switch frame.payload {
+        case .data(let data):
+            dataTick = stallTick
+            resetSinceData = false
+            if data.endStream {
+                finished(frame.streamID)
+            } else if let newest = newestUnfinished, newest.id == frame.streamID {
+                newestUnfinished = (newest.id, stallTick)
+            } else if let index = unfinished.index(forKey: frame.streamID) {
+                unfinished.values[index] = stallTick
+            }
+        case .headers(let headers):
+            if headers.endStream {
+                finished(frame.streamID)
+            } else if !Self.isInterim(headers.headers) {
+                if let newest = newestUnfinished { unfinished[newest.id] = newest.tick }
+                newestUnfinished = (frame.streamID, stallTick)
+                if stallTimer == nil, let context { scheduleStallCheck(context: context) }
+            }
+        case .rstStream:
+            if finished(frame.streamID) {
+                resetSinceData = true
+                if stallTimer == nil, let context { scheduleStallCheck(context: context) }
+            }
+        default:
+            break
+        }
+    }
+
+    /// Whether a response header block is a 1xx (`100 Continue`), after which the response is yet to start.
+    private static func isInterim(_ block: HPACKHeaders) -> Bool {
+        guard let first = block.first, first.name == ":status" else { return false }
+        return first.value.utf8.first == UInt8(ascii: "1")
+    }
+
+    /// Stream `id`'s response is complete or gone; returns whether it was unfinished.
+    @discardableResult
+    private func finished(_ id: HTTP2StreamID) -> Bool {
+        if let newest = newestUnfinished, newest.id == id {
+            newestUnfinished = nil
+            return true
+        }
+        return !unfinished.isEmpty && unfinished.removeValue(forKey: id) != nil
+    }
+
+    /// Every quarter of `send_seconds` while a response is unfinished: resets each that has sent nothing for
+    /// `send_seconds`, and ends the connection if nothing at all was sent on it in that time.
+    private func scheduleStallCheck(context: ChannelHandlerContext) {
+        let step = TimeAmount.nanoseconds(max(1_000_000, sendTimeout.nanoseconds / Int64(Self.stallSteps)))
+        stallTimer = context.eventLoop.assumeIsolated().scheduleTask(in: step) { [self] in
+            stallTimer = nil
+            stallTick &+= 1
+            if let newest = newestUnfinished {
+                unfinished[newest.id] = newest.tick
+                newestUnfinished = nil
+            }
+            let stalled = unfinished.compactMap { stallTick &- $0.value > Self.stallSteps ? $0.key : nil }
+            if !stalled.isEmpty {
+                for id in stalled {
+                    // Collected first: each reset closes its stream at once, which re-enters this handler.
+                    unfinished.removeValue(forKey: id)
+                    context.write(wrapOutboundOut(HTTP2Frame(streamID: id, payload: .rstStream(.cancel))), promise: nil)
+                }
+                unflushedBytes = 0
+                context.flush()
+                resetSinceData = true
+            }
+            let quietFor = stallTick &- dataTick
+            if resetSinceData, quietFor > Self.stallSteps {
+                resetSinceData = false
+                perform(lifecycle.stalled(), context: context)
+            }
+            if !unfinished.isEmpty || (resetSinceData && quietFor <= Self.stallSteps), self.context != nil {
+                scheduleStallCheck(context: context)
+            }
+        }
     }
 
     /// Flushes what was written since the last flush, if anything was.

@@ -111,8 +111,13 @@ enum HTTPPipelines {
         // NIOHTTP2Handler without its inline multiplexer fires frames and stream events down the pipeline. The
         // fast path sees each new stream's HEADERS first; NIOHTTP2's connection manager is not used (the fast
         // path does its work: see HTTP2ConnectionLifecycle).
-        try sync.addHandler(NIOHTTP2Handler(mode: .server, connectionConfiguration: connection, streamConfiguration: stream))
-        try sync.addHandler(HTTP2FastPathHandler(services: services, loop: loop))
+        // The fast path is NIOHTTP2's frame delegate: it sees each frame as it is encoded, to reset responses that
+        // cannot move (flow control) for `send_seconds`.
+        let fastPath = HTTP2FastPathHandler(services: services, loop: loop)
+        try sync.addHandler(
+            NIOHTTP2Handler(mode: .server, frameDelegate: fastPath, connectionConfiguration: connection, streamConfiguration: stream)
+        )
+        try sync.addHandler(fastPath)
         try sync.addHandler(
             HTTP2StreamMultiplexer(
                 mode: .server, channel: channel, targetWindowSize: 1 << 20,

@@ -25,6 +25,22 @@ struct HTTP2ConnectionLifecycleTests {
         #expect(lifecycle.idleCheck(now: start + .seconds(300), timeout: timeout) == .stop)
     }
 
+    @Test("a stalled connection gets a GOAWAY naming its newest stream and closes when its streams are done; once only")
+    func stalled() {
+        var lifecycle = HTTP2ConnectionLifecycle(now: start)
+        lifecycle.streamOpened(1)
+        lifecycle.streamOpened(5)
+        #expect(lifecycle.stalled() == .goAway(lastStreamID: 5, ping: nil, thenClose: false))
+        #expect(lifecycle.phase == .finishing)
+        #expect(lifecycle.stalled() == .none)
+        #expect(lifecycle.streamClosed(now: start) == .none)
+        #expect(lifecycle.streamClosed(now: start) == .closeWhenWritten)
+        var quiet = HTTP2ConnectionLifecycle(now: start)
+        quiet.streamOpened(1)
+        #expect(quiet.streamClosed(now: start) == .none)
+        #expect(quiet.stalled() == .goAway(lastStreamID: 1, ping: nil, thenClose: true))
+    }
+
     @Test("a connection that never opens a stream is idle from its start")
     func idleFromStart() {
         var lifecycle = HTTP2ConnectionLifecycle(now: start)
