@@ -432,3 +432,41 @@ def test_only_the_stalled_stream_is_reset_while_another_flows(stalling):
         assert received > 0
     finally:
         conn.close()
+
+
+@pytest.mark.parametrize("path", ["/fixed", "/slow"])
+def test_headers_on_a_stream_the_client_ended_gets_stream_closed(stalling, path):
+    """RFC 9113 §5.1 (h2spec http2/5.1/6): a second HEADERS frame on a stream in half-closed (remote) state is a
+    stream error of type STREAM_CLOSED. NIOHTTP2 answered RST_STREAM(PROTOCOL_ERROR) while the response was still
+    unsent (sent in the same write as the request, or a slow response); the connection serves on."""
+    target = f"/{unique('slow')}?delay_ms=500" if path == "/slow" else path
+    conn = RawH2(stalling.https.host, stalling.https.port)
+    try:
+        conn.send(conn.headers(1, target), conn.headers(1, target))
+        conn.read(timeout=1.5)
+        resets = [(f.stream_id, f.error_code) for f in conn.frames if isinstance(f, RstStreamFrame)]
+        goaways = [g.error_code for g in conn.goaways()]
+        assert resets == [(1, 5)] or goaways == [5], conn.frames  # 5: STREAM_CLOSED
+        if resets:
+            conn.send(conn.headers(3, "/fixed"))
+            conn.read(timeout=1.5)
+            assert any(isinstance(f, DataFrame) and f.stream_id == 3 for f in conn.frames), conn.frames[-5:]
+    finally:
+        conn.close()
+
+
+def test_other_stream_errors_keep_protocol_error(stalling):
+    """Only a header block on an ended stream is rewritten: a WINDOW_UPDATE of 0 on a stream (RFC 9113 §6.9,
+    h2spec 6.9/2) and a trailer block without END_STREAM keep RST_STREAM(PROTOCOL_ERROR)."""
+    conn = RawH2(stalling.https.host, stalling.https.port)
+    try:
+        conn.send(conn.headers(1, f"/{unique('wu')}?delay_ms=500"), WindowUpdateFrame(1, window_increment=0))
+        body = conn.headers(3, "/fixed", end_stream=False, extra=[("content-length", "1")])
+        trailer = HeadersFrame(3, conn.encoder.encode([("x-trailer", "1")]))
+        trailer.flags.add("END_HEADERS")
+        conn.send(body, trailer)
+        conn.read(timeout=1.5)
+        resets = {f.stream_id: f.error_code for f in conn.frames if isinstance(f, RstStreamFrame)}
+        assert resets.get(1) == 1 and resets.get(3) == 1, conn.frames
+    finally:
+        conn.close()

@@ -108,6 +108,7 @@ enum HTTPPipelines {
         try sync.addHandler(HTTP2GoAwayCloser())
         try sync.addHandler(WriteCoalescingHandler())
         try sync.addHandler(HTTP2StreamLimitAdvertiser(advertised: streamLimit))
+        try sync.addHandler(HTTP2StreamClosedRewriter())
         // NIOHTTP2Handler without its inline multiplexer fires frames and stream events down the pipeline. The
         // fast path sees each new stream's HEADERS first; NIOHTTP2's connection manager is not used (the fast
         // path does its work: see HTTP2ConnectionLifecycle).
