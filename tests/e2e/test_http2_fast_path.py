@@ -137,6 +137,7 @@ send_seconds = 2
 
 [limits]
 max_in_flight = 3
+max_in_flight_per_client = 3
 max_uri_bytes = 256
 max_header_fields = 20
 
@@ -159,8 +160,9 @@ def test_limits_still_apply_to_cached_paths(limited):
     assert too_long["status"] == "414", too_long
 
 
-def test_in_flight_limit_applies_to_cached_paths(limited):
-    """While max_in_flight slow requests are pending, a cache hit gets 503 like any other request."""
+def test_in_flight_limit_spares_cached_paths(limited):
+    """While max_in_flight slow requests are pending, a request that would wait gets 503, but a cache hit, which
+    holds no slot, is still served (it used to get 503 too, so a busy backend turned every hit into an error)."""
     path = f"/{unique('busy')}"
     h2_exchange(limited, [("GET", path, None, [])])
     slow = H2Client(limited.https.host, limited.https.port, timeout=30)
@@ -168,9 +170,10 @@ def test_in_flight_limit_applies_to_cached_paths(limited):
         for i in range(3):
             slow.request(f"/{unique('slow')}?delay_ms=3000")
         time.sleep(0.5)
-        busy, = h2_exchange(limited, [("GET", path, None, [])])
-        assert busy["status"] == "503", busy
-        assert busy["headers"].get("retry-after") == "1"
+        hit, miss = h2_exchange(limited, [("GET", path, None, []), ("GET", f"/{unique('miss')}", None, [])])
+        assert (hit["status"], hit["headers"].get("x-cache")) == ("200", "HIT"), hit
+        assert miss["status"] == "503", miss
+        assert miss["headers"].get("retry-after") == "1"
         assert slow.pump(timeout=20)
         assert all(s["status"] == "200" for s in slow.streams.values())
     finally:

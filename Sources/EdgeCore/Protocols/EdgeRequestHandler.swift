@@ -449,9 +449,20 @@ final class EdgeRequestHandler: ChannelInboundHandler {
     /// An absolute-form target split after its scheme: the authority, and what follows it (from the `/` or `?`
     /// on; empty when nothing does).
     private static func absoluteFormParts(_ uri: String) -> (authority: Substring, pathAndQuery: Substring)? {
-        guard !uri.hasPrefix("/"), let scheme = uri.range(of: "://") else { return nil }
-        let rest = uri[scheme.upperBound...]
-        let end = rest.firstIndex(where: { $0 == "/" || $0 == "?" }) ?? rest.endIndex
-        return (rest[..<end], rest[end...])
+        // By bytes: the separators are ASCII, and no other character may join them.
+        let bytes = uri.utf8
+        guard bytes.first != UInt8(ascii: "/") else { return nil }
+        var index = bytes.startIndex
+        var schemeEnd: String.Index?
+        while index < bytes.endIndex {
+            if bytes[index] == UInt8(ascii: ":"), bytes[index...].starts(with: "://".utf8) {
+                schemeEnd = bytes.index(index, offsetBy: 3)
+                break
+            }
+            index = bytes.index(after: index)
+        }
+        guard let start = schemeEnd else { return nil }
+        let end = bytes[start...].firstIndex { $0 == UInt8(ascii: "/") || $0 == UInt8(ascii: "?") } ?? bytes.endIndex
+        return (uri[start..<end], uri[end...])
     }
 }

@@ -51,6 +51,13 @@ enum RequestTargetRules {
     static func isRoutableTarget(_ target: String, isOPTIONS: Bool, allowsAbsoluteForm: Bool) -> Bool {
         if target.utf8.first == UInt8(ascii: "/") { return true }
         if isOPTIONS, target == "*" { return true }
-        return allowsAbsoluteForm && target.contains("://")
+        guard allowsAbsoluteForm else { return false }
+        let bytes = target.utf8
+        var index = bytes.startIndex
+        while index < bytes.endIndex {
+            if bytes[index] == UInt8(ascii: ":"), bytes[index...].starts(with: "://".utf8) { return true }
+            index = bytes.index(after: index)
+        }
+        return false
     }
 }
