@@ -69,7 +69,7 @@ public enum ConfigurationLoader {
 }
 
 /// Walks a parsed TOML table, converting values and recording issues with their key paths and lines.
-private struct TOMLReader {
+struct TOMLReader {
     let locator: TOMLKeyLocator
     var issues: [ConfigurationIssue] = []
     /// The files and folders the configuration names, for ``ConfigurationFileChecks``.
@@ -88,7 +88,7 @@ private struct TOMLReader {
         checkKeys(
             root, path: "",
             allowed: ["threads", "state_dir", "log_level", "server_name", "shutdown_timeout_seconds",
-                      "shutdown_delay_seconds", "listener", "limits", "timeouts", "cache", "route", "client_address"]
+                      "shutdown_delay_seconds", "listener", "limits", "timeouts", "cache", "route", "client_address", "upstream"]
         )
         config.threads = int(root, "threads", path: "threads", range: 1...1024)
         config.stateDirectory = string(root, "state_dir", path: "state_dir")
@@ -145,6 +145,7 @@ private struct TOMLReader {
                 }
             }
         }
+        readUpstreams(root, into: &config)
         // Keyed by the bytes a route is matched by: `/docs` and `/docs/` are one route.
         var seenPaths: [[UInt8]: String] = [:]
         for (index, table) in tables(root, "route", path: "route").enumerated() {
@@ -160,6 +161,7 @@ private struct TOMLReader {
             }
             config.routes.append(route)
         }
+        checkProxyRoutes(config)
         return config
     }
 
@@ -247,7 +249,7 @@ private struct TOMLReader {
     }
 
     mutating func readRoute(_ table: TOMLTable, path: String) -> RouteConfiguration? {
-        let handlerKeys = ["demo", "respond", "static"]
+        let handlerKeys = ["demo", "respond", "static", "proxy"]
         checkKeys(table, path: path, allowed: ["path", "cache_ttl_seconds", "rate_limit", "basic_auth"] + handlerKeys)
         let rateLimit = readRateLimit(table, path: "\(path).rate_limit")
         let basicAuth = readBasicAuth(table, path: "\(path).basic_auth")
@@ -294,6 +296,7 @@ private struct TOMLReader {
         switch kind {
         case "demo": handler = readDemo(table, path: "\(path).demo").map { .demo($0) }
         case "static": handler = readStatic(table, path: "\(path).static").map { .static($0) }
+        case "proxy": handler = readProxy(table, path: "\(path).proxy").map { .proxy($0) }
         default: handler = readRespond(table, path: "\(path).respond").map { .respond($0) }
         }
         guard let prefix, prefix.hasPrefix("/"), let handler else { return nil }

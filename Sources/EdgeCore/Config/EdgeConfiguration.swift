@@ -29,6 +29,8 @@ public struct EdgeConfiguration: Sendable, Equatable {
     public var routes: [RouteConfiguration]
     /// Proxies whose `X-Forwarded-For` names the client for per-client policies (rate limits).
     public var trustedProxies: [AddressRange] = []
+    /// Upstream server groups that `proxy` routes send requests to.
+    public var upstreams: [UpstreamGroupConfiguration] = []
 
     /// Creates a configuration.
     public init(
@@ -228,6 +230,8 @@ public enum RouteHandlerConfiguration: Sendable, Equatable {
     case respond(FixedResponseConfiguration)
     /// Files under a directory.
     case `static`(StaticConfiguration)
+    /// A reverse proxy to an upstream group.
+    case proxy(ProxyRouteConfiguration)
 }
 
 /// `static = "/srv/www"` or `static = { root = "/srv/www", index = ["index.html"], listing = false, … }`.

@@ -9,8 +9,9 @@ import NIOHTTP2
 /// It enforces the head and body limits, answers `Expect: 100-continue`, and leaves routing, the cache and
 /// the backend to ``RequestDispatcher``. Everything runs on the channel's event loop; a cache hit is answered
 /// synchronously with no lock, misses complete on this loop.
-final class EdgeRequestHandler: ChannelInboundHandler {
+final class EdgeRequestHandler: ChannelDuplexHandler {
     typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundIn = HTTPServerResponsePart
     typealias OutboundOut = HTTPServerResponsePart
 
     private enum State {
@@ -20,6 +21,12 @@ final class EdgeRequestHandler: ChannelInboundHandler {
         case receiving(HTTPRequestHead, bodyBytes: Int)
         /// The request is complete and its response is being produced.
         case responding
+        /// A request to a streaming route (a proxy): dispatched at its head, its body passed on as it arrives
+        /// (``requestBody``), up to `limit` bytes. The response may begin before the body ends.
+        case streaming(HTTPRequestHead, bodyBytes: Int, limit: Int)
+        /// HTTP/2, a streaming route, no `Content-Length`: dispatched at the first DATA (a body of unknown length)
+        /// or at END_STREAM (no body), whichever comes first.
+        case streamPending(HTTPRequestHead, limit: Int)
         /// An error response was sent; the connection or stream is closing.
         case closing
     }
@@ -42,9 +49,23 @@ final class EdgeRequestHandler: ChannelInboundHandler {
     /// Checks the request body's minimum rate while a body is being received.
     private var bodyRateTimer: Scheduled<Void>?
     private var bodyStarted = NIODeadline.now()
+    /// Whether the connection is TLS (for `X-Forwarded-Proto`).
+    private let isTLS: Bool
+    /// A streamed request's body, while it is being passed on.
+    private var requestBody: BodyPipe?
+    /// A streamed response's body, while it is being written.
+    private var responseBody: BodyPipe?
+    /// Whether the response to the current streamed request has begun (its head is written).
+    private var responseStarted = false
+    /// Reads held because the streamed request body waits for the origin (backpressure).
+    private var readsPaused = false
+    private var readPending = false
+    /// Body bytes before the body rate is measured from ``bodyStarted`` (reset when held reads resume).
+    private var rateBaseline = 0
 
     /// Creates a handler for one connection (HTTP/1.1) or stream (HTTP/2).
-    init(services: EdgeServices, loop: LoopState, isHTTP2: Bool, client: ClientAddress) {
+    init(services: EdgeServices, loop: LoopState, isHTTP2: Bool, client: ClientAddress, isTLS: Bool = true) {
+        self.isTLS = isHTTP2 || isTLS
         self.dispatcher = RequestDispatcher(services: services, loop: loop)
         self.loop = loop
         self.limits = services.configuration.limits
@@ -57,12 +78,40 @@ final class EdgeRequestHandler: ChannelInboundHandler {
     func channelInactive(context: ChannelHandlerContext) {
         isActive = false
         stopBodyRateTimer()
+        abandonStreams()
         context.fireChannelInactive()
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
         isActive = false
         stopBodyRateTimer()
+        abandonStreams()
+    }
+
+    /// The client is gone: the origin stops producing the response and taking the request body.
+    private func abandonStreams() {
+        let gone = BodyPipe.Broken(description: "the client went away")
+        requestBody?.fail(gone)
+        requestBody = nil
+        responseBody?.cancel(gone)
+        responseBody = nil
+    }
+
+    /// Holds reads while a streamed request body waits for its origin.
+    func read(context: ChannelHandlerContext) {
+        if readsPaused {
+            readPending = true
+        } else {
+            context.read()
+        }
+    }
+
+    private func resumeReads(context: ChannelHandlerContext) {
+        readsPaused = false
+        if readPending {
+            readPending = false
+            context.read()
+        }
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
@@ -79,8 +128,10 @@ final class EdgeRequestHandler: ChannelInboundHandler {
                 // Possibly delivered from inside the previous response's final write (the pipelining handler
                 // releases buffered events then); on the next tick that write has been issued and recorded.
                 context.eventLoop.assumeIsolated().execute { self.closeAfterLastResponse(context: context) }
-            case .receiving:
+            case .receiving, .streamPending:
                 context.close(promise: nil)  // the body can never be completed
+            case .streaming:
+                if !requestEnded { context.close(promise: nil) }
             case .responding, .closing:
                 break  // the response in progress ends the connection
             }
@@ -105,6 +156,13 @@ final class EdgeRequestHandler: ChannelInboundHandler {
         case .head(let head):
             receiveHead(head, context: context)
         case .body(let chunk):
+            if case .streamPending(let head, let limit) = state {
+                beginStream(head, hasBody: true, length: nil, limit: limit, context: context)
+            }
+            if case .streaming(let head, let received, let limit) = state {
+                receiveStreamedBody(chunk, head: head, received: received, limit: limit, context: context)
+                return
+            }
             guard case .receiving(let head, let received) = state else { return }
             if bodyRateTimer == nil, received == 0 { startBodyRateTimer(context: context) }
             let total = received + chunk.readableBytes
@@ -113,8 +171,18 @@ final class EdgeRequestHandler: ChannelInboundHandler {
                 return
             }
             state = .receiving(head, bodyBytes: total)
-        case .end:
+        case .end(let trailers):
             requestEnded = true
+            if case .streamPending(let head, let limit) = state {
+                beginStream(head, hasBody: false, length: nil, limit: limit, context: context)
+            }
+            if case .streaming = state {
+                stopBodyRateTimer()
+                requestBody?.finish(trailers: trailers)
+                requestBody = nil
+                resumeReads(context: context)
+                return
+            }
             guard case .receiving(let head, let bodyBytes) = state else { return }
             stopBodyRateTimer()
             state = .responding
@@ -185,8 +253,11 @@ final class EdgeRequestHandler: ChannelInboundHandler {
             reject(head, .requestHeaderFieldsTooLarge, "request head larger than \(limits.maxHeaderBytes) bytes\n", context: context)
             return
         }
-        if let length = head.headers.first(name: "content-length"), let bytes = Int(length), bytes > limits.maxBodyBytes {
-            reject(head, .payloadTooLarge, "request body larger than \(limits.maxBodyBytes) bytes\n", context: context)
+        let streams = dispatcher.hasStreamingRoutes && dispatcher.streamsRequest(target: Self.originForm(head.uri))
+        let bodyLimit = streams ? dispatcher.bodyLimit(target: Self.originForm(head.uri), default: limits.maxBodyBytes) : limits.maxBodyBytes
+        let declaredLength = head.headers.first(name: "content-length").flatMap { Int($0) }
+        if let bytes = declaredLength, bytes > bodyLimit {
+            reject(head, .payloadTooLarge, "request body larger than \(bodyLimit) bytes\n", context: context)
             return
         }
         // RFC 9110 §10.1.1: an expectation in an HTTP/1.0 request is ignored.
@@ -197,6 +268,16 @@ final class EdgeRequestHandler: ChannelInboundHandler {
             }
             let interim = HTTPResponseHead(version: head.version, status: .continue)
             context.writeAndFlush(wrapOutboundOut(.head(interim)), promise: nil)
+        }
+        if streams {
+            if let length = declaredLength {
+                beginStream(head, hasBody: length > 0, length: length, limit: bodyLimit, context: context)
+            } else if !isHTTP2 {
+                beginStream(head, hasBody: head.headers.contains(name: "transfer-encoding"), length: nil, limit: bodyLimit, context: context)
+            } else {
+                state = .streamPending(head, limit: bodyLimit)
+            }
+            return
         }
         state = .receiving(head, bodyBytes: 0)
         if head.headers.contains(name: "content-length") || head.headers.contains(name: "transfer-encoding") {
@@ -211,15 +292,28 @@ final class EdgeRequestHandler: ChannelInboundHandler {
     private func startBodyRateTimer(context: ChannelHandlerContext) {
         guard timeouts.requestBodyMinRate > 0 else { return }
         bodyStarted = .now()
+        rateBaseline = 0
         scheduleBodyRateCheck(in: timeouts.requestBodyGrace, context: context)
     }
 
     private func scheduleBodyRateCheck(in delay: TimeAmount, context: ChannelHandlerContext) {
         bodyRateTimer = context.eventLoop.assumeIsolated().scheduleTask(in: delay) {
             self.bodyRateTimer = nil
-            guard self.isActive, case .receiving(let head, let received) = self.state else { return }
+            let head: HTTPRequestHead, received: Int
+            switch self.state {
+            case .receiving(let h, let r), .streaming(let h, let r, _):
+                (head, received) = (h, r)
+            default:
+                return
+            }
+            guard self.isActive else { return }
+            if self.readsPaused {
+                // The origin is not taking the body: the client is not the slow one.
+                self.scheduleBodyRateCheck(in: .seconds(1), context: context)
+                return
+            }
             let elapsed = Double((NIODeadline.now() - self.bodyStarted).nanoseconds) / 1e9
-            if Double(received) < Double(self.timeouts.requestBodyMinRate) * elapsed {
+            if Double(received - self.rateBaseline) < Double(self.timeouts.requestBodyMinRate) * elapsed {
                 self.reject(head, .requestTimeout, "request body too slow\n", context: context)
             } else {
                 self.scheduleBodyRateCheck(in: .seconds(1), context: context)
@@ -230,6 +324,138 @@ final class EdgeRequestHandler: ChannelInboundHandler {
     private func stopBodyRateTimer() {
         bodyRateTimer?.cancel()
         bodyRateTimer = nil
+    }
+
+    // MARK: streaming routes
+
+    /// Dispatches a request to a streaming route at its head; its body (if any) follows through a ``BodyPipe``.
+    private func beginStream(_ head: HTTPRequestHead, hasBody: Bool, length: Int?, limit: Int, context: ChannelHandlerContext) {
+        state = .streaming(head, bodyBytes: 0, limit: limit)
+        responseStarted = false
+        var pipe: BodyPipe?
+        if hasBody {
+            let body = BodyPipe(eventLoop: context.eventLoop)
+            body.onDemand = { [self] in
+                guard readsPaused else { return }
+                // The rate is measured again from here: the pause was the origin's.
+                bodyStarted = .now()
+                if case .streaming(_, let received, _) = state { rateBaseline = received }
+                resumeReads(context: context)
+            }
+            body.onCancel = { [self] _ in
+                // The origin stopped taking the body (it answered, or failed): the rest is read and dropped.
+                requestBody = nil
+                resumeReads(context: context)
+            }
+            pipe = body
+            requestBody = body
+            startBodyRateTimer(context: context)
+        }
+        let streamed = StreamedRequest(headers: head.headers, version: head.version, isTLS: isTLS, body: pipe, bodyLength: length)
+        var values = Self.headerValues(head.headers)
+        if let authority = Self.absoluteFormAuthority(head.uri) { values.host = authority }
+        let dispatch = dispatcher.dispatch(
+            method: head.method, target: Self.originForm(head.uri), headers: values, bodyBytes: 0, client: client,
+            streamed: streamed, on: context.eventLoop
+        )
+        switch dispatch {
+        case .ready(let reply):
+            send(reply, for: head, context: context)
+        case .pending(let future):
+            future.assumeIsolated().whenComplete { result in
+                switch result {
+                case .success(let reply):
+                    self.send(reply, for: head, context: context)
+                case .failure:
+                    // The client went away or its body broke off: nothing to answer.
+                    if self.isActive { context.close(promise: nil) }
+                }
+            }
+        }
+    }
+
+    private func receiveStreamedBody(_ chunk: ByteBuffer, head: HTTPRequestHead, received: Int, limit: Int, context: ChannelHandlerContext) {
+        let total = received + chunk.readableBytes
+        state = .streaming(head, bodyBytes: total, limit: limit)
+        if bodyRateTimer == nil, received == 0, requestBody != nil { startBodyRateTimer(context: context) }
+        if total > limit {
+            requestBody?.fail(BodyPipe.Broken(description: "request body over the limit"))
+            requestBody = nil
+            if responseStarted {
+                context.close(promise: nil)
+            } else {
+                reject(head, .payloadTooLarge, "request body larger than \(limit) bytes\n", context: context)
+            }
+            return
+        }
+        guard let body = requestBody else { return }  // the origin no longer takes it: dropped
+        if !body.write(chunk) { readsPaused = true }
+    }
+
+    /// Writes a streamed response: the head at once, then each chunk as the origin produces it, as fast as the
+    /// client takes them (the next chunk is asked for once the socket can take more). A body that breaks off
+    /// ends the response as broken: the HTTP/1.1 connection closes without the final chunk (or short of its
+    /// `Content-Length`), an HTTP/2 stream is reset.
+    private func sendStream(_ streamed: StreamedResponse, for request: HTTPRequestHead, context: ChannelHandlerContext) {
+        guard isActive else {
+            streamed.body?.cancel(BodyPipe.Broken(description: "the client went away"))
+            return
+        }
+        responseStarted = true
+        var headers = streamed.headers
+        ResponseHeaders.perRequest(for: .stream(streamed), now: .now(), server: serverName, date: loop.date.current) { name, value in
+            headers.add(name: name, value: value)
+        }
+        // An HTTP/1.1 response that begins before the request body has all arrived ends the connection: what is
+        // left of the body would otherwise be read as the next request.
+        let keepAlive = writeHead(streamed.status, headers: headers, for: request, close: !requestEnded && !isHTTP2, context: context)
+        guard let body = streamed.body, request.method != .HEAD else {
+            streamed.body?.cancel(BodyPipe.Broken(description: "no body is sent"))
+            finishStreamed(keepAlive: keepAlive, trailers: nil, context: context)
+            return
+        }
+        context.flush()
+        responseBody = body
+        pump(body, keepAlive: keepAlive, context: context)
+    }
+
+    private func pump(_ body: BodyPipe, keepAlive: Bool, context: ChannelHandlerContext) {
+        body.next().assumeIsolated().whenComplete { result in
+            guard self.isActive, self.responseBody === body else { return }
+            switch result {
+            case .success(.chunk(let chunk)):
+                let written = context.writeAndFlush(self.wrapOutboundOut(.body(.byteBuffer(chunk))))
+                if context.channel.isWritable {
+                    self.pump(body, keepAlive: keepAlive, context: context)
+                } else {
+                    written.assumeIsolated().whenComplete { outcome in
+                        if case .failure = outcome {
+                            body.cancel(BodyPipe.Broken(description: "the client went away"))
+                        } else {
+                            self.pump(body, keepAlive: keepAlive, context: context)
+                        }
+                    }
+                }
+            case .success(.end(let trailers)):
+                self.responseBody = nil
+                self.finishStreamed(keepAlive: keepAlive, trailers: trailers, context: context)
+            case .failure:
+                self.responseBody = nil
+                context.close(promise: nil)
+            }
+        }
+    }
+
+    private func finishStreamed(keepAlive: Bool, trailers: HTTPHeaders?, context: ChannelHandlerContext) {
+        if isHTTP2, !requestEnded {
+            requestBody?.fail(BodyPipe.Broken(description: "answered before the request body ended"))
+            requestBody = nil
+            state = .closing
+            finishEarlyAnswer(context: context, trailers: trailers)
+            return
+        }
+        if case .streaming = state { state = .responding }
+        finish(keepAlive: keepAlive, trailers: trailers, context: context)
     }
 
     // MARK: serving
@@ -258,6 +484,22 @@ final class EdgeRequestHandler: ChannelInboundHandler {
             sendFile(file, for: head, context: context)
             return
         }
+        if case .stream(let streamed) = reply {
+            sendStream(streamed, for: head, context: context)
+            return
+        }
+        if case .streaming = state {
+            // An answer to a streamed request that did not come from the origin (401, 429, 502 …): the origin takes
+            // no body, and an HTTP/1.1 connection ends after it unless the body has all arrived.
+            responseStarted = true
+            requestBody?.fail(BodyPipe.Broken(description: "answered without the origin"))
+            requestBody = nil
+            if !requestEnded, case .response(let response) = reply {
+                reject(head, with: response, context: context)
+                return
+            }
+            state = .responding
+        }
         let now = NIODeadline.now()
         var headers: HTTPHeaders
         let status: HTTPResponseStatus
@@ -268,7 +510,7 @@ final class EdgeRequestHandler: ChannelInboundHandler {
         case .response(let response):
             (status, headers, body) = (response.status, response.headers, response.body)
             if ResponseHeaders.hasContentLength(status) { headers.add(name: "content-length", value: String(body.readableBytes)) }
-        case .file:
+        case .file, .stream:
             return
         }
         ResponseHeaders.perRequest(for: reply, now: now, server: serverName, date: loop.date.current) { name, value in
@@ -282,9 +524,13 @@ final class EdgeRequestHandler: ChannelInboundHandler {
     /// The answer to an HTTP/1.1 `CONNECT` is encoded here and written below NIO's encoder, which would drop
     /// its body (see ``HTTP1ConnectionEvent/finalResponse(_:)``); the fast path writes it and closes.
     private func reject(_ head: HTTPRequestHead, _ status: HTTPResponseStatus, _ text: String, context: ChannelHandlerContext) {
+        reject(head, with: EdgeResponse.text(status, text), context: context)
+    }
+
+    private func reject(_ head: HTTPRequestHead, with response: EdgeResponse, context: ChannelHandlerContext) {
         state = .closing
         stopBodyRateTimer()
-        let response = EdgeResponse.text(status, text)
+        let status = response.status
         var headers = response.headers
         headers.add(name: "content-length", value: String(response.body.readableBytes))
         ResponseHeaders.perRequest(for: .response(response), now: .now(), server: serverName, date: loop.date.current) { name, value in
@@ -320,8 +566,8 @@ final class EdgeRequestHandler: ChannelInboundHandler {
     /// HTTP/2: ends an answer given before the request was complete (an error such as 413 or 408), then, if the
     /// client has still not ended its request, resets the stream with NO_ERROR (RFC 9113 §8.1) so that it
     /// stops sending the body and the stream closes.
-    private func finishEarlyAnswer(context: ChannelHandlerContext) {
-        context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
+    private func finishEarlyAnswer(context: ChannelHandlerContext, trailers: HTTPHeaders? = nil) {
+        context.writeAndFlush(wrapOutboundOut(.end(trailers))).assumeIsolated().whenComplete { _ in
             guard !self.requestEnded,
                 let frames = try? context.pipeline.syncOperations.context(handlerType: HTTP2FramePayloadToHTTP1ServerCodec.self)
             else { return }
@@ -350,17 +596,17 @@ final class EdgeRequestHandler: ChannelInboundHandler {
     }
 
     /// Ends the response; closes the connection (HTTP/1.1) or stream (HTTP/2) when it is not kept alive.
-    private func finish(keepAlive: Bool, context: ChannelHandlerContext) {
+    private func finish(keepAlive: Bool, trailers: HTTPHeaders? = nil, context: ChannelHandlerContext) {
         if case .responding = state { state = .idle }
         if !isHTTP2 { context.triggerUserOutboundEvent(HTTP1ConnectionEvent.responseFinished, promise: nil) }
         if keepAlive {
             if isHTTP2 {
-                context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+                context.writeAndFlush(wrapOutboundOut(.end(trailers)), promise: nil)
             } else {
-                lastResponseEnd = context.writeAndFlush(wrapOutboundOut(.end(nil)))
+                lastResponseEnd = context.writeAndFlush(wrapOutboundOut(.end(trailers)))
             }
         } else {
-            context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
+            context.writeAndFlush(wrapOutboundOut(.end(trailers))).assumeIsolated().whenComplete { _ in
                 context.close(promise: nil)
             }
         }

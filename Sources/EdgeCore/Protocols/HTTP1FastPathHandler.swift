@@ -262,6 +262,10 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
                     handOff(context: context)  // the full parser path answers 414 / 431
                     return
                 }
+                if dispatcher.hasStreamingRoutes, dispatcher.streamsRequest(target: request.target[...]) {
+                    handOff(context: context)  // a proxied request: the full path streams it both ways
+                    return
+                }
                 headTimer?.cancel()
                 headTimer = nil
                 if pending.readableBytes == headLength {
@@ -357,6 +361,12 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
         case .file(let file):
             writeFile(file, for: request, keepAlive: keepAlive, context: context)
             return
+        case .stream(let streamed):
+            // Streaming routes are handed to the full path before they are dispatched; this cannot happen.
+            streamed.body?.cancel(BodyPipe.Broken(description: "not streamed by the fast path"))
+            body = ByteBuffer(string: "internal error\n")
+            buffer = context.channel.allocator.buffer(capacity: 256)
+            buffer.writeImmutableBuffer(ResponseHeaders.serializeHead(status: .internalServerError, headers: ["content-length": "15"]))
         case .cached(let entry, let cacheStatus):
             if cacheStatus == "HIT", keepAlive, !request.isHTTP10, request.method == .GET,
                 entry.body.readableBytes <= Self.maxPreparedBodyBytes
@@ -549,7 +559,8 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
         flushIfNeeded(context: context)
         do {
             try HTTPPipelines.addFullHTTP1(
-                after: self, pipeline: context.pipeline.syncOperations, services: services, loop: loop, client: client
+                after: self, pipeline: context.pipeline.syncOperations, services: services, loop: loop, client: client,
+                isTLS: isTLS
             )
         } catch {
             closing = true

@@ -430,6 +430,8 @@ final class HTTP2FastPathHandler: ChannelDuplexHandler, NIOHTTP2FrameDelegate {
                 headers.add(name: "content-length", value: String(response.body.readableBytes))
             }
             return (ResponseHeaders.http2Block(status: response.status, headers: headers), response.body)
+        case .stream:
+            return nil
         case .file(let file):
             guard file.handle == nil else { return nil }
             let block = file.http2Block ?? ResponseHeaders.http2Block(status: file.status, headers: file.headers)

@@ -62,7 +62,7 @@ enum HTTPPipelines {
     /// request handler: the pipeline for everything the fast path does not answer itself.
     static func addFullHTTP1(
         after fastPath: HTTP1FastPathHandler, pipeline: ChannelPipeline.SynchronousOperations, services: EdgeServices,
-        loop: LoopState, client: ClientAddress
+        loop: LoopState, client: ClientAddress, isTLS: Bool
     ) throws {
         let configuration = services.configuration
         var decoderLimits = NIOHTTPDecoderLimitConfiguration()
@@ -78,7 +78,7 @@ enum HTTPPipelines {
             withDecoderLimitConfiguration: decoderLimits
         )
         try pipeline.addHandler(HTTP1ProtocolErrorHandler(serverName: configuration.serverName))
-        try pipeline.addHandler(EdgeRequestHandler(services: services, loop: loop, isHTTP2: false, client: client))
+        try pipeline.addHandler(EdgeRequestHandler(services: services, loop: loop, isHTTP2: false, client: client, isTLS: isTLS))
         try pipeline.addHandler(CloseOnErrorHandler())
     }
 

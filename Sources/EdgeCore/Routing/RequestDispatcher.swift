@@ -10,6 +10,8 @@ enum Reply {
     case response(EdgeResponse)
     /// A file, streamed by the front end (headers complete, `Content-Length` included).
     case file(FileReply)
+    /// A response whose body arrives over time (a proxied response), written as it comes.
+    case stream(StreamedResponse)
 }
 
 /// The request header values that policies and responders look at, extracted once by each front end.
@@ -22,6 +24,18 @@ struct RequestHeaderValues {
     var forwardedFor: Substring?
     /// Conditional and range headers, for static files.
     var conditional = StaticRequestHeaders()
+}
+
+/// What a streaming route (a proxy) needs beyond ``RequestHeaderValues``: the whole head, and the body as it
+/// arrives (``BodyPipe``), which the front end fills with backpressure.
+struct StreamedRequest {
+    var headers: HTTPHeaders
+    var version: HTTPVersion
+    var isTLS: Bool
+    /// `nil` when the request has no body.
+    var body: BodyPipe?
+    /// The declared length (`Content-Length`), when there is one.
+    var bodyLength: Int?
 }
 
 /// A reply available now, or later on the connection's event loop.
@@ -57,7 +71,7 @@ struct RequestDispatcher {
     ///   - client: The TCP peer's address, for per-client policies.
     func dispatch(
         method: HTTPMethod, target: Substring, headers: RequestHeaderValues, bodyBytes: Int, client peer: ClientAddress,
-        on eventLoop: any EventLoop
+        streamed: StreamedRequest? = nil, on eventLoop: any EventLoop
     ) -> Dispatch {
         // `OPTIONS *` (the only asterisk-form request the front ends let through) asks about the server as a whole,
         // not a route: 200 with an empty body, as Go's net/http (and so Caddy) answers it.
@@ -100,7 +114,10 @@ struct RequestDispatcher {
             tooMany.headers.add(name: "retry-after", value: "1")
             return .ready(.response(tooMany))
         }
-        let request = RouteRequest(method: method, target: target, path: path, query: query, headers: headers, bodyBytes: bodyBytes)
+        let request = RouteRequest(
+            method: method, target: target, path: path, query: query, headers: headers, bodyBytes: bodyBytes, peer: peer,
+            client: client, streamed: streamed
+        )
         let dispatch = route(request, client: client, on: eventLoop)
         switch dispatch {
         case .ready:
@@ -147,7 +164,7 @@ struct RequestDispatcher {
             return files.cachedReply(
                 method: method, relative: Self.relativePath(path, under: route), headers: conditional, cache: loop.staticFiles
             )
-        case .demo:
+        case .demo, .proxy:
             return nil
         }
     }
@@ -161,6 +178,27 @@ struct RequestDispatcher {
     /// `path` below a route's prefix (``Route/relativePath(of:)``).
     private static func relativePath(_ path: Substring, under route: Route) -> Substring {
         route.relativePath(of: path)
+    }
+
+    /// Whether any route streams its requests; when `false`, ``streamsRequest(target:)`` is never needed.
+    var hasStreamingRoutes: Bool { services.router.hasStreamingRoutes }
+
+    /// Whether the request for `target` goes to a route that takes its body as a stream from the head on (a proxy),
+    /// so that the front end must dispatch it with a ``StreamedRequest`` when the head arrives. Answers `false` for
+    /// a path with no normal form (the ordinary path answers it 400).
+    func streamsRequest(target: Substring) -> Bool {
+        guard case .success(let path) = RoutingPath.normalize(Self.split(target).path), !Self.isHealthCheck(path),
+            let route = services.router.route(for: path)
+        else { return false }
+        return route.action.streamsRequests
+    }
+
+    /// The largest body a streaming route takes (its own `max_body_bytes`, else the limit), for `target`.
+    func bodyLimit(target: Substring, default limit: Int) -> Int {
+        guard case .success(let path) = RoutingPath.normalize(Self.split(target).path), let route = services.router.route(for: path),
+            case .proxy(let proxy) = route.action
+        else { return limit }
+        return proxy.configuration.maxBodyBytes ?? limit
     }
 
     /// Whether every byte of a query is one a request target may carry raw (see ``RoutingPath/Invalid/invalidByte``).
@@ -240,6 +278,9 @@ struct RequestDispatcher {
         var query: Substring?
         var headers: RequestHeaderValues
         var bodyBytes: Int
+        var peer: ClientAddress = .unknown
+        var client: ClientAddress = .unknown
+        var streamed: StreamedRequest?
     }
 
     /// Runs a route's action once its policies let the request through.
@@ -253,6 +294,18 @@ struct RequestDispatcher {
             )
         case _ where method == .TRACE:
             return .ready(.response(Self.traceNotAllowed()))
+        case .proxy(let proxy):
+            guard let streamed = request.streamed else {
+                // A front end that did not stream this request (it cannot happen: every front end asks
+                // ``streamsRequest(target:)`` at the head).
+                return .ready(.response(.text(.internalServerError, "request was not streamed\n")))
+            }
+            let proxied = ProxyRequest(
+                method: method, path: request.path, query: query, headers: streamed.headers, host: host, peer: request.peer,
+                client: request.client, isTLS: streamed.isTLS, version: streamed.version, body: streamed.body,
+                bodyLength: streamed.bodyLength
+            )
+            return .pending(proxy.serve(proxied, pool: loop.upstreamPool, on: eventLoop))
         case .respond(let response):
             return .ready(.response(response))
         case .demo(let backend, let ttl):

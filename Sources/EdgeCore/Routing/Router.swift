@@ -1,3 +1,4 @@
+import Logging
 public import NIOCore
 
 /// What a matched route does.
@@ -8,6 +9,15 @@ public enum RouteAction: Sendable {
     case respond(EdgeResponse)
     /// Serve files from a directory.
     case `static`(StaticFiles)
+    /// Send requests to an upstream group (their bodies streamed both ways).
+    case proxy(ProxyResponder)
+
+    /// Whether the front ends hand this route the request body as a stream at the head, rather than the whole
+    /// request at its end.
+    var streamsRequests: Bool {
+        if case .proxy = self { return true }
+        return false
+    }
 }
 
 /// A route ready to serve: its prefix, policies and action.
@@ -76,10 +86,20 @@ public struct RouteSetupError: Error, CustomStringConvertible {
 /// Longest-prefix routing over the configured routes, as nginx's prefix `location`s.
 public struct Router: Sendable {
     private let routes: [Route]
+    /// The upstream groups, by name.
+    let upstreamGroups: [String: UpstreamGroup]
+    /// Whether any route streams its requests (a proxy): when none does, the front ends never ask.
+    let hasStreamingRoutes: Bool
 
     /// Builds the routes of a configuration; `defaultTTL` applies to cached routes without their own TTL.
     /// - Throws: ``RouteSetupError`` when a route's htpasswd file or static root is missing or invalid.
-    init(routes configurations: [RouteConfiguration], defaultTTL: TimeAmount, passwordChecks: PasswordCheckPool = .standalone) throws(RouteSetupError) {
+    init(
+        routes configurations: [RouteConfiguration], defaultTTL: TimeAmount, passwordChecks: PasswordCheckPool = .standalone,
+        upstreams: [UpstreamGroupConfiguration] = [], serverName: String = "edge", trustedProxies: [AddressRange] = []
+    ) throws(RouteSetupError) {
+        var groups: [String: UpstreamGroup] = [:]
+        for upstream in upstreams { groups[upstream.name] = UpstreamGroup(configuration: upstream) }
+        self.upstreamGroups = groups
         var built: [Route] = []
         for (index, configuration) in configurations.enumerated() {
             let action: RouteAction
@@ -96,6 +116,20 @@ public struct Router: Sendable {
                 } catch {
                     throw RouteSetupError(description: "route[\(index)].static: \(error.description)")
                 }
+            case .proxy(let settings):
+                guard let group = groups[settings.upstream] else {
+                    throw RouteSetupError(description: "route[\(index)].proxy: no upstream named \"\(settings.upstream)\"")
+                }
+                do {
+                    action = .proxy(
+                        try ProxyResponder(
+                            configuration: settings, group: group, prefix: configuration.path, serverName: serverName,
+                            trustedProxies: trustedProxies, logger: Logger(label: "edge.proxy")
+                        )
+                    )
+                } catch {
+                    throw RouteSetupError(description: "upstream \(settings.upstream).tls: \(error)")
+                }
             }
             let limiter = configuration.rateLimit.map { RateLimiter(perSecond: $0.perSecond, burst: $0.burst) }
             var authenticator: BasicAuthenticator?
@@ -109,6 +143,7 @@ public struct Router: Sendable {
             built.append(Route(prefix: configuration.path, action: action, rateLimiter: limiter, authenticator: authenticator))
         }
         routes = built.sorted { $0.matchPrefix.utf8.count > $1.matchPrefix.utf8.count }
+        hasStreamingRoutes = built.contains { $0.action.streamsRequests }
     }
 
     /// Every route's authenticator, for reloading their files.

@@ -29,7 +29,10 @@ final class EdgeServices: Sendable {
         )
         self.passwordChecks = passwordChecks
         do {
-            self.router = try Router(routes: configuration.routes, defaultTTL: configuration.cache.ttl, passwordChecks: passwordChecks)
+            self.router = try Router(
+                routes: configuration.routes, defaultTTL: configuration.cache.ttl, passwordChecks: passwordChecks,
+                upstreams: configuration.upstreams, serverName: configuration.serverName, trustedProxies: configuration.trustedProxies
+            )
         } catch {
             Task { await passwordChecks.shutdown() }
             throw error
@@ -47,7 +50,10 @@ final class EdgeServices: Sendable {
     /// threads of `previous`, which live as long as the server.
     init(reloading configuration: EdgeConfiguration, after previous: EdgeServices) throws(RouteSetupError) {
         self.configuration = configuration
-        self.router = try Router(routes: configuration.routes, defaultTTL: configuration.cache.ttl, passwordChecks: previous.passwordChecks)
+        self.router = try Router(
+            routes: configuration.routes, defaultTTL: configuration.cache.ttl, passwordChecks: previous.passwordChecks,
+            upstreams: configuration.upstreams, serverName: configuration.serverName, trustedProxies: configuration.trustedProxies
+        )
         self.cache = previous.cache
         self.state = previous.state
         self.connectionsPerClient = previous.connectionsPerClient

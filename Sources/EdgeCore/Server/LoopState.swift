@@ -15,6 +15,8 @@ final class LoopState {
     let preparedHTTP2Blocks = PreparedResponses<HPACKHeaders> { block in
         block.reduce(0) { $0 + $1.name.utf8.count + $1.value.utf8.count }
     }
+    /// Keep-alive connections to upstream servers.
+    let upstreamPool = UpstreamPool()
     /// The loop's open client connections, so that a shutdown can close those left at its deadline while the
     /// loop still runs (closing them by stopping the loop makes their handlers schedule work on a dead loop).
     var connections: [ObjectIdentifier: OpenConnection] = [:]

@@ -1,0 +1,328 @@
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOSSL
+
+/// What a proxied request carries from the front end.
+struct ProxyRequest {
+    var method: HTTPMethod
+    /// The request path in normal form (as routed) and the query, without its `?`.
+    var path: Substring
+    var query: Substring?
+    /// Every header field the client sent.
+    var headers: HTTPHeaders
+    /// `Host` or `:authority` (or an absolute-form target's authority).
+    var host: Substring
+    /// The TCP peer, and the client after trusted proxies (``ClientAddress/resolved(forwardedFor:trusted:)``).
+    var peer: ClientAddress
+    var client: ClientAddress
+    /// Whether the client connection is TLS, and its HTTP version (`1.1`, `2`).
+    var isTLS: Bool
+    var version: HTTPVersion
+    /// The body, when the request has one; its length when the client declared it.
+    var body: BodyPipe?
+    var bodyLength: Int?
+}
+
+/// A `proxy` route: sends requests to a server of its upstream group and streams the answer back.
+///
+/// The request sent upstream is rebuilt from parsed fields, never forwarded as raw bytes, so no framing
+/// ambiguity reaches the upstream (RFC 9112 §6.3): hop-by-hop fields are dropped (RFC 9110 §7.6.1), the body is
+/// framed by `Content-Length` when the client declared one and chunked otherwise, the path is the one Edge routed
+/// (normal form), and `Via`, `X-Forwarded-For`/`-Proto`/`-Host`, `Forwarded` (RFC 7239) and `X-Request-Id` are set.
+/// A failure before any response byte is retried on another server when that is safe (nothing of a
+/// non-idempotent request was sent, the retry budget allows); otherwise the client gets 502, 503 or 504, and a
+/// response that breaks off mid-body ends the client's response as broken, never as a short complete one.
+public final class ProxyResponder: Sendable {
+    let configuration: ProxyRouteConfiguration
+    let group: UpstreamGroup
+    /// The route's prefix as matched (for `strip_prefix`).
+    let prefix: String
+    let tls: NIOSSLContext?
+    let serverName: String
+    let trustedProxies: [AddressRange]
+    private let logger: Logger
+
+    init(
+        configuration: ProxyRouteConfiguration, group: UpstreamGroup, prefix: String, serverName: String,
+        trustedProxies: [AddressRange], logger: Logger
+    ) throws {
+        self.configuration = configuration
+        self.group = group
+        self.prefix = Route.matchForm(of: prefix)
+        self.serverName = serverName
+        self.trustedProxies = trustedProxies
+        self.logger = logger
+        if group.servers.contains(where: \.tls) {
+            var tls = TLSConfiguration.makeClientConfiguration()
+            let settings = group.configuration.tls
+            if let ca = settings.caFile { tls.trustRoots = .file(ca) }
+            tls.certificateVerification = settings.verify ? .fullVerification : .none
+            if let certificate = settings.certificate, let key = settings.privateKey {
+                tls.certificateChain = try NIOSSLCertificate.fromPEMFile(certificate).map { .certificate($0) }
+                tls.privateKey = .privateKey(try NIOSSLPrivateKey(file: key, format: .pem))
+            }
+            tls.applicationProtocols = ["http/1.1"]
+            self.tls = try NIOSSLContext(configuration: tls)
+        } else {
+            self.tls = nil
+        }
+    }
+
+    /// Whether a method may be sent again after a failure (RFC 9110 §9.2.2).
+    private static func isIdempotent(_ method: HTTPMethod) -> Bool {
+        switch method {
+        case .GET, .HEAD, .OPTIONS, .TRACE, .PUT, .DELETE: return true
+        default: return false
+        }
+    }
+
+    /// Proxies `request`; the future completes with the response head (its body streams) or an error answer.
+    func serve(_ request: ProxyRequest, pool: UpstreamPool, on eventLoop: any EventLoop) -> EventLoopFuture<Reply> {
+        let now = NIODeadline.now()
+        group.countRequest(now: now)
+        let head = upstreamHead(for: request)
+        let promise = eventLoop.makePromise(of: Reply.self)
+        attempt(request, head: head, tried: [], retriesLeft: group.configuration.retries, pool: pool, on: eventLoop, promise: promise)
+        return promise.futureResult
+    }
+
+    private func attempt(
+        _ request: ProxyRequest, head: HTTPRequestHead, tried: Set<Int>, retriesLeft: Int, pool: UpstreamPool,
+        on eventLoop: any EventLoop, promise: EventLoopPromise<Reply>
+    ) {
+        let now = NIODeadline.now()
+        guard let server = group.choose(key: hashKey(for: request), excluded: tried, now: now) else {
+            logger.warning("proxy: no server available", metadata: ["route": "\(prefix)", "upstream": "\(group.name)"])
+            var unavailable = EdgeResponse.text(.serviceUnavailable, "no upstream server available\n")
+            unavailable.headers.add(name: "retry-after", value: "1")
+            promise.succeed(.response(unavailable))
+            return
+        }
+        var head = head
+        if case .upstream = configuration.host { head.headers.replaceOrAdd(name: "host", value: server.address.description) }
+        server.active.add(1, ordering: .relaxed)
+        let settings = group.configuration
+        let timeouts = UpstreamHTTP1Handler.Timeouts(
+            firstByte: settings.firstByteTimeout, betweenBytes: settings.betweenBytesTimeout, total: settings.totalTimeout
+        )
+        pool.acquire(server, group: settings, tls: tls, on: eventLoop).assumeIsolated().whenComplete { [self] result in
+            switch result {
+            case .failure(let error):
+                let failure = error as? UpstreamFailure ?? UpstreamFailure(cause: .connect("\(error)"))
+                finished(server, failure: failure)
+                retryOrAnswer(failure, request, head: head, server: server, tried: tried, retriesLeft: retriesLeft, pool: pool, on: eventLoop, promise: promise)
+            case .success(let connection):
+                let response = connection.handler.start(head: head, body: request.body, timeouts: timeouts, on: eventLoop) { failure in
+                    self.finished(server, failure: failure)
+                    if failure == nil, connection.handler.isReusable {
+                        pool.release(connection, keepalive: settings.keepalive, idleTimeout: settings.idleTimeout, on: eventLoop)
+                    }
+                }
+                response.assumeIsolated().whenComplete { result in
+                    switch result {
+                    case .success(let streamed):
+                        promise.succeed(.stream(self.clientResponse(streamed)))
+                    case .failure(let error):
+                        let failure = error as? UpstreamFailure ?? UpstreamFailure(cause: .closed)
+                        self.retryOrAnswer(
+                            failure, request, head: head, server: server, tried: tried, retriesLeft: retriesLeft, pool: pool,
+                            on: eventLoop, promise: promise
+                        )
+                    }
+                }
+            }
+        }
+    }
+
+    /// Accounting when an exchange with `server` is over: its load, and passive health.
+    private func finished(_ server: UpstreamServer, failure: UpstreamFailure?) {
+        server.active.subtract(1, ordering: .relaxed)
+        guard let failure else {
+            if server.recordSuccess() {
+                logger.notice("proxy: server recovered", metadata: ["upstream": "\(group.name)", "server": "\(server.key)"])
+            }
+            return
+        }
+        if failure.cause == .cancelled { return }
+        logger.warning(
+            "proxy: upstream failed",
+            metadata: ["route": "\(prefix)", "upstream": "\(group.name)", "server": "\(server.key)", "cause": "\(failure)"]
+        )
+        if let cooldown = server.recordFailure(at: .now(), group: group.configuration) {
+            logger.warning(
+                "proxy: server ejected",
+                metadata: ["upstream": "\(group.name)", "server": "\(server.key)", "cooldown_s": "\(cooldown.nanoseconds / 1_000_000_000)"]
+            )
+        }
+    }
+
+    private func retryOrAnswer(
+        _ failure: UpstreamFailure, _ request: ProxyRequest, head: HTTPRequestHead, server: UpstreamServer, tried: Set<Int>,
+        retriesLeft: Int, pool: UpstreamPool, on eventLoop: any EventLoop, promise: EventLoopPromise<Reply>
+    ) {
+        let replayable = request.body == nil || !failure.bodySent
+        if failure.isRetryable, retriesLeft > 0, replayable, Self.isIdempotent(request.method) || !failure.bodySent,
+            group.mayRetry(now: .now())
+        {
+            var tried = tried
+            tried.insert(server.index)
+            attempt(request, head: head, tried: tried, retriesLeft: retriesLeft - 1, pool: pool, on: eventLoop, promise: promise)
+            return
+        }
+        if failure.cause == .cancelled {
+            promise.fail(failure)
+            return
+        }
+        let text: String
+        switch failure.status {
+        case .gatewayTimeout: text = "upstream timed out\n"
+        default: text = "upstream failed\n"
+        }
+        promise.succeed(.response(.text(failure.status, text)))
+    }
+
+    // MARK: the request sent upstream
+
+    /// Hop-by-hop fields (RFC 9110 §7.6.1), and those Edge sets itself.
+    private static let dropped: Set<String> = [
+        "connection", "keep-alive", "te", "transfer-encoding", "upgrade", "proxy-connection", "proxy-authorization",
+        "proxy-authenticate", "host", "content-length", "expect", "via", "x-forwarded-for", "x-forwarded-proto",
+        "x-forwarded-host", "forwarded", "x-request-id", "http2-settings",
+    ]
+
+    func upstreamHead(for request: ProxyRequest) -> HTTPRequestHead {
+        var path = request.path
+        if configuration.stripPrefix, prefix.utf8.count > 1 {
+            let cut = request.path.utf8.index(request.path.startIndex, offsetBy: min(prefix.utf8.count, request.path.utf8.count))
+            let rest = request.path[cut...]
+            path = rest.isEmpty ? "/" : rest
+        }
+        let target = request.query.map { "\(path)?\($0)" } ?? String(path)
+        var headers = HTTPHeaders()
+        let connectionOptions = Self.connectionOptions(request.headers)
+        let fromTrusted = !trustedProxies.isEmpty && trustedProxies.contains { $0.contains(request.peer) }
+        var forwardedFor: [String] = [], forwarded: [String] = [], via: [String] = []
+        var requestID: String?
+        var wantsTrailers = false
+        for (name, value) in request.headers {
+            let lower = name.lowercased()
+            switch lower {
+            case "x-forwarded-for": if fromTrusted { forwardedFor.append(value) }
+            case "forwarded": if fromTrusted { forwarded.append(value) }
+            case "via": via.append(value)
+            case "x-request-id": if requestID == nil, Self.isValidRequestID(value) { requestID = value }
+            case "te": wantsTrailers = wantsTrailers || value.lowercased().split(separator: ",").contains { $0.trimming() == "trailers" }
+            default:
+                if Self.dropped.contains(lower) || lower.hasPrefix("proxy-") || connectionOptions.contains(lower) { continue }
+                headers.add(name: name, value: value)
+            }
+        }
+        switch configuration.host {
+        case .pass, .upstream: headers.add(name: "host", value: String(request.host))  // .upstream: replaced per server
+        case .fixed(let host): headers.add(name: "host", value: host)
+        }
+        if wantsTrailers { headers.add(name: "te", value: "trailers") }
+        if request.body != nil {
+            if let length = request.bodyLength {
+                headers.add(name: "content-length", value: String(length))
+            } else {
+                headers.add(name: "transfer-encoding", value: "chunked")
+            }
+        } else if [.POST, .PUT, .PATCH].contains(request.method) {
+            headers.add(name: "content-length", value: "0")
+        }
+        let clientText = request.peer.description
+        forwardedFor.append(clientText)
+        headers.add(name: "x-forwarded-for", value: forwardedFor.joined(separator: ", "))
+        let scheme = request.isTLS ? "https" : "http"
+        headers.add(name: "x-forwarded-proto", value: scheme)
+        if !request.host.isEmpty { headers.add(name: "x-forwarded-host", value: String(request.host)) }
+        let node = clientText.contains(":") ? "\"[\(clientText)]\"" : clientText
+        var element = "for=\(node);proto=\(scheme)"
+        if !request.host.isEmpty { element += ";host=\"\(request.host)\"" }
+        forwarded.append(element)
+        headers.add(name: "forwarded", value: forwarded.joined(separator: ", "))
+        via.append("\(request.version.major == 2 ? "2.0" : "1.1") \(serverName)")
+        headers.add(name: "via", value: via.joined(separator: ", "))
+        headers.add(name: "x-request-id", value: requestID ?? Self.makeRequestID())
+        for name in configuration.requestHeaders.remove { headers.remove(name: name) }
+        for (name, value) in configuration.requestHeaders.set { headers.replaceOrAdd(name: name, value: value) }
+        for (name, value) in configuration.requestHeaders.add { headers.add(name: name, value: value) }
+        return HTTPRequestHead(version: .http1_1, method: request.method, uri: target, headers: headers)
+    }
+
+    /// The field names listed in `Connection` (hop-by-hop as well), in lower case.
+    private static func connectionOptions(_ headers: HTTPHeaders) -> Set<String> {
+        var names: Set<String> = []
+        for value in headers["connection"] {
+            for option in value.split(separator: ",") { names.insert(option.trimming().lowercased()) }
+        }
+        return names
+    }
+
+    /// A client's `X-Request-Id` is passed on when it is 1 to 200 visible ASCII characters.
+    private static func isValidRequestID(_ value: String) -> Bool {
+        (1...200).contains(value.utf8.count) && value.utf8.allSatisfy { $0 > 0x20 && $0 < 0x7F }
+    }
+
+    /// 32 hex digits from the system's random generator.
+    private static func makeRequestID() -> String {
+        var generator = SystemRandomNumberGenerator()
+        func hex(_ value: UInt64) -> String {
+            let text = String(value, radix: 16)
+            return String(repeating: "0", count: 16 - text.utf8.count) + text
+        }
+        return hex(generator.next()) + hex(generator.next())
+    }
+
+    /// What consistent hashing hashes for this request.
+    private func hashKey(for request: ProxyRequest) -> [UInt8]? {
+        guard case .hash(let key) = group.configuration.balance else { return nil }
+        switch key {
+        case .clientAddress:
+            return Array(request.client.description.utf8)
+        case .uri:
+            return Array(request.path.utf8) + (request.query.map { [UInt8(ascii: "?")] + Array($0.utf8) } ?? [])
+        case .header(let name):
+            return request.headers.first(name: name).map { Array($0.utf8) }
+        case .cookie(let name):
+            for value in request.headers["cookie"] {
+                for pair in value.split(separator: ";") {
+                    let pair = pair.trimming()
+                    guard let equals = pair.utf8.firstIndex(of: UInt8(ascii: "=")) else { continue }
+                    if pair[..<equals].utf8.elementsEqual(name.utf8) { return Array(pair[pair.utf8.index(after: equals)...].utf8) }
+                }
+            }
+            return nil
+        }
+    }
+
+    // MARK: the response sent back
+
+    /// The upstream's response as the client gets it: hop-by-hop fields, `Server` and `Date` dropped (Edge sets
+    /// its own), `Via` added, the route's edits applied.
+    private func clientResponse(_ streamed: StreamedResponse) -> StreamedResponse {
+        var headers = HTTPHeaders()
+        let options = Self.connectionOptions(streamed.headers)
+        var via: [String] = []
+        for (name, value) in streamed.headers {
+            let lower = name.lowercased()
+            switch lower {
+            case "connection", "keep-alive", "transfer-encoding", "upgrade", "te", "proxy-connection", "server", "date":
+                continue
+            case "via":
+                via.append(value)
+            default:
+                if lower.hasPrefix("proxy-") || options.contains(lower) { continue }
+                headers.add(name: name, value: value)
+            }
+        }
+        via.append("1.1 \(serverName)")
+        headers.add(name: "via", value: via.joined(separator: ", "))
+        for name in configuration.responseHeaders.remove { headers.remove(name: name) }
+        for (name, value) in configuration.responseHeaders.set { headers.replaceOrAdd(name: name, value: value) }
+        for (name, value) in configuration.responseHeaders.add { headers.add(name: name, value: value) }
+        return StreamedResponse(status: streamed.status, headers: headers, body: streamed.body)
+    }
+}

@@ -1,0 +1,315 @@
+import NIOCore
+import NIOHTTP1
+
+/// Why an exchange with an upstream server failed, and what may be done about it.
+struct UpstreamFailure: Error, CustomStringConvertible {
+    enum Cause: Equatable {
+        /// The connection could not be made (refused, unreachable, TLS handshake, connect timeout).
+        case connect(String)
+        /// The connection closed or was reset before the response was complete.
+        case closed
+        /// No response head within `first_byte_timeout_seconds`.
+        case firstByteTimeout
+        /// No body bytes within `between_bytes_timeout_seconds`, or the whole exchange over `total_timeout_seconds`.
+        case stalled
+        /// The response could not be parsed (not HTTP, bad framing, an unexpected 101).
+        case malformed(String)
+        /// The client went away.
+        case cancelled
+    }
+
+    var cause: Cause
+    /// Whether the upstream sent a response head (the answer has begun: nothing may be retried).
+    var responseStarted = false
+    /// Whether any byte of the request body went upstream (a non-idempotent request may not be sent again).
+    var bodySent = false
+
+    /// Whether another server may be tried: nothing of a response arrived, and for a refused connection nothing
+    /// at all was sent.
+    var isRetryable: Bool {
+        guard !responseStarted else { return false }
+        switch cause {
+        case .connect, .closed: return true
+        default: return false
+        }
+    }
+
+    /// The status a client gets when the response has not begun.
+    var status: HTTPResponseStatus {
+        switch cause {
+        case .firstByteTimeout, .stalled: return .gatewayTimeout
+        default: return .badGateway
+        }
+    }
+
+    var description: String {
+        switch cause {
+        case .connect(let why): return "connect failed: \(why)"
+        case .closed: return responseStarted ? "connection closed mid-response" : "connection closed before a response"
+        case .firstByteTimeout: return "no response within first_byte_timeout_seconds"
+        case .stalled: return "response stalled (between_bytes or total timeout)"
+        case .malformed(let why): return "malformed response: \(why)"
+        case .cancelled: return "client went away"
+        }
+    }
+}
+
+/// One HTTP/1.1 connection to an upstream server, carrying one exchange at a time: it writes the request (the
+/// body from a ``BodyPipe``, as fast as the upstream takes it), and hands the response head to the caller and
+/// the body to a ``BodyPipe``, reading the upstream only as fast as the client takes the body (`autoRead` is off
+/// on upstream channels). A connection goes back to its pool only after a complete exchange whose response
+/// allowed keep-alive; after an error, an unread body or `Connection: close` it is closed.
+final class UpstreamHTTP1Handler: ChannelDuplexHandler {
+    typealias InboundIn = HTTPClientResponsePart
+    typealias OutboundIn = HTTPClientRequestPart
+    typealias OutboundOut = HTTPClientRequestPart
+
+    /// The timeouts of an exchange.
+    struct Timeouts {
+        var firstByte: TimeAmount
+        var betweenBytes: TimeAmount
+        var total: TimeAmount
+    }
+
+    private final class Exchange {
+        let head: HTTPRequestHead
+        let body: BodyPipe?
+        let promise: EventLoopPromise<StreamedResponse>
+        let timeouts: Timeouts
+        let finished: (UpstreamFailure?) -> Void
+        var responseBody: BodyPipe?
+        var headReceived = false
+        var requestSent = false
+        var bodySent = false
+        var responseEnded = false
+        var keepAlive = true
+        var firstByteTimer: Scheduled<Void>?
+        var readTimer: Scheduled<Void>?
+        var totalTimer: Scheduled<Void>?
+        /// A read is wanted but paused because the client has not taken the body.
+        var paused = false
+
+        init(
+            head: HTTPRequestHead, body: BodyPipe?, promise: EventLoopPromise<StreamedResponse>, timeouts: Timeouts,
+            finished: @escaping (UpstreamFailure?) -> Void
+        ) {
+            self.head = head
+            self.body = body
+            self.promise = promise
+            self.timeouts = timeouts
+            self.finished = finished
+        }
+
+        func cancelTimers() {
+            firstByteTimer?.cancel()
+            readTimer?.cancel()
+            totalTimer?.cancel()
+            firstByteTimer = nil
+            readTimer = nil
+            totalTimer = nil
+        }
+    }
+
+    private var context: ChannelHandlerContext?
+    private var exchange: Exchange?
+    /// Whether the connection can carry another exchange.
+    private(set) var isReusable = true
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+    }
+
+    /// Whether the connection is open and idle.
+    var isIdle: Bool { exchange == nil && isReusable && context?.channel.isActive == true }
+
+    /// Sends `head` (and `body`) and completes the returned future with the response head; the body follows
+    /// through the ``StreamedResponse``'s pipe. `finished` is called once, when the exchange is over: with `nil`
+    /// when the response was complete (the connection is then reusable if ``isReusable``), or with the failure.
+    func start(
+        head: HTTPRequestHead, body: BodyPipe?, timeouts: Timeouts, on eventLoop: any EventLoop,
+        finished: @escaping (UpstreamFailure?) -> Void
+    ) -> EventLoopFuture<StreamedResponse> {
+        let promise = eventLoop.makePromise(of: StreamedResponse.self)
+        guard let context, isIdle else {
+            promise.fail(UpstreamFailure(cause: .closed))
+            finished(UpstreamFailure(cause: .closed))
+            return promise.futureResult
+        }
+        let exchange = Exchange(head: head, body: body, promise: promise, timeouts: timeouts, finished: finished)
+        self.exchange = exchange
+        if timeouts.total > .zero {
+            exchange.totalTimer = context.eventLoop.assumeIsolated().scheduleTask(in: timeouts.total) { [self] in
+                fail(UpstreamFailure(cause: .stalled), context: context)
+            }
+        }
+        context.write(wrapOutboundOut(.head(head)), promise: nil)
+        if let body {
+            context.flush()
+            body.onCancel = { [self] _ in
+                // The client's body broke off (it left, or went over a limit): the exchange cannot complete.
+                fail(UpstreamFailure(cause: .cancelled, bodySent: true), context: context)
+            }
+            pumpRequestBody(body, exchange: exchange, context: context)
+        } else {
+            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+            requestSent(exchange, context: context)
+        }
+        return promise.futureResult
+    }
+
+    private func pumpRequestBody(_ body: BodyPipe, exchange: Exchange, context: ChannelHandlerContext) {
+        body.next().assumeIsolated().whenComplete { [self] result in
+            guard self.exchange === exchange else { return }
+            switch result {
+            case .success(.chunk(let chunk)):
+                exchange.bodySent = true
+                context.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(chunk)))).assumeIsolated().whenComplete { written in
+                    guard self.exchange === exchange else { return }
+                    if case .failure = written {
+                        self.fail(UpstreamFailure(cause: .closed, bodySent: true), context: context)
+                    } else {
+                        self.pumpRequestBody(body, exchange: exchange, context: context)
+                    }
+                }
+            case .success(.end(let trailers)):
+                context.writeAndFlush(wrapOutboundOut(.end(trailers)), promise: nil)
+                requestSent(exchange, context: context)
+            case .failure:
+                // The client's body broke off: the upstream must not take a truncated body as complete.
+                fail(UpstreamFailure(cause: .cancelled, bodySent: exchange.bodySent), context: context)
+            }
+        }
+    }
+
+    private func requestSent(_ exchange: Exchange, context: ChannelHandlerContext) {
+        exchange.requestSent = true
+        guard !exchange.headReceived else { return }
+        exchange.firstByteTimer = context.eventLoop.assumeIsolated().scheduleTask(in: exchange.timeouts.firstByte) { [self] in
+            fail(UpstreamFailure(cause: .firstByteTimeout, bodySent: exchange.bodySent), context: context)
+        }
+        requestRead(context: context)
+    }
+
+    /// Asks the socket for more, with the between-bytes timer running while the read is outstanding.
+    private func requestRead(context: ChannelHandlerContext) {
+        guard let exchange else { return }
+        if exchange.responseBody != nil, exchange.readTimer == nil {
+            exchange.readTimer = context.eventLoop.assumeIsolated().scheduleTask(in: exchange.timeouts.betweenBytes) { [self] in
+                fail(UpstreamFailure(cause: .stalled, responseStarted: true), context: context)
+            }
+        }
+        context.read()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard let exchange else {
+            // Bytes from an idle connection: it cannot be trusted for another exchange.
+            isReusable = false
+            context.close(promise: nil)
+            return
+        }
+        switch unwrapInboundIn(data) {
+        case .head(let head):
+            guard head.status.code >= 200 || head.status == .continue || head.status.code == 103 || head.status == .processing else {
+                fail(UpstreamFailure(cause: .malformed("status \(head.status.code) is not allowed here")), context: context)
+                return
+            }
+            if head.status.code < 200 { return }  // interim: the final head follows
+            exchange.firstByteTimer?.cancel()
+            exchange.firstByteTimer = nil
+            exchange.keepAlive = head.isKeepAlive
+            let bodyless = exchange.head.method == .HEAD || head.status == .noContent || head.status == .notModified
+            var pipe: BodyPipe?
+            if !bodyless {
+                let body = BodyPipe(eventLoop: context.eventLoop)
+                body.onDemand = { [self] in
+                    guard self.exchange === exchange, exchange.paused else { return }
+                    exchange.paused = false
+                    requestRead(context: context)
+                }
+                body.onCancel = { [self] _ in
+                    fail(UpstreamFailure(cause: .cancelled, responseStarted: true), context: context)
+                }
+                pipe = body
+            }
+            exchange.responseBody = pipe
+            exchange.headReceived = true
+            exchange.promise.succeed(StreamedResponse(status: head.status, headers: head.headers, body: pipe))
+        case .body(let chunk):
+            exchange.readTimer?.cancel()
+            exchange.readTimer = nil
+            guard let pipe = exchange.responseBody else { return }
+            if !pipe.write(chunk) { exchange.paused = true }
+        case .end(let trailers):
+            exchange.responseEnded = true
+            exchange.readTimer?.cancel()
+            exchange.readTimer = nil
+            exchange.responseBody?.finish(trailers: trailers)
+            complete(exchange, context: context)
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        guard let exchange, !exchange.responseEnded else { return }
+        // Read on while the response head is awaited or the client takes the body.
+        if !exchange.paused { requestRead(context: context) }
+    }
+
+    /// The response is complete; the connection is reused if the exchange left it clean.
+    private func complete(_ exchange: Exchange, context: ChannelHandlerContext) {
+        exchange.cancelTimers()
+        guard exchange.requestSent else {
+            // The upstream answered before taking the whole body: the connection holds an unsent tail.
+            isReusable = false
+            self.exchange = nil
+            exchange.body?.cancel(UpstreamFailure(cause: .cancelled))
+            context.close(promise: nil)
+            exchange.finished(nil)
+            return
+        }
+        self.exchange = nil
+        if !exchange.keepAlive || !isReusable {
+            isReusable = false
+            context.close(promise: nil)
+        }
+        exchange.finished(nil)
+    }
+
+    private func fail(_ failure: UpstreamFailure, context: ChannelHandlerContext) {
+        guard let exchange else { return }
+        self.exchange = nil
+        isReusable = false
+        exchange.cancelTimers()
+        var failure = failure
+        failure.bodySent = failure.bodySent || exchange.bodySent
+        if exchange.headReceived {
+            failure.responseStarted = true
+            exchange.responseBody?.fail(failure)
+        } else {
+            exchange.promise.fail(failure)
+        }
+        if failure.cause != .cancelled { exchange.body?.cancel(failure) }
+        context.close(promise: nil)
+        exchange.finished(failure)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        isReusable = false
+        fail(UpstreamFailure(cause: .closed), context: context)
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        isReusable = false
+        if error is HTTPParserError {
+            fail(UpstreamFailure(cause: .malformed("\(error)")), context: context)
+        } else {
+            fail(UpstreamFailure(cause: .closed), context: context)
+        }
+        context.close(promise: nil)
+    }
+}

@@ -1,0 +1,98 @@
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import NIOSSL
+
+/// An open connection to an upstream server, with its exchange handler. Used only on its channel's event loop
+/// (the loop of the client connection that opened it, whose pool keeps it), which makes `@unchecked Sendable`
+/// sound: it crosses no thread, only the futures of that loop.
+final class UpstreamConnection: @unchecked Sendable {
+    let channel: any Channel
+    let handler: UpstreamHTTP1Handler
+    let key: String
+    fileprivate var idleTimer: Scheduled<Void>?
+
+    init(channel: any Channel, handler: UpstreamHTTP1Handler, key: String) {
+        self.channel = channel
+        self.handler = handler
+        self.key = key
+    }
+}
+
+/// Keep-alive connections to upstream servers, one pool per event loop: a request takes an idle connection of
+/// its loop without a lock, and puts it back when its exchange leaves it clean. At most `keepalive` idle
+/// connections per server are kept, each for `idle_timeout_seconds`; the rest are closed. Pools are keyed by the
+/// server's address, so they outlive a reload that keeps the server.
+final class UpstreamPool {
+    private var idle: [String: [UpstreamConnection]] = [:]
+
+    /// An idle connection to `server`, or a new one.
+    func acquire(
+        _ server: UpstreamServer, group: UpstreamGroupConfiguration, tls: NIOSSLContext?, on eventLoop: any EventLoop
+    ) -> EventLoopFuture<UpstreamConnection> {
+        while var connections = idle[server.key], let connection = connections.popLast() {
+            idle[server.key] = connections.isEmpty ? nil : connections
+            connection.idleTimer?.cancel()
+            connection.idleTimer = nil
+            if connection.handler.isIdle { return eventLoop.makeSucceededFuture(connection) }
+            connection.channel.close(promise: nil)
+        }
+        return connect(server, group: group, tls: tls, on: eventLoop)
+    }
+
+    /// Takes `connection` back after a clean exchange, or closes it when the pool for its server is full.
+    func release(_ connection: UpstreamConnection, keepalive: Int, idleTimeout: TimeAmount, on eventLoop: any EventLoop) {
+        var connections = idle[connection.key] ?? []
+        guard connections.count < keepalive, connection.handler.isIdle else {
+            connection.channel.close(promise: nil)
+            return
+        }
+        connection.idleTimer = eventLoop.assumeIsolated().scheduleTask(in: idleTimeout) { [self] in
+            if var list = idle[connection.key], let index = list.firstIndex(where: { $0 === connection }) {
+                list.remove(at: index)
+                idle[connection.key] = list.isEmpty ? nil : list
+            }
+            connection.channel.close(promise: nil)
+        }
+        connections.append(connection)
+        idle[connection.key] = connections
+    }
+
+    /// Idle connections kept now, for tests and status.
+    var idleCount: Int { idle.values.reduce(0) { $0 + $1.count } }
+
+    private func connect(
+        _ server: UpstreamServer, group: UpstreamGroupConfiguration, tls: NIOSSLContext?, on eventLoop: any EventLoop
+    ) -> EventLoopFuture<UpstreamConnection> {
+        let serverName = group.tls.serverName ?? server.address.host
+        let key = server.key
+        return ClientBootstrap(group: eventLoop)
+            .connectTimeout(group.connectTimeout)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelOption(.autoRead, value: false)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let sync = channel.pipeline.syncOperations
+                    if let tls {
+                        let hostname = server.address.host.utf8.contains(where: { $0 == UInt8(ascii: ":") }) || Self.isIPv4(serverName)
+                            ? nil : serverName
+                        try sync.addHandler(try NIOSSLClientHandler(context: tls, serverHostname: hostname))
+                    }
+                    try sync.addHTTPClientHandlers(leftOverBytesStrategy: .dropBytes)
+                    try sync.addHandler(UpstreamHTTP1Handler())
+                }
+            }
+            .connect(host: server.address.host, port: server.address.port)
+            .flatMapThrowing { channel in
+                let handler = try channel.pipeline.syncOperations.handler(type: UpstreamHTTP1Handler.self)
+                return UpstreamConnection(channel: channel, handler: handler, key: key)
+            }
+            .flatMapErrorThrowing { error in
+                throw UpstreamFailure(cause: .connect("\(error)"))
+            }
+    }
+
+    private static func isIPv4(_ host: String) -> Bool {
+        host.utf8.allSatisfy { $0 == UInt8(ascii: ".") || ($0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9")) }
+    }
+}

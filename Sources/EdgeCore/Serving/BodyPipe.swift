@@ -1,0 +1,155 @@
+import NIOCore
+import NIOHTTP1
+
+/// A message body passed from a producer to a consumer on one event loop, with backpressure both ways: the
+/// streaming seam between front ends and origins.
+///
+/// - A request body: the front end writes what it reads from the client; the proxy takes the chunks and
+///   writes them upstream. When ``highWatermark`` bytes wait, ``write(_:)`` returns `false` and the front end
+///   stops reading the client until ``onDemand`` tells it to go on, so a client is read no faster than the
+///   upstream takes it.
+/// - A response body: the proxy writes what it reads from the upstream and stops reading it when ``write(_:)``
+///   returns `false`; the front end takes chunks as fast as its client takes its writes.
+///
+/// Either side may give up: ``fail(_:)`` (the producer: the upstream died, the client left) ends the consumer's
+/// body as broken, and ``cancel(_:)`` (the consumer) tells the producer through ``onCancel`` to stop.
+/// Not thread-safe: every call is made on ``eventLoop`` (checked in debug builds), which is what makes the
+/// `@unchecked Sendable` sound: a pipe crosses no thread, only futures of its loop.
+final class BodyPipe: @unchecked Sendable {
+    /// What the consumer gets next.
+    enum Part {
+        case chunk(ByteBuffer)
+        /// The body is complete; trailers if the producer had any.
+        case end(HTTPHeaders?)
+    }
+
+    /// Why a body ended early.
+    struct Broken: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    let eventLoop: any EventLoop
+    /// Bytes buffered at which the producer is asked to pause.
+    let highWatermark: Int
+    /// The producer: called when the consumer has drained the buffer after a ``write(_:)`` returned `false`.
+    var onDemand: (() -> Void)?
+    /// The producer: called once when the consumer gives up.
+    var onCancel: ((any Error) -> Void)?
+
+    private var buffered = CircularBuffer<ByteBuffer>()
+    private var bufferedBytes = 0
+    private var ending: Result<HTTPHeaders?, any Error>?
+    private var waiting: EventLoopPromise<Part>?
+    private var producerPaused = false
+    private var cancelled = false
+    /// Bytes the producer has written in all.
+    private(set) var totalBytes = 0
+
+    init(eventLoop: any EventLoop, highWatermark: Int = 256 * 1024) {
+        self.eventLoop = eventLoop
+        self.highWatermark = highWatermark
+    }
+
+    // MARK: producer
+
+    /// Adds a chunk; returns whether the producer may go on (`false`: wait for ``onDemand``).
+    @discardableResult
+    func write(_ chunk: ByteBuffer) -> Bool {
+        assert(eventLoop.inEventLoop)
+        guard ending == nil, !cancelled else { return false }
+        totalBytes += chunk.readableBytes
+        if let waiting {
+            self.waiting = nil
+            waiting.succeed(.chunk(chunk))
+            return true
+        }
+        buffered.append(chunk)
+        bufferedBytes += chunk.readableBytes
+        if bufferedBytes >= highWatermark {
+            producerPaused = true
+            return false
+        }
+        return true
+    }
+
+    /// Ends the body (with trailers, if any).
+    func finish(trailers: HTTPHeaders? = nil) {
+        assert(eventLoop.inEventLoop)
+        guard ending == nil, !cancelled else { return }
+        ending = .success(trailers)
+        if buffered.isEmpty, let waiting {
+            self.waiting = nil
+            waiting.succeed(.end(trailers))
+        }
+    }
+
+    /// Ends the body as broken: the consumer gets `error` after what is buffered.
+    func fail(_ error: any Error) {
+        assert(eventLoop.inEventLoop)
+        guard ending == nil, !cancelled else { return }
+        ending = .failure(error)
+        if buffered.isEmpty, let waiting {
+            self.waiting = nil
+            waiting.fail(error)
+        }
+    }
+
+    /// Whether the body has ended, well or not, on the producer's side.
+    var isFinished: Bool { ending != nil }
+
+    // MARK: consumer
+
+    /// The next part; at most one call may be waiting.
+    func next() -> EventLoopFuture<Part> {
+        assert(eventLoop.inEventLoop)
+        if let chunk = buffered.popFirst() {
+            bufferedBytes -= chunk.readableBytes
+            resumeProducerIfDrained()
+            return eventLoop.makeSucceededFuture(.chunk(chunk))
+        }
+        switch ending {
+        case .success(let trailers)?:
+            return eventLoop.makeSucceededFuture(.end(trailers))
+        case .failure(let error)?:
+            return eventLoop.makeFailedFuture(error)
+        case nil:
+            if cancelled { return eventLoop.makeFailedFuture(Broken(description: "cancelled")) }
+            resumeProducerIfDrained()
+            let promise = eventLoop.makePromise(of: Part.self)
+            waiting = promise
+            return promise.futureResult
+        }
+    }
+
+    /// The consumer stops taking the body: what is buffered is dropped and the producer told.
+    func cancel(_ error: any Error) {
+        assert(eventLoop.inEventLoop)
+        guard !cancelled else { return }
+        cancelled = true
+        buffered.removeAll()
+        bufferedBytes = 0
+        waiting?.fail(error)
+        waiting = nil
+        if ending == nil {
+            let onCancel = self.onCancel
+            self.onCancel = nil
+            self.onDemand = nil
+            onCancel?(error)
+        }
+    }
+
+    private func resumeProducerIfDrained() {
+        guard producerPaused, bufferedBytes < highWatermark / 2 else { return }
+        producerPaused = false
+        onDemand?()
+    }
+}
+
+/// A response whose body arrives over time (a proxied response): the head now, the body from ``body``.
+struct StreamedResponse {
+    var status: HTTPResponseStatus
+    /// Complete headers, without hop-by-hop fields; `Content-Length` when the origin gave one.
+    var headers: HTTPHeaders
+    /// The body; `nil` when there is none (HEAD, 204, 304).
+    var body: BodyPipe?
+}
