@@ -94,8 +94,14 @@ public final class EdgeServer: Service, Sendable {
         logHtpasswdWarnings()
         logger.info("ready", metadata: ["threads": "\(threadCount)", "listeners": "\(listeners.count)"])
         let reloader = Task { await watchHtpasswdFiles() }
+        let healthChecks = Task { [group, logger] in
+            await UpstreamHealthChecker.run(
+                groups: { [self] in Array(self.currentServices.router.upstreamGroups.values) }, on: group, logger: logger
+            )
+        }
         try? await gracefulShutdown()
         reloader.cancel()
+        healthChecks.cancel()
         await drain()
         await currentServices.passwordChecks.shutdown()
     }

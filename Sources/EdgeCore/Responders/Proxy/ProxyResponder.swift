@@ -83,16 +83,21 @@ public final class ProxyResponder: Sendable {
         group.countRequest(now: now)
         let head = upstreamHead(for: request)
         let promise = eventLoop.makePromise(of: Reply.self)
-        attempt(request, head: head, tried: [], retriesLeft: group.configuration.retries, pool: pool, on: eventLoop, promise: promise)
+        attempt(request, head: head, tried: [], retriesLeft: group.configuration.retries, lastFailure: nil, pool: pool, on: eventLoop, promise: promise)
         return promise.futureResult
     }
 
     private func attempt(
-        _ request: ProxyRequest, head: HTTPRequestHead, tried: Set<Int>, retriesLeft: Int, pool: UpstreamPool,
-        on eventLoop: any EventLoop, promise: EventLoopPromise<Reply>
+        _ request: ProxyRequest, head: HTTPRequestHead, tried: Set<Int>, retriesLeft: Int, lastFailure: UpstreamFailure?,
+        pool: UpstreamPool, on eventLoop: any EventLoop, promise: EventLoopPromise<Reply>
     ) {
         let now = NIODeadline.now()
         guard let server = group.choose(key: hashKey(for: request), excluded: tried, now: now) else {
+            if let lastFailure {
+                // Every server left was tried: the answer is the last failure's (502 or 504), as nginx gives it.
+                promise.succeed(.response(.text(lastFailure.status, lastFailure.status == .gatewayTimeout ? "upstream timed out\n" : "upstream failed\n")))
+                return
+            }
             logger.warning("proxy: no server available", metadata: ["route": "\(prefix)", "upstream": "\(group.name)"])
             var unavailable = EdgeResponse.text(.serviceUnavailable, "no upstream server available\n")
             unavailable.headers.add(name: "retry-after", value: "1")
@@ -167,7 +172,10 @@ public final class ProxyResponder: Sendable {
         {
             var tried = tried
             tried.insert(server.index)
-            attempt(request, head: head, tried: tried, retriesLeft: retriesLeft - 1, pool: pool, on: eventLoop, promise: promise)
+            attempt(
+                request, head: head, tried: tried, retriesLeft: retriesLeft - 1, lastFailure: failure, pool: pool, on: eventLoop,
+                promise: promise
+            )
             return
         }
         if failure.cause == .cancelled {

@@ -50,8 +50,10 @@ final class UpstreamServer: Sendable {
 
     /// Records a failure (refused, reset, timed out, malformed answer); returns the cool-down when it ejects the
     /// server.
+    /// A group's only server is never ejected (as nginx ignores `max_fails` then): there is nowhere else to go,
+    /// and a 503 for the whole cool-down would be worse than trying it.
     func recordFailure(at now: NIODeadline, group: UpstreamGroupConfiguration) -> TimeAmount? {
-        guard group.maxFailures > 0 else { return nil }
+        guard group.maxFailures > 0, group.servers.count > 1 else { return nil }
         return health.withLock { health -> TimeAmount? in
             health.failures.removeAll { now - $0 > group.failureWindow }
             health.failures.append(now)

@@ -88,8 +88,19 @@ final class UpstreamPool {
                 return UpstreamConnection(channel: channel, handler: handler, key: key)
             }
             .flatMapErrorThrowing { error in
-                throw UpstreamFailure(cause: .connect("\(error)"))
+                throw UpstreamFailure(cause: .connect(Self.describe(error)))
             }
+    }
+
+    /// A short reason for a failed connect: "connection refused", "timed out" …, not NIO's whole error.
+    static func describe(_ error: any Error) -> String {
+        if let failures = error as? NIOConnectionError, let first = failures.connectionErrors.first {
+            if let io = first.error as? IOError { return systemErrorText(io.errnoCode) }
+            return "\(first.error)"
+        }
+        if error is ChannelError, case ChannelError.connectTimeout = error as! ChannelError { return "connect timed out" }
+        if let io = error as? IOError { return systemErrorText(io.errnoCode) }
+        return "\(error)"
     }
 
     private static func isIPv4(_ host: String) -> Bool {

@@ -1,0 +1,111 @@
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import NIOSSL
+
+/// Active health checks: for every group with a `health_check`, an HTTP/1.1 `GET` of its path on each server
+/// every `interval_seconds` (on a connection of its own, closed after the answer). `fall` failures in a row take
+/// a server out of rotation and `rise` successes bring it back; each change is logged. Runs at the edge of the
+/// data plane (an async loop started with the server), never on a request's path.
+enum UpstreamHealthChecker {
+    /// Checks the groups `groups()` returns (read again every round, so a reload's groups are checked) until the
+    /// task is cancelled.
+    static func run(groups: @escaping @Sendable () -> [UpstreamGroup], on loops: any EventLoopGroup, logger: Logger) async {
+        var lastRun: [ObjectIdentifier: NIODeadline] = [:]
+        while !Task.isCancelled {
+            let now = NIODeadline.now()
+            for group in groups() {
+                guard let health = group.configuration.health else { continue }
+                let id = ObjectIdentifier(group)
+                if let last = lastRun[id], now - last < health.interval { continue }
+                lastRun[id] = now
+                for server in group.servers {
+                    let loop = loops.next()
+                    let passed = (try? await check(server, group: group, health: health, on: loop).get()) ?? false
+                    if let up = server.recordCheck(passed: passed, rise: health.rise, fall: health.fall) {
+                        if up {
+                            logger.notice("proxy: health check passed, server back", metadata: ["upstream": "\(group.name)", "server": "\(server.key)"])
+                        } else {
+                            logger.warning("proxy: health check failed, server out", metadata: ["upstream": "\(group.name)", "server": "\(server.key)"])
+                        }
+                    }
+                }
+            }
+            try? await Task.sleep(nanoseconds: 250_000_000)
+        }
+    }
+
+    /// One check: whether `server` answers `GET path` with an expected status within the timeout.
+    static func check(
+        _ server: UpstreamServer, group: UpstreamGroup, health: UpstreamGroupConfiguration.HealthCheck, on loop: any EventLoop
+    ) -> EventLoopFuture<Bool> {
+        let promise = loop.makePromise(of: Bool.self)
+        let deadline = loop.scheduleTask(in: health.timeout) { promise.succeed(false) }
+        let tls: NIOSSLContext?
+        if server.tls {
+            var configuration = TLSConfiguration.makeClientConfiguration()
+            if let ca = group.configuration.tls.caFile { configuration.trustRoots = .file(ca) }
+            configuration.certificateVerification = group.configuration.tls.verify ? .fullVerification : .none
+            tls = try? NIOSSLContext(configuration: configuration)
+        } else {
+            tls = nil
+        }
+        let serverName = group.configuration.tls.serverName ?? server.address.host
+        ClientBootstrap(group: loop)
+            .connectTimeout(health.timeout)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let sync = channel.pipeline.syncOperations
+                    if let tls { try sync.addHandler(try NIOSSLClientHandler(context: tls, serverHostname: serverName)) }
+                    try sync.addHTTPClientHandlers()
+                    try sync.addHandler(StatusReader(expected: health.expectStatus, promise: promise))
+                }
+            }
+            .connect(host: server.address.host, port: server.address.port)
+            .whenComplete { result in
+                switch result {
+                case .success(let channel):
+                    var headers = HTTPHeaders()
+                    headers.add(name: "host", value: server.address.description)
+                    headers.add(name: "user-agent", value: "edge-health-check")
+                    headers.add(name: "connection", value: "close")
+                    let head = HTTPRequestHead(version: .http1_1, method: .GET, uri: health.path, headers: headers)
+                    channel.write(HTTPClientRequestPart.head(head), promise: nil)
+                    channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
+                    promise.futureResult.whenComplete { _ in channel.close(promise: nil) }
+                case .failure:
+                    promise.succeed(false)
+                }
+            }
+        return promise.futureResult.always { _ in deadline.cancel() }
+    }
+
+    /// Completes the check with whether the response status is one of `expected`.
+    private final class StatusReader: ChannelInboundHandler {
+        typealias InboundIn = HTTPClientResponsePart
+        let expected: ClosedRange<Int>
+        let promise: EventLoopPromise<Bool>
+
+        init(expected: ClosedRange<Int>, promise: EventLoopPromise<Bool>) {
+            self.expected = expected
+            self.promise = promise
+        }
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            if case .head(let head) = unwrapInboundIn(data), head.status.code >= 200 {
+                promise.succeed(expected.contains(Int(head.status.code)))
+            }
+        }
+
+        func channelInactive(context: ChannelHandlerContext) {
+            promise.succeed(false)
+            context.fireChannelInactive()
+        }
+
+        func errorCaught(context: ChannelHandlerContext, error: any Error) {
+            promise.succeed(false)
+            context.close(promise: nil)
+        }
+    }
+}

@@ -1,0 +1,414 @@
+"""The reverse proxy with real upstreams (Python echo servers that count requests and connections, stall, reset
+and answer garbage; nginx serving files) and real clients (curl, httpx over HTTP/1.1, TLS and HTTP/2, raw
+sockets): bodies byte-identical both ways, fields forwarded and dropped, balancing, retries, timeouts, failures,
+health."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import socket
+import subprocess
+import time
+
+import httpx
+import pytest
+
+from conftest import RawConn, build_request, curl, unique
+from upstreams import Nginx, Upstream, free_port
+
+
+@pytest.fixture(scope="module")
+def upstreams():
+    servers = {name: Upstream(name) for name in ("a", "b", "c")}
+    yield servers
+    for server in servers.values():
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def nginx(tmp_path_factory):
+    root = tmp_path_factory.mktemp("nginx-root")
+    (root / "20m.bin").write_bytes(os.urandom(20 << 20))
+    server = Nginx(root, tmp_path_factory.mktemp("nginx-work"))
+    yield server, root
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def proxy(module_edge_factory, upstreams, nginx):
+    a, b, c = upstreams["a"].address, upstreams["b"].address, upstreams["c"].address
+    dead = f"127.0.0.1:{free_port()}"
+    return module_edge_factory.start(config=f"""
+[limits]
+max_body_bytes = 1024
+
+[[upstream]]
+name = "one"
+servers = ["{a}"]
+
+[[upstream]]
+name = "weighted"
+servers = [{{ address = "{a}", weight = 3 }}, {{ address = "{b}", weight = 1 }}]
+
+[[upstream]]
+name = "pair"
+servers = ["{dead}", "{b}"]
+max_failures = 1000
+
+[[upstream]]
+name = "dead"
+servers = ["{dead}"]
+retries = 0
+
+[[upstream]]
+name = "slow"
+servers = ["{c}"]
+first_byte_timeout_seconds = 1
+
+[[upstream]]
+name = "nginx"
+servers = ["{nginx[0].address}"]
+
+[[route]]
+path = "/one"
+proxy = {{ upstream = "one", max_body_bytes = 67108864 }}
+
+[[route]]
+path = "/small-body"
+proxy = "one"
+
+[[route]]
+path = "/strip"
+proxy = {{ upstream = "one", strip_prefix = true, request_headers = {{ remove = ["x-remove-me"], set = {{ x-set = "s" }}, add = {{ x-added = "a" }} }}, response_headers = {{ set = {{ x-frame-options = "DENY" }}, remove = ["content-type"] }} }}
+
+[[route]]
+path = "/host-upstream"
+proxy = {{ upstream = "one", host = "upstream" }}
+
+[[route]]
+path = "/host-fixed"
+proxy = {{ upstream = "one", host = "app.internal" }}
+
+[[route]]
+path = "/weighted"
+proxy = "weighted"
+
+[[route]]
+path = "/pair"
+proxy = "pair"
+
+[[route]]
+path = "/dead"
+proxy = "dead"
+
+[[route]]
+path = "/slow"
+proxy = "slow"
+
+[[route]]
+path = "/files"
+proxy = {{ upstream = "nginx", strip_prefix = true }}
+""")
+
+
+def echo_of(response) -> dict:
+    assert response.status_code == 200, (response.status_code, response.text[:200])
+    return json.loads(response.content)
+
+
+def headers_of(echo: dict) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for name, value in echo["headers"]:
+        out.setdefault(name, []).append(value)
+    return out
+
+
+def client(server, protocol: str) -> tuple[httpx.Client, str]:
+    if protocol == "http1":
+        return httpx.Client(timeout=30), server.http.url
+    return httpx.Client(http2=(protocol == "http2"), verify=False, timeout=30), server.https.url
+
+
+@pytest.mark.parametrize("protocol", ["http1", "tls", "http2"])
+@pytest.mark.parametrize("size", [0, 1, 65536, 5 << 20])
+def test_bodies_are_byte_identical_both_ways(proxy, protocol, size):
+    payload = os.urandom(size)
+    http, base = client(proxy, protocol)
+    with http:
+        up = echo_of(http.post(f"{base}/one/echo", content=payload))
+        assert (up["body_len"], up["body_sha256"]) == (size, hashlib.sha256(payload).hexdigest())
+        down = http.get(f"{base}/one/bytes?n={size}")
+        assert down.status_code == 200
+        assert down.content == (b"0123456789abcdef" * (size // 16 + 1))[:size]
+        if protocol == "http2":
+            assert down.http_version == "HTTP/2"
+
+
+def test_a_chunked_upload_of_unknown_length_arrives_whole(proxy):
+    payload = os.urandom(300_000)
+    with RawConn(proxy.http.host, proxy.http.port) as conn:
+        chunks = b"".join(b"%x\r\n" % len(part) + part + b"\r\n" for part in (payload[i:i + 7000] for i in range(0, len(payload), 7000)))
+        conn.send(b"POST /one/echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + chunks + b"0\r\n\r\n")
+        response = conn.read_response()
+    echo = json.loads(response.body)
+    assert (echo["body_len"], echo["body_sha256"]) == (len(payload), hashlib.sha256(payload).hexdigest())
+    assert headers_of(echo)["transfer-encoding"] == ["chunked"]
+
+
+def test_request_fields_forwarded_and_dropped(proxy):
+    """RFC 9110 §7.6: hop-by-hop fields (Connection and what it names, Keep-Alive, TE but trailers,
+    Proxy-*) stop at Edge; Via, X-Forwarded-For (the peer, the client's own value dropped: it is not a trusted
+    proxy), X-Forwarded-Proto/-Host, Forwarded (RFC 7239) and X-Request-Id are set."""
+    with RawConn(proxy.http.host, proxy.http.port) as conn:
+        response = conn.request("GET", "/one/echo?x=1", {
+            "Host": "shop.example", "Connection": "keep-alive, x-private", "X-Private": "secret", "Keep-Alive": "timeout=5",
+            "TE": "trailers, deflate", "Proxy-Authorization": "Basic eDp5", "X-Forwarded-For": "6.6.6.6",
+            "Forwarded": "for=6.6.6.6", "X-Request-Id": "req-123", "Accept": "text/plain",
+        })
+    echo = json.loads(response.body)
+    fields = headers_of(echo)
+    for dropped in ("connection", "x-private", "keep-alive", "proxy-authorization"):
+        assert dropped not in fields, (dropped, fields)
+    assert fields["te"] == ["trailers"]
+    assert fields["host"] == ["shop.example"]
+    assert fields["x-forwarded-for"] == ["127.0.0.1"]
+    assert fields["x-forwarded-proto"] == ["http"]
+    assert fields["x-forwarded-host"] == ["shop.example"]
+    assert fields["forwarded"] == ['for=127.0.0.1;proto=http;host="shop.example"']
+    assert fields["via"] == ["1.1 edge"]
+    assert fields["x-request-id"] == ["req-123"]
+    assert fields["accept"] == ["text/plain"]
+    assert echo["path"] == "/one/echo?x=1"
+    with httpx.Client(http2=True, verify=False) as http:
+        fields = headers_of(echo_of(http.get(f"{proxy.https.url}/one/echo")))
+    assert fields["x-forwarded-proto"] == ["https"] and fields["via"] == ["2.0 edge"]
+    assert re.fullmatch(r"[0-9a-f]{32}", fields["x-request-id"][0])
+
+
+def test_response_hop_by_hop_fields_are_dropped(proxy):
+    response = httpx.get(f"{proxy.http.url}/one/hop")
+    assert response.text == "hop\n"
+    assert "x-secret" not in response.headers and "keep-alive" not in response.headers
+    assert "proxy-authenticate" not in response.headers
+    assert response.headers["server"] == "edge"
+    assert response.headers["via"] == "1.1 edge"
+
+
+def test_strip_prefix_and_header_edits(proxy):
+    response = httpx.get(f"{proxy.http.url}/strip/a/b?q=1", headers={"X-Remove-Me": "1", "X-Set": "client"})
+    echo = json.loads(response.content)
+    fields = headers_of(echo)
+    assert echo["path"] == "/a/b?q=1"
+    assert "x-remove-me" not in fields and fields["x-set"] == ["s"] and fields["x-added"] == ["a"]
+    assert response.headers["x-frame-options"] == "DENY" and "content-type" not in response.headers
+    assert json.loads(httpx.get(f"{proxy.http.url}/strip").content)["path"] == "/"
+
+
+def test_routed_path_is_sent_in_normal_form(proxy):
+    """The upstream gets the path Edge routed, so that it cannot read another path than the one Edge's policies
+    saw (`/one/x/../echo` is `/one/echo`)."""
+    with RawConn(proxy.http.host, proxy.http.port) as conn:
+        echo = json.loads(conn.request("GET", "/one/x/%2e%2e//echo").body)
+    assert echo["path"] == "/one/echo"
+
+
+def test_host_modes(proxy, upstreams):
+    assert headers_of(echo_of(httpx.get(f"{proxy.http.url}/host-upstream/x")))["host"] == [upstreams["a"].address]
+    assert headers_of(echo_of(httpx.get(f"{proxy.http.url}/host-fixed/x")))["host"] == ["app.internal"]
+
+
+def test_weighted_round_robin_follows_the_weights(proxy):
+    seen = {"a": 0, "b": 0}
+    with httpx.Client() as http:
+        for _ in range(400):
+            seen[echo_of(http.get(f"{proxy.http.url}/weighted/echo"))["server"]] += 1
+    assert abs(seen["a"] - 300) <= 30 and abs(seen["b"] - 100) <= 30, seen
+
+
+def test_keepalive_connections_are_reused(proxy, upstreams):
+    before = upstreams["a"].connections
+    with httpx.Client() as http:
+        for _ in range(50):
+            assert http.get(f"{proxy.http.url}/one/echo").status_code == 200
+    assert upstreams["a"].connections - before <= 4, upstreams["a"].connections - before
+
+
+def test_refused_server_is_retried_on_another(proxy, upstreams):
+    before = upstreams["b"].requests
+    with httpx.Client() as http:
+        for _ in range(6):
+            assert echo_of(http.get(f"{proxy.http.url}/pair/echo"))["server"] == "b"
+    assert upstreams["b"].requests - before == 6
+    assert any(e.get("cause", "").startswith("connect failed: connection refused") for e in proxy.log_events("proxy: upstream failed")), proxy.log
+
+
+def test_every_server_refusing_is_502(proxy):
+    start = time.monotonic()
+    response = httpx.get(f"{proxy.http.url}/dead/x")
+    assert response.status_code == 502 and response.text == "upstream failed\n"
+    assert time.monotonic() - start < 3
+
+
+def test_no_response_within_first_byte_timeout_is_504(proxy):
+    start = time.monotonic()
+    response = httpx.get(f"{proxy.http.url}/slow/stall", headers={"x-stall": "4"}, timeout=10)
+    elapsed = time.monotonic() - start
+    assert response.status_code == 504 and response.text == "upstream timed out\n"
+    assert 0.9 < elapsed < 3, elapsed
+
+
+def test_garbage_from_upstream_is_502(proxy):
+    assert httpx.get(f"{proxy.http.url}/dead-or-garbage/x").status_code == 404
+    response = httpx.get(f"{proxy.http.url}/one/garbage")
+    assert response.status_code == 502
+
+
+def test_upstream_dying_mid_body_breaks_the_client_response(proxy):
+    """Never a truncated body that looks complete: HTTP/1.1 closes short of Content-Length (curl: exit 18),
+    HTTP/2 resets the stream (curl: exit 92)."""
+    plain = curl("-s", "-o", "/dev/null", f"{proxy.http.url}/one/cut")
+    assert plain.returncode == 18, (plain.returncode, plain.stderr)
+    h2 = curl("-sk", "--http2", "-o", "/dev/null", f"{proxy.https.url}/one/cut")
+    assert h2.returncode in (16, 92), (h2.returncode, h2.stderr)
+    assert httpx.get(f"{proxy.http.url}/one/echo").status_code == 200  # the next request is fine
+
+
+def test_a_post_whose_body_was_sent_is_not_retried(proxy, upstreams):
+    """The upstream reads the body, then resets: the request may have had its effect, so it is not sent again."""
+    before = upstreams["a"].requests
+    response = httpx.post(f"{proxy.http.url}/one/reset", content=b"pay 100")
+    assert response.status_code == 502
+    assert upstreams["a"].requests - before == 1
+
+
+def test_body_over_the_limit_is_413_before_reaching_the_upstream(proxy, upstreams):
+    before = upstreams["a"].requests
+    response = httpx.post(f"{proxy.http.url}/small-body/echo", content=b"x" * 2000)
+    assert response.status_code == 413
+    assert upstreams["a"].requests == before
+
+
+@pytest.mark.parametrize("flags", [["--http1.1"], ["--http2", "-k"]])
+def test_large_file_from_nginx(proxy, nginx, flags):
+    _, root = nginx
+    base = proxy.https.url if "-k" in flags else proxy.http.url
+    result = subprocess.run(["curl", "-s", *flags, f"{base}/files/20m.bin"], capture_output=True, timeout=60)
+    assert result.returncode == 0
+    expected = (root / "20m.bin").read_bytes()
+    assert len(result.stdout) == len(expected), (len(result.stdout), result.stdout[:200])
+    assert hashlib.sha256(result.stdout).digest() == hashlib.sha256(expected).digest()
+
+
+def test_nginx_small_answers_keep_alive(proxy):
+    with httpx.Client(http2=True, verify=False) as http:
+        for _ in range(20):
+            response = http.get(f"{proxy.https.url}/files/small")
+            assert response.text == "small answer from nginx\n"
+
+
+def test_check_config_names_an_unknown_upstream_and_bad_servers(tmp_path):
+    from conftest import run_edge
+    config = tmp_path / "edge.toml"
+    config.write_text("""
+[[upstream]]
+name = "app"
+servers = ["localhost", { address = "127.0.0.1:0" }, "127.0.0.1:80"]
+balance = "fastest"
+
+[[route]]
+path = "/"
+proxy = "ap"
+""")
+    result = run_edge(["check-config", str(config)])
+    assert result.returncode != 0
+    text = result.stderr
+    assert "upstream[0].servers[0]" in text and "upstream[0].servers[1]" in text and "upstream[0].balance" in text
+    assert 'route[0].proxy: names upstream "ap", which is not defined (defined: app)' in text, text
+    assert "edge.toml:4: upstream[0].servers[0]" in text and "edge.toml:9: route[0].proxy" in text
+
+
+def test_consistent_hashing_moves_few_keys_when_a_server_is_added(edge_factory):
+    servers = [Upstream(f"s{i}") for i in range(4)]
+    try:
+        def config(count: int) -> str:
+            listed = ", ".join(f'"{s.address}"' for s in servers[:count])
+            return f"""
+[[upstream]]
+name = "h"
+servers = [{listed}]
+balance = "hash"
+hash_key = "header:x-user"
+
+[[route]]
+path = "/"
+proxy = "h"
+"""
+        three, four = edge_factory.start(config=config(3)), edge_factory.start(config=config(4))
+        owners = []
+        for server in (three, four):
+            with httpx.Client() as http:
+                owners.append([echo_of(http.get(f"{server.http.url}/k", headers={"x-user": f"user-{i}"}))["server"] for i in range(600)])
+        moved = sum(a != b for a, b in zip(*owners))
+        assert all(b == "s3" for a, b in zip(*owners) if a != b), "a key moved between old servers"
+        assert moved / 600 <= 1 / 4 + 0.05, moved
+        shares = {name: owners[1].count(name) for name in ("s0", "s1", "s2", "s3")}
+        assert all(90 <= count <= 210 for count in shares.values()), shares
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def test_passive_health_ejects_a_failing_server(edge_factory):
+    good = Upstream("good")
+    dead = f"127.0.0.1:{free_port()}"
+    try:
+        server = edge_factory.start(config=f"""
+[[upstream]]
+name = "p"
+servers = ["{dead}", "{good.address}"]
+max_failures = 2
+cooldown_seconds = 30
+
+[[route]]
+path = "/"
+proxy = "p"
+""")
+        with httpx.Client() as http:
+            for _ in range(20):
+                assert echo_of(http.get(f"{server.http.url}/x"))["server"] == "good"
+        ejected = server.log_events("proxy: server ejected")
+        assert len(ejected) == 1 and ejected[0]["server"] == dead, server.log
+        assert len(server.log_events("proxy: upstream failed")) == 2
+    finally:
+        good.stop()
+
+
+def test_active_health_checks_take_a_server_out_and_bring_it_back(edge_factory):
+    steady = Upstream("steady")
+    flaky = Upstream("flaky")
+    port = flaky.port
+    try:
+        server = edge_factory.start(config=f"""
+[[upstream]]
+name = "h"
+servers = ["{flaky.address}", "{steady.address}"]
+health_check = {{ path = "/health", interval_seconds = 1, timeout_ms = 500, rise = 2, fall = 2 }}
+
+[[route]]
+path = "/"
+proxy = "h"
+""")
+        flaky.stop()
+        assert server.wait_for_msg("proxy: health check failed, server out", timeout=15), server.log
+        with httpx.Client() as http:
+            assert {echo_of(http.get(f"{server.http.url}/x"))["server"] for _ in range(10)} == {"steady"}
+        flaky = Upstream("flaky", port=port)
+        assert server.wait_for_msg("proxy: health check passed, server back", timeout=15), server.log
+        with httpx.Client() as http:
+            assert "flaky" in {echo_of(http.get(f"{server.http.url}/x"))["server"] for _ in range(10)}
+    finally:
+        steady.stop()
+        flaky.stop()

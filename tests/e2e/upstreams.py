@@ -1,0 +1,193 @@
+"""Real upstream servers for the proxy tests: a small threaded HTTP/1.1 server (Python's http.server) with
+behaviours chosen by path, that counts requests and connections; and nginx (Debian) serving files."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import json
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: "_Server"
+
+    def log_message(self, *args):  # quiet
+        pass
+
+    def setup(self):
+        super().setup()
+        with self.server.lock:
+            self.server.connections += 1
+
+    def _read_body(self) -> bytes:
+        if self.headers.get("transfer-encoding", "").lower() == "chunked":
+            data = bytearray()
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip(), 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return bytes(data)
+                data += self.rfile.read(size)
+                self.rfile.readline()
+        return self.rfile.read(int(self.headers.get("content-length") or 0))
+
+    def _send(self, status: int, body: bytes, headers: dict[str, str] | None = None):
+        self.send_response(status)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _handle(self):
+        with self.server.lock:
+            self.server.requests += 1
+            self.server.paths.append(self.path)
+        path = self.path.split("?")[0]
+        name = self.server.name
+        if path.endswith("/stall"):
+            time.sleep(float(self.headers.get("x-stall", "5")))
+            self._send(200, b"late\n")
+        elif path.endswith("/reset"):
+            self._read_body()
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            self.connection.close()
+            self.close_connection = True
+        elif path.endswith("/garbage"):
+            self.wfile.write(b"this is not HTTP at all\r\n\r\n")
+            self.close_connection = True
+        elif path.endswith("/cut"):
+            # Promises 1 MB, sends 100 KB, then dies.
+            self.send_response(200)
+            self.send_header("content-length", str(1 << 20))
+            self.end_headers()
+            self.wfile.write(b"c" * 100_000)
+            self.wfile.flush()
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            self.connection.close()
+            self.close_connection = True
+        elif path.endswith("/bytes"):
+            size = int(self.path.split("n=")[1]) if "n=" in self.path else 1000
+            body = (b"0123456789abcdef" * (size // 16 + 1))[:size]
+            self._send(200, body, {"content-type": "application/octet-stream"})
+        elif path.endswith("/hop"):
+            self._send(200, b"hop\n", {"connection": "x-secret", "x-secret": "leak", "keep-alive": "timeout=5",
+                                       "server": "python-upstream", "proxy-authenticate": "Basic"})
+        elif path.endswith("/status503"):
+            self._send(503, b"busy\n")
+        else:
+            body = self._read_body()
+            echo = {
+                "server": name, "method": self.command, "path": self.path,
+                "headers": [[k.lower(), v] for k, v in self.headers.items()],
+                "body_sha256": hashlib.sha256(body).hexdigest(), "body_len": len(body),
+            }
+            self._send(200, json.dumps(echo).encode(), {"content-type": "application/json"})
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _handle
+
+
+class _Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, name: str, port: int = 0):
+        super().__init__(("127.0.0.1", port), _Handler)
+        self.name = name
+        self.lock = threading.Lock()
+        self.requests = 0
+        self.connections = 0
+        self.paths: list[str] = []
+
+
+class Upstream:
+    """One echo server on an ephemeral loopback port, started in a thread."""
+
+    def __init__(self, name: str, port: int = 0):
+        self.server = _Server(name, port)
+        self.port = self.server.server_address[1]
+        self.address = f"127.0.0.1:{self.port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def requests(self) -> int:
+        return self.server.requests
+
+    @property
+    def connections(self) -> int:
+        return self.server.connections
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Nginx:
+    """Debian's nginx serving `root` on an ephemeral port, one worker, in its own prefix."""
+
+    def __init__(self, root: Path, workdir: Path):
+        binary = shutil.which("nginx") or "/usr/sbin/nginx"
+        self.port = free_port()
+        workdir.mkdir(parents=True, exist_ok=True)
+        conf = workdir / "nginx.conf"
+        # As root (CI), nginx's workers would drop to nobody and could not read pytest's private temporary folders.
+        user = "user root;" if os.geteuid() == 0 else ""
+        conf.write_text(f"""
+{user}
+worker_processes 1;
+daemon off;
+pid {workdir}/nginx.pid;
+error_log {workdir}/error.log;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {workdir}/body;
+    proxy_temp_path {workdir}/proxy;
+    fastcgi_temp_path {workdir}/fastcgi;
+    uwsgi_temp_path {workdir}/uwsgi;
+    scgi_temp_path {workdir}/scgi;
+    keepalive_requests 100000;
+    server {{
+        listen 127.0.0.1:{self.port};
+        root {root};
+        location = /small {{ return 200 "small answer from nginx\\n"; }}
+    }}
+}}
+""")
+        self.process = subprocess.Popen([binary, "-c", str(conf), "-p", str(workdir)],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        else:
+            raise RuntimeError("nginx did not start: " + (self.process.stderr.read() or b"").decode())
+        self.address = f"127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
