@@ -442,6 +442,37 @@ basic_auth = {{ realm = "r", htpasswd = "{path}" }}
     assert 0.5 < known_median / unknown_median < 2.0, (known, unknown)
 
 
+def test_a_file_mixing_formats_does_not_tell_which_kind_of_hash_a_user_has(edge_factory, tmp_path):
+    """Every check runs one verification per kind of hash in the file (the user's own for its kind, a dummy for
+    the others), so a user with an $apr1$ hash, one with bcrypt and an unknown name cost the same. Before, the
+    $apr1$ user paid its own check on top of the dummy bcrypt: about twice as long."""
+    path = tmp_path / "htpasswd"
+    path.write_text("")
+    htpasswd_tool(path, "-bB", "-C", "8", "alice", "right")
+    htpasswd_tool(path, "-bm", "bob", "right")
+    htpasswd_tool(path, "-bs", "carol", "right")
+    server = edge_factory.start(config=f"""
+[[route]]
+path = "/"
+respond = {{ status = 200, body = "in\\n" }}
+basic_auth = {{ realm = "r", htpasswd = "{path}" }}
+""")
+
+    def timed(user: str, attempt: int) -> float:
+        with RawConn(server.http.host, server.http.port) as c:
+            start = time.monotonic()
+            assert c.request("GET", "/", headers={"Authorization": basic(user, f"wrong {attempt}")}).status == 401
+            return time.monotonic() - start
+
+    times: dict[str, list[float]] = {"alice": [], "bob": [], "carol": [], "mallory": []}
+    for attempt in range(9):
+        for user in times:
+            times[user].append(timed(user, attempt))
+    medians = {user: statistics.median(values) for user, values in times.items()}
+    low, high = min(medians.values()), max(medians.values())
+    assert high / low < 1.5, medians
+
+
 def test_password_checks_queue_is_bounded_and_files_do_not_wait_behind_it(edge_factory, tmp_path):
     """Two dozen requests with distinct wrong passwords (cost 12) made a 200 KB file wait 5–8 s on the thread pool
     they shared. Checks now run on their own threads behind a bounded queue: beyond it a request gets 503 with

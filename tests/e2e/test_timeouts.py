@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 
@@ -143,3 +144,70 @@ max_connections = 3
     finally:
         for c in held:
             c.close()
+
+
+@pytest.fixture(scope="module")
+def slow_reader_site(module_edge_factory, tmp_path_factory):
+    root = tmp_path_factory.mktemp("slowread")
+    (root / "big.bin").write_bytes(os.urandom(2 << 20))
+    return module_edge_factory.start(config=f"""
+[timeouts]
+send_seconds = 1
+
+[[route]]
+path = "/files"
+static = "{root}"
+"""), root
+
+
+@pytest.mark.parametrize("tls", [False, True])
+def test_a_slow_but_steady_reader_is_not_cut_off_by_send_seconds(slow_reader_site, tls):
+    """send_seconds means no byte taken for that long, as nginx's send_timeout: a client reading a 2 MB file at
+    about 256 KB/s (8 s) with send_seconds = 1 gets all of it. Before, plain HTTP/1.1 (one sendfile region
+    unwritten for send_seconds) and TLS (one 128 KiB chunk) closed the connection part-way."""
+    server, root = slow_reader_site
+    listener = server.https if tls else server.http
+    conn = RawConn(listener.host, listener.port, tls=tls, receive_buffer=4096)
+    try:
+        conn.send(b"GET /files/big.bin HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        conn.sock.settimeout(5)
+        data = b""
+        while True:
+            try:
+                chunk = conn.sock.recv(65536)
+            except (TimeoutError, socket.timeout):
+                break
+            if not chunk:
+                break
+            data += chunk
+            time.sleep(0.25 * len(chunk) / 65536)
+        head, _, body = data.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200"), head[:100]
+        assert body == (root / "big.bin").read_bytes(), f"got {len(body)} of {2 << 20} bytes"
+    finally:
+        conn.close()
+
+
+def test_an_http2_stream_given_window_slowly_is_not_reset(slow_reader_site):
+    """An HTTP/2 client that grants 16 KiB of window every 0.5 s (32 KB/s) keeps its stream: DATA moves, so
+    nothing is stalled, although a 128 KiB chunk takes 4 s to pass with send_seconds = 1."""
+    from test_http2_abuse import RawH2
+    from hyperframe.frame import DataFrame, RstStreamFrame, SettingsFrame, WindowUpdateFrame
+
+    server, _ = slow_reader_site
+    conn = RawH2(server.https.host, server.https.port)
+    try:
+        conn.send(SettingsFrame(0, settings={SettingsFrame.INITIAL_WINDOW_SIZE: 0}))
+        conn.send(conn.headers(1, "/files/big.bin"))
+        received = 0
+        end = time.monotonic() + 6
+        while time.monotonic() < end:
+            conn.send(WindowUpdateFrame(1, window_increment=16384), WindowUpdateFrame(0, window_increment=16384))
+            before = len(conn.frames)
+            conn.read(timeout=0.5)
+            received += sum(len(f.data) for f in conn.frames[before:] if isinstance(f, DataFrame))
+        assert not any(isinstance(f, RstStreamFrame) for f in conn.frames), conn.frames[-3:]
+        assert not conn.goaways() and not conn.closed
+        assert received >= 150_000, received
+    finally:
+        conn.close()

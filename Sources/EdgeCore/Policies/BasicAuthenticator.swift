@@ -12,10 +12,9 @@ import Synchronization
 ///   files; when its queue is full the request is answered at once (``Decision/busy``). Verdicts are remembered
 ///   under a SHA-256 of the header (never the password itself), so a returning client costs one hash and one
 ///   lookup.
-/// - Unknown users are checked against a dummy hash in the file's strongest format and cost, so that response
-///   time does not reveal which users exist; a known user whose hash is weaker than that is checked against the
-///   dummy too, so that a file mixing formats costs about the same for every name. Digests are compared in
-///   constant time.
+/// - Every check runs one verification per kind of hash in the file (format and cost): the named user's own for
+///   its kind, a dummy for each other kind (all of them for an unknown user), so that response time reveals
+///   neither which users exist nor which kind of hash a user has. Digests are compared in constant time.
 /// - ``reloadIfChanged()`` re-reads the file once a change has held still for one check (the watcher checks every
 ///   two seconds), so a file caught while it is being written is not taken half-written; ``reload()`` (SIGHUP)
 ///   reads it at once. Either way the file is read in one consistent snapshot and taken only when every line is
@@ -45,8 +44,10 @@ public final class BasicAuthenticator: Sendable {
 
     private struct Table: Sendable {
         var users: [[UInt8]: PasswordHash]
-        /// What an unknown user is checked against: a random password hashed in the strongest format of ``users``.
-        var dummy: PasswordHash
+        /// One random password hashed in each kind of hash in ``users`` (format and cost): every check runs one
+        /// verification per kind — the user's own hash for its kind, the dummy for every other — so that a check
+        /// costs the same whoever is named, known or not, whatever the mix of formats in the file.
+        var dummies: [String: PasswordHash]
         /// The weak formats in the file, one line each.
         var warnings: [String]
         /// The version of the file the users were read from.
@@ -80,9 +81,10 @@ public final class BasicAuthenticator: Sendable {
     }
 
     private static func table(_ loaded: HtpasswdFile, generation: Int) -> Table {
-        let strongest = loaded.users.values.max { $0.strength < $1.strength }
-        let dummy = (strongest ?? .bcrypt(hash: "", cost: 10)).dummy()
-        return Table(users: loaded.users, dummy: dummy, warnings: loaded.warnings, version: loaded.version, generation: generation)
+        var dummies: [String: PasswordHash] = [:]
+        for hash in loaded.users.values where dummies[hash.kind] == nil { dummies[hash.kind] = hash.dummy() }
+        if dummies.isEmpty { dummies["bcrypt-10"] = PasswordHash.bcrypt(hash: "", cost: 10).dummy() }
+        return Table(users: loaded.users, dummies: dummies, warnings: loaded.warnings, version: loaded.version, generation: generation)
     }
 
     /// The weak hash formats in the file in force, one line each (`path:line: user "x" has …`).
@@ -145,14 +147,16 @@ public final class BasicAuthenticator: Sendable {
             return known.valid ? .allowed : .denied
         }
         guard let (user, password) = Self.credentials(authorization) else { return .denied }
-        let (hash, dummy) = table.withLock { ($0.users[user], $0.dummy) }
+        let (hash, dummies) = table.withLock { ($0.users[user], $0.dummies) }
         let future = checks.submit(on: eventLoop) {
-            guard let hash else {
-                _ = dummy.verify(password)
-                return false
+            var valid = false
+            for (kind, dummy) in dummies {
+                if let hash, hash.kind == kind {
+                    valid = hash.verify(password)
+                } else {
+                    _ = dummy.verify(password)
+                }
             }
-            let valid = hash.verify(password)
-            if hash.strength < dummy.strength { _ = dummy.verify(password) }
             return valid
         }
         guard let future else { return .busy }

@@ -91,6 +91,16 @@ enum PasswordHash: Sendable, Equatable {
         return true
     }
 
+    /// The kind of hash — its format, and for bcrypt its cost — whose checks all cost the same.
+    var kind: String {
+        switch self {
+        case .bcrypt(_, let cost): return "bcrypt-\(cost)"
+        case .apr1: return "apr1"
+        case .sha1: return "sha1"
+        case .ssha1: return "ssha1"
+        }
+    }
+
     /// How costly a check is, to order formats: bcrypt by its cost, far above the others.
     var strength: Int {
         switch self {

@@ -645,7 +645,13 @@ final class EdgeRequestHandler: ChannelDuplexHandler {
         context.flush()
         FileStreaming.stream(
             handle, range: file.range, allocator: context.channel.allocator, on: context.eventLoop,
-            stallTimeout: timeouts.send, stalled: { context.close(promise: nil) }
+            stallTimeout: timeouts.send, stalled: { [isHTTP2, progress = isHTTP2 ? nil : SendProgress(channel: context.channel)] in
+                // HTTP/2: the connection's fast path resets a stream that sends no DATA for send_seconds (it sees every
+                // frame); a stream whose chunk only waits for a slow reader's window goes on.
+                if isHTTP2 || progress?.advanced() == true { return false }
+                context.close(promise: nil)
+                return true
+            }
         ) { chunk in
             context.writeAndFlush(self.wrapOutboundOut(.body(.byteBuffer(chunk))))
         }.assumeIsolated().whenComplete { result in

@@ -187,11 +187,23 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
             resumeReadingIfPossible(context: context)
             closeOnceAnswered(context: context)
         } else if sendTimer == nil {
-            sendTimer = context.eventLoop.assumeIsolated().scheduleTask(in: timeouts.send) {
+            scheduleSendCheck(SendProgress(channel: context.channel), context: context)
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
+    /// Closes the connection once it has been unwritable for `send_seconds` without the client taking a byte
+    /// (``SendProgress``); a client that reads, however slowly, is given another `send_seconds`.
+    private func scheduleSendCheck(_ progress: SendProgress, context: ChannelHandlerContext) {
+        sendTimer = context.eventLoop.assumeIsolated().scheduleTask(in: timeouts.send) { [self] in
+            sendTimer = nil
+            guard !context.channel.isWritable else { return }
+            if progress.advanced() {
+                scheduleSendCheck(progress, context: context)
+            } else {
                 context.close(promise: nil)
             }
         }
-        context.fireChannelWritabilityChanged()
     }
 
     // MARK: outbound
@@ -482,7 +494,11 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
             context.flush()
             done = FileStreaming.stream(
                 handle, range: file.range, allocator: context.channel.allocator, on: context.eventLoop,
-                stallTimeout: timeouts.send, stalled: { context.close(promise: nil) }
+                stallTimeout: timeouts.send, stalled: { [progress = SendProgress(channel: context.channel)] in
+                    if progress.advanced() { return false }
+                    context.close(promise: nil)
+                    return true
+                }
             ) { chunk in
                 context.writeAndFlush(self.wrapOutboundOut(.byteBuffer(chunk)))
             }

@@ -50,18 +50,25 @@ enum Dispatch {
 /// codec, HTTP/2 streams): the in-flight limit, `/healthz`, routing, the two cache tiers and the backend.
 ///
 /// Runs on the connection's event loop; a loop-local cache hit takes no lock and allocates no future.
+///
+/// Each request reads the configuration in force from its loop (``LoopState/current``), so that a reload
+/// (SIGHUP) reaches the next request of every open connection, as Envoy applies route updates, without
+/// retiring the connection: routes, policies, upstreams and the in-flight limits are the reloaded ones; what
+/// is set per connection (timeouts, head limits, `Server`) stays as it was when the connection was accepted.
 struct RequestDispatcher {
-    private let services: EdgeServices
+    /// The services the connection was accepted under; used until the first reload.
+    private let accepted: EdgeServices
     private let loop: LoopState
-    private let maxInFlight: Int
-    private let trustedProxies: [AddressRange]
 
     init(services: EdgeServices, loop: LoopState) {
-        self.services = services
+        self.accepted = services
         self.loop = loop
-        self.maxInFlight = services.configuration.limits.maxInFlight
-        self.trustedProxies = services.configuration.trustedProxies
     }
+
+    /// The services in force: the loop's, once a reload has put new ones there.
+    private var services: EdgeServices { loop.current ?? accepted }
+    private var maxInFlight: Int { services.configuration.limits.maxInFlight }
+    private var trustedProxies: [AddressRange] { services.configuration.trustedProxies }
 
     /// Handles one complete request.
     /// - Parameters:
@@ -90,7 +97,9 @@ struct RequestDispatcher {
         // The health check answers whatever the load: a 503 there would make a load balancer pull a node that is
         // only busy. It waits for nothing, so it holds no in-flight slot.
         if Self.isHealthCheck(path) { return .ready(.response(health())) }
+        let services = self.services
         let state = services.state
+        let trustedProxies = services.configuration.trustedProxies
         let client = trustedProxies.isEmpty ? peer : peer.resolved(forwardedFor: headers.forwardedFor, trusted: trustedProxies)
         let perClient = services.inFlightPerClient
         if !state.inFlightBelow(perClient.maximum) {
@@ -100,7 +109,7 @@ struct RequestDispatcher {
                 return .ready(reply)
             }
         }
-        guard state.admitRequest(limit: maxInFlight) else {
+        guard state.admitRequest(limit: services.configuration.limits.maxInFlight) else {
             var busy = EdgeResponse.text(.serviceUnavailable, "server busy, retry shortly\n")
             busy.headers.add(name: "retry-after", value: "1")
             return .ready(.response(busy))

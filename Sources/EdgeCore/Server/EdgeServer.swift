@@ -214,8 +214,9 @@ public final class EdgeServer: Service, Sendable {
     }
 
     /// What SIGHUP does (the `edge` command routes it here), as nginx's reload: the configuration is read again
-    /// from its sources and checked like at start. If it is valid, new connections get it at once and every
-    /// older connection is retired (``RetireConnectionEvent``: it finishes what it is doing, then closes);
+    /// from its sources and checked like at start. If it is valid, every connection's next request gets it
+    /// (routes, policies, upstreams: ``LoopState/current``); only when a setting fixed per connection changed
+    /// is every older connection retired (``RetireConnectionEvent``: it finishes what it is doing, then closes);
     /// settings that only a restart can change keep their running values, with a warning naming them. If it is
     /// not, the error is logged and nothing changes. The listeners' certificates are read again either way (a
     /// renewed certificate reaches new connections). When nothing else changed, or without a configuration
@@ -257,11 +258,27 @@ public final class EdgeServer: Service, Sendable {
                 metadata: ["keys": "\(restartOnly.joined(separator: ","))"]
             )
         }
-        let retired = await retireConnections(before: next.generation)
+        // Every open connection's next request sees the new services (each loop's ``LoopState/current``).
+        try? await next.loops.forEach(on: group) { loop, state in
+            state.current = next
+            return loop.makeSucceededVoidFuture()
+        }.get()
+        // Only settings fixed per connection at accept (timeouts, head and body limits, HTTP/2 settings,
+        // `server_name`) need the connection renewed: then older connections are retired as before.
+        let retired = Self.connectionSettingsDiffer(previous.configuration, applied) ? await retireConnections(before: next.generation) : 0
         logger.notice(
             "configuration reloaded",
             metadata: ["generation": "\(next.generation)", "routes": "\(applied.routes.count)", "connections_retired": "\(retired)"]
         )
+    }
+
+    /// Whether a reload changes a setting that a connection takes when it is accepted and keeps.
+    static func connectionSettingsDiffer(_ old: EdgeConfiguration, _ new: EdgeConfiguration) -> Bool {
+        var oldLimits = old.limits, newLimits = new.limits
+        // Read per request: no need to renew connections for these.
+        oldLimits.maxInFlight = 0
+        newLimits.maxInFlight = 0
+        return oldLimits != newLimits || old.timeouts != new.timeouts || old.serverName != new.serverName
     }
 
     /// `loaded` with the settings a running server cannot change — listeners, threads, `state_dir`, log level,

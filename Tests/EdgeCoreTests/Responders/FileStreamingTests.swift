@@ -53,7 +53,7 @@ struct FileStreamingTests {
             var chunks = 0
             let transfer = FileStreaming.Transfer(
                 handle, range: range, allocator: ByteBufferAllocator(), on: loop, stallTimeout: .seconds(30),
-                stalled: {}
+                stalled: { true }
             ) { chunk in
                 defer { chunks += 1 }
                 switch writer {

@@ -34,6 +34,9 @@ struct ImmediateReplyTests {
             case .cached(let entry, _):
                 kind = .cached
                 status = entry.status
+            case .stream(let streamed):
+                kind = .response
+                status = streamed.status
             }
         }
     }

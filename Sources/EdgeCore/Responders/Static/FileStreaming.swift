@@ -24,17 +24,37 @@ enum FileStreaming {
     /// Sends `range` of `handle` through `write` (called on `eventLoop`; its future is the backpressure).
     /// The future is `true` when every byte was sent, `false` when the file ended early (it shrank).
     ///
-    /// A chunk not written within `stallTimeout` calls `stalled`, which must end the stream (and so fail the
-    /// write): the socket may stay writable while HTTP/2 flow control holds the chunk — a client that grants
-    /// no window — and nothing else would ever release the descriptor.
+    /// A chunk not written within `stallTimeout` calls `stalled`, which either ends the stream (and so fails the
+    /// write) and returns `true`, or returns `false` when bytes are still moving (a slow reader, not a stalled
+    /// one: ``SendProgress``), and the chunk gets another `stallTimeout`.
     static func stream(
         _ handle: NIOFileHandle, range: Range<Int>, allocator: ByteBufferAllocator, on eventLoop: any EventLoop,
-        stallTimeout: TimeAmount, stalled: @escaping () -> Void, write: @escaping (ByteBuffer) -> EventLoopFuture<Void>
+        stallTimeout: TimeAmount, stalled: @escaping () -> Bool, write: @escaping (ByteBuffer) -> EventLoopFuture<Void>
     ) -> EventLoopFuture<Bool> {
         Transfer(
             handle, range: range, allocator: allocator, on: eventLoop, stallTimeout: stallTimeout, stalled: stalled,
             write: write
         ).start()
+    }
+
+    /// Runs `stalled` after `timeout`, and again after each further `timeout` while it answers `false`.
+    private final class StallTimer {
+        private var scheduled: Scheduled<Void>?
+
+        init(eventLoop: any EventLoop, timeout: TimeAmount, stalled: @escaping () -> Bool) {
+            arm(eventLoop: eventLoop, timeout: timeout, stalled: stalled)
+        }
+
+        private func arm(eventLoop: any EventLoop, timeout: TimeAmount, stalled: @escaping () -> Bool) {
+            scheduled = eventLoop.assumeIsolated().scheduleTask(in: timeout) { [self] in
+                if !stalled() { arm(eventLoop: eventLoop, timeout: timeout, stalled: stalled) }
+            }
+        }
+
+        func cancel() {
+            scheduled?.cancel()
+            scheduled = nil
+        }
     }
 
     /// One file sent in chunks: read the next chunk (from the page cache, or on the pool), write it, wait for the
@@ -45,7 +65,7 @@ enum FileStreaming {
         private let eventLoop: any EventLoop
         private let allocator: ByteBufferAllocator
         private let stallTimeout: TimeAmount
-        private let stalled: () -> Void
+        private let stalled: () -> Bool
         private let write: (ByteBuffer) -> EventLoopFuture<Void>
         private let promise: EventLoopPromise<Bool>
         /// The next file offset to read, and where the range ends.
@@ -73,7 +93,7 @@ enum FileStreaming {
         /// Prepares a transfer; nothing happens before ``start()``.
         init(
             _ handle: NIOFileHandle, range: Range<Int>, allocator: ByteBufferAllocator, on eventLoop: any EventLoop,
-            stallTimeout: TimeAmount, stalled: @escaping () -> Void,
+            stallTimeout: TimeAmount, stalled: @escaping () -> Bool,
             write: @escaping (ByteBuffer) -> EventLoopFuture<Void>
         ) {
             self.handle = handle
@@ -167,12 +187,12 @@ enum FileStreaming {
             spare = chunk
             let written = write(chunk)
             let stalled = NIOLoopBound(self.stalled, eventLoop: eventLoop)
-            let timer = eventLoop.assumeIsolated().scheduleTask(in: stallTimeout) { stalled.value() }
+            let timer = NIOLoopBound(StallTimer(eventLoop: eventLoop, timeout: stallTimeout) { stalled.value() }, eventLoop: eventLoop)
             let transfer = NIOLoopBound(self, eventLoop: eventLoop)
             sending = true
             defer { sending = false }
             written.whenComplete { result in
-                timer.cancel()
+                timer.value.cancel()
                 let transfer = transfer.value
                 if !transfer.sending {
                     // The write waited for the socket: the loop served others meanwhile.
