@@ -166,7 +166,23 @@ struct TOMLReader {
     }
 
     mutating func readListener(_ table: TOMLTable, path: String) -> ListenerConfiguration? {
-        checkKeys(table, path: path, allowed: ["address", "tls", "certificate", "private_key"])
+        checkKeys(table, path: path, allowed: ["address", "tls", "certificate", "private_key", "proxy_protocol", "proxy_protocol_from"])
+        guard var listener = readListenerAddressAndTLS(table, path: path) else { return nil }
+        listener.proxyProtocol = bool(table, "proxy_protocol", path: "\(path).proxy_protocol") ?? false
+        for (index, text) in strings(table, "proxy_protocol_from", path: "\(path).proxy_protocol_from").enumerated() {
+            if let range = AddressRange(parsing: text) { listener.proxyProtocolFrom.append(range) } else {
+                fail("\(path).proxy_protocol_from[\(index)]", "expected an IP address or CIDR range (e.g. \"10.0.0.0/8\"), got \"\(text)\"")
+            }
+        }
+        if listener.proxyProtocol, !table.contains(key: "proxy_protocol_from") {
+            fail("\(path).proxy_protocol_from", "is required with proxy_protocol = true: the addresses of the balancers that send the header")
+        } else if !listener.proxyProtocol, table.contains(key: "proxy_protocol_from") {
+            fail("\(path).proxy_protocol_from", "applies only with proxy_protocol = true")
+        }
+        return listener
+    }
+
+    mutating func readListenerAddressAndTLS(_ table: TOMLTable, path: String) -> ListenerConfiguration? {
         guard let text = string(table, "address", path: "\(path).address", required: true) else { return nil }
         guard let address = HostPort(parsing: text) else {
             fail("\(path).address", "expected HOST:PORT with a port from 0 to 65535 (e.g. \"127.0.0.1:8443\", \"[::1]:0\"), got \"\(text)\"")

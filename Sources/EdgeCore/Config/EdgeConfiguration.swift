@@ -80,6 +80,11 @@ public struct ListenerConfiguration: Sendable, Equatable {
     public var address: HostPort
     /// TLS settings; `nil` for plain HTTP/1.1.
     public var tls: TLSSource?
+    /// Whether each connection starts with a PROXY protocol header (v1 or v2) naming the client, accepted only
+    /// from ``proxyProtocolFrom``.
+    public var proxyProtocol = false
+    /// The balancers that may send a PROXY header; connections from anywhere else are closed.
+    public var proxyProtocolFrom: [AddressRange] = []
 
     /// Creates a listener configuration.
     public init(address: HostPort, tls: TLSSource?) {

@@ -8,24 +8,29 @@ import NIOTLS
 /// HTTP/2 (`h2`) or HTTP/1.1. Both protocols end in the same ``EdgeRequestHandler``.
 enum HTTPPipelines {
     /// Configures a plain-TCP connection for HTTP/1.1. Must run on the channel's event loop.
-    static func configurePlain(_ channel: any Channel, services: EdgeServices) throws {
+    static func configurePlain(_ channel: any Channel, services: EdgeServices, client: ClientAddress? = nil) throws {
         let limits = services.configuration.limits
+        let client = client ?? ClientAddress(channel.remoteAddress)
         try channel.pipeline.syncOperations.addHandler(
             ConnectionGuard(
                 state: services.state, perClient: services.connectionsPerClient, maxConnections: limits.maxConnections,
-                handshakeTimeout: nil, loop: services.loops.state(for: channel.eventLoop), generation: services.generation
+                handshakeTimeout: nil, loop: services.loops.state(for: channel.eventLoop), generation: services.generation,
+                client: client
             )
         )
-        try configureHTTP1(channel, services: services, isTLS: false)
+        try configureHTTP1(channel, services: services, isTLS: false, client: client)
     }
 
     /// Configures a TLS connection: handshake deadline, TLS, then ALPN. Must run on the channel's event loop.
-    static func configureTLS(_ channel: any Channel, context sslContext: NIOSSLContext, services: EdgeServices) throws {
+    static func configureTLS(
+        _ channel: any Channel, context sslContext: NIOSSLContext, services: EdgeServices, client: ClientAddress? = nil
+    ) throws {
         let configuration = services.configuration
+        let client = client ?? ClientAddress(channel.remoteAddress)
         let guardHandler = ConnectionGuard(
             state: services.state, perClient: services.connectionsPerClient,
             maxConnections: configuration.limits.maxConnections, handshakeTimeout: configuration.timeouts.tlsHandshake,
-            loop: services.loops.state(for: channel.eventLoop), generation: services.generation
+            loop: services.loops.state(for: channel.eventLoop), generation: services.generation, client: client
         )
         let boundGuard = NIOLoopBound(guardHandler, eventLoop: channel.eventLoop)
         let sync = channel.pipeline.syncOperations
@@ -36,9 +41,9 @@ enum HTTPPipelines {
                 channel.eventLoop.makeCompletedFuture {
                     switch result {
                     case .negotiated("h2"):
-                        try configureHTTP2(channel, services: services)
+                        try configureHTTP2(channel, services: services, client: client)
                     default:
-                        try configureHTTP1(channel, services: services, isTLS: true)
+                        try configureHTTP1(channel, services: services, isTLS: true, client: client)
                     }
                     boundGuard.value.markProtocolReady()
                 }
@@ -50,9 +55,8 @@ enum HTTPPipelines {
     /// handler are added behind it only when it hands the connection over (``addFullHTTP1(after:services:loop:client:)``),
     /// so a connection that only ever sees simple requests carries — and passes every read and flush through —
     /// two handlers instead of eight.
-    static func configureHTTP1(_ channel: any Channel, services: EdgeServices, isTLS: Bool) throws {
+    static func configureHTTP1(_ channel: any Channel, services: EdgeServices, isTLS: Bool, client: ClientAddress) throws {
         let loop = services.loops.state(for: channel.eventLoop)
-        let client = ClientAddress(channel.remoteAddress)
         try channel.pipeline.syncOperations.addHandler(
             HTTP1FastPathHandler(services: services, loop: loop, client: client, isTLS: isTLS)
         )
@@ -85,7 +89,7 @@ enum HTTPPipelines {
     /// Adds NIOHTTP2, the HTTP/2 fast path (which also checks every inbound header block and keeps the
     /// connection's lifecycle: idle timeout, graceful shutdown with GOAWAY, half-close) and, for every stream it
     /// does not answer, a stream channel with the HTTP/1-style codec and the request handler.
-    static func configureHTTP2(_ channel: any Channel, services: EdgeServices) throws {
+    static func configureHTTP2(_ channel: any Channel, services: EdgeServices, client: ClientAddress) throws {
         let configuration = services.configuration
         var connection = NIOHTTP2Handler.ConnectionConfiguration()
         // Inbound header blocks are checked by the fast path (HTTP2HeaderBlockRules), every one of them; NIOHTTP2's
@@ -103,7 +107,6 @@ enum HTTPPipelines {
         ]
         let stream = NIOHTTP2Handler.StreamConfiguration()
         let sync = channel.pipeline.syncOperations
-        let client = ClientAddress(channel.remoteAddress)
         let loop = services.loops.state(for: channel.eventLoop)
         try sync.addHandler(HTTP2GoAwayCloser())
         try sync.addHandler(WriteCoalescingHandler())

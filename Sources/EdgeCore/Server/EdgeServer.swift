@@ -154,10 +154,24 @@ public final class EdgeServer: Service, Sendable {
                 .childChannelInitializer { [self] channel in
                     channel.eventLoop.makeCompletedFuture {
                         let services = currentServices
-                        if let tlsContext = tlsContexts.withLock({ $0[index] }) {
-                            try HTTPPipelines.configureTLS(channel, context: tlsContext, services: services)
+                        let tlsContext = tlsContexts.withLock({ $0[index] })
+                        let configure = { (channel: any Channel, client: ClientAddress?) throws in
+                            if let tlsContext {
+                                try HTTPPipelines.configureTLS(channel, context: tlsContext, services: services, client: client)
+                            } else {
+                                try HTTPPipelines.configurePlain(channel, services: services, client: client)
+                            }
+                        }
+                        if listener.proxyProtocol {
+                            // The pipeline is installed once the PROXY header has named the client.
+                            try channel.pipeline.syncOperations.addHandler(
+                                ProxyProtocolHandler(
+                                    trusted: listener.proxyProtocolFrom, timeout: services.configuration.timeouts.tlsHandshake,
+                                    configure: { try configure($0, $1) }
+                                )
+                            )
                         } else {
-                            try HTTPPipelines.configurePlain(channel, services: services)
+                            try configure(channel, nil)
                         }
                     }
                 }

@@ -28,10 +28,14 @@ final class ConnectionGuard: ChannelInboundHandler, RemovableChannelHandler {
     ///   - handshakeTimeout: Deadline for the TLS handshake; `nil` for plain listeners.
     ///   - loop: The state of the connection's event loop, where the open connection is registered.
     ///   - generation: The configuration generation the connection is accepted under.
+    /// The client's address: the TCP peer's, or the one a PROXY protocol header named.
+    private let client: ClientAddress?
+
     init(
         state: ServerState, perClient: PerClientLimit, maxConnections: Int, handshakeTimeout: TimeAmount?,
-        loop: LoopState, generation: Int
+        loop: LoopState, generation: Int, client: ClientAddress? = nil
     ) {
+        self.client = client
         self.loop = loop
         self.generation = generation
         self.state = state
@@ -55,7 +59,7 @@ final class ConnectionGuard: ChannelInboundHandler, RemovableChannelHandler {
             context.close(promise: nil)
             return
         }
-        let client = ClientAddress(context.channel.remoteAddress)
+        let client = self.client ?? ClientAddress(context.channel.remoteAddress)
         guard perClient.admit(client) else {
             state.connectionClosed()
             context.close(promise: nil)
