@@ -92,6 +92,12 @@ def start_demo_and_files(factory, root) -> "EdgeServer":
     return factory.start(config=DEMO_AND_FILES_CONFIG.format(root=root))
 
 
+def basic(user: str, password: str) -> str:
+    """An `Authorization` value for HTTP Basic authentication."""
+    import base64
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
 def unique(prefix: str = "k") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
 

@@ -274,13 +274,11 @@ def test_sighup_rereads_htpasswd_and_keeps_serving(edge_factory, tmp_path):
     """SIGHUP used to take its default action and end the process. With the configuration unchanged it
     re-reads the htpasswd files at once. The file is rewritten with the same size and modification time, so
     the change watcher (which compares those) cannot be what picks it up."""
-    import base64
     import os
 
     import bcrypt
 
-    def basic(user: str, password: str) -> str:
-        return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+    from conftest import basic
 
     htpasswd = tmp_path / "htpasswd"
     htpasswd.write_text(f"alice:{bcrypt.hashpw(b'wonderland', bcrypt.gensalt(rounds=4)).decode()}\n")

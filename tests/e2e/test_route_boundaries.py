@@ -8,15 +8,9 @@ folder, an HTTP/2 `:path` of `/` + U+0301 + `private/secret.txt` was served by `
 
 from __future__ import annotations
 
-import base64
-
 import pytest
 
-from conftest import H2Client, RawConn, run_edge
-
-
-def basic(user: str, password: str) -> str:
-    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+from conftest import H2Client, RawConn, basic, run_edge
 
 
 @pytest.fixture(scope="module")

@@ -83,6 +83,29 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         elif path.endswith("/hop"):
             self._send(200, b"hop\n", {"connection": "x-secret", "x-secret": "leak", "keep-alive": "timeout=5",
                                        "server": "python-upstream", "proxy-authenticate": "Basic"})
+        elif path.endswith("/stream"):
+            # n bytes written in 64 KiB chunks from one buffer (no body held in memory), Content-Length framed.
+            size = int(self.path.split("n=")[1])
+            self.send_response(200)
+            self.send_header("content-length", str(size))
+            self.end_headers()
+            chunk = b"s" * 65536
+            while size > 0:
+                self.wfile.write(chunk[:min(size, 65536)])
+                size -= 65536
+        elif path.endswith("/slowsink"):
+            # Reads the body slowly for `x-slow` seconds, then at full speed; answers with the byte count.
+            remaining = int(self.headers.get("content-length") or 0)
+            got, until = 0, time.monotonic() + float(self.headers.get("x-slow", "3"))
+            while remaining > 0:
+                data = self.rfile.read(min(remaining, 65536 if time.monotonic() >= until else 4096))
+                if not data:
+                    break
+                got += len(data)
+                remaining -= len(data)
+                if time.monotonic() < until:
+                    time.sleep(0.05)
+            self._send(200, str(got).encode())
         elif path.endswith("/status503"):
             self._send(503, b"busy\n")
         else:
