@@ -274,32 +274,35 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
                     handOff(context: context)  // the full parser path answers 414 / 431
                     return
                 }
-                if dispatcher.hasStreamingRoutes, dispatcher.streamsRequest(target: request.target[...]) {
-                    handOff(context: context)  // a proxied request: the full path streams it both ways
-                    return
-                }
                 headTimer?.cancel()
                 headTimer = nil
+                // A hit in the loop's caches, a fixed response or `/healthz` needs no in-flight count and no policy.
+                let immediate = dispatcher.immediateReply(
+                    method: request.method, target: request.target[...], host: request.host[...], conditional: request.conditional,
+                    now: now
+                )
+                if immediate == nil, dispatcher.hasStreamingRoutes, dispatcher.streamsRequest(target: request.target[...]) {
+                    handOff(context: context)  // a proxied request, its head still unread: the full path streams it
+                    return
+                }
                 if pending.readableBytes == headLength {
                     buffered = nil
                 } else {
                     buffered!.moveReaderIndex(forwardBy: headLength)
                 }
-                serve(request, now: now, context: context)
+                servedAny = true
+                if let immediate {
+                    write(immediate, for: request, now: now, context: context)
+                } else {
+                    serve(request, now: now, context: context)
+                }
             }
         }
     }
 
+    /// Dispatches a request ``RequestDispatcher/immediateReply(method:target:host:conditional:now:admitting:)``
+    /// could not answer, and writes its reply now or when it is ready.
     private func serve(_ request: HTTP1RequestScanner.Request, now: NIODeadline, context: ChannelHandlerContext) {
-        servedAny = true
-        // A hit in the loop's caches, a fixed response or `/healthz` needs no in-flight count and no policy.
-        if let reply = dispatcher.immediateReply(
-            method: request.method, target: request.target[...], host: request.host[...], conditional: request.conditional,
-            now: now
-        ) {
-            write(reply, for: request, now: now, context: context)
-            return
-        }
         let headers = RequestHeaderValues(
             host: request.host[...], authorization: request.authorization?[...], forwardedFor: request.forwardedFor?[...],
             conditional: request.conditional
