@@ -531,3 +531,15 @@ def test_reloads_and_sigterm_under_proxied_load_lose_no_request(edge_factory, tm
     finally:
         a.stop()
         b.stop()
+
+
+def test_proxied_requests_do_not_leak_memory(proxy):
+    """Each exchange's body pipes, closures and connection state are let go when it ends: 6,000 proxied requests
+    grow Edge's memory by less than 6 MB (before, a reference cycle between a response's body pipe and its
+    exchange kept about 3 KB per request)."""
+    url = f"{proxy.http.url}/one/echo"
+    subprocess.run(["h2load", "--h1", "-n", "1000", "-c", "10", url], capture_output=True, timeout=120)  # warm up
+    before = rss_kib(proxy)
+    result = subprocess.run(["h2load", "--h1", "-n", "6000", "-c", "10", url], capture_output=True, text=True, timeout=300)
+    assert "6000 succeeded" in result.stdout, result.stdout[-500:]
+    assert rss_kib(proxy) - before < 6 * 1024, f"RSS grew {(rss_kib(proxy) - before)} KiB over 6,000 requests"

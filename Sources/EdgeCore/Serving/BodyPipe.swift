@@ -77,6 +77,7 @@ final class BodyPipe: @unchecked Sendable {
         assert(eventLoop.inEventLoop)
         guard ending == nil, !cancelled else { return }
         ending = .success(trailers)
+        releaseProducer()
         if buffered.isEmpty, let waiting {
             self.waiting = nil
             waiting.succeed(.end(trailers))
@@ -88,10 +89,18 @@ final class BodyPipe: @unchecked Sendable {
         assert(eventLoop.inEventLoop)
         guard ending == nil, !cancelled else { return }
         ending = .failure(error)
+        releaseProducer()
         if buffered.isEmpty, let waiting {
             self.waiting = nil
             waiting.fail(error)
         }
+    }
+
+    /// The producer has ended the body: it needs no more demand or cancellation, and the closures (which usually
+    /// capture the producer, which holds this pipe) are let go, so no reference cycle outlives the exchange.
+    private func releaseProducer() {
+        onDemand = nil
+        onCancel = nil
     }
 
     /// Whether the body has ended, well or not, on the producer's side.
