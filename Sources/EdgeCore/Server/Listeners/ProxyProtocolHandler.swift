@@ -58,7 +58,8 @@ enum ProxyProtocolHeader {
 
     private static func parseV2(_ view: ByteBufferView) -> Outcome {
         guard view.count >= 16 else {
-            return view.elementsEqual(signature.prefix(view.count)) ? .incomplete : .invalid("no PROXY protocol header")
+            let known = min(view.count, signature.count)
+            return view.prefix(known).elementsEqual(signature.prefix(known)) ? .incomplete : .invalid("no PROXY protocol header")
         }
         let bytes = Array(view.prefix(16))
         guard bytes[..<12].elementsEqual(signature) else { return .invalid("no PROXY protocol header") }
