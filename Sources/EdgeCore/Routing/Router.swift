@@ -98,7 +98,13 @@ public struct Router: Sendable {
         upstreams: [UpstreamGroupConfiguration] = [], serverName: String = "edge", trustedProxies: [AddressRange] = []
     ) throws(RouteSetupError) {
         var groups: [String: UpstreamGroup] = [:]
-        for upstream in upstreams { groups[upstream.name] = UpstreamGroup(configuration: upstream) }
+        for (index, upstream) in upstreams.enumerated() {
+            do {
+                groups[upstream.name] = try UpstreamGroup(configuration: upstream)
+            } catch {
+                throw RouteSetupError(description: "upstream[\(index)].tls: \(error)")
+            }
+        }
         self.upstreamGroups = groups
         var built: [Route] = []
         for (index, configuration) in configurations.enumerated() {
@@ -120,16 +126,12 @@ public struct Router: Sendable {
                 guard let group = groups[settings.upstream] else {
                     throw RouteSetupError(description: "route[\(index)].proxy: no upstream named \"\(settings.upstream)\"")
                 }
-                do {
-                    action = .proxy(
-                        try ProxyResponder(
-                            configuration: settings, group: group, prefix: configuration.path, serverName: serverName,
-                            trustedProxies: trustedProxies, logger: Logger(label: "edge.proxy")
-                        )
+                action = .proxy(
+                    ProxyResponder(
+                        configuration: settings, group: group, prefix: configuration.path, serverName: serverName,
+                        trustedProxies: trustedProxies, logger: Logger(label: "edge.proxy")
                     )
-                } catch {
-                    throw RouteSetupError(description: "upstream \(settings.upstream).tls: \(error)")
-                }
+                )
             }
             let limiter = configuration.rateLimit.map { RateLimiter(perSecond: $0.perSecond, burst: $0.burst) }
             var authenticator: BasicAuthenticator?

@@ -1,7 +1,6 @@
 import Logging
 import NIOCore
 import NIOHTTP1
-import NIOSSL
 
 /// What a proxied request carries from the front end.
 struct ProxyRequest {
@@ -38,7 +37,6 @@ public final class ProxyResponder: Sendable {
     let group: UpstreamGroup
     /// The route's prefix as matched (for `strip_prefix`).
     let prefix: String
-    let tls: NIOSSLContext?
     let serverName: String
     let trustedProxies: [AddressRange]
     private let logger: Logger
@@ -46,27 +44,13 @@ public final class ProxyResponder: Sendable {
     init(
         configuration: ProxyRouteConfiguration, group: UpstreamGroup, prefix: String, serverName: String,
         trustedProxies: [AddressRange], logger: Logger
-    ) throws {
+    ) {
         self.configuration = configuration
         self.group = group
         self.prefix = Route.matchForm(of: prefix)
         self.serverName = serverName
         self.trustedProxies = trustedProxies
         self.logger = logger
-        if group.servers.contains(where: \.tls) {
-            var tls = TLSConfiguration.makeClientConfiguration()
-            let settings = group.configuration.tls
-            if let ca = settings.caFile { tls.trustRoots = .file(ca) }
-            tls.certificateVerification = settings.verify ? .fullVerification : .none
-            if let certificate = settings.certificate, let key = settings.privateKey {
-                tls.certificateChain = try NIOSSLCertificate.fromPEMFile(certificate).map { .certificate($0) }
-                tls.privateKey = .privateKey(try NIOSSLPrivateKey(file: key, format: .pem))
-            }
-            tls.applicationProtocols = ["http/1.1"]
-            self.tls = try NIOSSLContext(configuration: tls)
-        } else {
-            self.tls = nil
-        }
     }
 
     /// Whether a method may be sent again after a failure (RFC 9110 §9.2.2).
@@ -111,7 +95,7 @@ public final class ProxyResponder: Sendable {
         let timeouts = UpstreamHTTP1Handler.Timeouts(
             firstByte: settings.firstByteTimeout, betweenBytes: settings.betweenBytesTimeout, total: settings.totalTimeout
         )
-        pool.acquire(server, group: settings, tls: tls, on: eventLoop).assumeIsolated().whenComplete { [self] result in
+        pool.acquire(server, group: group, on: eventLoop).assumeIsolated().whenComplete { [self] result in
             switch result {
             case .failure(let error):
                 let failure = error as? UpstreamFailure ?? UpstreamFailure(cause: .connect("\(error)"))

@@ -1,4 +1,5 @@
 import NIOCore
+import NIOSSL
 import Synchronization
 
 /// One server of an upstream group, with the state every event loop shares: requests in progress (for least
@@ -117,10 +118,29 @@ final class UpstreamGroup: Sendable {
     private let budgetRequests = Atomic<Int>(0)
     private let budgetRetries = Atomic<Int>(0)
 
+    /// The TLS context of the group's `https://` servers (its CAs, verification, client certificate), made once for
+    /// every route, pooled connection and health check; `nil` when no server uses TLS.
+    let tls: NIOSSLContext?
+
     var name: String { configuration.name }
 
-    init(configuration: UpstreamGroupConfiguration) {
+    /// - Throws: when the TLS settings cannot be used (an unreadable CA file, certificate or key).
+    init(configuration: UpstreamGroupConfiguration) throws {
         self.configuration = configuration
+        if configuration.servers.contains(where: \.tls) {
+            var tls = TLSConfiguration.makeClientConfiguration()
+            let settings = configuration.tls
+            if let ca = settings.caFile { tls.trustRoots = .file(ca) }
+            tls.certificateVerification = settings.verify ? .fullVerification : .none
+            if let certificate = settings.certificate, let key = settings.privateKey {
+                tls.certificateChain = try NIOSSLCertificate.fromPEMFile(certificate).map { .certificate($0) }
+                tls.privateKey = .privateKey(try NIOSSLPrivateKey(file: key, format: .pem))
+            }
+            tls.applicationProtocols = ["http/1.1"]
+            self.tls = try NIOSSLContext(configuration: tls)
+        } else {
+            self.tls = nil
+        }
         self.servers = configuration.servers.enumerated().map { UpstreamServer(index: $0.offset, configuration: $0.element) }
         self.schedule = Self.smoothSchedule(weights: configuration.servers.map(\.weight))
         var ring: [(hash: UInt64, server: Int)] = []
@@ -133,6 +153,16 @@ final class UpstreamGroup: Sendable {
             ring.sort { $0.hash < $1.hash }
         }
         self.ring = ring
+    }
+
+    /// Adds the TLS client handler for `server` to a new connection's pipeline, when the server is `https://`: SNI
+    /// names `tls.server_name` or the server's host, except an IP address (SNI carries host names only).
+    func addTLSHandler(for server: UpstreamServer, to pipeline: ChannelPipeline.SynchronousOperations) throws {
+        guard server.tls, let tls else { return }
+        let name = configuration.tls.serverName ?? server.address.host
+        let isAddress = name.utf8.contains(UInt8(ascii: ":"))
+            || name.utf8.allSatisfy { $0 == UInt8(ascii: ".") || ($0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9")) }
+        try pipeline.addHandler(try NIOSSLClientHandler(context: tls, serverHostname: isAddress ? nil : name))
     }
 
     /// nginx's smooth weighted round robin, unrolled over one cycle (the sum of the weights): each server's

@@ -2,7 +2,6 @@ import Logging
 import NIOCore
 import NIOHTTP1
 import NIOPosix
-import NIOSSL
 
 /// Active health checks: for every group with a `health_check`, an HTTP/1.1 `GET` of its path on each server
 /// every `interval_seconds` (on a connection of its own, closed after the answer). `fall` failures in a row take
@@ -42,22 +41,12 @@ enum UpstreamHealthChecker {
     ) -> EventLoopFuture<Bool> {
         let promise = loop.makePromise(of: Bool.self)
         let deadline = loop.scheduleTask(in: health.timeout) { promise.succeed(false) }
-        let tls: NIOSSLContext?
-        if server.tls {
-            var configuration = TLSConfiguration.makeClientConfiguration()
-            if let ca = group.configuration.tls.caFile { configuration.trustRoots = .file(ca) }
-            configuration.certificateVerification = group.configuration.tls.verify ? .fullVerification : .none
-            tls = try? NIOSSLContext(configuration: configuration)
-        } else {
-            tls = nil
-        }
-        let serverName = group.configuration.tls.serverName ?? server.address.host
         ClientBootstrap(group: loop)
             .connectTimeout(health.timeout)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let sync = channel.pipeline.syncOperations
-                    if let tls { try sync.addHandler(try NIOSSLClientHandler(context: tls, serverHostname: serverName)) }
+                    try group.addTLSHandler(for: server, to: sync)
                     try sync.addHTTPClientHandlers()
                     try sync.addHandler(StatusReader(expected: health.expectStatus, promise: promise))
                 }

@@ -1,7 +1,6 @@
 import NIOCore
 import NIOHTTP1
 import NIOPosix
-import NIOSSL
 
 /// An open connection to an upstream server, with its exchange handler. Used only on its channel's event loop
 /// (the loop of the client connection that opened it, whose pool keeps it), which makes `@unchecked Sendable`
@@ -27,9 +26,7 @@ final class UpstreamPool {
     private var idle: [String: [UpstreamConnection]] = [:]
 
     /// An idle connection to `server`, or a new one.
-    func acquire(
-        _ server: UpstreamServer, group: UpstreamGroupConfiguration, tls: NIOSSLContext?, on eventLoop: any EventLoop
-    ) -> EventLoopFuture<UpstreamConnection> {
+    func acquire(_ server: UpstreamServer, group: UpstreamGroup, on eventLoop: any EventLoop) -> EventLoopFuture<UpstreamConnection> {
         while var connections = idle[server.key], let connection = connections.popLast() {
             idle[server.key] = connections.isEmpty ? nil : connections
             connection.idleTimer?.cancel()
@@ -37,7 +34,7 @@ final class UpstreamPool {
             if connection.handler.isIdle { return eventLoop.makeSucceededFuture(connection) }
             connection.channel.close(promise: nil)
         }
-        return connect(server, group: group, tls: tls, on: eventLoop)
+        return connect(server, group: group, on: eventLoop)
     }
 
     /// Takes `connection` back after a clean exchange, or closes it when the pool for its server is full.
@@ -61,23 +58,16 @@ final class UpstreamPool {
     /// Idle connections kept now, for tests and status.
     var idleCount: Int { idle.values.reduce(0) { $0 + $1.count } }
 
-    private func connect(
-        _ server: UpstreamServer, group: UpstreamGroupConfiguration, tls: NIOSSLContext?, on eventLoop: any EventLoop
-    ) -> EventLoopFuture<UpstreamConnection> {
-        let serverName = group.tls.serverName ?? server.address.host
+    private func connect(_ server: UpstreamServer, group: UpstreamGroup, on eventLoop: any EventLoop) -> EventLoopFuture<UpstreamConnection> {
         let key = server.key
         return ClientBootstrap(group: eventLoop)
-            .connectTimeout(group.connectTimeout)
+            .connectTimeout(group.configuration.connectTimeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelOption(.autoRead, value: false)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let sync = channel.pipeline.syncOperations
-                    if let tls {
-                        let hostname = server.address.host.utf8.contains(where: { $0 == UInt8(ascii: ":") }) || Self.isIPv4(serverName)
-                            ? nil : serverName
-                        try sync.addHandler(try NIOSSLClientHandler(context: tls, serverHostname: hostname))
-                    }
+                    try group.addTLSHandler(for: server, to: sync)
                     try sync.addHTTPClientHandlers(leftOverBytesStrategy: .dropBytes)
                     try sync.addHandler(UpstreamHTTP1Handler())
                 }
@@ -101,9 +91,5 @@ final class UpstreamPool {
         if error is ChannelError, case ChannelError.connectTimeout = error as! ChannelError { return "connect timed out" }
         if let io = error as? IOError { return systemErrorText(io.errnoCode) }
         return "\(error)"
-    }
-
-    private static func isIPv4(_ host: String) -> Bool {
-        host.utf8.allSatisfy { $0 == UInt8(ascii: ".") || ($0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9")) }
     }
 }
