@@ -157,7 +157,7 @@ final class EdgeRequestHandler: ChannelDuplexHandler {
             receiveHead(head, context: context)
         case .body(let chunk):
             if case .streamPending(let head, let limit) = state {
-                beginStream(head, hasBody: true, length: nil, limit: limit, context: context)
+                beginStream(head, target: Self.originForm(head.uri), hasBody: true, length: nil, limit: limit, context: context)
             }
             if case .streaming(let head, let received, let limit) = state {
                 receiveStreamedBody(chunk, head: head, received: received, limit: limit, context: context)
@@ -174,7 +174,7 @@ final class EdgeRequestHandler: ChannelDuplexHandler {
         case .end(let trailers):
             requestEnded = true
             if case .streamPending(let head, let limit) = state {
-                beginStream(head, hasBody: false, length: nil, limit: limit, context: context)
+                beginStream(head, target: Self.originForm(head.uri), hasBody: false, length: nil, limit: limit, context: context)
             }
             if case .streaming = state {
                 stopBodyRateTimer()
@@ -253,8 +253,9 @@ final class EdgeRequestHandler: ChannelDuplexHandler {
             reject(head, .requestHeaderFieldsTooLarge, "request head larger than \(limits.maxHeaderBytes) bytes\n", context: context)
             return
         }
-        let streams = dispatcher.hasStreamingRoutes && dispatcher.streamsRequest(target: Self.originForm(head.uri))
-        let bodyLimit = streams ? dispatcher.bodyLimit(target: Self.originForm(head.uri), default: limits.maxBodyBytes) : limits.maxBodyBytes
+        let target = Self.originForm(head.uri)
+        let streamedBodyLimit = dispatcher.streamedBodyLimit(target: target, default: limits.maxBodyBytes)
+        let bodyLimit = streamedBodyLimit ?? limits.maxBodyBytes
         let declaredLength = head.headers.first(name: "content-length").flatMap { Int($0) }
         if let bytes = declaredLength, bytes > bodyLimit {
             reject(head, .payloadTooLarge, "request body larger than \(bodyLimit) bytes\n", context: context)
@@ -269,11 +270,14 @@ final class EdgeRequestHandler: ChannelDuplexHandler {
             let interim = HTTPResponseHead(version: head.version, status: .continue)
             context.writeAndFlush(wrapOutboundOut(.head(interim)), promise: nil)
         }
-        if streams {
+        if streamedBodyLimit != nil {
             if let length = declaredLength {
-                beginStream(head, hasBody: length > 0, length: length, limit: bodyLimit, context: context)
+                beginStream(head, target: target, hasBody: length > 0, length: length, limit: bodyLimit, context: context)
             } else if !isHTTP2 {
-                beginStream(head, hasBody: head.headers.contains(name: "transfer-encoding"), length: nil, limit: bodyLimit, context: context)
+                beginStream(
+                    head, target: target, hasBody: head.headers.contains(name: "transfer-encoding"), length: nil, limit: bodyLimit,
+                    context: context
+                )
             } else {
                 state = .streamPending(head, limit: bodyLimit)
             }
@@ -329,7 +333,9 @@ final class EdgeRequestHandler: ChannelDuplexHandler {
     // MARK: streaming routes
 
     /// Dispatches a request to a streaming route at its head; its body (if any) follows through a ``BodyPipe``.
-    private func beginStream(_ head: HTTPRequestHead, hasBody: Bool, length: Int?, limit: Int, context: ChannelHandlerContext) {
+    private func beginStream(
+        _ head: HTTPRequestHead, target: Substring, hasBody: Bool, length: Int?, limit: Int, context: ChannelHandlerContext
+    ) {
         state = .streaming(head, bodyBytes: 0, limit: limit)
         responseStarted = false
         var pipe: BodyPipe?
@@ -355,7 +361,7 @@ final class EdgeRequestHandler: ChannelDuplexHandler {
         var values = Self.headerValues(head.headers)
         if let authority = Self.absoluteFormAuthority(head.uri) { values.host = authority }
         let dispatch = dispatcher.dispatch(
-            method: head.method, target: Self.originForm(head.uri), headers: values, bodyBytes: 0, client: client,
+            method: head.method, target: target, headers: values, bodyBytes: 0, client: client,
             streamed: streamed, on: context.eventLoop
         )
         switch dispatch {

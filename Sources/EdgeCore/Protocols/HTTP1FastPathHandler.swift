@@ -281,7 +281,7 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
                     method: request.method, target: request.target[...], host: request.host[...], conditional: request.conditional,
                     now: now
                 )
-                if immediate == nil, dispatcher.hasStreamingRoutes, dispatcher.streamsRequest(target: request.target[...]) {
+                if immediate == nil, dispatcher.streamsRequest(target: request.target[...]) {
                     handOff(context: context)  // a proxied request, its head still unread: the full path streams it
                     return
                 }

@@ -127,7 +127,7 @@ struct RequestDispatcher {
             method: method, target: target, path: path, query: query, headers: headers, bodyBytes: bodyBytes, peer: peer,
             client: client, streamed: streamed
         )
-        let dispatch = route(request, client: client, on: eventLoop)
+        let dispatch = route(request, on: eventLoop)
         switch dispatch {
         case .ready:
             state.requestFinished()
@@ -171,7 +171,7 @@ struct RequestDispatcher {
             return entry.map { .cached($0, cacheStatus: "HIT") }
         case .static(let files):
             return files.cachedReply(
-                method: method, relative: Self.relativePath(path, under: route), headers: conditional, cache: loop.staticFiles
+                method: method, relative: route.relativePath(of: path), headers: conditional, cache: loop.staticFiles
             )
         case .demo, .proxy:
             return nil
@@ -184,30 +184,27 @@ struct RequestDispatcher {
         return (target[..<mark], target[target.utf8.index(after: mark)...])
     }
 
-    /// `path` below a route's prefix (``Route/relativePath(of:)``).
-    private static func relativePath(_ path: Substring, under route: Route) -> Substring {
-        route.relativePath(of: path)
+    /// The route of `target` when it takes its body as a stream from the head on (a proxy), so that the front end
+    /// must dispatch the request with a ``StreamedRequest`` when the head arrives; `nil` otherwise — at once, with no
+    /// look-up, when no route streams — and for a path with no normal form (the ordinary path answers it 400).
+    private func streamingRoute(for target: Substring) -> Route? {
+        guard services.router.hasStreamingRoutes, case .success(let path) = RoutingPath.normalize(Self.split(target).path),
+            !Self.isHealthCheck(path), let route = services.router.route(for: path), route.action.streamsRequests
+        else { return nil }
+        return route
     }
 
-    /// Whether any route streams its requests; when `false`, ``streamsRequest(target:)`` is never needed.
-    var hasStreamingRoutes: Bool { services.router.hasStreamingRoutes }
-
-    /// Whether the request for `target` goes to a route that takes its body as a stream from the head on (a proxy),
-    /// so that the front end must dispatch it with a ``StreamedRequest`` when the head arrives. Answers `false` for
-    /// a path with no normal form (the ordinary path answers it 400).
+    /// Whether the request for `target` goes to a streaming route (``streamingRoute(for:)``).
     func streamsRequest(target: Substring) -> Bool {
-        guard case .success(let path) = RoutingPath.normalize(Self.split(target).path), !Self.isHealthCheck(path),
-            let route = services.router.route(for: path)
-        else { return false }
-        return route.action.streamsRequests
+        streamingRoute(for: target) != nil
     }
 
-    /// The largest body a streaming route takes (its own `max_body_bytes`, else the limit), for `target`.
-    func bodyLimit(target: Substring, default limit: Int) -> Int {
-        guard case .success(let path) = RoutingPath.normalize(Self.split(target).path), let route = services.router.route(for: path),
-            case .proxy(let proxy) = route.action
-        else { return limit }
-        return proxy.configuration.maxBodyBytes ?? limit
+    /// For a request to a streaming route, the largest body it takes (the route's own `max_body_bytes`, else
+    /// `limit`); `nil` when the route does not stream.
+    func streamedBodyLimit(target: Substring, default limit: Int) -> Int? {
+        guard let route = streamingRoute(for: target) else { return nil }
+        if case .proxy(let proxy) = route.action { return proxy.configuration.maxBodyBytes ?? limit }
+        return limit
     }
 
     /// Whether every byte of a query is one a request target may carry raw (see ``RoutingPath/Invalid/invalidByte``).
@@ -228,8 +225,8 @@ struct RequestDispatcher {
         return health
     }
 
-    private func route(_ request: RouteRequest, client: ClientAddress, on eventLoop: any EventLoop) -> Dispatch {
-        let headers = request.headers
+    private func route(_ request: RouteRequest, on eventLoop: any EventLoop) -> Dispatch {
+        let (headers, client) = (request.headers, request.client)
         guard let route = services.router.route(for: request.path) else {
             return .ready(.response(.text(.notFound, "not found\n")))
         }
@@ -298,7 +295,7 @@ struct RequestDispatcher {
         switch route.action {
         case .static(let files):
             return files.serve(
-                method: method, relative: Self.relativePath(request.path, under: route), requestPath: request.path,
+                method: method, relative: route.relativePath(of: request.path), requestPath: request.path,
                 query: query, headers: request.headers.conditional, cache: loop.staticFiles, on: eventLoop
             )
         case _ where method == .TRACE:
@@ -310,7 +307,8 @@ struct RequestDispatcher {
                 return .ready(.response(.text(.internalServerError, "request was not streamed\n")))
             }
             let proxied = ProxyRequest(
-                method: method, path: request.path, query: query, headers: streamed.headers, host: host, peer: request.peer,
+                method: method, path: request.path, relativePath: route.relativePath(of: request.path), query: query,
+                headers: streamed.headers, host: host, peer: request.peer,
                 client: request.client, isTLS: streamed.isTLS, version: streamed.version, body: streamed.body,
                 bodyLength: streamed.bodyLength
             )

@@ -5,8 +5,10 @@ import NIOHTTP1
 /// What a proxied request carries from the front end.
 struct ProxyRequest {
     var method: HTTPMethod
-    /// The request path in normal form (as routed) and the query, without its `?`.
+    /// The request path in normal form (as routed), the part of it below the route's prefix
+    /// (``Route/relativePath(of:)``, for `strip_prefix`), and the query, without its `?`.
     var path: Substring
+    var relativePath: Substring
     var query: Substring?
     /// Every header field the client sent.
     var headers: HTTPHeaders
@@ -35,7 +37,7 @@ struct ProxyRequest {
 public final class ProxyResponder: Sendable {
     let configuration: ProxyRouteConfiguration
     let group: UpstreamGroup
-    /// The route's prefix as matched (for `strip_prefix`).
+    /// The route's prefix as matched, for log lines.
     let prefix: String
     let serverName: String
     let trustedProxies: [AddressRange]
@@ -185,11 +187,7 @@ public final class ProxyResponder: Sendable {
 
     func upstreamHead(for request: ProxyRequest) -> HTTPRequestHead {
         var path = request.path
-        if configuration.stripPrefix, prefix.utf8.count > 1 {
-            let cut = request.path.utf8.index(request.path.startIndex, offsetBy: min(prefix.utf8.count, request.path.utf8.count))
-            let rest = request.path[cut...]
-            path = rest.isEmpty ? "/" : rest
-        }
+        if configuration.stripPrefix { path = request.relativePath.isEmpty ? "/" : request.relativePath }
         let target = request.query.map { "\(path)?\($0)" } ?? String(path)
         var headers = HTTPHeaders()
         let connectionOptions = Self.connectionOptions(request.headers)
