@@ -124,9 +124,8 @@ public final class BasicAuthenticator: Sendable {
             if let version = error.version { table.withLock { $0.refused = version } }
             throw error
         }
-        let next = Self.table(loaded, generation: 0)
+        var next = Self.table(loaded, generation: 0)  // built outside the lock: it hashes the dummy passwords
         table.withLock { table in
-            var next = next
             next.generation = table.generation + 1
             table = next
         }
@@ -178,10 +177,7 @@ public final class BasicAuthenticator: Sendable {
         guard let space = bytes.firstIndex(where: { $0 == UInt8(ascii: " ") }), bytes.distance(from: bytes.startIndex, to: space) == 5,
             bytes[..<space].map(\.asciiLowercased).elementsEqual("basic".utf8)
         else { return nil }
-        var encoded = bytes[space...]
-        while let first = encoded.first, first == 0x20 || first == 0x09 { encoded.removeFirst() }
-        while let last = encoded.last, last == 0x20 || last == 0x09 { encoded.removeLast() }
-        guard let decoded = Data(base64Encoded: Data(encoded)) else { return nil }
+        guard let decoded = Data(base64Encoded: Data(bytes[space...].trimming())) else { return nil }
         let text = Array(decoded)
         guard let colon = text.firstIndex(of: UInt8(ascii: ":")), String(validating: text[..<colon], as: UTF8.self) != nil else {
             return nil

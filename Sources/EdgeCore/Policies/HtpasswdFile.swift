@@ -62,9 +62,7 @@ struct HtpasswdFile: Sendable {
         var problems: [String] = []
         var weak: [Int: (user: String, format: String)] = [:]
         for (index, rawLine) in bytes.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false).enumerated() {
-            var line = rawLine[...]
-            while let last = line.last, last == 0x0D || last == 0x20 || last == 0x09 { line.removeLast() }
-            while let first = line.first, first == 0x20 || first == 0x09 { line.removeFirst() }
+            let line = rawLine.trimming(" \t\r")
             if line.isEmpty || line.first == UInt8(ascii: "#") { continue }
             let number = index + 1
             guard let colon = line.firstIndex(of: UInt8(ascii: ":")), colon != line.startIndex else {

@@ -101,16 +101,6 @@ enum PasswordHash: Sendable, Equatable {
         }
     }
 
-    /// How costly a check is, to order formats: bcrypt by its cost, far above the others.
-    var strength: Int {
-        switch self {
-        case .bcrypt(_, let cost): return 100 + cost
-        case .apr1: return 3
-        case .ssha1: return 2
-        case .sha1: return 1
-        }
-    }
-
     /// Whether `password` (the bytes the client sent) matches.
     func verify(_ password: [UInt8]) -> Bool {
         switch self {

@@ -651,13 +651,9 @@ final class EdgeRequestHandler: ChannelDuplexHandler {
         context.flush()
         FileStreaming.stream(
             handle, range: file.range, allocator: context.channel.allocator, on: context.eventLoop,
-            stallTimeout: timeouts.send, stalled: { [isHTTP2, progress = isHTTP2 ? nil : SendProgress(channel: context.channel)] in
-                // HTTP/2: the connection's fast path resets a stream that sends no DATA for send_seconds (it sees every
-                // frame); a stream whose chunk only waits for a slow reader's window goes on.
-                if isHTTP2 || progress?.advanced() == true { return false }
-                context.close(promise: nil)
-                return true
-            }
+            // HTTP/2: the connection's fast path resets a stream that sends no DATA for send_seconds (it sees every
+            // frame); a stream whose chunk only waits for a slow reader's window goes on.
+            stallTimeout: timeouts.send, stalled: isHTTP2 ? { false } : SendProgress.closingWhenStalled(context)
         ) { chunk in
             context.writeAndFlush(self.wrapOutboundOut(.body(.byteBuffer(chunk))))
         }.assumeIsolated().whenComplete { result in
@@ -709,17 +705,7 @@ final class EdgeRequestHandler: ChannelDuplexHandler {
     private static func absoluteFormParts(_ uri: String) -> (authority: Substring, pathAndQuery: Substring)? {
         // By bytes: the separators are ASCII, and no other character may join them.
         let bytes = uri.utf8
-        guard bytes.first != UInt8(ascii: "/") else { return nil }
-        var index = bytes.startIndex
-        var schemeEnd: String.Index?
-        while index < bytes.endIndex {
-            if bytes[index] == UInt8(ascii: ":"), bytes[index...].starts(with: "://".utf8) {
-                schemeEnd = bytes.index(index, offsetBy: 3)
-                break
-            }
-            index = bytes.index(after: index)
-        }
-        guard let start = schemeEnd else { return nil }
+        guard bytes.first != UInt8(ascii: "/"), let start = RequestTargetRules.authorityStart(in: uri) else { return nil }
         let end = bytes[start...].firstIndex { $0 == UInt8(ascii: "/") || $0 == UInt8(ascii: "?") } ?? bytes.endIndex
         return (uri[start..<end], uri[end...])
     }

@@ -379,9 +379,8 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
         case .stream(let streamed):
             // Streaming routes are handed to the full path before they are dispatched; this cannot happen.
             streamed.body?.cancel(BodyPipe.Broken(description: "not streamed by the fast path"))
-            body = ByteBuffer(string: "internal error\n")
-            buffer = context.channel.allocator.buffer(capacity: 256)
-            buffer.writeImmutableBuffer(ResponseHeaders.serializeHead(status: .internalServerError, headers: ["content-length": "15"]))
+            write(.response(.text(.internalServerError, "internal error\n")), for: request, now: now, context: context)
+            return
         case .cached(let entry, let cacheStatus):
             if cacheStatus == "HIT", keepAlive, !request.isHTTP10, request.method == .GET,
                 entry.body.readableBytes <= Self.maxPreparedBodyBytes
@@ -497,11 +496,7 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
             context.flush()
             done = FileStreaming.stream(
                 handle, range: file.range, allocator: context.channel.allocator, on: context.eventLoop,
-                stallTimeout: timeouts.send, stalled: { [progress = SendProgress(channel: context.channel)] in
-                    if progress.advanced() { return false }
-                    context.close(promise: nil)
-                    return true
-                }
+                stallTimeout: timeouts.send, stalled: SendProgress.closingWhenStalled(context)
             ) { chunk in
                 context.writeAndFlush(self.wrapOutboundOut(.byteBuffer(chunk)))
             }

@@ -51,13 +51,18 @@ enum RequestTargetRules {
     static func isRoutableTarget(_ target: String, isOPTIONS: Bool, allowsAbsoluteForm: Bool) -> Bool {
         if target.utf8.first == UInt8(ascii: "/") { return true }
         if isOPTIONS, target == "*" { return true }
-        guard allowsAbsoluteForm else { return false }
+        return allowsAbsoluteForm && authorityStart(in: target) != nil
+    }
+
+    /// Where the authority of an absolute-form target begins: just after its first `://`, found by bytes; `nil`
+    /// when there is none.
+    static func authorityStart(in target: String) -> String.Index? {
         let bytes = target.utf8
         var index = bytes.startIndex
         while index < bytes.endIndex {
-            if bytes[index] == UInt8(ascii: ":"), bytes[index...].starts(with: "://".utf8) { return true }
+            if bytes[index] == UInt8(ascii: ":"), bytes[index...].starts(with: "://".utf8) { return bytes.index(index, offsetBy: 3) }
             index = bytes.index(after: index)
         }
-        return false
+        return nil
     }
 }

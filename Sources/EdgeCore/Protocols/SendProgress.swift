@@ -25,6 +25,17 @@ final class SendProgress {
         return lastAcked.map { acked != $0 } ?? false
     }
 
+    /// A `stalled` callback for ``FileStreaming``: `false` (wait another `send_seconds`) while the peer keeps taking
+    /// bytes, else closes the connection and answers `true`. The watch starts when the callback is made.
+    static func closingWhenStalled(_ context: ChannelHandlerContext) -> () -> Bool {
+        let progress = SendProgress(channel: context.channel)
+        return {
+            if progress.advanced() { return false }
+            context.close(promise: nil)
+            return true
+        }
+    }
+
     /// The kernel's `struct tcp_info` as far as `tcpi_bytes_acked` (glibc's copy of the struct stops before it).
     private struct KernelTCPInfo {
         var words: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64,

@@ -25,6 +25,18 @@ extension StringProtocol {
     }
 }
 
+extension BidirectionalCollection where Element == UInt8, SubSequence == Self {
+    /// These bytes without leading and trailing bytes from `bytes` (ASCII; by default spaces and tabs, the optional
+    /// whitespace of HTTP fields): ``StringProtocol/trimming(_:)`` for byte slices.
+    func trimming(_ bytes: StaticString = " \t") -> SubSequence {
+        let set = UnsafeBufferPointer(start: bytes.utf8Start, count: bytes.utf8CodeUnitCount)
+        guard let first = firstIndex(where: { !set.contains($0) }), let last = lastIndex(where: { !set.contains($0) }) else {
+            return self[endIndex...]
+        }
+        return self[first...last]
+    }
+}
+
 extension String {
     /// Whether this equals `lowercase` (an all-lowercase ASCII literal), ignoring ASCII case.
     func equalsIgnoringASCIICase(_ lowercase: StaticString) -> Bool {

@@ -43,7 +43,7 @@ struct PasswordHashTests {
             #expect(hash.isWeak == !vector.hash.hasPrefix("$2"))
             let dummy = hash.dummy()
             #expect(dummy.formatName == hash.formatName)
-            #expect(dummy.strength == hash.strength)
+            #expect(dummy.kind == hash.kind)
             #expect(!dummy.verify(Array(vector.password.utf8)))
         }
     }

@@ -88,7 +88,7 @@ final class UpstreamPool {
             if let io = first.error as? IOError { return systemErrorText(io.errnoCode) }
             return "\(first.error)"
         }
-        if error is ChannelError, case ChannelError.connectTimeout = error as! ChannelError { return "connect timed out" }
+        if case ChannelError.connectTimeout? = error as? ChannelError { return "connect timed out" }
         if let io = error as? IOError { return systemErrorText(io.errnoCode) }
         return "\(error)"
     }

@@ -64,10 +64,10 @@ struct AcceptedEncodings: Equatable {
         var brotliQ: Int?, gzipQ: Int?, identityQ: Int?, starQ: Int?
         for item in Array(header.utf8).split(separator: UInt8(ascii: ","), omittingEmptySubsequences: true) {
             var parts = item.split(separator: UInt8(ascii: ";"), omittingEmptySubsequences: false).makeIterator()
-            guard let name = parts.next().map(Self.trimmed), !name.isEmpty else { continue }
+            guard let name = parts.next().map({ $0.trimming() }), !name.isEmpty else { continue }
             var quality = 1000
             var valid = true
-            while let parameter = parts.next().map(Self.trimmed) {
+            while let parameter = parts.next().map({ $0.trimming() }) {
                 guard parameter.count >= 2, parameter.first?.asciiLowercased == UInt8(ascii: "q"),
                     parameter[parameter.index(after: parameter.startIndex)] == UInt8(ascii: "=")
                 else { continue }  // another parameter: not defined for Accept-Encoding, ignored
@@ -91,14 +91,6 @@ struct AcceptedEncodings: Equatable {
         brotli = (brotliQ ?? starQ ?? 0) > 0
         gzip = (gzipQ ?? starQ ?? 0) > 0
         identity = (identityQ ?? starQ ?? 1) > 0
-    }
-
-    /// `bytes` without leading and trailing spaces and tabs.
-    private static func trimmed(_ bytes: ArraySlice<UInt8>) -> ArraySlice<UInt8> {
-        var bytes = bytes
-        while let first = bytes.first, first == 0x20 || first == 0x09 { bytes.removeFirst() }
-        while let last = bytes.last, last == 0x20 || last == 0x09 { bytes.removeLast() }
-        return bytes
     }
 
     /// RFC 9110 §12.4.2 `qvalue` in thousandths: `0`, `0.5`, `1`, `1.000`; `nil` when malformed.
