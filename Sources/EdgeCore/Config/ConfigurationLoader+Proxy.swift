@@ -48,14 +48,8 @@ extension TOMLReader {
             case "random_two": group.balance = .randomTwo
             case "hash":
                 guard let key = string(table, "hash_key", path: "\(path).hash_key", required: true) else { break }
-                if key == "client" {
-                    group.balance = .hash(.clientAddress)
-                } else if key == "uri" {
-                    group.balance = .hash(.uri)
-                } else if key.hasPrefix("header:"), key.utf8.count > 7, key.utf8.dropFirst(7).allSatisfy(RequestTargetRules.isTokenByte) {
-                    group.balance = .hash(.header(String(key.dropFirst(7)).lowercased()))
-                } else if key.hasPrefix("cookie:"), key.utf8.count > 7, key.utf8.dropFirst(7).allSatisfy(RequestTargetRules.isTokenByte) {
-                    group.balance = .hash(.cookie(String(key.dropFirst(7))))
+                if let hashKey = Self.hashKey(key) {
+                    group.balance = .hash(hashKey)
                 } else {
                     fail("\(path).hash_key", "expected client, uri, header:NAME or cookie:NAME, got \"\(key)\"")
                 }
@@ -63,7 +57,7 @@ extension TOMLReader {
                 fail("\(path).balance", "expected round_robin, least_conn, random_two or hash, got \"\(balance)\"")
             }
         }
-        if table.contains(key: "hash_key"), case .hash = group.balance {} else if table.contains(key: "hash_key") {
+        if table.contains(key: "hash_key"), table["balance"]?.tomlValue.string != "hash" {
             fail("\(path).hash_key", "applies only with balance = \"hash\"")
         }
         if let value = int(table, "keepalive", path: "\(path).keepalive", range: 0...10_000) { group.keepalive = value }
@@ -98,6 +92,23 @@ extension TOMLReader {
             group.tls = readUpstreamTLS(tls, path: "\(path).tls")
         }
         return group
+    }
+
+    /// `client`, `uri`, `header:NAME` or `cookie:NAME` (NAME a token), or `nil`.
+    private static func hashKey(_ text: String) -> UpstreamGroupConfiguration.HashKey? {
+        switch text {
+        case "client": return .clientAddress
+        case "uri": return .uri
+        default:
+            guard let colon = text.firstIndex(of: ":") else { return nil }
+            let name = String(text[text.index(after: colon)...])
+            guard !name.isEmpty, name.utf8.allSatisfy(RequestTargetRules.isTokenByte) else { return nil }
+            switch text[..<colon] {
+            case "header": return .header(name.lowercased())
+            case "cookie": return .cookie(name)
+            default: return nil
+            }
+        }
     }
 
     private mutating func readServer(_ value: TOMLValue, path: String) -> UpstreamGroupConfiguration.Server? {
