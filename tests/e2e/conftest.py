@@ -98,6 +98,26 @@ def basic(user: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
+class BackgroundH2load:
+    """h2load runs, one per name, in threads: for tests that do something to the server while it is under load.
+    `join()` waits for them and returns each run's output."""
+
+    def __init__(self, runs: dict[str, list[str]], timeout: float = 60.0):
+        self.results: dict[str, str] = {}
+
+        def run(name: str, args: list[str]) -> None:
+            self.results[name] = subprocess.run(["h2load", *args], capture_output=True, text=True, timeout=timeout).stdout
+
+        self.threads = [threading.Thread(target=run, args=(name, args)) for name, args in runs.items()]
+        for thread in self.threads:
+            thread.start()
+
+    def join(self) -> dict[str, str]:
+        for thread in self.threads:
+            thread.join()
+        return self.results
+
+
 def unique(prefix: str = "k") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
 

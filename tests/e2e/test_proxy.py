@@ -16,7 +16,7 @@ import time
 import httpx
 import pytest
 
-from conftest import RawConn, build_request, curl, unique
+from conftest import BackgroundH2load, RawConn, curl
 from upstreams import Nginx, Upstream, free_port
 
 
@@ -484,27 +484,18 @@ def test_reloads_and_sigterm_under_proxied_load_lose_no_request(edge_factory, tm
             return f'[[upstream]]\nname = "g"\nservers = [{listed}]\n\n[[route]]\npath = "/"\nproxy = "g"\n'
 
         server = edge_factory.start(config=config([a]))
-        results: dict[str, str] = {}
-
-        def load(name: str, args: list[str]) -> None:
-            results[name] = subprocess.run(["h2load", *args], capture_output=True, text=True, timeout=60).stdout
-
-        threads = [
-            threading.Thread(target=load, args=("h1", ["--h1", "-t1", "-c20", "-D", "6", f"{server.http.url}/x"])),
-            threading.Thread(target=load, args=("h2", ["-t1", "-c10", "-m5", "-D", "6", f"{server.https.url}/x"])),
-        ]
-        for thread in threads:
-            thread.start()
+        load = BackgroundH2load({
+            "h1": ["--h1", "-t1", "-c20", "-D", "6", f"{server.http.url}/x"],
+            "h2": ["-t1", "-c10", "-m5", "-D", "6", f"{server.https.url}/x"],
+        })
         for servers in ([b], [a, b]):
             time.sleep(2)
             start = len(server.log_lines)
             (server.cwd / "edge.toml").write_text(config(servers))
             server.signal(signal.SIGHUP)
             assert server.wait_for_msg("configuration reloaded", timeout=15, start=start), server.log
-        for thread in threads:
-            thread.join()
         succeeded = started = 0
-        for name, output in results.items():
+        for name, output in load.join().items():
             line = next(l for l in output.splitlines() if l.startswith("requests:"))
             assert " 0 failed, 0 errored, 0 timeout" in line, (name, line)
             assert ", 0 3xx, 0 4xx, 0 5xx" in output, (name, output[-600:])

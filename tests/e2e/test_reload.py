@@ -8,7 +8,7 @@ from __future__ import annotations
 import signal
 import time
 
-from conftest import H2Client, RawConn, assert_no_stack_trace, curl, unique
+from conftest import BackgroundH2load, H2Client, RawConn, assert_no_stack_trace, curl, unique
 
 
 def routes(text: str, extra: str = "") -> str:
@@ -99,29 +99,17 @@ def test_five_reloads_under_load_lose_no_request(edge_factory, tmp_path):
     """Under h2load over HTTP/1.1 (50 connections) and HTTP/2 (20 connections × 5 streams), five reloads in a row
     cost no request: before, each reload retired every connection and clients that do not retry lost one request
     per connection."""
-    import subprocess
-    import threading
-
     server = edge_factory.start(config=routes("v0"))
-    results: dict[str, str] = {}
-
-    def load(name: str, args: list[str]) -> None:
-        results[name] = subprocess.run(["h2load", *args], capture_output=True, text=True, timeout=60).stdout
-
-    loads = [
-        threading.Thread(target=load, args=("h1", ["--h1", "-t1", "-c50", "-D", "8", f"{server.http.url}/r"])),
-        threading.Thread(target=load, args=("h2", ["-t1", "-c20", "-m5", "-D", "8", f"{server.https.url}/r"])),
-    ]
-    for thread in loads:
-        thread.start()
+    load = BackgroundH2load({
+        "h1": ["--h1", "-t1", "-c50", "-D", "8", f"{server.http.url}/r"],
+        "h2": ["-t1", "-c20", "-m5", "-D", "8", f"{server.https.url}/r"],
+    })
     time.sleep(1.5)
     for version in range(1, 6):
         reload(server, config_file(server), routes(f"v{version}"))
         assert curl("-s", f"{server.http.url}/r").stdout == f"v{version}"
         time.sleep(1)
-    for thread in loads:
-        thread.join()
-    for name, output in results.items():
+    for name, output in load.join().items():
         done = [line for line in output.splitlines() if line.startswith("requests:")]
         assert done and " 0 failed, 0 errored" in done[0], (name, output[-800:])
         assert "status codes: " in output and ", 0 3xx, 0 4xx, 0 5xx" in output, (name, output[-800:])
