@@ -8,7 +8,7 @@ final class LoopState {
     /// Cached `Date` header value.
     let date = HTTPDateHeader()
     /// Small static files in memory.
-    let staticFiles = StaticFileCache()
+    let staticFiles: StaticFileCache
     /// Complete HTTP/1.1 responses for hot cache hits and small files.
     let preparedResponses = PreparedResponses<ByteBuffer> { $0.readableBytes }
     /// Complete HTTP/2 response header blocks for hot cache hits.
@@ -24,8 +24,11 @@ final class LoopState {
     /// loop still runs (closing them by stopping the loop makes their handlers schedule work on a dead loop).
     var connections: [ObjectIdentifier: OpenConnection] = [:]
 
-    init(localCacheCapacity: Int) {
+    /// `staticFileValidity` is how long a small file is trusted in memory (tests lengthen it, so that a loaded
+    /// machine cannot expire an entry between two steps of a test).
+    init(localCacheCapacity: Int, staticFileValidity: TimeAmount = StaticFileCache.defaultValidity) {
         cache = LoopLocalCache(capacity: localCacheCapacity)
+        staticFiles = StaticFileCache(validity: staticFileValidity)
     }
 }
 

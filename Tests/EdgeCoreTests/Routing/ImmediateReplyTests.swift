@@ -65,7 +65,7 @@ struct ImmediateReplyTests {
             let configuration = try ConfigurationLoader.load(text: text, source: "test.toml")
             loop = MultiThreadedEventLoopGroup.singleton.next()
             services = try EdgeServices(configuration: configuration, group: loop, state: ServerState())
-            loopState = LoopState(localCacheCapacity: 16)
+            loopState = LoopState(localCacheCapacity: 16, staticFileValidity: .seconds(600))
         }
 
         deinit {

@@ -41,13 +41,19 @@ final class StaticFileCache {
 
     /// Largest file kept in memory.
     static let maxFileBytes = 64 * 1024
+    /// How long an entry is trusted without looking at the file again, by default.
+    static let defaultValidity = TimeAmount.seconds(1)
     /// How long an entry is trusted without looking at the file again.
-    static let validity = TimeAmount.seconds(1)
+    let validity: TimeAmount
     private static let maxEntries = 4096
     private static let maxTotalBytes = 32 * 1024 * 1024
 
     private var entries: [String: Entry] = [:]
     private var totalBytes = 0
+
+    init(validity: TimeAmount = StaticFileCache.defaultValidity) {
+        self.validity = validity
+    }
 
     /// A still-valid entry for `key`.
     func get(_ key: String, now: NIODeadline) -> Entry? {

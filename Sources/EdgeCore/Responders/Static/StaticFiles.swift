@@ -190,7 +190,7 @@ public final class StaticFiles: Sendable {
             lookup.assumeIsolated().map { found in
                 if case .memory(let entry) = found {
                     var entry = entry
-                    entry.validUntil = .now() + StaticFileCache.validity
+                    entry.validUntil = .now() + cache.validity
                     cache.put(key, entry)
                     return Self.honouringIdentity(self.reply(for: entry, method: method, headers: headers), accepted)
                 }
