@@ -189,6 +189,9 @@ def test_http2_client_that_stops_reading_is_dropped_and_memory_stays_bounded(lim
     before = rss_kib(limited)
     conn = RawH2(limited.https.host, limited.https.port)
     conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    # A small send buffer, so that our sends block soon after the server stops reading (with the kernel's
+    # autotuned one, megabytes of requests fit in it, and the server's send_seconds can end the connection first).
+    conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
     settings = SettingsFrame(0)
     settings.settings = {SettingsFrame.INITIAL_WINDOW_SIZE: 2**31 - 1}
     conn.send(settings, WindowUpdateFrame(0, 2**31 - 1 - 65535))
@@ -204,6 +207,7 @@ def test_http2_client_that_stops_reading_is_dropped_and_memory_stays_bounded(lim
             blocked = True  # the server stopped reading: our send buffer is full
             break
         except OSError:
+            blocked = True  # the server stopped reading, then dropped us (send_seconds) before our buffer filled
             break
         sent += 1
         stream_id += 2

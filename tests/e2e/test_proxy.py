@@ -276,6 +276,72 @@ def test_upstream_dying_mid_body_breaks_the_client_response(proxy):
     assert httpx.get(f"{proxy.http.url}/one/echo").status_code == 200  # the next request is fine
 
 
+def read_chunked_with_trailers(conn: RawConn) -> tuple[bytes, dict[str, str]]:
+    """A chunked body and its trailer fields, read exactly (RawConn's reader skips trailers)."""
+    body = b""
+    while True:
+        size = int(conn.read_until(b"\r\n").strip().split(b";")[0], 16)
+        if size == 0:
+            break
+        body += conn.read_exact(size)
+        assert conn.read_exact(2) == b"\r\n"
+    trailers = {}
+    while (line := conn.read_until(b"\r\n")) != b"\r\n":
+        name, _, value = line.decode("latin-1").partition(":")
+        trailers[name.strip().lower()] = value.strip()
+    return body, trailers
+
+
+def test_a_chunked_answer_keeps_its_chunks_and_trailer_over_http1(proxy):
+    """A GET without a body is proxied by the HTTP/1.1 fast path: an answer of unknown length is chunked to the
+    client with the upstream's trailer in the last chunk, and the connection serves the next request."""
+    expected = b"alpha beta gamma\n"
+    with RawConn(proxy.http.host, proxy.http.port) as conn:
+        for _ in range(2):
+            conn.send(b"GET /one/chunked HTTP/1.1\r\nHost: localhost\r\nTE: trailers\r\n\r\n")
+            head = conn.read_head()
+            assert head.status == 200
+            assert head.header("transfer-encoding") == "chunked"
+            assert head.header("content-length") is None
+            body, trailers = read_chunked_with_trailers(conn)
+            assert body == expected
+            assert trailers == {"x-checksum": hashlib.sha256(expected).hexdigest()}
+        assert json.loads(conn.request("GET", "/one/echo").body)["path"] == "/one/echo"
+
+
+def test_an_http10_client_gets_an_answer_of_unknown_length_ended_by_close(proxy):
+    with RawConn(proxy.http.host, proxy.http.port) as conn:
+        conn.send(b"GET /one/chunked HTTP/1.0\r\nHost: localhost\r\nConnection: keep-alive\r\n\r\n")
+        response = conn.read_response()
+        assert response.version == "HTTP/1.1" and response.status == 200
+        assert response.header("transfer-encoding") is None and response.header("content-length") is None
+        assert response.body == b"alpha beta gamma\n"
+
+
+def test_pipelined_proxied_requests_are_answered_in_order(proxy):
+    """Three proxied GETs and a HEAD sent at once: four answers, in order, on one connection."""
+    with RawConn(proxy.http.host, proxy.http.port) as conn:
+        conn.send(b"".join(
+            f"{method} {path} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode()
+            for method, path in [("GET", "/one/first"), ("GET", "/one/bytes?n=70000"), ("HEAD", "/one/bytes?n=5"),
+                                 ("GET", "/one/last")]
+        ))
+        assert json.loads(conn.read_response().body)["path"] == "/one/first"
+        large = conn.read_response()
+        assert large.body == (b"0123456789abcdef" * 4376)[:70000]
+        head = conn.read_response(head_request=True)
+        assert head.status == 200 and head.header("content-length") == "5"
+        assert json.loads(conn.read_response().body)["path"] == "/one/last"
+
+
+def test_a_304_from_the_upstream_has_no_body(proxy):
+    with RawConn(proxy.http.host, proxy.http.port) as conn:
+        response = conn.request("GET", "/one/notmodified", {"If-None-Match": '"v1"'})
+        assert response.status == 304 and response.header("etag") == '"v1"'
+        assert response.header("transfer-encoding") is None
+        assert json.loads(conn.request("GET", "/one/after").body)["path"] == "/one/after"
+
+
 def test_a_post_whose_body_was_sent_is_not_retried(proxy, upstreams):
     """The upstream reads the body, then resets: the request may have had its effect, so it is not sent again."""
     before = upstreams["a"].requests

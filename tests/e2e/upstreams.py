@@ -106,6 +106,25 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 if time.monotonic() < until:
                     time.sleep(0.05)
             self._send(200, str(got).encode())
+        elif path.endswith("/chunked"):
+            # Three chunks written apart (so that they reach Edge in separate reads), then a trailer.
+            parts = [b"alpha ", b"beta ", b"gamma\n"]
+            self.send_response(200)
+            self.send_header("content-type", "text/plain")
+            self.send_header("transfer-encoding", "chunked")
+            self.send_header("trailer", "x-checksum")
+            self.end_headers()
+            if self.command == "HEAD":
+                return
+            for part in parts:
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
+                self.wfile.flush()
+                time.sleep(0.05)
+            self.wfile.write(b"0\r\nx-checksum: " + hashlib.sha256(b"".join(parts)).hexdigest().encode() + b"\r\n\r\n")
+        elif path.endswith("/notmodified"):
+            self.send_response(304)
+            self.send_header("etag", '"v1"')
+            self.end_headers()
         elif path.endswith("/status503"):
             self._send(503, b"busy\n")
         else:

@@ -53,6 +53,8 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
     private let client: ClientAddress
     /// Whether TLS sits below (then files are streamed in chunks; otherwise sent with sendfile).
     private let isTLS: Bool
+    /// A streamed (proxied) response's body, while it is being written.
+    private var responseBody: BodyPipe?
 
     /// Bytes received and not yet answered; `nil` when empty, so NIO can reuse its receive buffer.
     private var buffered: ByteBuffer?
@@ -101,6 +103,10 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
     func channelInactive(context: ChannelHandlerContext) {
         isActive = false
         cancelTimers()
+        if let body = responseBody {
+            responseBody = nil
+            body.cancel(BodyPipe.Broken(description: "the client went away"))
+        }
         context.fireChannelInactive()
     }
 
@@ -281,10 +287,13 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
                     method: request.method, target: request.target[...], host: request.host[...], conditional: request.conditional,
                     now: now
                 )
-                if immediate == nil, dispatcher.streamsRequest(target: request.target[...]) {
-                    handOff(context: context)  // a proxied request, its head still unread: the full path streams it
-                    return
-                }
+                // A proxied request (it has no body, or the scan would not have passed it) takes the whole head.
+                let streamed = immediate == nil && dispatcher.streamsRequest(target: request.target[...])
+                    ? StreamedRequest(
+                        headers: HTTP1RequestScanner.headerFields(pending, headLength: headLength),
+                        version: request.isHTTP10 ? .http1_0 : .http1_1, isTLS: isTLS, body: nil, bodyLength: nil
+                    )
+                    : nil
                 if pending.readableBytes == headLength {
                     buffered = nil
                 } else {
@@ -294,7 +303,7 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
                 if let immediate {
                     write(immediate, for: request, now: now, context: context)
                 } else {
-                    serve(request, now: now, context: context)
+                    serve(request, streamed: streamed, now: now, context: context)
                 }
             }
         }
@@ -302,14 +311,16 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
 
     /// Dispatches a request ``RequestDispatcher/immediateReply(method:target:host:conditional:now:admitting:)``
     /// could not answer, and writes its reply now or when it is ready.
-    private func serve(_ request: HTTP1RequestScanner.Request, now: NIODeadline, context: ChannelHandlerContext) {
+    private func serve(
+        _ request: HTTP1RequestScanner.Request, streamed: StreamedRequest?, now: NIODeadline, context: ChannelHandlerContext
+    ) {
         let headers = RequestHeaderValues(
             host: request.host[...], authorization: request.authorization?[...], forwardedFor: request.forwardedFor?[...],
             conditional: request.conditional
         )
         let dispatch = dispatcher.dispatch(
             method: request.method, target: request.target[...], headers: headers, bodyBytes: 0, client: client,
-            on: context.eventLoop
+            streamed: streamed, on: context.eventLoop
         )
         switch dispatch {
         case .ready(let reply):
@@ -319,8 +330,13 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
             future.assumeIsolated().whenComplete { result in
                 self.requestInProgress = false
                 guard self.isActive else {
-                    // The client left while the file was being opened: nothing will send or close it.
-                    if case .success(.file(let file)) = result { try? file.handle?.close() }
+                    // The client left while the file was being opened or the upstream's answer awaited: nothing
+                    // will send or close it.
+                    switch result {
+                    case .success(.file(let file)): try? file.handle?.close()
+                    case .success(.stream(let streamed)): streamed.body?.cancel(BodyPipe.Broken(description: "the client went away"))
+                    default: break
+                    }
                     return
                 }
                 let reply = (try? result.get()) ?? .response(.text(.badGateway, "backend failed\n"))
@@ -377,9 +393,7 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
             writeFile(file, for: request, keepAlive: keepAlive, context: context)
             return
         case .stream(let streamed):
-            // Streaming routes are handed to the full path before they are dispatched; this cannot happen.
-            streamed.body?.cancel(BodyPipe.Broken(description: "not streamed by the fast path"))
-            write(.response(.text(.internalServerError, "internal error\n")), for: request, now: now, context: context)
+            writeStream(streamed, for: request, keepAlive: keepAlive, context: context)
             return
         case .cached(let entry, let cacheStatus):
             if cacheStatus == "HIT", keepAlive, !request.isHTTP10, request.method == .GET,
@@ -521,6 +535,121 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
                 return
             }
             self.continueAfterReply(context: context)
+        }
+    }
+
+    /// Writes a streamed (proxied) response: the head, then each chunk as the origin passes it on — framed by the
+    /// origin's `Content-Length`, else chunked (HTTP/1.1; trailers in the last chunk) or by closing the connection
+    /// (HTTP/1.0) — flushed once per batch the origin has at hand (``BodyPipe/onBatchEnd``) rather than per chunk,
+    /// so that a small answer leaves in one write. The next chunk is taken only while the socket is writable
+    /// (backpressure reaches the upstream through the pipe), and further pipelined requests wait until the body
+    /// ends. A body that breaks off closes the connection, so the client sees a broken response, never a short
+    /// complete one.
+    private func writeStream(
+        _ streamed: StreamedResponse, for request: HTTP1RequestScanner.Request, keepAlive: Bool, context: ChannelHandlerContext
+    ) {
+        let sendsBody = request.method != .HEAD && ResponseHeaders.hasContentLength(streamed.status) && streamed.body != nil
+        let framing: StreamFraming
+        if !sendsBody {
+            framing = .none
+        } else if streamed.headers.contains(name: "content-length") {
+            framing = .length
+        } else {
+            framing = request.isHTTP10 ? .close : .chunked
+        }
+        let keepAlive = keepAlive && framing != .close
+        var head = context.channel.allocator.buffer(capacity: 512)
+        head.writeImmutableBuffer(ResponseHeaders.serializeHead(status: streamed.status, headers: streamed.headers))
+        if framing == .chunked { head.writeStaticString("transfer-encoding: chunked\r\n") }
+        finishHead(&head, for: .stream(streamed), request: request, keepAlive: keepAlive, now: .now())
+        guard sendsBody, let body = streamed.body else {
+            streamed.body?.cancel(BodyPipe.Broken(description: "no body is sent"))
+            send(head, keepAlive: keepAlive, context: context)
+            return
+        }
+        requestInProgress = true
+        responseBody = body
+        context.write(wrapOutboundOut(.byteBuffer(head)), promise: nil)
+        needsFlush = true
+        body.onBatchEnd = { [self] in flushIfNeeded(context: context) }
+        pumpStream(body, framing: framing, keepAlive: keepAlive, context: context)
+    }
+
+    /// How a streamed body's end is told to the client.
+    private enum StreamFraming { case none, length, chunked, close }
+
+    private func pumpStream(_ body: BodyPipe, framing: StreamFraming, keepAlive: Bool, context: ChannelHandlerContext) {
+        body.next().assumeIsolated().whenComplete { result in
+            guard self.isActive, self.responseBody === body else {
+                body.cancel(BodyPipe.Broken(description: "the client went away"))
+                return
+            }
+            switch result {
+            case .success(.chunk(let chunk)):
+                guard chunk.readableBytes > 0 else {
+                    self.pumpStream(body, framing: framing, keepAlive: keepAlive, context: context)
+                    return
+                }
+                if framing == .chunked {
+                    var size = context.channel.allocator.buffer(capacity: 18)
+                    size.writeString(String(chunk.readableBytes, radix: 16))
+                    size.writeStaticString("\r\n")
+                    context.write(self.wrapOutboundOut(.byteBuffer(size)), promise: nil)
+                    context.write(self.wrapOutboundOut(.byteBuffer(chunk)), promise: nil)
+                    var crlf = context.channel.allocator.buffer(capacity: 2)
+                    crlf.writeStaticString("\r\n")
+                    context.write(self.wrapOutboundOut(.byteBuffer(crlf)), promise: nil)
+                } else {
+                    context.write(self.wrapOutboundOut(.byteBuffer(chunk)), promise: nil)
+                }
+                self.needsFlush = true
+                if context.channel.isWritable {
+                    self.pumpStream(body, framing: framing, keepAlive: keepAlive, context: context)
+                } else {
+                    // The client is not keeping up: what is written leaves first, then the next chunk is taken.
+                    self.needsFlush = false
+                    context.writeAndFlush(self.wrapOutboundOut(.byteBuffer(context.channel.allocator.buffer(capacity: 0))))
+                        .assumeIsolated().whenComplete { outcome in
+                            if case .failure = outcome {
+                                body.cancel(BodyPipe.Broken(description: "the client went away"))
+                            } else {
+                                self.pumpStream(body, framing: framing, keepAlive: keepAlive, context: context)
+                            }
+                        }
+                }
+            case .success(.end(let trailers)):
+                self.responseBody = nil
+                if framing == .chunked {
+                    var last = context.channel.allocator.buffer(capacity: 64)
+                    last.writeStaticString("0\r\n")
+                    for (name, value) in trailers ?? [:] {
+                        last.writeString(name)
+                        last.writeStaticString(": ")
+                        last.writeString(value)
+                        last.writeStaticString("\r\n")
+                    }
+                    last.writeStaticString("\r\n")
+                    context.write(self.wrapOutboundOut(.byteBuffer(last)), promise: nil)
+                }
+                self.requestInProgress = false
+                guard keepAlive else {
+                    self.needsFlush = false
+                    self.closing = true
+                    context.flush()
+                    self.close(context: context, mode: .all, promise: nil)
+                    return
+                }
+                self.needsFlush = true
+                self.continueAfterReply(context: context)
+            case .failure:
+                // Broken off: the client must not take what it got for the whole body.
+                self.responseBody = nil
+                self.requestInProgress = false
+                self.closing = true
+                self.needsFlush = false
+                context.flush()
+                context.close(promise: nil)
+            }
         }
     }
 

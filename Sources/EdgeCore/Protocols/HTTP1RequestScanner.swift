@@ -202,6 +202,39 @@ enum HTTP1RequestScanner {
         )
     }
 
+    /// Every header field of a head that ``scan(_:limit:)`` found simple (`headLength` bytes at the start of
+    /// `buffer`), in order, for a route that passes the whole head on (a proxy). The scan has checked the
+    /// syntax, so this only cuts lines: a name up to its `:`, a value without the whitespace around it.
+    static func headerFields(_ buffer: ByteBuffer, headLength: Int) -> HTTPHeaders {
+        buffer.withUnsafeReadableBytes { bytes in
+            let end = min(headLength, bytes.count)
+            var fields: [(String, String)] = []
+            fields.reserveCapacity(16)
+            func string(_ range: Range<Int>) -> String {
+                String(decoding: UnsafeRawBufferPointer(rebasing: bytes[range]), as: UTF8.self)
+            }
+            var index = 0
+            while index + 1 < end, bytes[index] != UInt8(ascii: "\n") { index += 1 }
+            index += 1  // past the request line
+            while index + 1 < end, bytes[index] != UInt8(ascii: "\r") {
+                let nameStart = index
+                while index < end, bytes[index] != UInt8(ascii: ":") { index += 1 }
+                let nameEnd = index
+                index += 1
+                while index < end, bytes[index] == UInt8(ascii: " ") || bytes[index] == UInt8(ascii: "\t") { index += 1 }
+                let valueStart = index
+                while index < end, bytes[index] != UInt8(ascii: "\r") { index += 1 }
+                var valueEnd = index
+                while valueEnd > valueStart, bytes[valueEnd - 1] == UInt8(ascii: " ") || bytes[valueEnd - 1] == UInt8(ascii: "\t") {
+                    valueEnd -= 1
+                }
+                index += 2
+                fields.append((string(nameStart..<nameEnd), string(valueStart..<valueEnd)))
+            }
+            return HTTPHeaders(fields)
+        }
+    }
+
     private enum ConnectionToken { case close, keepAlive, other }
 
     private static func connectionTokens(_ bytes: UnsafeRawBufferPointer, _ range: Range<Int>) -> [ConnectionToken] {

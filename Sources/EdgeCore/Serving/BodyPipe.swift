@@ -35,6 +35,9 @@ final class BodyPipe: @unchecked Sendable {
     var onDemand: (() -> Void)?
     /// The producer: called once when the consumer gives up.
     var onCancel: ((any Error) -> Void)?
+    /// The consumer: called when the producer has passed on all it had at hand (the end of a socket read
+    /// batch), so that a consumer that writes without flushing can flush once per batch rather than per chunk.
+    var onBatchEnd: (() -> Void)?
 
     private var buffered = CircularBuffer<ByteBuffer>()
     private var bufferedBytes = 0
@@ -70,6 +73,12 @@ final class BodyPipe: @unchecked Sendable {
             return false
         }
         return true
+    }
+
+    /// Tells the consumer that nothing more is at hand for now (``onBatchEnd``).
+    func batchEnded() {
+        assert(eventLoop.inEventLoop)
+        onBatchEnd?()
     }
 
     /// Ends the body (with trailers, if any).
@@ -139,6 +148,7 @@ final class BodyPipe: @unchecked Sendable {
         bufferedBytes = 0
         waiting?.fail(error)
         waiting = nil
+        onBatchEnd = nil
         if ending == nil {
             let onCancel = self.onCancel
             self.onCancel = nil

@@ -255,6 +255,7 @@ final class UpstreamHTTP1Handler: ChannelDuplexHandler {
 
     func channelReadComplete(context: ChannelHandlerContext) {
         guard let exchange, !exchange.responseEnded else { return }
+        exchange.responseBody?.batchEnded()
         // Read on while the response head is awaited or the client takes the body.
         if !exchange.paused { requestRead(context: context) }
     }
