@@ -22,7 +22,7 @@ from upstreams import Nginx, Upstream, free_port
 
 @pytest.fixture(scope="module")
 def upstreams():
-    servers = {name: Upstream(name) for name in ("a", "b", "c")}
+    servers = {name: Upstream(name) for name in ("a", "b", "c", "d")}
     yield servers
     for server in servers.values():
         server.stop()
@@ -39,7 +39,7 @@ def nginx(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def proxy(module_edge_factory, upstreams, nginx):
-    a, b, c = upstreams["a"].address, upstreams["b"].address, upstreams["c"].address
+    a, b, c, d = (upstreams[name].address for name in "abcd")
     dead = f"127.0.0.1:{free_port()}"
     return module_edge_factory.start(config=f"""
 [limits]
@@ -67,6 +67,12 @@ retries = 0
 name = "slow"
 servers = ["{c}"]
 first_byte_timeout_seconds = 1
+
+[[upstream]]
+name = "brief"
+servers = ["{d}"]
+idle_timeout_seconds = 1
+between_bytes_timeout_seconds = 1
 
 [[upstream]]
 name = "nginx"
@@ -107,6 +113,10 @@ proxy = "dead"
 [[route]]
 path = "/slow"
 proxy = "slow"
+
+[[route]]
+path = "/brief"
+proxy = "brief"
 
 [[route]]
 path = "/files"
@@ -309,11 +319,17 @@ def test_a_chunked_answer_keeps_its_chunks_and_trailer_over_http1(proxy):
         assert json.loads(conn.request("GET", "/one/echo").body)["path"] == "/one/echo"
 
 
-def test_an_http10_client_gets_an_answer_of_unknown_length_ended_by_close(proxy):
+@pytest.mark.parametrize("request_bytes", [
+    b"GET /one/chunked HTTP/1.0\r\nHost: localhost\r\nConnection: keep-alive\r\n\r\n",  # the fast path
+    b"POST /one/chunked HTTP/1.0\r\nHost: localhost\r\nContent-Length: 3\r\n\r\nabc",  # a body: NIO's pipeline
+], ids=["get", "post"])
+def test_an_http10_client_gets_an_answer_of_unknown_length_ended_by_close(proxy, request_bytes):
+    """HTTP/1.0 has no chunked coding: an answer of unknown length is sent as it comes and ends with the
+    connection (the full path wrote chunked framing to HTTP/1.0 clients before)."""
     with RawConn(proxy.http.host, proxy.http.port) as conn:
-        conn.send(b"GET /one/chunked HTTP/1.0\r\nHost: localhost\r\nConnection: keep-alive\r\n\r\n")
+        conn.send(request_bytes)
         response = conn.read_response()
-        assert response.version == "HTTP/1.1" and response.status == 200
+        assert response.status == 200
         assert response.header("transfer-encoding") is None and response.header("content-length") is None
         assert response.body == b"alpha beta gamma\n"
 
@@ -340,6 +356,37 @@ def test_a_304_from_the_upstream_has_no_body(proxy):
         assert response.status == 304 and response.header("etag") == '"v1"'
         assert response.header("transfer-encoding") is None
         assert json.loads(conn.request("GET", "/one/after").body)["path"] == "/one/after"
+
+
+def test_idle_upstream_connections_close_after_idle_timeout(proxy, upstreams):
+    """A pooled connection is reused while requests come, and closed once idle for idle_timeout_seconds."""
+    d = upstreams["d"]
+    deadline = time.monotonic() + 5
+    while d.open_connections and time.monotonic() < deadline:  # from earlier tests
+        time.sleep(0.1)
+    before = d.connections
+    with httpx.Client() as http:
+        for _ in range(5):
+            assert http.get(f"{proxy.http.url}/brief/echo").status_code == 200
+            time.sleep(0.2)
+    assert d.connections - before == 1 and d.open_connections == 1
+    time.sleep(0.5)
+    assert d.open_connections == 1, "closed before its idle timeout"
+    deadline = time.monotonic() + 3
+    while d.open_connections and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert d.open_connections == 0, "an idle upstream connection outlived idle_timeout_seconds"
+
+
+def test_an_upstream_silent_mid_body_for_between_bytes_timeout_breaks_the_response(proxy):
+    """The upstream sends 10 of 100 bytes, then nothing for 5 s: after between_bytes_timeout_seconds (1 s) the
+    client's response ends broken (curl: exit 18, partial file), long before the upstream would go on."""
+    started = time.monotonic()
+    result = curl("-s", "-m", "20", "-o", "/dev/null", "-w", "%{size_download}", f"{proxy.http.url}/brief/trickle")
+    elapsed = time.monotonic() - started
+    assert result.returncode == 18, (result.returncode, result.stderr)
+    assert result.stdout == "10"
+    assert 0.8 < elapsed < 4, elapsed
 
 
 def test_a_post_whose_body_was_sent_is_not_retried(proxy, upstreams):

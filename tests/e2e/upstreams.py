@@ -26,6 +26,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         super().setup()
         with self.server.lock:
             self.server.connections += 1
+            self.server.open_connections += 1
+
+    def finish(self):
+        try:
+            super().finish()
+        finally:
+            with self.server.lock:
+                self.server.open_connections -= 1
 
     def _read_body(self) -> bytes:
         if self.headers.get("transfer-encoding", "").lower() == "chunked":
@@ -108,6 +116,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._send(200, str(got).encode())
         elif path.endswith("/chunked"):
             # Three chunks written apart (so that they reach Edge in separate reads), then a trailer.
+            self._read_body()
             parts = [b"alpha ", b"beta ", b"gamma\n"]
             self.send_response(200)
             self.send_header("content-type", "text/plain")
@@ -121,6 +130,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 self.wfile.flush()
                 time.sleep(0.05)
             self.wfile.write(b"0\r\nx-checksum: " + hashlib.sha256(b"".join(parts)).hexdigest().encode() + b"\r\n\r\n")
+        elif path.endswith("/trickle"):
+            # Promises 100 bytes, sends 10, then says nothing for x-stall seconds before the rest.
+            self.send_response(200)
+            self.send_header("content-length", "100")
+            self.end_headers()
+            self.wfile.write(b"t" * 10)
+            self.wfile.flush()
+            time.sleep(float(self.headers.get("x-stall", "5")))
+            self.wfile.write(b"t" * 90)
         elif path.endswith("/notmodified"):
             self.send_response(304)
             self.send_header("etag", '"v1"')
@@ -149,6 +167,7 @@ class _Server(http.server.ThreadingHTTPServer):
         self.lock = threading.Lock()
         self.requests = 0
         self.connections = 0
+        self.open_connections = 0
         self.paths: list[str] = []
 
 
@@ -169,6 +188,11 @@ class Upstream:
     @property
     def connections(self) -> int:
         return self.server.connections
+
+    @property
+    def open_connections(self) -> int:
+        """Connections accepted and not yet closed by the client."""
+        return self.server.open_connections
 
     def stop(self) -> None:
         self.server.shutdown()

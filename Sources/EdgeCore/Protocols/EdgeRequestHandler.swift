@@ -414,7 +414,13 @@ final class EdgeRequestHandler: ChannelDuplexHandler {
         }
         // An HTTP/1.1 response that begins before the request body has all arrived ends the connection: what is
         // left of the body would otherwise be read as the next request.
-        let keepAlive = writeHead(streamed.status, headers: headers, for: request, close: !requestEnded && !isHTTP2, context: context)
+        // An HTTP/1.0 client cannot read chunked framing: a body of unknown length ends when the connection closes.
+        let closeDelimited = !isHTTP2 && request.version.minor == 0 && streamed.body != nil && request.method != .HEAD
+            && !headers.contains(name: "content-length")
+        let keepAlive = writeHead(
+            streamed.status, headers: headers, for: request, close: (!requestEnded && !isHTTP2) || closeDelimited,
+            closeDelimited: closeDelimited, context: context
+        )
         guard let body = streamed.body, request.method != .HEAD else {
             streamed.body?.cancel(BodyPipe.Broken(description: "no body is sent"))
             finishStreamed(keepAlive: keepAlive, trailers: nil, context: context)
@@ -583,9 +589,11 @@ final class EdgeRequestHandler: ChannelDuplexHandler {
 
     /// Writes the response head with the connection headers HTTP/1.1 needs; returns whether the connection
     /// stays open afterwards.
+    /// `closeDelimited`: the body has no length and ends with the connection; NIO's encoder then adds no chunked
+    /// framing, which it does for every HTTP/1.1 head without `Content-Length`.
     private func writeHead(
         _ status: HTTPResponseStatus, headers: HTTPHeaders, for request: HTTPRequestHead, close forceClose: Bool,
-        context: ChannelHandlerContext
+        closeDelimited: Bool = false, context: ChannelHandlerContext
     ) -> Bool {
         let keepAlive = isHTTP2 || (request.isKeepAlive && !forceClose && !inputClosed)
         var headers = headers
@@ -596,7 +604,7 @@ final class EdgeRequestHandler: ChannelDuplexHandler {
                 headers.add(name: "connection", value: "keep-alive")
             }
         }
-        let version = isHTTP2 ? request.version : HTTPVersion(major: 1, minor: 1)
+        let version = isHTTP2 ? request.version : HTTPVersion(major: 1, minor: closeDelimited ? 0 : 1)
         context.write(wrapOutboundOut(.head(HTTPResponseHead(version: version, status: status, headers: headers))), promise: nil)
         return keepAlive
     }

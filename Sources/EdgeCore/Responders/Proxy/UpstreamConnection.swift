@@ -83,8 +83,10 @@ final class UpstreamHTTP1Handler: ChannelDuplexHandler {
         var bodySent = false
         var responseEnded = false
         var keepAlive = true
-        var firstByteTimer: Scheduled<Void>?
-        var readTimer: Scheduled<Void>?
+        /// When the exchange fails unless the upstream sends something: the first-byte deadline while the
+        /// response head is awaited, the between-bytes one while a read is outstanding; `nil` while nothing is
+        /// awaited (the request is still being sent, or the client has not taken the body).
+        var deadline: NIODeadline?
         var totalTimer: Scheduled<Void>?
         /// A read is wanted but paused because the client has not taken the body.
         var paused = false
@@ -101,17 +103,18 @@ final class UpstreamHTTP1Handler: ChannelDuplexHandler {
         }
 
         func cancelTimers() {
-            firstByteTimer?.cancel()
-            readTimer?.cancel()
+            deadline = nil
             totalTimer?.cancel()
-            firstByteTimer = nil
-            readTimer = nil
             totalTimer = nil
         }
     }
 
     private var context: ChannelHandlerContext?
     private var exchange: Exchange?
+    /// One timer per connection for the exchanges' deadlines (``Exchange/deadline``), re-armed when it fires
+    /// early rather than scheduled and cancelled at every exchange and read.
+    private var watchdog: Scheduled<Void>?
+    private var watchdogAt = NIODeadline.distantFuture
     /// Whether the connection can carry another exchange.
     private(set) var isReusable = true
 
@@ -121,6 +124,31 @@ final class UpstreamHTTP1Handler: ChannelDuplexHandler {
 
     func handlerRemoved(context: ChannelHandlerContext) {
         self.context = nil
+        watchdog?.cancel()
+        watchdog = nil
+    }
+
+    /// Sets the exchange's deadline and makes sure the watchdog fires by then.
+    private func watch(_ exchange: Exchange, for timeout: TimeAmount, context: ChannelHandlerContext) {
+        let deadline = NIODeadline.now() + timeout
+        exchange.deadline = deadline
+        guard deadline < watchdogAt else { return }
+        watchdog?.cancel()
+        watchdogAt = deadline
+        watchdog = context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [self] in
+            watchdog = nil
+            watchdogAt = .distantFuture
+            guard let exchange = self.exchange, let deadline = exchange.deadline else { return }
+            guard NIODeadline.now() >= deadline else {
+                watch(exchange, for: deadline - .now(), context: context)
+                return
+            }
+            if exchange.headReceived {
+                fail(UpstreamFailure(cause: .stalled, responseStarted: true), context: context)
+            } else {
+                fail(UpstreamFailure(cause: .firstByteTimeout, bodySent: exchange.bodySent), context: context)
+            }
+        }
     }
 
     /// Whether the connection is open and idle.
@@ -188,19 +216,15 @@ final class UpstreamHTTP1Handler: ChannelDuplexHandler {
     private func requestSent(_ exchange: Exchange, context: ChannelHandlerContext) {
         exchange.requestSent = true
         guard !exchange.headReceived else { return }
-        exchange.firstByteTimer = context.eventLoop.assumeIsolated().scheduleTask(in: exchange.timeouts.firstByte) { [self] in
-            fail(UpstreamFailure(cause: .firstByteTimeout, bodySent: exchange.bodySent), context: context)
-        }
+        watch(exchange, for: exchange.timeouts.firstByte, context: context)
         requestRead(context: context)
     }
 
     /// Asks the socket for more, with the between-bytes timer running while the read is outstanding.
     private func requestRead(context: ChannelHandlerContext) {
         guard let exchange else { return }
-        if exchange.responseBody != nil, exchange.readTimer == nil {
-            exchange.readTimer = context.eventLoop.assumeIsolated().scheduleTask(in: exchange.timeouts.betweenBytes) { [self] in
-                fail(UpstreamFailure(cause: .stalled, responseStarted: true), context: context)
-            }
+        if exchange.responseBody != nil, exchange.deadline == nil {
+            watch(exchange, for: exchange.timeouts.betweenBytes, context: context)
         }
         context.read()
     }
@@ -219,8 +243,7 @@ final class UpstreamHTTP1Handler: ChannelDuplexHandler {
                 return
             }
             if head.status.code < 200 { return }  // interim: the final head follows
-            exchange.firstByteTimer?.cancel()
-            exchange.firstByteTimer = nil
+            exchange.deadline = nil
             exchange.keepAlive = head.isKeepAlive
             let bodyless = exchange.head.method == .HEAD || head.status == .noContent || head.status == .notModified
             var pipe: BodyPipe?
@@ -240,14 +263,12 @@ final class UpstreamHTTP1Handler: ChannelDuplexHandler {
             exchange.headReceived = true
             exchange.promise.succeed(StreamedResponse(status: head.status, headers: head.headers, body: pipe))
         case .body(let chunk):
-            exchange.readTimer?.cancel()
-            exchange.readTimer = nil
+            exchange.deadline = nil
             guard let pipe = exchange.responseBody else { return }
             if !pipe.write(chunk) { exchange.paused = true }
         case .end(let trailers):
             exchange.responseEnded = true
-            exchange.readTimer?.cancel()
-            exchange.readTimer = nil
+            exchange.deadline = nil
             exchange.responseBody?.finish(trailers: trailers)
             complete(exchange, context: context)
         }

@@ -9,7 +9,8 @@ final class UpstreamConnection: @unchecked Sendable {
     let channel: any Channel
     let handler: UpstreamHTTP1Handler
     let key: String
-    fileprivate var idleTimer: Scheduled<Void>?
+    /// While the connection waits in its pool: when it is closed unless taken.
+    fileprivate var idleUntil = NIODeadline.distantFuture
 
     init(channel: any Channel, handler: UpstreamHTTP1Handler, key: String) {
         self.channel = channel
@@ -22,15 +23,19 @@ final class UpstreamConnection: @unchecked Sendable {
 /// its loop without a lock, and puts it back when its exchange leaves it clean. At most `keepalive` idle
 /// connections per server are kept, each for `idle_timeout_seconds`; the rest are closed. Pools are keyed by the
 /// server's address, so they outlive a reload that keeps the server.
+///
+/// Idle connections are closed by one sweep per pool, scheduled for the earliest expiry, rather than by a timer
+/// per release: a busy pool takes and returns a connection at every request, and a timer each time (scheduled,
+/// then cancelled) cost more than the exchange's own bookkeeping.
 final class UpstreamPool {
     private var idle: [String: [UpstreamConnection]] = [:]
+    private var sweep: Scheduled<Void>?
+    private var sweepAt = NIODeadline.distantFuture
 
     /// An idle connection to `server`, or a new one.
     func acquire(_ server: UpstreamServer, group: UpstreamGroup, on eventLoop: any EventLoop) -> EventLoopFuture<UpstreamConnection> {
         while var connections = idle[server.key], let connection = connections.popLast() {
             idle[server.key] = connections.isEmpty ? nil : connections
-            connection.idleTimer?.cancel()
-            connection.idleTimer = nil
             if connection.handler.isIdle { return eventLoop.makeSucceededFuture(connection) }
             connection.channel.close(promise: nil)
         }
@@ -44,15 +49,42 @@ final class UpstreamPool {
             connection.channel.close(promise: nil)
             return
         }
-        connection.idleTimer = eventLoop.assumeIsolated().scheduleTask(in: idleTimeout) { [self] in
-            if var list = idle[connection.key], let index = list.firstIndex(where: { $0 === connection }) {
-                list.remove(at: index)
-                idle[connection.key] = list.isEmpty ? nil : list
-            }
-            connection.channel.close(promise: nil)
-        }
+        connection.idleUntil = .now() + idleTimeout
         connections.append(connection)
         idle[connection.key] = connections
+        scheduleSweep(at: connection.idleUntil, on: eventLoop)
+    }
+
+    /// Makes sure a sweep runs by `deadline`.
+    private func scheduleSweep(at deadline: NIODeadline, on eventLoop: any EventLoop) {
+        guard deadline < sweepAt else { return }
+        sweep?.cancel()
+        sweepAt = deadline
+        sweep = eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [self] in
+            sweep = nil
+            sweepAt = .distantFuture
+            closeExpired(on: eventLoop)
+        }
+    }
+
+    /// Closes the idle connections whose time is up (and those the upstream closed), and schedules the next sweep
+    /// for the earliest of the rest.
+    private func closeExpired(on eventLoop: any EventLoop) {
+        let now = NIODeadline.now()
+        var next = NIODeadline.distantFuture
+        for (key, connections) in idle {
+            var kept: [UpstreamConnection] = []
+            for connection in connections {
+                if connection.idleUntil <= now || !connection.handler.isIdle {
+                    connection.channel.close(promise: nil)
+                } else {
+                    kept.append(connection)
+                    next = min(next, connection.idleUntil)
+                }
+            }
+            idle[key] = kept.isEmpty ? nil : kept
+        }
+        if next != .distantFuture { scheduleSweep(at: next, on: eventLoop) }
     }
 
     /// Idle connections kept now, for tests and status.
