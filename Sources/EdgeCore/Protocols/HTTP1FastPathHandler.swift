@@ -214,16 +214,24 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
 
     // MARK: outbound
 
-    /// Holds socket reads while a fast-path reply is pending or the client is not reading its responses, so
-    /// neither pipelined requests nor their responses can pile up without bound.
+    /// Holds socket reads while the client is not reading its responses, or while a fast-path reply is pending
+    /// and a head's worth of later requests is already buffered, so that neither pipelined requests nor their
+    /// responses can pile up without bound. Reads go on while a reply is pending (an upstream's answer, a
+    /// file): a client that waits sends nothing, and holding the read would cost two `epoll_ctl` calls per
+    /// request (NIO drops the socket's read interest, then adds it back).
     func read(context: ChannelHandlerContext) {
         if lingering {
             context.read()
-        } else if (requestInProgress && !handedOff) || !context.channel.isWritable {
+        } else if holdsReads || !context.channel.isWritable {
             readPending = true
         } else {
             context.read()
         }
+    }
+
+    /// Whether reads wait for the reply in progress (see ``read(context:)``).
+    private var holdsReads: Bool {
+        requestInProgress && !handedOff && (buffered?.readableBytes ?? 0) >= limits.maxHeaderBytes
     }
 
     func triggerUserOutboundEvent(context: ChannelHandlerContext, event: Any, promise: EventLoopPromise<Void>?) {
@@ -690,7 +698,7 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
     }
 
     private func resumeReadingIfPossible(context: ChannelHandlerContext) {
-        if readPending, !(requestInProgress && !handedOff), context.channel.isWritable {
+        if readPending, !holdsReads, context.channel.isWritable {
             readPending = false
             context.read()
         }

@@ -312,7 +312,7 @@ struct RequestDispatcher {
                 client: request.client, isTLS: streamed.isTLS, version: streamed.version, body: streamed.body,
                 bodyLength: streamed.bodyLength
             )
-            return .pending(proxy.serve(proxied, pool: loop.upstreamPool, on: eventLoop))
+            return .pending(proxy.serve(proxied, loop: loop, on: eventLoop))
         case .respond(let response):
             return .ready(.response(response))
         case .demo(let backend, let ttl):

@@ -20,6 +20,8 @@ final class LoopState {
     var current: EdgeServices?
     /// Keep-alive connections to upstream servers.
     let upstreamPool = UpstreamPool()
+    /// Random numbers for request IDs, without a system call each.
+    var random = LoopRandom()
     /// The loop's open client connections, so that a shutdown can close those left at its deadline while the
     /// loop still runs (closing them by stopping the loop makes their handlers schedule work on a dead loop).
     var connections: [ObjectIdentifier: OpenConnection] = [:]

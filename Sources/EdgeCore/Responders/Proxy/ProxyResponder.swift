@@ -64,10 +64,11 @@ public final class ProxyResponder: Sendable {
     }
 
     /// Proxies `request`; the future completes with the response head (its body streams) or an error answer.
-    func serve(_ request: ProxyRequest, pool: UpstreamPool, on eventLoop: any EventLoop) -> EventLoopFuture<Reply> {
+    func serve(_ request: ProxyRequest, loop: LoopState, on eventLoop: any EventLoop) -> EventLoopFuture<Reply> {
         let now = NIODeadline.now()
         group.countRequest(now: now)
-        let head = upstreamHead(for: request)
+        let pool = loop.upstreamPool
+        let head = upstreamHead(for: request, random: &loop.random)
         let promise = eventLoop.makePromise(of: Reply.self)
         attempt(request, head: head, tried: [], retriesLeft: group.configuration.retries, lastFailure: nil, pool: pool, on: eventLoop, promise: promise)
         return promise.futureResult
@@ -185,7 +186,7 @@ public final class ProxyResponder: Sendable {
         "x-forwarded-host", "forwarded", "x-request-id", "http2-settings",
     ]
 
-    func upstreamHead(for request: ProxyRequest) -> HTTPRequestHead {
+    func upstreamHead(for request: ProxyRequest, random: inout LoopRandom) -> HTTPRequestHead {
         var path = request.path
         if configuration.stripPrefix { path = request.relativePath.isEmpty ? "/" : request.relativePath }
         let target = request.query.map { "\(path)?\($0)" } ?? String(path)
@@ -235,7 +236,7 @@ public final class ProxyResponder: Sendable {
         headers.add(name: "forwarded", value: forwarded.joined(separator: ", "))
         via.append("\(request.version.major == 2 ? "2.0" : "1.1") \(serverName)")
         headers.add(name: "via", value: via.joined(separator: ", "))
-        headers.add(name: "x-request-id", value: requestID ?? Self.makeRequestID())
+        headers.add(name: "x-request-id", value: requestID ?? Self.makeRequestID(&random))
         for name in configuration.requestHeaders.remove { headers.remove(name: name) }
         for (name, value) in configuration.requestHeaders.set { headers.replaceOrAdd(name: name, value: value) }
         for (name, value) in configuration.requestHeaders.add { headers.add(name: name, value: value) }
@@ -256,14 +257,18 @@ public final class ProxyResponder: Sendable {
         (1...200).contains(value.utf8.count) && value.utf8.allSatisfy { $0 > 0x20 && $0 < 0x7F }
     }
 
-    /// 32 hex digits from the system's random generator.
-    private static func makeRequestID() -> String {
-        var generator = SystemRandomNumberGenerator()
-        func hex(_ value: UInt64) -> String {
-            let text = String(value, radix: 16)
-            return String(repeating: "0", count: 16 - text.utf8.count) + text
+    /// 32 hex digits from the loop's random generator.
+    private static func makeRequestID(_ random: inout LoopRandom) -> String {
+        let (high, low) = (random.next(), random.next())
+        return String(unsafeUninitializedCapacity: 32) { buffer in
+            let digits: StaticString = "0123456789abcdef"
+            for index in 0..<32 {
+                let value = index < 16 ? high : low
+                let shift = UInt64(60 - 4 * (index % 16))
+                buffer[index] = digits.utf8Start[Int((value >> shift) & 0xF)]
+            }
+            return 32
         }
-        return hex(generator.next()) + hex(generator.next())
     }
 
     /// What consistent hashing hashes for this request.

@@ -297,6 +297,11 @@ final class UpstreamHTTP1Handler: ChannelDuplexHandler {
         if !exchange.keepAlive || !isReusable {
             isReusable = false
             context.close(promise: nil)
+        } else {
+            // Reading on while idle keeps the socket's read interest, which otherwise NIO drops now and the next
+            // exchange adds back (an epoll_ctl each); it also notices at once an upstream that closes or sends
+            // bytes nobody asked for (see channelRead).
+            context.read()
         }
         exchange.finished(nil)
     }
