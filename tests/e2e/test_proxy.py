@@ -22,7 +22,7 @@ from upstreams import Nginx, Upstream, free_port
 
 @pytest.fixture(scope="module")
 def upstreams():
-    servers = {name: Upstream(name) for name in ("a", "b", "c", "d")}
+    servers = {name: Upstream(name) for name in ("a", "b", "c", "d", "e")}
     yield servers
     for server in servers.values():
         server.stop()
@@ -376,6 +376,41 @@ def test_idle_upstream_connections_close_after_idle_timeout(proxy, upstreams):
     while d.open_connections and time.monotonic() < deadline:
         time.sleep(0.1)
     assert d.open_connections == 0, "an idle upstream connection outlived idle_timeout_seconds"
+
+
+def test_a_burst_beyond_keepalive_reuses_the_surplus_then_it_closes(edge_factory, upstreams):
+    """keepalive = 2 and bursts of 6 concurrent requests: the 4 surplus connections are not closed the moment the
+    burst ends (the next burst would open them again), but within about a second of standing idle."""
+    from concurrent.futures import ThreadPoolExecutor
+    e = upstreams["e"]
+    server = edge_factory.start(config=f"""
+threads = 1
+
+[[upstream]]
+name = "few"
+servers = ["{e.address}"]
+keepalive = 2
+
+[[route]]
+path = "/few"
+proxy = "few"
+""")
+
+    def burst():
+        with ThreadPoolExecutor(6) as pool:
+            statuses = list(pool.map(lambda _: httpx.get(f"{server.http.url}/few/stall", headers={"x-stall": "0.3"},
+                                                         timeout=10).status_code, range(6)))
+        assert statuses == [200] * 6
+
+    burst()
+    assert e.connections == 6
+    time.sleep(0.2)
+    burst()
+    assert e.connections == 6, f"the second burst opened {e.connections - 6} new connections"
+    deadline = time.monotonic() + 4
+    while e.open_connections > 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert e.open_connections == 2
 
 
 def test_an_upstream_silent_mid_body_for_between_bytes_timeout_breaks_the_response(proxy):

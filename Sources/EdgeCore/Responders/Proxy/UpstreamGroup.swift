@@ -188,16 +188,25 @@ final class UpstreamGroup: Sendable {
     /// The server for a request, skipping `excluded` (servers already tried) and those not available; `nil` when
     /// none is.
     func choose(key: @autoclosure () -> [UInt8]?, excluded: Set<Int>, now: NIODeadline) -> UpstreamServer? {
+        // The common cases without building the candidates array (an allocation per request): one server, and
+        // round robin, whose schedule holds every server within one turn of its length.
+        if servers.count == 1 {
+            let only = servers[0]
+            return !excluded.contains(only.index) && only.isAvailable(at: now) ? only : nil
+        }
+        if case .roundRobin = configuration.balance {
+            for _ in 0..<schedule.count {
+                let server = servers[schedule[turn.add(1, ordering: .relaxed).oldValue % schedule.count]]
+                if !excluded.contains(server.index), server.isAvailable(at: now) { return server }
+            }
+            return nil
+        }
         let candidates = servers.filter { !excluded.contains($0.index) && $0.isAvailable(at: now) }
         guard !candidates.isEmpty else { return nil }
         if candidates.count == 1 { return candidates[0] }
         switch configuration.balance {
         case .roundRobin:
-            for _ in 0..<schedule.count {
-                let next = schedule[turn.add(1, ordering: .relaxed).oldValue % schedule.count]
-                if let server = candidates.first(where: { $0.index == next }) { return server }
-            }
-            return candidates[0]
+            return candidates[0]  // answered above
         case .leastConnections:
             let start = turn.add(1, ordering: .relaxed).oldValue
             var best = candidates[start % candidates.count]

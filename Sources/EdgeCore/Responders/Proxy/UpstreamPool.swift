@@ -20,9 +20,12 @@ final class UpstreamConnection: @unchecked Sendable {
 }
 
 /// Keep-alive connections to upstream servers, one pool per event loop: a request takes an idle connection of
-/// its loop without a lock, and puts it back when its exchange leaves it clean. At most `keepalive` idle
-/// connections per server are kept, each for `idle_timeout_seconds`; the rest are closed. Pools are keyed by the
-/// server's address, so they outlive a reload that keeps the server.
+/// its loop without a lock, and puts it back when its exchange leaves it clean. Up to `keepalive` idle
+/// connections per server are kept for `idle_timeout_seconds`; more (a burst had more in use) are kept only for
+/// ``surplusTime``, as HAProxy purges its idle surplus gradually, so that a burst that returns them all at once
+/// does not close connections the next burst must open again (under 100 clients and `keepalive = 64`, closing
+/// the surplus at once made one proxied request in seven open a new connection). Pools are keyed by the server's
+/// address, so they outlive a reload that keeps the server.
 ///
 /// Idle connections are closed by one sweep per pool, scheduled for the earliest expiry, rather than by a timer
 /// per release: a busy pool takes and returns a connection at every request, and a timer each time (scheduled,
@@ -31,27 +34,30 @@ final class UpstreamPool {
     private var idle: [String: [UpstreamConnection]] = [:]
     private var sweep: Scheduled<Void>?
     private var sweepAt = NIODeadline.distantFuture
+    /// How long an idle connection beyond `keepalive` is kept.
+    static let surplusTime = TimeAmount.seconds(1)
 
     /// An idle connection to `server`, or a new one.
     func acquire(_ server: UpstreamServer, group: UpstreamGroup, on eventLoop: any EventLoop) -> EventLoopFuture<UpstreamConnection> {
-        while var connections = idle[server.key], let connection = connections.popLast() {
-            idle[server.key] = connections.isEmpty ? nil : connections
+        // Taken in place (`idle[key]?.popLast()`), so that the array is not copied at every request; a list this
+        // empties stays, with its capacity, until a sweep finds it empty.
+        while let connection = idle[server.key]?.popLast() {
             if connection.handler.isIdle { return eventLoop.makeSucceededFuture(connection) }
             connection.channel.close(promise: nil)
         }
         return connect(server, group: group, on: eventLoop)
     }
 
-    /// Takes `connection` back after a clean exchange, or closes it when the pool for its server is full.
+    /// Takes `connection` back after a clean exchange: for `idleTimeout` while fewer than `keepalive` wait, else
+    /// for ``surplusTime``.
     func release(_ connection: UpstreamConnection, keepalive: Int, idleTimeout: TimeAmount, on eventLoop: any EventLoop) {
-        var connections = idle[connection.key] ?? []
-        guard connections.count < keepalive, connection.handler.isIdle else {
+        guard keepalive > 0, connection.handler.isIdle else {
             connection.channel.close(promise: nil)
             return
         }
-        connection.idleUntil = .now() + idleTimeout
-        connections.append(connection)
-        idle[connection.key] = connections
+        let waiting = idle[connection.key]?.count ?? 0
+        connection.idleUntil = .now() + (waiting < keepalive ? idleTimeout : Self.surplusTime)
+        idle[connection.key, default: []].append(connection)
         scheduleSweep(at: connection.idleUntil, on: eventLoop)
     }
 
