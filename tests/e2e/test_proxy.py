@@ -424,6 +424,32 @@ def test_an_upstream_silent_mid_body_for_between_bytes_timeout_breaks_the_respon
     assert 0.8 < elapsed < 4, elapsed
 
 
+def test_a_kept_alive_connection_the_server_closed_is_retried_on_a_new_one(edge_factory, upstreams):
+    """A one-server group whose server closes each kept-alive connection as the next request arrives (its idle
+    timeout racing the request): every request is answered — sent again on a new connection, not 502 — and the
+    server is not ejected for it (max_failures = 1 would take it out at the first counted failure)."""
+    e = upstreams["e"]
+    server = edge_factory.start(config=f"""
+threads = 1
+
+[[upstream]]
+name = "closing"
+servers = ["{e.address}"]
+retries = 0
+max_failures = 1
+
+[[route]]
+path = "/closing"
+proxy = "closing"
+""")
+    before = e.connections
+    with httpx.Client() as http:
+        for i in range(5):
+            response = http.get(f"{server.http.url}/closing/once-per-connection")
+            assert (response.status_code, response.text) == (200, "first on its connection\n"), i
+    assert e.connections - before == 5
+
+
 def test_a_post_whose_body_was_sent_is_not_retried(proxy, upstreams):
     """The upstream reads the body, then resets: the request may have had its effect, so it is not sent again."""
     before = upstreams["a"].requests

@@ -139,6 +139,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.wfile.flush()
             time.sleep(float(self.headers.get("x-stall", "5")))
             self.wfile.write(b"t" * 90)
+        elif path.endswith("/once-per-connection"):
+            # Answers the first request of a connection; at a later one it closes without a word, as a server whose
+            # keep-alive timeout ends just as a request arrives.
+            self.served = getattr(self, "served", 0) + 1
+            if self.served > 1:
+                self.close_connection = True
+                return
+            self._send(200, b"first on its connection\n")
         elif path.endswith("/notmodified"):
             self.send_response(304)
             self.send_header("etag", '"v1"')

@@ -74,9 +74,10 @@ public final class ProxyResponder: Sendable {
         return promise.futureResult
     }
 
+    /// One try of `request` on a server of the group. `fresh`: on a new connection, not a pooled one.
     private func attempt(
         _ request: ProxyRequest, head: HTTPRequestHead, tried: Set<Int>, retriesLeft: Int, lastFailure: UpstreamFailure?,
-        pool: UpstreamPool, on eventLoop: any EventLoop, promise: EventLoopPromise<Reply>
+        pool: UpstreamPool, fresh: Bool = false, on eventLoop: any EventLoop, promise: EventLoopPromise<Reply>
     ) {
         let now = NIODeadline.now()
         guard let server = group.choose(key: hashKey(for: request), excluded: tried, now: now) else {
@@ -98,15 +99,19 @@ public final class ProxyResponder: Sendable {
         let timeouts = UpstreamHTTP1Handler.Timeouts(
             firstByte: settings.firstByteTimeout, betweenBytes: settings.betweenBytesTimeout, total: settings.totalTimeout
         )
-        pool.acquire(server, group: group, on: eventLoop).assumeIsolated().whenComplete { [self] result in
+        pool.acquire(server, group: group, fresh: fresh, on: eventLoop).assumeIsolated().whenComplete { [self] result in
             switch result {
             case .failure(let error):
                 let failure = error as? UpstreamFailure ?? UpstreamFailure(cause: .connect("\(error)"))
                 finished(server, failure: failure)
                 retryOrAnswer(failure, request, head: head, server: server, tried: tried, retriesLeft: retriesLeft, pool: pool, on: eventLoop, promise: promise)
             case .success(let connection):
+                let reused = connection.exchanges > 0
+                connection.exchanges += 1
                 let response = connection.handler.start(head: head, body: request.body, timeouts: timeouts, on: eventLoop) { failure in
-                    self.finished(server, failure: failure)
+                    // A pooled connection the server closed as the request went out says nothing of the server.
+                    let stale = reused && failure.map(Self.isStale) == true
+                    self.finished(server, failure: failure, counted: !stale)
                     if failure == nil, connection.handler.isReusable {
                         pool.release(connection, keepalive: settings.keepalive, idleTimeout: settings.idleTimeout, on: eventLoop)
                     }
@@ -117,6 +122,16 @@ public final class ProxyResponder: Sendable {
                         promise.succeed(.stream(self.clientResponse(streamed)))
                     case .failure(let error):
                         let failure = error as? UpstreamFailure ?? UpstreamFailure(cause: .closed)
+                        if reused, !fresh, Self.isStale(failure), request.body == nil || !failure.bodySent {
+                            // The server closed a kept-alive connection as the request reached it (its idle timeout,
+                            // a restart): nothing was answered, so the request goes again on a new connection, as
+                            // HAProxy and Envoy do, without using a retry or counting against the server.
+                            self.attempt(
+                                request, head: head, tried: tried, retriesLeft: retriesLeft, lastFailure: lastFailure, pool: pool,
+                                fresh: true, on: eventLoop, promise: promise
+                            )
+                            return
+                        }
                         self.retryOrAnswer(
                             failure, request, head: head, server: server, tried: tried, retriesLeft: retriesLeft, pool: pool,
                             on: eventLoop, promise: promise
@@ -127,9 +142,17 @@ public final class ProxyResponder: Sendable {
         }
     }
 
-    /// Accounting when an exchange with `server` is over: its load, and passive health.
-    private func finished(_ server: UpstreamServer, failure: UpstreamFailure?) {
+    /// Whether `failure` is what a kept-alive connection closed by the server looks like: closed before any of
+    /// the response.
+    private static func isStale(_ failure: UpstreamFailure) -> Bool {
+        failure.cause == .closed && !failure.responseStarted
+    }
+
+    /// Accounting when an exchange with `server` is over: its load, and passive health (`counted: false` for an
+    /// exchange that says nothing of the server's health).
+    private func finished(_ server: UpstreamServer, failure: UpstreamFailure?, counted: Bool = true) {
         server.active.subtract(1, ordering: .relaxed)
+        guard counted else { return }
         guard let failure else {
             if server.recordSuccess() {
                 logger.notice("proxy: server recovered", metadata: ["upstream": "\(group.name)", "server": "\(server.key)"])

@@ -9,6 +9,8 @@ final class UpstreamConnection: @unchecked Sendable {
     let channel: any Channel
     let handler: UpstreamHTTP1Handler
     let key: String
+    /// Exchanges started on the connection: after the first, the server may have closed it while it was idle.
+    var exchanges = 0
     /// While the connection waits in its pool: when it is closed unless taken.
     fileprivate var idleUntil = NIODeadline.distantFuture
 
@@ -37,8 +39,11 @@ final class UpstreamPool {
     /// How long an idle connection beyond `keepalive` is kept.
     static let surplusTime = TimeAmount.seconds(1)
 
-    /// An idle connection to `server`, or a new one.
-    func acquire(_ server: UpstreamServer, group: UpstreamGroup, on eventLoop: any EventLoop) -> EventLoopFuture<UpstreamConnection> {
+    /// An idle connection to `server`, or a new one (always, when `fresh`).
+    func acquire(
+        _ server: UpstreamServer, group: UpstreamGroup, fresh: Bool = false, on eventLoop: any EventLoop
+    ) -> EventLoopFuture<UpstreamConnection> {
+        if fresh { return connect(server, group: group, on: eventLoop) }
         // Taken in place (`idle[key]?.popLast()`), so that the array is not copied at every request; a list this
         // empties stays, with its capacity, until a sweep finds it empty.
         while let connection = idle[server.key]?.popLast() {
