@@ -122,10 +122,14 @@ public final class ProxyResponder: Sendable {
                         promise.succeed(.stream(self.clientResponse(streamed)))
                     case .failure(let error):
                         let failure = error as? UpstreamFailure ?? UpstreamFailure(cause: .closed)
-                        if reused, !fresh, Self.isStale(failure), request.body == nil || !failure.bodySent {
+                        if reused, !fresh, Self.isStale(failure), !failure.bodySent,
+                            request.body != nil || Self.isIdempotent(request.method)
+                        {
                             // The server closed a kept-alive connection as the request reached it (its idle timeout,
                             // a restart): nothing was answered, so the request goes again on a new connection, as
-                            // HAProxy and Envoy do, without using a retry or counting against the server.
+                            // HAProxy and Envoy do, without using a retry or counting against the server. Not a
+                            // body-less POST (the server may have acted on its head alone), nor a body already
+                            // partly sent (it cannot be sent again).
                             self.attempt(
                                 request, head: head, tried: tried, retriesLeft: retriesLeft, lastFailure: lastFailure, pool: pool,
                                 fresh: true, on: eventLoop, promise: promise
