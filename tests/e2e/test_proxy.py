@@ -80,7 +80,7 @@ servers = ["{nginx[0].address}"]
 
 [[route]]
 path = "/one"
-proxy = {{ upstream = "one", max_body_bytes = 2147483648 }}
+proxy = {{ upstream = "one", max_body_bytes = 4294967296 }}
 
 [[route]]
 path = "/small-body"
@@ -155,6 +155,33 @@ def test_bodies_are_byte_identical_both_ways(proxy, protocol, size):
         assert down.content == (b"0123456789abcdef" * (size // 16 + 1))[:size]
         if protocol == "http2":
             assert down.http_version == "HTTP/2"
+
+
+@pytest.mark.parametrize("flags", [["--http1.1"], ["--http2"]], ids=["tls", "http2"])
+def test_a_gigabyte_each_way_over_tls_and_http2(proxy, flags, tmp_path):
+    """1 GiB up and 1 GiB down through curl over TLS (HTTP/1.1 and HTTP/2), byte-identical: the upload's SHA-256
+    as the upstream read it, the download's as curl wrote it."""
+    size = 1 << 30
+    upload = tmp_path / "upload.bin"
+    digest = hashlib.sha256()
+    with upload.open("wb") as out:
+        block = os.urandom(1 << 20)
+        for i in range(size >> 20):
+            piece = block[i % 997:] + block[:i % 997]  # differs from piece to piece
+            out.write(piece)
+            digest.update(piece)
+    sent = curl("-k", *flags, "-T", str(upload), "-H", "content-type: application/octet-stream",
+                f"{proxy.https.url}/one/sink", timeout=180)
+    upload.unlink()
+    assert sent.returncode == 0, sent.stderr
+    assert json.loads(sent.stdout) == {"body_len": size, "body_sha256": digest.hexdigest()}
+    got = subprocess.run(f"curl -sSk {' '.join(flags)} --max-time 170 '{proxy.https.url}/one/stream?n={size}' | sha256sum",
+                         shell=True, capture_output=True, text=True, timeout=180)
+    expected = hashlib.sha256()
+    chunk = b"s" * (1 << 20)
+    for _ in range(size >> 20):
+        expected.update(chunk)
+    assert got.stdout.split()[0] == expected.hexdigest(), got.stderr
 
 
 def test_a_chunked_upload_of_unknown_length_arrives_whole(proxy):
@@ -596,16 +623,17 @@ def rss_kib(server) -> int:
 
 
 def test_memory_stays_bounded_with_a_slow_client(proxy):
-    """A 1 GB download to a client that reads nothing for 3 s, then everything: Edge reads the upstream only as fast
-    as the client takes the body, so its memory grows by a few MB, not by what the upstream could send."""
-    size = 1 << 30
+    """A download of just over 2 GiB (past 2^31 bytes) to a client that reads nothing for 3 s, then everything:
+    Edge reads the upstream only as fast as the client takes the body, so its memory grows by a few MB, not by
+    what the upstream could send, then or at any point of the transfer."""
+    size = (2 << 30) + (1 << 20)
     idle = rss_kib(proxy)
     with socket.create_connection((proxy.http.host, proxy.http.port), timeout=30) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
         sock.sendall(f"GET /one/stream?n={size} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
         time.sleep(3)
-        during = rss_kib(proxy)
-        received = 0
+        during = peak = rss_kib(proxy)
+        received, next_sample = 0, 64 << 20
         head = b""
         while True:
             chunk = sock.recv(1 << 20)
@@ -614,15 +642,20 @@ def test_memory_stays_bounded_with_a_slow_client(proxy):
             if not head:
                 head, _, chunk = chunk.partition(b"\r\n\r\n")
             received += len(chunk)
+            if received >= next_sample:
+                peak = max(peak, rss_kib(proxy))
+                next_sample += 64 << 20
     assert head.startswith(b"HTTP/1.1 200"), head[:100]
     assert received == size
     assert during - idle < 16 * 1024, f"RSS grew {(during - idle) // 1024} MiB while the client was not reading"
+    assert peak - idle < 16 * 1024, f"RSS grew {(peak - idle) // 1024} MiB during the download"
 
 
 def test_memory_stays_bounded_with_a_slow_upstream(proxy):
-    """A 1 GB upload to an upstream that reads slowly for 3 s: Edge reads the client only as fast as the upstream
-    takes the body (the client's sends block), so its memory stays within a few MB of idle."""
-    size = 1 << 30
+    """An upload of just over 2 GiB (past 2^31 bytes) to an upstream that reads slowly for 3 s: Edge reads the client
+    only as fast as the upstream takes the body (the client's sends block), so its memory stays within a few MB of
+    idle, and the upstream counts every byte."""
+    size = (2 << 30) + (1 << 20)
     idle = rss_kib(proxy)
     peak = idle
     with socket.create_connection((proxy.http.host, proxy.http.port), timeout=60) as sock:

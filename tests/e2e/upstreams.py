@@ -151,6 +151,18 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.send_response(304)
             self.send_header("etag", '"v1"')
             self.end_headers()
+        elif path.endswith("/sink"):
+            # Reads a Content-Length body in 1 MiB pieces (none held whole) and answers its length and SHA-256.
+            remaining, digest, got = int(self.headers.get("content-length") or 0), hashlib.sha256(), 0
+            while remaining > 0:
+                data = self.rfile.read(min(remaining, 1 << 20))
+                if not data:
+                    break
+                digest.update(data)
+                got += len(data)
+                remaining -= len(data)
+            self._send(200, json.dumps({"body_len": got, "body_sha256": digest.hexdigest()}).encode(),
+                       {"content-type": "application/json"})
         elif path.endswith("/status503"):
             self._send(503, b"busy\n")
         else:
