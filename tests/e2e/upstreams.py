@@ -227,11 +227,23 @@ def free_port() -> int:
 
 
 class Nginx:
-    """Debian's nginx serving `root` on an ephemeral port, one worker, in its own prefix."""
+    """Debian's nginx serving `root` on an ephemeral port, one worker, in its own prefix. With `tls` (certificate
+    and key files) it also listens for HTTP/2 with prior knowledge (`h2c_port`), HTTP/2 over TLS (`h2_port`) and
+    HTTP/1.1 only over TLS (`h1_tls_port`); those answer `PROTOCOL CONNECTION URI` to every GET."""
 
-    def __init__(self, root: Path, workdir: Path):
+    def __init__(self, root: Path, workdir: Path, tls: tuple[Path, Path] | None = None):
         binary = shutil.which("nginx") or "/usr/sbin/nginx"
         self.port = free_port()
+        extra = ""
+        if tls:
+            self.h2c_port, self.h2_port, self.h1_tls_port = free_port(), free_port(), free_port()
+            answer = 'default_type text/plain; return 200 "$server_protocol $connection $request_uri\\n";'
+            certs = f"ssl_certificate {tls[0]}; ssl_certificate_key {tls[1]};"
+            extra = f"""
+    server {{ listen 127.0.0.1:{self.h2c_port} http2; root {root}; location = /who {{ {answer} }} }}
+    server {{ listen 127.0.0.1:{self.h2_port} ssl http2; {certs} root {root}; location = /who {{ {answer} }} }}
+    server {{ listen 127.0.0.1:{self.h1_tls_port} ssl; {certs} root {root}; location = /who {{ {answer} }} }}
+"""
         workdir.mkdir(parents=True, exist_ok=True)
         conf = workdir / "nginx.conf"
         # As root (CI), nginx's workers would drop to nobody and could not read pytest's private temporary folders.
@@ -256,6 +268,7 @@ http {{
         root {root};
         location = /small {{ return 200 "small answer from nginx\\n"; }}
     }}
+{extra}
 }}
 """)
         self.process = subprocess.Popen([binary, "-c", str(conf), "-p", str(workdir)],

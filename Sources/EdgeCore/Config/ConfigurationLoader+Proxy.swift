@@ -21,7 +21,8 @@ extension TOMLReader {
             table, path: path,
             allowed: ["name", "servers", "balance", "hash_key", "keepalive", "idle_timeout_seconds", "connect_timeout_ms",
                       "first_byte_timeout_seconds", "between_bytes_timeout_seconds", "total_timeout_seconds", "retries",
-                      "retry_budget_percent", "max_failures", "failure_window_seconds", "cooldown_seconds", "health_check", "tls"]
+                      "retry_budget_percent", "max_failures", "failure_window_seconds", "cooldown_seconds", "health_check", "tls",
+                      "protocol"]
         )
         let name = string(table, "name", path: "\(path).name", required: true)
         if let name, name.isEmpty || !name.utf8.allSatisfy(RequestTargetRules.isTokenByte) {
@@ -90,6 +91,28 @@ extension TOMLReader {
         }
         if let tls = subtable(table, "tls", path: "\(path).tls") {
             group.tls = readUpstreamTLS(tls, path: "\(path).tls")
+        }
+        if let value = string(table, "protocol", path: "\(path).protocol") {
+            if let wire = UpstreamGroupConfiguration.WireProtocol(rawValue: value) {
+                group.wireProtocol = wire
+            } else {
+                fail("\(path).protocol", "expected \"http1.1\", \"h2\" (HTTP/2 over TLS) or \"h2c\" (HTTP/2 with prior knowledge), got \"\(value)\"")
+            }
+        }
+        switch group.wireProtocol {
+        case .http1:
+            break
+        case .h2:
+            if group.servers.contains(where: { !$0.tls }) {
+                fail("\(path).servers", "protocol = \"h2\" is HTTP/2 over TLS: every server must be https://host:port (use \"h2c\" for plain servers)")
+            }
+        case .h2c:
+            if group.servers.contains(where: \.tls) {
+                fail("\(path).servers", "protocol = \"h2c\" is HTTP/2 over plain TCP: no server may be https:// (use \"h2\" for TLS)")
+            }
+        }
+        if group.wireProtocol != .http1, group.health != nil {
+            fail("\(path).health_check", "active health checks speak HTTP/1.1 and are not available with protocol = \"\(group.wireProtocol.rawValue)\" yet; passive health (max_failures) still applies")
         }
         return group
     }

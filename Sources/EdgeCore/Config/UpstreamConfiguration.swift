@@ -15,6 +15,16 @@ public struct UpstreamGroupConfiguration: Sendable, Equatable {
         case hash(HashKey)
     }
 
+    /// The protocol spoken to the group's servers.
+    public enum WireProtocol: String, Sendable, Equatable {
+        /// HTTP/1.1 with keep-alive, one exchange per connection at a time.
+        case http1 = "http1.1"
+        /// HTTP/2 over TLS, agreed by ALPN (`https://` servers).
+        case h2
+        /// HTTP/2 over plain TCP with prior knowledge (RFC 9113 §3.3), as gRPC servers speak it.
+        case h2c
+    }
+
     /// What consistent hashing hashes.
     public enum HashKey: Sendable, Equatable {
         case clientAddress
@@ -72,6 +82,8 @@ public struct UpstreamGroupConfiguration: Sendable, Equatable {
     public var name: String
     public var servers: [Server]
     public var balance: Balance = .roundRobin
+    /// `protocol`: HTTP/1.1 (the default), or HTTP/2 (one multiplexed connection per server and event loop).
+    public var wireProtocol: WireProtocol = .http1
     /// Idle keep-alive connections kept per server and event loop.
     public var keepalive: Int = 32
     /// How long an idle pooled connection is kept.

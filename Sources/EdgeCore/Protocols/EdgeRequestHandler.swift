@@ -55,6 +55,10 @@ final class EdgeRequestHandler: ChannelDuplexHandler {
     private var requestBody: BodyPipe?
     /// A streamed response's body, while it is being written.
     private var responseBody: BodyPipe?
+    /// HTTP/2: a streamed response's head, held until the origin's first body part or the end of its first read
+    /// batch, so that a response that ends with its head (gRPC's trailers-only answers) leaves as one HEADERS frame
+    /// with END_STREAM rather than HEADERS and an empty DATA (which gRPC clients take for a missing status).
+    private var heldHead: (status: HTTPResponseStatus, headers: HTTPHeaders, request: HTTPRequestHead)?
     /// Whether the response to the current streamed request has begun (its head is written).
     private var responseStarted = false
     /// Reads held because the streamed request body waits for the origin (backpressure).
@@ -412,6 +416,15 @@ final class EdgeRequestHandler: ChannelDuplexHandler {
         ResponseHeaders.perRequest(for: .stream(streamed), now: .now(), server: serverName, date: loop.date.current) { name, value in
             headers.add(name: name, value: value)
         }
+        if isHTTP2, let body = streamed.body, request.method != .HEAD {
+            heldHead = (streamed.status, headers, request)
+            responseBody = body
+            body.onBatchEnd = { [self] in
+                if writeHeldHead(context: context) { context.flush() }
+            }
+            pump(body, keepAlive: true, context: context)
+            return
+        }
         // An HTTP/1.1 response that begins before the request body has all arrived ends the connection: what is
         // left of the body would otherwise be read as the next request.
         // An HTTP/1.0 client cannot read chunked framing: a body of unknown length ends when the connection closes.
@@ -436,6 +449,7 @@ final class EdgeRequestHandler: ChannelDuplexHandler {
             guard self.isActive, self.responseBody === body else { return }
             switch result {
             case .success(.chunk(let chunk)):
+                self.writeHeldHead(context: context)
                 let written = context.writeAndFlush(self.wrapOutboundOut(.body(.byteBuffer(chunk))))
                 if context.channel.isWritable {
                     self.pump(body, keepAlive: keepAlive, context: context)
@@ -450,12 +464,51 @@ final class EdgeRequestHandler: ChannelDuplexHandler {
                 }
             case .success(.end(let trailers)):
                 self.responseBody = nil
+                if trailers == nil, let held = self.heldHead {
+                    self.heldHead = nil
+                    self.endWithHead(held.status, headers: held.headers, context: context)
+                    return
+                }
+                self.writeHeldHead(context: context)
                 self.finishStreamed(keepAlive: keepAlive, trailers: trailers, context: context)
             case .failure:
                 self.responseBody = nil
+                self.heldHead = nil
                 context.close(promise: nil)
             }
         }
+    }
+
+    /// Writes the held HTTP/2 head, if any; returns whether it did.
+    @discardableResult
+    private func writeHeldHead(context: ChannelHandlerContext) -> Bool {
+        guard let held = heldHead else { return false }
+        heldHead = nil
+        _ = writeHead(held.status, headers: held.headers, for: held.request, close: false, context: context)
+        return true
+    }
+
+    /// HTTP/2: a streamed response whose body ended empty and without trailers, sent as one HEADERS frame with
+    /// END_STREAM (below NIO's HTTP/1-style codec, which would add an empty DATA frame to end the stream).
+    private func endWithHead(_ status: HTTPResponseStatus, headers: HTTPHeaders, context: ChannelHandlerContext) {
+        guard let frames = try? context.pipeline.syncOperations.context(handlerType: HTTP2FramePayloadToHTTP1ServerCodec.self)
+        else {
+            context.close(promise: nil)
+            return
+        }
+        let block = ResponseHeaders.http2Block(status: status, headers: headers)
+        let written = frames.writeAndFlush(NIOAny(HTTP2Frame.FramePayload.headers(.init(headers: block, endStream: true))))
+        if !requestEnded {
+            requestBody?.fail(BodyPipe.Broken(description: "answered before the request body ended"))
+            requestBody = nil
+            state = .closing
+            written.assumeIsolated().whenComplete { _ in
+                frames.writeAndFlush(NIOAny(HTTP2Frame.FramePayload.rstStream(.noError)), promise: nil)
+            }
+            return
+        }
+        if case .streaming = state { state = .responding }
+        if case .responding = state { state = .idle }
     }
 
     private func finishStreamed(keepAlive: Bool, trailers: HTTPHeaders?, context: ChannelHandlerContext) {

@@ -106,13 +106,15 @@ public final class ProxyResponder: Sendable {
                 finished(server, failure: failure)
                 retryOrAnswer(failure, request, head: head, server: server, tried: tried, retriesLeft: retriesLeft, pool: pool, on: eventLoop, promise: promise)
             case .success(let connection):
-                let reused = connection.exchanges > 0
+                // A stream is new, but its HTTP/2 connection may have served others before the server stopped
+                // taking streams on it.
+                let reused = connection.parent.map { $0.streamsStarted > 1 } ?? (connection.exchanges > 0)
                 connection.exchanges += 1
                 let response = connection.handler.start(head: head, body: request.body, timeouts: timeouts, on: eventLoop) { failure in
                     // A pooled connection the server closed as the request went out says nothing of the server.
                     let stale = reused && failure.map(Self.isStale) == true
                     self.finished(server, failure: failure, counted: !stale)
-                    if failure == nil, connection.handler.isReusable {
+                    if failure == nil, connection.handler.isReusable, connection.parent == nil {
                         pool.release(connection, keepalive: settings.keepalive, idleTimeout: settings.idleTimeout, on: eventLoop)
                     }
                 }
@@ -125,6 +127,7 @@ public final class ProxyResponder: Sendable {
                         if reused, !fresh, Self.isStale(failure), !failure.bodySent,
                             request.body != nil || Self.isIdempotent(request.method)
                         {
+                            if let parent = connection.parent { pool.retire(parent) }
                             // The server closed a kept-alive connection as the request reached it (its idle timeout,
                             // a restart): nothing was answered, so the request goes again on a new connection, as
                             // HAProxy and Envoy do, without using a retry or counting against the server. Not a

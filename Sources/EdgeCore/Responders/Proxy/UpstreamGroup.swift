@@ -136,7 +136,7 @@ final class UpstreamGroup: Sendable {
                 tls.certificateChain = try NIOSSLCertificate.fromPEMFile(certificate).map { .certificate($0) }
                 tls.privateKey = .privateKey(try NIOSSLPrivateKey(file: key, format: .pem))
             }
-            tls.applicationProtocols = ["http/1.1"]
+            tls.applicationProtocols = configuration.wireProtocol == .h2 ? ["h2"] : ["http/1.1"]
             self.tls = try NIOSSLContext(configuration: tls)
         } else {
             self.tls = nil

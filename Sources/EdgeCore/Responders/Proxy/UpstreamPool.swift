@@ -13,11 +13,14 @@ final class UpstreamConnection: @unchecked Sendable {
     var exchanges = 0
     /// While the connection waits in its pool: when it is closed unless taken.
     fileprivate var idleUntil = NIODeadline.distantFuture
+    /// For a stream of an HTTP/2 connection: that connection (the stream itself is never pooled).
+    let parent: UpstreamHTTP2Connection?
 
-    init(channel: any Channel, handler: UpstreamHTTP1Handler, key: String) {
+    init(channel: any Channel, handler: UpstreamHTTP1Handler, key: String, parent: UpstreamHTTP2Connection? = nil) {
         self.channel = channel
         self.handler = handler
         self.key = key
+        self.parent = parent
     }
 }
 
@@ -34,6 +37,9 @@ final class UpstreamConnection: @unchecked Sendable {
 /// then cancelled) cost more than the exchange's own bookkeeping.
 final class UpstreamPool {
     private var idle: [String: [UpstreamConnection]] = [:]
+    /// HTTP/2 servers: one connection each, and the connects under way (which requests meanwhile wait for).
+    private var http2: [String: UpstreamHTTP2Connection] = [:]
+    private var http2Connecting: [String: EventLoopFuture<UpstreamHTTP2Connection>] = [:]
     private var sweep: Scheduled<Void>?
     private var sweepAt = NIODeadline.distantFuture
     /// How long an idle connection beyond `keepalive` is kept.
@@ -43,6 +49,9 @@ final class UpstreamPool {
     func acquire(
         _ server: UpstreamServer, group: UpstreamGroup, fresh: Bool = false, on eventLoop: any EventLoop
     ) -> EventLoopFuture<UpstreamConnection> {
+        if group.configuration.wireProtocol != .http1 {
+            return acquireStream(server, group: group, fresh: fresh, on: eventLoop)
+        }
         if fresh { return connect(server, group: group, on: eventLoop) }
         // Taken in place (`idle[key]?.popLast()`), so that the array is not copied at every request; a list this
         // empties stays, with its capacity, until a sweep finds it empty.
@@ -95,7 +104,61 @@ final class UpstreamPool {
             }
             idle[key] = kept.isEmpty ? nil : kept
         }
+        for (key, connection) in http2 where connection.openStreams == 0 {
+            if connection.idleUntil <= now || !connection.channel.isActive {
+                http2[key] = nil
+                connection.channel.close(promise: nil)
+            } else {
+                next = min(next, connection.idleUntil)
+            }
+        }
         if next != .distantFuture { scheduleSweep(at: next, on: eventLoop) }
+    }
+
+    /// A new stream on the server's HTTP/2 connection, connecting first when there is none (or `fresh`: the last
+    /// one failed a stream as if the server had stopped taking them).
+    private func acquireStream(
+        _ server: UpstreamServer, group: UpstreamGroup, fresh: Bool, on eventLoop: any EventLoop
+    ) -> EventLoopFuture<UpstreamConnection> {
+        let key = server.key
+        let connection: EventLoopFuture<UpstreamHTTP2Connection>
+        if !fresh, let open = http2[key], open.isUsable {
+            connection = eventLoop.makeSucceededFuture(open)
+        } else if !fresh, let pending = http2Connecting[key] {
+            connection = pending
+        } else {
+            if let old = http2.removeValue(forKey: key) { retire(old) }
+            let connecting = UpstreamHTTP2Connection.connect(server, group: group, on: eventLoop)
+            http2Connecting[key] = connecting
+            connecting.assumeIsolated().whenComplete { [self] result in
+                if http2Connecting[key] === connecting { http2Connecting[key] = nil }
+                guard case .success(let made) = result else { return }
+                if let old = http2.updateValue(made, forKey: key), old !== made { retire(old) }
+                made.channel.closeFuture.assumeIsolated().whenComplete { [self] _ in
+                    if http2[key] === made { http2[key] = nil }
+                }
+            }
+            connection = connecting
+        }
+        return connection.assumeIsolated().flatMap { [self] made in
+            made.openStream(on: eventLoop) { [self] in
+                made.openStreams -= 1
+                guard made.openStreams == 0 else { return }
+                if made.retired {
+                    made.channel.close(promise: nil)
+                } else {
+                    made.idleUntil = .now() + made.idleTimeout
+                    scheduleSweep(at: made.idleUntil, on: eventLoop)
+                }
+            }
+        }.nonisolated()
+    }
+
+    /// No new stream goes on `connection`; it closes once its open streams end.
+    func retire(_ connection: UpstreamHTTP2Connection) {
+        connection.retired = true
+        if http2[connection.key] === connection { http2[connection.key] = nil }
+        if connection.openStreams == 0 { connection.channel.close(promise: nil) }
     }
 
     /// Idle connections kept now, for tests and status.
