@@ -43,7 +43,7 @@ final class UpstreamPool {
     private var sweep: Scheduled<Void>?
     private var sweepAt = NIODeadline.distantFuture
     /// How long an idle connection beyond `keepalive` is kept.
-    static let surplusTime = TimeAmount.seconds(1)
+    static let surplusTime = TimeAmount.seconds(2)
 
     /// An idle connection to `server`, or a new one (always, when `fresh`).
     func acquire(
