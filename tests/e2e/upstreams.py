@@ -7,6 +7,7 @@ import hashlib
 import http.server
 import json
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -147,6 +148,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 self.close_connection = True
                 return
             self._send(200, b"first on its connection\n")
+        elif path.endswith("/flaky-keepalive"):
+            # Answers, keeping the connection alive by the headers, then in about a third of the cases closes it
+            # anyway after 0–20 ms: a server that drops idle keep-alive connections at random.
+            self._send(200, b"flaky\n")
+            if random.random() < 0.35:
+                self.wfile.flush()
+                time.sleep(random.random() * 0.02)
+                self.close_connection = True
         elif path.endswith("/notmodified"):
             self.send_response(304)
             self.send_header("etag", '"v1"')
