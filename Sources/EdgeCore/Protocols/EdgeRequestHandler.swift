@@ -498,24 +498,25 @@ final class EdgeRequestHandler: ChannelDuplexHandler {
         }
         let block = ResponseHeaders.http2Block(status: status, headers: headers)
         let written = frames.writeAndFlush(NIOAny(HTTP2Frame.FramePayload.headers(.init(headers: block, endStream: true))))
-        if !requestEnded {
-            requestBody?.fail(BodyPipe.Broken(description: "answered before the request body ended"))
-            requestBody = nil
-            state = .closing
-            written.assumeIsolated().whenComplete { _ in
-                frames.writeAndFlush(NIOAny(HTTP2Frame.FramePayload.rstStream(.noError)), promise: nil)
-            }
+        guard requestEnded else {
+            abandonRequestBody()
+            resetIfRequestUnfinished(after: written, context: context)
             return
         }
         if case .streaming = state { state = .responding }
         if case .responding = state { state = .idle }
     }
 
+    /// HTTP/2: the answer ends before the request body has: the origin gets no more of it, and the stream closes.
+    private func abandonRequestBody() {
+        requestBody?.fail(BodyPipe.Broken(description: "answered before the request body ended"))
+        requestBody = nil
+        state = .closing
+    }
+
     private func finishStreamed(keepAlive: Bool, trailers: HTTPHeaders?, context: ChannelHandlerContext) {
         if isHTTP2, !requestEnded {
-            requestBody?.fail(BodyPipe.Broken(description: "answered before the request body ended"))
-            requestBody = nil
-            state = .closing
+            abandonRequestBody()
             finishEarlyAnswer(context: context, trailers: trailers)
             return
         }
@@ -632,7 +633,13 @@ final class EdgeRequestHandler: ChannelDuplexHandler {
     /// client has still not ended its request, resets the stream with NO_ERROR (RFC 9113 §8.1) so that it
     /// stops sending the body and the stream closes.
     private func finishEarlyAnswer(context: ChannelHandlerContext, trailers: HTTPHeaders? = nil) {
-        context.writeAndFlush(wrapOutboundOut(.end(trailers))).assumeIsolated().whenComplete { _ in
+        resetIfRequestUnfinished(after: context.writeAndFlush(wrapOutboundOut(.end(trailers))), context: context)
+    }
+
+    /// HTTP/2: once `written` (the answer's end) has gone out, resets the stream with NO_ERROR if the client has
+    /// still not ended its request.
+    private func resetIfRequestUnfinished(after written: EventLoopFuture<Void>, context: ChannelHandlerContext) {
+        written.assumeIsolated().whenComplete { _ in
             guard !self.requestEnded,
                 let frames = try? context.pipeline.syncOperations.context(handlerType: HTTP2FramePayloadToHTTP1ServerCodec.self)
             else { return }

@@ -455,10 +455,7 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
         _ buffer: inout ByteBuffer, for reply: Reply, request: HTTP1RequestScanner.Request, keepAlive: Bool, now: NIODeadline
     ) {
         ResponseHeaders.perRequest(for: reply, now: now, server: serverName, date: loop.date.current) { name, value in
-            buffer.writeString(name)
-            buffer.writeStaticString(": ")
-            buffer.writeString(value)
-            buffer.writeStaticString("\r\n")
+            ResponseHeaders.writeField(name, value, to: &buffer)
         }
         if !keepAlive {
             buffer.writeStaticString("connection: close\r\n")
@@ -630,12 +627,7 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
                 if framing == .chunked {
                     var last = context.channel.allocator.buffer(capacity: 64)
                     last.writeStaticString("0\r\n")
-                    for (name, value) in trailers ?? [:] {
-                        last.writeString(name)
-                        last.writeStaticString(": ")
-                        last.writeString(value)
-                        last.writeStaticString("\r\n")
-                    }
+                    if let trailers { ResponseHeaders.writeFields(trailers, to: &last) }
                     last.writeStaticString("\r\n")
                     context.write(self.wrapOutboundOut(.byteBuffer(last)), promise: nil)
                 }

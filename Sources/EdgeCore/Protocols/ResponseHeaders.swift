@@ -29,13 +29,22 @@ enum ResponseHeaders {
         var buffer = ByteBuffer()
         buffer.reserveCapacity(256)
         buffer.writeString("HTTP/1.1 \(status.code) \(status.reasonPhrase)\r\n")
-        for header in headers {
-            buffer.writeString(header.name)
-            buffer.writeStaticString(": ")
-            buffer.writeString(header.value)
-            buffer.writeStaticString("\r\n")
-        }
+        writeFields(headers, to: &buffer)
         return buffer
+    }
+
+    /// Writes `headers` as HTTP/1.1 field lines (`name: value` CRLF each): a head's fields, or a last chunk's
+    /// trailers.
+    static func writeFields(_ headers: HTTPHeaders, to buffer: inout ByteBuffer) {
+        for header in headers { writeField(header.name, header.value, to: &buffer) }
+    }
+
+    /// Writes one HTTP/1.1 field line.
+    static func writeField(_ name: String, _ value: String, to buffer: inout ByteBuffer) {
+        buffer.writeString(name)
+        buffer.writeStaticString(": ")
+        buffer.writeString(value)
+        buffer.writeStaticString("\r\n")
     }
 
     /// `:status` followed by `headers` in the form HTTP/2 requires (lower-case names, no connection-specific
