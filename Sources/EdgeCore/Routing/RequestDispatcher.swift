@@ -123,9 +123,9 @@ struct RequestDispatcher {
             tooMany.headers.add(name: "retry-after", value: "1")
             return .ready(.response(tooMany))
         }
-        let request = RouteRequest(
-            method: method, target: target, path: path, query: query, headers: headers, bodyBytes: bodyBytes, peer: peer,
-            client: client, streamed: streamed
+        let request = OriginRequest(
+            method: method, target: target, path: path, relativePath: path, query: query, headers: headers,
+            bodyBytes: bodyBytes, peer: peer, client: client, streamed: streamed, now: .now()
         )
         let dispatch = route(request, on: eventLoop)
         switch dispatch {
@@ -163,19 +163,11 @@ struct RequestDispatcher {
         guard let route = services.router.route(for: path), route.rateLimiter == nil, route.authenticator == nil else {
             return nil
         }
-        switch route.action {
-        case .respond(let response):
-            return .response(response)
-        case .demo(_, let ttl) where ttl > .zero:
-            let entry = loop.cache.get(Self.cacheKey(host: host, target: target), now: now)
-            return entry.map { .cached($0, cacheStatus: "HIT") }
-        case .static(let files):
-            return files.cachedReply(
-                method: method, relative: route.relativePath(of: path), headers: conditional, cache: loop.staticFiles
-            )
-        case .demo, .proxy:
-            return nil
-        }
+        let request = OriginRequest(
+            method: method, target: target, path: path, relativePath: route.relativePath(of: path), query: query,
+            headers: RequestHeaderValues(host: host, conditional: conditional), now: now
+        )
+        return route.origin.immediateReply(to: request, loop: loop)
     }
 
     /// A request target's path and query (without the `?`).
@@ -189,7 +181,7 @@ struct RequestDispatcher {
     /// look-up, when no route streams — and for a path with no normal form (the ordinary path answers it 400).
     private func streamingRoute(for target: Substring) -> Route? {
         guard services.router.hasStreamingRoutes, case .success(let path) = RoutingPath.normalize(Self.split(target).path),
-            !Self.isHealthCheck(path), let route = services.router.route(for: path), route.action.streamsRequests
+            !Self.isHealthCheck(path), let route = services.router.route(for: path), route.origin.requestBody.isStreamed
         else { return nil }
         return route
     }
@@ -202,9 +194,8 @@ struct RequestDispatcher {
     /// For a request to a streaming route, the largest body it takes (the route's own `max_body_bytes`, else
     /// `limit`); `nil` when the route does not stream.
     func streamedBodyLimit(target: Substring, default limit: Int) -> Int? {
-        guard let route = streamingRoute(for: target) else { return nil }
-        if case .proxy(let proxy) = route.action { return proxy.configuration.maxBodyBytes ?? limit }
-        return limit
+        guard let route = streamingRoute(for: target), case .streamed(let maxBytes) = route.origin.requestBody else { return nil }
+        return maxBytes ?? limit
     }
 
     /// Whether every byte of a query is one a request target may carry raw (see ``RoutingPath/Invalid/invalidByte``).
@@ -225,7 +216,7 @@ struct RequestDispatcher {
         return health
     }
 
-    private func route(_ request: RouteRequest, on eventLoop: any EventLoop) -> Dispatch {
+    private func route(_ request: OriginRequest, on eventLoop: any EventLoop) -> Dispatch {
         let (headers, client) = (request.headers, request.client)
         guard let route = services.router.route(for: request.path) else {
             return .ready(.response(.text(.notFound, "not found\n")))
@@ -260,10 +251,10 @@ struct RequestDispatcher {
         }
     }
 
-    /// The answer to `TRACE` on the demo backend's and fixed-response routes, as nginx gives it on every route:
-    /// 405. TRACE echoes the request back, and with it any credentials and cookies that reached the edge
-    /// (cross-site tracing); nothing behind Edge needs it. `Allow` names the methods those routes serve (RFC 9110
-    /// §15.5.6). Static routes refuse it themselves, with every method but GET and HEAD.
+    /// The answer to `TRACE` on a route whose origin does not answer it (``Origin/answersTrace``), as nginx gives
+    /// it on every route: 405. TRACE echoes the request back, and with it any credentials and cookies that reached
+    /// the edge (cross-site tracing); nothing behind Edge needs it. `Allow` names the methods those routes serve
+    /// (RFC 9110 §15.5.6). Static routes refuse it themselves, with every method but GET and HEAD.
     private static func traceNotAllowed() -> EdgeResponse {
         var response = EdgeResponse.text(.methodNotAllowed, "TRACE is not allowed\n")
         response.headers.add(name: "allow", value: "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")
@@ -276,105 +267,14 @@ struct RequestDispatcher {
         return response
     }
 
-    /// The parts of a request a route action uses.
-    private struct RouteRequest {
-        var method: HTTPMethod
-        var target: Substring
-        var path: Substring
-        var query: Substring?
-        var headers: RequestHeaderValues
-        var bodyBytes: Int
-        var peer: ClientAddress = .unknown
-        var client: ClientAddress = .unknown
-        var streamed: StreamedRequest?
-    }
-
-    /// Runs a route's action once its policies let the request through.
-    private func act(_ route: Route, _ request: RouteRequest, on eventLoop: any EventLoop) -> Dispatch {
-        let (method, target, query, host, bodyBytes) = (request.method, request.target, request.query, request.headers.host, request.bodyBytes)
-        switch route.action {
-        case .static(let files):
-            return files.serve(
-                method: method, relative: route.relativePath(of: request.path), requestPath: request.path,
-                query: query, headers: request.headers.conditional, cache: loop.staticFiles, on: eventLoop
-            )
-        case _ where method == .TRACE:
+    /// Asks the route's origin, once the route's policies have let the request through.
+    private func act(_ route: Route, _ request: OriginRequest, on eventLoop: any EventLoop) -> Dispatch {
+        let origin = route.origin
+        if request.method == .TRACE && !origin.answersTrace {
             return .ready(.response(Self.traceNotAllowed()))
-        case .proxy(let proxy):
-            guard let streamed = request.streamed else {
-                // A front end that did not stream this request (it cannot happen: every front end asks
-                // ``streamsRequest(target:)`` at the head).
-                return .ready(.response(.text(.internalServerError, "request was not streamed\n")))
-            }
-            let proxied = ProxyRequest(
-                method: method, path: request.path, relativePath: route.relativePath(of: request.path), query: query,
-                headers: streamed.headers, host: host, peer: request.peer,
-                client: request.client, isTLS: streamed.isTLS, version: streamed.version, body: streamed.body,
-                bodyLength: streamed.bodyLength
-            )
-            return .pending(proxy.serve(proxied, loop: loop, on: eventLoop))
-        case .respond(let response):
-            return .ready(.response(response))
-        case .demo(let backend, let ttl):
-            guard (method == .GET || method == .HEAD) && ttl > .zero else {
-                let fetched = backend.fetch(method: method.rawValue, target: String(target), query: query, bodyBytes: bodyBytes, on: eventLoop)
-                return .pending(
-                    fetched.map { response in
-                        var response = response
-                        response.headers.add(name: "x-cache", value: "PASS")
-                        return .response(response)
-                    }.recover { _ in .response(.text(.badGateway, "backend failed\n")) }
-                )
-            }
-            return cached(target: target, query: query, host: host, backend: backend, ttl: ttl, on: eventLoop)
         }
-    }
-
-    private func cached(target: Substring, query: Substring?, host: Substring, backend: DemoBackend, ttl: TimeAmount, on eventLoop: any EventLoop) -> Dispatch {
-        let key = Self.cacheKey(host: host, target: target)
-        let now = NIODeadline.now()
-        if let entry = loop.cache.get(key, now: now) {
-            return .ready(.cached(entry, cacheStatus: "HIT"))
-        }
-        let local = loop.cache
-        switch services.cache.lookup(key, now: now, eventLoop: eventLoop) {
-        case .hit(let entry):
-            local.put(key, entry)
-            return .ready(.cached(entry, cacheStatus: "HIT"))
-        case .joined(let future):
-            return .pending(
-                future.assumeIsolated().map { entry in
-                    local.put(key, entry)
-                    return Reply.cached(entry, cacheStatus: "HIT")
-                }.nonisolated().recover { _ in .response(.text(.badGateway, "backend failed\n")) }
-            )
-        case .fetch:
-            let shared = services.cache
-            let fetched = backend.fetch(method: "GET", target: key.target, query: query, bodyBytes: 0, on: eventLoop)
-            return .pending(
-                fetched.assumeIsolated().map { response in
-                    let entry = CachedResponse(
-                        status: response.status, headers: response.headers, body: response.body,
-                        storedAt: .now(), ttl: ttl, keyCost: key.cost
-                    )
-                    shared.finishFetch(key, result: .success(entry))
-                    local.put(key, entry)
-                    return Reply.cached(entry, cacheStatus: "MISS")
-                }.nonisolated().recover { error in
-                    shared.finishFetch(key, result: .failure(error))
-                    return .response(.text(.badGateway, "backend failed\n"))
-                }
-            )
-        }
-    }
-
-    /// The cache key of a `GET` or `HEAD` (which share entries).
-    private static func cacheKey(host: Substring, target: Substring) -> CacheKey {
-        CacheKey(method: "GET", host: lowercased(host), target: String(target))
-    }
-
-    /// `host` in lower case, without allocating when it already is.
-    private static func lowercased(_ host: Substring) -> String {
-        host.utf8.contains { $0 >= UInt8(ascii: "A") && $0 <= UInt8(ascii: "Z") } ? host.lowercased() : String(host)
+        var request = request
+        request.relativePath = route.relativePath(of: request.path)
+        return origin.serve(request, context: OriginContext(eventLoop: eventLoop, loop: loop, sharedCache: services.cache))
     }
 }

@@ -1,26 +1,7 @@
 import Logging
-public import NIOCore
+import NIOCore
 
-/// What a matched route does.
-public enum RouteAction: Sendable {
-    /// Ask the demo backend, through the cache unless `cacheTTL` is zero.
-    case demo(DemoBackend, cacheTTL: TimeAmount)
-    /// Answer with a fixed response.
-    case respond(EdgeResponse)
-    /// Serve files from a directory.
-    case `static`(StaticFiles)
-    /// Send requests to an upstream group (their bodies streamed both ways).
-    case proxy(ProxyResponder)
-
-    /// Whether the front ends hand this route the request body as a stream at the head, rather than the whole
-    /// request at its end.
-    var streamsRequests: Bool {
-        if case .proxy = self { return true }
-        return false
-    }
-}
-
-/// A route ready to serve: its prefix, policies and action.
+/// A route ready to serve: its prefix, policies and origin.
 ///
 /// A class, so that handing the matched route along the request path is one reference, not a copy of
 /// every field.
@@ -30,18 +11,18 @@ public final class Route: Sendable {
     /// The prefix requests are matched against: ``prefix`` without a trailing `/` (`/docs/` and `/docs` are
     /// one route), except for the root `/`.
     let matchPrefix: String
-    /// What to do for matching requests.
-    public let action: RouteAction
+    /// Where matching requests are answered (``Origin``).
+    let origin: any Origin
     /// Per-client rate limit, checked first.
     public let rateLimiter: RateLimiter?
     /// Basic authentication, checked after the rate limit.
     public let authenticator: BasicAuthenticator?
 
     /// Creates a route.
-    public init(prefix: String, action: RouteAction, rateLimiter: RateLimiter?, authenticator: BasicAuthenticator?) {
+    init(prefix: String, origin: any Origin, rateLimiter: RateLimiter?, authenticator: BasicAuthenticator?) {
         self.prefix = prefix
         self.matchPrefix = Self.matchForm(of: prefix)
-        self.action = action
+        self.origin = origin
         self.rateLimiter = rateLimiter
         self.authenticator = authenticator
     }
@@ -108,17 +89,17 @@ public struct Router: Sendable {
         self.upstreamGroups = groups
         var built: [Route] = []
         for (index, configuration) in configurations.enumerated() {
-            let action: RouteAction
+            let origin: any Origin
             switch configuration.handler {
             case .demo(let demo):
-                action = .demo(DemoBackend(configuration: demo), cacheTTL: configuration.cacheTTL ?? defaultTTL)
+                origin = CachingOrigin(DemoBackend(configuration: demo), ttl: configuration.cacheTTL ?? defaultTTL)
             case .respond(let fixed):
                 var response = EdgeResponse.text(.init(statusCode: fixed.status), fixed.body)
                 response.headers.replaceOrAdd(name: "content-type", value: fixed.contentType)
-                action = .respond(response)
+                origin = FixedResponse(response)
             case .static(let settings):
                 do {
-                    action = .static(try StaticFiles(configuration: settings))
+                    origin = try StaticFiles(configuration: settings)
                 } catch {
                     throw RouteSetupError(description: "route[\(index)].static: \(error.description)")
                 }
@@ -126,11 +107,9 @@ public struct Router: Sendable {
                 guard let group = groups[settings.upstream] else {
                     throw RouteSetupError(description: "route[\(index)].proxy: no upstream named \"\(settings.upstream)\"")
                 }
-                action = .proxy(
-                    ProxyResponder(
-                        configuration: settings, group: group, prefix: configuration.path, serverName: serverName,
-                        trustedProxies: trustedProxies, logger: Logger(label: "edge.proxy")
-                    )
+                origin = ProxyResponder(
+                    configuration: settings, group: group, prefix: configuration.path, serverName: serverName,
+                    trustedProxies: trustedProxies, logger: Logger(label: "edge.proxy")
                 )
             }
             let limiter = configuration.rateLimit.map { RateLimiter(perSecond: $0.perSecond, burst: $0.burst) }
@@ -142,10 +121,10 @@ public struct Router: Sendable {
                     throw RouteSetupError(description: "route[\(index)].basic_auth.htpasswd: \(error)")
                 }
             }
-            built.append(Route(prefix: configuration.path, action: action, rateLimiter: limiter, authenticator: authenticator))
+            built.append(Route(prefix: configuration.path, origin: origin, rateLimiter: limiter, authenticator: authenticator))
         }
         routes = built.sorted { $0.matchPrefix.utf8.count > $1.matchPrefix.utf8.count }
-        hasStreamingRoutes = built.contains { $0.action.streamsRequests }
+        hasStreamingRoutes = built.contains { $0.origin.requestBody.isStreamed }
     }
 
     /// Every route's authenticator, for reloading their files.

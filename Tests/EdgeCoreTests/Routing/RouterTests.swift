@@ -57,7 +57,7 @@ struct RouterTests {
         ("/docs", "/docs/\u{200D}x", "/\u{200D}x"),
     ])
     func relativePath(prefix: String, path: String, expected: String) {
-        let route = Route(prefix: prefix, action: .respond(EdgeResponse(status: .ok)), rateLimiter: nil, authenticator: nil)
+        let route = Route(prefix: prefix, origin: FixedResponse(EdgeResponse(status: .ok)), rateLimiter: nil, authenticator: nil)
         #expect(route.matches(path[...]))
         #expect(Array(route.relativePath(of: path[...]).utf8) == Array(expected.utf8))
     }
@@ -83,7 +83,7 @@ struct RouterTests {
     @Test("a route's own TTL overrides the cache default")
     func ttl() throws {
         let routes = try Router(routes: [RouteConfiguration(path: "/", handler: .demo(.init()), cacheTTL: .zero)], defaultTTL: .seconds(60))
-        guard case .demo(_, let ttl) = routes.route(for: "/")?.action else { Issue.record("expected a demo route"); return }
+        guard let ttl = (routes.route(for: "/")?.origin as? CachingOrigin)?.ttl else { Issue.record("expected a cached demo route"); return }
         #expect(ttl == .zero)
     }
 }

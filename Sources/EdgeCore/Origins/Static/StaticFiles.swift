@@ -603,3 +603,19 @@ enum URLPath {
         return encoded
     }
 }
+
+extension StaticFiles: Origin {
+    /// Every method but `GET` and `HEAD` is answered 405 with `Allow: GET, HEAD`, `TRACE` included.
+    var answersTrace: Bool { true }
+
+    func immediateReply(to request: OriginRequest, loop: LoopState) -> Reply? {
+        cachedReply(method: request.method, relative: request.relativePath, headers: request.headers.conditional, cache: loop.staticFiles)
+    }
+
+    func serve(_ request: OriginRequest, context: OriginContext) -> Dispatch {
+        serve(
+            method: request.method, relative: request.relativePath, requestPath: request.path, query: request.query,
+            headers: request.headers.conditional, cache: context.loop.staticFiles, on: context.eventLoop
+        )
+    }
+}

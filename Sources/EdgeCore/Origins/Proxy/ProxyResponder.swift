@@ -351,3 +351,22 @@ public final class ProxyResponder: Sendable {
         return StreamedResponse(status: streamed.status, headers: headers, body: streamed.body)
     }
 }
+
+extension ProxyResponder: Origin {
+    /// The body streams to the upstream as it arrives; the route's `max_body_bytes` replaces the global limit.
+    var requestBody: OriginRequestBody { .streamed(maxBytes: configuration.maxBodyBytes) }
+
+    func serve(_ request: OriginRequest, context: OriginContext) -> Dispatch {
+        guard let streamed = request.streamed else {
+            // A front end that did not stream this request (it cannot happen: every front end asks
+            // ``RequestDispatcher/streamsRequest(target:)`` at the head).
+            return .ready(.response(.text(.internalServerError, "request was not streamed\n")))
+        }
+        let proxied = ProxyRequest(
+            method: request.method, path: request.path, relativePath: request.relativePath, query: request.query,
+            headers: streamed.headers, host: request.headers.host, peer: request.peer, client: request.client,
+            isTLS: streamed.isTLS, version: streamed.version, body: streamed.body, bodyLength: streamed.bodyLength
+        )
+        return .pending(serve(proxied, loop: context.loop, on: context.eventLoop))
+    }
+}

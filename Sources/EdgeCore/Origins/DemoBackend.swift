@@ -49,3 +49,13 @@ public final class DemoBackend: Sendable {
         return configuration.delay
     }
 }
+
+extension DemoBackend: Origin {
+    func serve(_ request: OriginRequest, context: OriginContext) -> Dispatch {
+        let fetched = fetch(
+            method: request.method.rawValue, target: String(request.target), query: request.query,
+            bodyBytes: request.bodyBytes, on: context.eventLoop
+        )
+        return .pending(fetched.map { .response($0) }.recover { _ in .response(.text(.badGateway, "backend failed\n")) })
+    }
+}
