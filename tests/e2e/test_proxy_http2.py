@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from conftest import run_edge
-from upstreams import Nginx
+from upstreams import H2cUpstream, Nginx, free_port
 
 grpc = pytest.importorskip("grpc")
 
@@ -216,7 +216,6 @@ def test_grpc_client_streaming_upload(grpc_channel):
     ('servers = ["127.0.0.1:9"]\nprotocol = "h2"', "servers", "every server must be https://"),
     ('servers = ["https://127.0.0.1:9"]\nprotocol = "h2c"', "servers", "no server may be https://"),
     ('servers = ["127.0.0.1:9"]\nprotocol = "http2"', "protocol", 'expected "http1.1", "h2"'),
-    ('servers = ["127.0.0.1:9"]\nprotocol = "h2c"\nhealth_check = { path = "/" }', "health_check", "speak HTTP/1.1"),
 ])
 def test_check_config_names_protocol_mistakes(tmp_path, settings, key, message):
     config = tmp_path / "edge.toml"
@@ -224,3 +223,39 @@ def test_check_config_names_protocol_mistakes(tmp_path, settings, key, message):
     result = run_edge(["check-config", str(config)])
     assert result.returncode != 0
     assert f"upstream[0].{key}" in result.stderr and message in result.stderr, result.stderr
+
+
+def test_active_health_checks_speak_http2_to_an_http2_group(edge_factory):
+    """`health_check` on an h2c group: the checks go over HTTP/2 with prior knowledge, so a server that speaks only
+    HTTP/2 passes them (an HTTP/1.1 check would fail it). A server that is down is taken out after `fall` failed
+    checks, and brought back after `rise` passed ones once it listens, its checks reaching it as HTTP/2 requests."""
+    late_port = free_port()
+    steady = H2cUpstream("steady")
+    late = None
+    try:
+        server = edge_factory.start(config=f"""
+[[upstream]]
+name = "h"
+protocol = "h2c"
+servers = ["127.0.0.1:{late_port}", "{steady.address}"]
+health_check = {{ path = "/health", interval_seconds = 1, timeout_ms = 500, rise = 2, fall = 2 }}
+
+[[route]]
+path = "/"
+proxy = "h"
+""")
+        assert server.wait_for_msg("proxy: health check failed, server out", timeout=15), server.log
+        with httpx.Client() as http:
+            assert {http.get(f"{server.http.url}/x").text for _ in range(10)} == {"steady\n"}
+        late = H2cUpstream("late", port=late_port)
+        assert server.wait_for_msg("proxy: health check passed, server back", timeout=15), server.log
+        assert late.paths.get("/health", 0) >= 2
+        with httpx.Client() as http:
+            assert "late\n" in {http.get(f"{server.http.url}/x").text for _ in range(10)}
+        out = [event["server"] for event in server.log_events("proxy: health check failed, server out")]
+        assert out == [f"127.0.0.1:{late_port}"], server.log
+        assert steady.paths.get("/health", 0) >= 2
+    finally:
+        steady.stop()
+        if late:
+            late.stop()

@@ -1,5 +1,6 @@
 """Real upstream servers for the proxy tests: a small threaded HTTP/1.1 server (Python's http.server) with
-behaviours chosen by path, that counts requests and connections; and nginx (Debian) serving files."""
+behaviours chosen by path, that counts requests and connections; an HTTP/2-only server (PyPI h2, prior
+knowledge); and nginx (Debian) serving files."""
 
 from __future__ import annotations
 
@@ -226,6 +227,59 @@ class Upstream:
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+class H2cUpstream:
+    """A server that speaks only HTTP/2 with prior knowledge (PyPI `h2` on raw sockets, one thread per connection):
+    every request is answered 200 with the server's name and counted by path. An HTTP/1.1 request gets no answer
+    (h2 refuses its bytes as a connection preface, and the connection closes)."""
+
+    def __init__(self, name: str, port: int = 0):
+        self.name = name
+        self.paths: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._sock = socket.socket()
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind(("127.0.0.1", port))
+        self._sock.listen(64)
+        self.port = self._sock.getsockname()[1]
+        self.address = f"127.0.0.1:{self.port}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        import h2.config
+        import h2.connection
+        import h2.events
+        h2conn = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=False))
+        try:
+            h2conn.initiate_connection()
+            conn.sendall(h2conn.data_to_send())
+            while data := conn.recv(65536):
+                for event in h2conn.receive_data(data):
+                    if isinstance(event, h2.events.RequestReceived):
+                        path = dict(event.headers).get(b":path", b"").decode()
+                        with self._lock:
+                            self.paths[path] = self.paths.get(path, 0) + 1
+                        body = f"{self.name}\n".encode()
+                        h2conn.send_headers(event.stream_id, [
+                            (":status", "200"), ("content-type", "text/plain"), ("content-length", str(len(body)))])
+                        h2conn.send_data(event.stream_id, body, end_stream=True)
+                conn.sendall(h2conn.data_to_send())
+        except Exception:
+            pass
+        finally:
+            conn.close()
+
+    def stop(self) -> None:
+        self._sock.close()
 
 
 def free_port() -> int:

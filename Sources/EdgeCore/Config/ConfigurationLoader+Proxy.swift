@@ -111,9 +111,6 @@ extension TOMLReader {
                 fail("\(path).servers", "protocol = \"h2c\" is HTTP/2 over plain TCP: no server may be https:// (use \"h2\" for TLS)")
             }
         }
-        if group.wireProtocol != .http1, group.health != nil {
-            fail("\(path).health_check", "active health checks speak HTTP/1.1 and are not available with protocol = \"\(group.wireProtocol.rawValue)\" yet; passive health (max_failures) still applies")
-        }
         return group
     }
 
