@@ -132,6 +132,18 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 self.wfile.flush()
                 time.sleep(0.05)
             self.wfile.write(b"0\r\nx-checksum: " + hashlib.sha256(b"".join(parts)).hexdigest().encode() + b"\r\n\r\n")
+        elif path.endswith("/tinychunks"):
+            # n one-byte chunks ("a"), written in large blocks: each chunk is a body part of its own for Edge.
+            self._read_body()
+            n = int(self.path.split("n=")[1]) if "n=" in self.path else 100000
+            self.send_response(200)
+            self.send_header("content-type", "text/plain")
+            self.send_header("transfer-encoding", "chunked")
+            self.end_headers()
+            block = b"1\r\na\r\n" * 10000
+            for _ in range(n // 10000):
+                self.wfile.write(block)
+            self.wfile.write(b"1\r\na\r\n" * (n % 10000) + b"0\r\n\r\n")
         elif path.endswith("/trickle"):
             # Promises 100 bytes, sends 10, then says nothing for x-stall seconds before the rest.
             self.send_response(200)

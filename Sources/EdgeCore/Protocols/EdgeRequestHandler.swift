@@ -445,37 +445,50 @@ final class EdgeRequestHandler: ChannelDuplexHandler {
     }
 
     private func pump(_ body: BodyPipe, keepAlive: Bool, context: ChannelHandlerContext) {
+        // What the origin has at hand is written at once, without a future per part; then the next part is awaited.
+        while let ready = body.nextIfReady() {
+            guard take(ready, of: body, keepAlive: keepAlive, context: context) else { return }
+        }
         body.next().assumeIsolated().whenComplete { result in
-            guard self.isActive, self.responseBody === body else { return }
-            switch result {
-            case .success(.chunk(let chunk)):
-                self.writeHeldHead(context: context)
-                let written = context.writeAndFlush(self.wrapOutboundOut(.body(.byteBuffer(chunk))))
-                if context.channel.isWritable {
-                    self.pump(body, keepAlive: keepAlive, context: context)
-                } else {
-                    written.assumeIsolated().whenComplete { outcome in
-                        if case .failure = outcome {
-                            body.cancel(BodyPipe.Broken(description: "the client went away"))
-                        } else {
-                            self.pump(body, keepAlive: keepAlive, context: context)
-                        }
-                    }
-                }
-            case .success(.end(let trailers)):
-                self.responseBody = nil
-                if trailers == nil, let held = self.heldHead {
-                    self.heldHead = nil
-                    self.endWithHead(held.status, headers: held.headers, context: context)
-                    return
-                }
-                self.writeHeldHead(context: context)
-                self.finishStreamed(keepAlive: keepAlive, trailers: trailers, context: context)
-            case .failure:
-                self.responseBody = nil
-                self.heldHead = nil
-                context.close(promise: nil)
+            if self.take(result, of: body, keepAlive: keepAlive, context: context) {
+                self.pump(body, keepAlive: keepAlive, context: context)
             }
+        }
+    }
+
+    /// Writes one part of a streamed body; returns whether the next may be taken at once.
+    private func take(
+        _ result: Result<BodyPipe.Part, any Error>, of body: BodyPipe, keepAlive: Bool, context: ChannelHandlerContext
+    ) -> Bool {
+        guard isActive, responseBody === body else { return false }
+        switch result {
+        case .success(.chunk(let chunk)):
+            writeHeldHead(context: context)
+            let written = context.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(chunk))))
+            if context.channel.isWritable { return true }
+            written.assumeIsolated().whenComplete { outcome in
+                if case .failure = outcome {
+                    body.cancel(BodyPipe.Broken(description: "the client went away"))
+                } else {
+                    self.pump(body, keepAlive: keepAlive, context: context)
+                }
+            }
+            return false
+        case .success(.end(let trailers)):
+            responseBody = nil
+            if trailers == nil, let held = heldHead {
+                heldHead = nil
+                endWithHead(held.status, headers: held.headers, context: context)
+                return false
+            }
+            writeHeldHead(context: context)
+            finishStreamed(keepAlive: keepAlive, trailers: trailers, context: context)
+            return false
+        case .failure:
+            responseBody = nil
+            heldHead = nil
+            context.close(promise: nil)
+            return false
         }
     }
 

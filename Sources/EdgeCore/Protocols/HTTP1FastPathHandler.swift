@@ -584,72 +584,83 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
     private enum StreamFraming { case none, length, chunked, close }
 
     private func pumpStream(_ body: BodyPipe, framing: StreamFraming, keepAlive: Bool, context: ChannelHandlerContext) {
+        // What the origin has at hand is written at once, without a future per part; then the next part is awaited.
+        while let ready = body.nextIfReady() {
+            guard takeStreamPart(ready, of: body, framing: framing, keepAlive: keepAlive, context: context) else { return }
+        }
         body.next().assumeIsolated().whenComplete { result in
-            guard self.isActive, self.responseBody === body else {
-                body.cancel(BodyPipe.Broken(description: "the client went away"))
-                return
+            if self.takeStreamPart(result, of: body, framing: framing, keepAlive: keepAlive, context: context) {
+                self.pumpStream(body, framing: framing, keepAlive: keepAlive, context: context)
             }
-            switch result {
-            case .success(.chunk(let chunk)):
-                guard chunk.readableBytes > 0 else {
-                    self.pumpStream(body, framing: framing, keepAlive: keepAlive, context: context)
-                    return
+        }
+    }
+
+    /// Writes one part of a streamed body; returns whether the next may be taken at once.
+    private func takeStreamPart(
+        _ result: Result<BodyPipe.Part, any Error>, of body: BodyPipe, framing: StreamFraming, keepAlive: Bool,
+        context: ChannelHandlerContext
+    ) -> Bool {
+        guard isActive, responseBody === body else {
+            body.cancel(BodyPipe.Broken(description: "the client went away"))
+            return false
+        }
+        switch result {
+        case .success(.chunk(let chunk)):
+            guard chunk.readableBytes > 0 else { return true }
+            if framing == .chunked {
+                var size = context.channel.allocator.buffer(capacity: 18)
+                size.writeString(String(chunk.readableBytes, radix: 16))
+                size.writeStaticString("\r\n")
+                context.write(wrapOutboundOut(.byteBuffer(size)), promise: nil)
+                context.write(wrapOutboundOut(.byteBuffer(chunk)), promise: nil)
+                var crlf = context.channel.allocator.buffer(capacity: 2)
+                crlf.writeStaticString("\r\n")
+                context.write(wrapOutboundOut(.byteBuffer(crlf)), promise: nil)
+            } else {
+                context.write(wrapOutboundOut(.byteBuffer(chunk)), promise: nil)
+            }
+            needsFlush = true
+            if context.channel.isWritable { return true }
+            // The client is not keeping up: what is written leaves first, then the next chunk is taken.
+            needsFlush = false
+            context.writeAndFlush(wrapOutboundOut(.byteBuffer(context.channel.allocator.buffer(capacity: 0))))
+                .assumeIsolated().whenComplete { outcome in
+                    if case .failure = outcome {
+                        body.cancel(BodyPipe.Broken(description: "the client went away"))
+                    } else {
+                        self.pumpStream(body, framing: framing, keepAlive: keepAlive, context: context)
+                    }
                 }
-                if framing == .chunked {
-                    var size = context.channel.allocator.buffer(capacity: 18)
-                    size.writeString(String(chunk.readableBytes, radix: 16))
-                    size.writeStaticString("\r\n")
-                    context.write(self.wrapOutboundOut(.byteBuffer(size)), promise: nil)
-                    context.write(self.wrapOutboundOut(.byteBuffer(chunk)), promise: nil)
-                    var crlf = context.channel.allocator.buffer(capacity: 2)
-                    crlf.writeStaticString("\r\n")
-                    context.write(self.wrapOutboundOut(.byteBuffer(crlf)), promise: nil)
-                } else {
-                    context.write(self.wrapOutboundOut(.byteBuffer(chunk)), promise: nil)
-                }
-                self.needsFlush = true
-                if context.channel.isWritable {
-                    self.pumpStream(body, framing: framing, keepAlive: keepAlive, context: context)
-                } else {
-                    // The client is not keeping up: what is written leaves first, then the next chunk is taken.
-                    self.needsFlush = false
-                    context.writeAndFlush(self.wrapOutboundOut(.byteBuffer(context.channel.allocator.buffer(capacity: 0))))
-                        .assumeIsolated().whenComplete { outcome in
-                            if case .failure = outcome {
-                                body.cancel(BodyPipe.Broken(description: "the client went away"))
-                            } else {
-                                self.pumpStream(body, framing: framing, keepAlive: keepAlive, context: context)
-                            }
-                        }
-                }
-            case .success(.end(let trailers)):
-                self.responseBody = nil
-                if framing == .chunked {
-                    var last = context.channel.allocator.buffer(capacity: 64)
-                    last.writeStaticString("0\r\n")
-                    if let trailers { ResponseHeaders.writeFields(trailers, to: &last) }
-                    last.writeStaticString("\r\n")
-                    context.write(self.wrapOutboundOut(.byteBuffer(last)), promise: nil)
-                }
-                self.requestInProgress = false
-                guard keepAlive else {
-                    self.needsFlush = false
-                    self.closing = true
-                    context.flush()
-                    self.close(context: context, mode: .all, promise: nil)
-                    return
-                }
-                self.needsFlush = true
-                self.continueAfterReply(context: context)
-            case .failure:
-                // Broken off: the client must not take what it got for the whole body.
-                self.responseBody = nil
-                self.requestInProgress = false
-                self.closing = true
-                self.needsFlush = false
+            return false
+        case .success(.end(let trailers)):
+            responseBody = nil
+            if framing == .chunked {
+                var last = context.channel.allocator.buffer(capacity: 64)
+                last.writeStaticString("0\r\n")
+                if let trailers { ResponseHeaders.writeFields(trailers, to: &last) }
+                last.writeStaticString("\r\n")
+                context.write(wrapOutboundOut(.byteBuffer(last)), promise: nil)
+            }
+            requestInProgress = false
+            guard keepAlive else {
+                needsFlush = false
+                closing = true
                 context.flush()
-                context.close(promise: nil)
+                close(context: context, mode: .all, promise: nil)
+                return false
             }
+            needsFlush = true
+            continueAfterReply(context: context)
+            return false
+        case .failure:
+            // Broken off: the client must not take what it got for the whole body.
+            responseBody = nil
+            requestInProgress = false
+            closing = true
+            needsFlush = false
+            context.flush()
+            context.close(promise: nil)
+            return false
         }
     }
 

@@ -117,26 +117,33 @@ final class BodyPipe: @unchecked Sendable {
 
     // MARK: consumer
 
-    /// The next part; at most one call may be waiting.
-    func next() -> EventLoopFuture<Part> {
+    /// The next part when one is at hand (buffered, or the end), taken without making a future; `nil` when the
+    /// consumer must wait for it with ``next()``. A consumer takes what is at hand in a loop, not by recursion:
+    /// a buffer of many small chunks would otherwise deepen the stack by one call per chunk.
+    func nextIfReady() -> Result<Part, any Error>? {
         assert(eventLoop.inEventLoop)
         if let chunk = buffered.popFirst() {
             bufferedBytes -= chunk.readableBytes
             resumeProducerIfDrained()
-            return eventLoop.makeSucceededFuture(.chunk(chunk))
+            return .success(.chunk(chunk))
         }
         switch ending {
         case .success(let trailers)?:
-            return eventLoop.makeSucceededFuture(.end(trailers))
+            return .success(.end(trailers))
         case .failure(let error)?:
-            return eventLoop.makeFailedFuture(error)
+            return .failure(error)
         case nil:
-            if cancelled { return eventLoop.makeFailedFuture(Broken(description: "cancelled")) }
-            resumeProducerIfDrained()
-            let promise = eventLoop.makePromise(of: Part.self)
-            waiting = promise
-            return promise.futureResult
+            return cancelled ? .failure(Broken(description: "cancelled")) : nil
         }
+    }
+
+    /// The next part; at most one call may be waiting.
+    func next() -> EventLoopFuture<Part> {
+        if let ready = nextIfReady() { return eventLoop.makeCompletedFuture(ready) }
+        resumeProducerIfDrained()
+        let promise = eventLoop.makePromise(of: Part.self)
+        waiting = promise
+        return promise.futureResult
     }
 
     /// The consumer stops taking the body: what is buffered is dropped and the producer told.

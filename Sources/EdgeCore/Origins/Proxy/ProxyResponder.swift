@@ -99,7 +99,7 @@ public final class ProxyResponder: Sendable {
         let timeouts = UpstreamHTTP1Handler.Timeouts(
             firstByte: settings.firstByteTimeout, betweenBytes: settings.betweenBytesTimeout, total: settings.totalTimeout
         )
-        pool.acquire(server, group: group, fresh: fresh, on: eventLoop).assumeIsolated().whenComplete { [self] result in
+        let proceed: (Result<UpstreamConnection, any Error>) -> Void = { [self] result in
             switch result {
             case .failure(let error):
                 let failure = error as? UpstreamFailure ?? UpstreamFailure(cause: .connect("\(error)"))
@@ -146,6 +146,12 @@ public final class ProxyResponder: Sendable {
                     }
                 }
             }
+        }
+        // A pooled connection is used at once; only a new one (or an HTTP/2 stream) is waited for.
+        if !fresh, let pooled = pool.idleConnection(to: server, group: group) {
+            proceed(.success(pooled))
+        } else {
+            pool.acquire(server, group: group, fresh: fresh, on: eventLoop).assumeIsolated().whenComplete(proceed)
         }
     }
 

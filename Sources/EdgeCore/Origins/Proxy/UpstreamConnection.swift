@@ -78,6 +78,8 @@ final class UpstreamHTTP1Handler: ChannelDuplexHandler {
         let timeouts: Timeouts
         let finished: (UpstreamFailure?) -> Void
         var responseBody: BodyPipe?
+        /// Body parts of the current read batch not yet passed on, small ones merged (``coalescedBytes``).
+        var pendingBody: ByteBuffer?
         var headReceived = false
         var requestSent = false
         var bodySent = false
@@ -264,18 +266,40 @@ final class UpstreamHTTP1Handler: ChannelDuplexHandler {
             exchange.promise.succeed(StreamedResponse(status: head.status, headers: head.headers, body: pipe))
         case .body(let chunk):
             exchange.deadline = nil
-            guard let pipe = exchange.responseBody else { return }
-            if !pipe.write(chunk) { exchange.paused = true }
+            guard exchange.responseBody != nil else { return }
+            // Parts are passed on at the end of the read batch, small ones merged: an upstream that sends a body
+            // in tiny chunks (one byte each, say) must not cost a write, a flush or an HTTP/2 frame per chunk
+            // towards the client.
+            if var pending = exchange.pendingBody, pending.readableBytes + chunk.readableBytes <= Self.coalescedBytes {
+                exchange.pendingBody = nil  // so that the write below does not copy the buffer
+                pending.writeImmutableBuffer(chunk)
+                exchange.pendingBody = pending
+            } else {
+                passOnPendingBody(exchange)
+                exchange.pendingBody = chunk
+            }
         case .end(let trailers):
             exchange.responseEnded = true
             exchange.deadline = nil
+            passOnPendingBody(exchange)
             exchange.responseBody?.finish(trailers: trailers)
             complete(exchange, context: context)
         }
     }
 
+    /// Up to this many bytes of a read batch's body parts are merged into one.
+    static let coalescedBytes = 16 * 1024
+
+    /// Writes the read batch's pending body bytes to the response body pipe.
+    private func passOnPendingBody(_ exchange: Exchange) {
+        guard let pending = exchange.pendingBody else { return }
+        exchange.pendingBody = nil
+        if let pipe = exchange.responseBody, !pipe.write(pending) { exchange.paused = true }
+    }
+
     func channelReadComplete(context: ChannelHandlerContext) {
         guard let exchange, !exchange.responseEnded else { return }
+        passOnPendingBody(exchange)
         exchange.responseBody?.batchEnded()
         // Read on while the response head is awaited or the client takes the body.
         if !exchange.paused { requestRead(context: context) }
@@ -315,6 +339,7 @@ final class UpstreamHTTP1Handler: ChannelDuplexHandler {
         failure.bodySent = failure.bodySent || exchange.bodySent
         if exchange.headReceived {
             failure.responseStarted = true
+            passOnPendingBody(exchange)  // what arrived is the client's, ahead of the break
             exchange.responseBody?.fail(failure)
         } else {
             exchange.promise.fail(failure)

@@ -52,14 +52,21 @@ final class UpstreamPool {
         if group.configuration.wireProtocol != .http1 {
             return acquireStream(server, group: group, fresh: fresh, on: eventLoop)
         }
-        if fresh { return connect(server, group: group, on: eventLoop) }
+        if !fresh, let pooled = idleConnection(to: server, group: group) { return eventLoop.makeSucceededFuture(pooled) }
+        return connect(server, group: group, on: eventLoop)
+    }
+
+    /// An idle HTTP/1.1 connection to `server` from the pool, taken at once (no future), or `nil`: then
+    /// ``acquire(_:group:fresh:on:)`` connects. Always `nil` for an HTTP/2 group.
+    func idleConnection(to server: UpstreamServer, group: UpstreamGroup) -> UpstreamConnection? {
+        guard group.configuration.wireProtocol == .http1 else { return nil }
         // Taken in place (`idle[key]?.popLast()`), so that the array is not copied at every request; a list this
         // empties stays, with its capacity, until a sweep finds it empty.
         while let connection = idle[server.key]?.popLast() {
-            if connection.handler.isIdle { return eventLoop.makeSucceededFuture(connection) }
+            if connection.handler.isIdle { return connection }
             connection.channel.close(promise: nil)
         }
-        return connect(server, group: group, on: eventLoop)
+        return nil
     }
 
     /// Takes `connection` back after a clean exchange: for `idleTimeout` while fewer than `keepalive` wait, else
