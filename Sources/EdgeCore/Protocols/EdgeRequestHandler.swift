@@ -449,7 +449,7 @@ final class EdgeRequestHandler: ChannelDuplexHandler {
         while let ready = body.nextIfReady() {
             guard take(ready, of: body, keepAlive: keepAlive, context: context) else { return }
         }
-        body.next().assumeIsolated().whenComplete { result in
+        body.whenNext { result in
             if self.take(result, of: body, keepAlive: keepAlive, context: context) {
                 self.pump(body, keepAlive: keepAlive, context: context)
             }

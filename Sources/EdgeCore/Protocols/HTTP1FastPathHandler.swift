@@ -588,7 +588,7 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
         while let ready = body.nextIfReady() {
             guard takeStreamPart(ready, of: body, framing: framing, keepAlive: keepAlive, context: context) else { return }
         }
-        body.next().assumeIsolated().whenComplete { result in
+        body.whenNext { result in
             if self.takeStreamPart(result, of: body, framing: framing, keepAlive: keepAlive, context: context) {
                 self.pumpStream(body, framing: framing, keepAlive: keepAlive, context: context)
             }

@@ -42,7 +42,8 @@ final class BodyPipe: @unchecked Sendable {
     private var buffered = CircularBuffer<ByteBuffer>()
     private var bufferedBytes = 0
     private var ending: Result<HTTPHeaders?, any Error>?
-    private var waiting: EventLoopPromise<Part>?
+    /// The consumer waiting for the next part (``whenNext(_:)``, ``next()``).
+    private var waiting: ((Result<Part, any Error>) -> Void)?
     private var producerPaused = false
     private var cancelled = false
     /// Bytes the producer has written in all.
@@ -63,7 +64,7 @@ final class BodyPipe: @unchecked Sendable {
         totalBytes += chunk.readableBytes
         if let waiting {
             self.waiting = nil
-            waiting.succeed(.chunk(chunk))
+            waiting(.success(.chunk(chunk)))
             return true
         }
         buffered.append(chunk)
@@ -89,7 +90,7 @@ final class BodyPipe: @unchecked Sendable {
         releaseProducer()
         if buffered.isEmpty, let waiting {
             self.waiting = nil
-            waiting.succeed(.end(trailers))
+            waiting(.success(.end(trailers)))
         }
     }
 
@@ -101,7 +102,7 @@ final class BodyPipe: @unchecked Sendable {
         releaseProducer()
         if buffered.isEmpty, let waiting {
             self.waiting = nil
-            waiting.fail(error)
+            waiting(.failure(error))
         }
     }
 
@@ -137,12 +138,23 @@ final class BodyPipe: @unchecked Sendable {
         }
     }
 
-    /// The next part; at most one call may be waiting.
+    /// Calls `consumer` with the next part: at once when one is at hand, else when it comes. At most one consumer
+    /// may be waiting. A callback, not a future: the response body's consumer waits once per exchange or more,
+    /// and a future would cost an allocation and a callback list each time.
+    func whenNext(_ consumer: @escaping (Result<Part, any Error>) -> Void) {
+        if let ready = nextIfReady() {
+            consumer(ready)
+            return
+        }
+        resumeProducerIfDrained()
+        waiting = consumer
+    }
+
+    /// The next part, as a future; at most one call may be waiting.
     func next() -> EventLoopFuture<Part> {
         if let ready = nextIfReady() { return eventLoop.makeCompletedFuture(ready) }
-        resumeProducerIfDrained()
         let promise = eventLoop.makePromise(of: Part.self)
-        waiting = promise
+        whenNext { promise.completeWith($0) }
         return promise.futureResult
     }
 
@@ -153,8 +165,9 @@ final class BodyPipe: @unchecked Sendable {
         cancelled = true
         buffered.removeAll()
         bufferedBytes = 0
-        waiting?.fail(error)
-        waiting = nil
+        let waiting = self.waiting
+        self.waiting = nil
+        waiting?(.failure(error))
         onBatchEnd = nil
         if ending == nil {
             let onCancel = self.onCancel

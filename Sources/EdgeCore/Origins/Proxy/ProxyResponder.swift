@@ -110,20 +110,18 @@ public final class ProxyResponder: Sendable {
                 // taking streams on it.
                 let reused = connection.parent.map { $0.streamsStarted > 1 } ?? (connection.exchanges > 0)
                 connection.exchanges += 1
-                let response = connection.handler.start(head: head, body: request.body, timeouts: timeouts, on: eventLoop) { failure in
+                connection.handler.start(head: head, body: request.body, timeouts: timeouts) { failure in
                     // A pooled connection the server closed as the request went out says nothing of the server.
                     let stale = reused && failure.map(Self.isStale) == true
                     self.finished(server, failure: failure, counted: !stale)
                     if failure == nil, connection.handler.isReusable, connection.parent == nil {
                         pool.release(connection, keepalive: settings.keepalive, idleTimeout: settings.idleTimeout, on: eventLoop)
                     }
-                }
-                response.assumeIsolated().whenComplete { result in
+                } responded: { result in
                     switch result {
                     case .success(let streamed):
                         promise.succeed(.stream(self.clientResponse(streamed)))
-                    case .failure(let error):
-                        let failure = error as? UpstreamFailure ?? UpstreamFailure(cause: .closed)
+                    case .failure(let failure):
                         if reused, !fresh, Self.isStale(failure), !failure.bodySent,
                             request.body != nil || Self.isIdempotent(request.method)
                         {

@@ -74,7 +74,8 @@ final class UpstreamHTTP1Handler: ChannelDuplexHandler {
     private final class Exchange {
         let head: HTTPRequestHead
         let body: BodyPipe?
-        let promise: EventLoopPromise<StreamedResponse>
+        /// Called once with the response head, or with the failure that came before it.
+        var responded: ((Result<StreamedResponse, UpstreamFailure>) -> Void)?
         let timeouts: Timeouts
         let finished: (UpstreamFailure?) -> Void
         var responseBody: BodyPipe?
@@ -94,12 +95,12 @@ final class UpstreamHTTP1Handler: ChannelDuplexHandler {
         var paused = false
 
         init(
-            head: HTTPRequestHead, body: BodyPipe?, promise: EventLoopPromise<StreamedResponse>, timeouts: Timeouts,
+            head: HTTPRequestHead, body: BodyPipe?, responded: @escaping (Result<StreamedResponse, UpstreamFailure>) -> Void, timeouts: Timeouts,
             finished: @escaping (UpstreamFailure?) -> Void
         ) {
             self.head = head
             self.body = body
-            self.promise = promise
+            self.responded = responded
             self.timeouts = timeouts
             self.finished = finished
         }
@@ -156,20 +157,21 @@ final class UpstreamHTTP1Handler: ChannelDuplexHandler {
     /// Whether the connection is open and idle.
     var isIdle: Bool { exchange == nil && isReusable && context?.channel.isActive == true }
 
-    /// Sends `head` (and `body`) and completes the returned future with the response head; the body follows
-    /// through the ``StreamedResponse``'s pipe. `finished` is called once, when the exchange is over: with `nil`
-    /// when the response was complete (the connection is then reusable if ``isReusable``), or with the failure.
+    /// Sends `head` (and `body`) and calls `responded` once with the response head (the body follows through the
+    /// ``StreamedResponse``'s pipe) or with the failure that came first — a callback rather than a future, which
+    /// would cost an allocation and a callback list per exchange. `finished` is called once, when the exchange is
+    /// over: with `nil` when the response was complete (the connection is then reusable if ``isReusable``), or with
+    /// the failure.
     func start(
-        head: HTTPRequestHead, body: BodyPipe?, timeouts: Timeouts, on eventLoop: any EventLoop,
-        finished: @escaping (UpstreamFailure?) -> Void
-    ) -> EventLoopFuture<StreamedResponse> {
-        let promise = eventLoop.makePromise(of: StreamedResponse.self)
+        head: HTTPRequestHead, body: BodyPipe?, timeouts: Timeouts, finished: @escaping (UpstreamFailure?) -> Void,
+        responded: @escaping (Result<StreamedResponse, UpstreamFailure>) -> Void
+    ) {
         guard let context, isIdle else {
-            promise.fail(UpstreamFailure(cause: .closed))
+            responded(.failure(UpstreamFailure(cause: .closed)))
             finished(UpstreamFailure(cause: .closed))
-            return promise.futureResult
+            return
         }
-        let exchange = Exchange(head: head, body: body, promise: promise, timeouts: timeouts, finished: finished)
+        let exchange = Exchange(head: head, body: body, responded: responded, timeouts: timeouts, finished: finished)
         self.exchange = exchange
         if timeouts.total > .zero {
             exchange.totalTimer = context.eventLoop.assumeIsolated().scheduleTask(in: timeouts.total) { [self] in
@@ -188,7 +190,6 @@ final class UpstreamHTTP1Handler: ChannelDuplexHandler {
             context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
             requestSent(exchange, context: context)
         }
-        return promise.futureResult
     }
 
     private func pumpRequestBody(_ body: BodyPipe, exchange: Exchange, context: ChannelHandlerContext) {
@@ -263,7 +264,9 @@ final class UpstreamHTTP1Handler: ChannelDuplexHandler {
             }
             exchange.responseBody = pipe
             exchange.headReceived = true
-            exchange.promise.succeed(StreamedResponse(status: head.status, headers: head.headers, body: pipe))
+            let responded = exchange.responded
+            exchange.responded = nil
+            responded?(.success(StreamedResponse(status: head.status, headers: head.headers, body: pipe)))
         case .body(let chunk):
             exchange.deadline = nil
             guard exchange.responseBody != nil else { return }
@@ -342,7 +345,9 @@ final class UpstreamHTTP1Handler: ChannelDuplexHandler {
             passOnPendingBody(exchange)  // what arrived is the client's, ahead of the break
             exchange.responseBody?.fail(failure)
         } else {
-            exchange.promise.fail(failure)
+            let responded = exchange.responded
+            exchange.responded = nil
+            responded?(.failure(failure))
         }
         if failure.cause != .cancelled { exchange.body?.cancel(failure) }
         context.close(promise: nil)
