@@ -11,6 +11,7 @@ import os
 import re
 import socket
 import subprocess
+import threading
 import time
 
 import httpx
@@ -113,6 +114,10 @@ proxy = "dead"
 [[route]]
 path = "/slow"
 proxy = "slow"
+
+[[route]]
+path = "/slow-upload"
+proxy = {{ upstream = "slow", max_body_bytes = 4294967296 }}
 
 [[route]]
 path = "/brief"
@@ -344,6 +349,86 @@ def test_a_chunked_answer_keeps_its_chunks_and_trailer_over_http1(proxy):
             assert body == expected
             assert trailers == {"x-checksum": hashlib.sha256(expected).hexdigest()}
         assert json.loads(conn.request("GET", "/one/echo").body)["path"] == "/one/echo"
+
+
+def test_an_upstream_head_too_large_for_one_http2_frame_is_a_502_for_http2_clients(proxy):
+    """NIOHTTP2 sends a header block in one HEADERS frame (16 KiB at most), never with CONTINUATION frames: a
+    30 KB upstream field became DATA without HEADERS, which made clients drop the whole connection. Now an HTTP/2
+    client gets 502 and its connection goes on; an HTTP/1.1 client gets the head as it came."""
+    with httpx.Client(http2=True, verify=False, timeout=10) as http:
+        response = http.get(f"{proxy.https.url}/one/bighead")
+        assert response.http_version == "HTTP/2" and response.status_code == 502
+        assert http.get(f"{proxy.https.url}/one/echo").status_code == 200
+    with httpx.Client(timeout=10) as http:
+        response = http.get(f"{proxy.http.url}/one/bighead")
+        assert response.status_code == 200 and response.headers["x-big"] == "b" * 30000
+
+
+def test_upstream_trailers_too_large_for_http2_reset_the_stream_only(proxy):
+    """Trailers too large for one HEADERS frame: the HTTP/2 stream is reset (a broken response, never a complete one
+    without its trailers), at once rather than after the connection's idle timeout, and the connection goes on."""
+    with httpx.Client(http2=True, verify=False, timeout=10) as http:
+        with pytest.raises(httpx.RemoteProtocolError):  # the reset; a hung stream would raise ReadTimeout
+            http.get(f"{proxy.https.url}/one/bigtrailer")
+        assert http.get(f"{proxy.https.url}/one/echo").status_code == 200
+
+
+def test_connection_close_in_a_trailer_section_keeps_the_connection_out_of_the_pool(proxy, upstreams):
+    """`Connection: close` sent only in the trailers ends that upstream connection: the next request goes on a new
+    one and is answered (it got 502 when the connection was pooled). Hop-by-hop fields never reach the client in
+    trailers; the others do."""
+    with RawConn(proxy.http.host, proxy.http.port) as conn:
+        conn.send(b"GET /one/trailer-close HTTP/1.1\r\nHost: localhost\r\nTE: trailers\r\n\r\n")
+        head = conn.read_head()
+        assert head.status == 200
+        body, trailers = read_chunked_with_trailers(conn)
+        assert body == b"hello"
+        assert trailers == {"x-sum": "5"}
+    for _ in range(3):
+        with httpx.Client(timeout=10) as http:
+            assert http.get(f"{proxy.http.url}/one/echo").status_code == 200
+
+
+def test_a_204_with_content_length_reaches_http2_clients(proxy):
+    """A 204 whose upstream head says `Content-Length: 5`: the field is dropped (a 204 has no content), so an HTTP/2
+    client is not reset for a body that never comes, and an HTTP/1.1 client does not wait for five bytes."""
+    with httpx.Client(http2=True, verify=False, timeout=10) as http:
+        response = http.get(f"{proxy.https.url}/one/no-content-with-length")
+        assert response.http_version == "HTTP/2" and response.status_code == 204
+        assert "content-length" not in response.headers
+    with httpx.Client(timeout=10) as http:
+        response = http.get(f"{proxy.http.url}/one/no-content-with-length")
+        assert response.status_code == 204 and "content-length" not in response.headers
+
+
+def test_an_upstream_that_never_reads_the_request_body_is_a_504_within_the_first_byte_timeout(proxy):
+    """An upstream that takes the head, none of a 64 MiB body, and answers nothing: once Edge's writes to it stop
+    completing, first_byte_timeout_seconds (1 s on this group) runs, and the client gets 504. Before, the exchange
+    waited until the upstream closed (here after 8 s; never, for one that does not)."""
+    size = 64 << 20
+    with socket.create_connection((proxy.http.host, proxy.http.port), timeout=15) as sock:
+        sock.sendall(f"POST /slow-upload/never-reads HTTP/1.1\r\nHost: x\r\nContent-Length: {size}\r\nx-stall: 8\r\n\r\n".encode())
+
+        def send_body():
+            block = b"u" * (1 << 20)
+            try:
+                for _ in range(size >> 20):
+                    sock.sendall(block)
+            except OSError:
+                pass
+
+        sender = threading.Thread(target=send_body, daemon=True)
+        sender.start()
+        started = time.monotonic()
+        response = b""
+        while b"\r\n\r\n" not in response:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            response += chunk
+        elapsed = time.monotonic() - started
+    assert response.startswith(b"HTTP/1.1 504"), response[:200]
+    assert elapsed < 6, f"answered after {elapsed:.1f} s"
 
 
 def read_chunk_sizes(conn) -> list[int]:

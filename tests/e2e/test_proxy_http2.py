@@ -9,6 +9,7 @@ import os
 import ssl
 import subprocess
 import threading
+import time
 from concurrent import futures
 
 import httpx
@@ -259,3 +260,31 @@ proxy = "h"
         steady.stop()
         if late:
             late.stop()
+
+
+def test_an_http2_upstream_that_sends_goaway_and_lingers_gets_new_requests_on_a_new_connection(edge_factory):
+    """A server that answers, sends GOAWAY (a graceful shutdown: no new streams) and keeps the connection open
+    without reading: the next request goes on a new connection and is answered at once. Before, it was sent on the
+    lingering connection and waited for first_byte_timeout_seconds (504)."""
+    server_h2 = H2cUpstream("drain", goaway_after=1)
+    try:
+        server = edge_factory.start(config=f"""
+[[upstream]]
+name = "d"
+protocol = "h2c"
+servers = ["{server_h2.address}"]
+first_byte_timeout_seconds = 3
+
+[[route]]
+path = "/"
+proxy = "d"
+""")
+        with httpx.Client(timeout=10) as http:
+            for _ in range(3):
+                started = time.monotonic()
+                response = http.get(f"{server.http.url}/x")
+                assert response.status_code == 200 and response.text == "drain\n"
+                assert time.monotonic() - started < 2
+                time.sleep(0.2)
+    finally:
+        server_h2.stop()

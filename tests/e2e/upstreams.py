@@ -132,6 +132,31 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 self.wfile.flush()
                 time.sleep(0.05)
             self.wfile.write(b"0\r\nx-checksum: " + hashlib.sha256(b"".join(parts)).hexdigest().encode() + b"\r\n\r\n")
+        elif path.endswith("/bighead"):
+            self._read_body()
+            self._send(200, b"ok\n", {"x-big": "b" * 30000})
+        elif path.endswith("/bigtrailer"):
+            self._read_body()
+            self.send_response(200)
+            self.send_header("transfer-encoding", "chunked")
+            self.end_headers()
+            self.wfile.write(b"5\r\nhello\r\n0\r\nx-t: " + b"t" * 30000 + b"\r\n\r\n")
+        elif path.endswith("/trailer-close"):
+            # Says `Connection: close` only in its trailer section, and keeps the connection open.
+            self._read_body()
+            self.send_response(200)
+            self.send_header("transfer-encoding", "chunked")
+            self.end_headers()
+            self.wfile.write(b"5\r\nhello\r\n0\r\nconnection: close\r\nx-sum: 5\r\n\r\n")
+        elif path.endswith("/no-content-with-length"):
+            self._read_body()
+            self.send_response(204)
+            self.send_header("content-length", "5")
+            self.end_headers()
+        elif path.endswith("/never-reads"):
+            # Takes the head, never the body, and answers nothing for x-stall seconds.
+            time.sleep(float(self.headers.get("x-stall", "10")))
+            self.close_connection = True
         elif path.endswith("/tinychunks"):
             # n one-byte chunks ("a"), written in large blocks: each chunk is a body part of its own for Edge.
             self._read_body()
@@ -246,8 +271,11 @@ class H2cUpstream:
     every request is answered 200 with the server's name and counted by path. An HTTP/1.1 request gets no answer
     (h2 refuses its bytes as a connection preface, and the connection closes)."""
 
-    def __init__(self, name: str, port: int = 0):
+    def __init__(self, name: str, port: int = 0, goaway_after: int = 0):
+        """`goaway_after`: after answering that many requests on a connection, send GOAWAY (no error, the last
+        stream answered) and keep the connection open without reading from it, as a server draining slowly does."""
         self.name = name
+        self.goaway_after = goaway_after
         self.paths: dict[str, int] = {}
         self._lock = threading.Lock()
         self._sock = socket.socket()
@@ -284,6 +312,13 @@ class H2cUpstream:
                         h2conn.send_headers(event.stream_id, [
                             (":status", "200"), ("content-type", "text/plain"), ("content-length", str(len(body)))])
                         h2conn.send_data(event.stream_id, body, end_stream=True)
+                        answered = getattr(self, "_answered", 0) + 1
+                        self._answered = answered
+                        if self.goaway_after and answered % self.goaway_after == 0:
+                            h2conn.close_connection(last_stream_id=event.stream_id)
+                            conn.sendall(h2conn.data_to_send())
+                            time.sleep(20)
+                            return
                 conn.sendall(h2conn.data_to_send())
         except Exception:
             pass

@@ -411,11 +411,18 @@ final class EdgeRequestHandler: ChannelDuplexHandler {
             streamed.body?.cancel(BodyPipe.Broken(description: "the client went away"))
             return
         }
-        responseStarted = true
         var headers = streamed.headers
         ResponseHeaders.perRequest(for: .stream(streamed), now: .now(), server: serverName, date: loop.date.current) { name, value in
             headers.add(name: name, value: value)
         }
+        if isHTTP2, !ResponseHeaders.fitsOneHTTP2Frame(status: streamed.status, headers: headers) {
+            // An origin's head too large for one HEADERS frame: a 502, as nginx answers an upstream head larger than
+            // its buffer, rather than a frame NIOHTTP2 cannot encode.
+            streamed.body?.cancel(BodyPipe.Broken(description: "response head too large for HTTP/2"))
+            send(.response(.text(.badGateway, "upstream response head too large\n")), for: request, context: context)
+            return
+        }
+        responseStarted = true
         if isHTTP2, let body = streamed.body, request.method != .HEAD {
             heldHead = (streamed.status, headers, request)
             responseBody = body
@@ -479,6 +486,13 @@ final class EdgeRequestHandler: ChannelDuplexHandler {
             if trailers == nil, let held = heldHead {
                 heldHead = nil
                 endWithHead(held.status, headers: held.headers, context: context)
+                return false
+            }
+            if isHTTP2, let trailers, !ResponseHeaders.fitsOneHTTP2Frame(status: nil, headers: trailers) {
+                // Trailers too large for one HEADERS frame: the stream is reset, a broken response rather than a
+                // complete one without its trailers (gRPC's status is in them).
+                heldHead = nil
+                context.close(promise: nil)
                 return false
             }
             writeHeldHead(context: context)

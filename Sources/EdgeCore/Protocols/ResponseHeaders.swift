@@ -49,6 +49,27 @@ enum ResponseHeaders {
 
     /// `:status` followed by `headers` in the form HTTP/2 requires (lower-case names, no connection-specific
     /// fields), for a HEADERS frame.
+    /// The largest HTTP/2 frame payload every peer takes (SETTINGS_MAX_FRAME_SIZE's initial value, RFC 9113
+    /// §4.2). NIOHTTP2 sends a header block in one HEADERS frame, never split into CONTINUATION frames, and fails
+    /// the connection's encoding (its HPACK state included) when a block is larger.
+    static let http2FramePayloadLimit = 16_384
+
+    /// Whether `:status` and `headers` (or trailers, with `status` `nil`) fit one HTTP/2 HEADERS frame once
+    /// HPACK-encoded. Heads under 4 KiB always do (Huffman codes are at most 30 bits a byte); larger ones are
+    /// encoded once with a fresh encoder, whose dynamic table can only make the real encoding smaller.
+    static func fitsOneHTTP2Frame(status: HTTPResponseStatus?, headers: HTTPHeaders) -> Bool {
+        var raw = 8
+        for (name, value) in headers { raw += name.utf8.count + value.utf8.count + 2 }
+        guard raw > 4096 else { return true }
+        var block = HPACKHeaders(httpHeaders: headers, normalizeHTTPHeaders: true)
+        if let status { block.add(name: ":status", value: String(status.code)) }
+        var encoder = HPACKEncoder(allocator: ByteBufferAllocator())
+        var buffer = ByteBuffer()
+        guard (try? encoder.encode(headers: block, to: &buffer)) != nil else { return false }
+        // Room for the fields NIOHTTP2 and the per-request headers may still add.
+        return buffer.readableBytes <= http2FramePayloadLimit - 512
+    }
+
     static func http2Block(status: HTTPResponseStatus, headers: HTTPHeaders) -> HPACKHeaders {
         var block = HPACKHeaders()
         block.reserveCapacity(headers.count + 5)

@@ -342,6 +342,8 @@ public final class ProxyResponder: Sendable {
                 continue
             case "via":
                 via.append(value)
+            case "content-length" where streamed.status == .noContent:
+                continue  // a 204 has no content and must not say otherwise (RFC 9110 §8.6); HTTP/2 clients reset it
             default:
                 if lower.hasPrefix("proxy-") || options.contains(lower) { continue }
                 headers.add(name: name, value: value)

@@ -198,8 +198,12 @@ final class UpstreamHTTP1Handler: ChannelDuplexHandler {
             switch result {
             case .success(.chunk(let chunk)):
                 exchange.bodySent = true
+                // An upstream that takes none of the body and answers nothing must not hold the exchange for ever:
+                // while a write waits, first_byte_timeout_seconds runs (the answer has not begun).
+                if !exchange.headReceived { watch(exchange, for: exchange.timeouts.firstByte, context: context) }
                 context.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(chunk)))).assumeIsolated().whenComplete { written in
                     guard self.exchange === exchange else { return }
+                    if !exchange.headReceived { exchange.deadline = nil }
                     if case .failure = written {
                         self.fail(UpstreamFailure(cause: .closed, bodySent: true), context: context)
                     } else {
@@ -284,10 +288,34 @@ final class UpstreamHTTP1Handler: ChannelDuplexHandler {
         case .end(let trailers):
             exchange.responseEnded = true
             exchange.deadline = nil
+            // `Connection: close` in the trailer section ends the connection as it would in the head (NIO's parser
+            // takes it so, and a connection pooled after it would fail the next exchange).
+            if let trailers, trailers[canonicalForm: "connection"].contains(where: { $0.lowercased() == "close" }) {
+                exchange.keepAlive = false
+            }
             passOnPendingBody(exchange)
-            exchange.responseBody?.finish(trailers: trailers)
+            exchange.responseBody?.finish(trailers: trailers.map(Self.forwardable))
             complete(exchange, context: context)
         }
+    }
+
+    /// Fields a trailer section must not carry towards the client (RFC 9110 §6.5.1, §7.6.1): hop-by-hop fields,
+    /// framing, routing, authentication and fields about the content or its handling, which a client must not take
+    /// from a trailer.
+    private static let notInTrailers: Set<String> = [
+        "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te", "trailer", "host",
+        "content-length", "content-encoding", "content-type", "content-range", "authorization", "proxy-authenticate",
+        "proxy-authorization", "www-authenticate", "set-cookie", "cookie", "cache-control", "expires", "age", "date",
+        "location", "retry-after", "vary", "expect", "max-forwards", "range", "if-match", "if-none-match",
+        "if-modified-since", "if-unmodified-since", "if-range",
+    ]
+
+    /// `trailers` without the fields ``notInTrailers`` names.
+    static func forwardable(_ trailers: HTTPHeaders) -> HTTPHeaders {
+        guard trailers.contains(where: { notInTrailers.contains($0.name.lowercased()) }) else { return trailers }
+        var kept = HTTPHeaders()
+        for (name, value) in trailers where !notInTrailers.contains(name.lowercased()) { kept.add(name: name, value: value) }
+        return kept
     }
 
     /// Up to this many bytes of a read batch's body parts are merged into one.

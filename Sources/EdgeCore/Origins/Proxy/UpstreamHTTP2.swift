@@ -35,6 +35,14 @@ final class UpstreamHTTP2Connection: @unchecked Sendable {
 
     var isUsable: Bool { channel.isActive && !retired }
 
+    /// The server sent GOAWAY: it takes no new stream on this connection (those it still serves finish), so the
+    /// next request opens another connection, and this one closes once its streams end. A server that shuts down
+    /// gracefully may keep the connection open for a long time after; new streams sent there would wait in vain.
+    func goAwayReceived() {
+        retired = true
+        if openStreams == 0 { channel.close(promise: nil) }
+    }
+
     /// Opens a stream for one exchange.
     func openStream(on eventLoop: any EventLoop, closed: @escaping () -> Void) -> EventLoopFuture<UpstreamConnection> {
         streamsStarted += 1
@@ -93,15 +101,32 @@ final class UpstreamHTTP2Connection: @unchecked Sendable {
                 ) { pushed in
                     pushed.close()  // no server push is asked for (SETTINGS_ENABLE_PUSH is 1 by default, but Edge never uses one)
                 }
-                return UpstreamHTTP2Connection(
+                let made = UpstreamHTTP2Connection(
                     channel: channel, multiplexer: multiplexer, key: server.key, isTLS: server.tls,
                     idleTimeout: settings.idleTimeout
                 )
+                try channel.pipeline.syncOperations.addHandler(GoAwayWatcher { [weak made] in made?.goAwayReceived() })
+                return made
             }
             .flatMapErrorThrowing { error in
                 if let failure = error as? UpstreamFailure { throw failure }
                 throw UpstreamFailure(cause: .connect(UpstreamPool.describe(error)))
             }
+    }
+}
+
+/// Tells the connection when the server's GOAWAY arrives (NIOHTTP2 passes the root stream's frames on).
+private final class GoAwayWatcher: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTP2Frame
+    let received: () -> Void
+
+    init(_ received: @escaping () -> Void) {
+        self.received = received
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if case .goAway = unwrapInboundIn(data).payload { received() }
+        context.fireChannelRead(data)
     }
 }
 
