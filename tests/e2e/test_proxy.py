@@ -10,6 +10,7 @@ import json
 import os
 import re
 import socket
+import struct
 import subprocess
 import threading
 import time
@@ -17,7 +18,7 @@ import time
 import httpx
 import pytest
 
-from conftest import BackgroundH2load, RawConn, curl
+from conftest import BackgroundH2load, H2Client, RawConn, curl
 from upstreams import Nginx, Upstream, free_port
 
 
@@ -429,6 +430,41 @@ def test_an_upstream_that_never_reads_the_request_body_is_a_504_within_the_first
         elapsed = time.monotonic() - started
     assert response.startswith(b"HTTP/1.1 504"), response[:200]
     assert elapsed < 6, f"answered after {elapsed:.1f} s"
+
+
+def upstream_connections_from_edge(port: int) -> int:
+    """Established TCP connections to the upstream's port (Edge's side of them)."""
+    out = subprocess.run(["ss", "-Htn", "state", "established", f"( dport = :{port} )"],
+                         capture_output=True, text=True, check=True).stdout
+    return len([line for line in out.splitlines() if line.strip()])
+
+
+def test_clients_that_leave_before_the_answer_free_their_upstream_connections(proxy, upstreams):
+    """Twenty HTTP/1.1 clients ask for an answer the upstream gives after 5 s, and leave (reset); then twenty HTTP/2 streams
+    are opened and reset at once (a rapid reset). Edge ends each exchange when its client goes, so its connections
+    to the upstream are closed within a second, not held until the answer or a timeout (first_byte_timeout: 60 s
+    on this group) — a client could otherwise tie up upstream connections at the cost of a few bytes each."""
+    port = upstreams["a"].port
+    before = upstream_connections_from_edge(port)
+    for _ in range(20):
+        with socket.create_connection((proxy.http.host, proxy.http.port), timeout=5) as sock:
+            sock.sendall(b"GET /one/stall HTTP/1.1\r\nHost: x\r\nx-stall: 5\r\n\r\n")
+            time.sleep(0.02)
+            # Gone for certain: a reset (a FIN alone may be a half-close, after which the answer is still wanted).
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    time.sleep(1)
+    assert upstream_connections_from_edge(port) <= before
+    client = H2Client(proxy.https.host, proxy.https.port)
+    try:
+        for _ in range(20):
+            sid = client.request("/one/stall", headers={"x-stall": "5"})
+            time.sleep(0.02)
+            client.conn.reset_stream(sid)
+            client.sock.sendall(client.conn.data_to_send())
+        time.sleep(1)
+        assert upstream_connections_from_edge(port) <= before
+    finally:
+        client.sock.close()
 
 
 def read_chunk_sizes(conn) -> list[int]:

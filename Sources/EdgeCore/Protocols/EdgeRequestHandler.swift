@@ -53,6 +53,8 @@ final class EdgeRequestHandler: ChannelDuplexHandler {
     private let isTLS: Bool
     /// A streamed request's body, while it is being passed on.
     private var requestBody: BodyPipe?
+    /// The streamed request whose answer is awaited: told when the client goes away first.
+    private var pendingCancellation: RequestCancellation?
     /// A streamed response's body, while it is being written.
     private var responseBody: BodyPipe?
     /// HTTP/2: a streamed response's head, held until the origin's first body part or the end of its first read
@@ -94,6 +96,8 @@ final class EdgeRequestHandler: ChannelDuplexHandler {
 
     /// The client is gone: the origin stops producing the response and taking the request body.
     private func abandonStreams() {
+        pendingCancellation?.cancel()
+        pendingCancellation = nil
         let gone = BodyPipe.Broken(description: "the client went away")
         requestBody?.fail(gone)
         requestBody = nil
@@ -372,7 +376,9 @@ final class EdgeRequestHandler: ChannelDuplexHandler {
         case .ready(let reply):
             send(reply, for: head, context: context)
         case .pending(let future):
+            pendingCancellation = streamed.cancellation
             future.assumeIsolated().whenComplete { result in
+                self.pendingCancellation = nil
                 switch result {
                 case .success(let reply):
                     self.send(reply, for: head, context: context)

@@ -61,6 +61,8 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
     private var handedOff = false
     /// A fast-path response is pending (before hand-over), or a request is in progress (after).
     private var requestInProgress = false
+    /// The streamed (proxied) request whose answer is awaited: told when the client goes away first.
+    private var pendingCancellation: RequestCancellation?
     private var closing = false
     private var quiescing = false
     /// At least one request has come in on this connection.
@@ -103,6 +105,8 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
     func channelInactive(context: ChannelHandlerContext) {
         isActive = false
         cancelTimers()
+        pendingCancellation?.cancel()
+        pendingCancellation = nil
         if let body = responseBody {
             responseBody = nil
             body.cancel(BodyPipe.Broken(description: "the client went away"))
@@ -335,8 +339,10 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
             write(reply, for: request, now: now, context: context)
         case .pending(let future):
             requestInProgress = true
+            pendingCancellation = streamed?.cancellation
             future.assumeIsolated().whenComplete { result in
                 self.requestInProgress = false
+                self.pendingCancellation = nil
                 guard self.isActive else {
                     // The client left while the file was being opened or the upstream's answer awaited: nothing
                     // will send or close it.

@@ -36,6 +36,24 @@ struct StreamedRequest {
     var body: BodyPipe?
     /// The declared length (`Content-Length`), when there is one.
     var bodyLength: Int?
+    /// Fired by the front end when the client goes away before the answer has begun, so that the origin stops
+    /// working for nobody (a proxy closes its upstream exchange rather than hold it until a timeout).
+    var cancellation = RequestCancellation()
+}
+
+/// A one-shot signal from a front end to an origin: the client has gone. Used on the connection's event loop only.
+final class RequestCancellation: @unchecked Sendable {
+    private(set) var isCancelled = false
+    /// Called once, at ``cancel()``; set by the origin while there is something to stop.
+    var onCancel: (() -> Void)?
+
+    func cancel() {
+        guard !isCancelled else { return }
+        isCancelled = true
+        let onCancel = self.onCancel
+        self.onCancel = nil
+        onCancel?()
+    }
 }
 
 /// A reply available now, or later on the connection's event loop.

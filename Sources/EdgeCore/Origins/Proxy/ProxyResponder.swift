@@ -23,6 +23,8 @@ struct ProxyRequest {
     /// The body, when the request has one; its length when the client declared it.
     var body: BodyPipe?
     var bodyLength: Int?
+    /// Fired when the client goes away before the answer has begun.
+    var cancellation: RequestCancellation?
 }
 
 /// A `proxy` route: sends requests to a server of its upstream group and streams the answer back.
@@ -106,6 +108,23 @@ public final class ProxyResponder: Sendable {
                 finished(server, failure: failure)
                 retryOrAnswer(failure, request, head: head, server: server, tried: tried, retriesLeft: retriesLeft, pool: pool, on: eventLoop, promise: promise)
             case .success(let connection):
+                if let cancellation = request.cancellation {
+                    guard !cancellation.isCancelled else {
+                        // The client left while the connection was being made: nothing is sent.
+                        let gone = UpstreamFailure(cause: .cancelled)
+                        finished(server, failure: gone)
+                        if connection.parent == nil {
+                            pool.release(connection, keepalive: settings.keepalive, idleTimeout: settings.idleTimeout, on: eventLoop)
+                        } else {
+                            connection.channel.close(promise: nil)
+                        }
+                        promise.fail(gone)
+                        return
+                    }
+                    // A client that leaves before the answer begins ends the exchange now, not at a timeout: a client
+                    // must not be able to hold upstream connections by asking and leaving (HTTP/2 rapid reset).
+                    cancellation.onCancel = { connection.handler.cancel() }
+                }
                 // A stream is new, but its HTTP/2 connection may have served others before the server stopped
                 // taking streams on it.
                 let reused = connection.parent.map { $0.streamsStarted > 1 } ?? (connection.exchanges > 0)
@@ -118,6 +137,7 @@ public final class ProxyResponder: Sendable {
                         pool.release(connection, keepalive: settings.keepalive, idleTimeout: settings.idleTimeout, on: eventLoop)
                     }
                 } responded: { result in
+                    request.cancellation?.onCancel = nil
                     switch result {
                     case .success(let streamed):
                         promise.succeed(.stream(self.clientResponse(streamed)))
@@ -371,7 +391,8 @@ extension ProxyResponder: Origin {
         let proxied = ProxyRequest(
             method: request.method, path: request.path, relativePath: request.relativePath, query: request.query,
             headers: streamed.headers, host: request.headers.host, peer: request.peer, client: request.client,
-            isTLS: streamed.isTLS, version: streamed.version, body: streamed.body, bodyLength: streamed.bodyLength
+            isTLS: streamed.isTLS, version: streamed.version, body: streamed.body, bodyLength: streamed.bodyLength,
+            cancellation: streamed.cancellation
         )
         return .pending(serve(proxied, loop: context.loop, on: context.eventLoop))
     }

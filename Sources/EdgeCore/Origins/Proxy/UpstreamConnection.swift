@@ -192,6 +192,13 @@ final class UpstreamHTTP1Handler: ChannelDuplexHandler {
         }
     }
 
+    /// The client went away before the response head arrived: the exchange ends now and the connection closes
+    /// (the upstream may be partway through the request).
+    func cancel() {
+        guard let context, let exchange, !exchange.headReceived else { return }
+        fail(UpstreamFailure(cause: .cancelled, bodySent: exchange.bodySent), context: context)
+    }
+
     private func pumpRequestBody(_ body: BodyPipe, exchange: Exchange, context: ChannelHandlerContext) {
         body.next().assumeIsolated().whenComplete { [self] result in
             guard self.exchange === exchange else { return }
