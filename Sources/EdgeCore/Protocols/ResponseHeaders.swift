@@ -61,8 +61,8 @@ enum ResponseHeaders {
         var raw = 8
         for (name, value) in headers { raw += name.utf8.count + value.utf8.count + 2 }
         guard raw > 4096 else { return true }
-        var block = HPACKHeaders(httpHeaders: headers, normalizeHTTPHeaders: true)
-        if let status { block.add(name: ":status", value: String(status.code)) }
+        let block = status.map { http2Block(status: $0, headers: headers) }
+            ?? HPACKHeaders(httpHeaders: headers, normalizeHTTPHeaders: true)
         var encoder = HPACKEncoder(allocator: ByteBufferAllocator())
         var buffer = ByteBuffer()
         guard (try? encoder.encode(headers: block, to: &buffer)) != nil else { return false }

@@ -45,14 +45,15 @@ final class UpstreamPool {
     /// How long an idle connection beyond `keepalive` is kept.
     static let surplusTime = TimeAmount.seconds(2)
 
-    /// An idle connection to `server`, or a new one (always, when `fresh`).
+    /// HTTP/1.1: a new connection to `server` (an idle one is taken first, without a future, with
+    /// ``idleConnection(to:group:)``). HTTP/2: a stream on the server's connection, made first if need be (always
+    /// on a new connection, when `fresh`).
     func acquire(
         _ server: UpstreamServer, group: UpstreamGroup, fresh: Bool = false, on eventLoop: any EventLoop
     ) -> EventLoopFuture<UpstreamConnection> {
         if group.configuration.wireProtocol != .http1 {
             return acquireStream(server, group: group, fresh: fresh, on: eventLoop)
         }
-        if !fresh, let pooled = idleConnection(to: server, group: group) { return eventLoop.makeSucceededFuture(pooled) }
         return connect(server, group: group, on: eventLoop)
     }
 
