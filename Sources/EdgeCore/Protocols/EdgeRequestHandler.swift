@@ -365,7 +365,7 @@ final class EdgeRequestHandler: ChannelDuplexHandler {
             requestBody = body
             startBodyRateTimer(context: context)
         }
-        let streamed = StreamedRequest(headers: head.headers, version: head.version, isTLS: isTLS, body: pipe, bodyLength: length)
+        let streamed = StreamedRequest(headers: FieldBlock(head.headers), version: head.version, isTLS: isTLS, body: pipe, bodyLength: length)
         var values = Self.headerValues(head.headers)
         if let authority = Self.absoluteFormAuthority(head.uri) { values.host = authority }
         let dispatch = dispatcher.dispatch(
@@ -417,7 +417,7 @@ final class EdgeRequestHandler: ChannelDuplexHandler {
             streamed.body?.cancel(BodyPipe.Broken(description: "the client went away"))
             return
         }
-        var headers = streamed.headers
+        var headers = streamed.headers.headers
         ResponseHeaders.perRequest(for: .stream(streamed), now: .now(), server: serverName, date: loop.date.current) { name, value in
             headers.add(name: name, value: value)
         }

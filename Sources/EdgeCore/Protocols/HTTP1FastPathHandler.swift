@@ -570,7 +570,8 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
         }
         let keepAlive = keepAlive && framing != .close
         var head = context.channel.allocator.buffer(capacity: 512)
-        head.writeImmutableBuffer(ResponseHeaders.serializeHead(status: streamed.status, headers: streamed.headers))
+        ResponseHeaders.writeStatusLine(streamed.status, to: &head)
+        head.writeImmutableBuffer(streamed.headers.bytes)
         if framing == .chunked { head.writeStaticString("transfer-encoding: chunked\r\n") }
         finishHead(&head, for: .stream(streamed), request: request, keepAlive: keepAlive, now: .now())
         guard sendsBody, let body = streamed.body else {

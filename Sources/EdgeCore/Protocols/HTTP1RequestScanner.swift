@@ -205,14 +205,11 @@ enum HTTP1RequestScanner {
     /// Every header field of a head that ``scan(_:limit:)`` found simple (`headLength` bytes at the start of
     /// `buffer`), in order, for a route that passes the whole head on (a proxy). The scan has checked the
     /// syntax, so this only cuts lines: a name up to its `:`, a value without the whitespace around it.
-    static func headerFields(_ buffer: ByteBuffer, headLength: Int) -> HTTPHeaders {
+    static func headerFields(_ buffer: ByteBuffer, headLength: Int) -> FieldBlock {
         buffer.withUnsafeReadableBytes { bytes in
             let end = min(headLength, bytes.count)
-            var fields: [(String, String)] = []
-            fields.reserveCapacity(16)
-            func string(_ range: Range<Int>) -> String {
-                String(decoding: UnsafeRawBufferPointer(rebasing: bytes[range]), as: UTF8.self)
-            }
+            var fields = FieldBlock(capacity: end)
+            func part(_ range: Range<Int>) -> UnsafeRawBufferPointer { UnsafeRawBufferPointer(rebasing: bytes[range]) }
             var index = 0
             while index + 1 < end, bytes[index] != UInt8(ascii: "\n") { index += 1 }
             index += 1  // past the request line
@@ -229,9 +226,9 @@ enum HTTP1RequestScanner {
                     valueEnd -= 1
                 }
                 index += 2
-                fields.append((string(nameStart..<nameEnd), string(valueStart..<valueEnd)))
+                fields.appendField(name: part(nameStart..<nameEnd), value: part(valueStart..<valueEnd))
             }
-            return HTTPHeaders(fields)
+            return fields
         }
     }
 

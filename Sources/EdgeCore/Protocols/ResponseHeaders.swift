@@ -33,6 +33,18 @@ enum ResponseHeaders {
         return buffer
     }
 
+    /// Writes an HTTP/1.1 status line, without a `String` for the code.
+    static func writeStatusLine(_ status: HTTPResponseStatus, to buffer: inout ByteBuffer) {
+        let code = status.code
+        buffer.writeStaticString("HTTP/1.1 ")
+        buffer.writeInteger(UInt8(ascii: "0") + UInt8(code / 100 % 10))
+        buffer.writeInteger(UInt8(ascii: "0") + UInt8(code / 10 % 10))
+        buffer.writeInteger(UInt8(ascii: "0") + UInt8(code % 10))
+        buffer.writeStaticString(" ")
+        buffer.writeString(status.reasonPhrase)
+        buffer.writeStaticString("\r\n")
+    }
+
     /// Writes `headers` as HTTP/1.1 field lines (`name: value` CRLF each): a head's fields, or a last chunk's
     /// trailers.
     static func writeFields(_ headers: HTTPHeaders, to buffer: inout ByteBuffer) {

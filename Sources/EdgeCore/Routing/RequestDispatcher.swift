@@ -29,7 +29,7 @@ struct RequestHeaderValues {
 /// What a streaming route (a proxy) needs beyond ``RequestHeaderValues``: the whole head, and the body as it
 /// arrives (``BodyPipe``), which the front end fills with backpressure.
 struct StreamedRequest {
-    var headers: HTTPHeaders
+    var headers: FieldBlock
     var version: HTTPVersion
     var isTLS: Bool
     /// `nil` when the request has no body.

@@ -188,7 +188,7 @@ final class BodyPipe: @unchecked Sendable {
 struct StreamedResponse {
     var status: HTTPResponseStatus
     /// Complete headers, without hop-by-hop fields; `Content-Length` when the origin gave one.
-    var headers: HTTPHeaders
+    var headers: FieldBlock
     /// The body; `nil` when there is none (HEAD, 204, 304).
     var body: BodyPipe?
 }

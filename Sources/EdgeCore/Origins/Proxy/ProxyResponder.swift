@@ -11,7 +11,7 @@ struct ProxyRequest {
     var relativePath: Substring
     var query: Substring?
     /// Every header field the client sent.
-    var headers: HTTPHeaders
+    var headers: FieldBlock
     /// `Host` or `:authority` (or an absolute-form target's authority).
     var host: Substring
     /// The TCP peer, and the client after trusted proxies (``ClientAddress/resolved(forwardedFor:trusted:)``).
@@ -55,7 +55,11 @@ public final class ProxyResponder: Sendable {
         self.serverName = serverName
         self.trustedProxies = trustedProxies
         self.logger = logger
+        ownVia = "1.1 \(serverName)"
     }
+
+    /// The `Via` element Edge adds to responses.
+    private let ownVia: String
 
     /// Whether a method may be sent again after a failure (RFC 9110 §9.2.2).
     private static func isIdempotent(_ method: HTTPMethod) -> Bool {
@@ -70,7 +74,7 @@ public final class ProxyResponder: Sendable {
         let now = NIODeadline.now()
         group.countRequest(now: now)
         let pool = loop.upstreamPool
-        let head = upstreamHead(for: request, random: &loop.random)
+        let head = upstreamRequest(for: request, random: &loop.random)
         let promise = eventLoop.makePromise(of: Reply.self)
         attempt(request, head: head, tried: [], retriesLeft: group.configuration.retries, lastFailure: nil, pool: pool, on: eventLoop, promise: promise)
         return promise.futureResult
@@ -78,7 +82,7 @@ public final class ProxyResponder: Sendable {
 
     /// One try of `request` on a server of the group. `fresh`: on a new connection, not a pooled one.
     private func attempt(
-        _ request: ProxyRequest, head: HTTPRequestHead, tried: Set<Int>, retriesLeft: Int, lastFailure: UpstreamFailure?,
+        _ request: ProxyRequest, head: UpstreamRequest, tried: Set<Int>, retriesLeft: Int, lastFailure: UpstreamFailure?,
         pool: UpstreamPool, fresh: Bool = false, on eventLoop: any EventLoop, promise: EventLoopPromise<Reply>
     ) {
         let now = NIODeadline.now()
@@ -95,10 +99,10 @@ public final class ProxyResponder: Sendable {
             return
         }
         var head = head
-        if case .upstream = configuration.host { head.headers.replaceOrAdd(name: "host", value: server.address.description) }
+        if case .upstream = configuration.host { head.host = server.address.description }
         server.active.add(1, ordering: .relaxed)
         let settings = group.configuration
-        let timeouts = UpstreamHTTP1Handler.Timeouts(
+        let timeouts = UpstreamExchangeHandler.Timeouts(
             firstByte: settings.firstByteTimeout, betweenBytes: settings.betweenBytesTimeout, total: settings.totalTimeout
         )
         let proceed: (Result<UpstreamConnection, any Error>) -> Void = { [self] result in
@@ -129,7 +133,7 @@ public final class ProxyResponder: Sendable {
                 // taking streams on it.
                 let reused = connection.parent.map { $0.streamsStarted > 1 } ?? (connection.exchanges > 0)
                 connection.exchanges += 1
-                connection.handler.start(head: head, body: request.body, timeouts: timeouts) { failure in
+                connection.handler.start(head, body: request.body, timeouts: timeouts) { failure in
                     // A pooled connection the server closed as the request went out says nothing of the server.
                     let stale = reused && failure.map(Self.isStale) == true
                     self.finished(server, failure: failure, counted: !stale)
@@ -204,7 +208,7 @@ public final class ProxyResponder: Sendable {
     }
 
     private func retryOrAnswer(
-        _ failure: UpstreamFailure, _ request: ProxyRequest, head: HTTPRequestHead, server: UpstreamServer, tried: Set<Int>,
+        _ failure: UpstreamFailure, _ request: ProxyRequest, head: UpstreamRequest, server: UpstreamServer, tried: Set<Int>,
         retriesLeft: Int, pool: UpstreamPool, on eventLoop: any EventLoop, promise: EventLoopPromise<Reply>
     ) {
         let replayable = request.body == nil || !failure.bodySent
@@ -233,82 +237,122 @@ public final class ProxyResponder: Sendable {
 
     // MARK: the request sent upstream
 
-    /// Hop-by-hop fields (RFC 9110 §7.6.1), and those Edge sets itself.
-    private static let dropped: Set<String> = [
-        "connection", "keep-alive", "te", "transfer-encoding", "upgrade", "proxy-connection", "proxy-authorization",
-        "proxy-authenticate", "host", "content-length", "expect", "via", "x-forwarded-for", "x-forwarded-proto",
-        "x-forwarded-host", "forwarded", "x-request-id", "http2-settings",
-    ]
-
-    func upstreamHead(for request: ProxyRequest, random: inout LoopRandom) -> HTTPRequestHead {
+    /// The request sent upstream for `request`: the client's fields but hop-by-hop ones (RFC 9110 §7.6.1) and
+    /// those Edge sets itself (`Host`, framing, `Via`, `X-Forwarded-*`, `Forwarded`, `X-Request-Id`), copied as
+    /// bytes; then Edge's own; then the route's edits.
+    func upstreamRequest(for request: ProxyRequest, random: inout LoopRandom) -> UpstreamRequest {
         var path = request.path
         if configuration.stripPrefix { path = request.relativePath.isEmpty ? "/" : request.relativePath }
         let target = request.query.map { "\(path)?\($0)" } ?? String(path)
-        var headers = HTTPHeaders()
-        let connectionOptions = Self.connectionOptions(request.headers)
+        var fields = FieldBlock(capacity: request.headers.bytes.readableBytes + 320)
         let fromTrusted = !trustedProxies.isEmpty && trustedProxies.contains { $0.contains(request.peer) }
         var forwardedFor: [String] = [], forwarded: [String] = [], via: [String] = []
+        var options: [[UInt8]] = []
         var requestID: String?
         var wantsTrailers = false
-        for (name, value) in request.headers {
-            let lower = name.lowercased()
-            switch lower {
-            case "x-forwarded-for": if fromTrusted { forwardedFor.append(value) }
-            case "forwarded": if fromTrusted { forwarded.append(value) }
-            case "via": via.append(value)
-            case "x-request-id": if requestID == nil, Self.isValidRequestID(value) { requestID = value }
-            case "te": wantsTrailers = wantsTrailers || value.lowercased().split(separator: ",").contains { $0.trimming() == "trailers" }
-            default:
-                if Self.dropped.contains(lower) || lower.hasPrefix("proxy-") || connectionOptions.contains(lower) { continue }
-                headers.add(name: name, value: value)
+        request.headers.forEachLine { name, value, line in
+            switch Self.requestField(name) {
+            case .forwardedFor: if fromTrusted { forwardedFor.append(String(decoding: value, as: UTF8.self)) }
+            case .forwarded: if fromTrusted { forwarded.append(String(decoding: value, as: UTF8.self)) }
+            case .via: via.append(String(decoding: value, as: UTF8.self))
+            case .requestID:
+                if requestID == nil, Self.isValidRequestID(value) { requestID = String(decoding: value, as: UTF8.self) }
+            case .te: wantsTrailers = wantsTrailers || UpstreamResponseParser.tokens(value).contains(Array("trailers".utf8))
+            case .connection: options.append(contentsOf: UpstreamResponseParser.tokens(value))
+            case .dropped: break
+            case .passed: fields.append(line: line)
             }
         }
-        switch configuration.host {
-        case .pass, .upstream: headers.add(name: "host", value: String(request.host))  // .upstream: replaced per server
-        case .fixed(let host): headers.add(name: "host", value: host)
+        if !options.isEmpty {
+            // Fields the client's Connection header names are hop-by-hop too.
+            var kept = FieldBlock(capacity: fields.bytes.readableBytes)
+            fields.forEachLine { name, _, line in
+                if !options.contains(where: { option in option.withUnsafeBytes { FieldBlock.equalsLowercased(name, $0) } }) {
+                    kept.append(line: line)
+                }
+            }
+            fields = kept
         }
-        if wantsTrailers { headers.add(name: "te", value: "trailers") }
+        var host: String?
+        switch configuration.host {
+        case .pass, .upstream: host = String(request.host)  // .upstream: replaced per server
+        case .fixed(let fixed): host = fixed
+        }
+        if wantsTrailers { fields.add(name: "te", value: "trailers") }
+        var chunked = false
         if request.body != nil {
             if let length = request.bodyLength {
-                headers.add(name: "content-length", value: String(length))
+                fields.add(name: "content-length", value: String(length))
             } else {
-                headers.add(name: "transfer-encoding", value: "chunked")
+                fields.add(name: "transfer-encoding", value: "chunked")
+                chunked = true
             }
-        } else if [.POST, .PUT, .PATCH].contains(request.method) {
-            headers.add(name: "content-length", value: "0")
+        } else if request.method == .POST || request.method == .PUT || request.method == .PATCH {
+            fields.add(name: "content-length", value: "0")
         }
         let clientText = request.peer.description
         forwardedFor.append(clientText)
-        headers.add(name: "x-forwarded-for", value: forwardedFor.joined(separator: ", "))
+        fields.add(name: "x-forwarded-for", value: forwardedFor.count == 1 ? clientText : forwardedFor.joined(separator: ", "))
         let scheme = request.isTLS ? "https" : "http"
-        headers.add(name: "x-forwarded-proto", value: scheme)
-        if !request.host.isEmpty { headers.add(name: "x-forwarded-host", value: String(request.host)) }
-        let node = clientText.contains(":") ? "\"[\(clientText)]\"" : clientText
+        fields.add(name: "x-forwarded-proto", value: scheme)
+        if !request.host.isEmpty { fields.add(name: "x-forwarded-host", value: request.host) }
+        let node = clientText.utf8.contains(UInt8(ascii: ":")) ? "\"[\(clientText)]\"" : clientText
         var element = "for=\(node);proto=\(scheme)"
         if !request.host.isEmpty { element += ";host=\"\(request.host)\"" }
         forwarded.append(element)
-        headers.add(name: "forwarded", value: forwarded.joined(separator: ", "))
-        via.append("\(request.version.major == 2 ? "2.0" : "1.1") \(serverName)")
-        headers.add(name: "via", value: via.joined(separator: ", "))
-        headers.add(name: "x-request-id", value: requestID ?? Self.makeRequestID(&random))
-        for name in configuration.requestHeaders.remove { headers.remove(name: name) }
-        for (name, value) in configuration.requestHeaders.set { headers.replaceOrAdd(name: name, value: value) }
-        for (name, value) in configuration.requestHeaders.add { headers.add(name: name, value: value) }
-        return HTTPRequestHead(version: .http1_1, method: request.method, uri: target, headers: headers)
+        fields.add(name: "forwarded", value: forwarded.count == 1 ? element : forwarded.joined(separator: ", "))
+        let ownVia = request.version.major == 2 ? "2.0 \(serverName)" : "1.1 \(serverName)"
+        via.append(ownVia)
+        fields.add(name: "via", value: via.count == 1 ? ownVia : via.joined(separator: ", "))
+        fields.add(name: "x-request-id", value: requestID ?? Self.makeRequestID(&random))
+        let edits = configuration.requestHeaders
+        if !edits.remove.isEmpty || !edits.set.isEmpty || !edits.add.isEmpty {
+            // The route's edits may name `Host` too: applied with it among the fields, then taken out again.
+            if let current = host { fields.add(name: "host", value: current) }
+            for name in edits.remove { fields.remove(name: name) }
+            for (name, value) in edits.set { fields.replaceOrAdd(name: name, value: value) }
+            for (name, value) in edits.add { fields.add(name: name, value: value) }
+            host = fields.values(of: "host").first
+            fields.remove(name: "host")
+        }
+        return UpstreamRequest(method: request.method, target: target, fields: fields, host: host, chunked: chunked)
     }
 
-    /// The field names listed in `Connection` (hop-by-hop as well), in lower case.
-    private static func connectionOptions(_ headers: HTTPHeaders) -> Set<String> {
-        var names: Set<String> = []
-        for value in headers["connection"] {
-            for option in value.split(separator: ",") { names.insert(option.trimming().lowercased()) }
+    /// How ``upstreamRequest(for:random:)`` treats a client's field.
+    private enum RequestField { case passed, dropped, forwardedFor, forwarded, via, requestID, te, connection }
+
+    /// A client field's treatment by its name, compared as bytes: hop-by-hop fields (RFC 9110 §7.6.1) and those
+    /// Edge sets itself are dropped.
+    private static func requestField(_ name: UnsafeRawBufferPointer) -> RequestField {
+        @inline(__always) func named(_ lower: StaticString) -> Bool { FieldBlock.equalsLowercased(name, lower) }
+        switch name.count {
+        case 2: return named("te") ? .te : .passed
+        case 3: return named("via") ? .via : .passed
+        case 4: return named("host") ? .dropped : .passed
+        case 6: return named("expect") ? .dropped : .passed
+        case 7: return named("upgrade") ? .dropped : .passed
+        case 9: return named("forwarded") ? .forwarded : .passed
+        case 10:
+            if named("connection") { return .connection }
+            return named("keep-alive") ? .dropped : .passed
+        case 12: return named("x-request-id") ? .requestID : .passed
+        case 14: return named("content-length") || named("http2-settings") ? .dropped : .passed
+        case 15: return named("x-forwarded-for") ? .forwardedFor : .passed
+        case 16: return named("x-forwarded-host") ? .dropped : Self.proxyPrefixed(name)
+        case 17: return named("transfer-encoding") || named("x-forwarded-proto") ? .dropped : Self.proxyPrefixed(name)
+        default: return Self.proxyPrefixed(name)
         }
-        return names
+    }
+
+    /// `Proxy-*` fields (Proxy-Authorization, Proxy-Connection …) are between the client and its proxy.
+    private static func proxyPrefixed(_ name: UnsafeRawBufferPointer) -> RequestField {
+        guard name.count > 6, FieldBlock.equalsLowercased(UnsafeRawBufferPointer(rebasing: name[0..<6]), "proxy-") else { return .passed }
+        return .dropped
     }
 
     /// A client's `X-Request-Id` is passed on when it is 1 to 200 visible ASCII characters.
-    private static func isValidRequestID(_ value: String) -> Bool {
-        (1...200).contains(value.utf8.count) && value.utf8.allSatisfy { $0 > 0x20 && $0 < 0x7F }
+    private static func isValidRequestID(_ value: UnsafeRawBufferPointer) -> Bool {
+        (1...200).contains(value.count) && value.allSatisfy { $0 > 0x20 && $0 < 0x7F }
     }
 
     /// 32 hex digits from the loop's random generator.
@@ -334,9 +378,9 @@ public final class ProxyResponder: Sendable {
         case .uri:
             return Array(request.path.utf8) + (request.query.map { [UInt8(ascii: "?")] + Array($0.utf8) } ?? [])
         case .header(let name):
-            return request.headers.first(name: name).map { Array($0.utf8) }
+            return request.headers.values(of: name).first.map { Array($0.utf8) }
         case .cookie(let name):
-            for value in request.headers["cookie"] {
+            for value in request.headers.values(of: "cookie") {
                 for pair in value.split(separator: ";") {
                     let pair = pair.trimming()
                     guard let equals = pair.utf8.firstIndex(of: UInt8(ascii: "=")) else { continue }
@@ -349,32 +393,18 @@ public final class ProxyResponder: Sendable {
 
     // MARK: the response sent back
 
-    /// The upstream's response as the client gets it: hop-by-hop fields, `Server` and `Date` dropped (Edge sets
-    /// its own), `Via` added, the route's edits applied.
+    /// The upstream's response as the client gets it: its fields as the upstream exchange kept them (hop-by-hop
+    /// fields, `Server` and `Date` dropped: Edge sets its own), `Via` added, the route's edits applied.
     private func clientResponse(_ streamed: StreamedResponse) -> StreamedResponse {
-        var headers = HTTPHeaders()
-        let options = Self.connectionOptions(streamed.headers)
-        var via: [String] = []
-        for (name, value) in streamed.headers {
-            let lower = name.lowercased()
-            switch lower {
-            case "connection", "keep-alive", "transfer-encoding", "upgrade", "te", "proxy-connection", "server", "date":
-                continue
-            case "via":
-                via.append(value)
-            case "content-length" where streamed.status == .noContent:
-                continue  // a 204 has no content and must not say otherwise (RFC 9110 §8.6); HTTP/2 clients reset it
-            default:
-                if lower.hasPrefix("proxy-") || options.contains(lower) { continue }
-                headers.add(name: name, value: value)
-            }
+        var fields = streamed.headers
+        fields.add(name: "via", value: ownVia)
+        let edits = configuration.responseHeaders
+        if !edits.remove.isEmpty || !edits.set.isEmpty || !edits.add.isEmpty {
+            for name in edits.remove { fields.remove(name: name) }
+            for (name, value) in edits.set { fields.replaceOrAdd(name: name, value: value) }
+            for (name, value) in edits.add { fields.add(name: name, value: value) }
         }
-        via.append("1.1 \(serverName)")
-        headers.add(name: "via", value: via.joined(separator: ", "))
-        for name in configuration.responseHeaders.remove { headers.remove(name: name) }
-        for (name, value) in configuration.responseHeaders.set { headers.replaceOrAdd(name: name, value: value) }
-        for (name, value) in configuration.responseHeaders.add { headers.add(name: name, value: value) }
-        return StreamedResponse(status: streamed.status, headers: headers, body: streamed.body)
+        return StreamedResponse(status: streamed.status, headers: fields, body: streamed.body)
     }
 }
 

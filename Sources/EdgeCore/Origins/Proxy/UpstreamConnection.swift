@@ -54,16 +54,29 @@ struct UpstreamFailure: Error, CustomStringConvertible {
     }
 }
 
-/// One HTTP/1.1 connection to an upstream server, carrying one exchange at a time: it writes the request (the
-/// body from a ``BodyPipe``, as fast as the upstream takes it), and hands the response head to the caller and
-/// the body to a ``BodyPipe``, reading the upstream only as fast as the client takes the body (`autoRead` is off
-/// on upstream channels). A connection goes back to its pool only after a complete exchange whose response
-/// allowed keep-alive; after an error, an unread body or `Connection: close` it is closed.
-final class UpstreamHTTP1Handler: ChannelDuplexHandler {
-    typealias InboundIn = HTTPClientResponsePart
-    typealias OutboundIn = HTTPClientRequestPart
-    typealias OutboundOut = HTTPClientRequestPart
+/// A request as it goes to an upstream server: rebuilt by ``ProxyResponder`` from parsed fields.
+struct UpstreamRequest {
+    var method: HTTPMethod
+    /// The target in origin form.
+    var target: String
+    /// Every field but `Host`, framing (`Content-Length` or `Transfer-Encoding: chunked`) included.
+    var fields: FieldBlock
+    /// `nil` when the route's edits removed it.
+    var host: String?
+    /// Whether the body (if any) is sent chunked: it has no declared length.
+    var chunked: Bool
+}
 
+/// One exchange at a time with an upstream server, over an HTTP/1.1 connection (``UpstreamHTTP1Handler``) or an
+/// HTTP/2 stream (``UpstreamStreamHandler``): it writes the request (the body from a ``BodyPipe``, as fast as the
+/// upstream takes it), and hands the response head to the caller and the body to a ``BodyPipe``, reading the
+/// upstream only as fast as the client takes the body (`autoRead` is off on upstream channels). A connection goes
+/// back to its pool only after a complete exchange whose response allowed keep-alive; after an error, an unread
+/// body or `Connection: close` it is closed.
+///
+/// This class holds what both have in common (timeouts, backpressure, failures); the subclasses write and read
+/// their wire format.
+class UpstreamExchangeHandler {
     /// The timeouts of an exchange.
     struct Timeouts {
         var firstByte: TimeAmount
@@ -71,8 +84,8 @@ final class UpstreamHTTP1Handler: ChannelDuplexHandler {
         var total: TimeAmount
     }
 
-    private final class Exchange {
-        let head: HTTPRequestHead
+    final class Exchange {
+        let request: UpstreamRequest
         let body: BodyPipe?
         /// Called once with the response head, or with the failure that came before it.
         var responded: ((Result<StreamedResponse, UpstreamFailure>) -> Void)?
@@ -95,10 +108,10 @@ final class UpstreamHTTP1Handler: ChannelDuplexHandler {
         var paused = false
 
         init(
-            head: HTTPRequestHead, body: BodyPipe?, responded: @escaping (Result<StreamedResponse, UpstreamFailure>) -> Void, timeouts: Timeouts,
-            finished: @escaping (UpstreamFailure?) -> Void
+            request: UpstreamRequest, body: BodyPipe?, responded: @escaping (Result<StreamedResponse, UpstreamFailure>) -> Void,
+            timeouts: Timeouts, finished: @escaping (UpstreamFailure?) -> Void
         ) {
-            self.head = head
+            self.request = request
             self.body = body
             self.responded = responded
             self.timeouts = timeouts
@@ -112,21 +125,36 @@ final class UpstreamHTTP1Handler: ChannelDuplexHandler {
         }
     }
 
-    private var context: ChannelHandlerContext?
-    private var exchange: Exchange?
+    fileprivate var context: ChannelHandlerContext?
+    fileprivate var exchange: Exchange?
     /// One timer per connection for the exchanges' deadlines (``Exchange/deadline``), re-armed when it fires
     /// early rather than scheduled and cancelled at every exchange and read.
     private var watchdog: Scheduled<Void>?
     private var watchdogAt = NIODeadline.distantFuture
     /// Whether the connection can carry another exchange.
-    private(set) var isReusable = true
+    fileprivate(set) var isReusable = true
 
-    func handlerAdded(context: ChannelHandlerContext) {
+    // MARK: what the subclasses provide
+
+    /// Writes the request head (and, for a body-less request, its end).
+    fileprivate func writeHead(_ request: UpstreamRequest, hasBody: Bool, context: ChannelHandlerContext) {}
+    /// Writes and flushes one part of the request body.
+    fileprivate func writeBody(_ chunk: ByteBuffer, chunked: Bool, context: ChannelHandlerContext) -> EventLoopFuture<Void> {
+        context.eventLoop.makeSucceededFuture(())
+    }
+    /// Writes and flushes the end of the request body.
+    fileprivate func writeEnd(_ trailers: HTTPHeaders?, chunked: Bool, context: ChannelHandlerContext) {}
+    /// Starts reading a new response.
+    fileprivate func beginResponse(isHEAD: Bool) {}
+
+    // MARK: the exchange
+
+    fileprivate func added(context: ChannelHandlerContext) {
         self.context = context
     }
 
-    func handlerRemoved(context: ChannelHandlerContext) {
-        self.context = nil
+    fileprivate func removed() {
+        context = nil
         watchdog?.cancel()
         watchdog = nil
     }
@@ -157,13 +185,13 @@ final class UpstreamHTTP1Handler: ChannelDuplexHandler {
     /// Whether the connection is open and idle.
     var isIdle: Bool { exchange == nil && isReusable && context?.channel.isActive == true }
 
-    /// Sends `head` (and `body`) and calls `responded` once with the response head (the body follows through the
-    /// ``StreamedResponse``'s pipe) or with the failure that came first — a callback rather than a future, which
+    /// Sends `request` (and `body`) and calls `responded` once with the response head (the body follows through
+    /// the ``StreamedResponse``'s pipe) or with the failure that came first — a callback rather than a future, which
     /// would cost an allocation and a callback list per exchange. `finished` is called once, when the exchange is
     /// over: with `nil` when the response was complete (the connection is then reusable if ``isReusable``), or with
     /// the failure.
     func start(
-        head: HTTPRequestHead, body: BodyPipe?, timeouts: Timeouts, finished: @escaping (UpstreamFailure?) -> Void,
+        _ request: UpstreamRequest, body: BodyPipe?, timeouts: Timeouts, finished: @escaping (UpstreamFailure?) -> Void,
         responded: @escaping (Result<StreamedResponse, UpstreamFailure>) -> Void
     ) {
         guard let context, isIdle else {
@@ -171,23 +199,22 @@ final class UpstreamHTTP1Handler: ChannelDuplexHandler {
             finished(UpstreamFailure(cause: .closed))
             return
         }
-        let exchange = Exchange(head: head, body: body, responded: responded, timeouts: timeouts, finished: finished)
+        let exchange = Exchange(request: request, body: body, responded: responded, timeouts: timeouts, finished: finished)
         self.exchange = exchange
+        beginResponse(isHEAD: request.method == .HEAD)
         if timeouts.total > .zero {
             exchange.totalTimer = context.eventLoop.assumeIsolated().scheduleTask(in: timeouts.total) { [self] in
                 fail(UpstreamFailure(cause: .stalled), context: context)
             }
         }
-        context.write(wrapOutboundOut(.head(head)), promise: nil)
+        writeHead(request, hasBody: body != nil, context: context)
         if let body {
-            context.flush()
             body.onCancel = { [self] _ in
                 // The client's body broke off (it left, or went over a limit): the exchange cannot complete.
                 fail(UpstreamFailure(cause: .cancelled, bodySent: true), context: context)
             }
             pumpRequestBody(body, exchange: exchange, context: context)
         } else {
-            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
             requestSent(exchange, context: context)
         }
     }
@@ -208,7 +235,7 @@ final class UpstreamHTTP1Handler: ChannelDuplexHandler {
                 // An upstream that takes none of the body and answers nothing must not hold the exchange for ever:
                 // while a write waits, first_byte_timeout_seconds runs (the answer has not begun).
                 if !exchange.headReceived { watch(exchange, for: exchange.timeouts.firstByte, context: context) }
-                context.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(chunk)))).assumeIsolated().whenComplete { written in
+                writeBody(chunk, chunked: exchange.request.chunked, context: context).assumeIsolated().whenComplete { written in
                     guard self.exchange === exchange else { return }
                     if !exchange.headReceived { exchange.deadline = nil }
                     if case .failure = written {
@@ -218,7 +245,7 @@ final class UpstreamHTTP1Handler: ChannelDuplexHandler {
                     }
                 }
             case .success(.end(let trailers)):
-                context.writeAndFlush(wrapOutboundOut(.end(trailers)), promise: nil)
+                writeEnd(trailers, chunked: exchange.request.chunked, context: context)
                 requestSent(exchange, context: context)
             case .failure:
                 // The client's body broke off: the upstream must not take a truncated body as complete.
@@ -243,67 +270,62 @@ final class UpstreamHTTP1Handler: ChannelDuplexHandler {
         context.read()
     }
 
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        guard let exchange else {
-            // Bytes from an idle connection: it cannot be trusted for another exchange.
-            isReusable = false
-            context.close(promise: nil)
-            return
+    /// Bytes or a part from an idle connection: it cannot be trusted for another exchange.
+    fileprivate func unexpectedInput(context: ChannelHandlerContext) {
+        isReusable = false
+        context.close(promise: nil)
+    }
+
+    /// The response's final head.
+    fileprivate func receivedHead(status: HTTPResponseStatus, fields: FieldBlock, hasBody: Bool, context: ChannelHandlerContext) {
+        guard let exchange else { return }
+        exchange.deadline = nil
+        var pipe: BodyPipe?
+        if hasBody {
+            let body = BodyPipe(eventLoop: context.eventLoop)
+            body.onDemand = { [self] in
+                guard self.exchange === exchange, exchange.paused else { return }
+                exchange.paused = false
+                requestRead(context: context)
+            }
+            body.onCancel = { [self] _ in
+                fail(UpstreamFailure(cause: .cancelled, responseStarted: true), context: context)
+            }
+            pipe = body
         }
-        switch unwrapInboundIn(data) {
-        case .head(let head):
-            guard head.status.code >= 200 || head.status == .continue || head.status.code == 103 || head.status == .processing else {
-                fail(UpstreamFailure(cause: .malformed("status \(head.status.code) is not allowed here")), context: context)
-                return
-            }
-            if head.status.code < 200 { return }  // interim: the final head follows
-            exchange.deadline = nil
-            exchange.keepAlive = head.isKeepAlive
-            let bodyless = exchange.head.method == .HEAD || head.status == .noContent || head.status == .notModified
-            var pipe: BodyPipe?
-            if !bodyless {
-                let body = BodyPipe(eventLoop: context.eventLoop)
-                body.onDemand = { [self] in
-                    guard self.exchange === exchange, exchange.paused else { return }
-                    exchange.paused = false
-                    requestRead(context: context)
-                }
-                body.onCancel = { [self] _ in
-                    fail(UpstreamFailure(cause: .cancelled, responseStarted: true), context: context)
-                }
-                pipe = body
-            }
-            exchange.responseBody = pipe
-            exchange.headReceived = true
-            let responded = exchange.responded
-            exchange.responded = nil
-            responded?(.success(StreamedResponse(status: head.status, headers: head.headers, body: pipe)))
-        case .body(let chunk):
-            exchange.deadline = nil
-            guard exchange.responseBody != nil else { return }
-            // Parts are passed on at the end of the read batch, small ones merged: an upstream that sends a body
-            // in tiny chunks (one byte each, say) must not cost a write, a flush or an HTTP/2 frame per chunk
-            // towards the client.
-            if var pending = exchange.pendingBody, pending.readableBytes + chunk.readableBytes <= Self.coalescedBytes {
-                exchange.pendingBody = nil  // so that the write below does not copy the buffer
-                pending.writeImmutableBuffer(chunk)
-                exchange.pendingBody = pending
-            } else {
-                passOnPendingBody(exchange)
-                exchange.pendingBody = chunk
-            }
-        case .end(let trailers):
-            exchange.responseEnded = true
-            exchange.deadline = nil
-            // `Connection: close` in the trailer section ends the connection as it would in the head (NIO's parser
-            // takes it so, and a connection pooled after it would fail the next exchange).
-            if let trailers, trailers[canonicalForm: "connection"].contains(where: { $0.lowercased() == "close" }) {
-                exchange.keepAlive = false
-            }
+        exchange.responseBody = pipe
+        exchange.headReceived = true
+        let responded = exchange.responded
+        exchange.responded = nil
+        responded?(.success(StreamedResponse(status: status, headers: fields, body: pipe)))
+    }
+
+    fileprivate func receivedBody(_ chunk: ByteBuffer) {
+        guard let exchange else { return }
+        exchange.deadline = nil
+        guard exchange.responseBody != nil else { return }
+        // Parts are passed on at the end of the read batch, small ones merged: an upstream that sends a body in
+        // tiny chunks (one byte each, say) must not cost a write, a flush or an HTTP/2 frame per chunk towards the
+        // client.
+        if var pending = exchange.pendingBody, pending.readableBytes + chunk.readableBytes <= Self.coalescedBytes {
+            exchange.pendingBody = nil  // so that the write below does not copy the buffer
+            pending.writeImmutableBuffer(chunk)
+            exchange.pendingBody = pending
+        } else {
             passOnPendingBody(exchange)
-            exchange.responseBody?.finish(trailers: trailers.map(Self.forwardable))
-            complete(exchange, context: context)
+            exchange.pendingBody = chunk
         }
+    }
+
+    /// The response is complete. `keepAlive`: whether the response lets the connection carry another exchange.
+    fileprivate func receivedEnd(trailers: HTTPHeaders?, keepAlive: Bool, context: ChannelHandlerContext) {
+        guard let exchange else { return }
+        exchange.responseEnded = true
+        exchange.deadline = nil
+        exchange.keepAlive = keepAlive
+        passOnPendingBody(exchange)
+        exchange.responseBody?.finish(trailers: trailers.map(Self.forwardable))
+        complete(exchange, context: context)
     }
 
     /// Fields a trailer section must not carry towards the client (RFC 9110 §6.5.1, §7.6.1): hop-by-hop fields,
@@ -335,7 +357,7 @@ final class UpstreamHTTP1Handler: ChannelDuplexHandler {
         if let pipe = exchange.responseBody, !pipe.write(pending) { exchange.paused = true }
     }
 
-    func channelReadComplete(context: ChannelHandlerContext) {
+    fileprivate func readBatchEnded(context: ChannelHandlerContext) {
         guard let exchange, !exchange.responseEnded else { return }
         passOnPendingBody(exchange)
         exchange.responseBody?.batchEnded()
@@ -362,13 +384,13 @@ final class UpstreamHTTP1Handler: ChannelDuplexHandler {
         } else {
             // Reading on while idle keeps the socket's read interest, which otherwise NIO drops now and the next
             // exchange adds back (an epoll_ctl each); it also notices at once an upstream that closes or sends
-            // bytes nobody asked for (see channelRead).
+            // bytes nobody asked for.
             context.read()
         }
         exchange.finished(nil)
     }
 
-    private func fail(_ failure: UpstreamFailure, context: ChannelHandlerContext) {
+    fileprivate func fail(_ failure: UpstreamFailure, context: ChannelHandlerContext) {
         guard let exchange else { return }
         self.exchange = nil
         isReusable = false
@@ -389,19 +411,210 @@ final class UpstreamHTTP1Handler: ChannelDuplexHandler {
         exchange.finished(failure)
     }
 
-    func channelInactive(context: ChannelHandlerContext) {
+    fileprivate func inactive(context: ChannelHandlerContext) {
         isReusable = false
         fail(UpstreamFailure(cause: .closed), context: context)
-        context.fireChannelInactive()
     }
 
-    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+    fileprivate func caught(_ error: any Error, context: ChannelHandlerContext) {
         isReusable = false
-        if error is HTTPParserError {
+        if error is HTTPParserError || error is UpstreamParseError {
             fail(UpstreamFailure(cause: .malformed("\(error)")), context: context)
         } else {
             fail(UpstreamFailure(cause: .closed), context: context)
         }
         context.close(promise: nil)
+    }
+}
+
+/// An exchange over an HTTP/1.1 connection, on bytes: the request head written from the ``UpstreamRequest``'s
+/// field block, the response parsed in place by ``UpstreamResponseParser`` — no HTTP codec handlers in the
+/// upstream channel's pipeline.
+final class UpstreamHTTP1Handler: UpstreamExchangeHandler, ChannelDuplexHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private var parser = UpstreamResponseParser()
+
+    func handlerAdded(context: ChannelHandlerContext) { added(context: context) }
+    func handlerRemoved(context: ChannelHandlerContext) { removed() }
+
+    override fileprivate func beginResponse(isHEAD: Bool) {
+        parser.begin(isHEAD: isHEAD)
+    }
+
+    override fileprivate func writeHead(_ request: UpstreamRequest, hasBody: Bool, context: ChannelHandlerContext) {
+        var head = context.channel.allocator.buffer(
+            capacity: request.target.utf8.count + (request.host?.utf8.count ?? 0) + request.fields.bytes.readableBytes + 40
+        )
+        head.writeString(request.method.rawValue)
+        head.writeStaticString(" ")
+        head.writeString(request.target)
+        head.writeStaticString(" HTTP/1.1\r\n")
+        if let host = request.host {
+            head.writeStaticString("host: ")
+            head.writeString(host)
+            head.writeStaticString("\r\n")
+        }
+        head.writeImmutableBuffer(request.fields.bytes)
+        head.writeStaticString("\r\n")
+        context.writeAndFlush(wrapOutboundOut(head), promise: nil)
+    }
+
+    override fileprivate func writeBody(_ chunk: ByteBuffer, chunked: Bool, context: ChannelHandlerContext) -> EventLoopFuture<Void> {
+        guard chunked else { return context.writeAndFlush(wrapOutboundOut(chunk)) }
+        var framed = context.channel.allocator.buffer(capacity: chunk.readableBytes + 20)
+        framed.writeString(String(chunk.readableBytes, radix: 16))
+        framed.writeStaticString("\r\n")
+        framed.writeImmutableBuffer(chunk)
+        framed.writeStaticString("\r\n")
+        return context.writeAndFlush(wrapOutboundOut(framed))
+    }
+
+    override fileprivate func writeEnd(_ trailers: HTTPHeaders?, chunked: Bool, context: ChannelHandlerContext) {
+        guard chunked else { return }
+        var last = context.channel.allocator.buffer(capacity: 64)
+        last.writeStaticString("0\r\n")
+        if let trailers { ResponseHeaders.writeFields(trailers, to: &last) }
+        last.writeStaticString("\r\n")
+        context.writeAndFlush(wrapOutboundOut(last), promise: nil)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard exchange != nil, !parser.isComplete else {
+            unexpectedInput(context: context)
+            return
+        }
+        parser.feed(unwrapInboundIn(data))
+        do {
+            while exchange != nil, let event = try parser.next() {
+                switch event {
+                case .head(let status, let fields, let hasBody):
+                    receivedHead(status: status, fields: fields, hasBody: hasBody, context: context)
+                case .body(let chunk):
+                    receivedBody(chunk)
+                case .end(let trailers):
+                    // Bytes after a complete response were not asked for: the connection cannot be trusted again.
+                    if parser.hasUnreadBytes { isReusable = false }
+                    receivedEnd(trailers: trailers, keepAlive: parser.keepAlive, context: context)
+                }
+            }
+        } catch {
+            caught(error, context: context)
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        readBatchEnded(context: context)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        if exchange != nil, case .end(let trailers)? = parser.inputClosed() {
+            // A body delimited by the end of the connection is complete.
+            receivedEnd(trailers: trailers, keepAlive: false, context: context)
+        }
+        inactive(context: context)
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        caught(error, context: context)
+    }
+}
+
+/// An exchange over a stream of an HTTP/2 upstream connection, through NIO's
+/// `HTTP2FramePayloadToHTTP1ClientCodec`.
+final class UpstreamStreamHandler: UpstreamExchangeHandler, ChannelDuplexHandler {
+    typealias InboundIn = HTTPClientResponsePart
+    typealias OutboundIn = HTTPClientRequestPart
+    typealias OutboundOut = HTTPClientRequestPart
+
+    private var isHEAD = false
+
+    func handlerAdded(context: ChannelHandlerContext) { added(context: context) }
+    func handlerRemoved(context: ChannelHandlerContext) { removed() }
+
+    override fileprivate func beginResponse(isHEAD: Bool) {
+        self.isHEAD = isHEAD
+    }
+
+    override fileprivate func writeHead(_ request: UpstreamRequest, hasBody: Bool, context: ChannelHandlerContext) {
+        var headers = HTTPHeaders()
+        if let host = request.host { headers.add(name: "host", value: host) }
+        headers.add(contentsOf: request.fields.headers)
+        let head = HTTPRequestHead(version: .http1_1, method: request.method, uri: request.target, headers: headers)
+        if hasBody {
+            context.writeAndFlush(wrapOutboundOut(.head(head)), promise: nil)
+        } else {
+            context.write(wrapOutboundOut(.head(head)), promise: nil)
+            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        }
+    }
+
+    override fileprivate func writeBody(_ chunk: ByteBuffer, chunked: Bool, context: ChannelHandlerContext) -> EventLoopFuture<Void> {
+        context.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(chunk))))
+    }
+
+    override fileprivate func writeEnd(_ trailers: HTTPHeaders?, chunked: Bool, context: ChannelHandlerContext) {
+        context.writeAndFlush(wrapOutboundOut(.end(trailers)), promise: nil)
+    }
+
+    private var keepAlive = true
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard exchange != nil else {
+            unexpectedInput(context: context)
+            return
+        }
+        switch unwrapInboundIn(data) {
+        case .head(let head):
+            guard head.status.code >= 200 || head.status == .continue || head.status.code == 103 || head.status == .processing else {
+                fail(UpstreamFailure(cause: .malformed("status \(head.status.code) is not allowed here")), context: context)
+                return
+            }
+            if head.status.code < 200 { return }  // interim: the final head follows
+            keepAlive = head.isKeepAlive
+            let hasBody = !isHEAD && head.status != .noContent && head.status != .notModified
+            receivedHead(status: head.status, fields: Self.clientFields(head.headers, status: head.status), hasBody: hasBody, context: context)
+        case .body(let chunk):
+            receivedBody(chunk)
+        case .end(let trailers):
+            receivedEnd(trailers: trailers, keepAlive: keepAlive, context: context)
+        }
+    }
+
+    /// An HTTP/2 upstream's fields as the client may get them: the same as ``UpstreamResponseParser`` keeps from
+    /// an HTTP/1.1 head.
+    private static func clientFields(_ headers: HTTPHeaders, status: HTTPResponseStatus) -> FieldBlock {
+        var options: Set<String> = []
+        for value in headers["connection"] {
+            for option in value.split(separator: ",") { options.insert(option.trimming().lowercased()) }
+        }
+        var fields = FieldBlock(capacity: 64 * max(1, headers.count))
+        for (name, value) in headers {
+            let lower = name.lowercased()
+            switch lower {
+            case "connection", "keep-alive", "transfer-encoding", "upgrade", "te", "server", "date": continue
+            case "content-length" where status == .noContent: continue
+            default:
+                if lower.hasPrefix("proxy-") || options.contains(lower) { continue }
+                fields.add(name: name, value: value)
+            }
+        }
+        return fields
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        readBatchEnded(context: context)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        inactive(context: context)
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        caught(error, context: context)
     }
 }

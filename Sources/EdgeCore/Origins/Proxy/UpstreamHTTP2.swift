@@ -6,7 +6,7 @@ import NIOPosix
 
 /// One HTTP/2 connection to an upstream server (`protocol = "h2"` over TLS with ALPN, or `"h2c"` with prior
 /// knowledge), carrying many exchanges at once: each on its own stream channel, with NIO's HTTP/2-to-HTTP/1
-/// client codec and the same ``UpstreamHTTP1Handler`` as an HTTP/1.1 connection behind it, so that timeouts,
+/// client codec and ``UpstreamStreamHandler`` (the exchange logic of an HTTP/1.1 connection's handler) behind it, so that timeouts,
 /// backpressure (`autoRead` off on the stream: NIOHTTP2 opens the flow-control window only as the client takes
 /// the body) and trailers (gRPC's `grpc-status`) work the same. Used only on its channel's event loop, like
 /// ``UpstreamConnection``.
@@ -55,7 +55,7 @@ final class UpstreamHTTP2Connection: @unchecked Sendable {
                 try stream.syncOptions?.setOption(ChannelOptions.autoRead, value: false)
                 let sync = stream.pipeline.syncOperations
                 try sync.addHandler(HTTP2FramePayloadToHTTP1ClientCodec(httpProtocol: scheme))
-                try sync.addHandler(UpstreamHTTP1Handler())
+                try sync.addHandler(UpstreamStreamHandler())
             }
         }
         let key = self.key
@@ -63,7 +63,7 @@ final class UpstreamHTTP2Connection: @unchecked Sendable {
         return promise.futureResult.assumeIsolated().flatMapThrowing { stream in
             opened = true
             stream.closeFuture.assumeIsolated().whenComplete { _ in closed() }
-            let handler = try stream.pipeline.syncOperations.handler(type: UpstreamHTTP1Handler.self)
+            let handler = try stream.pipeline.syncOperations.handler(type: UpstreamStreamHandler.self)
             return UpstreamConnection(channel: stream, handler: handler, key: key, parent: self)
         }.flatMapErrorThrowing { _ in
             if !opened { closed() }  // the stream never opened, so it will not close either

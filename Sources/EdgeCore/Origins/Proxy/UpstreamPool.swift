@@ -7,7 +7,7 @@ import NIOPosix
 /// sound: it crosses no thread, only the futures of that loop.
 final class UpstreamConnection: @unchecked Sendable {
     let channel: any Channel
-    let handler: UpstreamHTTP1Handler
+    let handler: UpstreamExchangeHandler
     let key: String
     /// Exchanges started on the connection: after the first, the server may have closed it while it was idle.
     var exchanges = 0
@@ -16,7 +16,7 @@ final class UpstreamConnection: @unchecked Sendable {
     /// For a stream of an HTTP/2 connection: that connection (the stream itself is never pooled).
     let parent: UpstreamHTTP2Connection?
 
-    init(channel: any Channel, handler: UpstreamHTTP1Handler, key: String, parent: UpstreamHTTP2Connection? = nil) {
+    init(channel: any Channel, handler: UpstreamExchangeHandler, key: String, parent: UpstreamHTTP2Connection? = nil) {
         self.channel = channel
         self.handler = handler
         self.key = key
@@ -182,7 +182,6 @@ final class UpstreamPool {
                 channel.eventLoop.makeCompletedFuture {
                     let sync = channel.pipeline.syncOperations
                     try group.addTLSHandler(for: server, to: sync)
-                    try sync.addHTTPClientHandlers(leftOverBytesStrategy: .dropBytes)
                     try sync.addHandler(UpstreamHTTP1Handler())
                 }
             }
