@@ -44,16 +44,21 @@ struct StreamedRequest {
 /// A one-shot signal from a front end to an origin: the client has gone. Used on the connection's event loop only.
 final class RequestCancellation: @unchecked Sendable {
     private(set) var isCancelled = false
-    /// Called once, at ``cancel()``; set by the origin while there is something to stop.
-    var onCancel: (() -> Void)?
+    /// Told once, at ``cancel()``; set by the origin while there is something to stop (and cleared by it after).
+    var target: (any RequestCancellationTarget)?
 
     func cancel() {
         guard !isCancelled else { return }
         isCancelled = true
-        let onCancel = self.onCancel
-        self.onCancel = nil
-        onCancel?()
+        let target = self.target
+        self.target = nil
+        target?.cancelRequest()
     }
+}
+
+/// What an origin gives a ``RequestCancellation`` to stop when the client goes away.
+protocol RequestCancellationTarget: AnyObject {
+    func cancelRequest()
 }
 
 /// A reply available now, or later on the connection's event loop.

@@ -59,133 +59,45 @@ public final class ProxyResponder: Sendable {
     }
 
     /// The `Via` element Edge adds to responses.
-    private let ownVia: String
+    let ownVia: String
+
+    /// Proxies `request`; the future completes with the response head (its body streams) or an error answer.
+    func serve(_ request: ProxyRequest, loop: LoopState, on eventLoop: any EventLoop) -> EventLoopFuture<Reply> {
+        group.countRequest(now: .now())
+        let exchange = ProxyExchange(
+            responder: self, request: request, head: upstreamRequest(for: request, random: &loop.random), pool: loop.upstreamPool,
+            eventLoop: eventLoop
+        )
+        exchange.attempt()
+        return exchange.promise.futureResult
+    }
 
     /// Whether a method may be sent again after a failure (RFC 9110 §9.2.2).
-    private static func isIdempotent(_ method: HTTPMethod) -> Bool {
+    static func isIdempotent(_ method: HTTPMethod) -> Bool {
         switch method {
         case .GET, .HEAD, .OPTIONS, .TRACE, .PUT, .DELETE: return true
         default: return false
         }
     }
 
-    /// Proxies `request`; the future completes with the response head (its body streams) or an error answer.
-    func serve(_ request: ProxyRequest, loop: LoopState, on eventLoop: any EventLoop) -> EventLoopFuture<Reply> {
-        let now = NIODeadline.now()
-        group.countRequest(now: now)
-        let pool = loop.upstreamPool
-        let head = upstreamRequest(for: request, random: &loop.random)
-        let promise = eventLoop.makePromise(of: Reply.self)
-        attempt(request, head: head, tried: [], retriesLeft: group.configuration.retries, lastFailure: nil, pool: pool, on: eventLoop, promise: promise)
-        return promise.futureResult
+    /// The answer when no server is left to try: the last failure's (502 or 504), as nginx gives it, or 503 when
+    /// none could be chosen at all.
+    func noServerAnswer(lastFailure: UpstreamFailure?) -> Reply {
+        if let lastFailure { return failureAnswer(lastFailure) }
+        logger.warning("proxy: no server available", metadata: ["route": "\(prefix)", "upstream": "\(group.name)"])
+        var unavailable = EdgeResponse.text(.serviceUnavailable, "no upstream server available\n")
+        unavailable.headers.add(name: "retry-after", value: "1")
+        return .response(unavailable)
     }
 
-    /// One try of `request` on a server of the group. `fresh`: on a new connection, not a pooled one.
-    private func attempt(
-        _ request: ProxyRequest, head: UpstreamRequest, tried: Set<Int>, retriesLeft: Int, lastFailure: UpstreamFailure?,
-        pool: UpstreamPool, fresh: Bool = false, on eventLoop: any EventLoop, promise: EventLoopPromise<Reply>
-    ) {
-        let now = NIODeadline.now()
-        guard let server = group.choose(key: hashKey(for: request), excluded: tried, now: now) else {
-            if let lastFailure {
-                // Every server left was tried: the answer is the last failure's (502 or 504), as nginx gives it.
-                promise.succeed(.response(.text(lastFailure.status, lastFailure.status == .gatewayTimeout ? "upstream timed out\n" : "upstream failed\n")))
-                return
-            }
-            logger.warning("proxy: no server available", metadata: ["route": "\(prefix)", "upstream": "\(group.name)"])
-            var unavailable = EdgeResponse.text(.serviceUnavailable, "no upstream server available\n")
-            unavailable.headers.add(name: "retry-after", value: "1")
-            promise.succeed(.response(unavailable))
-            return
-        }
-        var head = head
-        if case .upstream = configuration.host { head.host = server.address.description }
-        server.active.add(1, ordering: .relaxed)
-        let settings = group.configuration
-        let timeouts = UpstreamExchangeHandler.Timeouts(
-            firstByte: settings.firstByteTimeout, betweenBytes: settings.betweenBytesTimeout, total: settings.totalTimeout
-        )
-        let proceed: (Result<UpstreamConnection, any Error>) -> Void = { [self] result in
-            switch result {
-            case .failure(let error):
-                let failure = error as? UpstreamFailure ?? UpstreamFailure(cause: .connect("\(error)"))
-                finished(server, failure: failure)
-                retryOrAnswer(failure, request, head: head, server: server, tried: tried, retriesLeft: retriesLeft, pool: pool, on: eventLoop, promise: promise)
-            case .success(let connection):
-                if let cancellation = request.cancellation {
-                    guard !cancellation.isCancelled else {
-                        // The client left while the connection was being made: nothing is sent.
-                        let gone = UpstreamFailure(cause: .cancelled)
-                        finished(server, failure: gone)
-                        if connection.parent == nil {
-                            pool.release(connection, keepalive: settings.keepalive, idleTimeout: settings.idleTimeout, on: eventLoop)
-                        } else {
-                            connection.channel.close(promise: nil)
-                        }
-                        promise.fail(gone)
-                        return
-                    }
-                    // A client that leaves before the answer begins ends the exchange now, not at a timeout: a client
-                    // must not be able to hold upstream connections by asking and leaving (HTTP/2 rapid reset).
-                    cancellation.onCancel = { connection.handler.cancel() }
-                }
-                // A stream is new, but its HTTP/2 connection may have served others before the server stopped
-                // taking streams on it.
-                let reused = connection.parent.map { $0.streamsStarted > 1 } ?? (connection.exchanges > 0)
-                connection.exchanges += 1
-                connection.handler.start(head, body: request.body, timeouts: timeouts) { failure in
-                    // A pooled connection the server closed as the request went out says nothing of the server.
-                    let stale = reused && failure.map(Self.isStale) == true
-                    self.finished(server, failure: failure, counted: !stale)
-                    if failure == nil, connection.handler.isReusable, connection.parent == nil {
-                        pool.release(connection, keepalive: settings.keepalive, idleTimeout: settings.idleTimeout, on: eventLoop)
-                    }
-                } responded: { result in
-                    request.cancellation?.onCancel = nil
-                    switch result {
-                    case .success(let streamed):
-                        promise.succeed(.stream(self.clientResponse(streamed)))
-                    case .failure(let failure):
-                        if reused, !fresh, Self.isStale(failure), !failure.bodySent,
-                            request.body != nil || Self.isIdempotent(request.method)
-                        {
-                            if let parent = connection.parent { pool.retire(parent) }
-                            // The server closed a kept-alive connection as the request reached it (its idle timeout,
-                            // a restart): nothing was answered, so the request goes again on a new connection, as
-                            // HAProxy and Envoy do, without using a retry or counting against the server. Not a
-                            // body-less POST (the server may have acted on its head alone), nor a body already
-                            // partly sent (it cannot be sent again).
-                            self.attempt(
-                                request, head: head, tried: tried, retriesLeft: retriesLeft, lastFailure: lastFailure, pool: pool,
-                                fresh: true, on: eventLoop, promise: promise
-                            )
-                            return
-                        }
-                        self.retryOrAnswer(
-                            failure, request, head: head, server: server, tried: tried, retriesLeft: retriesLeft, pool: pool,
-                            on: eventLoop, promise: promise
-                        )
-                    }
-                }
-            }
-        }
-        // A pooled connection is used at once; only a new one (or an HTTP/2 stream) is waited for.
-        if !fresh, let pooled = pool.idleConnection(to: server, group: group) {
-            proceed(.success(pooled))
-        } else {
-            pool.acquire(server, group: group, fresh: fresh, on: eventLoop).assumeIsolated().whenComplete(proceed)
-        }
-    }
-
-    /// Whether `failure` is what a kept-alive connection closed by the server looks like: closed before any of
-    /// the response.
-    private static func isStale(_ failure: UpstreamFailure) -> Bool {
-        failure.cause == .closed && !failure.responseStarted
+    /// The client's answer to a failure before any response byte: 502 or 504.
+    func failureAnswer(_ failure: UpstreamFailure) -> Reply {
+        .response(.text(failure.status, failure.status == .gatewayTimeout ? "upstream timed out\n" : "upstream failed\n"))
     }
 
     /// Accounting when an exchange with `server` is over: its load, and passive health (`counted: false` for an
     /// exchange that says nothing of the server's health).
-    private func finished(_ server: UpstreamServer, failure: UpstreamFailure?, counted: Bool = true) {
+    func finished(_ server: UpstreamServer, failure: UpstreamFailure?, counted: Bool = true) {
         server.active.subtract(1, ordering: .relaxed)
         guard counted else { return }
         guard let failure else {
@@ -205,34 +117,6 @@ public final class ProxyResponder: Sendable {
                 metadata: ["upstream": "\(group.name)", "server": "\(server.key)", "cooldown_s": "\(cooldown.nanoseconds / 1_000_000_000)"]
             )
         }
-    }
-
-    private func retryOrAnswer(
-        _ failure: UpstreamFailure, _ request: ProxyRequest, head: UpstreamRequest, server: UpstreamServer, tried: Set<Int>,
-        retriesLeft: Int, pool: UpstreamPool, on eventLoop: any EventLoop, promise: EventLoopPromise<Reply>
-    ) {
-        let replayable = request.body == nil || !failure.bodySent
-        if failure.isRetryable, retriesLeft > 0, replayable, Self.isIdempotent(request.method) || !failure.bodySent,
-            group.mayRetry(now: .now())
-        {
-            var tried = tried
-            tried.insert(server.index)
-            attempt(
-                request, head: head, tried: tried, retriesLeft: retriesLeft - 1, lastFailure: failure, pool: pool, on: eventLoop,
-                promise: promise
-            )
-            return
-        }
-        if failure.cause == .cancelled {
-            promise.fail(failure)
-            return
-        }
-        let text: String
-        switch failure.status {
-        case .gatewayTimeout: text = "upstream timed out\n"
-        default: text = "upstream failed\n"
-        }
-        promise.succeed(.response(.text(failure.status, text)))
     }
 
     // MARK: the request sent upstream
@@ -315,7 +199,7 @@ public final class ProxyResponder: Sendable {
             host = fields.values(of: "host").first
             fields.remove(name: "host")
         }
-        return UpstreamRequest(method: request.method, target: target, fields: fields, host: host, chunked: chunked)
+        return UpstreamRequest(method: request.method, target: target, fields: fields, host: host, chunked: chunked, via: ownVia)
     }
 
     /// How ``upstreamRequest(for:random:)`` treats a client's field.
@@ -370,7 +254,7 @@ public final class ProxyResponder: Sendable {
     }
 
     /// What consistent hashing hashes for this request.
-    private func hashKey(for request: ProxyRequest) -> [UInt8]? {
+    func hashKey(for request: ProxyRequest) -> [UInt8]? {
         guard case .hash(let key) = group.configuration.balance else { return nil }
         switch key {
         case .clientAddress:
@@ -394,16 +278,14 @@ public final class ProxyResponder: Sendable {
     // MARK: the response sent back
 
     /// The upstream's response as the client gets it: its fields as the upstream exchange kept them (hop-by-hop
-    /// fields, `Server` and `Date` dropped: Edge sets its own), `Via` added, the route's edits applied.
-    private func clientResponse(_ streamed: StreamedResponse) -> StreamedResponse {
-        var fields = streamed.headers
-        fields.add(name: "via", value: ownVia)
+    /// fields, `Server` and `Date` dropped: Edge sets its own; `Via` added), the route's edits applied.
+    func clientResponse(_ streamed: StreamedResponse) -> StreamedResponse {
         let edits = configuration.responseHeaders
-        if !edits.remove.isEmpty || !edits.set.isEmpty || !edits.add.isEmpty {
-            for name in edits.remove { fields.remove(name: name) }
-            for (name, value) in edits.set { fields.replaceOrAdd(name: name, value: value) }
-            for (name, value) in edits.add { fields.add(name: name, value: value) }
-        }
+        guard !edits.remove.isEmpty || !edits.set.isEmpty || !edits.add.isEmpty else { return streamed }
+        var fields = streamed.headers
+        for name in edits.remove { fields.remove(name: name) }
+        for (name, value) in edits.set { fields.replaceOrAdd(name: name, value: value) }
+        for (name, value) in edits.add { fields.add(name: name, value: value) }
         return StreamedResponse(status: streamed.status, headers: fields, body: streamed.body)
     }
 }

@@ -65,6 +65,19 @@ struct UpstreamRequest {
     var host: String?
     /// Whether the body (if any) is sent chunked: it has no declared length.
     var chunked: Bool
+    /// The `Via` element added to the response's fields.
+    var via: String
+}
+
+/// Who is told how an upstream exchange went (``UpstreamExchangeHandler/start(_:body:timeouts:delegate:)``).
+protocol UpstreamExchangeDelegate: AnyObject {
+    /// The exchange is over: `nil` when the response was complete (the connection is then reusable if the
+    /// handler says so), else the failure. Called once; for a failure before the response head, before
+    /// ``upstreamResponded(_:)``, so that the attempt is accounted for before another may begin.
+    func upstreamFinished(_ failure: UpstreamFailure?)
+    /// The response head (its body follows through the ``StreamedResponse``'s pipe), or the failure that came
+    /// before it. Called once.
+    func upstreamResponded(_ result: Result<StreamedResponse, UpstreamFailure>)
 }
 
 /// One exchange at a time with an upstream server, over an HTTP/1.1 connection (``UpstreamHTTP1Handler``) or an
@@ -87,10 +100,9 @@ class UpstreamExchangeHandler {
     final class Exchange {
         let request: UpstreamRequest
         let body: BodyPipe?
-        /// Called once with the response head, or with the failure that came before it.
-        var responded: ((Result<StreamedResponse, UpstreamFailure>) -> Void)?
+        /// Told of the response head and of the end; `nil` once told of both.
+        var delegate: (any UpstreamExchangeDelegate)?
         let timeouts: Timeouts
-        let finished: (UpstreamFailure?) -> Void
         var responseBody: BodyPipe?
         /// Body parts of the current read batch not yet passed on, small ones merged (``coalescedBytes``).
         var pendingBody: ByteBuffer?
@@ -107,15 +119,11 @@ class UpstreamExchangeHandler {
         /// A read is wanted but paused because the client has not taken the body.
         var paused = false
 
-        init(
-            request: UpstreamRequest, body: BodyPipe?, responded: @escaping (Result<StreamedResponse, UpstreamFailure>) -> Void,
-            timeouts: Timeouts, finished: @escaping (UpstreamFailure?) -> Void
-        ) {
+        init(request: UpstreamRequest, body: BodyPipe?, delegate: any UpstreamExchangeDelegate, timeouts: Timeouts) {
             self.request = request
             self.body = body
-            self.responded = responded
+            self.delegate = delegate
             self.timeouts = timeouts
-            self.finished = finished
         }
 
         func cancelTimers() {
@@ -144,8 +152,8 @@ class UpstreamExchangeHandler {
     }
     /// Writes and flushes the end of the request body.
     fileprivate func writeEnd(_ trailers: HTTPHeaders?, chunked: Bool, context: ChannelHandlerContext) {}
-    /// Starts reading a new response.
-    fileprivate func beginResponse(isHEAD: Bool) {}
+    /// Starts reading a new response, whose fields get `via` added.
+    fileprivate func beginResponse(isHEAD: Bool, via: String) {}
 
     // MARK: the exchange
 
@@ -185,23 +193,17 @@ class UpstreamExchangeHandler {
     /// Whether the connection is open and idle.
     var isIdle: Bool { exchange == nil && isReusable && context?.channel.isActive == true }
 
-    /// Sends `request` (and `body`) and calls `responded` once with the response head (the body follows through
-    /// the ``StreamedResponse``'s pipe) or with the failure that came first — a callback rather than a future, which
-    /// would cost an allocation and a callback list per exchange. `finished` is called once, when the exchange is
-    /// over: with `nil` when the response was complete (the connection is then reusable if ``isReusable``), or with
-    /// the failure.
-    func start(
-        _ request: UpstreamRequest, body: BodyPipe?, timeouts: Timeouts, finished: @escaping (UpstreamFailure?) -> Void,
-        responded: @escaping (Result<StreamedResponse, UpstreamFailure>) -> Void
-    ) {
+    /// Sends `request` (and `body`) and tells `delegate` of the response head and of the end — a delegate rather
+    /// than a future or closures, which would cost allocations per exchange.
+    func start(_ request: UpstreamRequest, body: BodyPipe?, timeouts: Timeouts, delegate: any UpstreamExchangeDelegate) {
         guard let context, isIdle else {
-            responded(.failure(UpstreamFailure(cause: .closed)))
-            finished(UpstreamFailure(cause: .closed))
+            delegate.upstreamFinished(UpstreamFailure(cause: .closed))
+            delegate.upstreamResponded(.failure(UpstreamFailure(cause: .closed)))
             return
         }
-        let exchange = Exchange(request: request, body: body, responded: responded, timeouts: timeouts, finished: finished)
+        let exchange = Exchange(request: request, body: body, delegate: delegate, timeouts: timeouts)
         self.exchange = exchange
-        beginResponse(isHEAD: request.method == .HEAD)
+        beginResponse(isHEAD: request.method == .HEAD, via: request.via)
         if timeouts.total > .zero {
             exchange.totalTimer = context.eventLoop.assumeIsolated().scheduleTask(in: timeouts.total) { [self] in
                 fail(UpstreamFailure(cause: .stalled), context: context)
@@ -295,9 +297,7 @@ class UpstreamExchangeHandler {
         }
         exchange.responseBody = pipe
         exchange.headReceived = true
-        let responded = exchange.responded
-        exchange.responded = nil
-        responded?(.success(StreamedResponse(status: status, headers: fields, body: pipe)))
+        exchange.delegate?.upstreamResponded(.success(StreamedResponse(status: status, headers: fields, body: pipe)))
     }
 
     fileprivate func receivedBody(_ chunk: ByteBuffer) {
@@ -374,7 +374,7 @@ class UpstreamExchangeHandler {
             self.exchange = nil
             exchange.body?.cancel(UpstreamFailure(cause: .cancelled))
             context.close(promise: nil)
-            exchange.finished(nil)
+            finish(exchange, nil)
             return
         }
         self.exchange = nil
@@ -387,7 +387,14 @@ class UpstreamExchangeHandler {
             // bytes nobody asked for.
             context.read()
         }
-        exchange.finished(nil)
+        finish(exchange, nil)
+    }
+
+    /// Tells the delegate the exchange is over, and lets it go.
+    private func finish(_ exchange: Exchange, _ failure: UpstreamFailure?) {
+        let delegate = exchange.delegate
+        exchange.delegate = nil
+        delegate?.upstreamFinished(failure)
     }
 
     fileprivate func fail(_ failure: UpstreamFailure, context: ChannelHandlerContext) {
@@ -397,18 +404,20 @@ class UpstreamExchangeHandler {
         exchange.cancelTimers()
         var failure = failure
         failure.bodySent = failure.bodySent || exchange.bodySent
+        if failure.cause != .cancelled { exchange.body?.cancel(failure) }
+        context.close(promise: nil)
+        let delegate = exchange.delegate
+        exchange.delegate = nil
         if exchange.headReceived {
             failure.responseStarted = true
             passOnPendingBody(exchange)  // what arrived is the client's, ahead of the break
             exchange.responseBody?.fail(failure)
+            delegate?.upstreamFinished(failure)
         } else {
-            let responded = exchange.responded
-            exchange.responded = nil
-            responded?(.failure(failure))
+            // Accounted for first, then answered (or retried on another connection).
+            delegate?.upstreamFinished(failure)
+            delegate?.upstreamResponded(.failure(failure))
         }
-        if failure.cause != .cancelled { exchange.body?.cancel(failure) }
-        context.close(promise: nil)
-        exchange.finished(failure)
     }
 
     fileprivate func inactive(context: ChannelHandlerContext) {
@@ -440,8 +449,8 @@ final class UpstreamHTTP1Handler: UpstreamExchangeHandler, ChannelDuplexHandler 
     func handlerAdded(context: ChannelHandlerContext) { added(context: context) }
     func handlerRemoved(context: ChannelHandlerContext) { removed() }
 
-    override fileprivate func beginResponse(isHEAD: Bool) {
-        parser.begin(isHEAD: isHEAD)
+    override fileprivate func beginResponse(isHEAD: Bool, via: String) {
+        parser.begin(isHEAD: isHEAD, via: via)
     }
 
     override fileprivate func writeHead(_ request: UpstreamRequest, hasBody: Bool, context: ChannelHandlerContext) {
@@ -531,12 +540,14 @@ final class UpstreamStreamHandler: UpstreamExchangeHandler, ChannelDuplexHandler
     typealias OutboundOut = HTTPClientRequestPart
 
     private var isHEAD = false
+    private var via = ""
 
     func handlerAdded(context: ChannelHandlerContext) { added(context: context) }
     func handlerRemoved(context: ChannelHandlerContext) { removed() }
 
-    override fileprivate func beginResponse(isHEAD: Bool) {
+    override fileprivate func beginResponse(isHEAD: Bool, via: String) {
         self.isHEAD = isHEAD
+        self.via = via
     }
 
     override fileprivate func writeHead(_ request: UpstreamRequest, hasBody: Bool, context: ChannelHandlerContext) {
@@ -576,7 +587,9 @@ final class UpstreamStreamHandler: UpstreamExchangeHandler, ChannelDuplexHandler
             if head.status.code < 200 { return }  // interim: the final head follows
             keepAlive = head.isKeepAlive
             let hasBody = !isHEAD && head.status != .noContent && head.status != .notModified
-            receivedHead(status: head.status, fields: Self.clientFields(head.headers, status: head.status), hasBody: hasBody, context: context)
+            var fields = Self.clientFields(head.headers, status: head.status)
+            fields.add(name: "via", value: via)
+            receivedHead(status: head.status, fields: fields, hasBody: hasBody, context: context)
         case .body(let chunk):
             receivedBody(chunk)
         case .end(let trailers):

@@ -124,9 +124,26 @@ final class UpstreamGroup: Sendable {
 
     var name: String { configuration.name }
 
+    /// What every exchange reads from the configuration, kept apart so that it is read without copying the whole
+    /// configuration (and retaining each of its strings and arrays) per request.
+    struct ExchangeSettings {
+        var timeouts: UpstreamExchangeHandler.Timeouts
+        var keepalive: Int
+        var idleTimeout: TimeAmount
+    }
+
+    let exchangeSettings: ExchangeSettings
+
     /// - Throws: when the TLS settings cannot be used (an unreadable CA file, certificate or key).
     init(configuration: UpstreamGroupConfiguration) throws {
         self.configuration = configuration
+        self.exchangeSettings = ExchangeSettings(
+            timeouts: UpstreamExchangeHandler.Timeouts(
+                firstByte: configuration.firstByteTimeout, betweenBytes: configuration.betweenBytesTimeout,
+                total: configuration.totalTimeout
+            ),
+            keepalive: configuration.keepalive, idleTimeout: configuration.idleTimeout
+        )
         if configuration.servers.contains(where: \.tls) {
             var tls = TLSConfiguration.makeClientConfiguration()
             let settings = configuration.tls

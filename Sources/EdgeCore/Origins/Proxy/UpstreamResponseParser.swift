@@ -55,12 +55,16 @@ struct UpstreamResponseParser {
     /// Whether the connection may carry another exchange once this response is complete.
     private(set) var keepAlive = true
 
-    /// Starts a new exchange; `isHEAD` when the request was a `HEAD` (its response has no body).
-    mutating func begin(isHEAD: Bool) {
+    /// Starts a new exchange; `isHEAD` when the request was a `HEAD` (its response has no body). `via`, when
+    /// given, is added to the final head's fields as a `Via` element.
+    mutating func begin(isHEAD: Bool, via: String? = nil) {
         state = .head
         self.isHEAD = isHEAD
+        self.via = via
         keepAlive = true
     }
+
+    private var via: String?
 
     /// Whether bytes are buffered that no event has taken: after a complete response, bytes nobody asked for.
     var hasUnreadBytes: Bool { (buffer?.readableBytes ?? 0) > 0 }
@@ -182,6 +186,7 @@ struct UpstreamResponseParser {
             return .interim
         }
         let hasBody = !isHEAD && parsed.status.code != 204 && parsed.status.code != 304
+        if let via { parsed.fields.add(name: "via", value: via) }
         keepAlive = parsed.keepAlive
         if parsed.chunked {
             keepAlive = keepAlive && parsed.contentLength == nil  // both: a message some would read otherwise
