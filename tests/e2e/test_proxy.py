@@ -309,6 +309,37 @@ def test_garbage_from_upstream_is_502(proxy):
     assert response.status_code == 502
 
 
+@pytest.mark.parametrize("kind", ["te-gzip", "status-600", "two-lengths", "folded", "switching"])
+def test_responses_a_proxy_must_not_pass_on_are_502(proxy, kind):
+    """What could be read two ways, or is not HTTP/1.1 as RFC 9112 has it: a transfer coding other than chunked
+    (nginx: "upstream sent unknown Transfer-Encoding"), a status outside 100-599, two different lengths, a folded
+    line, a 101 nobody asked for. Over HTTP/1.1 and HTTP/2 alike."""
+    assert httpx.get(f"{proxy.http.url}/one/raw?kind={kind}").status_code == 502
+    with httpx.Client(http2=True, verify=False) as client:
+        assert client.get(f"{proxy.https.url}/one/raw?kind={kind}").status_code == 502
+    assert httpx.get(f"{proxy.http.url}/one/echo").status_code == 200
+
+
+def test_chunked_wins_over_length_and_the_connection_is_not_reused(proxy, upstreams):
+    """RFC 9112 §6.3: with both Transfer-Encoding and Content-Length, chunked framing is read and the connection
+    closed after the response, since another reader could have taken the length."""
+    server = upstreams["a"].server
+    for _ in range(3):
+        response = httpx.get(f"{proxy.http.url}/one/raw?kind=te-and-length")
+        assert response.status_code == 200 and response.content == b"hello"
+        assert response.headers.get("content-length", "5") == "5"
+    with httpx.Client() as client:
+        for _ in range(10):
+            assert client.get(f"{proxy.http.url}/one/echo").status_code == 200
+    assert server.ambiguous_reuses == 0
+
+
+def test_interim_heads_are_skipped(proxy):
+    response = httpx.get(f"{proxy.http.url}/one/raw?kind=interim")
+    assert response.status_code == 200 and response.content == b"final"
+    assert "link" not in response.headers
+
+
 def test_upstream_dying_mid_body_breaks_the_client_response(proxy):
     """Never a truncated body that looks complete: HTTP/1.1 closes short of Content-Length (curl: exit 18),
     HTTP/2 resets the stream (curl: exit 92)."""

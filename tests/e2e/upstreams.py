@@ -63,6 +63,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         with self.server.lock:
             self.server.requests += 1
             self.server.paths.append(self.path)
+            if getattr(self, "ambiguous", False):
+                # A request on a connection whose last response had both Content-Length and chunked framing.
+                self.server.ambiguous_reuses += 1
         path = self.path.split("?")[0]
         name = self.server.name
         if path.endswith("/stall"):
@@ -73,6 +76,26 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
             self.connection.close()
             self.close_connection = True
+        elif path.endswith("/raw"):
+            # Answers the bytes named by ?kind=, as a broken or hostile upstream would.
+            kind = self.path.split("kind=")[1]
+            self._read_body()
+            self.wfile.write({
+                "te-gzip": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nxx",
+                "status-600": b"HTTP/1.1 600 Odd\r\nContent-Length: 2\r\n\r\nok",
+                "two-lengths": b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nabc",
+                "folded": b"HTTP/1.1 200 OK\r\nX-A: 1\r\n folded\r\nContent-Length: 2\r\n\r\nok",
+                "switching": b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
+                "te-and-length": b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                 b"5\r\nhello\r\n0\r\n\r\n",
+                "interim": b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </s.css>\r\n\r\n"
+                           b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfinal",
+            }[kind])
+            self.wfile.flush()
+            if kind == "te-and-length":
+                self.ambiguous = True
+            elif kind != "interim":
+                self.close_connection = True
         elif path.endswith("/garbage"):
             self.wfile.write(b"this is not HTTP at all\r\n\r\n")
             self.close_connection = True
@@ -235,6 +258,7 @@ class _Server(http.server.ThreadingHTTPServer):
         self.requests = 0
         self.connections = 0
         self.open_connections = 0
+        self.ambiguous_reuses = 0
         self.paths: list[str] = []
 
 
