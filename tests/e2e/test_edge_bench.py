@@ -150,7 +150,7 @@ def test_idle_mode_holds_connections_open(server):
 
 
 def test_many_connections_from_one_process(server):
-    report = bench_json(f"{server.http_url}/", "-c", "2000", "-d", "2s", "-t", "2", timeout=120)
+    report = bench_json(f"{server.http_url}/", "-c", "2000", "-d", "4s", "-t", "2", timeout=120)
     assert report["connections_opened"] >= 2000
     assert report["errors"]["connect"] == 0
     assert report["requests"] >= 2000

@@ -721,6 +721,21 @@ def test_body_over_the_limit_is_413_before_reaching_the_upstream(proxy, upstream
     assert upstreams["a"].requests == before
 
 
+@pytest.mark.parametrize("http2", [False, True])
+def test_body_of_unknown_length_over_the_limit_is_413(proxy, http2):
+    """A chunked body (an HTTP/2 body without content-length) that passes max_body_bytes partway is answered 413,
+    as nginx answers it, not a closed connection."""
+    def body():
+        for _ in range(3):
+            yield b"y" * 600
+
+    with httpx.Client(http2=http2, verify=False) as client:
+        base = proxy.https.url if http2 else proxy.http.url
+        response = client.post(f"{base}/small-body/echo", content=body())
+        assert response.status_code == 413
+        assert response.http_version == ("HTTP/2" if http2 else "HTTP/1.1")
+
+
 @pytest.mark.parametrize("flags", [["--http1.1"], ["--http2", "-k"]])
 def test_large_file_from_nginx(proxy, nginx, flags):
     _, root = nginx

@@ -383,7 +383,9 @@ final class EdgeRequestHandler: ChannelDuplexHandler {
                 case .success(let reply):
                     self.send(reply, for: head, context: context)
                 case .failure:
-                    // The client went away or its body broke off: nothing to answer.
+                    // The client went away or its body broke off: nothing to answer (unless Edge has answered
+                    // already, as it does a body over the limit, and closes after that answer).
+                    if case .closing = self.state { return }
                     if self.isActive { context.close(promise: nil) }
                 }
             }
@@ -395,12 +397,16 @@ final class EdgeRequestHandler: ChannelDuplexHandler {
         state = .streaming(head, bodyBytes: total, limit: limit)
         if bodyRateTimer == nil, received == 0, requestBody != nil { startBodyRateTimer(context: context) }
         if total > limit {
-            requestBody?.fail(BodyPipe.Broken(description: "request body over the limit"))
+            let body = requestBody
             requestBody = nil
             if responseStarted {
+                body?.fail(BodyPipe.Broken(description: "request body over the limit"))
                 context.close(promise: nil)
             } else {
+                // Answered first, then the origin told: its failure (a proxy's exchange ends) must not close the
+                // connection before the 413 is written.
                 reject(head, .payloadTooLarge, "request body larger than \(limit) bytes\n", context: context)
+                body?.fail(BodyPipe.Broken(description: "request body over the limit"))
             }
             return
         }

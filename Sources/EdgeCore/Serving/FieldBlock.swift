@@ -49,6 +49,15 @@ struct FieldBlock {
         bytes.writeStaticString("\r\n")
     }
 
+    /// Appends `name: ` and the value `writeValue` writes (which must not write CR, LF or NUL), then CRLF: a value
+    /// made of pieces, without a `String` to hold it.
+    mutating func add(name: StaticString, _ writeValue: (inout ByteBuffer) -> Void) {
+        bytes.writeStaticString(name)
+        bytes.writeStaticString(": ")
+        writeValue(&bytes)
+        bytes.writeStaticString("\r\n")
+    }
+
     /// Appends `name: value` from bytes already checked (a token name, a value without CR, LF or NUL).
     mutating func appendField(name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer) {
         bytes.writeBytes(name)

@@ -174,21 +174,53 @@ public final class ProxyResponder: Sendable {
         } else if request.method == .POST || request.method == .PUT || request.method == .PATCH {
             fields.add(name: "content-length", value: "0")
         }
+        // Edge's own fields, written in pieces: a client's earlier values (from a trusted proxy) first.
         let clientText = request.peer.description
-        forwardedFor.append(clientText)
-        fields.add(name: "x-forwarded-for", value: forwardedFor.count == 1 ? clientText : forwardedFor.joined(separator: ", "))
-        let scheme = request.isTLS ? "https" : "http"
-        fields.add(name: "x-forwarded-proto", value: scheme)
+        let scheme: StaticString = request.isTLS ? "https" : "http"
+        fields.add(name: "x-forwarded-for") { value in
+            for earlier in forwardedFor {
+                value.writeString(earlier)
+                value.writeStaticString(", ")
+            }
+            value.writeString(clientText)
+        }
+        fields.add(name: "x-forwarded-proto") { $0.writeStaticString(scheme) }
         if !request.host.isEmpty { fields.add(name: "x-forwarded-host", value: request.host) }
-        let node = clientText.utf8.contains(UInt8(ascii: ":")) ? "\"[\(clientText)]\"" : clientText
-        var element = "for=\(node);proto=\(scheme)"
-        if !request.host.isEmpty { element += ";host=\"\(request.host)\"" }
-        forwarded.append(element)
-        fields.add(name: "forwarded", value: forwarded.count == 1 ? element : forwarded.joined(separator: ", "))
-        let ownVia = request.version.major == 2 ? "2.0 \(serverName)" : "1.1 \(serverName)"
-        via.append(ownVia)
-        fields.add(name: "via", value: via.count == 1 ? ownVia : via.joined(separator: ", "))
-        fields.add(name: "x-request-id", value: requestID ?? Self.makeRequestID(&random))
+        fields.add(name: "forwarded") { value in
+            for earlier in forwarded {
+                value.writeString(earlier)
+                value.writeStaticString(", ")
+            }
+            value.writeStaticString("for=")
+            if clientText.utf8.contains(UInt8(ascii: ":")) {
+                value.writeStaticString("\"[")
+                value.writeString(clientText)
+                value.writeStaticString("]\"")
+            } else {
+                value.writeString(clientText)
+            }
+            value.writeStaticString(";proto=")
+            value.writeStaticString(scheme)
+            if !request.host.isEmpty {
+                value.writeStaticString(";host=\"")
+                value.writeSubstring(request.host)
+                value.writeStaticString("\"")
+            }
+        }
+        fields.add(name: "via") { value in
+            for earlier in via {
+                value.writeString(earlier)
+                value.writeStaticString(", ")
+            }
+            value.writeStaticString(request.version.major == 2 ? "2.0 " : "1.1 ")
+            value.writeString(serverName)
+        }
+        if let requestID {
+            fields.add(name: "x-request-id", value: requestID)
+        } else {
+            let (high, low) = (random.next(), random.next())
+            fields.add(name: "x-request-id") { Self.writeRequestID(high, low, to: &$0) }
+        }
         let edits = configuration.requestHeaders
         if !edits.remove.isEmpty || !edits.set.isEmpty || !edits.add.isEmpty {
             // The route's edits may name `Host` too: applied with it among the fields, then taken out again.
@@ -239,15 +271,14 @@ public final class ProxyResponder: Sendable {
         (1...200).contains(value.count) && value.allSatisfy { $0 > 0x20 && $0 < 0x7F }
     }
 
-    /// 32 hex digits from the loop's random generator.
-    private static func makeRequestID(_ random: inout LoopRandom) -> String {
-        let (high, low) = (random.next(), random.next())
-        return String(unsafeUninitializedCapacity: 32) { buffer in
+    /// A request ID: 32 hex digits of two random words.
+    private static func writeRequestID(_ high: UInt64, _ low: UInt64, to buffer: inout ByteBuffer) {
+        buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: 32) { bytes in
             let digits: StaticString = "0123456789abcdef"
             for index in 0..<32 {
                 let value = index < 16 ? high : low
                 let shift = UInt64(60 - 4 * (index % 16))
-                buffer[index] = digits.utf8Start[Int((value >> shift) & 0xF)]
+                bytes[index] = digits.utf8Start[Int((value >> shift) & 0xF)]
             }
             return 32
         }
