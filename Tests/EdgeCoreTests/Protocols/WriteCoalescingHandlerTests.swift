@@ -32,6 +32,7 @@ struct WriteCoalescingHandlerTests {
         }
         #expect(try written(channel).isEmpty)
         channel.flush()
+        channel.embeddedEventLoop.run()
         #expect(try written(channel) == ["HEADERSDATA-HEADERpayload"])
         #expect(try channel.finish().isClean)
     }
@@ -47,6 +48,7 @@ struct WriteCoalescingHandlerTests {
         channel.write(IOData.byteBuffer(ByteBuffer(string: "c")), promise: promise)
         channel.write(IOData.byteBuffer(ByteBuffer(string: "d")), promise: nil)
         channel.flush()
+        channel.embeddedEventLoop.run()
         #expect(try written(channel) == ["a", large, "b", "c", "d"])
         try promise.futureResult.wait()
         #expect(try channel.finish().isClean)
@@ -60,9 +62,53 @@ struct WriteCoalescingHandlerTests {
             channel.write(IOData.byteBuffer(ByteBuffer(string: chunk)), promise: nil)
         }
         channel.flush()
+        channel.embeddedEventLoop.run()
         let out = try written(channel)
         #expect(out.map(\.utf8.count) == [16_000, 4000])
         #expect(out.joined() == String(repeating: chunk, count: 5))
         #expect(try channel.finish().isClean)
+    }
+
+    /// Flushes the connection's own read batch asks for, as NIOHTTP2 does at its end.
+    private final class FlushOnReadComplete: ChannelInboundHandler {
+        typealias InboundIn = ByteBuffer
+        typealias OutboundOut = IOData
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            context.write(wrapOutboundOut(.byteBuffer(unwrapInboundIn(data))), promise: nil)
+        }
+
+        func channelReadComplete(context: ChannelHandlerContext) {
+            context.flush()
+        }
+    }
+
+    @Test("a flush in the connection's read batch goes out at once; flushes from elsewhere join until the loop's iteration ends")
+    func defersOutsideFlushes() throws {
+        let channel = EmbeddedChannel()
+        try channel.pipeline.syncOperations.addHandlers([WriteCoalescingHandler(), FlushOnReadComplete()])
+        try channel.writeInbound(ByteBuffer(string: "echo"))
+        channel.pipeline.fireChannelReadComplete()
+        #expect(try written(channel) == ["echo"])
+
+        // Three streams answered by their upstreams in one iteration: one buffer, written when the loop's tasks run.
+        for answer in ["one", "two", "three"] {
+            channel.write(IOData.byteBuffer(ByteBuffer(string: answer)), promise: nil)
+            channel.flush()
+        }
+        #expect(try written(channel).isEmpty)
+        channel.embeddedEventLoop.run()
+        #expect(try written(channel) == ["onetwothree"])
+    }
+
+    @Test("a close writes what a put-off flush holds first")
+    func closeFlushesFirst() throws {
+        let channel = try channel()
+        channel.write(IOData.byteBuffer(ByteBuffer(string: "last answer")), promise: nil)
+        channel.flush()
+        let closed = channel.close()
+        #expect(try written(channel) == ["last answer"])
+        channel.embeddedEventLoop.run()
+        try closed.wait()
     }
 }
