@@ -214,19 +214,9 @@ enum HTTP1RequestScanner {
             while index + 1 < end, bytes[index] != UInt8(ascii: "\n") { index += 1 }
             index += 1  // past the request line
             while index + 1 < end, bytes[index] != UInt8(ascii: "\r") {
-                let nameStart = index
-                while index < end, bytes[index] != UInt8(ascii: ":") { index += 1 }
-                let nameEnd = index
-                index += 1
-                while index < end, bytes[index] == UInt8(ascii: " ") || bytes[index] == UInt8(ascii: "\t") { index += 1 }
-                let valueStart = index
-                while index < end, bytes[index] != UInt8(ascii: "\r") { index += 1 }
-                var valueEnd = index
-                while valueEnd > valueStart, bytes[valueEnd - 1] == UInt8(ascii: " ") || bytes[valueEnd - 1] == UInt8(ascii: "\t") {
-                    valueEnd -= 1
-                }
-                index += 2
-                fields.appendField(name: part(nameStart..<nameEnd), value: part(valueStart..<valueEnd))
+                let (name, value, next) = FieldBlock.cutLine(bytes, at: index, end: end)
+                fields.appendField(name: part(name), value: part(value))
+                index = next
             }
             return fields
         }

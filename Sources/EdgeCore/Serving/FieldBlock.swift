@@ -76,26 +76,33 @@ struct FieldBlock {
     func forEachLine(_ body: (_ name: UnsafeRawBufferPointer, _ value: UnsafeRawBufferPointer, _ line: UnsafeRawBufferPointer) -> Void) {
         bytes.withUnsafeReadableBytes { all in
             var index = 0
-            let end = all.count
-            while index < end {
-                let start = index
-                while index < end, all[index] != UInt8(ascii: ":") { index += 1 }
-                let name = UnsafeRawBufferPointer(rebasing: all[start..<index])
-                index += 1
-                while index < end, all[index] == UInt8(ascii: " ") || all[index] == UInt8(ascii: "\t") { index += 1 }
-                let valueStart = index
-                while index < end, all[index] != UInt8(ascii: "\r") { index += 1 }
-                var valueEnd = index
-                while valueEnd > valueStart, all[valueEnd - 1] == UInt8(ascii: " ") || all[valueEnd - 1] == UInt8(ascii: "\t") {
-                    valueEnd -= 1
-                }
-                index = min(end, index + 2)
+            while index < all.count {
+                let (name, value, next) = Self.cutLine(all, at: index, end: all.count)
                 body(
-                    name, UnsafeRawBufferPointer(rebasing: all[valueStart..<valueEnd]),
-                    UnsafeRawBufferPointer(rebasing: all[start..<index])
+                    UnsafeRawBufferPointer(rebasing: all[name]), UnsafeRawBufferPointer(rebasing: all[value]),
+                    UnsafeRawBufferPointer(rebasing: all[index..<next])
                 )
+                index = next
             }
         }
+    }
+
+    /// Cuts the field line that starts at `start` in a head whose syntax has been checked: the name up to its `:`,
+    /// the value without the whitespace around it, and where the next line starts (past the CRLF).
+    @inline(__always)
+    static func cutLine(_ bytes: UnsafeRawBufferPointer, at start: Int, end: Int) -> (name: Range<Int>, value: Range<Int>, next: Int) {
+        var index = start
+        while index < end, bytes[index] != UInt8(ascii: ":") { index += 1 }
+        let nameEnd = index
+        index = min(end, index + 1)
+        while index < end, bytes[index] == UInt8(ascii: " ") || bytes[index] == UInt8(ascii: "\t") { index += 1 }
+        let valueStart = index
+        while index < end, bytes[index] != UInt8(ascii: "\r") { index += 1 }
+        var valueEnd = index
+        while valueEnd > valueStart, bytes[valueEnd - 1] == UInt8(ascii: " ") || bytes[valueEnd - 1] == UInt8(ascii: "\t") {
+            valueEnd -= 1
+        }
+        return (start..<nameEnd, valueStart..<valueEnd, min(end, index + 2))
     }
 
     /// The fields as `HTTPHeaders`, for the writers that need them.
