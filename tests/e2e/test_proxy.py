@@ -578,6 +578,20 @@ def test_pipelined_proxied_requests_are_answered_in_order(proxy):
         assert json.loads(conn.read_response().body)["path"] == "/one/last"
 
 
+def test_a_304_with_the_length_of_its_200_reaches_http2_clients(proxy):
+    """An upstream's 304 may carry the Content-Length of the 200 it stands for; HTTP/2 clients that hold a stream
+    to its content-length (python-h2) reset such a stream, so Edge drops the field from 304s, as it never sends
+    it on its own."""
+    with httpx.Client(http2=True, verify=False) as client:
+        response = client.get(f"{proxy.https.url}/one/notmodified-with-length", headers={"if-none-match": '"v1"'})
+        assert response.status_code == 304 and response.http_version == "HTTP/2"
+        assert response.headers["etag"] == '"v1"' and "content-length" not in response.headers
+    with httpx.Client() as client:
+        response = client.get(f"{proxy.http.url}/one/notmodified-with-length")
+        assert response.status_code == 304 and response.content == b""
+        assert client.get(f"{proxy.http.url}/one/echo").status_code == 200
+
+
 def test_a_304_from_the_upstream_has_no_body(proxy):
     with RawConn(proxy.http.host, proxy.http.port) as conn:
         response = conn.request("GET", "/one/notmodified", {"If-None-Match": '"v1"'})

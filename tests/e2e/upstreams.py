@@ -221,6 +221,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.send_response(304)
             self.send_header("etag", '"v1"')
             self.end_headers()
+        elif path.endswith("/notmodified-with-length"):
+            # The length of the 200 it stands for (RFC 9110 §8.6 allows it), and no body.
+            self.send_response(304)
+            self.send_header("etag", '"v1"')
+            self.send_header("content-length", "1234")
+            self.end_headers()
         elif path.endswith("/sink"):
             # Reads a Content-Length body in 1 MiB pieces (none held whole) and answers its length and SHA-256.
             remaining, digest, got = int(self.headers.get("content-length") or 0), hashlib.sha256(), 0

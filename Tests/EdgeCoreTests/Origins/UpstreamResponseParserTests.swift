@@ -67,7 +67,7 @@ struct UpstreamResponseParserTests {
                 parsed.status = Int(head.status.code)
                 parsed.fields = head.headers.filter { !dropped.contains($0.name.lowercased()) }.map { "\($0.name.lowercased()): \($0.value)" }
                 if let length = head.headers.first(name: "content-length"), !head.headers.contains(name: "transfer-encoding"),
-                    head.status.code != 204
+                    head.status.code != 204, head.status.code != 304
                 {
                     parsed.fields.append("content-length: \(length)")
                 }

@@ -609,7 +609,7 @@ final class UpstreamStreamHandler: UpstreamExchangeHandler, ChannelDuplexHandler
             let lower = name.lowercased()
             switch lower {
             case "connection", "keep-alive", "transfer-encoding", "upgrade", "te", "server", "date": continue
-            case "content-length" where status == .noContent: continue
+            case "content-length" where !ResponseHeaders.hasContentLength(status): continue
             default:
                 if lower.hasPrefix("proxy-") || options.contains(lower) { continue }
                 fields.add(name: name, value: value)

@@ -27,7 +27,8 @@ struct UpstreamParseError: Error, CustomStringConvertible {
 ///   upgrade was asked for).
 /// - Field names are tokens with no whitespace before the colon; values without CR, LF, NUL or other control
 ///   bytes (tab allowed); no line folding (RFC 9112 §5.2 lets a proxy refuse it). A line may end in a bare LF.
-/// - Framing (RFC 9112 §6.3): a `HEAD` request, `204` or `304` has no body; else `Transfer-Encoding` whose last
+/// - Framing (RFC 9112 §6.3): a `HEAD` request, `204` or `304` has no body (and a `204` or `304` loses its
+///   `Content-Length`); else `Transfer-Encoding` whose last
 ///   coding is `chunked` (then `Content-Length` is ignored and dropped, and the connection is not reused), any
 ///   other transfer coding refused (as nginx refuses it); else `Content-Length` (several values must agree);
 ///   else the body runs to the end of the connection.
@@ -192,7 +193,9 @@ struct UpstreamResponseParser {
             keepAlive = keepAlive && parsed.contentLength == nil  // both: a message some would read otherwise
             state = hasBody ? .chunkSize : .endPending
         } else if let length = parsed.contentLength {
-            if parsed.status.code != 204 { parsed.fields.add(name: "content-length", value: String(length)) }
+            // Not on a 204 or 304 (RFC 9110 §8.6): a 304's length is its 200's, which HTTP/2 clients that hold a
+            // stream to its content-length take for a body that never comes; Edge never sends one itself.
+            if ResponseHeaders.hasContentLength(parsed.status) { parsed.fields.add(name: "content-length", value: String(length)) }
             state = hasBody && length > 0 ? .lengthBody(remaining: length) : .endPending
         } else {
             if hasBody { keepAlive = false }
