@@ -597,8 +597,8 @@ final class UpstreamStreamHandler: UpstreamExchangeHandler, ChannelDuplexHandler
         }
     }
 
-    /// An HTTP/2 upstream's fields as the client may get them: the same as ``UpstreamResponseParser`` keeps from
-    /// an HTTP/1.1 head.
+    /// An HTTP/2 upstream's fields as the client may get them: what ``UpstreamResponseParser`` keeps of an
+    /// HTTP/1.1 head, by the same rule.
     private static func clientFields(_ headers: HTTPHeaders, status: HTTPResponseStatus) -> FieldBlock {
         var options: Set<String> = []
         for value in headers["connection"] {
@@ -606,14 +606,13 @@ final class UpstreamStreamHandler: UpstreamExchangeHandler, ChannelDuplexHandler
         }
         var fields = FieldBlock(capacity: 64 * max(1, headers.count))
         for (name, value) in headers {
-            let lower = name.lowercased()
-            switch lower {
-            case "connection", "keep-alive", "transfer-encoding", "upgrade", "te", "server", "date": continue
-            case "content-length" where !ResponseHeaders.hasContentLength(status): continue
-            default:
-                if lower.hasPrefix("proxy-") || options.contains(lower) { continue }
-                fields.add(name: name, value: value)
-            }
+            var name = name
+            let dropped = name.withUTF8 { UpstreamResponseParser.isDropped(UnsafeRawBufferPointer($0)) }
+            if dropped || (!options.isEmpty && options.contains(name.lowercased())) { continue }
+            fields.add(name: name, value: value)
+        }
+        if ResponseHeaders.hasContentLength(status), let length = headers.first(name: "content-length") {
+            fields.add(name: "content-length", value: length)
         }
         return fields
     }

@@ -213,8 +213,9 @@ struct UpstreamResponseParser {
     }
 
     /// Fields the client never gets from an upstream's head: hop-by-hop ones (RFC 9110 §7.6.1), framing that Edge
-    /// sets itself, and `Server` and `Date`, which Edge sets.
-    private static func isDropped(_ name: UnsafeRawBufferPointer) -> Bool {
+    /// sets itself, and `Server` and `Date`, which Edge sets. (Fields the `Connection` header names are dropped
+    /// too, once the whole head is read.)
+    static func isDropped(_ name: UnsafeRawBufferPointer) -> Bool {
         switch name.count {
         case 2: return FieldBlock.equalsLowercased(name, "te")
         case 4: return FieldBlock.equalsLowercased(name, "date")
