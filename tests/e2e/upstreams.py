@@ -82,6 +82,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._read_body()
             self.wfile.write({
                 "te-gzip": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nxx",
+                "gzip-under-chunked": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
                 "status-600": b"HTTP/1.1 600 Odd\r\nContent-Length: 2\r\n\r\nok",
                 "two-lengths": b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nabc",
                 "folded": b"HTTP/1.1 200 OK\r\nX-A: 1\r\n folded\r\nContent-Length: 2\r\n\r\nok",

@@ -30,7 +30,8 @@ struct UpstreamParseError: Error, CustomStringConvertible {
 /// - Framing (RFC 9112 §6.3): a `HEAD` request, `204` or `304` has no body (and a `204` or `304` loses its
 ///   `Content-Length`); else `Transfer-Encoding` whose last
 ///   coding is `chunked` (then `Content-Length` is ignored and dropped, and the connection is not reused), any
-///   other transfer coding refused (as nginx refuses it); else `Content-Length` (several values must agree);
+///   other list of transfer codings refused (`gzip, chunked`, `chunked, chunked`, an empty one: as nginx refuses
+///   them); else `Content-Length` (several values must agree);
 ///   else the body runs to the end of the connection.
 /// - Limits: a head or trailer section of ``maxHeadBytes``, a chunk-size line of ``maxChunkLineBytes``.
 struct UpstreamResponseParser {
@@ -237,7 +238,8 @@ struct UpstreamResponseParser {
             guard let statusLine = lines.next() else { throw UpstreamParseError("empty response head") }
             let (status, minor) = try parseStatusLine(statusLine)
             var fields = FieldBlock(capacity: bytes.count + 64)
-            var close = false, keepAliveToken = false, chunked = false, transferEncoding = false
+            var close = false, keepAliveToken = false, transferEncoding = false
+            var codings: [[UInt8]] = []
             var contentLength: Int?
             var options: [[UInt8]] = []
             while let line = lines.next(), !line.isEmpty {
@@ -246,7 +248,9 @@ struct UpstreamResponseParser {
                 }
                 let (name, value) = try splitField(line)
                 if FieldBlock.equalsLowercased(name, "content-length") {
-                    for part in tokens(value, lowercased: false) {
+                    let parts = tokens(value, lowercased: false)
+                    guard !parts.isEmpty else { throw UpstreamParseError("empty Content-Length") }
+                    for part in parts {
                         guard let length = decimal(part) else { throw UpstreamParseError("bad Content-Length") }
                         if let contentLength, contentLength != length { throw UpstreamParseError("conflicting Content-Length values") }
                         contentLength = length
@@ -254,11 +258,8 @@ struct UpstreamResponseParser {
                     continue
                 }
                 if FieldBlock.equalsLowercased(name, "transfer-encoding") {
-                    let codings = tokens(value)
-                    if !codings.isEmpty {
-                        transferEncoding = true
-                        chunked = codings.last == Array("chunked".utf8)
-                    }
+                    transferEncoding = true
+                    codings += tokens(value)
                     continue
                 }
                 if FieldBlock.equalsLowercased(name, "connection") {
@@ -276,7 +277,11 @@ struct UpstreamResponseParser {
                 if isDropped(name) { continue }
                 fields.appendField(name: name, value: value)
             }
-            if transferEncoding, !chunked {
+            // Every coding, over every Transfer-Encoding line, must come to exactly `chunked`: Edge decodes no other
+            // (a `gzip` under the chunks would reach the client still encoded, as if it were the content), chunked
+            // may be applied only once (RFC 9112 §6.1), and an empty list says nothing a length could be read from.
+            let chunked = transferEncoding
+            if transferEncoding, codings != [Array("chunked".utf8)] {
                 throw UpstreamParseError("transfer coding other than chunked")  // nginx: "unknown Transfer-Encoding"
             }
             if !options.isEmpty {
