@@ -28,7 +28,7 @@ enum ResponseHeaders {
     static func serializeHead(status: HTTPResponseStatus, headers: HTTPHeaders) -> ByteBuffer {
         var buffer = ByteBuffer()
         buffer.reserveCapacity(256)
-        buffer.writeString("HTTP/1.1 \(status.code) \(status.reasonPhrase)\r\n")
+        writeStatusLine(status, to: &buffer)
         writeFields(headers, to: &buffer)
         return buffer
     }
@@ -59,8 +59,6 @@ enum ResponseHeaders {
         buffer.writeStaticString("\r\n")
     }
 
-    /// `:status` followed by `headers` in the form HTTP/2 requires (lower-case names, no connection-specific
-    /// fields), for a HEADERS frame.
     /// The largest HTTP/2 frame payload every peer takes (SETTINGS_MAX_FRAME_SIZE's initial value, RFC 9113
     /// §4.2). NIOHTTP2 sends a header block in one HEADERS frame, never split into CONTINUATION frames, and fails
     /// the connection's encoding (its HPACK state included) when a block is larger.
@@ -82,6 +80,8 @@ enum ResponseHeaders {
         return buffer.readableBytes <= http2FramePayloadLimit - 512
     }
 
+    /// `:status` followed by `headers` in the form HTTP/2 requires (lower-case names, no connection-specific
+    /// fields), for a HEADERS frame.
     static func http2Block(status: HTTPResponseStatus, headers: HTTPHeaders) -> HPACKHeaders {
         var block = HPACKHeaders()
         block.reserveCapacity(headers.count + 5)

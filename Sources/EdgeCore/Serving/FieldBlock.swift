@@ -16,11 +16,6 @@ struct FieldBlock {
         bytes.reserveCapacity(capacity)
     }
 
-    /// Lines already checked: `name: value` CRLF each.
-    init(lines: ByteBuffer) {
-        bytes = lines
-    }
-
     init(_ headers: HTTPHeaders) {
         self.init(capacity: 64 * max(1, headers.count))
         for (name, value) in headers { add(name: name, value: value) }
@@ -139,11 +134,17 @@ struct FieldBlock {
 
     /// Without the fields named `name`.
     mutating func remove(name: String) {
+        remove(names: [Array(name.lowercased().utf8)])
+    }
+
+    /// Without the fields named in `names` (in lower case): a route's edits, or the fields a `Connection` header
+    /// names, which are hop-by-hop too (RFC 9110 §7.6.1).
+    mutating func remove(names: [[UInt8]]) {
+        guard !names.isEmpty else { return }
         var kept = FieldBlock(capacity: bytes.readableBytes)
-        var lower = name.lowercased()
-        lower.withUTF8 { wanted in
-            forEachLine { fieldName, _, line in
-                if !Self.equalsLowercased(fieldName, UnsafeRawBufferPointer(wanted)) { kept.append(line: line) }
+        forEachLine { name, _, line in
+            if !names.contains(where: { wanted in wanted.withUnsafeBytes { Self.equalsLowercased(name, $0) } }) {
+                kept.append(line: line)
             }
         }
         self = kept

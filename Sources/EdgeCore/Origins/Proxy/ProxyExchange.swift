@@ -12,6 +12,8 @@ final class ProxyExchange: UpstreamExchangeDelegate, RequestCancellationTarget {
     let pool: UpstreamPool
     let eventLoop: any EventLoop
     let promise: EventLoopPromise<Reply>
+    /// What consistent hashing hashes for this request, worked out once for all its attempts.
+    private let hashKey: [UInt8]?
     private var tried: Set<Int> = []
     private var retriesLeft: Int
     private var lastFailure: UpstreamFailure?
@@ -31,13 +33,14 @@ final class ProxyExchange: UpstreamExchangeDelegate, RequestCancellationTarget {
         self.eventLoop = eventLoop
         self.promise = eventLoop.makePromise(of: Reply.self)
         self.retriesLeft = responder.group.configuration.retries
+        self.hashKey = responder.hashKey(for: request)
     }
 
     private var group: UpstreamGroup { responder.group }
 
     /// One try on a server of the group: a pooled connection at once, else a new one (or an HTTP/2 stream).
     func attempt() {
-        guard let server = group.choose(key: responder.hashKey(for: request), excluded: tried, now: .now()) else {
+        guard let server = group.choose(key: hashKey, excluded: tried, now: .now()) else {
             promise.succeed(responder.noServerAnswer(lastFailure: lastFailure))
             return
         }

@@ -147,16 +147,7 @@ public final class ProxyResponder: Sendable {
             case .passed: fields.append(line: line)
             }
         }
-        if !options.isEmpty {
-            // Fields the client's Connection header names are hop-by-hop too.
-            var kept = FieldBlock(capacity: fields.bytes.readableBytes)
-            fields.forEachLine { name, _, line in
-                if !options.contains(where: { option in option.withUnsafeBytes { FieldBlock.equalsLowercased(name, $0) } }) {
-                    kept.append(line: line)
-                }
-            }
-            fields = kept
-        }
+        fields.remove(names: options)  // the fields the client's Connection header names
         var host: String?
         switch configuration.host {
         case .pass, .upstream: host = String(request.host)  // .upstream: replaced per server

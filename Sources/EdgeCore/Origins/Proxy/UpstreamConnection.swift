@@ -600,17 +600,17 @@ final class UpstreamStreamHandler: UpstreamExchangeHandler, ChannelDuplexHandler
     /// An HTTP/2 upstream's fields as the client may get them: what ``UpstreamResponseParser`` keeps of an
     /// HTTP/1.1 head, by the same rule.
     private static func clientFields(_ headers: HTTPHeaders, status: HTTPResponseStatus) -> FieldBlock {
-        var options: Set<String> = []
-        for value in headers["connection"] {
-            for option in value.split(separator: ",") { options.insert(option.trimming().lowercased()) }
-        }
+        var options: [[UInt8]] = []
         var fields = FieldBlock(capacity: 64 * max(1, headers.count))
         for (name, value) in headers {
-            var name = name
-            let dropped = name.withUTF8 { UpstreamResponseParser.isDropped(UnsafeRawBufferPointer($0)) }
-            if dropped || (!options.isEmpty && options.contains(name.lowercased())) { continue }
+            var name = name, value = value
+            if name.withUTF8({ FieldBlock.equalsLowercased(UnsafeRawBufferPointer($0), "connection") }) {
+                options += value.withUTF8 { UpstreamResponseParser.tokens(UnsafeRawBufferPointer($0)) }
+            }
+            if name.withUTF8({ UpstreamResponseParser.isDropped(UnsafeRawBufferPointer($0)) }) { continue }
             fields.add(name: name, value: value)
         }
+        fields.remove(names: options)
         if ResponseHeaders.hasContentLength(status), let length = headers.first(name: "content-length") {
             fields.add(name: "content-length", value: length)
         }

@@ -284,15 +284,7 @@ struct UpstreamResponseParser {
             if transferEncoding, codings != [Array("chunked".utf8)] {
                 throw UpstreamParseError("transfer coding other than chunked")  // nginx: "unknown Transfer-Encoding"
             }
-            if !options.isEmpty {
-                // Fields the Connection header names are hop-by-hop too.
-                var kept = FieldBlock(capacity: fields.bytes.readableBytes)
-                fields.forEachLine { name, _, line in
-                    let named = options.contains { option in option.withUnsafeBytes { FieldBlock.equalsLowercased(name, $0) } }
-                    if !named { kept.append(line: line) }
-                }
-                fields = kept
-            }
+            fields.remove(names: options)  // the fields the Connection header names
             let keepAlive = minor == 1 ? !close : (keepAliveToken && !close)
             return ParsedHead(status: status, fields: fields, keepAlive: keepAlive, chunked: chunked, contentLength: contentLength)
         }
