@@ -8,6 +8,9 @@ public struct CacheKey: Hashable, Sendable, CustomStringConvertible {
     public var host: String
     /// Path and query exactly as requested.
     public var target: String
+    /// The secondary key of a response that varies (RFC 9111 §4.1): the request's normalised values of the
+    /// fields its `Vary` names; empty for the primary key.
+    public var variant: String = ""
 
     /// Creates a key.
     public init(method: String, host: String, target: String) {
@@ -16,8 +19,18 @@ public struct CacheKey: Hashable, Sendable, CustomStringConvertible {
         self.target = target
     }
 
+    /// The key of one variant of this (primary) key.
+    func variant(_ variant: String) -> CacheKey {
+        var key = self
+        key.variant = variant
+        return key
+    }
+
+    /// The primary key, without a variant.
+    var primary: CacheKey { variant.isEmpty ? self : variant("") }
+
     /// Approximate bytes the key occupies, for the cache's byte budget.
-    var cost: Int { method.utf8.count + host.utf8.count + target.utf8.count + 48 }
+    var cost: Int { method.utf8.count + host.utf8.count + target.utf8.count + variant.utf8.count + 48 }
 
     /// `GET host/target`.
     public var description: String { "\(method) \(host)\(target)" }

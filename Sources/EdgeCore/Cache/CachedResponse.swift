@@ -19,6 +19,11 @@ public final class CachedResponse: Sendable {
     public let storedAt: NIODeadline
     /// When the entry stops being fresh.
     public let expiresAt: NIODeadline
+    /// Until when the shared cache keeps the entry: ``expiresAt`` for the demo backend's entries; later for an
+    /// HTTP response that may be revalidated or served stale.
+    let keepUntil: NIODeadline
+    /// What the HTTP cache knows of a stored HTTP response (RFC 9111); `nil` for the demo backend's entries.
+    let semantics: StoredSemantics?
     /// Bytes charged to the cache's budget for this entry (body, headers and key).
     public let cost: Int
     /// Status line and ``headers`` serialised for HTTP/1.1, so the fast path copies instead of formatting.
@@ -28,10 +33,19 @@ public final class CachedResponse: Sendable {
 
     private let referenced = Atomic<Bool>(false)
     private let evicted = Atomic<Bool>(false)
+    private let forcedStale = Atomic<Bool>(false)
 
     /// Creates an entry from a backend response; adds `Content-Length` for `body` (unless the status has none:
     /// ``ResponseHeaders/hasContentLength(_:)``).
-    public init(status: HTTPResponseStatus, headers: HTTPHeaders, body: ByteBuffer, storedAt: NIODeadline, ttl: TimeAmount, keyCost: Int) {
+    public convenience init(status: HTTPResponseStatus, headers: HTTPHeaders, body: ByteBuffer, storedAt: NIODeadline, ttl: TimeAmount, keyCost: Int) {
+        self.init(status: status, headers: headers, body: body, storedAt: storedAt, ttl: ttl, keep: .zero, keyCost: keyCost, semantics: nil)
+    }
+
+    /// Creates an entry fresh for `ttl` and kept `keep` longer, with an HTTP response's `semantics`.
+    init(
+        status: HTTPResponseStatus, headers: HTTPHeaders, body: ByteBuffer, storedAt: NIODeadline, ttl: TimeAmount, keep: TimeAmount,
+        keyCost: Int, semantics: StoredSemantics?
+    ) {
         var headers = headers
         if ResponseHeaders.hasContentLength(status) {
             headers.replaceOrAdd(name: "content-length", value: String(body.readableBytes))
@@ -41,17 +55,32 @@ public final class CachedResponse: Sendable {
         self.body = body
         self.storedAt = storedAt
         self.expiresAt = storedAt + ttl
+        self.keepUntil = storedAt + max(ttl, .zero) + keep
+        self.semantics = semantics
         self.http1Head = ResponseHeaders.serializeHead(status: status, headers: headers)
         self.http2Headers = ResponseHeaders.http2Block(status: status, headers: headers)
         self.cost = body.readableBytes + keyCost + 2 * http1Head.readableBytes + 64
     }
 
     /// Whether the entry is still fresh at `now`.
-    @inlinable
-    public func isFresh(at now: NIODeadline) -> Bool { now < expiresAt }
+    public func isFresh(at now: NIODeadline) -> Bool { now < expiresAt && !isForcedStale }
 
-    /// Age in whole seconds at `now`, for the `Age` header.
-    public func age(at now: NIODeadline) -> Int64 { max(0, (now - storedAt).nanoseconds / 1_000_000_000) }
+    /// Age in whole seconds at `now`, for the `Age` header: the time since it was stored, plus for an HTTP response
+    /// its corrected initial age (RFC 9111 §4.2.3).
+    public func age(at now: NIODeadline) -> Int64 {
+        max(0, (now - storedAt).nanoseconds / 1_000_000_000) + Int64(semantics?.correctedInitialAge ?? 0)
+    }
+
+    /// The `Cache-Status` (RFC 9211) of an answer from this stored HTTP response whose `X-Cache` is `xCache`;
+    /// `nil` for the demo backend's entries, which keep to `X-Cache`.
+    func cacheStatus(_ xCache: String, at now: NIODeadline) -> String? {
+        guard semantics != nil else { return nil }
+        return HTTPCache.cacheStatus(self, status: HTTPCache.AnswerStatus(rawValue: xCache) ?? .hit, now: now)
+    }
+
+    /// Set by a soft purge: the entry is stale from now on, and the next request revalidates it.
+    var isForcedStale: Bool { forcedStale.load(ordering: .relaxed) }
+    func markStale() { forcedStale.store(true, ordering: .relaxed) }
 
     /// Set when a local cache served the entry since the shared cache last looked; read by CLOCK eviction.
     var isReferenced: Bool { referenced.load(ordering: .relaxed) }
@@ -69,4 +98,38 @@ public final class CachedResponse: Sendable {
 
     /// Marks the entry as no longer held by the shared cache.
     func markEvicted() { evicted.store(true, ordering: .relaxed) }
+}
+
+/// What an HTTP cache keeps beside a stored response (RFC 9111): its directives, lifetime and initial age, its
+/// validators, the request fields its `Vary` names, and its purge tags.
+final class StoredSemantics: Sendable {
+    /// The directives that rule it (``HTTPCachePolicy/responseDirectives(_:)``).
+    let directives: CacheDirectives
+    /// Freshness lifetime and corrected initial age, in seconds.
+    let lifetime: Int
+    let correctedInitialAge: Int
+    let etag: String?
+    let lastModified: String?
+    /// `Vary`'s field names (lower case) and the request's normalised values of them when it was stored.
+    let varyNames: [String]
+    let varyValues: [String?]
+    /// `Surrogate-Key` and `Cache-Tag` values, for purge by tag.
+    let tags: [String]
+
+    init(
+        directives: CacheDirectives, lifetime: Int, correctedInitialAge: Int, etag: String?, lastModified: String?, varyNames: [String],
+        varyValues: [String?], tags: [String]
+    ) {
+        self.directives = directives
+        self.lifetime = lifetime
+        self.correctedInitialAge = correctedInitialAge
+        self.etag = etag
+        self.lastModified = lastModified
+        self.varyNames = varyNames
+        self.varyValues = varyValues
+        self.tags = tags
+    }
+
+    /// Whether it can be revalidated with a conditional request.
+    var hasValidator: Bool { etag != nil || lastModified != nil }
 }

@@ -49,6 +49,105 @@ public final class SharedResponseCache: Sendable {
         }
     }
 
+    /// What the HTTP cache finds for a request (``lookupHTTP(_:variant:now:eventLoop:usable:)``).
+    enum HTTPLookup {
+        /// A stored response the caller judged usable (fresh, or stale and acceptable); `refreshing` says a fetch
+        /// of the key is in flight.
+        case found(CachedResponse, refreshing: Bool)
+        /// Another request is fetching this key; the future completes with its result.
+        case joined(EventLoopFuture<CachedResponse>)
+        /// The caller fetches (validating `stale` when it has a validator) and must call
+        /// ``finishFetch(_:result:storeAs:passFor:until:)``.
+        case fetch(stale: CachedResponse?)
+        /// The key's last response could not be stored: go to the upstream without waiting (hit-for-pass).
+        case pass
+    }
+
+    /// Looks up a request's variant of `primary`: the `Vary` names last stored for it give the secondary key,
+    /// computed by `variant`; a stored response (fresh or kept stale) is offered to `usable`.
+    func lookupHTTP(
+        _ primary: CacheKey, variant: ([String]) -> String, now: NIODeadline, eventLoop: any EventLoop, usable: (CachedResponse) -> Bool
+    ) -> (key: CacheKey, lookup: HTTPLookup) {
+        state.withLock { storage in
+            let names = storage.varyNames[primary]
+            let key = names.map { primary.variant(variant($0)) } ?? primary
+            let entry = storage.kept(key, now: now)
+            if let entry, usable(entry) { return (key, .found(entry, refreshing: storage.pending[key] != nil)) }
+            if let until = storage.passUntil[primary] {
+                if now < until { return (key, .pass) }
+                storage.passUntil[primary] = nil
+            }
+            if storage.pending[key] != nil {
+                let promise = eventLoop.makePromise(of: CachedResponse.self)
+                storage.pending[key]!.append(promise)
+                return (key, .joined(promise.futureResult))
+            }
+            storage.pending[key] = []
+            return (key, .fetch(stale: entry))
+        }
+    }
+
+    /// Starts a background refresh of `key` unless a fetch of it is in flight; `true`: the caller refreshes and
+    /// must call ``finishFetch(_:result:storeAs:passFor:until:)``.
+    func beginRefresh(_ key: CacheKey) -> Bool {
+        state.withLock { storage in
+            guard storage.pending[key] == nil else { return false }
+            storage.pending[key] = []
+            return true
+        }
+    }
+
+    /// Completes the HTTP fetch of `key`: a stored response goes in under `storeAs` (its own variant's key) and to
+    /// every waiter; on failure the waiters get the error and, with `passFor`, that primary key is passed
+    /// straight to the upstream `until` then.
+    func finishFetch(
+        _ key: CacheKey, result: Result<CachedResponse, any Error>, storeAs: CacheKey?, passFor: CacheKey? = nil, until: NIODeadline? = nil
+    ) {
+        let waiters = state.withLock { storage in
+            let waiters = storage.pending.removeValue(forKey: key) ?? []
+            if case .success(let entry) = result, let storeAs {
+                let primary = storeAs.primary
+                let names = entry.semantics?.varyNames ?? []
+                storage.varyNames[primary] = names.isEmpty ? nil : names
+                storage.passUntil[primary] = nil
+                storage.insert(storeAs, entry)
+            } else if let passFor, let until {
+                storage.passUntil[passFor] = until
+            }
+            return waiters
+        }
+        for waiter in waiters { waiter.completeWith(result) }
+    }
+
+    /// Removes (or, `soft`, marks stale) every variant of `primary`; returns how many entries it touched.
+    @discardableResult
+    func invalidate(_ primary: CacheKey, soft: Bool = false) -> Int {
+        state.withLock { storage in
+            storage.passUntil[primary] = nil
+            let keys = storage.variants[primary] ?? []
+            for key in keys { storage.purge(key, soft: soft) }
+            return keys.count
+        }
+    }
+
+    /// Removes (or marks stale) every entry whose host is `host` and target starts with `prefix`: a scan.
+    func invalidate(host: String, prefix: String, soft: Bool = false) -> Int {
+        state.withLock { storage in
+            let keys = storage.index.keys.filter { $0.host == host && $0.target.utf8.starts(with: prefix.utf8) }
+            for key in keys { storage.purge(key, soft: soft) }
+            return keys.count
+        }
+    }
+
+    /// Removes (or marks stale) every entry tagged `tag` (``StoredSemantics/tags``), through the tag index.
+    func invalidate(tag: String, soft: Bool = false) -> Int {
+        state.withLock { storage in
+            let keys = storage.tagged[tag] ?? []
+            for key in keys { storage.purge(key, soft: soft) }
+            return keys.count
+        }
+    }
+
     /// Returns a fresh entry for `key` without joining or starting a fetch.
     public func peek(_ key: CacheKey, now: NIODeadline) -> CachedResponse? {
         state.withLock { $0.fresh(key, now: now) }
@@ -94,6 +193,12 @@ private struct Storage: ~Copyable {
     var oldest: Node?
     var bytes = 0
     var pending: [CacheKey: [EventLoopPromise<CachedResponse>]] = [:]
+    /// HTTP cache: the `Vary` names last stored for a primary key, the variants stored under it, the keys of each
+    /// purge tag, and the primary keys passed to the upstream until a time (hit-for-pass).
+    var varyNames: [CacheKey: [String]] = [:]
+    var variants: [CacheKey: Set<CacheKey>] = [:]
+    var tagged: [String: Set<CacheKey>] = [:]
+    var passUntil: [CacheKey: NIODeadline] = [:]
 
     init(configuration: CacheConfiguration) {
         maxEntries = configuration.maxEntries
@@ -102,8 +207,14 @@ private struct Storage: ~Copyable {
     }
 
     mutating func fresh(_ key: CacheKey, now: NIODeadline) -> CachedResponse? {
+        guard let entry = kept(key, now: now), entry.isFresh(at: now) else { return nil }
+        return entry
+    }
+
+    /// The entry of `key` while it is kept (fresh, or stale and kept to be revalidated), marked recently used.
+    mutating func kept(_ key: CacheKey, now: NIODeadline) -> CachedResponse? {
         guard let node = index[key] else { return nil }
-        guard node.entry.isFresh(at: now) else {
+        guard now < node.entry.keepUntil else {
             remove(node)
             return nil
         }
@@ -112,15 +223,25 @@ private struct Storage: ~Copyable {
         return node.entry
     }
 
+    /// Removes the entry of `key`, or with `soft` marks it stale.
+    mutating func purge(_ key: CacheKey, soft: Bool) {
+        guard let node = index[key] else { return }
+        if soft { node.entry.markStale() } else { remove(node) }
+    }
+
     mutating func insert(_ key: CacheKey, _ entry: CachedResponse) {
         if let old = index[key] { remove(old) }
-        guard entry.expiresAt > entry.storedAt, entry.cost <= maxEntryBytes, entry.cost <= maxBytes, maxEntries > 0 else {
+        guard entry.keepUntil > entry.storedAt, entry.cost <= maxEntryBytes, entry.cost <= maxBytes, maxEntries > 0 else {
             entry.markEvicted()
             return
         }
         let node = Node(key: key, entry: entry)
         index[key] = node
         bytes += entry.cost
+        if let semantics = entry.semantics {
+            variants[key.primary, default: []].insert(key)
+            for tag in semantics.tags { tagged[tag, default: []].insert(key) }
+        }
         pushNewest(node)
         evictWhileOverBudget()
     }
@@ -144,6 +265,15 @@ private struct Storage: ~Copyable {
         index[node.key] = nil
         bytes -= node.entry.cost
         node.entry.markEvicted()
+        if let semantics = node.entry.semantics {
+            let primary = node.key.primary
+            variants[primary]?.remove(node.key)
+            if variants[primary]?.isEmpty == true { variants[primary] = nil }
+            for tag in semantics.tags {
+                tagged[tag]?.remove(node.key)
+                if tagged[tag]?.isEmpty == true { tagged[tag] = nil }
+            }
+        }
     }
 
     mutating func pushNewest(_ node: Node) {

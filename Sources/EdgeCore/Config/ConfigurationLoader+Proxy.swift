@@ -192,7 +192,9 @@ extension TOMLReader {
     mutating func readProxy(_ parent: TOMLTable, path: String) -> ProxyRouteConfiguration? {
         if let name = parent["proxy"]?.tomlValue.string { return ProxyRouteConfiguration(upstream: name) }
         guard let table = subtable(parent, "proxy", path: path) else { return nil }
-        checkKeys(table, path: path, allowed: ["upstream", "strip_prefix", "host", "request_headers", "response_headers", "max_body_bytes"])
+        checkKeys(
+            table, path: path, allowed: ["upstream", "strip_prefix", "host", "request_headers", "response_headers", "max_body_bytes", "cache"]
+        )
         guard let upstream = string(table, "upstream", path: "\(path).upstream", required: true) else { return nil }
         var proxy = ProxyRouteConfiguration(upstream: upstream)
         if let strip = bool(table, "strip_prefix", path: "\(path).strip_prefix") { proxy.stripPrefix = strip }
@@ -213,7 +215,48 @@ extension TOMLReader {
             proxy.responseHeaders = readHeaderEdits(edits, path: "\(path).response_headers")
         }
         if let value = int(table, "max_body_bytes", path: "\(path).max_body_bytes", range: 0...(1 << 50)) { proxy.maxBodyBytes = value }
+        if table.contains(key: "cache") {
+            if let enabled = table["cache"]?.tomlValue.bool {
+                proxy.cache = enabled ? HTTPCacheConfiguration() : nil
+            } else if let cache = subtable(table, "cache", path: "\(path).cache") {
+                proxy.cache = readHTTPCache(cache, path: "\(path).cache")
+            }
+        }
         return proxy
+    }
+
+    private mutating func readHTTPCache(_ table: TOMLTable, path: String) -> HTTPCacheConfiguration {
+        checkKeys(
+            table, path: path,
+            allowed: [
+                "heuristic_percent", "heuristic_max_seconds", "grace_seconds", "keep_seconds", "store_set_cookie", "targeted_field",
+                "hit_for_pass_seconds", "purge_from", "purge_token",
+            ]
+        )
+        var cache = HTTPCacheConfiguration()
+        let day = 86_400
+        if let value = int(table, "heuristic_percent", path: "\(path).heuristic_percent", range: 0...100) { cache.heuristicPercent = value }
+        if let value = int(table, "heuristic_max_seconds", path: "\(path).heuristic_max_seconds", range: 0...(365 * day)) {
+            cache.heuristicMaxSeconds = value
+        }
+        if let value = int(table, "grace_seconds", path: "\(path).grace_seconds", range: 0...(365 * day)) { cache.graceSeconds = value }
+        if let value = int(table, "keep_seconds", path: "\(path).keep_seconds", range: 0...(365 * day)) { cache.keepSeconds = value }
+        if let value = int(table, "hit_for_pass_seconds", path: "\(path).hit_for_pass_seconds", range: 0...day) { cache.hitForPassSeconds = value }
+        if let value = bool(table, "store_set_cookie", path: "\(path).store_set_cookie") { cache.storeSetCookie = value }
+        if let name = string(table, "targeted_field", path: "\(path).targeted_field") {
+            if isFieldName(name) { cache.targetedField = name.lowercased() } else { fail("\(path).targeted_field", "\"\(name)\" is not a header name") }
+        }
+        for (index, text) in strings(table, "purge_from", path: "\(path).purge_from").enumerated() {
+            if let range = AddressRange(parsing: text) { cache.purgeFrom.append(range) } else {
+                fail("\(path).purge_from[\(index)]", "expected an IP address or CIDR range (e.g. \"127.0.0.1\", \"10.0.0.0/8\"), got \"\(text)\"")
+            }
+        }
+        if let token = string(table, "purge_token", path: "\(path).purge_token") {
+            if token.utf8.count >= 16, HeaderValue.isValid(token), !token.contains(" ") { cache.purgeToken = token } else {
+                fail("\(path).purge_token", "must be at least 16 characters, without spaces or control characters")
+            }
+        }
+        return cache
     }
 
     private mutating func readHeaderEdits(_ table: TOMLTable, path: String) -> ProxyRouteConfiguration.HeaderEdits {

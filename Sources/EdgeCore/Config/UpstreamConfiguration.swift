@@ -146,8 +146,32 @@ public struct ProxyRouteConfiguration: Sendable, Equatable {
     public var responseHeaders = HeaderEdits()
     /// The largest request body this route takes; `nil` for `limits.max_body_bytes`.
     public var maxBodyBytes: Int?
+    /// An HTTP cache (RFC 9111) in front of the upstream (`cache = true` or a table); `nil` for none.
+    public var cache: HTTPCacheConfiguration?
 
     public init(upstream: String) {
         self.upstream = upstream
     }
+}
+
+/// `cache = true` or `cache = { … }` in a proxy route: the HTTP cache's rules where RFC 9111 leaves a choice.
+public struct HTTPCacheConfiguration: Sendable, Equatable {
+    /// Heuristic freshness for responses with `Last-Modified` only: this percentage of their age, capped; `0` off.
+    public var heuristicPercent = 10
+    public var heuristicMaxSeconds = 86_400
+    /// How long past its lifetime a stored response answers when the upstream fails (Varnish's grace; its default).
+    public var graceSeconds = 10
+    /// How long a stale response with a validator is kept to be revalidated.
+    public var keepSeconds = 3600
+    /// Whether responses with `Set-Cookie` are stored and shared.
+    public var storeSetCookie = false
+    /// A targeted field obeyed before `CDN-Cache-Control` and `Cache-Control` (RFC 9213), lower case.
+    public var targetedField: String?
+    /// How long a URL whose response could not be stored skips the wait for other requests' fetches.
+    public var hitForPassSeconds = 120
+    /// Who may `PURGE`: clients in these ranges, or requests with this token.
+    public var purgeFrom: [AddressRange] = []
+    public var purgeToken: String?
+
+    public init() {}
 }

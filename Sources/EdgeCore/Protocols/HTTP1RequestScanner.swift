@@ -96,6 +96,8 @@ enum HTTP1RequestScanner {
         var ifNoneMatchRange: Range<Int>?
         var ifModifiedSinceRange: Range<Int>?
         var acceptEncodingRange: Range<Int>?
+        var cacheControlRange: Range<Int>?
+        var pragmaRange: Range<Int>?
         var keepAlive = !isHTTP10
         var fields = 0
         while true {
@@ -148,6 +150,12 @@ enum HTTP1RequestScanner {
             case 8 where equalsLowercase(bytes, nameStart, "if-range"):
                 guard ifRangeRange == nil else { return .fallback }
                 ifRangeRange = valueStart..<valueEnd
+            case 13 where equalsLowercase(bytes, nameStart, "cache-control"):
+                guard cacheControlRange == nil else { return .fallback }
+                cacheControlRange = valueStart..<valueEnd
+            case 6 where equalsLowercase(bytes, nameStart, "pragma"):
+                guard pragmaRange == nil else { return .fallback }
+                pragmaRange = valueStart..<valueEnd
             case 13 where equalsLowercase(bytes, nameStart, "if-none-match"):
                 guard ifNoneMatchRange == nil else { return .fallback }
                 ifNoneMatchRange = valueStart..<valueEnd
@@ -192,7 +200,8 @@ enum HTTP1RequestScanner {
                 conditional: StaticRequestHeaders(
                     range: rangeRange.map(string), ifRange: ifRangeRange.map(string),
                     ifNoneMatch: ifNoneMatchRange.map(string), ifModifiedSince: ifModifiedSinceRange.map(string),
-                    acceptEncoding: acceptEncodingRange.map(string)
+                    acceptEncoding: acceptEncodingRange.map(string), cacheControl: cacheControlRange.map(string),
+                    pragma: pragmaRange.map(string)
                 ),
                 keepAlive: keepAlive,
                 isHTTP10: isHTTP10,

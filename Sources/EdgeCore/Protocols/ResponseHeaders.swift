@@ -4,11 +4,18 @@ import NIOHTTP1
 
 /// The headers every response carries besides its own, in one place for every protocol front end.
 enum ResponseHeaders {
-    /// Calls `emit` with `X-Cache` and `Age` (for cached replies), `Server` and `Date`.
+    /// Calls `emit` with `X-Cache` and `Age` (for cached replies), `Server` and `Date`. A stored HTTP response
+    /// keeps its own `Date` (RFC 9110 §6.6.1) and always says its `Age` and `Cache-Status` (RFC 9211).
     @inline(__always)
     static func perRequest(for reply: Reply, now: NIODeadline, server: String, date: String, _ emit: (String, String) -> Void) {
         if case .cached(let entry, let cacheStatus) = reply {
             emit("x-cache", cacheStatus)
+            if let status = entry.cacheStatus(cacheStatus, at: now) {
+                emit("age", String(entry.age(at: now)))
+                emit("cache-status", status)
+                emit("server", server)
+                return
+            }
             if cacheStatus == "HIT" { emit("age", String(entry.age(at: now))) }
         }
         emit("server", server)

@@ -76,7 +76,8 @@ public struct Router: Sendable {
     /// - Throws: ``RouteSetupError`` when a route's htpasswd file or static root is missing or invalid.
     init(
         routes configurations: [RouteConfiguration], defaultTTL: TimeAmount, passwordChecks: PasswordCheckPool = .standalone,
-        upstreams: [UpstreamGroupConfiguration] = [], serverName: String = "edge", trustedProxies: [AddressRange] = []
+        upstreams: [UpstreamGroupConfiguration] = [], serverName: String = "edge", trustedProxies: [AddressRange] = [],
+        maxEntryBytes: Int = CacheConfiguration().maxEntryBytes
     ) throws(RouteSetupError) {
         var groups: [String: UpstreamGroup] = [:]
         for (index, upstream) in upstreams.enumerated() {
@@ -107,10 +108,22 @@ public struct Router: Sendable {
                 guard let group = groups[settings.upstream] else {
                     throw RouteSetupError(description: "route[\(index)].proxy: no upstream named \"\(settings.upstream)\"")
                 }
-                origin = ProxyResponder(
+                let proxy = ProxyResponder(
                     configuration: settings, group: group, prefix: configuration.path, serverName: serverName,
                     trustedProxies: trustedProxies, logger: Logger(label: "edge.proxy")
                 )
+                if let cache = settings.cache {
+                    let policy = HTTPCachePolicy(
+                        heuristicPercent: cache.heuristicPercent, heuristicMaxSeconds: cache.heuristicMaxSeconds,
+                        graceSeconds: cache.graceSeconds, keepSeconds: cache.keepSeconds, storeSetCookie: cache.storeSetCookie,
+                        targetedField: cache.targetedField, hitForPassSeconds: cache.hitForPassSeconds
+                    )
+                    origin = HTTPCache(
+                        proxy, policy: policy, purging: .init(from: cache.purgeFrom, token: cache.purgeToken), maxEntryBytes: maxEntryBytes
+                    )
+                } else {
+                    origin = proxy
+                }
             }
             let limiter = configuration.rateLimit.map { RateLimiter(perSecond: $0.perSecond, burst: $0.burst) }
             var authenticator: BasicAuthenticator?

@@ -31,7 +31,8 @@ final class EdgeServices: Sendable {
         do {
             self.router = try Router(
                 routes: configuration.routes, defaultTTL: configuration.cache.ttl, passwordChecks: passwordChecks,
-                upstreams: configuration.upstreams, serverName: configuration.serverName, trustedProxies: configuration.trustedProxies
+                upstreams: configuration.upstreams, serverName: configuration.serverName, trustedProxies: configuration.trustedProxies,
+                maxEntryBytes: configuration.cache.maxEntryBytes
             )
         } catch {
             Task { await passwordChecks.shutdown() }
@@ -52,7 +53,8 @@ final class EdgeServices: Sendable {
         self.configuration = configuration
         self.router = try Router(
             routes: configuration.routes, defaultTTL: configuration.cache.ttl, passwordChecks: previous.passwordChecks,
-            upstreams: configuration.upstreams, serverName: configuration.serverName, trustedProxies: configuration.trustedProxies
+            upstreams: configuration.upstreams, serverName: configuration.serverName, trustedProxies: configuration.trustedProxies,
+            maxEntryBytes: configuration.cache.maxEntryBytes
         )
         self.cache = previous.cache
         self.state = previous.state

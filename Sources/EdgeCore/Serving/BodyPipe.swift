@@ -191,4 +191,6 @@ struct StreamedResponse {
     var headers: FieldBlock
     /// The body; `nil` when there is none (HEAD, 204, 304).
     var body: BodyPipe?
+    /// The origin's `Date`, kept apart from ``headers`` (the front ends write their own), for the HTTP cache.
+    var date: String? = nil
 }

@@ -308,7 +308,7 @@ public final class ProxyResponder: Sendable {
         for name in edits.remove { fields.remove(name: name) }
         for (name, value) in edits.set { fields.replaceOrAdd(name: name, value: value) }
         for (name, value) in edits.add { fields.add(name: name, value: value) }
-        return StreamedResponse(status: streamed.status, headers: fields, body: streamed.body)
+        return StreamedResponse(status: streamed.status, headers: fields, body: streamed.body, date: streamed.date)
     }
 }
 

@@ -279,7 +279,9 @@ class UpstreamExchangeHandler {
     }
 
     /// The response's final head.
-    fileprivate func receivedHead(status: HTTPResponseStatus, fields: FieldBlock, hasBody: Bool, context: ChannelHandlerContext) {
+    fileprivate func receivedHead(
+        status: HTTPResponseStatus, fields: FieldBlock, date: String? = nil, hasBody: Bool, context: ChannelHandlerContext
+    ) {
         guard let exchange else { return }
         exchange.deadline = nil
         var pipe: BodyPipe?
@@ -297,7 +299,7 @@ class UpstreamExchangeHandler {
         }
         exchange.responseBody = pipe
         exchange.headReceived = true
-        exchange.delegate?.upstreamResponded(.success(StreamedResponse(status: status, headers: fields, body: pipe)))
+        exchange.delegate?.upstreamResponded(.success(StreamedResponse(status: status, headers: fields, body: pipe, date: date)))
     }
 
     fileprivate func receivedBody(_ chunk: ByteBuffer) {
@@ -499,8 +501,8 @@ final class UpstreamHTTP1Handler: UpstreamExchangeHandler, ChannelDuplexHandler 
         do {
             while exchange != nil, let event = try parser.next() {
                 switch event {
-                case .head(let status, let fields, let hasBody):
-                    receivedHead(status: status, fields: fields, hasBody: hasBody, context: context)
+                case .head(let status, let fields, let date, let hasBody):
+                    receivedHead(status: status, fields: fields, date: date, hasBody: hasBody, context: context)
                 case .body(let chunk):
                     receivedBody(chunk)
                 case .end(let trailers):
@@ -589,7 +591,7 @@ final class UpstreamStreamHandler: UpstreamExchangeHandler, ChannelDuplexHandler
             let hasBody = !isHEAD && head.status != .noContent && head.status != .notModified
             var fields = Self.clientFields(head.headers, status: head.status)
             fields.add(name: "via", value: via)
-            receivedHead(status: head.status, fields: fields, hasBody: hasBody, context: context)
+            receivedHead(status: head.status, fields: fields, date: head.headers.first(name: "date"), hasBody: hasBody, context: context)
         case .body(let chunk):
             receivedBody(chunk)
         case .end(let trailers):

@@ -6,7 +6,7 @@ enum UpstreamResponseEvent {
     /// The final response head: its fields as the client may get them (hop-by-hop fields, `Server` and `Date`
     /// dropped, `Content-Length` kept only when it frames the body), whether a body follows, and whether the
     /// connection may carry another exchange after it.
-    case head(status: HTTPResponseStatus, fields: FieldBlock, hasBody: Bool)
+    case head(status: HTTPResponseStatus, fields: FieldBlock, date: String?, hasBody: Bool)
     case body(ByteBuffer)
     /// The response is complete; trailers from a chunked body's last chunk, if it had any.
     case end(trailers: HTTPHeaders?)
@@ -202,7 +202,7 @@ struct UpstreamResponseParser {
             if hasBody { keepAlive = false }
             state = hasBody ? .closeDelimited : .endPending
         }
-        return .final(.head(status: parsed.status, fields: parsed.fields, hasBody: hasBody))
+        return .final(.head(status: parsed.status, fields: parsed.fields, date: parsed.date, hasBody: hasBody))
     }
 
     private struct ParsedHead {
@@ -211,6 +211,8 @@ struct UpstreamResponseParser {
         var keepAlive: Bool
         var chunked: Bool
         var contentLength: Int?
+        /// The upstream's `Date` (first line), which the HTTP cache needs for a stored response's age.
+        var date: String?
     }
 
     /// Fields the client never gets from an upstream's head: hop-by-hop ones (RFC 9110 §7.6.1), framing that Edge
@@ -242,6 +244,7 @@ struct UpstreamResponseParser {
             var codings: [[UInt8]] = []
             var contentLength: Int?
             var options: [[UInt8]] = []
+            var date: String?
             while let line = lines.next(), !line.isEmpty {
                 guard line[0] != UInt8(ascii: " "), line[0] != UInt8(ascii: "\t") else {
                     throw UpstreamParseError("folded header line")
@@ -274,6 +277,10 @@ struct UpstreamResponseParser {
                     }
                     continue
                 }
+                if name.count == 4, FieldBlock.equalsLowercased(name, "date") {
+                    if date == nil { date = String(decoding: value, as: UTF8.self) }
+                    continue
+                }
                 if isDropped(name) { continue }
                 fields.appendField(name: name, value: value)
             }
@@ -286,7 +293,7 @@ struct UpstreamResponseParser {
             }
             fields.remove(names: options)  // the fields the Connection header names
             let keepAlive = minor == 1 ? !close : (keepAliveToken && !close)
-            return ParsedHead(status: status, fields: fields, keepAlive: keepAlive, chunked: chunked, contentLength: contentLength)
+            return ParsedHead(status: status, fields: fields, keepAlive: keepAlive, chunked: chunked, contentLength: contentLength, date: date)
         }
     }
 

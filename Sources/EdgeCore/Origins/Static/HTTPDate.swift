@@ -41,3 +41,74 @@ enum HTTPDate {
         return era * 146_097 + dayOfEra - 719_468
     }
 }
+
+extension HTTPDate {
+    private static let dayNames = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+    private static let longDayNames = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
+
+    /// Seconds since 1970 for an HTTP date in exactly one of the three forms of RFC 9110 §5.6.7 — IMF-fixdate
+    /// (`Sun, 06 Nov 1994 08:49:37 GMT`), RFC 850 (`Sunday, 06-Nov-94 08:49:37 GMT`) or asctime
+    /// (`Sun Nov  6 08:49:37 1994`) — names in any case; `nil` for anything else (another zone, a missing comma,
+    /// extra spaces, a one-digit hour). The HTTP cache reads `Expires` and `Date` this way: an invalid `Expires`
+    /// means already expired (RFC 9111 §5.3).
+    static func parseStrict(_ text: String) -> Int? {
+        let bytes = Array(text.utf8)
+        func digits(_ range: Range<Int>) -> Int? {
+            guard range.upperBound <= bytes.count else { return nil }
+            var value = 0
+            for index in range {
+                let byte = bytes[index]
+                guard byte >= UInt8(ascii: "0"), byte <= UInt8(ascii: "9") else { return nil }
+                value = value * 10 + Int(byte - UInt8(ascii: "0"))
+            }
+            return value
+        }
+        func word(_ range: Range<Int>) -> String? {
+            guard range.upperBound <= bytes.count else { return nil }
+            return String(decoding: bytes[range], as: UTF8.self).lowercased()
+        }
+        func byte(_ index: Int, _ expected: Character) -> Bool {
+            index < bytes.count && bytes[index] == expected.asciiValue!
+        }
+        /// `HH:MM:SS` at `start`.
+        func clock(_ start: Int) -> (Int, Int, Int)? {
+            guard let hour = digits(start..<start + 2), byte(start + 2, ":"), let minute = digits(start + 3..<start + 5),
+                byte(start + 5, ":"), let second = digits(start + 6..<start + 8), hour < 24, minute < 60, second <= 60
+            else { return nil }
+            return (hour, minute, second)
+        }
+        func seconds(year: Int, month: Int, day: Int, _ time: (Int, Int, Int)) -> Int? {
+            guard (1...31).contains(day) else { return nil }
+            return daysSinceEpoch(year: year, month: month, day: day) * 86_400 + time.0 * 3600 + time.1 * 60 + time.2
+        }
+        func monthNumber(_ range: Range<Int>) -> Int? {
+            word(range).flatMap { months.firstIndex(of: $0) }.map { $0 + 1 }
+        }
+        // IMF-fixdate: 29 bytes.
+        if bytes.count == 29, let day = word(0..<3), dayNames.contains(day), byte(3, ","), byte(4, " "), let date = digits(5..<7),
+            byte(7, " "), let month = monthNumber(8..<11), byte(11, " "), let year = digits(12..<16), byte(16, " "),
+            let time = clock(17), byte(25, " "), word(26..<29) == "gmt"
+        {
+            return seconds(year: year, month: month, day: date, time)
+        }
+        // asctime: 24 bytes, the day of the month padded with a space.
+        if bytes.count == 24, let day = word(0..<3), dayNames.contains(day), byte(3, " "), let month = monthNumber(4..<7), byte(7, " "),
+            let date = byte(8, " ") ? digits(9..<10) : digits(8..<10), byte(10, " "), let time = clock(11), byte(19, " "),
+            let year = digits(20..<24)
+        {
+            return seconds(year: year, month: month, day: date, time)
+        }
+        // RFC 850: a long day name, then `, DD-Mon-YY HH:MM:SS GMT` (24 bytes).
+        if let comma = bytes.firstIndex(of: UInt8(ascii: ",")), let day = word(0..<comma), longDayNames.contains(day),
+            bytes.count == comma + 24
+        {
+            let start = comma + 1
+            guard byte(start, " "), let date = digits(start + 1..<start + 3), byte(start + 3, "-"),
+                let month = monthNumber(start + 4..<start + 7), byte(start + 7, "-"), let shortYear = digits(start + 8..<start + 10),
+                byte(start + 10, " "), let time = clock(start + 11), byte(start + 19, " "), word(start + 20..<start + 23) == "gmt"
+            else { return nil }
+            return seconds(year: shortYear < 70 ? 2000 + shortYear : 1900 + shortYear, month: month, day: date, time)
+        }
+        return nil
+    }
+}

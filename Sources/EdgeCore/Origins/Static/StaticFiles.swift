@@ -18,6 +18,9 @@ struct StaticRequestHeaders {
     var ifNoneMatch: String?
     var ifModifiedSince: String?
     var acceptEncoding: String?
+    /// `Cache-Control` and `Pragma`, for the HTTP cache's answers on the fast paths.
+    var cacheControl: String?
+    var pragma: String?
 
     /// Takes the field `name: value` if it is one of these (name in any case): the first `Range`, `If-Range`
     /// and `If-Modified-Since`; every `If-None-Match` and `Accept-Encoding`, joined as one list. Returns
@@ -30,6 +33,10 @@ struct StaticRequestHeaders {
             ifRange = ifRange ?? value
         case 13 where name.equalsIgnoringASCIICase("if-none-match"):
             ifNoneMatch = ifNoneMatch.map { $0 + ", " + value } ?? value
+        case 13 where name.equalsIgnoringASCIICase("cache-control"):
+            cacheControl = cacheControl.map { $0 + ", " + value } ?? value
+        case 6 where name.equalsIgnoringASCIICase("pragma"):
+            pragma = pragma.map { $0 + ", " + value } ?? value
         case 15 where name.equalsIgnoringASCIICase("accept-encoding"):
             acceptEncoding = acceptEncoding.map { $0 + ", " + value } ?? value
         case 17 where name.equalsIgnoringASCIICase("if-modified-since"):
