@@ -12,8 +12,8 @@ struct CacheDirectives: Equatable, Sendable {
     /// `max-age` or `s-maxage` was present with a value that is not delta-seconds.
     var invalidMaxAge = false
     var noStore = false
-    /// `no-cache`: with field names only those fields need revalidation; a shared cache treats both as
-    /// unqualified (it cannot send a response without the named fields), as the suite expects.
+    /// `no-cache` without field names: every use needs revalidation. With names (``noCacheFields``), only those
+    /// fields do, and the cache stores the response without them.
     var noCache = false
     var noCacheFields: [String] = []
     var isPrivate = false
@@ -54,8 +54,8 @@ struct CacheDirectives: Equatable, Sendable {
                     if let seconds = Self.deltaSeconds(argument) { sMaxAge = max(sMaxAge ?? 0, seconds) } else if first { invalidMaxAge = true }
                 case "no-store": noStore = true
                 case "no-cache":
-                    noCache = true
-                    if let argument { noCacheFields += Self.fieldNames(argument) }
+                    // With field names, only those fields need revalidation: they are not stored.
+                    if let argument { noCacheFields += Self.fieldNames(argument) } else { noCache = true }
                 case "private": isPrivate = true
                 case "public": isPublic = true
                 case "must-revalidate": mustRevalidate = true

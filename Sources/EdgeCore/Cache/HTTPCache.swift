@@ -54,9 +54,9 @@ final class HTTPCache: Origin {
 
     func immediateReply(to request: OriginRequest, loop: LoopState) -> Reply? {
         let conditional = request.headers.conditional
-        // Requests with directives or validators of their own take the full path.
+        // Requests with directives, validators or ranges of their own take the full path.
         guard conditional.cacheControl == nil, conditional.pragma == nil, conditional.ifNoneMatch == nil,
-            conditional.ifModifiedSince == nil, let entry = loop.cache.get(Self.key(request), now: request.now),
+            conditional.ifModifiedSince == nil, conditional.range == nil, let entry = loop.cache.get(Self.key(request), now: request.now),
             entry.semantics != nil
         else { return nil }
         return .cached(entry, cacheStatus: "HIT")
@@ -72,6 +72,8 @@ final class HTTPCache: Origin {
         let directives = HTTPCachePolicy.requestDirectives(
             cacheControl: fields.values(of: "cache-control"), pragma: fields.values(of: "pragma")
         )
+        // `no-store` in a request: nothing of this exchange is stored, and it is not answered from the store either.
+        if directives.noStore { return .pending(pass(request, context: context)) }
         let primary = Self.key(request)
         let now = request.now
         let (key, lookup) = context.sharedCache.lookupHTTP(
@@ -143,6 +145,9 @@ final class HTTPCache: Origin {
     /// A stored response as the answer to a request: `304` when the client's own validators match it, else the
     /// response itself (its body omitted for `HEAD` by the front end).
     private func answer(_ entry: CachedResponse, fields: FieldBlock, status: AnswerStatus) -> Reply {
+        if let range = fields.values(of: "range").first, entry.status == .ok, let partial = Self.partial(entry, range: range, fields: fields, status: status) {
+            return partial
+        }
         if let semantics = entry.semantics, Self.clientValidatorsMatch(semantics, fields: fields) {
             var headers = HTTPHeaders()
             for name in ["cache-control", "content-location", "etag", "expires", "vary", "last-modified"] {
@@ -154,6 +159,39 @@ final class HTTPCache: Origin {
             return .response(EdgeResponse(status: .notModified, headers: headers))
         }
         return .cached(entry, cacheStatus: status.rawValue)
+    }
+
+    /// A `Range` request answered from a stored complete response (RFC 9110 §14): `206` with the one range asked
+    /// for, `416` when none is satisfiable; `nil` (the whole response) for several ranges, one that does not
+    /// parse, or an `If-Range` that does not match.
+    private static func partial(_ entry: CachedResponse, range: String, fields: FieldBlock, status: AnswerStatus) -> Reply? {
+        if let ifRange = fields.values(of: "if-range").first {
+            let lastModified = entry.semantics?.lastModified.flatMap(HTTPDate.parse) ?? -1
+            guard ConditionalRequest.rangeApplies(ifRange: ifRange, etag: entry.semantics?.etag ?? "\u{0}", lastModified: lastModified) else {
+                return nil
+            }
+        }
+        let size = entry.body.readableBytes
+        var headers = entry.headers
+        headers.remove(name: "content-length")
+        headers.remove(name: "date")  // the front end writes one for every answer Edge makes
+        let now = NIODeadline.now()
+        headers.add(name: "age", value: String(entry.age(at: now)))
+        headers.add(name: "x-cache", value: status.rawValue)
+        headers.add(name: "cache-status", value: cacheStatus(entry, status: status, now: now))
+        switch ByteRangeRequest.parse(range, size: size) {
+        case .single(let bytes):
+            headers.add(name: "content-range", value: "bytes \(bytes.lowerBound)-\(bytes.upperBound - 1)/\(size)")
+            return .response(
+                EdgeResponse(status: .partialContent, headers: headers, body: entry.body.getSlice(at: entry.body.readerIndex + bytes.lowerBound, length: bytes.count)!)
+            )
+        case .unsatisfiable:
+            var refused = EdgeResponse.text(.rangeNotSatisfiable, "range not satisfiable\n")
+            refused.headers.add(name: "content-range", value: "bytes */\(size)")
+            return .response(refused)
+        case .whole, .multiple:
+            return nil
+        }
     }
 
     /// `Cache-Status` (RFC 9211) for an answer from the store.
@@ -323,6 +361,10 @@ final class HTTPCache: Origin {
                     }
                 }
                 var headers = responseFields
+                // Time spent getting it counts (RFC 9111 §4.2.3): the first client is told its age too.
+                if stored.semantics.correctedInitialAge > 0, !headers.contains(name: "age") {
+                    headers.add(name: "age", value: String(stored.semantics.correctedInitialAge))
+                }
                 headers.add(name: "x-cache", value: "MISS")
                 headers.add(name: "cache-status", value: cacheStatus)
                 return .stream(StreamedResponse(status: status, headers: headers, body: client, date: date))
@@ -420,6 +462,8 @@ final class HTTPCache: Origin {
         )
         var headers = fields
         headers.remove(names: Self.unstoredFieldNames)
+        // `no-cache="a, b"`: those fields may not answer without revalidation, so they are not stored (§5.2.2.4).
+        headers.remove(names: directives.noCacheFields.map { Array($0.utf8) })
         var stored = headers.headers
         stored.add(name: "date", value: parsedDate != nil ? date! : HTTPDateHeader.format(time_t(responseTime)))
         let ttlSeconds = lifetime - age
@@ -435,8 +479,9 @@ final class HTTPCache: Origin {
     /// answer.
     private static let unstoredFieldNames: [[UInt8]] = ["age", "x-cache", "cache-status"].map { Array($0.utf8) }
 
-    /// Fields a `304` must not change in a stored response (RFC 9111 §3.2: framing and the content's own).
-    private static let keptOn304: Set<String> = ["content-length", "content-encoding", "transfer-encoding", "content-range", "content-type"]
+    /// Fields a `304` must not change in a stored response: its framing (a `304`'s `Content-Length` is that of a
+    /// body it does not carry). Every other field the `304` carries replaces the stored one (RFC 9111 §3.2).
+    private static let keptOn304: Set<String> = ["content-length", "transfer-encoding"]
 
     /// `stale` with the fields of the `304` that validated it (RFC 9111 §4.3.4), fresh again from `responseTime`.
     private func refreshed(

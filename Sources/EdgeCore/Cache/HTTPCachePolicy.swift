@@ -105,10 +105,13 @@ struct HTTPCachePolicy: Sendable, Equatable {
         return min((date - modified) * heuristicPercent / 100, heuristicMaxSeconds)
     }
 
-    /// An `Age` value (RFC 9111 §5.1): the first list member's delta-seconds; `nil` (no age) when it is not one.
+    /// An `Age` value (RFC 9111 §5.1): the first list member's delta-seconds (before any `;` parameter); `nil` (no
+    /// age) when it is not one (`7200.0`, `-1`, `abc`).
     static func ageValue(_ values: [String]) -> Int? {
-        guard let line = values.first, let first = line.split(separator: ",", omittingEmptySubsequences: false).first else { return nil }
-        return CacheDirectives.deltaSeconds(String(first.trimming()))
+        guard let line = values.first, let first = line.split(separator: ",", omittingEmptySubsequences: false).first,
+            let value = first.split(separator: ";", omittingEmptySubsequences: false).first
+        else { return nil }
+        return CacheDirectives.deltaSeconds(String(value.trimming()))
     }
 
     /// The corrected initial age (RFC 9111 §4.2.3) of a response received at `responseTime` for a request sent at
@@ -136,7 +139,8 @@ struct HTTPCachePolicy: Sendable, Equatable {
     static func use(age: Int, lifetime: Int, stored: CacheDirectives, request: CacheDirectives, forcedStale: Bool) -> Use {
         if stored.noCache || request.noCache { return .validate }
         let lifetime = forcedStale ? 0 : lifetime
-        if let maxAge = request.maxAge, age > maxAge { return .validate }
+        // `max-age=0` (a browser's reload) asks for validation even of a response less than a second old.
+        if let maxAge = request.maxAge, maxAge == 0 || age > maxAge { return .validate }
         if !forcedStale, age < lifetime {
             if let minFresh = request.minFresh, lifetime - age < minFresh { return .validate }
             return .fresh

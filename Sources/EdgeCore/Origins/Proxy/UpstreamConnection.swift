@@ -459,7 +459,7 @@ final class UpstreamHTTP1Handler: UpstreamExchangeHandler, ChannelDuplexHandler 
         var head = context.channel.allocator.buffer(
             capacity: request.target.utf8.count + (request.host?.utf8.count ?? 0) + request.fields.bytes.readableBytes + 40
         )
-        head.writeString(request.method.rawValue)
+        head.writeString(request.method.wireName)
         head.writeStaticString(" ")
         head.writeString(request.target)
         head.writeStaticString(" HTTP/1.1\r\n")
@@ -556,7 +556,7 @@ final class UpstreamStreamHandler: UpstreamExchangeHandler, ChannelDuplexHandler
         var headers = HTTPHeaders()
         if let host = request.host { headers.add(name: "host", value: host) }
         headers.add(contentsOf: request.fields.headers)
-        let head = HTTPRequestHead(version: .http1_1, method: request.method, uri: request.target, headers: headers)
+        let head = HTTPRequestHead(version: .http1_1, method: .RAW(value: request.method.wireName), uri: request.target, headers: headers)
         if hasBody {
             context.writeAndFlush(wrapOutboundOut(.head(head)), promise: nil)
         } else {
@@ -630,5 +630,13 @@ final class UpstreamStreamHandler: UpstreamExchangeHandler, ChannelDuplexHandler
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         caught(error, context: context)
+    }
+}
+
+extension HTTPMethod {
+    /// The method as it goes on the wire. NIO spells `M-SEARCH` (which its parser reads) as `MSEARCH` in
+    /// `rawValue`, a method no server knows: an upstream answered it 400.
+    var wireName: String {
+        self == .MSEARCH ? "M-SEARCH" : rawValue
     }
 }
