@@ -68,6 +68,12 @@ let package = Package(
             ],
             swiftSettings: strictSwift
         ),
+        .executableTarget(
+            name: "edge-cache-sim",
+            dependencies: ["EdgeCore"],
+            path: "Benchmarks/edge-cache-sim",
+            swiftSettings: strictSwift
+        ),
         .target(
             name: "EdgeBench",
             dependencies: [

@@ -38,6 +38,7 @@ public final class SharedResponseCache: Sendable {
     /// Looks up `key`; on a miss either joins the fetch in flight or asks the caller to fetch.
     public func lookup(_ key: CacheKey, now: NIODeadline, eventLoop: any EventLoop) -> Lookup {
         state.withLock { storage in
+            storage.recordLookup(key)
             if let entry = storage.fresh(key, now: now) { return .hit(entry) }
             if storage.pending[key] != nil {
                 let promise = eventLoop.makePromise(of: CachedResponse.self)
@@ -71,6 +72,7 @@ public final class SharedResponseCache: Sendable {
         state.withLock { storage in
             let names = storage.varyNames[primary]
             let key = names.map { primary.variant(variant($0)) } ?? primary
+            storage.recordLookup(key)
             let entry = storage.kept(key, now: now)
             if let entry, usable(entry) { return (key, .found(entry, refreshing: storage.pending[key] != nil)) }
             if let until = storage.passUntil[primary] {
@@ -142,7 +144,7 @@ public final class SharedResponseCache: Sendable {
     /// Removes (or marks stale) every entry tagged `tag` (``StoredSemantics/tags``), through the tag index.
     func invalidate(tag: String, soft: Bool = false) -> Int {
         state.withLock { storage in
-            let keys = storage.tagged[tag] ?? []
+            let keys = soft ? storage.tagged[tag] ?? [] : storage.tagged.removeValue(forKey: tag) ?? []
             for key in keys { storage.purge(key, soft: soft) }
             return keys.count
         }
@@ -199,11 +201,18 @@ private struct Storage: ~Copyable {
     var variants: [CacheKey: Set<CacheKey>] = [:]
     var tagged: [String: Set<CacheKey>] = [:]
     var passUntil: [CacheKey: NIODeadline] = [:]
+    /// Lookup frequencies, for admission (``CacheConfiguration/admission``); `nil` when every response is stored.
+    var sketch: FrequencySketch?
 
     init(configuration: CacheConfiguration) {
         maxEntries = configuration.maxEntries
         maxBytes = configuration.maxBytes
         maxEntryBytes = configuration.maxEntryBytes
+        sketch = configuration.admission ? FrequencySketch(capacity: configuration.maxEntries) : nil
+    }
+
+    mutating func recordLookup(_ key: CacheKey) {
+        sketch?.increment(key.hashValue)
     }
 
     mutating func fresh(_ key: CacheKey, now: NIODeadline) -> CachedResponse? {
@@ -232,6 +241,14 @@ private struct Storage: ~Copyable {
     mutating func insert(_ key: CacheKey, _ entry: CachedResponse) {
         if let old = index[key] { remove(old) }
         guard entry.keepUntil > entry.storedAt, entry.cost <= maxEntryBytes, entry.cost <= maxBytes, maxEntries > 0 else {
+            entry.markEvicted()
+            return
+        }
+        // Admission: a response that would push an entry out is stored only if its key is asked for at least as
+        // often as the key of the entry that would go, so that one-off URLs cannot flush what is in demand.
+        if let sketch, index.count + 1 > maxEntries || bytes + entry.cost > maxBytes, let victim = oldest,
+            sketch.estimate(key.hashValue) < sketch.estimate(victim.key.hashValue)
+        {
             entry.markEvicted()
             return
         }

@@ -256,11 +256,18 @@ struct TOMLReader {
 
     mutating func readCache(_ table: TOMLTable) -> CacheConfiguration {
         var cache = CacheConfiguration()
-        checkKeys(table, path: "cache", allowed: ["max_entries", "max_bytes", "max_entry_bytes", "ttl_seconds"])
+        checkKeys(table, path: "cache", allowed: ["max_entries", "max_bytes", "max_entry_bytes", "ttl_seconds", "admission"])
         if let value = int(table, "max_entries", path: "cache.max_entries", range: 0...100_000_000) { cache.maxEntries = value }
         if let value = int(table, "max_bytes", path: "cache.max_bytes", range: 0...(1 << 44)) { cache.maxBytes = value }
         if let value = int(table, "max_entry_bytes", path: "cache.max_entry_bytes", range: 0...(1 << 40)) { cache.maxEntryBytes = value }
         if let value = int(table, "ttl_seconds", path: "cache.ttl_seconds", range: 0...(365 * 86_400)) { cache.ttl = .seconds(Int64(value)) }
+        if let value = string(table, "admission", path: "cache.admission") {
+            switch value {
+            case "tinylfu": cache.admission = true
+            case "lru": cache.admission = false
+            default: fail("cache.admission", "expected \"tinylfu\" or \"lru\", got \"\(value)\"")
+            }
+        }
         return cache
     }
 

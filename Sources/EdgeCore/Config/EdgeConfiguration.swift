@@ -168,6 +168,9 @@ public struct CacheConfiguration: Sendable, Equatable {
     public var maxEntryBytes: Int = 1024 * 1024
     /// Default time to live of an entry.
     public var ttl: TimeAmount = .seconds(60)
+    /// Whether a new entry must be asked for at least as often as the one it would evict (TinyLFU admission);
+    /// `false` stores every response, as plain LRU.
+    public var admission: Bool = true
 
     /// Creates a cache configuration with the defaults.
     public init() {}
