@@ -124,6 +124,10 @@ path = "/plain"
 proxy = {{ upstream = "o", cache = true }}
 
 [[route]]
+path = "/k"
+proxy = {{ upstream = "o", cache = {{ key_query = "sorted", key_query_exclude = ["utm_*"], key_fields = ["X-Tenant"], key_cookies = ["lang"], purge_from = ["127.0.0.1/32"] }} }}
+
+[[route]]
 path = "/nocache"
 proxy = "o"
 """)
@@ -444,6 +448,24 @@ def test_purge_needs_an_allowed_address_or_the_token(client, origin):
     assert client.get(p).headers["x-cache"] == "MISS"
 
 
+def test_a_routes_key_rules_sort_and_drop_query_parameters_and_add_fields_and_cookies(client, origin):
+    p = origin.script(path("/k"), {"headers": fresh(60)})
+    first = client.get(p + "?b=2&a=1")
+    again = client.get(p + "?a=1&utm_source=mail&b=2")
+    assert again.headers["x-cache"] == "HIT" and again.content == first.content
+    assert origin.requests(p)[0]["path"] == p + "?b=2&a=1"  # the upstream gets the query as the client sent it
+    assert client.get(p + "?a=1&b=3").headers["x-cache"] == "MISS"
+    q = origin.script(path("/k"), {"headers": fresh(60)})
+    one = client.get(q, headers={"x-tenant": "one", "cookie": "x=1; lang=en"})
+    assert client.get(q, headers={"x-tenant": "one", "cookie": "lang=en"}).content == one.content
+    assert client.get(q, headers={"x-tenant": "two", "cookie": "lang=en"}).headers["x-cache"] == "MISS"
+    assert client.get(q, headers={"x-tenant": "one", "cookie": "lang=de"}).headers["x-cache"] == "MISS"
+    assert client.get(q, headers={"x-tenant": "one"}).headers["x-cache"] == "MISS"
+    assert len(origin.requests(q)) == 4
+    # A purge of the URL reaches every stored response the fields and cookies made.
+    assert client.request("PURGE", q).json()["purged"] == 4
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # other protocols and configuration
 
@@ -474,6 +496,8 @@ def test_a_route_without_cache_stores_nothing(client, origin):
     ("{ targeted_field = \"bad field\" }", "route[0].proxy.cache.targeted_field"),
     ("{ heuristic = 5 }", "route[0].proxy.cache"),
     ("\"yes\"", "route[0].proxy.cache"),
+    ("{ key_query = \"random\" }", "route[0].proxy.cache.key_query"),
+    ("{ key_fields = [\"a b\"] }", "route[0].proxy.cache.key_fields[0]"),
 ])
 def test_check_config_names_the_bad_cache_key(tmp_path, cache_value, key):
     config = tmp_path / "edge.toml"

@@ -30,6 +30,8 @@ final class HTTPCache: Origin {
     let purging: PurgeSettings
     /// Largest body stored; a larger one passes through.
     let maxEntryBytes: Int
+    /// What of a request makes its key.
+    let keyRules: CacheKeyRules
 
     /// Who may `PURGE`: clients in `from`, or requests carrying `token` (`Purge-Token` or `Authorization: Bearer`).
     struct PurgeSettings: Sendable {
@@ -37,8 +39,9 @@ final class HTTPCache: Origin {
         var token: String?
     }
 
-    init(_ origin: any Origin, policy: HTTPCachePolicy, purging: PurgeSettings, maxEntryBytes: Int) {
+    init(_ origin: any Origin, policy: HTTPCachePolicy, purging: PurgeSettings, maxEntryBytes: Int, keyRules: CacheKeyRules = CacheKeyRules()) {
         self.origin = origin
+        self.keyRules = keyRules
         self.policy = policy
         self.purging = purging
         self.maxEntryBytes = maxEntryBytes
@@ -56,7 +59,7 @@ final class HTTPCache: Origin {
         let conditional = request.headers.conditional
         // Requests with directives, validators or ranges of their own take the full path.
         guard conditional.cacheControl == nil, conditional.pragma == nil, conditional.ifNoneMatch == nil,
-            conditional.ifModifiedSince == nil, conditional.range == nil, let entry = loop.cache.get(Self.key(request), now: request.now),
+            conditional.ifModifiedSince == nil, conditional.range == nil, !keyRules.needsFields, let entry = loop.cache.get(key(request), now: request.now),
             entry.semantics != nil
         else { return nil }
         return .cached(entry, cacheStatus: "HIT")
@@ -74,10 +77,11 @@ final class HTTPCache: Origin {
         )
         // `no-store` in a request: nothing of this exchange is stored, and it is not answered from the store either.
         if directives.noStore { return .pending(pass(request, context: context)) }
-        let primary = Self.key(request)
+        let primary = key(request)
         let now = request.now
+        let extras = keyRules.extras(fields)
         let (key, lookup) = context.sharedCache.lookupHTTP(
-            primary, variant: { Self.variant(names: $0, fields: fields) }, now: now, eventLoop: context.eventLoop
+            primary, variant: { Self.variant(names: $0, fields: fields) + extras }, now: now, eventLoop: context.eventLoop
         ) { entry in
             Self.use(entry, fields: fields, request: directives, now: now) != .validate
         }
@@ -87,7 +91,7 @@ final class HTTPCache: Origin {
             if use == .staleWhileRevalidate, !refreshing, context.sharedCache.beginRefresh(key) {
                 refreshInBackground(request, key: key, stale: entry, context: context)
             }
-            if use == .fresh, let semantics = entry.semantics, semantics.varyNames.isEmpty, !semantics.directives.noCache {
+            if use == .fresh, let semantics = entry.semantics, semantics.varyNames.isEmpty, extras.isEmpty, !semantics.directives.noCache {
                 context.loop.cache.put(primary, entry)
             }
             return .ready(answer(entry, fields: fields, status: use == .fresh ? .hit : .stale))
@@ -223,9 +227,9 @@ final class HTTPCache: Origin {
 
     // MARK: keys and variants
 
-    /// The primary key of a request: `GET`, the host and the target as received.
-    static func key(_ request: OriginRequest) -> CacheKey {
-        CacheKey(method: "GET", host: request.headers.host.lowercased(), target: String(request.target))
+    /// The primary key of a request: `GET`, the host and the target (its query as the route's key rules say).
+    func key(_ request: OriginRequest) -> CacheKey {
+        CacheKey(method: "GET", host: request.headers.host.lowercased(), target: keyRules.target(request.target))
     }
 
     /// The secondary key of a request for responses that vary on `names`.
@@ -327,7 +331,10 @@ final class HTTPCache: Origin {
                     validating, semantics: semantics, with: responseFields, date: date, requestTime: requestTime, responseTime: responseTime,
                     fields: fields
                 )
-                shared.finishFetch(key, result: .success(updated), storeAs: key.primary.variant(Self.variant(values: updated.semantics!.varyValues)))
+                shared.finishFetch(
+                    key, result: .success(updated),
+                    storeAs: key.primary.variant(Self.variant(values: updated.semantics!.varyValues) + self.keyRules.extras(fields))
+                )
                 return self.answer(updated, fields: fields, status: .revalidated)
             }
             if status.code >= 500, let stale, policy.mayServeOnError(stale) {
@@ -346,7 +353,7 @@ final class HTTPCache: Origin {
                 )
                 return Self.marked(.stream(response), xCache: "MISS", cacheStatus: "\(Self.cacheName); fwd=uri-miss; detail=\(refusal.reason.replacingOccurrences(of: " ", with: "-"))")
             case .success(let stored):
-                let storeAs = key.primary.variant(Self.variant(values: stored.semantics.varyValues))
+                let storeAs = key.primary.variant(Self.variant(values: stored.semantics.varyValues) + self.keyRules.extras(fields))
                 let cacheStatus = "\(Self.cacheName); fwd=uri-miss; stored"
                 guard let body else {
                     let entry = stored.entry(body: ByteBuffer())
@@ -517,8 +524,9 @@ final class HTTPCache: Origin {
     /// `Location` and `Content-Location` name on the same host are invalidated (RFC 9111 §4.4).
     private func forwardUnsafe(_ request: OriginRequest, context: OriginContext) -> Dispatch {
         let safe = request.method == .OPTIONS || request.method == .TRACE
-        let primary = Self.key(request)
+        let primary = key(request)
         let shared = context.sharedCache
+        let keyRules = self.keyRules
         return .pending(
             Self.future(origin.serve(request, context: context), on: context.eventLoop).map { reply in
                 guard !safe else { return Self.marked(reply, xCache: "PASS", cacheStatus: "\(Self.cacheName); fwd=method") }
@@ -537,7 +545,7 @@ final class HTTPCache: Origin {
                     shared.invalidate(primary)
                     for location in locations {
                         if let target = Self.sameOriginTarget(location, host: primary.host) {
-                            shared.invalidate(CacheKey(method: "GET", host: primary.host, target: target))
+                            shared.invalidate(CacheKey(method: "GET", host: primary.host, target: keyRules.target(target[...])))
                         }
                     }
                 }
@@ -570,7 +578,7 @@ final class HTTPCache: Origin {
         guard purgeAllowed(request, fields: fields) else { return .response(.text(.forbidden, "PURGE is not allowed from here\n")) }
         let soft = fields.values(of: "soft-purge").contains { $0.trimming() == "1" }
         let shared = context.sharedCache
-        let primary = Self.key(request)
+        let primary = key(request)
         let count: Int
         let tags = fields.values(of: "surrogate-key").flatMap { $0.split(separator: " ").map(String.init) }
         if !tags.isEmpty {

@@ -64,14 +64,14 @@ public final class SharedResponseCache: Sendable {
         case pass
     }
 
-    /// Looks up a request's variant of `primary`: the `Vary` names last stored for it give the secondary key,
-    /// computed by `variant`; a stored response (fresh or kept stale) is offered to `usable`.
+    /// Looks up a request's variant of `primary`: `variant` computes the secondary key from the `Vary` names last
+    /// stored for it (none when nothing varies); a stored response (fresh or kept stale) is offered to `usable`.
     func lookupHTTP(
         _ primary: CacheKey, variant: ([String]) -> String, now: NIODeadline, eventLoop: any EventLoop, usable: (CachedResponse) -> Bool
     ) -> (key: CacheKey, lookup: HTTPLookup) {
         state.withLock { storage in
             let names = storage.varyNames[primary]
-            let key = names.map { primary.variant(variant($0)) } ?? primary
+            let key = primary.variant(variant(names ?? []))
             storage.recordLookup(key)
             let entry = storage.kept(key, now: now)
             if let entry, usable(entry) { return (key, .found(entry, refreshing: storage.pending[key] != nil)) }

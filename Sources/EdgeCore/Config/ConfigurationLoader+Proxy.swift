@@ -230,7 +230,8 @@ extension TOMLReader {
             table, path: path,
             allowed: [
                 "heuristic_percent", "heuristic_max_seconds", "grace_seconds", "keep_seconds", "store_set_cookie", "targeted_field",
-                "hit_for_pass_seconds", "purge_from", "purge_token",
+                "hit_for_pass_seconds", "purge_from", "purge_token", "key_query", "key_query_include", "key_query_exclude",
+                "key_fields", "key_cookies",
             ]
         )
         var cache = HTTPCacheConfiguration()
@@ -255,6 +256,19 @@ extension TOMLReader {
             if token.utf8.count >= 16, HeaderValue.isValid(token), !token.contains(" ") { cache.purgeToken = token } else {
                 fail("\(path).purge_token", "must be at least 16 characters, without spaces or control characters")
             }
+        }
+        if let query = string(table, "key_query", path: "\(path).key_query") {
+            if CacheKeyRules.Query(rawValue: query) != nil { cache.keyQuery = query } else {
+                fail("\(path).key_query", "expected \"as-is\", \"sorted\" or \"ignore\", got \"\(query)\"")
+            }
+        }
+        cache.keyQueryInclude = strings(table, "key_query_include", path: "\(path).key_query_include")
+        cache.keyQueryExclude = strings(table, "key_query_exclude", path: "\(path).key_query_exclude")
+        for (index, name) in strings(table, "key_fields", path: "\(path).key_fields").enumerated() {
+            if isFieldName(name) { cache.keyFields.append(name.lowercased()) } else { fail("\(path).key_fields[\(index)]", "\"\(name)\" is not a header name") }
+        }
+        for (index, name) in strings(table, "key_cookies", path: "\(path).key_cookies").enumerated() {
+            if isFieldName(name) { cache.keyCookies.append(name) } else { fail("\(path).key_cookies[\(index)]", "\"\(name)\" is not a cookie name") }
         }
         return cache
     }

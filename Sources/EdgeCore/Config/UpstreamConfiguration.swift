@@ -172,6 +172,14 @@ public struct HTTPCacheConfiguration: Sendable, Equatable {
     /// Who may `PURGE`: clients in these ranges, or requests with this token.
     public var purgeFrom: [AddressRange] = []
     public var purgeToken: String?
+    /// The key: the query as received, sorted or ignored (`"as-is"`, `"sorted"`, `"ignore"`); only the parameters
+    /// in `keyQueryInclude` (when set), without those in `keyQueryExclude` (names; `*` at the end for a prefix);
+    /// the values of these request fields and cookies.
+    public var keyQuery = "as-is"
+    public var keyQueryInclude: [String] = []
+    public var keyQueryExclude: [String] = []
+    public var keyFields: [String] = []
+    public var keyCookies: [String] = []
 
     public init() {}
 }

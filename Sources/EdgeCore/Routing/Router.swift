@@ -119,7 +119,11 @@ public struct Router: Sendable {
                         targetedField: cache.targetedField, hitForPassSeconds: cache.hitForPassSeconds
                     )
                     origin = HTTPCache(
-                        proxy, policy: policy, purging: .init(from: cache.purgeFrom, token: cache.purgeToken), maxEntryBytes: maxEntryBytes
+                        proxy, policy: policy, purging: .init(from: cache.purgeFrom, token: cache.purgeToken), maxEntryBytes: maxEntryBytes,
+                        keyRules: CacheKeyRules(
+                            query: CacheKeyRules.Query(rawValue: cache.keyQuery) ?? .asIs, include: cache.keyQueryInclude,
+                            exclude: cache.keyQueryExclude, fields: cache.keyFields, cookies: cache.keyCookies
+                        )
                     )
                 } else {
                     origin = proxy
