@@ -68,12 +68,14 @@ final class CacheFill {
             }
             if !client.write(chunk) { paused = true }
         case .success(.end(let trailers)):
-            client.finish(trailers: trailers)
+            // Stored before the client has its last byte, so that a PURGE it sends next finds the entry.
+            let client = self.client
             if let stored {
                 complete(.success(stored))
             } else {
                 complete(.failure(HTTPCache.Uncacheable(reason: "larger than max_entry_bytes")))
             }
+            client.finish(trailers: trailers)
         case .failure(let error):
             client.fail(error)
             complete(.failure(error))

@@ -33,17 +33,36 @@ struct CacheKeyRules: Sendable, Equatable {
         let path = target[..<mark]
         if query == .ignored { return String(path) }
         var parameters = target[target.utf8.index(after: mark)...].split(separator: "&", omittingEmptySubsequences: true)
+        // Names are compared decoded (`%61` is `a` to the upstream, so it is to the key too).
         parameters.removeAll { parameter in
-            let name = parameter.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
-            return (!include.isEmpty && !Self.matches(include, name)) || Self.matches(exclude, name)
+            let name = Self.decodedName(parameter)
+            return (!include.isEmpty && !Self.matches(include, name[...])) || Self.matches(exclude, name[...])
         }
         if query == .sorted {
-            parameters.sort { a, b in
-                let (nameA, nameB) = (a.split(separator: "=", maxSplits: 1).first ?? "", b.split(separator: "=", maxSplits: 1).first ?? "")
-                return nameA == nameB ? a.utf8.lexicographicallyPrecedes(b.utf8) : nameA.utf8.lexicographicallyPrecedes(nameB.utf8)
-            }
+            // By name only, and stable: repeated parameters keep their order, which upstreams read differently
+            // (the first, the last, or all).
+            parameters.sort { Self.decodedName($0).utf8.lexicographicallyPrecedes(Self.decodedName($1).utf8) }
         }
         return parameters.isEmpty ? String(path) : String(path) + "?" + parameters.joined(separator: "&")
+    }
+
+    /// A query parameter's name with its %-escapes decoded (and `+` as a space), as an upstream reads it.
+    static func decodedName(_ parameter: Substring) -> String {
+        let name = parameter.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
+        guard name.utf8.contains(where: { $0 == UInt8(ascii: "%") || $0 == UInt8(ascii: "+") }) else { return String(name) }
+        var bytes: [UInt8] = []
+        var utf8 = name.utf8[...]
+        while let byte = utf8.popFirst() {
+            if byte == UInt8(ascii: "%"), utf8.count >= 2,
+                let value = UInt8(String(decoding: utf8.prefix(2), as: UTF8.self), radix: 16)
+            {
+                bytes.append(value)
+                utf8 = utf8.dropFirst(2)
+            } else {
+                bytes.append(byte == UInt8(ascii: "+") ? UInt8(ascii: " ") : byte)
+            }
+        }
+        return String(decoding: bytes, as: UTF8.self)
     }
 
     private static func matches(_ patterns: [String], _ name: Substring) -> Bool {
@@ -52,18 +71,26 @@ struct CacheKeyRules: Sendable, Equatable {
         }
     }
 
-    /// The part of the secondary key the configured fields and cookies make; empty when none is configured.
-    func extras(_ fields: FieldBlock) -> String {
+    /// The part of the secondary key the configured fields and cookies make; empty when none is configured;
+    /// `nil` when a configured cookie is ambiguous (given twice, in one `Cookie` line or several), since upstreams
+    /// would read different values from it than the key did: such a request goes to the upstream and its answer
+    /// is not stored.
+    func extras(_ fields: FieldBlock) -> String? {
         guard needsFields else { return "" }
         var parts: [String] = []
         for name in self.fields {
             parts.append(name + "=" + fields.values(of: name).joined(separator: ","))
         }
         if !cookies.isEmpty {
-            let pairs = fields.values(of: "cookie").flatMap { $0.split(separator: ";") }.map { $0.trimming() }
+            // Every pair of every Cookie line (HTTP/2 sends one line per cookie), names and values trimmed.
+            let pairs = fields.values(of: "cookie").flatMap { $0.split(separator: ";") }.map { pair in
+                let halves = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+                return (name: halves[0].trimming(), value: halves.count > 1 ? halves[1].trimming() : "")
+            }
             for cookie in cookies {
-                let value = pairs.first { $0.hasPrefix(cookie + "=") }.map { String($0.dropFirst(cookie.utf8.count + 1)) }
-                parts.append("cookie:" + cookie + "=" + (value ?? "\u{0}"))
+                let matching = pairs.filter { $0.name.utf8.elementsEqual(cookie.utf8) }
+                guard matching.count <= 1 else { return nil }
+                parts.append("cookie:" + cookie + "=" + (matching.first.map { String($0.value) } ?? "\u{0}"))
             }
         }
         return "\u{2}" + parts.joined(separator: "\u{1}")

@@ -10,19 +10,6 @@ import NIOPosix
 /// hit ratios with and without admission on a Zipf trace with one-off URLs mixed in, and the time a purge by tag
 /// takes among many entries.
 public enum CacheSimulation {
-    /// A deterministic generator (SplitMix64), so that runs compare.
-    struct Random {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-        mutating func unit() -> Double { Double(next() >> 11) / Double(1 << 53) }
-    }
-
     /// The hit ratio of a cache of `capacity` entries over `requests` lookups: a share `oneOff` of them for URLs
     /// asked for once (a crawler's scan), the rest drawn from `keys` URLs by a Zipf law of exponent `exponent`.
     public static func hitRatio(
@@ -41,7 +28,7 @@ public enum CacheSimulation {
             total += 1 / pow(Double(rank + 1), exponent)
             cumulative[rank] = total
         }
-        var random = Random(state: seed)
+        var random = SeededRandom(seed: seed)
         var hits = 0
         var scan = 0
         let now = NIODeadline.now()

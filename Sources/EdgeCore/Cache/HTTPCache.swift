@@ -79,7 +79,8 @@ final class HTTPCache: Origin {
         if directives.noStore { return .pending(pass(request, context: context)) }
         let primary = key(request)
         let now = request.now
-        let extras = keyRules.extras(fields)
+        // A configured key cookie given twice cannot be keyed as every upstream would read it: not cached.
+        guard let extras = keyRules.extras(fields) else { return .pending(pass(request, context: context)) }
         let (key, lookup) = context.sharedCache.lookupHTTP(
             primary, variant: { Self.variant(names: $0, fields: fields) + extras }, now: now, eventLoop: context.eventLoop
         ) { entry in
@@ -227,9 +228,20 @@ final class HTTPCache: Origin {
 
     // MARK: keys and variants
 
-    /// The primary key of a request: `GET`, the host and the target (its query as the route's key rules say).
+    /// The primary key of a request: `GET`, the host, and the path in normal form — the one the upstream gets, so
+    /// that `/a/./b`, `/a//b` and `/a/%62` are one entry, purged and invalidated as one — with the query as the
+    /// route's key rules say.
     func key(_ request: OriginRequest) -> CacheKey {
-        CacheKey(method: "GET", host: request.headers.host.lowercased(), target: keyRules.target(request.target))
+        let target = request.query.map { String(request.path) + "?" + $0 } ?? String(request.path)
+        return CacheKey(method: "GET", host: request.headers.host.lowercased(), target: keyRules.target(target[...]))
+    }
+
+    /// A `Location` or `Content-Location` target as a key's target: its path in normal form.
+    func keyTarget(_ target: String) -> String? {
+        let (path, query) = target.utf8.firstIndex(of: UInt8(ascii: "?")).map { (target[..<$0], Optional(target[target.index(after: $0)...])) }
+            ?? (target[...], nil)
+        guard case .success(let normal) = RoutingPath.normalize(path) else { return nil }
+        return keyRules.target((query.map { String(normal) + "?" + $0 } ?? String(normal))[...])
     }
 
     /// The secondary key of a request for responses that vary on `names`.
@@ -307,7 +319,7 @@ final class HTTPCache: Origin {
         let shared = context.sharedCache
         let policy = self.policy
         let eventLoop = context.eventLoop
-        return Self.future(origin.serve(upstream, context: context), on: eventLoop).assumeIsolated().map { reply -> Reply in
+        return Self.future(origin.serve(upstream, context: context), on: eventLoop).assumeIsolated().flatMapThrowing { reply -> Reply in
             let responseTime = Int(time(nil))
             let (status, responseFields, date, body): (HTTPResponseStatus, FieldBlock, String?, BodyPipe?)
             switch reply {
@@ -327,13 +339,21 @@ final class HTTPCache: Origin {
             // A 304 to the cache's own validation refreshes the stored response (RFC 9111 §4.3.4).
             if status == .notModified, let validating, let semantics = validating.semantics {
                 body?.cancel(BodyPipe.Broken(description: "not read"))
+                // A 304 whose strong validator is not the stored one does not stand for it (§4.3.4): the stored
+                // response goes, and the request is fetched again without validators.
+                if let stored = semantics.etag, let sent = responseFields.values(of: "etag").first, sent != stored,
+                    !stored.hasPrefix("W/"), !sent.hasPrefix("W/")
+                {
+                    shared.invalidate(key.primary)
+                    throw RefetchUnconditionally()
+                }
                 let updated = self.refreshed(
                     validating, semantics: semantics, with: responseFields, date: date, requestTime: requestTime, responseTime: responseTime,
                     fields: fields
                 )
                 shared.finishFetch(
                     key, result: .success(updated),
-                    storeAs: key.primary.variant(Self.variant(values: updated.semantics!.varyValues) + self.keyRules.extras(fields))
+                    storeAs: key.primary.variant(Self.variant(values: updated.semantics!.varyValues) + (self.keyRules.extras(fields) ?? ""))
                 )
                 return self.answer(updated, fields: fields, status: .revalidated)
             }
@@ -345,15 +365,17 @@ final class HTTPCache: Origin {
             let response = StreamedResponse(status: status, headers: responseFields, body: body, date: date)
             switch self.storable(response, requestFields: fields, requestDirectives: requestDirectives, requestTime: requestTime, responseTime: responseTime) {
             case .failure(let refusal):
-                // A refusal by the request (no-store) says nothing of the next request for this key.
-                let byResponse = !requestDirectives.noStore
+                // Only a refusal the response itself is the cause of marks the URL hit-for-pass: not this request's
+                // no-store or Authorization, nor the 304 or 206 its own validators or Range asked for.
+                let byResponse = !requestDirectives.noStore && refusal.reason != "authorization" && status != .notModified
+                    && status != .partialContent
                 shared.finishFetch(
                     key, result: .failure(refusal), storeAs: nil, passFor: byResponse ? key.primary : nil,
                     until: .now() + .seconds(Int64(policy.hitForPassSeconds))
                 )
                 return Self.marked(.stream(response), xCache: "MISS", cacheStatus: "\(Self.cacheName); fwd=uri-miss; detail=\(refusal.reason.replacingOccurrences(of: " ", with: "-"))")
             case .success(let stored):
-                let storeAs = key.primary.variant(Self.variant(values: stored.semantics.varyValues) + self.keyRules.extras(fields))
+                let storeAs = key.primary.variant(Self.variant(values: stored.semantics.varyValues) + (self.keyRules.extras(fields) ?? ""))
                 let cacheStatus = "\(Self.cacheName); fwd=uri-miss; stored"
                 guard let body else {
                     let entry = stored.entry(body: ByteBuffer())
@@ -376,12 +398,18 @@ final class HTTPCache: Origin {
                 headers.add(name: "cache-status", value: cacheStatus)
                 return .stream(StreamedResponse(status: status, headers: headers, body: client, date: date))
             }
+        }.flatMapError { error -> EventLoopFuture<Reply> in
+            guard error is RefetchUnconditionally else { return eventLoop.makeFailedFuture(error) }
+            return self.fetch(request, key: key, stale: nil, requestDirectives: requestDirectives, context: context, background: background)
         }.flatMapErrorThrowing { error in
             shared.finishFetch(key, result: .failure(error), storeAs: nil)
             if let stale, policy.mayServeOnError(stale) { return self.answer(stale, fields: fields, status: .stale) }
             throw error
         }.nonisolated()
     }
+
+    /// A validation's 304 named another strong validator than the stored one.
+    private struct RefetchUnconditionally: Error {}
 
     /// Refreshes a stale answer for later requests while this one is answered from the store
     /// (`stale-while-revalidate`): the refresh's body is read to the end by nobody but the cache.
@@ -526,7 +554,6 @@ final class HTTPCache: Origin {
         let safe = request.method == .OPTIONS || request.method == .TRACE
         let primary = key(request)
         let shared = context.sharedCache
-        let keyRules = self.keyRules
         return .pending(
             Self.future(origin.serve(request, context: context), on: context.eventLoop).map { reply in
                 guard !safe else { return Self.marked(reply, xCache: "PASS", cacheStatus: "\(Self.cacheName); fwd=method") }
@@ -545,7 +572,9 @@ final class HTTPCache: Origin {
                     shared.invalidate(primary)
                     for location in locations {
                         if let target = Self.sameOriginTarget(location, host: primary.host) {
-                            shared.invalidate(CacheKey(method: "GET", host: primary.host, target: keyRules.target(target[...])))
+                            if let normal = self.keyTarget(target) {
+                                shared.invalidate(CacheKey(method: "GET", host: primary.host, target: normal))
+                            }
                         }
                     }
                 }

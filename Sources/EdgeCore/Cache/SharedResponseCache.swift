@@ -26,6 +26,8 @@ public final class SharedResponseCache: Sendable {
         public var bytes: Int
         /// Keys being fetched.
         public var fetchesInFlight: Int
+        /// URLs marked hit-for-pass.
+        public var passMarkers: Int = 0
     }
 
     private let state: Mutex<Storage>
@@ -77,7 +79,7 @@ public final class SharedResponseCache: Sendable {
             if let entry, usable(entry) { return (key, .found(entry, refreshing: storage.pending[key] != nil)) }
             if let until = storage.passUntil[primary] {
                 if now < until { return (key, .pass) }
-                storage.passUntil[primary] = nil
+                storage.clearPass(primary)
             }
             if storage.pending[key] != nil {
                 let promise = eventLoop.makePromise(of: CachedResponse.self)
@@ -111,10 +113,10 @@ public final class SharedResponseCache: Sendable {
                 let primary = storeAs.primary
                 let names = entry.semantics?.varyNames ?? []
                 storage.varyNames[primary] = names.isEmpty ? nil : names
-                storage.passUntil[primary] = nil
+                storage.clearPass(primary)
                 storage.insert(storeAs, entry)
             } else if let passFor, let until {
-                storage.passUntil[passFor] = until
+                storage.markPass(passFor, until: until)
             }
             return waiters
         }
@@ -125,7 +127,7 @@ public final class SharedResponseCache: Sendable {
     @discardableResult
     func invalidate(_ primary: CacheKey, soft: Bool = false) -> Int {
         state.withLock { storage in
-            storage.passUntil[primary] = nil
+            storage.clearPass(primary)
             let keys = storage.variants[primary] ?? []
             for key in keys { storage.purge(key, soft: soft) }
             return keys.count
@@ -170,7 +172,9 @@ public final class SharedResponseCache: Sendable {
 
     /// Current counts.
     public var statistics: Statistics {
-        state.withLock { Statistics(entries: $0.index.count, bytes: $0.bytes, fetchesInFlight: $0.pending.count) }
+        state.withLock {
+            Statistics(entries: $0.index.count, bytes: $0.bytes, fetchesInFlight: $0.pending.count, passMarkers: $0.passUntil.count)
+        }
     }
 }
 
@@ -201,6 +205,7 @@ private struct Storage: ~Copyable {
     var variants: [CacheKey: Set<CacheKey>] = [:]
     var tagged: [String: Set<CacheKey>] = [:]
     var passUntil: [CacheKey: NIODeadline] = [:]
+    var passBytes = 0
     /// Lookup frequencies, for admission (``CacheConfiguration/admission``); `nil` when every response is stored.
     var sketch: FrequencySketch?
 
@@ -209,6 +214,29 @@ private struct Storage: ~Copyable {
         maxBytes = configuration.maxBytes
         maxEntryBytes = configuration.maxEntryBytes
         sketch = configuration.admission ? FrequencySketch(capacity: configuration.maxEntries) : nil
+    }
+
+    /// Marks `key` hit-for-pass until `until`. The markers are bounded like the entries (a marker per URL a
+    /// client can make up would otherwise grow without end): past `maxEntries` markers or a quarter of `maxBytes`
+    /// of their keys, the expired ones go, and if that is not enough, all of them (they only save waiting).
+    mutating func markPass(_ key: CacheKey, until: NIODeadline) {
+        if passUntil[key] == nil {
+            if passUntil.count >= max(maxEntries, 64) || passBytes + key.cost > maxBytes / 4 {
+                let now = NIODeadline.now()
+                passUntil = passUntil.filter { $0.value > now }
+                passBytes = passUntil.keys.reduce(0) { $0 + $1.cost }
+                if passUntil.count >= max(maxEntries, 64) / 2 || passBytes + key.cost > maxBytes / 8 {
+                    passUntil.removeAll()
+                    passBytes = 0
+                }
+            }
+            passBytes += key.cost
+        }
+        passUntil[key] = until
+    }
+
+    mutating func clearPass(_ key: CacheKey) {
+        if passUntil.removeValue(forKey: key) != nil { passBytes -= key.cost }
     }
 
     mutating func recordLookup(_ key: CacheKey) {

@@ -297,6 +297,20 @@ struct SharedHTTPCacheTests {
         }
     }
 
+    @Test("hit-for-pass markers are bounded: a client making up URLs cannot grow them without end")
+    func passMarkersBounded() {
+        var configuration = CacheConfiguration()
+        configuration.maxEntries = 100
+        let cache = SharedResponseCache(configuration: configuration)
+        for index in 0..<10_000 {
+            let key = CacheKey(method: "GET", host: "h", target: "/p/\(index)?" + String(repeating: "q", count: 1000))
+            _ = cache.lookupHTTP(key, variant: { _ in "" }, now: .now(), eventLoop: loop, usable: { _ in true })
+            cache.finishFetch(key, result: .failure(HTTPCache.Uncacheable(reason: "private")), storeAs: nil, passFor: key, until: .now() + .seconds(120))
+        }
+        #expect(cache.statistics.passMarkers <= 100)
+        #expect(cache.statistics.fetchesInFlight == 0)
+    }
+
     @Test("a stale entry is kept for revalidation until its keep time, then dropped")
     func keep() {
         let cache = SharedResponseCache(configuration: CacheConfiguration())

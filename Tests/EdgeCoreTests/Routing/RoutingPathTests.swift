@@ -51,7 +51,7 @@ struct RoutingPathTests {
 
     @Test("on random paths the normal form is stable and has no merged-away or resolved-away parts left")
     func randomPaths() {
-        var generator = SeededGenerator(seed: 2026)
+        var generator = SeededRandom(seed: 2026)
         let pieces = ["/", "/", ".", "..", "%2e", "%2E", "%2f", "%70", "%7E", "%41", "%25", "%c3%a9", "%", "a", "~", "-", "x.y", "%zz"]
         var checked = 0
         for _ in 0..<20_000 {
@@ -77,18 +77,6 @@ struct RoutingPathTests {
     }
 }
 
-/// A small deterministic generator (SplitMix64), so that a failing case can be reproduced.
-private struct SeededGenerator: RandomNumberGenerator {
-    private var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
 
 @Suite("Routing path: raw bytes")
 struct RoutingPathRawByteTests {
