@@ -231,6 +231,17 @@ def test_request_fields_forwarded_and_dropped(proxy):
     assert re.fullmatch(r"[0-9a-f]{32}", fields["x-request-id"][0])
 
 
+def test_cookie_fields_reach_an_http1_upstream_as_one_line(proxy):
+    # HTTP/2 clients send one field per cookie (RFC 9113 §8.2.3): an HTTP/1.1 upstream gets them joined with "; ".
+    with httpx.Client(http2=True, verify=False) as http:
+        answer = http.get(f"{proxy.https.url}/one/echo", headers=[("cookie", "a=1"), ("cookie", "b=2"), ("cookie", "c=3")])
+        assert answer.http_version == "HTTP/2"
+        fields = headers_of(echo_of(answer))
+    assert fields["cookie"] == ["a=1; b=2; c=3"]
+    fields = headers_of(echo_of(httpx.get(f"{proxy.http.url}/one/echo", headers={"cookie": "solo=1"})))
+    assert fields["cookie"] == ["solo=1"]
+
+
 def test_response_hop_by_hop_fields_are_dropped(proxy):
     response = httpx.get(f"{proxy.http.url}/one/hop")
     assert response.text == "hop\n"

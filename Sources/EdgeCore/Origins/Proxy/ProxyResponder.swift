@@ -134,6 +134,8 @@ public final class ProxyResponder: Sendable {
         var options: [[UInt8]] = []
         var requestID: String?
         var wantsTrailers = false
+        var cookies: [[UInt8]] = []
+        var cookieLine: [UInt8]?
         request.headers.forEachLine { name, value, line in
             switch Self.requestField(name) {
             case .forwardedFor: if fromTrusted { forwardedFor.append(String(decoding: value, as: UTF8.self)) }
@@ -143,9 +145,19 @@ public final class ProxyResponder: Sendable {
                 if requestID == nil, Self.isValidRequestID(value) { requestID = String(decoding: value, as: UTF8.self) }
             case .te: wantsTrailers = wantsTrailers || UpstreamResponseParser.tokens(value).contains(Array("trailers".utf8))
             case .connection: options.append(contentsOf: UpstreamResponseParser.tokens(value))
+            case .cookie:
+                // HTTP/2 clients send one field per cookie; an HTTP/1.1 upstream gets them as one line joined by
+                // "; " (RFC 9113 §8.2.3), which is also what a server reading only the first line needs.
+                if cookies.isEmpty { cookieLine = Array(line) }
+                cookies.append(Array(value))
             case .dropped: break
             case .passed: fields.append(line: line)
             }
+        }
+        if cookies.count == 1, let cookieLine {
+            cookieLine.withUnsafeBytes { fields.append(line: $0) }
+        } else if cookies.count > 1 {
+            fields.add(name: "cookie", value: cookies.map { String(decoding: $0, as: UTF8.self) }.joined(separator: "; "))
         }
         fields.remove(names: options)  // the fields the client's Connection header names
         var host: String?
@@ -226,7 +238,7 @@ public final class ProxyResponder: Sendable {
     }
 
     /// How ``upstreamRequest(for:random:)`` treats a client's field.
-    private enum RequestField { case passed, dropped, forwardedFor, forwarded, via, requestID, te, connection }
+    private enum RequestField { case passed, dropped, forwardedFor, forwarded, via, requestID, te, connection, cookie }
 
     /// A client field's treatment by its name, compared as bytes: hop-by-hop fields (RFC 9110 §7.6.1) and those
     /// Edge sets itself are dropped.
@@ -236,7 +248,7 @@ public final class ProxyResponder: Sendable {
         case 2: return named("te") ? .te : .passed
         case 3: return named("via") ? .via : .passed
         case 4: return named("host") ? .dropped : .passed
-        case 6: return named("expect") ? .dropped : .passed
+        case 6: return named("expect") ? .dropped : named("cookie") ? .cookie : .passed
         case 7: return named("upgrade") ? .dropped : .passed
         case 9: return named("forwarded") ? .forwarded : .passed
         case 10:
