@@ -19,6 +19,11 @@ public struct CacheKey: Hashable, Sendable, CustomStringConvertible {
         self.target = target
     }
 
+    /// `host` in lower case, as keys hold it, without allocating when it already is.
+    static func normalizedHost(_ host: Substring) -> String {
+        host.utf8.contains { $0 >= UInt8(ascii: "A") && $0 <= UInt8(ascii: "Z") } ? host.lowercased() : String(host)
+    }
+
     /// The key of one variant of this (primary) key.
     func variant(_ variant: String) -> CacheKey {
         var key = self

@@ -21,24 +21,40 @@ struct CacheKeyRules: Sendable, Equatable {
     var fields: [String] = []
     var cookies: [String] = []
 
+    init(
+        query: Query = .asIs, include: [String] = [], exclude: [String] = [], fields: [String] = [], cookies: [String] = []
+    ) {
+        self.query = query
+        self.include = include
+        self.exclude = exclude
+        self.fields = fields
+        self.cookies = cookies
+    }
+
+    /// A route's rules as configured (``HTTPCacheConfiguration``, whose loader has checked `key_query`).
+    init(configuration: HTTPCacheConfiguration) {
+        self.init(
+            query: Query(rawValue: configuration.keyQuery) ?? .asIs, include: configuration.keyQueryInclude,
+            exclude: configuration.keyQueryExclude, fields: configuration.keyFields, cookies: configuration.keyCookies
+        )
+    }
+
     /// Whether the key needs more of the request than its target (so the fast paths, which see only the target
     /// and a few fields, leave such requests to the full path).
     var needsFields: Bool { !fields.isEmpty || !cookies.isEmpty }
 
-    /// The target as the key sees it.
-    func target(_ target: Substring) -> String {
-        guard query != .asIs || !include.isEmpty || !exclude.isEmpty,
-            let mark = target.utf8.firstIndex(of: UInt8(ascii: "?"))
-        else { return String(target) }
-        let path = target[..<mark]
-        if query == .ignored { return String(path) }
-        var parameters = target[target.utf8.index(after: mark)...].split(separator: "&", omittingEmptySubsequences: true)
+    /// The target as the key sees it, for a path (in normal form) and a query.
+    func target(path: Substring, query: Substring?) -> String {
+        guard let query else { return String(path) }
+        guard self.query != .asIs || !include.isEmpty || !exclude.isEmpty else { return String(path) + "?" + query }
+        if self.query == .ignored { return String(path) }
+        var parameters = query.split(separator: "&", omittingEmptySubsequences: true)
         // Names are compared decoded (`%61` is `a` to the upstream, so it is to the key too).
         parameters.removeAll { parameter in
             let name = Self.decodedName(parameter)
             return (!include.isEmpty && !Self.matches(include, name[...])) || Self.matches(exclude, name[...])
         }
-        if query == .sorted {
+        if self.query == .sorted {
             // By name only, and stable: repeated parameters keep their order, which upstreams read differently
             // (the first, the last, or all).
             parameters.sort { Self.decodedName($0).utf8.lexicographicallyPrecedes(Self.decodedName($1).utf8) }

@@ -49,10 +49,7 @@ final class CachingOrigin: Origin {
                     guard error is Uncacheable else {
                         return context.eventLoop.makeSucceededFuture(.response(.text(.badGateway, "backend failed\n")))
                     }
-                    switch origin.serve(request, context: context) {
-                    case .ready(let reply): return context.eventLoop.makeSucceededFuture(reply)
-                    case .pending(let future): return future
-                    }
+                    return origin.serve(request, context: context).future(on: context.eventLoop)
                 }.nonisolated()
             )
         case .fetch:
@@ -107,12 +104,7 @@ final class CachingOrigin: Origin {
 
     /// The cache key of a `GET` or `HEAD` (which share entries).
     static func key(_ request: OriginRequest) -> CacheKey {
-        CacheKey(method: "GET", host: lowercased(request.headers.host), target: String(request.target))
-    }
-
-    /// `host` in lower case, without allocating when it already is.
-    private static func lowercased(_ host: Substring) -> String {
-        host.utf8.contains { $0 >= UInt8(ascii: "A") && $0 <= UInt8(ascii: "Z") } ? host.lowercased() : String(host)
+        CacheKey(method: "GET", host: CacheKey.normalizedHost(request.headers.host), target: String(request.target))
     }
 
     /// An origin's answer that cannot be stored (a file or a stream): the requests that joined the fetch ask the

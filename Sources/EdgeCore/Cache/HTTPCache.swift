@@ -39,11 +39,12 @@ final class HTTPCache: Origin {
         var token: String?
     }
 
-    init(_ origin: any Origin, policy: HTTPCachePolicy, purging: PurgeSettings, maxEntryBytes: Int, keyRules: CacheKeyRules = CacheKeyRules()) {
+    /// The cache a proxy route's `cache` configures, in front of `origin`.
+    init(_ origin: any Origin, configuration: HTTPCacheConfiguration, maxEntryBytes: Int) {
         self.origin = origin
-        self.keyRules = keyRules
-        self.policy = policy
-        self.purging = purging
+        self.policy = HTTPCachePolicy(configuration: configuration)
+        self.purging = PurgeSettings(from: configuration.purgeFrom, token: configuration.purgeToken)
+        self.keyRules = CacheKeyRules(configuration: configuration)
         self.maxEntryBytes = maxEntryBytes
     }
 
@@ -81,16 +82,17 @@ final class HTTPCache: Origin {
         let now = request.now
         // A configured key cookie given twice cannot be keyed as every upstream would read it: not cached.
         guard let extras = keyRules.extras(fields) else { return .pending(pass(request, context: context)) }
+        var use = HTTPCachePolicy.Use.validate  // the verdict on the stored response the look-up offers, if any
         let (key, lookup) = context.sharedCache.lookupHTTP(
             primary, variant: { Self.variant(names: $0, fields: fields) + extras }, now: now, eventLoop: context.eventLoop
         ) { entry in
-            Self.use(entry, fields: fields, request: directives, now: now) != .validate
+            use = Self.use(entry, fields: fields, request: directives, now: now)
+            return use != .validate
         }
         switch lookup {
         case .found(let entry, let refreshing):
-            let use = Self.use(entry, fields: fields, request: directives, now: now)
             if use == .staleWhileRevalidate, !refreshing, context.sharedCache.beginRefresh(key) {
-                refreshInBackground(request, key: key, stale: entry, context: context)
+                refreshInBackground(request, key: key, extras: extras, stale: entry, context: context)
             }
             if use == .fresh, let semantics = entry.semantics, semantics.varyNames.isEmpty, extras.isEmpty, !semantics.directives.noCache {
                 context.loop.cache.put(primary, entry)
@@ -121,7 +123,7 @@ final class HTTPCache: Origin {
                 context.sharedCache.finishFetch(key, result: .failure(Uncacheable(reason: "head")), storeAs: nil)
                 return .pending(pass(request, context: context))
             }
-            return .pending(fetch(request, key: key, stale: stale, requestDirectives: directives, context: context))
+            return .pending(fetch(request, key: key, extras: extras, stale: stale, requestDirectives: directives, context: context))
         }
     }
 
@@ -158,9 +160,10 @@ final class HTTPCache: Origin {
             for name in ["cache-control", "content-location", "etag", "expires", "vary", "last-modified"] {
                 for value in entry.headers[name] { headers.add(name: name, value: value) }
             }
-            headers.add(name: "age", value: String(entry.age(at: .now())))
+            let now = NIODeadline.now()
+            headers.add(name: "age", value: String(entry.age(at: now)))
             headers.add(name: "x-cache", value: status.rawValue)
-            headers.add(name: "cache-status", value: Self.cacheStatus(entry, status: status, now: .now()))
+            headers.add(name: "cache-status", value: Self.cacheStatus(entry, status: status, now: now))
             return .response(EdgeResponse(status: .notModified, headers: headers))
         }
         return .cached(entry, cacheStatus: status.rawValue)
@@ -232,16 +235,14 @@ final class HTTPCache: Origin {
     /// that `/a/./b`, `/a//b` and `/a/%62` are one entry, purged and invalidated as one — with the query as the
     /// route's key rules say.
     func key(_ request: OriginRequest) -> CacheKey {
-        let target = request.query.map { String(request.path) + "?" + $0 } ?? String(request.path)
-        return CacheKey(method: "GET", host: request.headers.host.lowercased(), target: keyRules.target(target[...]))
+        CacheKey(method: "GET", host: CacheKey.normalizedHost(request.headers.host), target: keyRules.target(path: request.path, query: request.query))
     }
 
     /// A `Location` or `Content-Location` target as a key's target: its path in normal form.
     func keyTarget(_ target: String) -> String? {
-        let (path, query) = target.utf8.firstIndex(of: UInt8(ascii: "?")).map { (target[..<$0], Optional(target[target.index(after: $0)...])) }
-            ?? (target[...], nil)
-        guard case .success(let normal) = RoutingPath.normalize(path) else { return nil }
-        return keyRules.target((query.map { String(normal) + "?" + $0 } ?? String(normal))[...])
+        let mark = target.utf8.firstIndex(of: UInt8(ascii: "?"))
+        guard case .success(let normal) = RoutingPath.normalize(target[..<(mark ?? target.endIndex)]) else { return nil }
+        return keyRules.target(path: normal, query: mark.map { target[target.index(after: $0)...] })
     }
 
     /// The secondary key of a request for responses that vary on `names`.
@@ -251,6 +252,12 @@ final class HTTPCache: Origin {
 
     static func variant(values: [String?]) -> String {
         values.map { $0.map { "=" + $0 } ?? "-" }.joined(separator: "\u{1}")
+    }
+
+    /// The key a response stored for `key` goes under: its own `Vary` values (which the look-up may not have
+    /// known) and the request's key fields and cookies.
+    static func storageKey(_ key: CacheKey, _ semantics: StoredSemantics, extras: String) -> CacheKey {
+        key.primary.variant(variant(values: semantics.varyValues) + extras)
     }
 
     /// Whether a stored response's `Vary` fields have the values this request has (RFC 9111 §4.1).
@@ -271,15 +278,8 @@ final class HTTPCache: Origin {
 
     /// A request the cache does not answer and whose answer it does not store.
     private func pass(_ request: OriginRequest, context: OriginContext) -> EventLoopFuture<Reply> {
-        Self.future(origin.serve(request, context: context), on: context.eventLoop).map { reply in
+        origin.serve(request, context: context).future(on: context.eventLoop).map { reply in
             Self.marked(reply, xCache: "PASS", cacheStatus: "\(Self.cacheName); fwd=bypass")
-        }
-    }
-
-    private static func future(_ dispatch: Dispatch, on eventLoop: any EventLoop) -> EventLoopFuture<Reply> {
-        switch dispatch {
-        case .ready(let reply): return eventLoop.makeSucceededFuture(reply)
-        case .pending(let future): return future
         }
     }
 
@@ -301,9 +301,10 @@ final class HTTPCache: Origin {
 
     /// Fetches `key` (validating `stale` when it has a validator), stores what may be stored, and hands the result
     /// to the requests that waited.
+    /// `extras` is the request's part of the secondary key from the route's key fields and cookies.
     private func fetch(
-        _ request: OriginRequest, key: CacheKey, stale: CachedResponse?, requestDirectives: CacheDirectives, context: OriginContext,
-        background: Bool = false
+        _ request: OriginRequest, key: CacheKey, extras: String, stale: CachedResponse?, requestDirectives: CacheDirectives,
+        context: OriginContext, background: Bool = false
     ) -> EventLoopFuture<Reply> {
         var upstream = request
         let validating = stale?.semantics?.hasValidator == true ? stale : nil
@@ -319,18 +320,15 @@ final class HTTPCache: Origin {
         let shared = context.sharedCache
         let policy = self.policy
         let eventLoop = context.eventLoop
-        return Self.future(origin.serve(upstream, context: context), on: eventLoop).assumeIsolated().flatMapThrowing { reply -> Reply in
+        return origin.serve(upstream, context: context).future(on: eventLoop).assumeIsolated().flatMapThrowing { reply -> Reply in
             let responseTime = Int(time(nil))
             let (status, responseFields, date, body): (HTTPResponseStatus, FieldBlock, String?, BodyPipe?)
             switch reply {
             case .stream(let streamed): (status, responseFields, date, body) = (streamed.status, streamed.headers, streamed.date, streamed.body)
             case .response:
                 // An answer Edge made (502, 503, 504): the upstream failed.
-                if let stale, policy.mayServeOnError(stale) {
-                    shared.finishFetch(key, result: .failure(Uncacheable(reason: "upstream failed")), storeAs: nil)
-                    return self.answer(stale, fields: fields, status: .stale)
-                }
                 shared.finishFetch(key, result: .failure(Uncacheable(reason: "upstream failed")), storeAs: nil)
+                if let stale, policy.mayServeOnError(stale) { return self.answer(stale, fields: fields, status: .stale) }
                 return Self.marked(reply, xCache: "MISS", cacheStatus: "\(Self.cacheName); fwd=uri-miss; detail=upstream-failed")
             case .cached, .file:
                 shared.finishFetch(key, result: .failure(Uncacheable(reason: "not an HTTP response")), storeAs: nil)
@@ -351,10 +349,7 @@ final class HTTPCache: Origin {
                     validating, semantics: semantics, with: responseFields, date: date, requestTime: requestTime, responseTime: responseTime,
                     fields: fields
                 )
-                shared.finishFetch(
-                    key, result: .success(updated),
-                    storeAs: key.primary.variant(Self.variant(values: updated.semantics!.varyValues) + (self.keyRules.extras(fields) ?? ""))
-                )
+                shared.finishFetch(key, result: .success(updated), storeAs: Self.storageKey(key, updated.semantics!, extras: extras))
                 return self.answer(updated, fields: fields, status: .revalidated)
             }
             if status.code >= 500, let stale, policy.mayServeOnError(stale) {
@@ -375,7 +370,7 @@ final class HTTPCache: Origin {
                 )
                 return Self.marked(.stream(response), xCache: "MISS", cacheStatus: "\(Self.cacheName); fwd=uri-miss; detail=\(refusal.reason.replacingOccurrences(of: " ", with: "-"))")
             case .success(let stored):
-                let storeAs = key.primary.variant(Self.variant(values: stored.semantics.varyValues) + (self.keyRules.extras(fields) ?? ""))
+                let storeAs = Self.storageKey(key, stored.semantics, extras: extras)
                 let cacheStatus = "\(Self.cacheName); fwd=uri-miss; stored"
                 guard let body else {
                     let entry = stored.entry(body: ByteBuffer())
@@ -400,7 +395,9 @@ final class HTTPCache: Origin {
             }
         }.flatMapError { error -> EventLoopFuture<Reply> in
             guard error is RefetchUnconditionally else { return eventLoop.makeFailedFuture(error) }
-            return self.fetch(request, key: key, stale: nil, requestDirectives: requestDirectives, context: context, background: background)
+            return self.fetch(
+                request, key: key, extras: extras, stale: nil, requestDirectives: requestDirectives, context: context, background: background
+            )
         }.flatMapErrorThrowing { error in
             shared.finishFetch(key, result: .failure(error), storeAs: nil)
             if let stale, policy.mayServeOnError(stale) { return self.answer(stale, fields: fields, status: .stale) }
@@ -413,12 +410,12 @@ final class HTTPCache: Origin {
 
     /// Refreshes a stale answer for later requests while this one is answered from the store
     /// (`stale-while-revalidate`): the refresh's body is read to the end by nobody but the cache.
-    private func refreshInBackground(_ request: OriginRequest, key: CacheKey, stale: CachedResponse, context: OriginContext) {
+    private func refreshInBackground(_ request: OriginRequest, key: CacheKey, extras: String, stale: CachedResponse, context: OriginContext) {
         var refresh = request
         refresh.method = .GET
         // Nothing of the client's request beyond its fields: its cancellation must not stop the refresh.
         refresh.streamed?.cancellation = RequestCancellation()
-        fetch(refresh, key: key, stale: stale, requestDirectives: CacheDirectives(), context: context, background: true)
+        fetch(refresh, key: key, extras: extras, stale: stale, requestDirectives: CacheDirectives(), context: context, background: true)
             .whenSuccess { reply in
                 // Nobody writes this answer: read its body so that it is stored.
                 if case .stream(let streamed) = reply, let body = streamed.body { CacheFill.drain(body) }
@@ -487,8 +484,7 @@ final class HTTPCache: Origin {
         let age = HTTPCachePolicy.correctedInitialAge(
             age: HTTPCachePolicy.ageValue(fields.values(of: "age")), date: dateValue, requestTime: requestTime, responseTime: responseTime
         )
-        let tags = fields.values(of: "surrogate-key").flatMap { $0.split(separator: " ").map(String.init) }
-            + fields.values(of: "cache-tag").flatMap { $0.split(separator: ",").map { String($0.trimming()) } }
+        let tags = Self.surrogateKeys(fields) + fields.values(of: "cache-tag").flatMap { $0.split(separator: ",").map { String($0.trimming()) } }
         let semantics = StoredSemantics(
             directives: directives, lifetime: lifetime, correctedInitialAge: age, etag: fields.values(of: "etag").first,
             lastModified: lastModified, varyNames: vary,
@@ -555,7 +551,7 @@ final class HTTPCache: Origin {
         let primary = key(request)
         let shared = context.sharedCache
         return .pending(
-            Self.future(origin.serve(request, context: context), on: context.eventLoop).map { reply in
+            origin.serve(request, context: context).future(on: context.eventLoop).map { reply in
                 guard !safe else { return Self.marked(reply, xCache: "PASS", cacheStatus: "\(Self.cacheName); fwd=method") }
                 let (status, locations): (Int, [String])
                 switch reply {
@@ -571,10 +567,8 @@ final class HTTPCache: Origin {
                 if (200..<400).contains(status) {
                     shared.invalidate(primary)
                     for location in locations {
-                        if let target = Self.sameOriginTarget(location, host: primary.host) {
-                            if let normal = self.keyTarget(target) {
-                                shared.invalidate(CacheKey(method: "GET", host: primary.host, target: normal))
-                            }
+                        if let target = Self.sameOriginTarget(location, host: primary.host), let normal = self.keyTarget(target) {
+                            shared.invalidate(CacheKey(method: "GET", host: primary.host, target: normal))
                         }
                     }
                 }
@@ -609,7 +603,7 @@ final class HTTPCache: Origin {
         let shared = context.sharedCache
         let primary = key(request)
         let count: Int
-        let tags = fields.values(of: "surrogate-key").flatMap { $0.split(separator: " ").map(String.init) }
+        let tags = Self.surrogateKeys(fields)
         if !tags.isEmpty {
             count = tags.reduce(0) { $0 + shared.invalidate(tag: $1, soft: soft) }
         } else if primary.target.hasSuffix("*") {
@@ -620,6 +614,11 @@ final class HTTPCache: Origin {
         var response = EdgeResponse(status: .ok, headers: ["content-type": "application/json"])
         response.body = ByteBuffer(string: "{\"purged\":\(count),\"soft\":\(soft)}\n")
         return .response(response)
+    }
+
+    /// The tags a `Surrogate-Key` field names (space-separated, as Fastly's), in a response or a `PURGE`.
+    private static func surrogateKeys(_ fields: FieldBlock) -> [String] {
+        fields.values(of: "surrogate-key").flatMap { $0.split(separator: " ").map(String.init) }
     }
 
     private func purgeAllowed(_ request: OriginRequest, fields: FieldBlock) -> Bool {

@@ -2,25 +2,36 @@
 /// may be stored, how long it is fresh, how old it is, and whether a stored response may answer a request.
 ///
 /// It sees header values as strings and numbers, never a wire format, and reads no clock: every time is passed in
-/// (seconds since 1970 for dates, as HTTP dates have no finer grain).
+/// (seconds since 1970 for dates, as HTTP dates have no finer grain). Its settings, and their defaults, are the
+/// route's ``HTTPCacheConfiguration``.
 struct HTTPCachePolicy: Sendable, Equatable {
     /// Heuristic freshness (RFC 9111 §4.2.2) for responses with `Last-Modified` and no explicit lifetime: this
     /// share of the time since the last modification, up to ``heuristicMaxSeconds``; `0` turns it off.
-    var heuristicPercent = 10
-    var heuristicMaxSeconds = 86_400
+    var heuristicPercent: Int
+    var heuristicMaxSeconds: Int
     /// How long past its lifetime a stored response may still answer when every upstream fails (Varnish's grace,
     /// nginx's `proxy_cache_use_stale error timeout`), on top of what `stale-if-error` allows.
-    var graceSeconds = 10
+    var graceSeconds: Int
     /// How long a stale response with a validator is kept to be revalidated (Varnish's `keep`).
-    var keepSeconds = 3600
+    var keepSeconds: Int
     /// Whether responses with `Set-Cookie` are stored (and so shared); off by default, as Varnish.
-    var storeSetCookie = false
+    var storeSetCookie: Bool
     /// A targeted field Edge obeys before `CDN-Cache-Control` and `Cache-Control` (RFC 9213), e.g.
     /// `edge-cache-control`; lower case.
     var targetedField: String?
     /// How long a key whose response could not be stored is passed straight to the upstream, without waiting for
     /// another request's fetch (Varnish's hit-for-pass).
-    var hitForPassSeconds = 120
+    var hitForPassSeconds: Int
+
+    init(configuration: HTTPCacheConfiguration = HTTPCacheConfiguration()) {
+        heuristicPercent = configuration.heuristicPercent
+        heuristicMaxSeconds = configuration.heuristicMaxSeconds
+        graceSeconds = configuration.graceSeconds
+        keepSeconds = configuration.keepSeconds
+        storeSetCookie = configuration.storeSetCookie
+        targetedField = configuration.targetedField
+        hitForPassSeconds = configuration.hitForPassSeconds
+    }
 
     /// Status codes a response may be stored with on heuristic freshness alone (RFC 9110 §15.1).
     static func isHeuristicallyCacheable(_ code: Int) -> Bool {

@@ -8,18 +8,19 @@ enum ResponseHeaders {
     /// keeps its own `Date` (RFC 9110 §6.6.1) and always says its `Age` and `Cache-Status` (RFC 9211).
     @inline(__always)
     static func perRequest(for reply: Reply, now: NIODeadline, server: String, date: String, _ emit: (String, String) -> Void) {
+        var keepsDate = false
         if case .cached(let entry, let cacheStatus) = reply {
             emit("x-cache", cacheStatus)
             if let status = entry.cacheStatus(cacheStatus, at: now) {
                 emit("age", String(entry.age(at: now)))
                 emit("cache-status", status)
-                emit("server", server)
-                return
+                keepsDate = true
+            } else if cacheStatus == "HIT" {
+                emit("age", String(entry.age(at: now)))
             }
-            if cacheStatus == "HIT" { emit("age", String(entry.age(at: now))) }
         }
         emit("server", server)
-        emit("date", date)
+        if !keepsDate { emit("date", date) }
     }
 
     /// Whether a response with `status` says how long its body is. Not a 1xx or 204 (RFC 9110 §8.6: a server

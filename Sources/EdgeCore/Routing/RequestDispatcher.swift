@@ -67,6 +67,15 @@ enum Dispatch {
     case ready(Reply)
     /// Answer when the future completes (cache miss, coalesced wait, uncached backend call).
     case pending(EventLoopFuture<Reply>)
+
+    /// The reply as a future on `eventLoop` (completed at once when it is ready), for a caller that goes on
+    /// from a future of its own.
+    func future(on eventLoop: any EventLoop) -> EventLoopFuture<Reply> {
+        switch self {
+        case .ready(let reply): return eventLoop.makeSucceededFuture(reply)
+        case .pending(let future): return future
+        }
+    }
 }
 
 /// Protocol-independent request handling shared by every front end (HTTP/1.1 fast path, NIO's HTTP/1.1
@@ -265,10 +274,7 @@ struct RequestDispatcher {
             return .pending(
                 verdict.assumeIsolated().flatMap { valid in
                     guard valid else { return eventLoop.makeSucceededFuture(.response(Self.unauthorized(authenticator))) }
-                    switch self.act(route, request, on: eventLoop) {
-                    case .ready(let reply): return eventLoop.makeSucceededFuture(reply)
-                    case .pending(let future): return future
-                    }
+                    return self.act(route, request, on: eventLoop).future(on: eventLoop)
                 }.nonisolated()
             )
         }

@@ -112,22 +112,7 @@ public struct Router: Sendable {
                     configuration: settings, group: group, prefix: configuration.path, serverName: serverName,
                     trustedProxies: trustedProxies, logger: Logger(label: "edge.proxy")
                 )
-                if let cache = settings.cache {
-                    let policy = HTTPCachePolicy(
-                        heuristicPercent: cache.heuristicPercent, heuristicMaxSeconds: cache.heuristicMaxSeconds,
-                        graceSeconds: cache.graceSeconds, keepSeconds: cache.keepSeconds, storeSetCookie: cache.storeSetCookie,
-                        targetedField: cache.targetedField, hitForPassSeconds: cache.hitForPassSeconds
-                    )
-                    origin = HTTPCache(
-                        proxy, policy: policy, purging: .init(from: cache.purgeFrom, token: cache.purgeToken), maxEntryBytes: maxEntryBytes,
-                        keyRules: CacheKeyRules(
-                            query: CacheKeyRules.Query(rawValue: cache.keyQuery) ?? .asIs, include: cache.keyQueryInclude,
-                            exclude: cache.keyQueryExclude, fields: cache.keyFields, cookies: cache.keyCookies
-                        )
-                    )
-                } else {
-                    origin = proxy
-                }
+                origin = settings.cache.map { HTTPCache(proxy, configuration: $0, maxEntryBytes: maxEntryBytes) } ?? proxy
             }
             let limiter = configuration.rateLimit.map { RateLimiter(perSecond: $0.perSecond, burst: $0.burst) }
             var authenticator: BasicAuthenticator?
