@@ -313,7 +313,12 @@ private struct Storage: ~Copyable {
         if let semantics = node.entry.semantics {
             let primary = node.key.primary
             variants[primary]?.remove(node.key)
-            if variants[primary]?.isEmpty == true { variants[primary] = nil }
+            if variants[primary]?.isEmpty == true {
+                // Nothing stored under the URL any more: its Vary names go too, or they would pile up, one per URL
+                // ever stored with a Vary, past every bound on the entries.
+                variants[primary] = nil
+                varyNames[primary] = nil
+            }
             for tag in semantics.tags {
                 tagged[tag]?.remove(node.key)
                 if tagged[tag]?.isEmpty == true { tagged[tag] = nil }

@@ -266,6 +266,10 @@ struct SharedHTTPCacheTests {
         cache.finishFetch(primary.variant("=de"), result: .success(entry(vary: ["accept-language"], values: ["de"])), storeAs: primary.variant("=de"))
         #expect(cache.invalidate(primary) == 2)
         #expect(cache.statistics.entries == 0)
+        // With no variant left, the URL's Vary names are gone too (they would otherwise outlive every bound).
+        var namesAfter: [String]?
+        _ = cache.lookupHTTP(primary, variant: { names in namesAfter = names; return "" }, now: .now(), eventLoop: loop) { _ in true }
+        #expect(namesAfter == [])
     }
 
     @Test("purge by tag goes through the tag index; soft purge marks stale and keeps the entry")
