@@ -345,11 +345,13 @@ final class HTTPCache: Origin {
                     shared.invalidate(key.primary)
                     throw RefetchUnconditionally()
                 }
-                let updated = self.refreshed(
+                let refreshed = self.refreshed(
                     validating, semantics: semantics, with: responseFields, date: date, requestTime: requestTime, responseTime: responseTime,
                     fields: fields
                 )
-                shared.finishFetch(key, result: .success(updated), storeAs: Self.storageKey(key, updated.semantics!, extras: extras))
+                let storeAs = Self.storageKey(key, refreshed.semantics, extras: extras)
+                let updated = refreshed.entry(body: validating.body, key: storeAs)
+                shared.finishFetch(key, result: .success(updated), storeAs: storeAs)
                 return self.answer(updated, fields: fields, status: .revalidated)
             }
             if status.code >= 500, let stale, policy.mayServeOnError(stale) {
@@ -373,14 +375,14 @@ final class HTTPCache: Origin {
                 let storeAs = Self.storageKey(key, stored.semantics, extras: extras)
                 let cacheStatus = "\(Self.cacheName); fwd=uri-miss; stored"
                 guard let body else {
-                    let entry = stored.entry(body: ByteBuffer())
+                    let entry = stored.entry(body: ByteBuffer(), key: storeAs)
                     shared.finishFetch(key, result: .success(entry), storeAs: storeAs)
                     return background ? .cached(entry, cacheStatus: "MISS") : self.answer(entry, fields: fields, status: .miss)
                 }
                 // Stored as it streams to this client; the waiters get it when it is complete.
                 let client = CacheFill.start(source: body, limit: self.maxEntryBytes, eventLoop: eventLoop) { result in
                     switch result {
-                    case .success(let bytes): shared.finishFetch(key, result: .success(stored.entry(body: bytes)), storeAs: storeAs)
+                    case .success(let bytes): shared.finishFetch(key, result: .success(stored.entry(body: bytes, key: storeAs)), storeAs: storeAs)
                     case .failure(let error): shared.finishFetch(key, result: .failure(error), storeAs: nil)
                     }
                 }
@@ -437,11 +439,11 @@ final class HTTPCache: Origin {
         var semantics: StoredSemantics
         var ttl: TimeAmount
         var keep: TimeAmount
-        var keyCost: Int
 
-        func entry(body: ByteBuffer) -> CachedResponse {
+        /// The entry, its bytes charged with those of the `key` it is stored under.
+        func entry(body: ByteBuffer, key: CacheKey) -> CachedResponse {
             CachedResponse(
-                status: status, headers: headers, body: body, storedAt: .now(), ttl: ttl, keep: keep, keyCost: keyCost,
+                status: status, headers: headers, body: body, storedAt: .now(), ttl: ttl, keep: keep, keyCost: key.cost,
                 semantics: semantics
             )
         }
@@ -501,8 +503,7 @@ final class HTTPCache: Origin {
         var keepSeconds = max(policy.graceSeconds, directives.staleWhileRevalidate ?? 0, directives.staleIfError ?? 0)
         if semantics.hasValidator { keepSeconds = max(keepSeconds, policy.keepSeconds) }
         return Storable(
-            status: status, headers: stored, semantics: semantics, ttl: .seconds(Int64(ttlSeconds)), keep: .seconds(Int64(keepSeconds)),
-            keyCost: 64
+            status: status, headers: stored, semantics: semantics, ttl: .seconds(Int64(ttlSeconds)), keep: .seconds(Int64(keepSeconds))
         )
     }
 
@@ -514,11 +515,12 @@ final class HTTPCache: Origin {
     /// body it does not carry). Every other field the `304` carries replaces the stored one (RFC 9111 §3.2).
     private static let keptOn304: Set<String> = ["content-length", "transfer-encoding"]
 
-    /// `stale` with the fields of the `304` that validated it (RFC 9111 §4.3.4), fresh again from `responseTime`.
+    /// What to store for `stale` with the fields of the `304` that validated it (RFC 9111 §4.3.4), fresh again from
+    /// `responseTime`; its body is the stored one.
     private func refreshed(
         _ stale: CachedResponse, semantics: StoredSemantics, with notModified: FieldBlock, date: String?, requestTime: Int,
         responseTime: Int, fields: FieldBlock
-    ) -> CachedResponse {
+    ) -> Storable {
         var merged = FieldBlock(stale.headers)
         let updates = notModified.headers
         var replaced = Set<String>()
@@ -533,13 +535,11 @@ final class HTTPCache: Origin {
         merged.remove(name: "date")
         let (directives, targeted) = policy.responseDirectives { merged.values(of: $0) }
         let storedDate = date ?? stale.headers.first(name: "date")
-        let varyNames = semantics.varyNames
-        let storable = makeStorable(
+        return makeStorable(
             status: stale.status, fields: merged, date: storedDate, directives: directives, targeted: targeted,
-            expires: merged.values(of: "expires"), vary: varyNames, requestFields: fields, requestTime: requestTime,
+            expires: merged.values(of: "expires"), vary: semantics.varyNames, requestFields: fields, requestTime: requestTime,
             responseTime: responseTime
         )
-        return storable.entry(body: stale.body)
     }
 
     // MARK: invalidation and purge
