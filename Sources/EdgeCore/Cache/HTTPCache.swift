@@ -294,7 +294,7 @@ final class HTTPCache: Origin {
             streamed.headers.add(name: "x-cache", value: xCache)
             streamed.headers.add(name: "cache-status", value: cacheStatus)
             return .stream(streamed)
-        case .cached, .file:
+        case .cached, .file, .upgrade:
             return reply
         }
     }
@@ -330,7 +330,7 @@ final class HTTPCache: Origin {
                 shared.finishFetch(key, result: .failure(Uncacheable(reason: "upstream failed")), storeAs: nil)
                 if let stale, policy.mayServeOnError(stale) { return self.answer(stale, fields: fields, status: .stale) }
                 return Self.marked(reply, xCache: "MISS", cacheStatus: "\(Self.cacheName); fwd=uri-miss; detail=upstream-failed")
-            case .cached, .file:
+            case .cached, .file, .upgrade:
                 shared.finishFetch(key, result: .failure(Uncacheable(reason: "not an HTTP response")), storeAs: nil)
                 return reply
             }
@@ -561,7 +561,7 @@ final class HTTPCache: Origin {
                 case .response(let response):
                     status = Int(response.status.code)
                     locations = response.headers["location"] + response.headers["content-location"]
-                case .cached, .file:
+                case .cached, .file, .upgrade:
                     return reply
                 }
                 if (200..<400).contains(status) {

@@ -305,9 +305,17 @@ extension TOMLReader {
     mutating func checkProxyRoutes(_ config: EdgeConfiguration) {
         let names = Set(config.upstreams.map(\.name))
         for (index, route) in config.routes.enumerated() {
-            guard case .proxy(let proxy) = route.handler, !names.contains(proxy.upstream) else { continue }
+            let (key, upstream): (String, String)
+            switch route.handler {
+            case .proxy(let proxy): (key, upstream) = ("proxy", proxy.upstream)
+            case .websocket(let socket):
+                guard case .upstream(let name) = socket.target else { continue }
+                (key, upstream) = ("websocket.upstream", name)
+            default: continue
+            }
+            guard !names.contains(upstream) else { continue }
             let known = names.isEmpty ? "no [[upstream]] is defined" : "defined: \(names.sorted().joined(separator: ", "))"
-            fail("route[\(index)].proxy", "names upstream \"\(proxy.upstream)\", which is not defined (\(known))")
+            fail("route[\(index)].\(key)", "names upstream \"\(upstream)\", which is not defined (\(known))")
         }
     }
 }

@@ -272,7 +272,7 @@ struct TOMLReader {
     }
 
     mutating func readRoute(_ table: TOMLTable, path: String) -> RouteConfiguration? {
-        let handlerKeys = ["demo", "respond", "static", "proxy"]
+        let handlerKeys = ["demo", "respond", "static", "proxy", "websocket"]
         checkKeys(table, path: path, allowed: ["path", "cache_ttl_seconds", "rate_limit", "basic_auth"] + handlerKeys)
         let rateLimit = readRateLimit(table, path: "\(path).rate_limit")
         let basicAuth = readBasicAuth(table, path: "\(path).basic_auth")
@@ -320,6 +320,7 @@ struct TOMLReader {
         case "demo": handler = readDemo(table, path: "\(path).demo").map { .demo($0) }
         case "static": handler = readStatic(table, path: "\(path).static").map { .static($0) }
         case "proxy": handler = readProxy(table, path: "\(path).proxy").map { .proxy($0) }
+        case "websocket": handler = readWebSocket(table, path: "\(path).websocket").map { .websocket($0) }
         default: handler = readRespond(table, path: "\(path).respond").map { .respond($0) }
         }
         guard let prefix, prefix.hasPrefix("/"), let handler else { return nil }
@@ -379,6 +380,63 @@ struct TOMLReader {
         if let follow = bool(table, "follow_symlinks", path: "\(path).follow_symlinks") { settings.followSymlinks = follow }
         for name in settings.index where name.isEmpty || name.contains("/") {
             fail("\(path).index", "index names are file names without \"/\", got \"\(name)\"")
+        }
+        return settings
+    }
+
+    mutating func readWebSocket(_ parent: TOMLTable, path: String) -> WebSocketRouteConfiguration? {
+        guard let table = subtable(parent, "websocket", path: path) else { return nil }
+        checkKeys(
+            table, path: path,
+            allowed: [
+                "echo", "upstream", "strip_prefix", "host", "max_message_bytes", "max_frame_bytes", "idle_seconds", "ping_seconds",
+                "reload_grace_seconds",
+            ]
+        )
+        var settings: WebSocketRouteConfiguration
+        let echo = bool(table, "echo", path: "\(path).echo") ?? false
+        let upstream = string(table, "upstream", path: "\(path).upstream")
+        switch (echo, upstream) {
+        case (true, nil): settings = WebSocketRouteConfiguration(target: .echo)
+        case (false, let name?): settings = WebSocketRouteConfiguration(target: .upstream(name))
+        case (true, _?):
+            fail("\(path).upstream", "a websocket route either echoes (echo = true) or proxies (upstream = \"name\"), not both")
+            return nil
+        case (false, nil):
+            fail(path, "needs echo = true or upstream = \"name\"")
+            return nil
+        }
+        if let strip = bool(table, "strip_prefix", path: "\(path).strip_prefix") { settings.stripPrefix = strip }
+        if let host = string(table, "host", path: "\(path).host") {
+            switch host {
+            case "pass": settings.host = .pass
+            case "upstream": settings.host = .upstream
+            default:
+                if RequestTargetRules.isValidHost(host.utf8), !host.isEmpty { settings.host = .fixed(host) } else {
+                    fail("\(path).host", "expected \"pass\", \"upstream\" or a host[:port], got \"\(host)\"")
+                }
+            }
+        }
+        if echo, table.contains(key: "strip_prefix") || table.contains(key: "host") {
+            fail("\(path).echo", "strip_prefix and host apply to a proxied websocket route (upstream = \"name\")")
+        }
+        let maxMessage = 1 << 31
+        if let value = int(table, "max_message_bytes", path: "\(path).max_message_bytes", range: 125...maxMessage) {
+            settings.maxMessageBytes = value
+            settings.maxFrameBytes = min(settings.maxFrameBytes, value)
+        }
+        if let value = int(table, "max_frame_bytes", path: "\(path).max_frame_bytes", range: 125...maxMessage) {
+            if value > settings.maxMessageBytes {
+                fail("\(path).max_frame_bytes", "must not exceed max_message_bytes (\(settings.maxMessageBytes)), got \(value)")
+            } else {
+                settings.maxFrameBytes = value
+            }
+        }
+        let day = 86_400
+        if let value = int(table, "idle_seconds", path: "\(path).idle_seconds", range: 0...day) { settings.idleSeconds = value }
+        if let value = int(table, "ping_seconds", path: "\(path).ping_seconds", range: 0...day) { settings.pingSeconds = value }
+        if let value = int(table, "reload_grace_seconds", path: "\(path).reload_grace_seconds", range: 0...day) {
+            settings.reloadGraceSeconds = value
         }
         return settings
     }

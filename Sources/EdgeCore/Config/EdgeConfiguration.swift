@@ -240,6 +240,8 @@ public enum RouteHandlerConfiguration: Sendable, Equatable {
     case `static`(StaticConfiguration)
     /// A reverse proxy to an upstream group.
     case proxy(ProxyRouteConfiguration)
+    /// WebSocket: an echo endpoint or a proxy to WebSocket upstream servers.
+    case websocket(WebSocketRouteConfiguration)
 }
 
 /// `static = "/srv/www"` or `static = { root = "/srv/www", index = ["index.html"], listing = false, … }`.

@@ -9,7 +9,7 @@ import NIOHTTP2
 /// It enforces the head and body limits, answers `Expect: 100-continue`, and leaves routing, the cache and
 /// the backend to ``RequestDispatcher``. Everything runs on the channel's event loop; a cache hit is answered
 /// synchronously with no lock, misses complete on this loop.
-final class EdgeRequestHandler: ChannelDuplexHandler {
+final class EdgeRequestHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundIn = HTTPServerResponsePart
     typealias OutboundOut = HTTPServerResponsePart
@@ -57,6 +57,8 @@ final class EdgeRequestHandler: ChannelDuplexHandler {
     private var pendingCancellation: RequestCancellation?
     /// A streamed response's body, while it is being written.
     private var responseBody: BodyPipe?
+    /// HTTP/1.1: a protocol switch answered before the request's end was parsed, done at that end.
+    private var pendingUpgrade: (ProtocolUpgrade, HTTPRequestHead)?
     /// HTTP/2: a streamed response's head, held until the origin's first body part or the end of its first read
     /// batch, so that a response that ends with its head (gRPC's trailers-only answers) leaves as one HEADERS frame
     /// with END_STREAM rather than HEADERS and an empty DATA (which gRPC clients take for a missing status).
@@ -96,6 +98,8 @@ final class EdgeRequestHandler: ChannelDuplexHandler {
 
     /// The client is gone: the origin stops producing the response and taking the request body.
     private func abandonStreams() {
+        pendingUpgrade?.0.abandoned()
+        pendingUpgrade = nil
         pendingCancellation?.cancel()
         pendingCancellation = nil
         let gone = BodyPipe.Broken(description: "the client went away")
@@ -181,6 +185,11 @@ final class EdgeRequestHandler: ChannelDuplexHandler {
             state = .receiving(head, bodyBytes: total)
         case .end(let trailers):
             requestEnded = true
+            if let (upgrade, head) = pendingUpgrade {
+                pendingUpgrade = nil
+                switchProtocols(upgrade, for: head, context: context)
+                return
+            }
             if case .streamPending(let head, let limit) = state {
                 beginStream(head, target: Self.originForm(head.uri), hasBody: false, length: nil, limit: limit, context: context)
             }
@@ -208,10 +217,17 @@ final class EdgeRequestHandler: ChannelDuplexHandler {
             reject(head, .uriTooLong, "request target longer than \(limits.maxURIBytes) bytes\n", context: context)
             return
         }
-        if head.method == .CONNECT {
+        // Over HTTP/2 a CONNECT that reaches this handler has a `:path`: HTTP2HeaderBlockRules lets one through only
+        // as extended CONNECT with `:protocol` `websocket` (RFC 8441), which a WebSocket route answers below.
+        let isExtendedConnect = isHTTP2 && head.method == .CONNECT
+        if head.method == .CONNECT, !(isExtendedConnect && dispatcher.acceptsUpgrade(target: Self.originForm(head.uri))) {
             // Edge is not a forward proxy. Over HTTP/1.1 the bytes after a CONNECT head belong to a tunnel, so the
             // connection closes after the answer.
-            reject(head, .notImplemented, "CONNECT is not supported: Edge is not a forward proxy\n", context: context)
+            reject(
+                head, .notImplemented,
+                isExtendedConnect ? "no WebSocket route here\n" : "CONNECT is not supported: Edge is not a forward proxy\n",
+                context: context
+            )
             return
         }
         if !RequestTargetRules.isRoutableTarget(head.uri, isOPTIONS: head.method == .OPTIONS, allowsAbsoluteForm: !isHTTP2) {
@@ -279,7 +295,10 @@ final class EdgeRequestHandler: ChannelDuplexHandler {
             context.writeAndFlush(wrapOutboundOut(.head(interim)), promise: nil)
         }
         if streamedBodyLimit != nil {
-            if let length = declaredLength {
+            if isExtendedConnect {
+                // The stream carries WebSocket frames once answered; nothing before that is a request body.
+                beginStream(head, target: target, hasBody: false, length: nil, limit: 0, context: context)
+            } else if let length = declaredLength {
                 beginStream(head, target: target, hasBody: length > 0, length: length, limit: bodyLimit, context: context)
             } else if !isHTTP2 {
                 beginStream(
@@ -593,6 +612,10 @@ final class EdgeRequestHandler: ChannelDuplexHandler {
             sendStream(streamed, for: head, context: context)
             return
         }
+        if case .upgrade(let upgrade) = reply {
+            switchProtocols(upgrade, for: head, context: context)
+            return
+        }
         if case .streaming = state {
             // An answer to a streamed request that did not come from the origin (401, 429, 502 …): the origin takes
             // no body, and an HTTP/1.1 connection ends after it unless the body has all arrived.
@@ -615,7 +638,7 @@ final class EdgeRequestHandler: ChannelDuplexHandler {
         case .response(let response):
             (status, headers, body) = (response.status, response.headers, response.body)
             if ResponseHeaders.hasContentLength(status) { headers.add(name: "content-length", value: String(body.readableBytes)) }
-        case .file, .stream:
+        case .file, .stream, .upgrade:
             return
         }
         ResponseHeaders.perRequest(for: reply, now: now, server: serverName, date: loop.date.current) { name, value in
@@ -694,7 +717,7 @@ final class EdgeRequestHandler: ChannelDuplexHandler {
         _ status: HTTPResponseStatus, headers: HTTPHeaders, for request: HTTPRequestHead, close forceClose: Bool,
         closeDelimited: Bool = false, context: ChannelHandlerContext
     ) -> Bool {
-        let keepAlive = isHTTP2 || (request.isKeepAlive && !forceClose && !inputClosed)
+        let keepAlive = isHTTP2 || (request.isKeepAlive && !forceClose && !inputClosed && !Self.asksUpgrade(request.headers))
         var headers = headers
         if !isHTTP2 {
             if !keepAlive {
@@ -770,6 +793,73 @@ final class EdgeRequestHandler: ChannelDuplexHandler {
             } else {
                 context.close(promise: nil)
             }
+        }
+    }
+
+    // MARK: protocol switch
+
+    /// Answers a protocol switch (a WebSocket handshake): `101` on HTTP/1.1, `200` on an HTTP/2 stream; then takes
+    /// the HTTP handlers out of the channel so that it carries the new protocol's bytes, and lets the origin add
+    /// its handlers (``ProtocolUpgrade/start``).
+    private func switchProtocols(_ upgrade: ProtocolUpgrade, for request: HTTPRequestHead, context: ChannelHandlerContext) {
+        guard isActive else { return upgrade.abandoned() }
+        if !isHTTP2, !requestEnded {
+            // The origin answered at the head; NIO's parser has the request's end still to deliver, and only after
+            // it may the codec leave the pipeline (NIO's own upgrade handler waits for it too).
+            pendingUpgrade = (upgrade, request)
+            return
+        }
+        stopBodyRateTimer()
+        requestBody = nil
+        pendingCancellation = nil
+        responseStarted = true
+        state = .closing
+        var headers = upgrade.headers
+        ResponseHeaders.perRequest(for: .upgrade(upgrade), now: .now(), server: serverName, date: loop.date.current) { name, value in
+            headers.add(name: name, value: value)
+        }
+        let status: HTTPResponseStatus = isHTTP2 ? .ok : .switchingProtocols
+        let version = isHTTP2 ? request.version : .http1_1
+        context.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: version, status: status, headers: headers))), promise: nil)
+        let channel = context.channel
+        let pipeline = context.pipeline.syncOperations
+        do {
+            let position: ChannelPipeline.SynchronousOperations.Position
+            if isHTTP2 {
+                // NIOHTTP2's stream codec cannot be removed: the new handlers go in front of it (nearer the
+                // stream), and nothing reaches it any more (they consume every read; writes start before it).
+                let codec = try pipeline.handler(type: HTTP2FramePayloadToHTTP1ServerCodec.self)
+                try pipeline.addHandler(HTTP2StreamBytesHandler(), position: .before(codec))
+                position = .before(codec)
+            } else {
+                // Everything HTTP/1.1 put in the pipeline goes: the fast path (and its timers), NIO's codec (a
+                // client's bytes after the handshake are its first frames, which RFC 6455 §4.1 lets it send only
+                // after the answer), the pipelining and error handlers.
+                for type in [
+                    HTTP1FastPathHandler.self, HTTPResponseEncoder.self, ByteToMessageHandler<HTTPRequestDecoder>.self,
+                    HTTPServerPipelineHandler.self, HTTP1ProtocolErrorHandler.self, CloseOnErrorHandler.self,
+                ] as [any ChannelHandler.Type] {
+                    if let other = try? pipeline.context(handlerType: type) { pipeline.removeHandler(context: other, promise: nil) }
+                }
+                position = .last
+            }
+            pipeline.removeHandler(context: context, promise: nil)
+            try upgrade.start(channel, pipeline, position)
+        } catch {
+            upgrade.abandoned()
+            channel.close(promise: nil)
+            return
+        }
+        channel.read()
+    }
+
+    /// Whether an HTTP/1.1 request asks to switch protocols (`Upgrade` with `Connection: upgrade`). NIO's parser
+    /// (llhttp) stops at the end of such a request, whatever the answer, so a connection whose request was not
+    /// upgraded closes after its answer rather than wait for requests it can no longer read.
+    static func asksUpgrade(_ headers: HTTPHeaders) -> Bool {
+        guard headers.contains(name: "upgrade") else { return false }
+        return headers["connection"].contains { value in
+            value.split(separator: ",").contains { $0.trimming().equalsIgnoringASCIICase("upgrade") }
         }
     }
 

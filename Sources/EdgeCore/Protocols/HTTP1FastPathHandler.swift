@@ -30,7 +30,7 @@ import NIOHTTP1
 /// lookup and one buffer write. Bodies, `Expect`, chunked encoding, upgrades and malformed or unusual syntax
 /// are parsed by llhttp exactly as without the fast path. Requests are answered in order: while a response
 /// is pending (cache miss), further pipelined bytes stay buffered and socket reads pause.
-final class HTTP1FastPathHandler: ChannelDuplexHandler {
+final class HTTP1FastPathHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = ByteBuffer
     typealias OutboundIn = IOData
@@ -408,6 +408,11 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler {
             return
         case .stream(let streamed):
             writeStream(streamed, for: request, keepAlive: keepAlive, context: context)
+            return
+        case .upgrade:
+            // Not reached: a request asking for an upgrade carries `Upgrade`, which sends it to the full pipeline
+            // (HTTP1RequestScanner), and an origin switches protocols only for such a request.
+            answerAndClose(.internalServerError, "unexpected protocol switch\n", context: context)
             return
         case .cached(let entry, let cacheStatus):
             if cacheStatus == "HIT", keepAlive, !request.isHTTP10, request.method == .GET,

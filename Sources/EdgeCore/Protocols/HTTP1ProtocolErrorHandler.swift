@@ -73,7 +73,7 @@ final class HTTP1ProtocolErrorHandler: ChannelDuplexHandler, RemovableChannelHan
 ///
 /// The exception is TLS's unclean shutdown (the client closed TCP without `close_notify`): the half-close event
 /// that follows it lets the request in progress be answered first.
-final class CloseOnErrorHandler: ChannelInboundHandler {
+final class CloseOnErrorHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = Any
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {

@@ -104,7 +104,12 @@ final class HTTP2FastPathHandler: ChannelDuplexHandler, NIOHTTP2FrameDelegate {
         self.sendTimeout = services.configuration.timeouts.send
         self.shutdownTimeout = services.configuration.shutdownTimeout
         self.idleTimeout = services.configuration.timeouts.keepalive
+        self.extendedConnect = services.router.hasUpgradeRoutes
     }
+
+    /// Whether the connection offers extended CONNECT (RFC 8441, for WebSocket routes): its SETTINGS said so
+    /// (``HTTPPipelines/configureHTTP2(_:services:client:)``), so a `:protocol` field is taken.
+    private let extendedConnect: Bool
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
@@ -277,7 +282,7 @@ final class HTTP2FastPathHandler: ChannelDuplexHandler, NIOHTTP2FrameDelegate {
                     refuse(frame.streamID, context: context)
                     return
                 }
-                guard let fields = HTTP2HeaderBlockRules.requestFields(headers.headers) else {
+                guard let fields = HTTP2HeaderBlockRules.requestFields(headers.headers, extendedConnect: extendedConnect) else {
                     refuseMalformedBlock(on: frame.streamID, context: context)
                     return
                 }
@@ -430,7 +435,7 @@ final class HTTP2FastPathHandler: ChannelDuplexHandler, NIOHTTP2FrameDelegate {
                 headers.add(name: "content-length", value: String(response.body.readableBytes))
             }
             return (ResponseHeaders.http2Block(status: response.status, headers: headers), response.body)
-        case .stream:
+        case .stream, .upgrade:
             return nil
         case .file(let file):
             guard file.handle == nil else { return nil }

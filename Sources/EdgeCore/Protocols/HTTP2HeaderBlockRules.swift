@@ -12,9 +12,10 @@ import NIOHPACK
 /// fast path needs. They are NIOHTTP2's rules, rule for rule:
 ///
 /// - field names are non-empty lower-case tokens; pseudo-header fields come first, each at most once, and only
-///   `:method`, `:scheme`, `:path` and `:authority` (`:protocol` needs extended CONNECT, which Edge does not
-///   offer); `:method`, `:scheme` and a non-empty `:path` are required — for `CONNECT`, `:method` and
-///   `:authority` only;
+///   `:method`, `:scheme`, `:path` and `:authority`, and `:protocol` where Edge offers extended CONNECT (RFC 8441,
+///   when a WebSocket route exists): there only with `CONNECT` and only `websocket`, with `:scheme`, `:path` and
+///   `:authority`; `:method`, `:scheme` and a non-empty `:path` are required — for any other `CONNECT`,
+///   `:method` and `:authority` only;
 /// - pseudo-header values contain no control byte, space or DEL; other values contain no NUL, CR or LF;
 /// - the connection-specific fields `connection`, `keep-alive`, `proxy-connection`, `transfer-encoding` and
 ///   `upgrade` are forbidden, and `te` may only be `trailers`;
@@ -57,10 +58,13 @@ enum HTTP2HeaderBlockRules {
         static let scheme = Pseudo(rawValue: 1 << 1)
         static let path = Pseudo(rawValue: 1 << 2)
         static let authority = Pseudo(rawValue: 1 << 3)
+        static let `protocol` = Pseudo(rawValue: 1 << 4)
     }
 
     /// The fields of `block` if it is a well-formed request head, or `nil` if it is malformed.
-    static func requestFields(_ block: HPACKHeaders) -> RequestFields? {
+    /// `extendedConnect`: whether Edge advertised `SETTINGS_ENABLE_CONNECT_PROTOCOL` (RFC 8441 §3), without which
+    /// a `:protocol` field is malformed.
+    static func requestFields(_ block: HPACKHeaders, extendedConnect: Bool = false) -> RequestFields? {
         var fields = RequestFields()
         var seen: Pseudo = []
         var inPseudoSection = true
@@ -71,6 +75,8 @@ enum HTTP2HeaderBlockRules {
                 guard inPseudoSection, let pseudo = pseudoField(name), !seen.contains(pseudo),
                     isValidPseudoValue(value)
                 else { return nil }
+                // Only WebSocket is tunnelled (RFC 8441); another protocol is a request Edge cannot serve.
+                if pseudo == .protocol, !extendedConnect || !value.equalsIgnoringASCIICase("websocket") { return nil }
                 seen.insert(pseudo)
                 switch pseudo {
                 case .method: fields.method = value
@@ -102,9 +108,13 @@ enum HTTP2HeaderBlockRules {
                 }
             }
         }
-        if fields.method == "CONNECT" {
+        if fields.method == "CONNECT", !seen.contains(.protocol) {
             guard seen == [.method, .authority] else { return nil }
         } else {
+            if seen.contains(.protocol) {
+                // `:protocol` belongs to CONNECT alone, which then names a target like any request (RFC 8441 §4).
+                guard fields.method == "CONNECT", seen == [.method, .scheme, .path, .authority, .protocol] else { return nil }
+            }
             guard seen.isSuperset(of: [.method, .scheme, .path]) else { return nil }
             if let host = fields.host {
                 if let authority = fields.authority, !authority.matchesIgnoringASCIICase(host) { return nil }
@@ -125,13 +135,14 @@ enum HTTP2HeaderBlockRules {
         return true
     }
 
-    /// The request pseudo-header `name` names, or `nil` for any other (`:status`, `:protocol`, unknown ones).
+    /// The request pseudo-header `name` names, or `nil` for any other (`:status`, unknown ones).
     private static func pseudoField(_ name: String) -> Pseudo? {
         switch name {
         case ":method": .method
         case ":scheme": .scheme
         case ":path": .path
         case ":authority": .authority
+        case ":protocol": .protocol
         default: nil
         }
     }

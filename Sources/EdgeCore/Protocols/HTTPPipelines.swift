@@ -105,6 +105,10 @@ enum HTTPPipelines {
             HTTP2Setting(parameter: .maxHeaderListSize, value: configuration.limits.maxHeaderBytes),
             HTTP2Setting(parameter: .headerTableSize, value: configuration.limits.http2HeaderTableSize),
         ]
+        if services.router.hasUpgradeRoutes {
+            // WebSocket over HTTP/2 (RFC 8441 §3): clients may open a stream with extended CONNECT.
+            connection.initialSettings.append(HTTP2Setting(parameter: .enableConnectProtocol, value: 1))
+        }
         let stream = NIOHTTP2Handler.StreamConfiguration()
         let sync = channel.pipeline.syncOperations
         let loop = services.loops.state(for: channel.eventLoop)

@@ -12,6 +12,8 @@ enum Reply {
     case file(FileReply)
     /// A response whose body arrives over time (a proxied response), written as it comes.
     case stream(StreamedResponse)
+    /// A switch to another protocol (a WebSocket handshake accepted): the connection or stream leaves HTTP.
+    case upgrade(ProtocolUpgrade)
 }
 
 /// The request header values that policies and responders look at, extracted once by each front end.
@@ -226,8 +228,19 @@ struct RequestDispatcher {
     /// For a request to a streaming route, the largest body it takes (the route's own `max_body_bytes`, else
     /// `limit`); `nil` when the route does not stream.
     func streamedBodyLimit(target: Substring, default limit: Int) -> Int? {
-        guard let route = streamingRoute(for: target), case .streamed(let maxBytes) = route.origin.requestBody else { return nil }
-        return maxBytes ?? limit
+        guard let route = streamingRoute(for: target) else { return nil }
+        switch route.origin.requestBody {
+        case .streamed(let maxBytes): return maxBytes ?? limit
+        case .upgrade: return 0
+        case .discarded: return nil
+        }
+    }
+
+    /// Whether `target`'s route may switch protocols (a WebSocket route): HTTP/2's extended CONNECT is served
+    /// there and refused everywhere else.
+    func acceptsUpgrade(target: Substring) -> Bool {
+        guard let route = streamingRoute(for: target), case .upgrade = route.origin.requestBody else { return false }
+        return true
     }
 
     /// Whether every byte of a query is one a request target may carry raw (see ``RoutingPath/Invalid/invalidByte``).

@@ -71,13 +71,15 @@ public struct Router: Sendable {
     let upstreamGroups: [String: UpstreamGroup]
     /// Whether any route streams its requests (a proxy): when none does, the front ends never ask.
     let hasStreamingRoutes: Bool
+    /// Whether any route may switch protocols (WebSocket): HTTP/2 connections then offer extended CONNECT.
+    let hasUpgradeRoutes: Bool
 
     /// Builds the routes of a configuration; `defaultTTL` applies to cached routes without their own TTL.
     /// - Throws: ``RouteSetupError`` when a route's htpasswd file or static root is missing or invalid.
     init(
         routes configurations: [RouteConfiguration], defaultTTL: TimeAmount, passwordChecks: PasswordCheckPool = .standalone,
         upstreams: [UpstreamGroupConfiguration] = [], serverName: String = "edge", trustedProxies: [AddressRange] = [],
-        maxEntryBytes: Int = CacheConfiguration().maxEntryBytes
+        maxEntryBytes: Int = CacheConfiguration().maxEntryBytes, generation: Int = 0
     ) throws(RouteSetupError) {
         var groups: [String: UpstreamGroup] = [:]
         for (index, upstream) in upstreams.enumerated() {
@@ -113,6 +115,27 @@ public struct Router: Sendable {
                     trustedProxies: trustedProxies, logger: Logger(label: "edge.proxy")
                 )
                 origin = settings.cache.map { HTTPCache(proxy, configuration: $0, maxEntryBytes: maxEntryBytes) } ?? proxy
+            case .websocket(let settings):
+                var relay: WebSocketRelay?
+                if case .upstream(let name) = settings.target {
+                    guard let group = groups[name] else {
+                        throw RouteSetupError(description: "route[\(index)].websocket.upstream: no upstream named \"\(name)\"")
+                    }
+                    guard group.configuration.wireProtocol == .http1 else {
+                        throw RouteSetupError(
+                            description: "route[\(index)].websocket.upstream: upstream \"\(name)\" speaks HTTP/2; WebSocket upstreams are reached over HTTP/1.1"
+                        )
+                    }
+                    var proxySettings = ProxyRouteConfiguration(upstream: name)
+                    proxySettings.stripPrefix = settings.stripPrefix
+                    proxySettings.host = settings.host
+                    let proxy = ProxyResponder(
+                        configuration: proxySettings, group: group, prefix: configuration.path, serverName: serverName,
+                        trustedProxies: trustedProxies, logger: Logger(label: "edge.websocket")
+                    )
+                    relay = WebSocketRelay(proxy: proxy, group: group, settings: settings, generation: generation)
+                }
+                origin = WebSocketRoute(configuration: settings, relay: relay, generation: generation)
             }
             let limiter = configuration.rateLimit.map { RateLimiter(perSecond: $0.perSecond, burst: $0.burst) }
             var authenticator: BasicAuthenticator?
@@ -127,6 +150,10 @@ public struct Router: Sendable {
         }
         routes = built.sorted { $0.matchPrefix.utf8.count > $1.matchPrefix.utf8.count }
         hasStreamingRoutes = built.contains { $0.origin.requestBody.isStreamed }
+        hasUpgradeRoutes = built.contains {
+            if case .upgrade = $0.origin.requestBody { return true }
+            return false
+        }
     }
 
     /// Every route's authenticator, for reloading their files.

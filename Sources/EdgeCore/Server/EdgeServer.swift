@@ -275,6 +275,9 @@ public final class EdgeServer: Service, Sendable {
         // Every open connection's next request sees the new services (each loop's ``LoopState/current``).
         try? await next.loops.forEach(on: group) { loop, state in
             state.current = next
+            // WebSocket connections hold their route for hours: those of the older configuration are closed
+            // (1001) after their route's grace period, and their clients reconnect to the new one.
+            for socket in state.webSockets.values where socket.generation < next.generation { socket.retire() }
             return loop.makeSucceededVoidFuture()
         }.get()
         // Only settings fixed per connection at accept (timeouts, head and body limits, HTTP/2 settings,
@@ -381,6 +384,11 @@ public final class EdgeServer: Service, Sendable {
         // `closeNotifyTimeout` for the client's close_notify — so that moment is reserved from the deadline.
         let usesTLS = configuration.listeners.contains { $0.tls != nil }
         let closing = (usesTLS ? TLSContextFactory.closeNotifyTimeout : .zero) + .milliseconds(250)
+        // WebSocket connections never end by themselves: each is closed now (1001), within the deadline below.
+        try? await currentServices.loops.forEach(on: group) { loop, state in
+            for socket in state.webSockets.values { socket.goAway() }
+            return loop.makeSucceededVoidFuture()
+        }.get()
         let drained = (try? await quiesceAll(deadline: max(configuration.shutdownTimeout - closing, .zero)).get()) ?? false
         if !drained {
             logger.warning(

@@ -25,6 +25,9 @@ final class LoopState {
     /// The loop's open client connections, so that a shutdown can close those left at its deadline while the
     /// loop still runs (closing them by stopping the loop makes their handlers schedule work on a dead loop).
     var connections: [ObjectIdentifier: OpenConnection] = [:]
+    /// The loop's open WebSocket connections (on HTTP/1.1 connections and HTTP/2 streams alike), so that a
+    /// shutdown or reload can close them with 1001.
+    var webSockets: [ObjectIdentifier: any WebSocketConnection] = [:]
 
     /// `staticFileValidity` is how long a small file is trusted in memory (tests lengthen it, so that a loaded
     /// machine cannot expire an entry between two steps of a test).

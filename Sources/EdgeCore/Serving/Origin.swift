@@ -49,10 +49,16 @@ enum OriginRequestBody {
     /// than the origin takes it. `maxBytes` replaces `limits.max_body_bytes` when set (a proxy route raising it for
     /// uploads).
     case streamed(maxBytes: Int?)
+    /// The origin may switch the request's connection (HTTP/1.1) or stream (HTTP/2 extended CONNECT) to another
+    /// protocol (``Reply/upgrade(_:)``): it is called at the head, with the head's every field in
+    /// ``OriginRequest/streamed``, and the request has no body (a WebSocket handshake).
+    case upgrade
 
     var isStreamed: Bool {
-        if case .streamed = self { return true }
-        return false
+        switch self {
+        case .streamed, .upgrade: true
+        case .discarded: false
+        }
     }
 }
 

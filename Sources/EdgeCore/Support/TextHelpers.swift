@@ -37,7 +37,7 @@ extension BidirectionalCollection where Element == UInt8, SubSequence == Self {
     }
 }
 
-extension String {
+extension StringProtocol {
     /// Whether this equals `lowercase` (an all-lowercase ASCII literal), ignoring ASCII case.
     func equalsIgnoringASCIICase(_ lowercase: StaticString) -> Bool {
         guard utf8.count == lowercase.utf8CodeUnitCount else { return false }
@@ -49,7 +49,9 @@ extension String {
         }
         return true
     }
+}
 
+extension String {
     /// Whether this equals `other` (any text), ignoring ASCII case (`Example.TEST` and `example.test`).
     func matchesIgnoringASCIICase(_ other: String) -> Bool {
         utf8.count == other.utf8.count && zip(utf8, other.utf8).allSatisfy { $0.asciiLowercased == $1.asciiLowercased }

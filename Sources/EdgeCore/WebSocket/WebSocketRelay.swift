@@ -1,0 +1,454 @@
+import Foundation
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+
+/// A `websocket = { upstream = "name" }` route's proxy: the handshake goes to a server of the upstream group as an
+/// HTTP/1.1 `Upgrade` (RFC 9110 §7.8, RFC 6455 §4.1) — whether the client came over HTTP/1.1 or HTTP/2 (RFC 8441) —
+/// and once the server has switched, the two connections are joined and their bytes relayed both ways with
+/// backpressure (``WebSocketRelayHandler``). WebSocket frames are the same bytes on both sides, so nothing is
+/// re-framed; extensions the client and server agree on (permessage-deflate) work end to end.
+///
+/// The request sent upstream is the proxy's (``ProxyResponder/upstreamRequest(for:random:)``: hop-by-hop fields
+/// dropped, `X-Forwarded-*`, `Forwarded`, `Via`, `X-Request-Id`, the route's `host` and `strip_prefix`), plus the
+/// handshake's fields. An upstream that does not switch gets its status passed on (a 403 stays a 403) with a short
+/// text; an unreachable one a 502, a silent one a 504.
+final class WebSocketRelay: Sendable {
+    /// The upstream side of an accepted relay, before it is joined to the client.
+    struct Upstream {
+        let channel: any Channel
+        /// The server's negotiated `Sec-WebSocket-Protocol` and `Sec-WebSocket-Extensions`, passed to the client.
+        let negotiated: [(String, String)]
+        /// Bytes that followed the server's answer (its first frames).
+        let leftover: ByteBuffer?
+        let relay: WebSocketRelay
+        /// The client connection's event loop state (the same loop as the upstream connection's).
+        let loop: LoopState
+
+        /// Joins the client's byte channel to the upstream's: each side's reads become the other's writes.
+        func join(
+            client: any Channel, pipeline: ChannelPipeline.SynchronousOperations, position: ChannelPipeline.SynchronousOperations.Position
+        ) throws {
+            let state = WebSocketRelayState(relay: relay, loop: loop)
+            let clientSide = WebSocketRelayHandler(state: state, isClient: true)
+            let upstreamSide = WebSocketRelayHandler(state: state, isClient: false)
+            clientSide.partner = upstreamSide
+            upstreamSide.partner = clientSide
+            try pipeline.addHandler(clientSide, position: position)
+            try channel.pipeline.syncOperations.addHandler(upstreamSide)
+            if let leftover, leftover.readableBytes > 0 {
+                clientSide.write(leftover)
+                clientSide.flushPartnerWrites()
+            }
+            // Reads are held by the handlers while the other side is full; otherwise they go on by themselves.
+            try channel.syncOptions?.setOption(.autoRead, value: true)
+            channel.read()
+        }
+    }
+
+    let proxy: ProxyResponder
+    let group: UpstreamGroup
+    let settings: WebSocketRouteConfiguration
+    let generation: Int
+    /// The largest answer head accepted from the upstream.
+    static let maxHeadBytes = 16_384
+
+    init(proxy: ProxyResponder, group: UpstreamGroup, settings: WebSocketRouteConfiguration, generation: Int) {
+        self.proxy = proxy
+        self.group = group
+        self.settings = settings
+        self.generation = generation
+    }
+
+    /// Opens the upstream side of a handshake; `accepted` makes the client's answer once the server switched.
+    func open(
+        _ request: OriginRequest, streamed: StreamedRequest, key: String?, isHTTP2: Bool, context: OriginContext,
+        accepted: @escaping (Upstream) -> Reply
+    ) -> Dispatch {
+        let now = NIODeadline.now()
+        guard let server = group.choose(key: nil, excluded: [], now: now) else {
+            return .ready(.response(.text(.serviceUnavailable, "no upstream server is available\n")))
+        }
+        let proxied = ProxyRequest(
+            method: .GET, path: request.path, relativePath: request.relativePath, query: request.query,
+            headers: streamed.headers, host: request.headers.host, peer: request.peer, client: request.client,
+            isTLS: streamed.isTLS, version: streamed.version, body: nil, bodyLength: nil, cancellation: nil
+        )
+        var upstreamRequest = proxy.upstreamRequest(for: proxied, random: &context.loop.random)
+        upstreamRequest.fields.remove(names: [Array("sec-websocket-key".utf8), Array("sec-websocket-version".utf8)])
+        // The client's key when it sent one (HTTP/1.1); an HTTP/2 client has none, so Edge makes one.
+        let upstreamKey = key ?? Self.makeKey(&context.loop.random)
+        var head = ByteBuffer()
+        head.reserveCapacity(upstreamRequest.fields.bytes.readableBytes + 256)
+        head.writeString("GET \(upstreamRequest.target) HTTP/1.1\r\n")
+        if let host = upstreamRequest.host {
+            head.writeString("host: \(settings.host == .upstream ? server.address.description : host)\r\n")
+        }
+        head.writeImmutableBuffer(upstreamRequest.fields.bytes)
+        head.writeString("upgrade: websocket\r\nconnection: upgrade\r\nsec-websocket-version: 13\r\nsec-websocket-key: \(upstreamKey)\r\n\r\n")
+
+        server.active.wrappingAdd(1, ordering: .relaxed)
+        let eventLoop = context.eventLoop
+        let promise = eventLoop.makePromise(of: Reply.self)
+        let handshake = WebSocketUpstreamHandshake(request: head, key: upstreamKey, timeout: group.configuration.firstByteTimeout)
+        let cancellation = WebSocketRelayCancellation()
+        streamed.cancellation.target = cancellation
+        let group = self.group
+        let boundHandshake = NIOLoopBound(handshake, eventLoop: eventLoop)
+        ClientBootstrap(group: eventLoop)
+            .connectTimeout(group.configuration.connectTimeout)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelOption(.autoRead, value: false)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let sync = channel.pipeline.syncOperations
+                    try group.addTLSHandler(for: server, to: sync)
+                    try sync.addHandler(boundHandshake.value)
+                }
+            }
+            .connect(host: server.address.host, port: server.address.port)
+            .assumeIsolated()
+            .flatMapErrorThrowing { error in throw UpstreamFailure(cause: .connect(UpstreamPool.describe(error))) }
+            .flatMap { channel in
+                cancellation.channel = channel
+                return handshake.answer.futureResult.assumeIsolated().map { ($0, channel) }.nonisolated()
+            }
+            .whenComplete { result in
+                server.active.wrappingAdd(-1, ordering: .relaxed)
+                switch result {
+                case .success((let answer, let channel)):
+                    guard !cancellation.isCancelled else {
+                        channel.close(promise: nil)
+                        return promise.fail(UpstreamFailure(cause: .connect("the client went away")))
+                    }
+                    switch answer {
+                    case .switched(let negotiated, let leftover):
+                        _ = server.recordSuccess()
+                        var reply = accepted(
+                            Upstream(channel: channel, negotiated: negotiated, leftover: leftover, relay: self, loop: context.loop)
+                        )
+                        if case .upgrade(var upgrade) = reply {
+                            upgrade.abandoned = { channel.close(promise: nil) }
+                            reply = .upgrade(upgrade)
+                        }
+                        promise.succeed(reply)
+                    case .refused(let status):
+                        channel.close(promise: nil)
+                        promise.succeed(.response(.text(status, "the upstream server did not accept the WebSocket handshake\n")))
+                    }
+                case .failure(let error):
+                    _ = server.recordFailure(at: .now(), group: group.configuration)
+                    if let channel = cancellation.channel { channel.close(promise: nil) }
+                    if cancellation.isCancelled { return promise.fail(error) }
+                    let failure = error as? UpstreamFailure
+                    let timedOut = failure.map { "\($0)".contains("timed out") } ?? false
+                    promise.succeed(.response(.text(
+                        timedOut ? .gatewayTimeout : .badGateway,
+                        "upstream WebSocket handshake failed: \(failure.map { "\($0)" } ?? "\(error)")\n"
+                    )))
+                }
+            }
+        return .pending(promise.futureResult)
+    }
+
+    /// A `Sec-WebSocket-Key`: 16 random bytes, base64.
+    static func makeKey(_ random: inout LoopRandom) -> String {
+        var bytes: [UInt8] = []
+        for _ in 0..<2 { withUnsafeBytes(of: random.next()) { bytes.append(contentsOf: $0) } }
+        return Data(bytes).base64EncodedString()
+    }
+}
+
+/// Closes a relay's upstream connection when the client goes away during the handshake.
+final class WebSocketRelayCancellation: RequestCancellationTarget {
+    var channel: (any Channel)?
+    private(set) var isCancelled = false
+
+    func cancelRequest() {
+        isCancelled = true
+        channel?.close(promise: nil)
+    }
+}
+
+/// Writes the handshake to the upstream server and reads its answer head: `101` with the right
+/// `Sec-WebSocket-Accept` switches; any other status is the server's refusal. Removes itself after a switch.
+final class WebSocketUpstreamHandshake: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+
+    enum Answer {
+        case switched(negotiated: [(String, String)], leftover: ByteBuffer?)
+        case refused(HTTPResponseStatus)
+    }
+
+    private let request: ByteBuffer
+    private let expectedAccept: String
+    private let timeout: TimeAmount
+    private var received = ByteBuffer()
+    private var timer: Scheduled<Void>?
+    private var done = false
+    /// Set when the handler is added (on the connection's loop).
+    private var promise: EventLoopPromise<Answer>?
+    var answer: EventLoopPromise<Answer> { promise! }
+
+    init(request: ByteBuffer, key: String, timeout: TimeAmount) {
+        self.request = request
+        self.expectedAccept = WebSocketHandshake.acceptValue(for: key)
+        self.timeout = timeout
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        promise = context.eventLoop.makePromise()
+        if context.channel.isActive { begin(context: context) }
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        begin(context: context)
+        context.fireChannelActive()
+    }
+
+    private var begun = false
+    private func begin(context: ChannelHandlerContext) {
+        guard !begun else { return }
+        begun = true
+        context.writeAndFlush(NIOAny(request), promise: nil)
+        context.read()
+        timer = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) {
+            self.finish(.failure(UpstreamFailure(cause: .connect("the upstream server's answer timed out"))), context: context)
+        }
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !done else { return }
+        var chunk = unwrapInboundIn(data)
+        received.writeBuffer(&chunk)
+        let view = received.readableBytesView
+        guard let end = Self.headEnd(view) else {
+            if received.readableBytes > WebSocketRelay.maxHeadBytes {
+                finish(.failure(UpstreamFailure(cause: .connect("the upstream server's answer head is too large"))), context: context)
+            }
+            return
+        }
+        let headText = String(decoding: view[view.startIndex..<end], as: UTF8.self)
+        received.moveReaderIndex(forwardBy: end + 4 - view.startIndex)
+        let lines = headText.split(separator: "\r\n", omittingEmptySubsequences: false)
+        let statusParts = lines.first?.split(separator: " ", maxSplits: 2) ?? []
+        guard statusParts.count >= 2, statusParts[0].hasPrefix("HTTP/1."), let code = Int(statusParts[1]), (100...599).contains(code) else {
+            finish(.failure(UpstreamFailure(cause: .connect("the upstream server's answer is not HTTP/1.1"))), context: context)
+            return
+        }
+        var fields: [(String, String)] = []
+        for line in lines.dropFirst() {
+            guard let colon = line.firstIndex(of: ":") else { continue }
+            fields.append((line[..<colon].lowercased(), String(line[line.index(after: colon)...].trimming())))
+        }
+        guard code == 101 else {
+            finish(.success(.refused(HTTPResponseStatus(statusCode: code >= 200 ? code : 502))), context: context)
+            return
+        }
+        guard fields.contains(where: { $0.0 == "sec-websocket-accept" && $0.1 == expectedAccept }) else {
+            finish(.failure(UpstreamFailure(cause: .connect("the upstream server answered 101 without the right Sec-WebSocket-Accept"))), context: context)
+            return
+        }
+        let negotiated = fields.filter { $0.0 == "sec-websocket-protocol" || $0.0 == "sec-websocket-extensions" }
+        let leftover = received.readableBytes > 0 ? received : nil
+        finish(.success(.switched(negotiated: negotiated, leftover: leftover)), context: context)
+        context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        if !done { context.read() }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        finish(.failure(UpstreamFailure(cause: .connect("the upstream server closed the connection"))), context: context)
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        finish(.failure(UpstreamFailure(cause: .connect("\(error)"))), context: context)
+        context.close(promise: nil)
+    }
+
+    private func finish(_ result: Result<Answer, any Error>, context: ChannelHandlerContext) {
+        guard !done else { return }
+        done = true
+        timer?.cancel()
+        timer = nil
+        promise?.completeWith(result)
+    }
+
+    /// The index of the `\r\n\r\n` that ends a head, if it has arrived.
+    static func headEnd(_ bytes: ByteBufferView) -> Int? {
+        guard bytes.count >= 4 else { return nil }
+        var index = bytes.startIndex
+        while index + 3 < bytes.endIndex {
+            if bytes[index] == 13, bytes[index + 1] == 10, bytes[index + 2] == 13, bytes[index + 3] == 10 { return index }
+            index += 1
+        }
+        return nil
+    }
+}
+
+/// What the two sides of a relay share: the route's settings, the registry entry for shutdown and reload, and
+/// the last time a byte moved (for `idle_seconds`).
+final class WebSocketRelayState {
+    let relay: WebSocketRelay
+    let loop: LoopState
+    var lastActivity = NIODeadline.now()
+    init(relay: WebSocketRelay, loop: LoopState) {
+        self.relay = relay
+        self.loop = loop
+    }
+}
+
+/// One side of a relay: what this channel reads, its partner writes; reads stop while the partner's socket is
+/// full (backpressure both ways). Either side closing closes the other once what it wrote has gone out.
+final class WebSocketRelayHandler: ChannelDuplexHandler, WebSocketConnection {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    let state: WebSocketRelayState
+    let isClient: Bool
+    var partner: WebSocketRelayHandler?
+    private var context: ChannelHandlerContext?
+    private var pendingRead = false
+    private var pendingFlush = false
+    private var closed = false
+    private var idleTimer: Scheduled<Void>?
+    private var retireTimer: Scheduled<Void>?
+
+    var generation: Int { state.relay.generation }
+
+    init(state: WebSocketRelayState, isClient: Bool) {
+        self.state = state
+        self.isClient = isClient
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        if isClient {
+            state.loop.webSockets[ObjectIdentifier(self)] = self
+            scheduleIdleCheck()
+        }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        stop(context: context)
+        self.context = nil
+    }
+
+    private func stop(context: ChannelHandlerContext) {
+        idleTimer?.cancel()
+        retireTimer?.cancel()
+        if isClient { state.loop.webSockets[ObjectIdentifier(self)] = nil }
+    }
+
+    /// Called by the partner: writes its bytes here.
+    func write(_ bytes: ByteBuffer) {
+        guard let context, !closed else { return }
+        context.write(wrapOutboundOut(bytes), promise: nil)
+        pendingFlush = true
+    }
+
+    func flushPartnerWrites() {
+        guard let context, pendingFlush else { return }
+        pendingFlush = false
+        context.flush()
+    }
+
+    var isWritable: Bool { context?.channel.isWritable ?? false }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        state.lastActivity = .now()
+        partner?.write(unwrapInboundIn(data))
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        partner?.flushPartnerWrites()
+        context.fireChannelReadComplete()
+    }
+
+    func read(context: ChannelHandlerContext) {
+        requestRead(context: context)
+    }
+
+    private func requestRead(context: ChannelHandlerContext) {
+        if partner?.isWritable ?? false {
+            context.read()
+        } else {
+            pendingRead = true
+        }
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable { partner?.partnerBecameWritable() }
+        context.fireChannelWritabilityChanged()
+    }
+
+    /// The partner can take more: a read held for it goes ahead.
+    func partnerBecameWritable() {
+        guard let context, pendingRead else { return }
+        pendingRead = false
+        context.read()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        closed = true
+        stop(context: context)
+        partner?.closeAfterWrites()
+        context.fireChannelInactive()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let event = event as? ChannelEvent, event == .inputClosed {
+            // A half-close (or an HTTP/2 client's END_STREAM): the relay ends; what was read has been passed on.
+            context.close(promise: nil)
+            return
+        }
+        if event is ChannelShouldQuiesceEvent || event is RetireConnectionEvent {
+            goAway()
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
+
+    /// Closes this side once what was written to it has gone out.
+    func closeAfterWrites() {
+        guard let context, !closed else { return }
+        closed = true
+        context.writeAndFlush(wrapOutboundOut(ByteBuffer())).assumeIsolated().whenComplete { _ in
+            context.close(promise: nil)
+        }
+    }
+
+    /// Shutdown: a relay carries frames it does not read, so it cannot add a close frame between them; both
+    /// connections close, and the client sees the connection end (1006) and reconnects.
+    func goAway() {
+        guard let context else { return }
+        context.close(promise: nil)
+    }
+
+    func retire() {
+        guard let context, retireTimer == nil else { return }
+        let grace = TimeAmount.seconds(Int64(state.relay.settings.reloadGraceSeconds))
+        retireTimer = context.eventLoop.assumeIsolated().scheduleTask(in: grace) { self.goAway() }
+    }
+
+    private func scheduleIdleCheck() {
+        guard let context, state.relay.settings.idleSeconds > 0 else { return }
+        let idle = TimeAmount.seconds(Int64(state.relay.settings.idleSeconds))
+        let wait = max(.seconds(1), idle - (NIODeadline.now() - state.lastActivity))
+        idleTimer = context.eventLoop.assumeIsolated().scheduleTask(in: wait) {
+            if NIODeadline.now() - self.state.lastActivity >= idle {
+                self.goAway()
+            } else {
+                self.scheduleIdleCheck()
+            }
+        }
+    }
+}
