@@ -730,8 +730,10 @@ def test_reload_closes_older_websockets_after_the_grace(edge_factory):
 # Configuration errors name the key.
 
 @pytest.mark.parametrize("route, message", [
-    ('websocket = { }', "needs echo = true or upstream"),
+    ('websocket = { }', "needs echo = true, hub = true or upstream"),
     ('websocket = { echo = true, upstream = "x" }', "not both"),
+    ('websocket = { echo = true, replay = 3 }', "applies to a hub"),
+    ('websocket = { hub = true, publish_from = ["10.0.0.0/33"] }', "publish_from[0]"),
     ('websocket = { upstream = "nowhere" }', 'names upstream "nowhere"'),
     ('websocket = { echo = true, max_frame_bytes = 2000000 }', "max_frame_bytes"),
     ('websocket = { echo = true, ping_secs = 3 }', 'ping_secs: unknown key'),

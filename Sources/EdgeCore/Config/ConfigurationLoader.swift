@@ -389,22 +389,45 @@ struct TOMLReader {
         checkKeys(
             table, path: path,
             allowed: [
-                "echo", "upstream", "strip_prefix", "host", "max_message_bytes", "max_frame_bytes", "idle_seconds", "ping_seconds",
-                "reload_grace_seconds",
+                "echo", "upstream", "hub", "strip_prefix", "host", "max_message_bytes", "max_frame_bytes", "idle_seconds",
+                "ping_seconds", "reload_grace_seconds", "publish_from", "replay", "max_queued_messages",
             ]
         )
         var settings: WebSocketRouteConfiguration
         let echo = bool(table, "echo", path: "\(path).echo") ?? false
+        let hub = bool(table, "hub", path: "\(path).hub") ?? false
         let upstream = string(table, "upstream", path: "\(path).upstream")
-        switch (echo, upstream) {
-        case (true, nil): settings = WebSocketRouteConfiguration(target: .echo)
-        case (false, let name?): settings = WebSocketRouteConfiguration(target: .upstream(name))
-        case (true, _?):
-            fail("\(path).upstream", "a websocket route either echoes (echo = true) or proxies (upstream = \"name\"), not both")
+        let targets = [echo ? "echo = true" : nil, hub ? "hub = true" : nil, upstream.map { _ in "upstream" }].compactMap { $0 }
+        guard targets.count == 1 else {
+            if targets.isEmpty {
+                fail(path, "needs echo = true, hub = true or upstream = \"name\"")
+            } else {
+                fail(path, "a websocket route has one target, not both \(targets[0]) and \(targets[1])")
+            }
             return nil
-        case (false, nil):
-            fail(path, "needs echo = true or upstream = \"name\"")
-            return nil
+        }
+        if let upstream {
+            settings = WebSocketRouteConfiguration(target: .upstream(upstream))
+        } else if hub {
+            var hubSettings = WebSocketRouteConfiguration.HubConfiguration()
+            if table.contains(key: "publish_from") {
+                hubSettings.publishFrom = []
+                for (index, text) in strings(table, "publish_from", path: "\(path).publish_from").enumerated() {
+                    if let range = AddressRange(parsing: text) { hubSettings.publishFrom.append(range) } else {
+                        fail("\(path).publish_from[\(index)]", "expected an IP address or CIDR range (e.g. \"10.0.0.0/8\"), got \"\(text)\"")
+                    }
+                }
+            }
+            if let value = int(table, "replay", path: "\(path).replay", range: 0...100_000) { hubSettings.replay = value }
+            if let value = int(table, "max_queued_messages", path: "\(path).max_queued_messages", range: 1...1_000_000) {
+                hubSettings.maxQueuedMessages = value
+            }
+            settings = WebSocketRouteConfiguration(target: .hub(hubSettings))
+        } else {
+            settings = WebSocketRouteConfiguration(target: .echo)
+        }
+        if !hub, let key = ["publish_from", "replay", "max_queued_messages"].first(where: { table.contains(key: $0) }) {
+            fail("\(path).\(key)", "applies to a hub (hub = true)")
         }
         if let strip = bool(table, "strip_prefix", path: "\(path).strip_prefix") { settings.stripPrefix = strip }
         if let host = string(table, "host", path: "\(path).host") {
@@ -417,8 +440,8 @@ struct TOMLReader {
                 }
             }
         }
-        if echo, table.contains(key: "strip_prefix") || table.contains(key: "host") {
-            fail("\(path).echo", "strip_prefix and host apply to a proxied websocket route (upstream = \"name\")")
+        if upstream == nil, let key = ["strip_prefix", "host"].first(where: { table.contains(key: $0) }) {
+            fail("\(path).\(key)", "applies to a proxied websocket route (upstream = \"name\")")
         }
         let maxMessage = 1 << 31
         if let value = int(table, "max_message_bytes", path: "\(path).max_message_bytes", range: 125...maxMessage) {

@@ -8,6 +8,24 @@ public struct WebSocketRouteConfiguration: Sendable, Equatable {
         /// The upstream group of that name (`[[upstream]]`): the handshake is forwarded, then the frames are relayed
         /// both ways.
         case upstream(String)
+        /// A publish/subscribe hub: clients subscribe to the channel named by the path below the route (by
+        /// WebSocket, or Server-Sent Events); publishers POST messages to it.
+        case hub(HubConfiguration)
+    }
+
+    /// `hub = true` and its settings.
+    public struct HubConfiguration: Sendable, Equatable {
+        /// Who may publish: clients in these ranges (after the route's own policies, Basic auth included). Empty:
+        /// every client the route's policies let through.
+        public var publishFrom: [AddressRange] = [AddressRange(parsing: "127.0.0.1")!, AddressRange(parsing: "::1")!]
+        /// Messages kept per channel for clients that reconnect with the last ID they saw (`Last-Event-ID`, or
+        /// `?last_event_id=`); 0 keeps none.
+        public var replay: Int = 0
+        /// Messages waiting for a subscriber whose socket is full; one more closes it (1008, or the end of its
+        /// event stream), so that a slow subscriber costs bounded memory.
+        public var maxQueuedMessages: Int = 256
+
+        public init() {}
     }
 
     public var target: Target

@@ -231,7 +231,7 @@ struct RequestDispatcher {
         guard let route = streamingRoute(for: target) else { return nil }
         switch route.origin.requestBody {
         case .streamed(let maxBytes): return maxBytes ?? limit
-        case .upgrade: return 0
+        case .upgrade(let maxBytes): return maxBytes
         case .discarded: return nil
         }
     }

@@ -51,8 +51,9 @@ enum OriginRequestBody {
     case streamed(maxBytes: Int?)
     /// The origin may switch the request's connection (HTTP/1.1) or stream (HTTP/2 extended CONNECT) to another
     /// protocol (``Reply/upgrade(_:)``): it is called at the head, with the head's every field in
-    /// ``OriginRequest/streamed``, and the request has no body (a WebSocket handshake).
-    case upgrade
+    /// ``OriginRequest/streamed``. A handshake has no body; other requests to the route (a hub's publishers) may
+    /// have one of up to `maxBodyBytes`, streamed as for ``streamed(maxBytes:)``.
+    case upgrade(maxBodyBytes: Int)
 
     var isStreamed: Bool {
         switch self {

@@ -14,6 +14,15 @@ protocol WebSocketApplication: AnyObject {
     func received(_ message: WebSocketMessage, on session: WebSocketSession)
     /// The connection has ended (closed cleanly or not); nothing more will be sent on it.
     func ended(_ session: WebSocketSession)
+    /// The connection is open (its handlers are in place) on `loop`.
+    func started(_ session: WebSocketSession, on loop: any EventLoop)
+    /// The client's socket can take more after it could not.
+    func writable(_ session: WebSocketSession)
+}
+
+extension WebSocketApplication {
+    func started(_ session: WebSocketSession, on loop: any EventLoop) {}
+    func writable(_ session: WebSocketSession) {}
 }
 
 /// The limits and timers of one WebSocket connection.
@@ -93,6 +102,7 @@ final class WebSocketSession: ChannelDuplexHandler, RemovableChannelHandler {
         loop.webSockets[ObjectIdentifier(self)] = self
         lastReceived = .now()
         scheduleKeepalive()
+        application.started(self, on: context.eventLoop)
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
@@ -314,9 +324,12 @@ final class WebSocketSession: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        if context.channel.isWritable, readPending {
-            readPending = false
-            context.read()
+        if context.channel.isWritable {
+            application.writable(self)
+            if readPending {
+                readPending = false
+                context.read()
+            }
         }
         context.fireChannelWritabilityChanged()
     }
