@@ -102,11 +102,14 @@ class RawWS:
         self.sock.sendall(mask_frame(opcode, payload, **kw))
 
     def _need(self, n: int) -> bytes:
-        while len(self.buffer) < n:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise EOFError("connection closed")
-            self.buffer += chunk
+        if len(self.buffer) < n:
+            pending = bytearray(self.buffer)
+            while len(pending) < n:
+                chunk = self.sock.recv(1 << 20)
+                if not chunk:
+                    raise EOFError("connection closed")
+                pending += chunk
+            self.buffer = bytes(pending)
         data, self.buffer = self.buffer[:n], self.buffer[n:]
         return data
 
@@ -261,6 +264,14 @@ websocket = {{ upstream = "refusing" }}
 [[route]]
 path = "/down"
 websocket = {{ upstream = "dead" }}
+
+[[route]]
+path = "/hub"
+websocket = {{ hub = true, replay = 3, max_queued_messages = 4, ping_seconds = 1 }}
+
+[[route]]
+path = "/closed-hub"
+websocket = {{ hub = true, publish_from = ["10.0.0.0/8"] }}
 
 [[route]]
 path = "/"
@@ -746,3 +757,116 @@ def test_config_errors(tmp_path, route, message):
     assert result.returncode == 1
     assert "route[0].websocket" in result.stdout + result.stderr
     assert message in result.stdout + result.stderr
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The publish/subscribe hub.
+
+def publish(server, path: str, body: bytes, content_type: str | None = None):
+    import httpx
+    headers = {"content-type": content_type} if content_type else {}
+    return httpx.post(f"{server.http_url}{path}", content=body, headers=headers)
+
+
+class EventStream:
+    """A raw Server-Sent Events subscriber over HTTP/1.1."""
+
+    def __init__(self, port: int, path: str, last_event_id: int | None = None):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        extra = f"Last-Event-ID: {last_event_id}\r\n" if last_event_id is not None else ""
+        self.sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n{extra}\r\n".encode())
+        self.buffer = b""
+        while b"\r\n\r\n" not in self.buffer:
+            self.buffer += self.sock.recv(65536)
+        self.head, _, self.buffer = self.buffer.partition(b"\r\n\r\n")
+
+    def until(self, marker: bytes) -> bytes:
+        while marker not in self.buffer:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise EOFError
+            self.buffer += chunk
+        return self.buffer
+
+
+def test_hub_fans_out_to_websocket_and_event_stream_subscribers(ws_edge):
+    channel = "/hub/" + unique("ch")
+    stream = EventStream(ws_edge.http_port, channel)
+    assert b"200" in stream.head.split(b"\r\n")[0]
+    assert b"text/event-stream" in stream.head
+    stream.until(b": subscribed")
+
+    async def scenario():
+        subscribers = [await ws_connect(f"ws://127.0.0.1:{ws_edge.http_port}{channel}") for _ in range(20)]
+        other = await ws_connect(f"ws://127.0.0.1:{ws_edge.http_port}/hub/elsewhere")
+        response = await asyncio.to_thread(publish, ws_edge, channel, "line one\nline two".encode())
+        assert response.status_code == 200
+        assert response.json()["subscribers"] == 21 and response.json()["id"] == 1
+        for ws in subscribers:
+            assert await ws.recv() == "line one\nline two"  # UTF-8 without a binary type: a text frame
+        response = await asyncio.to_thread(publish, ws_edge, channel, b"\x00\xff", "application/octet-stream")
+        for ws in subscribers:
+            assert await ws.recv() == b"\x00\xff"
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(other.recv(), 0.5)  # another channel hears nothing
+        for ws in subscribers + [other]:
+            await ws.close()
+    run(scenario())
+    assert b"id: 1\ndata: line one\ndata: line two\n\n" in stream.until(b"data: line two\n\n")
+
+
+def test_hub_replays_what_a_reconnecting_subscriber_missed(ws_edge):
+    channel = "/hub/" + unique("replay")
+    for text in ["m1", "m2", "m3", "m4"]:
+        assert publish(ws_edge, channel, text.encode()).status_code == 200
+
+    async def scenario():
+        async with ws_connect(f"ws://127.0.0.1:{ws_edge.http_port}{channel}?last_event_id=2") as ws:
+            assert [await ws.recv(), await ws.recv()] == ["m3", "m4"]
+        async with ws_connect(f"ws://127.0.0.1:{ws_edge.http_port}{channel}") as ws:
+            with pytest.raises(asyncio.TimeoutError):  # a new subscriber starts from now
+                await asyncio.wait_for(ws.recv(), 0.5)
+    run(scenario())
+    stream = EventStream(ws_edge.http_port, channel, last_event_id=1)
+    data = stream.until(b"data: m4\n")
+    assert b"data: m1" not in data and b"id: 2\ndata: m2\n" in data  # only 3 are kept: m2, m3, m4
+
+
+def test_hub_closes_a_subscriber_that_does_not_read_1008(ws_edge):
+    channel = "/hub/" + unique("slow")
+    ws = RawWS(ws_edge.http_port, path=channel)
+    ws.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    assert ws.handshake()[0] == 101
+    time.sleep(0.2)
+    big = b"x" * 200_000
+    for _ in range(40):  # far beyond the socket buffers plus max_queued_messages (4)
+        publish(ws_edge, channel, big, "application/octet-stream")
+    # Dropped from the channel: the next message goes to nobody.
+    assert publish(ws_edge, channel, b"after", "application/octet-stream").json()["subscribers"] == 0
+    # The client gets what was already in flight, then 1008 (or the end of the connection, when the close frame
+    # itself could not get past a full socket before the close timeout).
+    ws.sock.settimeout(30)
+    codes = []
+    try:
+        while True:
+            _, opcode, payload = ws.recv()
+            if opcode == 0x8:
+                codes.append(struct.unpack("!H", payload[:2])[0])
+                break
+    except (EOFError, ConnectionResetError):
+        pass
+    assert codes in ([1008], [])
+    assert ws.at_eof(10)
+
+
+def test_hub_publishing_is_limited_to_publish_from(ws_edge):
+    response = publish(ws_edge, "/closed-hub/x", b"no")
+    assert response.status_code == 403
+
+
+def test_hub_refuses_text_that_is_not_utf8(ws_edge):
+    assert publish(ws_edge, "/hub/x", b"\xff\xfe", "text/plain").status_code == 400
+
+
+def test_hub_message_over_the_limit_is_413(ws_edge):
+    assert publish(ws_edge, "/hub/x", b"x" * (1 << 20 + 1)).status_code == 413

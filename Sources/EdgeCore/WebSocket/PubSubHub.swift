@@ -162,7 +162,9 @@ final class WebSocketHubSubscriber: WebSocketApplication, HubSubscriber {
             return
         }
         guard queue.count < hub.settings.maxQueuedMessages else {
+            // Out of the channel at once, not when the closing handshake ends: it gets nothing more either way.
             queue.removeAll()
+            leave()
             session.close(code: .policyViolation, reason: "subscriber too slow")
             return
         }
@@ -179,7 +181,13 @@ final class WebSocketHubSubscriber: WebSocketApplication, HubSubscriber {
 
     func ended(_ session: WebSocketSession) {
         queue.removeAll()
-        if let loop { hub.unsubscribe(self, from: channel, on: loop) }
+        leave()
+    }
+
+    private func leave() {
+        guard let loop else { return }
+        self.loop = nil
+        hub.unsubscribe(self, from: channel, on: loop)
     }
 }
 

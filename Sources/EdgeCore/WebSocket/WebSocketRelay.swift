@@ -264,6 +264,12 @@ final class WebSocketUpstreamHandshake: ChannelInboundHandler, RemovableChannelH
         context.fireChannelInactive()
     }
 
+    /// A connection that never came up (refused, timed out) removes its handlers without going inactive: the
+    /// answer is failed here, never left pending.
+    func handlerRemoved(context: ChannelHandlerContext) {
+        finish(.failure(UpstreamFailure(cause: .connect("the connection to the upstream server ended"))), context: context)
+    }
+
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         finish(.failure(UpstreamFailure(cause: .connect("\(error)"))), context: context)
         context.close(promise: nil)
