@@ -390,7 +390,7 @@ struct TOMLReader {
             table, path: path,
             allowed: [
                 "echo", "upstream", "hub", "strip_prefix", "host", "max_message_bytes", "max_frame_bytes", "idle_seconds",
-                "ping_seconds", "reload_grace_seconds", "publish_from", "replay", "max_queued_messages",
+                "ping_seconds", "reload_grace_seconds", "publish_from", "replay", "max_queued_messages", "permessage_deflate",
             ]
         )
         var settings: WebSocketRouteConfiguration
@@ -439,6 +439,12 @@ struct TOMLReader {
                     fail("\(path).host", "expected \"pass\", \"upstream\" or a host[:port], got \"\(host)\"")
                 }
             }
+        }
+        if let deflate = bool(table, "permessage_deflate", path: "\(path).permessage_deflate") {
+            if upstream != nil {
+                fail("\(path).permessage_deflate", "a relay passes extensions between client and upstream: the upstream negotiates them")
+            }
+            settings.permessageDeflate = deflate
         }
         if upstream == nil, let key = ["strip_prefix", "host"].first(where: { table.contains(key: $0) }) {
             fail("\(path).\(key)", "applies to a proxied websocket route (upstream = \"name\")")

@@ -42,6 +42,10 @@ public struct WebSocketRouteConfiguration: Sendable, Equatable {
     /// On reload, a WebSocket opened under the previous configuration is closed (1001) after this long; on
     /// shutdown at once, within `shutdown_timeout_seconds`.
     public var reloadGraceSeconds: Int = 30
+    /// Whether permessage-deflate (RFC 7692) is offered to clients that ask for it (echo and hub routes; a relay
+    /// passes the extension between client and upstream untouched). Off by default: each connection then holds
+    /// zlib's state (about 300 KB with context takeover).
+    public var permessageDeflate: Bool = false
     /// `strip_prefix` and `host` for a proxied route, as a `proxy` route has them.
     public var stripPrefix: Bool = false
     public var host: ProxyRouteConfiguration.HostHeader = .pass

@@ -6,14 +6,15 @@ import NIOHTTP1
 enum WebSocketHandshake {
     /// What a request to a WebSocket route amounts to.
     enum Outcome: Equatable {
-        /// A valid handshake; `key` is `Sec-WebSocket-Key` (HTTP/1.1 only: HTTP/2 has none).
-        case accept(key: String?, protocols: [String])
+        /// A valid handshake; `key` is `Sec-WebSocket-Key` (HTTP/1.1 only: HTTP/2 has none); `extensions` the
+        /// `Sec-WebSocket-Extensions` values offered.
+        case accept(key: String?, protocols: [String], extensions: [String])
         /// Not a handshake, or not one Edge can take: the answer's status and text.
         case refuse(HTTPResponseStatus, String, extraHeaders: [(String, String)])
 
         static func == (a: Outcome, b: Outcome) -> Bool {
             switch (a, b) {
-            case (.accept(let k1, let p1), .accept(let k2, let p2)): k1 == k2 && p1 == p2
+            case (.accept(let k1, let p1, let e1), .accept(let k2, let p2, let e2)): k1 == k2 && p1 == p2 && e1 == e2
             case (.refuse(let s1, let t1, let h1), .refuse(let s2, let t2, let h2)):
                 s1 == s2 && t1 == t2 && h1.elementsEqual(h2, by: ==)
             default: false
@@ -65,7 +66,7 @@ enum WebSocketHandshake {
             }
             key = String(keys[0].trimming())
         }
-        return .accept(key: key, protocols: tokens(values("sec-websocket-protocol")).map(String.init))
+        return .accept(key: key, protocols: tokens(values("sec-websocket-protocol")).map(String.init), extensions: values("sec-websocket-extensions"))
     }
 
     /// `Sec-WebSocket-Accept` for `key` (RFC 6455 §4.2.2): base64 of the SHA-1 of the key and the protocol's GUID.

@@ -56,7 +56,7 @@ final class WebSocketRoute: Origin {
             var response = EdgeResponse.text(status, text)
             for (name, value) in extra { response.headers.add(name: name, value: value) }
             return .ready(.response(response))
-        case .accept(let key, _):
+        case .accept(let key, _, let extensions):
             if let relay {
                 return relay.open(request, streamed: streamed, key: key, isHTTP2: isHTTP2, context: context) { upstream in
                     self.accepted(key: key, isHTTP2: isHTTP2, loop: context.loop, relayed: upstream)
@@ -68,7 +68,8 @@ final class WebSocketRoute: Origin {
                     lastID: Self.lastEventID(request, streamed)
                 )
             }
-            return .ready(accepted(key: key, isHTTP2: isHTTP2, loop: context.loop, relayed: nil, subscriber: subscriber))
+            let deflate = settings.permessageDeflate ? PerMessageDeflateOffer.negotiate(extensions) : nil
+            return .ready(accepted(key: key, isHTTP2: isHTTP2, loop: context.loop, relayed: nil, subscriber: subscriber, deflate: deflate))
         }
     }
 
@@ -76,7 +77,8 @@ final class WebSocketRoute: Origin {
     /// `relayed`: the upstream's answer when the route proxies (its negotiated protocol and extensions, and the
     /// channel to relay to).
     private func accepted(
-        key: String?, isHTTP2: Bool, loop: LoopState, relayed: WebSocketRelay.Upstream?, subscriber: WebSocketHubSubscriber? = nil
+        key: String?, isHTTP2: Bool, loop: LoopState, relayed: WebSocketRelay.Upstream?, subscriber: WebSocketHubSubscriber? = nil,
+        deflate: PerMessageDeflateOffer? = nil
     ) -> Reply {
         var headers = HTTPHeaders()
         if !isHTTP2, let key {
@@ -94,11 +96,15 @@ final class WebSocketRoute: Origin {
         let maxFrame = settings.maxFrameBytes
         let generation = self.generation
         let application: any WebSocketApplication = subscriber ?? WebSocketEcho()
+        if let deflate { headers.add(name: "sec-websocket-extensions", value: deflate.responseValue) }
         return .upgrade(ProtocolUpgrade(headers: headers) { _, pipeline, position in
             try pipeline.addHandler(ByteToMessageHandler(WebSocketFrameDecoder(maxFrameSize: maxFrame)), position: position)
             try pipeline.addHandler(WebSocketFrameEncoder(), position: position)
             try pipeline.addHandler(
-                WebSocketSession(settings: sessionSettings, application: application, loop: loop, generation: generation),
+                WebSocketSession(
+                    settings: sessionSettings, application: application, loop: loop, generation: generation,
+                    deflate: deflate.map(PerMessageDeflate.init(settings:))
+                ),
                 position: position
             )
         })

@@ -88,8 +88,17 @@ final class WebSocketSession: ChannelDuplexHandler, RemovableChannelHandler {
     private var readPending = false
     private var needsFlush = false
 
-    init(settings: WebSocketSessionSettings, application: any WebSocketApplication, loop: LoopState, generation: Int) {
+    /// permessage-deflate, when negotiated.
+    private let deflate: PerMessageDeflate?
+    /// Whether the message being received is compressed (RSV1 on its first frame).
+    private var messageIsCompressed = false
+
+    init(
+        settings: WebSocketSessionSettings, application: any WebSocketApplication, loop: LoopState, generation: Int,
+        deflate: PerMessageDeflate? = nil
+    ) {
         self.settings = settings
+        self.deflate = deflate
         self.application = application
         self.loop = loop
         self.generation = generation
@@ -132,7 +141,11 @@ final class WebSocketSession: ChannelDuplexHandler, RemovableChannelHandler {
         let frame = unwrapInboundIn(data)
         lastReceived = .now()
         guard frame.maskKey != nil else { return fail(.protocolError, "unmasked frame", context: context) }
-        guard !frame.rsv1, !frame.rsv2, !frame.rsv3 else { return fail(.protocolError, "reserved bit set", context: context) }
+        guard !frame.rsv2, !frame.rsv3 else { return fail(.protocolError, "reserved bit set", context: context) }
+        // RSV1 marks the first frame of a compressed message, and only when permessage-deflate was negotiated.
+        if frame.rsv1, deflate == nil || !(frame.opcode == .text || frame.opcode == .binary) {
+            return fail(.protocolError, "reserved bit set", context: context)
+        }
         switch frame.opcode {
         case .connectionClose:
             receiveClose(frame.unmaskedData, context: context)
@@ -145,6 +158,7 @@ final class WebSocketSession: ChannelDuplexHandler, RemovableChannelHandler {
             guard !closeSent else { return }
             guard message == nil else { return fail(.protocolError, "a new message inside a fragmented one", context: context) }
             messageIsText = frame.opcode == .text
+            messageIsCompressed = frame.rsv1
             utf8 = UTF8Validator()
             receiveFragment(frame.unmaskedData, fin: frame.fin, first: true, context: context)
         case .continuation:
@@ -162,7 +176,7 @@ final class WebSocketSession: ChannelDuplexHandler, RemovableChannelHandler {
             message = nil
             return fail(.messageTooLarge, "message larger than \(settings.maxMessageBytes) bytes", context: context)
         }
-        if messageIsText {
+        if messageIsText, !messageIsCompressed {
             let valid = data.withUnsafeReadableBytes { utf8.consume($0) }
             guard valid, !fin || utf8.isComplete else {
                 message = nil
@@ -174,8 +188,20 @@ final class WebSocketSession: ChannelDuplexHandler, RemovableChannelHandler {
         } else {
             message!.writeImmutableBuffer(data)
         }
-        guard fin, let complete = message else { return }
+        guard fin, var complete = message else { return }
         message = nil
+        if messageIsCompressed, let deflate {
+            do {
+                complete = try deflate.decompress(complete, limit: settings.maxMessageBytes, allocator: context.channel.allocator)
+            } catch is PerMessageDeflate.TooLarge {
+                return fail(.messageTooLarge, "message larger than \(settings.maxMessageBytes) bytes", context: context)
+            } catch {
+                return fail(.dataInconsistentWithMessage, "compressed data that does not inflate", context: context)
+            }
+            if messageIsText, !complete.withUnsafeReadableBytes({ UTF8Validator.isValid($0) }) {
+                return fail(.dataInconsistentWithMessage, "text that is not UTF-8", context: context)
+            }
+        }
         application.received(WebSocketMessage(isText: messageIsText, data: complete), on: self)
     }
 
@@ -255,7 +281,10 @@ final class WebSocketSession: ChannelDuplexHandler, RemovableChannelHandler {
     /// messages from elsewhere (a channel's publisher) are flushed at once.
     func send(_ message: WebSocketMessage, flush: Bool = false) {
         guard let context, !closeSent, !ended else { return }
-        let frame = WebSocketFrame(fin: true, opcode: message.isText ? .text : .binary, data: message.data)
+        var frame = WebSocketFrame(fin: true, opcode: message.isText ? .text : .binary, data: message.data)
+        if let deflate, let compressed = try? deflate.compress(message.data, allocator: context.channel.allocator) {
+            frame = WebSocketFrame(fin: true, rsv1: true, opcode: frame.opcode, data: compressed)
+        }
         if flush {
             context.writeAndFlush(wrapOutboundOut(frame), promise: nil)
         } else {
