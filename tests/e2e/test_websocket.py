@@ -266,6 +266,10 @@ path = "/down"
 websocket = {{ upstream = "dead" }}
 
 [[route]]
+path = "/deflate"
+websocket = {{ echo = true, permessage_deflate = true, max_message_bytes = 100000 }}
+
+[[route]]
 path = "/hub"
 websocket = {{ hub = true, replay = 3, max_queued_messages = 4, ping_seconds = 1 }}
 
@@ -870,3 +874,41 @@ def test_hub_refuses_text_that_is_not_utf8(ws_edge):
 
 def test_hub_message_over_the_limit_is_413(ws_edge):
     assert publish(ws_edge, "/hub/x", b"x" * (1 << 20 + 1)).status_code == 413
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# permessage-deflate (Autobahn 12.x and 13.x run the whole matrix: bench/autobahn/campaign --compression).
+
+def test_permessage_deflate_is_negotiated_and_messages_round_trip(ws_edge):
+    async def scenario():
+        async with ws_connect(f"ws://127.0.0.1:{ws_edge.http_port}/deflate") as ws:  # websockets offers it
+            assert ws.response.headers["Sec-WebSocket-Extensions"].startswith("permessage-deflate")
+            for message in ["compress me " * 500, "compress me " * 500, b"\x00" * 50000, "", "é" * 10]:
+                await ws.send(message)
+                assert await ws.recv() == message
+        async with ws_connect(f"ws://127.0.0.1:{ws_edge.http_port}/ws") as ws:  # not offered: off by default
+            assert "Sec-WebSocket-Extensions" not in ws.response.headers
+    run(scenario())
+
+
+def test_compressed_frames_are_compressed_on_the_wire(ws_edge):
+    ws = RawWS(ws_edge.http_port, path="/deflate", headers={"Sec-WebSocket-Extensions": "permessage-deflate"})
+    status, fields, _ = ws.handshake()
+    assert status == 101 and fields["sec-websocket-extensions"] == "permessage-deflate"
+    import zlib
+    compressor = zlib.compressobj(wbits=-15)
+    data = compressor.compress(b"a" * 20000) + compressor.flush(zlib.Z_SYNC_FLUSH)
+    ws.send(0x2, data[:-4], rsv=4)  # RSV1: compressed
+    fin, opcode, payload = ws.recv()
+    assert opcode == 0x2 and len(payload) < 1000  # sent back compressed
+    assert zlib.decompressobj(wbits=-15).decompress(payload + b"\x00\x00\xff\xff") == b"a" * 20000
+
+
+def test_a_message_that_inflates_beyond_the_limit_closes_1009(ws_edge):
+    ws = RawWS(ws_edge.http_port, path="/deflate", headers={"Sec-WebSocket-Extensions": "permessage-deflate"})
+    assert ws.handshake()[0] == 101
+    import zlib
+    compressor = zlib.compressobj(wbits=-15)
+    bomb = compressor.compress(b"\x00" * 10_000_000) + compressor.flush(zlib.Z_SYNC_FLUSH)
+    ws.send(0x2, bomb[:-4], rsv=4)
+    assert ws.recv_close()[0] == 1009

@@ -37,6 +37,9 @@ struct ImmediateReplyTests {
             case .stream(let streamed):
                 kind = .response
                 status = streamed.status
+            case .upgrade:
+                kind = .response
+                status = .switchingProtocols
             }
         }
     }
