@@ -198,16 +198,7 @@ extension TOMLReader {
         guard let upstream = string(table, "upstream", path: "\(path).upstream", required: true) else { return nil }
         var proxy = ProxyRouteConfiguration(upstream: upstream)
         if let strip = bool(table, "strip_prefix", path: "\(path).strip_prefix") { proxy.stripPrefix = strip }
-        if let host = string(table, "host", path: "\(path).host") {
-            switch host {
-            case "pass": proxy.host = .pass
-            case "upstream": proxy.host = .upstream
-            default:
-                if RequestTargetRules.isValidHost(host.utf8), !host.isEmpty { proxy.host = .fixed(host) } else {
-                    fail("\(path).host", "expected \"pass\", \"upstream\" or a host[:port], got \"\(host)\"")
-                }
-            }
-        }
+        if let host = readHostHeader(table, path: "\(path).host") { proxy.host = host }
         if let edits = subtable(table, "request_headers", path: "\(path).request_headers") {
             proxy.requestHeaders = readHeaderEdits(edits, path: "\(path).request_headers")
         }
@@ -295,6 +286,19 @@ extension TOMLReader {
             }
         }
         return edits
+    }
+
+    /// `host = "pass" | "upstream" | "host[:port]"` of a proxy or WebSocket relay route.
+    mutating func readHostHeader(_ table: TOMLTable, path: String) -> ProxyRouteConfiguration.HostHeader? {
+        guard let host = string(table, "host", path: path) else { return nil }
+        switch host {
+        case "pass": return .pass
+        case "upstream": return .upstream
+        default:
+            if RequestTargetRules.isValidHost(host.utf8), !host.isEmpty { return .fixed(host) }
+            fail(path, "expected \"pass\", \"upstream\" or a host[:port], got \"\(host)\"")
+            return nil
+        }
     }
 
     private func isFieldName(_ name: String) -> Bool {

@@ -430,16 +430,7 @@ struct TOMLReader {
             fail("\(path).\(key)", "applies to a hub (hub = true)")
         }
         if let strip = bool(table, "strip_prefix", path: "\(path).strip_prefix") { settings.stripPrefix = strip }
-        if let host = string(table, "host", path: "\(path).host") {
-            switch host {
-            case "pass": settings.host = .pass
-            case "upstream": settings.host = .upstream
-            default:
-                if RequestTargetRules.isValidHost(host.utf8), !host.isEmpty { settings.host = .fixed(host) } else {
-                    fail("\(path).host", "expected \"pass\", \"upstream\" or a host[:port], got \"\(host)\"")
-                }
-            }
-        }
+        if let host = readHostHeader(table, path: "\(path).host") { settings.host = host }
         if let deflate = bool(table, "permessage_deflate", path: "\(path).permessage_deflate") {
             if upstream != nil {
                 fail("\(path).permessage_deflate", "a relay passes extensions between client and upstream: the upstream negotiates them")

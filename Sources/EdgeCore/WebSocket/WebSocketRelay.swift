@@ -95,20 +95,8 @@ final class WebSocketRelay: Sendable {
         streamed.cancellation.target = cancellation
         let group = self.group
         let boundHandshake = NIOLoopBound(handshake, eventLoop: eventLoop)
-        ClientBootstrap(group: eventLoop)
-            .connectTimeout(group.configuration.connectTimeout)
-            .channelOption(.socketOption(.tcp_nodelay), value: 1)
-            .channelOption(.autoRead, value: false)
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    let sync = channel.pipeline.syncOperations
-                    try group.addTLSHandler(for: server, to: sync)
-                    try sync.addHandler(boundHandshake.value)
-                }
-            }
-            .connect(host: server.address.host, port: server.address.port)
+        UpstreamPool.connect(server, group: group, on: eventLoop) { boundHandshake.value }
             .assumeIsolated()
-            .flatMapErrorThrowing { error in throw UpstreamFailure(cause: .connect(UpstreamPool.describe(error))) }
             .flatMap { channel in
                 cancellation.channel = channel
                 return handshake.answer.futureResult.assumeIsolated().map { ($0, channel) }.nonisolated()

@@ -172,9 +172,13 @@ final class UpstreamPool {
     /// Idle connections kept now, for tests and status.
     var idleCount: Int { idle.values.reduce(0) { $0 + $1.count } }
 
-    private func connect(_ server: UpstreamServer, group: UpstreamGroup, on eventLoop: any EventLoop) -> EventLoopFuture<UpstreamConnection> {
-        let key = server.key
-        return ClientBootstrap(group: eventLoop)
+    /// Connects to `server` on `eventLoop` (the group's connect timeout, no Nagle, reads only when asked, TLS for an
+    /// `https://` server); `handler` is added behind TLS. A failure is an ``UpstreamFailure`` naming its cause.
+    static func connect(
+        _ server: UpstreamServer, group: UpstreamGroup, on eventLoop: any EventLoop,
+        handler: @escaping @Sendable () -> any ChannelHandler
+    ) -> EventLoopFuture<any Channel> {
+        ClientBootstrap(group: eventLoop)
             .connectTimeout(group.configuration.connectTimeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelOption(.autoRead, value: false)
@@ -182,16 +186,21 @@ final class UpstreamPool {
                 channel.eventLoop.makeCompletedFuture {
                     let sync = channel.pipeline.syncOperations
                     try group.addTLSHandler(for: server, to: sync)
-                    try sync.addHandler(UpstreamHTTP1Handler())
+                    try sync.addHandler(handler())
                 }
             }
             .connect(host: server.address.host, port: server.address.port)
+            .flatMapErrorThrowing { error in
+                throw UpstreamFailure(cause: .connect(Self.describe(error)))
+            }
+    }
+
+    private func connect(_ server: UpstreamServer, group: UpstreamGroup, on eventLoop: any EventLoop) -> EventLoopFuture<UpstreamConnection> {
+        let key = server.key
+        return Self.connect(server, group: group, on: eventLoop) { UpstreamHTTP1Handler() }
             .flatMapThrowing { channel in
                 let handler = try channel.pipeline.syncOperations.handler(type: UpstreamHTTP1Handler.self)
                 return UpstreamConnection(channel: channel, handler: handler, key: key)
-            }
-            .flatMapErrorThrowing { error in
-                throw UpstreamFailure(cause: .connect(Self.describe(error)))
             }
     }
 
