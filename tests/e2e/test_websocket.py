@@ -912,3 +912,19 @@ def test_a_message_that_inflates_beyond_the_limit_closes_1009(ws_edge):
     bomb = compressor.compress(b"\x00" * 10_000_000) + compressor.flush(zlib.Z_SYNC_FLUSH)
     ws.send(0x2, bomb[:-4], rsv=4)
     assert ws.recv_close()[0] == 1009
+
+
+def test_reload_keeps_an_unchanged_hub_and_its_subscribers(edge_factory):
+    config = ('[[route]]\npath = "/hub"\nwebsocket = {{ hub = true, reload_grace_seconds = 1 }}\n'
+              '[[route]]\npath = "/"\nrespond = {{ body = "{}" }}\n')
+    server = edge_factory.start(config=config.format("one"))
+    ws = RawWS(server.http_port, path="/hub/news")
+    assert ws.handshake()[0] == 101
+    time.sleep(0.2)
+    (server.cwd / "edge.toml").write_text(config.format("two"))
+    server.signal(signal.SIGHUP)
+    server.wait_for_msg("configuration reloaded")
+    time.sleep(2)  # past the grace: a retired connection would have been closed by now
+    answer = publish(server, "/hub/news", b"still subscribed")
+    assert answer.json()["subscribers"] == 1
+    assert ws.recv() == (True, 0x1, b"still subscribed")

@@ -73,14 +73,18 @@ public struct Router: Sendable {
     let hasStreamingRoutes: Bool
     /// Whether any route may switch protocols (WebSocket): HTTP/2 connections then offer extended CONNECT.
     let hasUpgradeRoutes: Bool
+    /// The pub/sub hubs, by route path: a reload that keeps a hub route with the same settings keeps its hub, so
+    /// its subscribers and kept messages live on (``init(routes:defaultTTL:passwordChecks:upstreams:serverName:trustedProxies:maxEntryBytes:generation:previousHubs:)``).
+    let hubs: [String: PubSubHub]
 
     /// Builds the routes of a configuration; `defaultTTL` applies to cached routes without their own TTL.
     /// - Throws: ``RouteSetupError`` when a route's htpasswd file or static root is missing or invalid.
     init(
         routes configurations: [RouteConfiguration], defaultTTL: TimeAmount, passwordChecks: PasswordCheckPool = .standalone,
         upstreams: [UpstreamGroupConfiguration] = [], serverName: String = "edge", trustedProxies: [AddressRange] = [],
-        maxEntryBytes: Int = CacheConfiguration().maxEntryBytes, generation: Int = 0
+        maxEntryBytes: Int = CacheConfiguration().maxEntryBytes, generation: Int = 0, previousHubs: [String: PubSubHub] = [:]
     ) throws(RouteSetupError) {
+        var hubs: [String: PubSubHub] = [:]
         var groups: [String: UpstreamGroup] = [:]
         for (index, upstream) in upstreams.enumerated() {
             do {
@@ -135,7 +139,13 @@ public struct Router: Sendable {
                     )
                     relay = WebSocketRelay(proxy: proxy, group: group, settings: settings, generation: generation)
                 }
-                origin = WebSocketRoute(configuration: settings, relay: relay, generation: generation)
+                var hub: PubSubHub?
+                if case .hub(let hubSettings) = settings.target {
+                    let kept = previousHubs[configuration.path].flatMap { $0.settings == hubSettings ? $0 : nil }
+                    hub = kept ?? PubSubHub(settings: hubSettings)
+                    hubs[configuration.path] = hub
+                }
+                origin = WebSocketRoute(configuration: settings, relay: relay, hub: hub, generation: generation)
             }
             let limiter = configuration.rateLimit.map { RateLimiter(perSecond: $0.perSecond, burst: $0.burst) }
             var authenticator: BasicAuthenticator?
@@ -150,6 +160,7 @@ public struct Router: Sendable {
         }
         routes = built.sorted { $0.matchPrefix.utf8.count > $1.matchPrefix.utf8.count }
         hasStreamingRoutes = built.contains { $0.origin.requestBody.isStreamed }
+        self.hubs = hubs
         hasUpgradeRoutes = built.contains {
             if case .upgrade = $0.origin.requestBody { return true }
             return false

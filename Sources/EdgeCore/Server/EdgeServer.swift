@@ -273,11 +273,16 @@ public final class EdgeServer: Service, Sendable {
             )
         }
         // Every open connection's next request sees the new services (each loop's ``LoopState/current``).
+        let keptHubs = Set(next.router.hubs.values.map(ObjectIdentifier.init))
         try? await next.loops.forEach(on: group) { loop, state in
             state.current = next
             // WebSocket connections hold their route for hours: those of the older configuration are closed
-            // (1001) after their route's grace period, and their clients reconnect to the new one.
-            for socket in state.webSockets.values where socket.generation < next.generation { socket.retire() }
+            // (1001) after their route's grace period, and their clients reconnect to the new one — but for the
+            // subscribers of a hub the new configuration keeps as it was.
+            for socket in state.webSockets.values where socket.generation < next.generation {
+                if let hub = socket.hub, keptHubs.contains(ObjectIdentifier(hub)) { continue }
+                socket.retire()
+            }
             return loop.makeSucceededVoidFuture()
         }.get()
         // Only settings fixed per connection at accept (timeouts, head and body limits, HTTP/2 settings,

@@ -54,7 +54,7 @@ final class EdgeServices: Sendable {
         self.router = try Router(
             routes: configuration.routes, defaultTTL: configuration.cache.ttl, passwordChecks: previous.passwordChecks,
             upstreams: configuration.upstreams, serverName: configuration.serverName, trustedProxies: configuration.trustedProxies,
-            maxEntryBytes: configuration.cache.maxEntryBytes, generation: previous.generation + 1
+            maxEntryBytes: configuration.cache.maxEntryBytes, generation: previous.generation + 1, previousHubs: previous.router.hubs
         )
         self.cache = previous.cache
         self.state = previous.state

@@ -136,7 +136,7 @@ final class PubSubHub: Sendable {
 /// messages wait, up to `max_queued_messages`, beyond which the client is closed with 1008. What a subscriber
 /// sends is not published (publishers POST).
 final class WebSocketHubSubscriber: WebSocketApplication, HubSubscriber {
-    private let hub: PubSubHub
+    let hub: PubSubHub
     private let channel: String
     private let lastID: UInt64?
     private weak var session: WebSocketSession?

@@ -313,6 +313,7 @@ final class WebSocketRelayHandler: ChannelDuplexHandler, WebSocketConnection {
     private var retireTimer: Scheduled<Void>?
 
     var generation: Int { state.relay.generation }
+    var hub: PubSubHub? { nil }
 
     init(state: WebSocketRelayState, isClient: Bool) {
         self.state = state

@@ -17,11 +17,11 @@ final class WebSocketRoute: Origin {
     private let hub: PubSubHub?
     private let generation: Int
 
-    init(configuration: WebSocketRouteConfiguration, relay: WebSocketRelay?, generation: Int) {
+    init(configuration: WebSocketRouteConfiguration, relay: WebSocketRelay?, hub: PubSubHub?, generation: Int) {
         self.settings = configuration
         self.sessionSettings = WebSocketSessionSettings(configuration)
         self.relay = relay
-        if case .hub(let hub) = configuration.target { self.hub = PubSubHub(settings: hub) } else { self.hub = nil }
+        self.hub = hub
         self.generation = generation
     }
 

@@ -406,6 +406,10 @@ protocol WebSocketConnection: AnyObject {
     func goAway()
     /// Reload: close (1001) after the route's grace period.
     func retire()
+    /// The hub it subscribes to, if any: a reload that keeps the hub keeps the connection.
+    var hub: PubSubHub? { get }
 }
 
-extension WebSocketSession: WebSocketConnection {}
+extension WebSocketSession: WebSocketConnection {
+    var hub: PubSubHub? { (application as? WebSocketHubSubscriber)?.hub }
+}
