@@ -160,7 +160,8 @@ def run(coro):
 # A `websockets` echo upstream that records each handshake's path and fields.
 
 class UpstreamEcho:
-    def __init__(self, *, refuse_status: int | None = None, subprotocols: list[str] | None = None):
+    def __init__(self, *, refuse_status: int | None = None, subprotocols: list[str] | None = None, tls=None):
+        self.tls = tls
         self.requests: list[tuple[str, dict[str, str]]] = []
         self.port = free_port()
         self.refuse_status = refuse_status
@@ -190,7 +191,7 @@ class UpstreamEcho:
         async def main():
             self.stop_event = asyncio.Event()
             async with ws_serve(echo, "127.0.0.1", self.port, process_request=process_request,
-                                subprotocols=self.subprotocols):
+                                subprotocols=self.subprotocols, ssl=self.tls):
                 self.ready.set()
                 await self.stop_event.wait()
 
@@ -928,3 +929,43 @@ def test_reload_keeps_an_unchanged_hub_and_its_subscribers(edge_factory):
     answer = publish(server, "/hub/news", b"still subscribed")
     assert answer.json()["subscribers"] == 1
     assert ws.recv() == (True, 0x1, b"still subscribed")
+
+
+def test_relay_to_a_wss_upstream_verified_by_its_ca(edge_factory, tmp_path):
+    import subprocess
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                    "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost"], check=True, capture_output=True)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    upstream = UpstreamEcho(tls=context)
+    try:
+        server = edge_factory.start(config=f"""
+[[upstream]]
+name = "secure"
+servers = ["https://127.0.0.1:{upstream.port}"]
+tls = {{ ca_file = "{cert}", server_name = "localhost" }}
+
+[[upstream]]
+name = "unverified"
+servers = ["https://127.0.0.1:{upstream.port}"]
+
+[[route]]
+path = "/secure"
+websocket = {{ upstream = "secure" }}
+
+[[route]]
+path = "/unverified"
+websocket = {{ upstream = "unverified" }}
+""")
+        async def scenario():
+            async with ws_connect(f"ws://127.0.0.1:{server.http_port}/secure") as ws:
+                await ws.send("over tls")
+                assert await ws.recv() == "over tls"
+        run(scenario())
+        # The system's CAs do not know the test's certificate: the handshake fails, no relay.
+        ws = RawWS(server.http_port, path="/unverified")
+        assert ws.handshake()[0] == 502
+    finally:
+        upstream.stop()
