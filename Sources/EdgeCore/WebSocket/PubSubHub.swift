@@ -10,6 +10,27 @@ struct HubMessage: Sendable {
     let data: ByteBuffer
     /// The message as one Server-Sent Event (`id:` and a `data:` line per line of the message).
     let eventStreamBytes: ByteBuffer
+    /// The message as one WebSocket frame (a server's frames are unmasked, so every subscriber gets the same bytes),
+    /// written below the frame encoder: one buffer for all subscribers, no frame header per subscriber.
+    let frameBytes: ByteBuffer
+
+    static func frame(_ data: ByteBuffer, isText: Bool) -> ByteBuffer {
+        var frame = ByteBuffer()
+        let length = data.readableBytes
+        frame.reserveCapacity(length + 10)
+        frame.writeInteger(UInt8(isText ? 0x81 : 0x82))
+        if length < 126 {
+            frame.writeInteger(UInt8(length))
+        } else if length <= Int(UInt16.max) {
+            frame.writeInteger(UInt8(126))
+            frame.writeInteger(UInt16(length))
+        } else {
+            frame.writeInteger(UInt8(127))
+            frame.writeInteger(UInt64(length))
+        }
+        frame.writeImmutableBuffer(data)
+        return frame
+    }
 }
 
 /// Who receives a channel's messages: a WebSocket or event-stream client. Called on its own event loop.
@@ -89,7 +110,9 @@ final class PubSubHub: Sendable {
             state.nextID += 1
             eventStream.writeString("id: \(id)\n")
             Self.writeEventData(data, to: &eventStream)
-            let message = HubMessage(id: id, isText: isText, data: data, eventStreamBytes: eventStream)
+            let message = HubMessage(
+                id: id, isText: isText, data: data, eventStreamBytes: eventStream, frameBytes: HubMessage.frame(data, isText: isText)
+            )
             if settings.replay > 0 {
                 state.recent.append(message)
                 if state.recent.count > settings.replay { state.recent.removeFirst() }
@@ -158,7 +181,7 @@ final class WebSocketHubSubscriber: WebSocketApplication, HubSubscriber {
     func deliver(_ message: HubMessage) {
         guard let session else { return }
         if queue.isEmpty, session.isWritable {
-            session.send(WebSocketMessage(isText: message.isText, data: message.data), flush: true)
+            session.send(message)
             return
         }
         guard queue.count < hub.settings.maxQueuedMessages else {
@@ -173,7 +196,7 @@ final class WebSocketHubSubscriber: WebSocketApplication, HubSubscriber {
 
     func writable(_ session: WebSocketSession) {
         while session.isWritable, let message = queue.popFirst() {
-            session.send(WebSocketMessage(isText: message.isText, data: message.data), flush: true)
+            session.send(message)
         }
     }
 

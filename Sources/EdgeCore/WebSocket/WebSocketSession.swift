@@ -111,12 +111,17 @@ final class WebSocketSession: ChannelDuplexHandler, RemovableChannelHandler {
         loop.webSockets[ObjectIdentifier(self)] = self
         lastReceived = .now()
         scheduleKeepalive()
+        encoderContext = try? context.pipeline.syncOperations.context(handlerType: WebSocketFrameEncoder.self)
         application.started(self, on: context.eventLoop)
     }
+
+    /// The frame encoder's context: bytes written there are already frames.
+    private var encoderContext: ChannelHandlerContext?
 
     func handlerRemoved(context: ChannelHandlerContext) {
         end()
         self.context = nil
+        encoderContext = nil
     }
 
     func channelInactive(context: ChannelHandlerContext) {
@@ -290,6 +295,16 @@ final class WebSocketSession: ChannelDuplexHandler, RemovableChannelHandler {
         } else {
             write(frame, context: context)
         }
+    }
+
+    /// Sends a hub message: its frame as encoded once for every subscriber, written below the frame encoder, and
+    /// flushed (compressed per connection instead when permessage-deflate is on).
+    func send(_ message: HubMessage) {
+        guard context != nil, !closeSent, !ended else { return }
+        guard deflate == nil, let below = encoderContext else {
+            return send(WebSocketMessage(isText: message.isText, data: message.data), flush: true)
+        }
+        below.writeAndFlush(NIOAny(message.frameBytes), promise: nil)
     }
 
     private func write(_ frame: WebSocketFrame, context: ChannelHandlerContext) {
