@@ -969,3 +969,25 @@ websocket = {{ upstream = "unverified" }}
         assert ws.handshake()[0] == 502
     finally:
         upstream.stop()
+
+
+def test_hub_event_stream_over_http2_with_curl(ws_edge):
+    import subprocess
+    channel = "/hub/" + unique("curl")
+    subscriber = subprocess.Popen(
+        ["curl", "-sN", "-k", "--http2", "--max-time", "6", "-H", "Accept: text/event-stream",
+         f"https://127.0.0.1:{ws_edge.https_port}{channel}"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert subscriber.stdout.readline() == ": subscribed\n"
+        published = subprocess.run(
+            ["curl", "-s", "-d", "from curl", f"http://127.0.0.1:{ws_edge.http_port}{channel}"],
+            capture_output=True, text=True, timeout=10,
+        )
+        assert '"subscribers":1' in published.stdout
+        lines = [subscriber.stdout.readline() for _ in range(4)]
+        assert lines == ["\n", "id: 1\n", "data: from curl\n", "\n"]
+    finally:
+        subscriber.kill()
+        subscriber.wait()
