@@ -991,3 +991,33 @@ def test_hub_event_stream_over_http2_with_curl(ws_edge):
     finally:
         subscriber.kill()
         subscriber.wait()
+
+
+def test_shutdown_closes_relayed_websockets_with_1001_between_frames(edge_factory):
+    upstream = UpstreamEcho()
+    try:
+        server = edge_factory.start(config=f"""
+[[upstream]]
+name = "u"
+servers = ["127.0.0.1:{upstream.port}"]
+
+[[route]]
+path = "/"
+websocket = {{ upstream = "u" }}
+""")
+        ws = RawWS(server.http_port, path="/")
+        assert ws.handshake()[0] == 101
+        ws.send(0x1, b"before")
+        assert ws.recv() == (True, 0x1, b"before")
+        # Half a frame on its way when the shutdown comes: the close frame waits for its end.
+        frame = mask_frame(0x1, b"x" * 1000)
+        ws.sock.sendall(frame[:500])
+        server.signal(signal.SIGTERM)
+        time.sleep(0.3)
+        ws.sock.sendall(frame[500:])
+        code, _ = ws.recv_close()  # the echo of the whole frame may come first; then 1001
+        assert code == 1001
+        assert ws.at_eof(10)
+        assert server.wait_exit(20) == 0
+    finally:
+        upstream.stop()

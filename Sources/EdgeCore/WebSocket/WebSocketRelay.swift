@@ -354,9 +354,45 @@ final class WebSocketRelayHandler: ChannelDuplexHandler, WebSocketConnection {
 
     var isWritable: Bool { context?.channel.isWritable ?? false }
 
+    /// Where the frames this side reads begin and end (so that a close frame can go between two of them).
+    private var frames = WebSocketFrameBoundaries()
+    /// Shutdown or reload: once what this side reads is at a frame boundary, a close frame (1001) goes to the
+    /// partner instead of anything more.
+    private var closeAtBoundary = false
+    private var closeSentToPartner = false
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         state.lastActivity = .now()
-        partner?.write(unwrapInboundIn(data))
+        var bytes = unwrapInboundIn(data)
+        if closeSentToPartner { return }  // after the close frame nothing more may follow
+        guard closeAtBoundary else {
+            frames.advance(over: bytes.readableBytesView)
+            partner?.write(bytes)
+            return
+        }
+        // Pass on the rest of the frame in progress, then the close frame.
+        let end = frames.firstBoundary(in: bytes.readableBytesView)
+        if let end, let head = bytes.readSlice(length: end) {
+            partner?.write(head)
+            sendCloseToPartner()
+        } else {
+            partner?.write(bytes)
+        }
+    }
+
+    /// A close frame with 1001 to the partner: unmasked to the client, masked (as a client's must be) upstream.
+    private func sendCloseToPartner() {
+        guard !closeSentToPartner, let partner else { return }
+        closeSentToPartner = true
+        var frame = ByteBuffer()
+        if partner.isClient {
+            frame.writeBytes([0x88, 0x02, 0x03, 0xE9])
+        } else {
+            let mask: [UInt8] = [0x5A, 0x3C, 0x96, 0x0F]
+            frame.writeBytes([0x88, 0x82] + mask + [0x03 ^ mask[0], 0xE9 ^ mask[1]])
+        }
+        partner.write(frame)
+        partner.flushPartnerWrites()
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
@@ -421,11 +457,22 @@ final class WebSocketRelayHandler: ChannelDuplexHandler, WebSocketConnection {
         }
     }
 
-    /// Shutdown: a relay carries frames it does not read, so it cannot add a close frame between them; both
-    /// connections close, and the client sees the connection end (1006) and reconnects.
+    /// Shutdown: the relay tracks where frames begin (their headers, not their payloads), so a close frame with
+    /// 1001 goes to each side between two frames — at once when no frame is half relayed — and nothing follows it;
+    /// both connections close a moment later (``WebSocketSessionSettings/closeTimeout``), or when either ends.
     func goAway() {
-        guard let context else { return }
-        context.close(promise: nil)
+        guard let context, let partner, !closeAtBoundary else { return }
+        for side in [self, partner] {
+            side.closeAtBoundary = true
+            // What one side reads goes to its partner: the close frame to the partner waits for that stream's
+            // frame boundary.
+            if side.frames.isAtBoundary { side.sendCloseToPartner() }
+        }
+        let sides = [self, partner]
+        idleTimer?.cancel()
+        idleTimer = context.eventLoop.assumeIsolated().scheduleTask(in: .seconds(2)) {
+            for side in sides { side.context?.close(promise: nil) }
+        }
     }
 
     func retire() {
@@ -445,5 +492,66 @@ final class WebSocketRelayHandler: ChannelDuplexHandler, WebSocketConnection {
                 self.scheduleIdleCheck()
             }
         }
+    }
+}
+
+/// Follows a stream of WebSocket frames by their headers alone (RFC 6455 §5.2): where each frame ends, without
+/// reading payloads, so that a relay can put a frame of its own between two of the frames it passes on.
+struct WebSocketFrameBoundaries {
+    /// Payload bytes left in the current frame.
+    private var remaining = 0
+    /// A header that has not all arrived.
+    private var header: [UInt8] = []
+
+    var isAtBoundary: Bool { remaining == 0 && header.isEmpty }
+
+    /// Follows `bytes`.
+    mutating func advance(over bytes: ByteBufferView) {
+        _ = scan(bytes, stopAtFirstEnd: false)
+    }
+
+    /// The offset in `bytes` just after the frame in progress (or the first frame) ends — `0` when at a boundary
+    /// already — following the stream up to there; `nil` when no frame ends in `bytes` (all of it followed).
+    mutating func firstBoundary(in bytes: ByteBufferView) -> Int? {
+        if isAtBoundary { return 0 }
+        return scan(bytes, stopAtFirstEnd: true)
+    }
+
+    private mutating func scan(_ bytes: ByteBufferView, stopAtFirstEnd: Bool) -> Int? {
+        var index = bytes.startIndex
+        while index < bytes.endIndex {
+            if remaining > 0 {
+                let take = min(remaining, bytes.endIndex - index)
+                remaining -= take
+                index += take
+                if remaining == 0, stopAtFirstEnd { return index - bytes.startIndex }
+                continue
+            }
+            header.append(bytes[index])
+            index += 1
+            guard let (size, length) = Self.parse(header) else { continue }
+            guard header.count == size else { continue }
+            header.removeAll(keepingCapacity: true)
+            remaining = length
+            if remaining == 0, stopAtFirstEnd { return index - bytes.startIndex }
+        }
+        return nil
+    }
+
+    /// A header's full size and its payload length, once enough of it is known to tell.
+    private static func parse(_ header: [UInt8]) -> (size: Int, length: Int)? {
+        guard header.count >= 2 else { return nil }
+        let masked = header[1] & 0x80 != 0
+        let code = Int(header[1] & 0x7F)
+        let lengthBytes = code == 126 ? 2 : code == 127 ? 8 : 0
+        let size = 2 + lengthBytes + (masked ? 4 : 0)
+        guard header.count >= 2 + lengthBytes else { return nil }
+        var length = code
+        if lengthBytes > 0 {
+            length = 0
+            for byte in header[2..<(2 + lengthBytes)] { length = length << 8 | Int(byte) }
+            if length < 0 { length = Int.max }  // a length over 2^63: invalid, followed as a frame that never ends
+        }
+        return (size, length)
     }
 }

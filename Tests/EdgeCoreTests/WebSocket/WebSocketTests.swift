@@ -199,3 +199,37 @@ struct PubSubHubTests {
         #expect(hub.publish(ByteBuffer(string: "5"), isText: true, to: "/a").subscribers == 0)
     }
 }
+
+@Suite("relay frame boundaries")
+struct WebSocketFrameBoundariesTests {
+    func view(_ bytes: [UInt8]) -> ByteBufferView { ByteBuffer(bytes: bytes).readableBytesView }
+
+    @Test("frames split anywhere are followed by their headers: 7-bit, 16-bit and 64-bit lengths, masked or not")
+    func following() {
+        var frames = WebSocketFrameBoundaries()
+        let small: [UInt8] = [0x81, 0x03, 0x61, 0x62, 0x63]
+        let medium: [UInt8] = [0x82, 0xFE, 0x01, 0x00, 1, 2, 3, 4] + [UInt8](repeating: 7, count: 256)
+        let large: [UInt8] = [0x82, 0x7F, 0, 0, 0, 0, 0, 1, 0, 0] + [UInt8](repeating: 9, count: 65536)
+        let masked: [UInt8] = [0x81, 0x82, 1, 2, 3, 4, 0x10, 0x20]
+        let stream = small + medium + large + masked
+        let ends = [small.count, small.count + medium.count, small.count + medium.count + large.count, stream.count]
+        var offset = 0
+        for size in [1, 3, 7, 300, 20_000, 45_990, 1, 100_000] {
+            let end = min(stream.count, offset + size)
+            frames.advance(over: view(Array(stream[offset..<end])))
+            offset = end
+            #expect(frames.isAtBoundary == ends.contains(offset))
+        }
+        #expect(frames.isAtBoundary)
+    }
+
+    @Test("the first boundary in a chunk is where the frame in progress ends")
+    func firstBoundary() {
+        var frames = WebSocketFrameBoundaries()
+        frames.advance(over: view([0x81, 0x05, 0x61, 0x62]))  // three payload bytes still to come
+        #expect(!frames.isAtBoundary)
+        #expect(frames.firstBoundary(in: view([0x63, 0x64, 0x65, 0x81, 0x00])) == 3)
+        #expect(frames.isAtBoundary)
+        #expect(frames.firstBoundary(in: view([0x81])) == 0)
+    }
+}
