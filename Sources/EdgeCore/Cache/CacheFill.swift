@@ -92,15 +92,6 @@ final class CacheFill {
     /// Reads `body` to its end and drops it: for a response nobody writes (a background refresh), so that the fill
     /// behind it completes.
     static func drain(_ body: BodyPipe) {
-        func next() {
-            while let part = body.nextIfReady() {
-                guard case .success(.chunk) = part else { return }
-            }
-            body.whenNext { part in
-                guard case .success(.chunk) = part else { return }
-                next()
-            }
-        }
-        next()
+        body.forEachPart { _ in true }
     }
 }

@@ -858,9 +858,7 @@ final class EdgeRequestHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// upgraded closes after its answer rather than wait for requests it can no longer read.
     static func asksUpgrade(_ headers: HTTPHeaders) -> Bool {
         guard headers.contains(name: "upgrade") else { return false }
-        return headers["connection"].contains { value in
-            value.split(separator: ",").contains { $0.trimming().equalsIgnoringASCIICase("upgrade") }
-        }
+        return listElements(headers["connection"]).contains { $0.equalsIgnoringASCIICase("upgrade") }
     }
 
     /// The header values the dispatcher needs, in one pass over the fields (repeated fields are joined).

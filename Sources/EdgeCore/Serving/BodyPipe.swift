@@ -150,6 +150,19 @@ final class BodyPipe: @unchecked Sendable {
         waiting = consumer
     }
 
+    /// Hands `handle` each part as it comes — what is at hand in a loop, then each later one — until `handle`
+    /// returns `false` or the body has ended (its end or failure is handed over too). For a consumer that reads
+    /// the whole body without writing it anywhere.
+    func forEachPart(_ handle: @escaping (Result<Part, any Error>) -> Bool) {
+        while let part = nextIfReady() {
+            guard handle(part), case .success(.chunk) = part else { return }
+        }
+        whenNext { part in
+            guard handle(part), case .success(.chunk) = part else { return }
+            self.forEachPart(handle)
+        }
+    }
+
     /// The next part, as a future; at most one call may be waiting.
     func next() -> EventLoopFuture<Part> {
         if let ready = nextIfReady() { return eventLoop.makeCompletedFuture(ready) }

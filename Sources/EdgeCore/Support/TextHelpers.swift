@@ -98,3 +98,9 @@ extension UInt8 {
         }
     }
 }
+
+/// The elements of comma-separated field values (RFC 9110 §5.6.1: `Connection`, `Upgrade`,
+/// `Sec-WebSocket-Protocol` …), each trimmed, empty ones dropped.
+func listElements(_ values: [String]) -> [Substring] {
+    values.flatMap { $0.split(separator: ",") }.map { $0.trimming() }.filter { !$0.isEmpty }
+}

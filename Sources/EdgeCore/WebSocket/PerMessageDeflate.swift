@@ -31,7 +31,7 @@ struct PerMessageDeflateOffer: Equatable {
 
     /// The first offer of permessage-deflate in `Sec-WebSocket-Extensions` values that Edge can accept.
     static func negotiate(_ values: [String]) -> PerMessageDeflateOffer? {
-        for offer in values.flatMap({ $0.split(separator: ",") }) {
+        for offer in listElements(values) {
             let parts = offer.split(separator: ";").map { $0.trimming() }
             guard let name = parts.first, name.equalsIgnoringASCIICase("permessage-deflate") else { continue }
             if let accepted = accept(parameters: parts.dropFirst()) { return accepted }

@@ -35,7 +35,7 @@ enum WebSocketHandshake {
                 return .refuse(.badRequest, "WebSocket over HTTP/2 needs extended CONNECT (RFC 8441)\n", extraHeaders: [])
             }
         } else {
-            let upgrade = tokens(values("upgrade"))
+            let upgrade = listElements(values("upgrade"))
             guard upgrade.contains(where: { $0.equalsIgnoringASCIICase("websocket") }) else {
                 // RFC 9110 §15.5.22: 426 names the protocol to switch to.
                 return .refuse(.upgradeRequired, "this is a WebSocket endpoint: connect with a WebSocket client\n", extraHeaders: upgradeRequired)
@@ -46,7 +46,7 @@ enum WebSocketHandshake {
             guard httpVersion.major == 1, httpVersion.minor >= 1 else {
                 return .refuse(.badRequest, "a WebSocket handshake needs HTTP/1.1\n", extraHeaders: [])
             }
-            guard tokens(values("connection")).contains(where: { $0.equalsIgnoringASCIICase("upgrade") }) else {
+            guard listElements(values("connection")).contains(where: { $0.equalsIgnoringASCIICase("upgrade") }) else {
                 return .refuse(.badRequest, "a WebSocket handshake needs Connection: Upgrade\n", extraHeaders: [])
             }
         }
@@ -66,7 +66,7 @@ enum WebSocketHandshake {
             }
             key = String(keys[0].trimming())
         }
-        return .accept(key: key, protocols: tokens(values("sec-websocket-protocol")).map(String.init), extensions: values("sec-websocket-extensions"))
+        return .accept(key: key, protocols: listElements(values("sec-websocket-protocol")).map(String.init), extensions: values("sec-websocket-extensions"))
     }
 
     /// `Sec-WebSocket-Accept` for `key` (RFC 6455 §4.2.2): base64 of the SHA-1 of the key and the protocol's GUID.
@@ -75,8 +75,4 @@ enum WebSocketHandshake {
         return Data(digest).base64EncodedString()
     }
 
-    /// The comma-separated tokens of repeated field values, trimmed, empty ones dropped.
-    static func tokens(_ values: [String]) -> [Substring] {
-        values.flatMap { $0.split(separator: ",") }.map { $0.trimming() }.filter { !$0.isEmpty }
-    }
 }

@@ -165,25 +165,14 @@ final class WebSocketRoute: Origin {
             finish()
             return .pending(promise.futureResult)
         }
-        func pump() {
-            while let part = body.nextIfReady() {
-                switch part {
-                case .success(.chunk(var chunk)): collected.writeBuffer(&chunk)
-                case .success(.end): return finish()
-                case .failure(let error): return promise.fail(error)
-                }
+        body.forEachPart { part in
+            switch part {
+            case .success(.chunk(var chunk)): collected.writeBuffer(&chunk)
+            case .success(.end): finish()
+            case .failure(let error): promise.fail(error)
             }
-            body.whenNext { part in
-                switch part {
-                case .success(.chunk(var chunk)):
-                    collected.writeBuffer(&chunk)
-                    pump()
-                case .success(.end): finish()
-                case .failure(let error): promise.fail(error)
-                }
-            }
+            return true
         }
-        pump()
         return .pending(promise.futureResult)
     }
 

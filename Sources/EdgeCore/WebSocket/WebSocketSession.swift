@@ -233,9 +233,7 @@ final class WebSocketSession: ChannelDuplexHandler, RemovableChannelHandler {
             }
             reply.writeInteger(code)
         }
-        closeSent = true
-        context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .connectionClose, data: reply)))
-            .assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+        writeCloseFrame(reply, context: context).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
     }
 
     /// Close codes a peer may send (RFC 6455 §7.4): the defined ones except those reserved for reporting
@@ -319,11 +317,7 @@ final class WebSocketSession: ChannelDuplexHandler, RemovableChannelHandler {
     /// connection when the client answers or after `closeTimeout`.
     func close(code: WebSocketErrorCode = .goingAway, reason: String = "") {
         guard let context, !closeSent, !ended else { return }
-        closeSent = true
-        var payload = context.channel.allocator.buffer(capacity: 2 + reason.utf8.count)
-        payload.write(webSocketErrorCode: code)
-        payload.writeString(reason)
-        context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .connectionClose, data: payload)), promise: nil)
+        _ = writeCloseFrame(Self.closePayload(code, reason, context: context), context: context)
         closeTimer = context.eventLoop.assumeIsolated().scheduleTask(in: settings.closeTimeout) {
             context.close(promise: nil)
         }
@@ -349,12 +343,23 @@ final class WebSocketSession: ChannelDuplexHandler, RemovableChannelHandler {
             context.close(promise: nil)
             return
         }
+        writeCloseFrame(Self.closePayload(code, reason, context: context), context: context)
+            .assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+    }
+
+    /// Writes Edge's close frame with `payload` (a code and reason, or nothing) and notes that it was sent: after
+    /// it only the client's close is awaited.
+    private func writeCloseFrame(_ payload: ByteBuffer, context: ChannelHandlerContext) -> EventLoopFuture<Void> {
         closeSent = true
+        return context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .connectionClose, data: payload)))
+    }
+
+    /// A close frame's body: the code, then the reason.
+    private static func closePayload(_ code: WebSocketErrorCode, _ reason: String, context: ChannelHandlerContext) -> ByteBuffer {
         var payload = context.channel.allocator.buffer(capacity: 2 + reason.utf8.count)
         payload.write(webSocketErrorCode: code)
         payload.writeString(reason)
-        context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .connectionClose, data: payload)))
-            .assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+        return payload
     }
 
     // MARK: backpressure
