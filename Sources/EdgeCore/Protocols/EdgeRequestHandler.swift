@@ -67,6 +67,8 @@ final class EdgeRequestHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private var responseStarted = false
     /// Reads held because the streamed request body waits for the origin (backpressure).
     private var readsPaused = false
+    /// The request being answered, for the metrics and the access log.
+    private var record: RequestRecord?
     private var readPending = false
     /// Body bytes before the body rate is measured from ``bodyStarted`` (reset when held reads resume).
     private var rateBaseline = 0
@@ -85,6 +87,7 @@ final class EdgeRequestHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     func channelInactive(context: ChannelHandlerContext) {
         isActive = false
+        finishRecord()
         stopBodyRateTimer()
         abandonStreams()
         context.fireChannelInactive()
@@ -212,6 +215,16 @@ final class EdgeRequestHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private func receiveHead(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
         guard case .idle = state else { return }
         requestEnded = false
+        var record = RequestRecord(
+            start: .now(), method: head.method, target: Self.originForm(head.uri),
+            wire: isHTTP2 ? .http2 : head.version.minor == 0 ? .http1_0 : .http1_1, client: client, tls: isTLS ? .other : .none
+        )
+        if loop.observer.logs {
+            if isTLS { record.tls = TLSVersionLabel(of: context.channel) }
+            record.userAgent = head.headers.first(name: "user-agent")
+            record.referer = head.headers.first(name: "referer")
+        }
+        self.record = record
         if !isHTTP2 { context.triggerUserOutboundEvent(HTTP1ConnectionEvent.headReceived, promise: nil) }
         if head.uri.utf8.count > limits.maxURIBytes {
             reject(head, .uriTooLong, "request target longer than \(limits.maxURIBytes) bytes\n", context: context)
@@ -391,6 +404,7 @@ final class EdgeRequestHandler: ChannelDuplexHandler, RemovableChannelHandler {
             method: head.method, target: target, headers: values, bodyBytes: 0, client: client,
             streamed: streamed, on: context.eventLoop
         )
+        record?.note(loop.observer.takeDispatch())
         switch dispatch {
         case .ready(let reply):
             send(reply, for: head, context: context)
@@ -414,6 +428,7 @@ final class EdgeRequestHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private func receiveStreamedBody(_ chunk: ByteBuffer, head: HTTPRequestHead, received: Int, limit: Int, context: ChannelHandlerContext) {
         let total = received + chunk.readableBytes
         state = .streaming(head, bodyBytes: total, limit: limit)
+        record?.bodyBytesIn = total
         if bodyRateTimer == nil, received == 0, requestBody != nil { startBodyRateTimer(context: context) }
         if total > limit {
             let body = requestBody
@@ -442,6 +457,8 @@ final class EdgeRequestHandler: ChannelDuplexHandler, RemovableChannelHandler {
             streamed.body?.cancel(BodyPipe.Broken(description: "the client went away"))
             return
         }
+        record?.upstream = streamed.upstream
+        record?.requestID = streamed.upstream?.requestID
         var headers = streamed.headers.headers
         ResponseHeaders.perRequest(for: .stream(streamed), now: .now(), server: serverName, date: loop.date.current) { name, value in
             headers.add(name: name, value: value)
@@ -502,6 +519,7 @@ final class EdgeRequestHandler: ChannelDuplexHandler, RemovableChannelHandler {
         switch result {
         case .success(.chunk(let chunk)):
             writeHeldHead(context: context)
+            record?.bodyBytesOut += chunk.readableBytes
             let written = context.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(chunk))))
             if context.channel.isWritable { return true }
             written.assumeIsolated().whenComplete { outcome in
@@ -555,6 +573,9 @@ final class EdgeRequestHandler: ChannelDuplexHandler, RemovableChannelHandler {
             return
         }
         let block = ResponseHeaders.http2Block(status: status, headers: headers)
+        record?.status = Int(status.code)
+        if let cache = headers.first(name: "x-cache") { record?.cache = CacheOutcome(xCache: cache.utf8) }
+        finishRecord()
         let written = frames.writeAndFlush(NIOAny(HTTP2Frame.FramePayload.headers(.init(headers: block, endStream: true))))
         guard requestEnded else {
             abandonRequestBody()
@@ -591,6 +612,8 @@ final class EdgeRequestHandler: ChannelDuplexHandler, RemovableChannelHandler {
             method: head.method, target: Self.originForm(head.uri), headers: values, bodyBytes: bodyBytes, client: client,
             on: context.eventLoop
         )
+        record?.note(loop.observer.takeDispatch())
+        record?.bodyBytesIn = bodyBytes
         switch dispatch {
         case .ready(let reply):
             send(reply, for: head, context: context)
@@ -672,6 +695,9 @@ final class EdgeRequestHandler: ChannelDuplexHandler, RemovableChannelHandler {
         var bytes = ResponseHeaders.serializeHead(status: status, headers: headers)
         bytes.writeStaticString("\r\n")
         bytes.writeImmutableBuffer(response.body)
+        record?.status = Int(status.code)
+        record?.bodyBytesOut = response.body.readableBytes
+        finishRecord()
         context.triggerUserOutboundEvent(HTTP1ConnectionEvent.finalResponse(bytes), promise: nil)
     }
 
@@ -682,6 +708,7 @@ final class EdgeRequestHandler: ChannelDuplexHandler, RemovableChannelHandler {
         guard isActive else { return }
         let keepAlive = writeHead(status, headers: headers, for: request, close: forceClose, context: context)
         if request.method != .HEAD, body.readableBytes > 0 {
+            record?.bodyBytesOut += body.readableBytes
             context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
         }
         if isHTTP2, forceClose {
@@ -695,6 +722,7 @@ final class EdgeRequestHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// client has still not ended its request, resets the stream with NO_ERROR (RFC 9113 §8.1) so that it
     /// stops sending the body and the stream closes.
     private func finishEarlyAnswer(context: ChannelHandlerContext, trailers: HTTPHeaders? = nil) {
+        finishRecord()
         resetIfRequestUnfinished(after: context.writeAndFlush(wrapOutboundOut(.end(trailers))), context: context)
     }
 
@@ -727,12 +755,15 @@ final class EdgeRequestHandler: ChannelDuplexHandler, RemovableChannelHandler {
             }
         }
         let version = isHTTP2 ? request.version : HTTPVersion(major: 1, minor: closeDelimited ? 0 : 1)
+        record?.status = Int(status.code)
+        if let cache = headers.first(name: "x-cache") { record?.cache = CacheOutcome(xCache: cache.utf8) }
         context.write(wrapOutboundOut(.head(HTTPResponseHead(version: version, status: status, headers: headers))), promise: nil)
         return keepAlive
     }
 
     /// Ends the response; closes the connection (HTTP/1.1) or stream (HTTP/2) when it is not kept alive.
     private func finish(keepAlive: Bool, trailers: HTTPHeaders? = nil, context: ChannelHandlerContext) {
+        finishRecord()
         if case .responding = state { state = .idle }
         if !isHTTP2 { context.triggerUserOutboundEvent(HTTP1ConnectionEvent.responseFinished, promise: nil) }
         if keepAlive {
@@ -771,6 +802,7 @@ final class EdgeRequestHandler: ChannelDuplexHandler, RemovableChannelHandler {
         }
         let keepAlive = writeHead(file.status, headers: headers, for: request, close: false, context: context)
         if let body = file.body, request.method != .HEAD {
+            record?.bodyBytesOut += body.readableBytes
             context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
         }
         guard let handle = file.handle, request.method != .HEAD else {
@@ -785,9 +817,11 @@ final class EdgeRequestHandler: ChannelDuplexHandler, RemovableChannelHandler {
             // frame); a stream whose chunk only waits for a slow reader's window goes on.
             stallTimeout: timeouts.send, stalled: isHTTP2 ? { false } : SendProgress.closingWhenStalled(context)
         ) { chunk in
-            context.writeAndFlush(self.wrapOutboundOut(.body(.byteBuffer(chunk))))
+            self.record?.bodyBytesOut += chunk.readableBytes
+            return context.writeAndFlush(self.wrapOutboundOut(.body(.byteBuffer(chunk))))
         }.assumeIsolated().whenComplete { result in
             try? handle.close()
+            self.finishRecord()
             if case .success(true) = result {
                 self.finish(keepAlive: keepAlive, context: context)
             } else {
@@ -820,6 +854,8 @@ final class EdgeRequestHandler: ChannelDuplexHandler, RemovableChannelHandler {
         }
         let status: HTTPResponseStatus = isHTTP2 ? .ok : .switchingProtocols
         let version = isHTTP2 ? request.version : .http1_1
+        record?.status = Int(status.code)
+        finishRecord()
         context.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: version, status: status, headers: headers))), promise: nil)
         let channel = context.channel
         let pipeline = context.pipeline.syncOperations
@@ -851,6 +887,13 @@ final class EdgeRequestHandler: ChannelDuplexHandler, RemovableChannelHandler {
             return
         }
         channel.read()
+    }
+
+    /// Counts and logs the request being answered, once.
+    private func finishRecord() {
+        guard let record else { return }
+        self.record = nil
+        loop.observer.finished(record)
     }
 
     /// Whether an HTTP/1.1 request asks to switch protocols (`Upgrade` with `Connection: upgrade`). NIO's parser

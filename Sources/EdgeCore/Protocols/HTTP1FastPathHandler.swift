@@ -55,6 +55,10 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler, RemovableChannelHandler 
     private let isTLS: Bool
     /// A streamed (proxied) response's body, while it is being written.
     private var responseBody: BodyPipe?
+    /// The request being answered, for the metrics and the access log (one at a time: answers go in order).
+    private var record: RequestRecord?
+    /// The connection's TLS version, for the access log: looked up at its first logged request.
+    private var tlsLabel: TLSVersionLabel?
 
     /// Bytes received and not yet answered; `nil` when empty, so NIO can reuse its receive buffer.
     private var buffered: ByteBuffer?
@@ -104,6 +108,7 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler, RemovableChannelHandler 
 
     func channelInactive(context: ChannelHandlerContext) {
         isActive = false
+        finishRecord()
         cancelTimers()
         pendingCancellation?.cancel()
         pendingCancellation = nil
@@ -306,6 +311,11 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler, RemovableChannelHandler 
                         version: request.isHTTP10 ? .http1_0 : .http1_1, isTLS: isTLS, body: nil, bodyLength: nil
                     )
                     : nil
+                var record = RequestRecord(
+                    start: now, method: request.method, target: request.target[...], wire: request.isHTTP10 ? .http1_0 : .http1_1,
+                    client: client, tls: isTLS ? .other : .none
+                )
+                if loop.observer.logs { describe(&record, head: pending, headLength: headLength, context: context) }
                 if pending.readableBytes == headLength {
                     buffered = nil
                 } else {
@@ -313,8 +323,11 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler, RemovableChannelHandler 
                 }
                 servedAny = true
                 if let immediate {
+                    record.note(loop.observer.takeDispatch())
+                    self.record = record
                     write(immediate, for: request, now: now, context: context)
                 } else {
+                    self.record = record
                     serve(request, streamed: streamed, now: now, context: context)
                 }
             }
@@ -334,6 +347,7 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler, RemovableChannelHandler 
             method: request.method, target: request.target[...], headers: headers, bodyBytes: 0, client: client,
             streamed: streamed, on: context.eventLoop
         )
+        record?.note(loop.observer.takeDispatch())
         switch dispatch {
         case .ready(let reply):
             write(reply, for: request, now: now, context: context)
@@ -399,6 +413,8 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler, RemovableChannelHandler 
     }
 
     private func write(_ reply: Reply, for request: HTTP1RequestScanner.Request, now: NIODeadline, context: ChannelHandlerContext) {
+        record?.answered(with: reply, isHEAD: request.method == .HEAD)
+        defer { if !requestInProgress { finishRecord() } }
         let keepAlive = request.keepAlive && !quiescing
         let body: ByteBuffer
         var buffer: ByteBuffer
@@ -538,6 +554,7 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler, RemovableChannelHandler 
         done.assumeIsolated().whenComplete { result in
             try? handle.close()
             self.requestInProgress = false
+            self.finishRecord()
             guard case .success(true) = result, self.isActive else {
                 // Cut short: the promised length cannot be met, so nothing is gained by lingering.
                 self.closing = true
@@ -619,6 +636,7 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler, RemovableChannelHandler 
         switch result {
         case .success(.chunk(let chunk)):
             guard chunk.readableBytes > 0 else { return true }
+            record?.bodyBytesOut += chunk.readableBytes
             if framing == .chunked {
                 var size = context.channel.allocator.buffer(capacity: 18)
                 size.writeString(String(chunk.readableBytes, radix: 16))
@@ -654,6 +672,7 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler, RemovableChannelHandler 
                 context.write(wrapOutboundOut(.byteBuffer(last)), promise: nil)
             }
             requestInProgress = false
+            finishRecord()
             guard keepAlive else {
                 needsFlush = false
                 closing = true
@@ -668,6 +687,7 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler, RemovableChannelHandler 
             // Broken off: the client must not take what it got for the whole body.
             responseBody = nil
             requestInProgress = false
+            finishRecord()
             closing = true
             needsFlush = false
             context.flush()
@@ -719,6 +739,24 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler, RemovableChannelHandler 
         }
     }
 
+    /// Counts and logs the request being answered, once.
+    private func finishRecord() {
+        guard let record else { return }
+        self.record = nil
+        loop.observer.finished(record)
+    }
+
+    /// Adds what only the access log needs: the TLS version, `User-Agent` and `Referer`.
+    private func describe(_ record: inout RequestRecord, head: ByteBuffer, headLength: Int, context: ChannelHandlerContext) {
+        if isTLS {
+            if tlsLabel == nil { tlsLabel = TLSVersionLabel(of: context.channel) }
+            record.tls = tlsLabel ?? .other
+        }
+        let fields = HTTP1RequestScanner.headerFields(head, headLength: headLength)
+        record.userAgent = fields.values(of: "user-agent").first
+        record.referer = fields.values(of: "referer").first
+    }
+
     /// Installs NIO's HTTP/1 pipeline behind this handler and passes it the unparsed bytes and everything after.
     private func handOff(context: ChannelHandlerContext) {
         handedOff = true
@@ -759,6 +797,7 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler, RemovableChannelHandler 
 
     private func requestHeadTimedOut(context: ChannelHandlerContext) {
         guard isActive, !closing, !requestInProgress else { return }
+        loop.observer.metrics.timedOut(.requestHead)
         answerAndClose(
             .requestTimeout, "request head not received within \(timeouts.requestHead.nanoseconds / 1_000_000_000) s\n",
             context: context
@@ -768,6 +807,15 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler, RemovableChannelHandler 
     /// Answers the request at the start of the buffer with `status` and `text`, then closes the connection
     /// (lingering, so that the rest of what the client sends cannot reset the answer).
     private func answerAndClose(_ status: HTTPResponseStatus, _ text: String, context: ChannelHandlerContext) {
+        if record == nil {
+            // A request the fast path could not read as one (a timeout, an unknown method): counted with no route.
+            record = RequestRecord(
+                start: lastRead, method: .RAW(value: "-"), target: "", wire: .http1_1, client: client, tls: isTLS ? .other : .none
+            )
+        }
+        record?.status = Int(status.code)
+        record?.bodyBytesOut = text.utf8.count
+        finishRecord()
         headTimer?.cancel()
         headTimer = nil
         buffered = nil

@@ -96,7 +96,8 @@ final class HTTP2FastPathHandler: ChannelDuplexHandler, NIOHTTP2FrameDelegate {
     static let malformedBlockLimit = 200
 
     /// Creates the handler of one HTTP/2 connection.
-    init(services: EdgeServices, loop: LoopState) {
+    init(services: EdgeServices, loop: LoopState, client: ClientAddress = .unknown) {
+        self.client = client
         self.dispatcher = RequestDispatcher(services: services, loop: loop)
         self.loop = loop
         self.serverName = services.configuration.serverName
@@ -110,6 +111,10 @@ final class HTTP2FastPathHandler: ChannelDuplexHandler, NIOHTTP2FrameDelegate {
     /// Whether the connection offers extended CONNECT (RFC 8441, for WebSocket routes): its SETTINGS said so
     /// (``HTTPPipelines/configureHTTP2(_:services:client:)``), so a `:protocol` field is taken.
     private let extendedConnect: Bool
+    /// The client, for the access log.
+    private let client: ClientAddress
+    /// The connection's TLS version, for the access log: looked up at its first logged request.
+    private var tlsLabel: TLSVersionLabel?
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
@@ -292,7 +297,20 @@ final class HTTP2FastPathHandler: ChannelDuplexHandler, NIOHTTP2FrameDelegate {
                     ),
                     let parts = Self.frameParts(of: reply)
                 {
-                    write(reply, parts, isHEAD: request.method == .HEAD, on: frame.streamID, context: context)
+                    let now = NIODeadline.now()
+                    var record = RequestRecord(
+                        start: now, method: request.method, target: request.target, wire: .http2, client: client, tls: .other
+                    )
+                    record.note(loop.observer.takeDispatch())
+                    record.answered(with: reply, isHEAD: request.method == .HEAD)
+                    if loop.observer.logs {
+                        if tlsLabel == nil { tlsLabel = TLSVersionLabel(of: context.channel) }
+                        record.tls = tlsLabel ?? .other
+                        record.userAgent = headers.headers.first(name: "user-agent")
+                        record.referer = headers.headers.first(name: "referer")
+                    }
+                    write(reply, parts, isHEAD: request.method == .HEAD, on: frame.streamID, now: now, context: context)
+                    loop.observer.finished(record, now: now)
                     return
                 }
                 multiplexerStreams.insert(frame.streamID)
@@ -448,9 +466,8 @@ final class HTTP2FastPathHandler: ChannelDuplexHandler, NIOHTTP2FrameDelegate {
     /// the end of the read batch.
     private func write(
         _ reply: Reply, _ parts: (block: HPACKHeaders, body: ByteBuffer), isHEAD: Bool, on streamID: HTTP2StreamID,
-        context: ChannelHandlerContext
+        now: NIODeadline, context: ChannelHandlerContext
     ) {
-        let now = NIODeadline.now()
         let date = loop.date.current
         let build = { [serverName] () -> HPACKHeaders in
             var block = parts.block

@@ -34,18 +34,26 @@ enum HTTPPipelines {
         )
         let boundGuard = NIOLoopBound(guardHandler, eventLoop: channel.eventLoop)
         let sync = channel.pipeline.syncOperations
+        let handshake = TLSHandshakeObserver(metrics: services.loops.state(for: channel.eventLoop).observer.metrics)
+        guardHandler.handshakeObserver = handshake
         try sync.addHandler(guardHandler)
-        try sync.addHandler(NIOSSLServerHandler(context: sslContext))
+        let tls = NIOSSLServerHandler(context: sslContext)
+        try sync.addHandler(tls)
+        try sync.addHandler(handshake)
+        let boundTLS = NIOLoopBound(tls, eventLoop: channel.eventLoop)
         try sync.addHandler(
             ApplicationProtocolNegotiationHandler { result, channel in
                 channel.eventLoop.makeCompletedFuture {
+                    let kind: ConnectionProtocol
                     switch result {
                     case .negotiated("h2"):
                         try configureHTTP2(channel, services: services, client: client)
+                        kind = .http2
                     default:
                         try configureHTTP1(channel, services: services, isTLS: true, client: client)
+                        kind = .http1
                     }
-                    boundGuard.value.markProtocolReady()
+                    boundGuard.value.markProtocolReady(kind, tls: TLSVersionLabel(boundTLS.value.tlsVersion))
                 }
             }
         )
@@ -121,7 +129,7 @@ enum HTTPPipelines {
         // path does its work: see HTTP2ConnectionLifecycle).
         // The fast path is NIOHTTP2's frame delegate: it sees each frame as it is encoded, to reset responses that
         // cannot move (flow control) for `send_seconds`.
-        let fastPath = HTTP2FastPathHandler(services: services, loop: loop)
+        let fastPath = HTTP2FastPathHandler(services: services, loop: loop, client: client)
         try sync.addHandler(
             NIOHTTP2Handler(mode: .server, frameDelegate: fastPath, connectionConfiguration: connection, streamConfiguration: stream)
         )

@@ -114,6 +114,7 @@ struct RequestDispatcher {
         method: HTTPMethod, target: Substring, headers: RequestHeaderValues, bodyBytes: Int, client peer: ClientAddress,
         streamed: StreamedRequest? = nil, on eventLoop: any EventLoop
     ) -> Dispatch {
+        loop.observer.lastDispatch = LoopObserver.DispatchNote()
         // `OPTIONS *` (the only asterisk-form request the front ends let through) asks about the server as a whole,
         // not a route: 200 with an empty body, as Go's net/http (and so Caddy) answers it.
         if target.hasBytes("*") { return .ready(.response(EdgeResponse(status: .ok))) }
@@ -135,6 +136,7 @@ struct RequestDispatcher {
         let state = services.state
         let trustedProxies = services.configuration.trustedProxies
         let client = trustedProxies.isEmpty ? peer : peer.resolved(forwardedFor: headers.forwardedFor, trusted: trustedProxies)
+        if !trustedProxies.isEmpty { loop.observer.lastDispatch.client = client }
         let perClient = services.inFlightPerClient
         if !state.inFlightBelow(perClient.maximum) {
             // Under load, what can be answered at once (a cache hit, a fixed response, a small file in this loop's
@@ -144,6 +146,7 @@ struct RequestDispatcher {
             }
         }
         guard state.admitRequest(limit: services.configuration.limits.maxInFlight) else {
+            loop.observer.metrics.refused(.serverBusy)
             var busy = EdgeResponse.text(.serviceUnavailable, "server busy, retry shortly\n")
             busy.headers.add(name: "retry-after", value: "1")
             return .ready(.response(busy))
@@ -153,6 +156,7 @@ struct RequestDispatcher {
         // cache hit takes no lock.
         if !state.inFlightBelow(perClient.maximum + 1), perClient.isAtLimit(client) {
             state.requestFinished()
+            loop.observer.metrics.refused(.clientBusy)
             var tooMany = EdgeResponse.text(.tooManyRequests, "too many requests in flight from this address, retry shortly\n")
             tooMany.headers.add(name: "retry-after", value: "1")
             return .ready(.response(tooMany))
@@ -201,7 +205,9 @@ struct RequestDispatcher {
             method: method, target: target, path: path, relativePath: route.relativePath(of: path), query: query,
             headers: RequestHeaderValues(host: host, conditional: conditional), now: now
         )
-        return route.origin.immediateReply(to: request, loop: loop)
+        guard let reply = route.origin.immediateReply(to: request, loop: loop) else { return nil }
+        loop.observer.lastDispatch.route = route.metricsSlot
+        return reply
     }
 
     /// A request target's path and query (without the `?`).
@@ -266,7 +272,10 @@ struct RequestDispatcher {
         guard let route = services.router.route(for: request.path) else {
             return .ready(.response(.text(.notFound, "not found\n")))
         }
+        let metrics = loop.observer.metrics
+        loop.observer.lastDispatch.route = route.metricsSlot
         if let limiter = route.rateLimiter, case .reject(let retryAfter) = limiter.check(client, now: .now()) {
+            metrics.refused(.rateLimited)
             var tooMany = EdgeResponse.text(.tooManyRequests, "too many requests, retry later\n")
             tooMany.headers.add(name: "retry-after", value: String(retryAfter))
             return .ready(.response(tooMany))
@@ -278,6 +287,7 @@ struct RequestDispatcher {
         case .allowed:
             return act(route, request, on: eventLoop)
         case .denied:
+            metrics.refused(.authFailed)
             return .ready(.response(Self.unauthorized(authenticator)))
         case .busy:
             var busy = EdgeResponse.text(.serviceUnavailable, "too many password checks waiting, retry shortly\n")
@@ -286,7 +296,10 @@ struct RequestDispatcher {
         case .pending(let verdict):
             return .pending(
                 verdict.assumeIsolated().flatMap { valid in
-                    guard valid else { return eventLoop.makeSucceededFuture(.response(Self.unauthorized(authenticator))) }
+                    guard valid else {
+                        metrics.refused(.authFailed)
+                        return eventLoop.makeSucceededFuture(.response(Self.unauthorized(authenticator)))
+                    }
                     return self.act(route, request, on: eventLoop).future(on: eventLoop)
                 }.nonisolated()
             )

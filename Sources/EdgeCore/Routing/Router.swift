@@ -15,12 +15,15 @@ public final class Route: Sendable {
     let origin: any Origin
     /// Per-client rate limit, checked first.
     public let rateLimiter: RateLimiter?
+    /// The route's slot in the metrics (``RouteLabels``).
+    let metricsSlot: Int
     /// Basic authentication, checked after the rate limit.
     public let authenticator: BasicAuthenticator?
 
     /// Creates a route.
-    init(prefix: String, origin: any Origin, rateLimiter: RateLimiter?, authenticator: BasicAuthenticator?) {
+    init(prefix: String, origin: any Origin, rateLimiter: RateLimiter?, authenticator: BasicAuthenticator?, metricsSlot: Int = 0) {
         self.prefix = prefix
+        self.metricsSlot = metricsSlot
         self.matchPrefix = Self.matchForm(of: prefix)
         self.origin = origin
         self.rateLimiter = rateLimiter
@@ -82,7 +85,8 @@ public struct Router: Sendable {
     init(
         routes configurations: [RouteConfiguration], defaultTTL: TimeAmount, passwordChecks: PasswordCheckPool = .standalone,
         upstreams: [UpstreamGroupConfiguration] = [], serverName: String = "edge", trustedProxies: [AddressRange] = [],
-        maxEntryBytes: Int = CacheConfiguration().maxEntryBytes, generation: Int = 0, previousHubs: [String: PubSubHub] = [:]
+        maxEntryBytes: Int = CacheConfiguration().maxEntryBytes, generation: Int = 0, previousHubs: [String: PubSubHub] = [:],
+        routeLabels: RouteLabels = RouteLabels()
     ) throws(RouteSetupError) {
         var hubs: [String: PubSubHub] = [:]
         var groups: [String: UpstreamGroup] = [:]
@@ -156,7 +160,12 @@ public struct Router: Sendable {
                     throw RouteSetupError(description: "route[\(index)].basic_auth.htpasswd: \(error)")
                 }
             }
-            built.append(Route(prefix: configuration.path, origin: origin, rateLimiter: limiter, authenticator: authenticator))
+            built.append(
+                Route(
+                    prefix: configuration.path, origin: origin, rateLimiter: limiter, authenticator: authenticator,
+                    metricsSlot: routeLabels.slot(for: configuration.path)
+                )
+            )
         }
         routes = built.sorted { $0.matchPrefix.utf8.count > $1.matchPrefix.utf8.count }
         hasStreamingRoutes = built.contains { $0.origin.requestBody.isStreamed }

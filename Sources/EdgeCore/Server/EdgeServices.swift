@@ -21,8 +21,14 @@ final class EdgeServices: Sendable {
     /// 0 at start, one more at every configuration reload: connections record the generation they were
     /// accepted under, so that a reload retires exactly the older ones.
     let generation: Int
+    /// The metrics' route labels, the access log and the start time, for the life of the process.
+    let observability: Observability
 
-    init(configuration: EdgeConfiguration, group: any EventLoopGroup, state: ServerState) throws(RouteSetupError) {
+    init(
+        configuration: EdgeConfiguration, group: any EventLoopGroup, state: ServerState,
+        observability: Observability = Observability.standalone
+    ) throws(RouteSetupError) {
+        self.observability = observability
         self.configuration = configuration
         let passwordChecks = PasswordCheckPool(
             threads: configuration.limits.passwordCheckThreads, queue: configuration.limits.passwordCheckQueue
@@ -32,7 +38,7 @@ final class EdgeServices: Sendable {
             self.router = try Router(
                 routes: configuration.routes, defaultTTL: configuration.cache.ttl, passwordChecks: passwordChecks,
                 upstreams: configuration.upstreams, serverName: configuration.serverName, trustedProxies: configuration.trustedProxies,
-                maxEntryBytes: configuration.cache.maxEntryBytes
+                maxEntryBytes: configuration.cache.maxEntryBytes, routeLabels: observability.routeLabels
             )
         } catch {
             Task { await passwordChecks.shutdown() }
@@ -42,7 +48,9 @@ final class EdgeServices: Sendable {
         self.state = state
         self.connectionsPerClient = PerClientLimit(limit: configuration.limits.maxConnectionsPerIP)
         self.inFlightPerClient = PerClientLimit(limit: configuration.limits.effectiveMaxInFlightPerClient)
-        self.loops = LoopStates(group: group, localCacheCapacity: min(configuration.cache.maxEntries, 1024))
+        self.loops = LoopStates(
+            group: group, localCacheCapacity: min(configuration.cache.maxEntries, 1024), observability: observability
+        )
         self.generation = 0
     }
 
@@ -54,8 +62,10 @@ final class EdgeServices: Sendable {
         self.router = try Router(
             routes: configuration.routes, defaultTTL: configuration.cache.ttl, passwordChecks: previous.passwordChecks,
             upstreams: configuration.upstreams, serverName: configuration.serverName, trustedProxies: configuration.trustedProxies,
-            maxEntryBytes: configuration.cache.maxEntryBytes, generation: previous.generation + 1, previousHubs: previous.router.hubs
+            maxEntryBytes: configuration.cache.maxEntryBytes, generation: previous.generation + 1, previousHubs: previous.router.hubs,
+            routeLabels: previous.observability.routeLabels
         )
+        self.observability = previous.observability
         self.cache = previous.cache
         self.state = previous.state
         self.connectionsPerClient = previous.connectionsPerClient

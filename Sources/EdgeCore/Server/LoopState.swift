@@ -28,10 +28,16 @@ final class LoopState {
     /// The loop's open WebSocket connections (on HTTP/1.1 connections and HTTP/2 streams alike), so that a
     /// shutdown or reload can close them with 1001.
     var webSockets: [ObjectIdentifier: any WebSocketConnection] = [:]
+    /// The loop's metrics and access-log lines.
+    let observer: LoopObserver
 
     /// `staticFileValidity` is how long a small file is trusted in memory (tests lengthen it, so that a loaded
     /// machine cannot expire an entry between two steps of a test).
-    init(localCacheCapacity: Int, staticFileValidity: TimeAmount = StaticFileCache.defaultValidity) {
+    init(
+        localCacheCapacity: Int, staticFileValidity: TimeAmount = StaticFileCache.defaultValidity,
+        observer: LoopObserver = LoopObserver()
+    ) {
+        self.observer = observer
         cache = LoopLocalCache(capacity: localCacheCapacity)
         staticFiles = StaticFileCache(validity: staticFileValidity)
     }
@@ -41,11 +47,12 @@ final class LoopState {
 struct LoopStates: Sendable {
     private let states: [ObjectIdentifier: NIOLoopBoundBox<LoopState>]
 
-    init(group: any EventLoopGroup, localCacheCapacity: Int) {
+    init(group: any EventLoopGroup, localCacheCapacity: Int, observability: Observability) {
         var states: [ObjectIdentifier: NIOLoopBoundBox<LoopState>] = [:]
         for loop in group.makeIterator() {
             states[ObjectIdentifier(loop)] = NIOLoopBoundBox.makeBoxSendingValue(
-                LoopState(localCacheCapacity: localCacheCapacity), eventLoop: loop
+                LoopState(localCacheCapacity: localCacheCapacity, observer: LoopObserver(observability: observability, eventLoop: loop)),
+                eventLoop: loop
             )
         }
         self.states = states
@@ -57,6 +64,14 @@ struct LoopStates: Sendable {
     ) -> EventLoopFuture<Void> {
         let futures = group.makeIterator().map { loop in loop.flatSubmit { body(loop, self.state(for: loop)) } }
         return EventLoopFuture.andAllComplete(futures, on: group.next())
+    }
+
+    /// Runs `body` with each loop's state, on that loop, and gathers what it returns.
+    func collect<Value: Sendable>(
+        on group: any EventLoopGroup, _ body: @escaping @Sendable (LoopState) -> Value
+    ) -> EventLoopFuture<[Value]> {
+        let futures = group.makeIterator().map { loop in loop.submit { body(self.state(for: loop)) } }
+        return EventLoopFuture.whenAllSucceed(futures, on: group.next())
     }
 
     /// The state of `loop`; must be called on that loop.

@@ -206,4 +206,6 @@ struct StreamedResponse {
     var body: BodyPipe?
     /// The origin's `Date`, kept apart from ``headers`` (the front ends write their own), for the HTTP cache.
     var date: String? = nil
+    /// The upstream server that answered and how long its head took, for the access log (proxied responses).
+    var upstream: UpstreamOutcome? = nil
 }

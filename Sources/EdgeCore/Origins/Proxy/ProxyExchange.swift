@@ -24,8 +24,16 @@ final class ProxyExchange: UpstreamExchangeDelegate, RequestCancellationTarget {
     private var connection: UpstreamConnection?
     private var reused = false
     private var fresh = false
+    /// When the attempt's request went out, for the time to the response head.
+    private var sent = NIODeadline.now()
+    /// Whether the access log is on: the response then carries the server and the request ID for it.
+    private let logs: Bool
 
-    init(responder: ProxyResponder, request: ProxyRequest, head: UpstreamRequest, pool: UpstreamPool, eventLoop: any EventLoop) {
+    init(
+        responder: ProxyResponder, request: ProxyRequest, head: UpstreamRequest, pool: UpstreamPool, eventLoop: any EventLoop,
+        logs: Bool = false
+    ) {
+        self.logs = logs
         self.responder = responder
         self.request = request
         self.head = head
@@ -88,6 +96,7 @@ final class ProxyExchange: UpstreamExchangeDelegate, RequestCancellationTarget {
         connection.exchanges += 1
         var head = head
         if case .upstream = responder.configuration.host { head.host = server.address.description }
+        sent = .now()
         connection.handler.start(head, body: request.body, timeouts: settings.timeouts, delegate: self)
     }
 
@@ -119,7 +128,17 @@ final class ProxyExchange: UpstreamExchangeDelegate, RequestCancellationTarget {
         request.cancellation?.target = nil
         switch result {
         case .success(let streamed):
-            promise.succeed(.stream(responder.clientResponse(streamed)))
+            var response = responder.clientResponse(streamed)
+            if let server {
+                let time = NIODeadline.now() - sent
+                server.statistics.responded(after: time)
+                if logs {
+                    response.upstream = UpstreamOutcome(
+                        server: server.key, headerTime: time, requestID: head.fields.values(of: "x-request-id").first
+                    )
+                }
+            }
+            promise.succeed(.stream(response))
         case .failure(let failure):
             guard let server, let connection else { return }
             if reused, !fresh, Self.isStale(failure), !failure.bodySent,

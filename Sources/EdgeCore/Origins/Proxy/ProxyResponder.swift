@@ -66,7 +66,7 @@ public final class ProxyResponder: Sendable {
         group.countRequest(now: .now())
         let exchange = ProxyExchange(
             responder: self, request: request, head: upstreamRequest(for: request, random: &loop.random), pool: loop.upstreamPool,
-            eventLoop: eventLoop
+            eventLoop: eventLoop, logs: loop.observer.logs
         )
         exchange.attempt()
         return exchange.promise.futureResult
@@ -99,6 +99,7 @@ public final class ProxyResponder: Sendable {
     /// exchange that says nothing of the server's health).
     func finished(_ server: UpstreamServer, failure: UpstreamFailure?, counted: Bool = true) {
         server.active.subtract(1, ordering: .relaxed)
+        server.statistics.finished(failure: failure)
         guard counted else { return }
         guard let failure else {
             if server.recordSuccess() {

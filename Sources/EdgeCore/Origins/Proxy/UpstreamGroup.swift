@@ -15,6 +15,8 @@ final class UpstreamServer: Sendable {
     let key: String
     /// Requests in progress on this server, from every loop.
     let active = Atomic<Int>(0)
+    /// Exchanges, failures and response-head times, for the metrics.
+    let statistics = UpstreamStatistics()
     /// Uptime nanoseconds until which the server is ejected by passive health; 0 when it is not.
     private let ejectedUntil = Atomic<Int64>(0)
     /// Whether active health checks hold the server down.

@@ -23,6 +23,11 @@ final class ConnectionGuard: ChannelInboundHandler, RemovableChannelHandler {
     /// A reload retired the connection while it was still negotiating: the event goes to the protocol's
     /// handlers once they are installed.
     private var retirePending = false
+    /// Counts the TLS handshake (TLS listeners): told when the connection closes before it completed.
+    var handshakeObserver: TLSHandshakeObserver?
+    private var handshakeTimedOut = false
+    /// The protocol and TLS version the connection was counted under in the open connections, once it speaks HTTP.
+    private var counted: (ConnectionProtocol, TLSVersionLabel)?
 
     /// - Parameters:
     ///   - handshakeTimeout: Deadline for the TLS handshake; `nil` for plain listeners.
@@ -74,13 +79,22 @@ final class ConnectionGuard: ChannelInboundHandler, RemovableChannelHandler {
             state.connectionClosed()
             perClient.release(client)
             loop.connections[ObjectIdentifier(channel)] = nil
+            if let (kind, tls) = self.counted {
+                loop.observer.metrics.connectionClosed(kind, tls: tls)
+            } else {
+                self.handshakeObserver?.connectionClosed(timedOut: self.handshakeTimedOut)
+            }
         }
         if let handshakeTimeout {
             handshakeTimer = context.eventLoop.assumeIsolated().scheduleTask(in: handshakeTimeout) {
+                self.handshakeTimedOut = true
+                loop.observer.metrics.timedOut(.tlsHandshake)
                 context.close(promise: nil)
             }
             context.fireChannelActive()
         } else {
+            counted = (.http1, TLSVersionLabel.none)
+            loop.observer.metrics.connectionOpened(.http1, tls: .none)
             context.fireChannelActive()
             context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
         }
@@ -102,6 +116,7 @@ final class ConnectionGuard: ChannelInboundHandler, RemovableChannelHandler {
             context.fireChannelRead(data)
             return
         }
+        handshakeObserver?.failure = .plainHTTP
         let text = "This port speaks HTTPS: the plain HTTP request was sent to the HTTPS port.\n"
         var answer = ResponseHeaders.serializeHead(
             status: .badRequest,
@@ -127,8 +142,10 @@ final class ConnectionGuard: ChannelInboundHandler, RemovableChannelHandler {
 
     /// Called once ALPN has chosen a protocol and its handlers are installed: the handshake deadline no
     /// longer applies and the guard leaves the pipeline.
-    func markProtocolReady() {
+    func markProtocolReady(_ kind: ConnectionProtocol, tls: TLSVersionLabel) {
         guard let context else { return }
+        counted = (kind, tls)
+        loop.observer.metrics.connectionOpened(kind, tls: tls)
         let pipeline = context.pipeline
         pipeline.syncOperations.removeHandler(context: context, promise: nil)
         if retirePending { pipeline.fireUserInboundEventTriggered(RetireConnectionEvent()) }

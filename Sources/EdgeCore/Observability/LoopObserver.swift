@@ -1,0 +1,89 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import NIOCore
+public import Prometheus
+
+/// What Edge keeps for operators across the whole process: the route labels of the metrics, the access log's
+/// writer, the registry of swift-prometheus metrics (recorded through swift-metrics) and the start time.
+public final class Observability: Sendable {
+    let routeLabels = RouteLabels()
+    let accessLog: AccessLogWriter?
+    /// Metrics recorded rarely (reloads, the access log's drops, process figures): swift-prometheus, through
+    /// swift-metrics where the code records them.
+    public let registry: PrometheusCollectorRegistry
+    /// When the process started serving.
+    let started = NIODeadline.now()
+    let startedWallClock = Int64(timeSinceEpochSeconds())
+
+    /// - Throws: when the access log's file cannot be opened.
+    public init(accessLog: AccessLogConfiguration? = nil, registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry())
+        throws(AccessLogOpenError)
+    {
+        self.accessLog = try accessLog.map { configuration throws(AccessLogOpenError) in try AccessLogWriter(configuration: configuration) }
+        self.registry = registry
+    }
+
+    /// No access log, a registry of its own: for tests and tools that build services directly.
+    static var standalone: Observability { try! Observability() }
+
+    private static func timeSinceEpochSeconds() -> Int {
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        return now.tv_sec
+    }
+}
+
+/// One event loop's observer of the requests it serves: counts each in the loop's ``LoopMetrics`` and, when the
+/// access log is on, formats its line (``AccessLogBuffer``). Every front end calls ``finished(_:now:)`` once per
+/// request, on the loop.
+final class LoopObserver {
+    /// What the dispatcher learned of the request it dispatched last: its route's metrics slot and the client a
+    /// trusted proxy named. The front end takes it right after the dispatcher returns, before anything else runs on
+    /// the loop; a value, so no request sees another's.
+    struct DispatchNote {
+        var route = 0
+        var client: ClientAddress?
+    }
+
+    let metrics = LoopMetrics()
+    let accessLog: AccessLogBuffer?
+    private let routeLabels: RouteLabels
+    private var labels: [String] = [""]
+    var lastDispatch = DispatchNote()
+
+    init(observability: Observability, eventLoop: any EventLoop) {
+        routeLabels = observability.routeLabels
+        accessLog = observability.accessLog.map { AccessLogBuffer(writer: $0, eventLoop: eventLoop) }
+    }
+
+    /// An observer that only counts (tests).
+    init() {
+        routeLabels = RouteLabels()
+        accessLog = nil
+    }
+
+    /// Whether requests are logged: the front ends keep the fields only the log needs (`User-Agent`, `Referer`).
+    var logs: Bool { accessLog != nil }
+
+    /// The note of the request just dispatched, reset for the next.
+    func takeDispatch() -> DispatchNote {
+        let note = lastDispatch
+        lastDispatch = DispatchNote()
+        return note
+    }
+
+    /// Counts and logs a finished request.
+    func finished(_ record: RequestRecord, now: NIODeadline = .now()) {
+        var record = record
+        if record.status == 0 { record.status = 499 }  // no answer began: the client went away (nginx's 499)
+        metrics.record(record, now: now)
+        guard let accessLog else { return }
+        if record.route >= labels.count { labels = routeLabels.paths }
+        accessLog.log(record, routeLabel: record.route < labels.count ? labels[record.route] : "", now: now, client: record.client)
+    }
+}
