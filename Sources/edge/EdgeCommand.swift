@@ -2,6 +2,8 @@ import ArgumentParser
 import EdgeCore
 import Foundation
 import Logging
+import Metrics
+import Prometheus
 import ServiceLifecycle
 import UnixSignals
 
@@ -57,20 +59,30 @@ struct Serve: AsyncParsableCommand {
         LoggingSystem.bootstrap { LogfmtLogHandler(label: $0, level: level) }
         let logger = Logger(label: "edge")
         logger.info("starting", metadata: ["config": "\(config ?? "embedded default")", "pid": "\(getpid())"])
+        // swift-metrics records into the registry the admin listener's /metrics shows (reloads and other rare
+        // events; the per-request counters are Edge's own, per event loop).
+        let registry = PrometheusCollectorRegistry()
+        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
         let server: EdgeServer
         do {
-            server = try EdgeServer(configuration: configuration, logger: logger) { [config, flags] in
-                try ConfigurationSource.resolve(file: config, flags: flags)
-            }
+            server = try EdgeServer(
+                configuration: configuration, logger: logger,
+                loadConfiguration: { [config, flags] in try ConfigurationSource.resolve(file: config, flags: flags) },
+                observabilityRegistry: registry
+            )
         } catch {
             logger.error("cannot start", metadata: ["reason": "\(error.message)"])
             throw ExitCode(1)
         }
         // Trapped before the server runs: from `msg=ready` on, SIGHUP never takes its default action (exit).
         let hangups = await UnixSignalsSequence(trapping: .sighup)
+        let logRotations = await UnixSignalsSequence(trapping: .sigusr1)
         let group = ServiceGroup(
             configuration: .init(
-                services: [.init(service: server), .init(service: HangupService(hangups: hangups, server: server))],
+                services: [
+                    .init(service: server), .init(service: HangupService(hangups: hangups, server: server)),
+                    .init(service: LogReopenService(signals: logRotations, server: server)),
+                ],
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: Logger(label: "edge.lifecycle", factory: { LogfmtLogHandler(label: $0, level: .warning) })
             )

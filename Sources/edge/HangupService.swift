@@ -21,3 +21,15 @@ struct HangupService: Service {
         }
     }
 }
+
+/// Turns SIGUSR1 into ``EdgeServer/reopenAccessLog()``, as nginx reopens its logs for logrotate.
+struct LogReopenService: Service {
+    let signals: UnixSignalsSequence
+    let server: EdgeServer
+
+    func run() async {
+        for await _ in signals.cancelOnGracefulShutdown() {
+            server.reopenAccessLog()
+        }
+    }
+}

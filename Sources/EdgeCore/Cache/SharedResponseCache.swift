@@ -28,6 +28,10 @@ public final class SharedResponseCache: Sendable {
         public var fetchesInFlight: Int
         /// URLs marked hit-for-pass.
         public var passMarkers: Int = 0
+        /// Entries evicted to stay within the bounds, since the start.
+        public var evictions: Int = 0
+        /// Requests that waited for another's fetch of the same key instead of asking the origin, since the start.
+        public var coalesced: Int = 0
     }
 
     private let state: Mutex<Storage>
@@ -45,6 +49,7 @@ public final class SharedResponseCache: Sendable {
             if storage.pending[key] != nil {
                 let promise = eventLoop.makePromise(of: CachedResponse.self)
                 storage.pending[key]!.append(promise)
+                storage.coalesced += 1
                 return .joined(promise.futureResult)
             }
             storage.pending[key] = []
@@ -84,6 +89,7 @@ public final class SharedResponseCache: Sendable {
             if storage.pending[key] != nil {
                 let promise = eventLoop.makePromise(of: CachedResponse.self)
                 storage.pending[key]!.append(promise)
+                storage.coalesced += 1
                 return (key, .joined(promise.futureResult))
             }
             storage.pending[key] = []
@@ -173,7 +179,10 @@ public final class SharedResponseCache: Sendable {
     /// Current counts.
     public var statistics: Statistics {
         state.withLock {
-            Statistics(entries: $0.index.count, bytes: $0.bytes, fetchesInFlight: $0.pending.count, passMarkers: $0.passUntil.count)
+            Statistics(
+                entries: $0.index.count, bytes: $0.bytes, fetchesInFlight: $0.pending.count, passMarkers: $0.passUntil.count,
+                evictions: $0.evictions, coalesced: $0.coalesced
+            )
         }
     }
 }
@@ -206,6 +215,8 @@ private struct Storage: ~Copyable {
     var tagged: [String: Set<CacheKey>] = [:]
     var passUntil: [CacheKey: NIODeadline] = [:]
     var passBytes = 0
+    var evictions = 0
+    var coalesced = 0
     /// Lookup frequencies, for admission (``CacheConfiguration/admission``); `nil` when every response is stored.
     var sketch: FrequencySketch?
 
@@ -301,6 +312,7 @@ private struct Storage: ~Copyable {
                 pushNewest(victim)
             } else {
                 remove(victim)
+                evictions += 1
             }
         }
     }

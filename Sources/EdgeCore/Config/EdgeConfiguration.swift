@@ -31,6 +31,10 @@ public struct EdgeConfiguration: Sendable, Equatable {
     public var trustedProxies: [AddressRange] = []
     /// Upstream server groups that `proxy` routes send requests to.
     public var upstreams: [UpstreamGroupConfiguration] = []
+    /// The admin listener (`[admin]`); `nil` for none.
+    public var admin: AdminConfiguration?
+    /// The access log (`[access_log]`); `nil` for none.
+    public var accessLog: AccessLogConfiguration?
 
     /// Creates a configuration.
     public init(
@@ -60,9 +64,10 @@ public struct EdgeConfiguration: Sendable, Equatable {
     }
 
     /// What `edge` runs with no config file: HTTPS on 8443 with a self-signed certificate,
-    /// plain HTTP on 8080, and the demo backend behind the cache on `/`.
+    /// plain HTTP on 8080, the demo backend behind the cache on `/`, and the admin listener (metrics, status
+    /// page) on 127.0.0.1:9901.
     public static var embeddedDefault: EdgeConfiguration {
-        EdgeConfiguration(
+        var configuration = EdgeConfiguration(
             listeners: [
                 ListenerConfiguration(address: .init(host: "0.0.0.0", port: 8443), tls: .selfSigned),
                 ListenerConfiguration(address: .init(host: "0.0.0.0", port: 8080), tls: nil),
@@ -71,6 +76,8 @@ public struct EdgeConfiguration: Sendable, Equatable {
                 RouteConfiguration(path: "/", handler: .demo(.init(delay: .milliseconds(2))))
             ]
         )
+        configuration.admin = AdminConfiguration()
+        return configuration
     }
 }
 

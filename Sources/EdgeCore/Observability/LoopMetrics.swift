@@ -46,7 +46,7 @@ enum TLSVersionLabel: Int, CaseIterable {
 
     var label: String {
         switch self {
-        case .none: ""
+        case .none: "none"
         case .tls12: "TLSv1.2"
         case .tls13: "TLSv1.3"
         case .other: "other"

@@ -55,6 +55,9 @@ final class LoopObserver {
     private let routeLabels: RouteLabels
     private var labels: [String] = [""]
     var lastDispatch = DispatchNote()
+    /// The loop's latest answers with a 5xx status, newest last (at most ``recentErrorLimit``), for the status page.
+    private(set) var recentErrors: [RecentError] = []
+    static let recentErrorLimit = 16
 
     init(observability: Observability, eventLoop: any EventLoop) {
         routeLabels = observability.routeLabels
@@ -77,13 +80,41 @@ final class LoopObserver {
         return note
     }
 
+    private func noteError(_ record: RequestRecord) {
+        if recentErrors.count == Self.recentErrorLimit { recentErrors.removeFirst() }
+        if record.route >= labels.count { labels = routeLabels.paths }
+        recentErrors.append(
+            RecentError(
+                unixMilliseconds: RecentError.nowMilliseconds(), method: record.method.rawValue,
+                target: String(record.target.prefix(200)), status: record.status,
+                route: record.route < labels.count ? labels[record.route] : ""
+            )
+        )
+    }
+
     /// Counts and logs a finished request.
     func finished(_ record: RequestRecord, now: NIODeadline = .now()) {
         var record = record
         if record.status == 0 { record.status = 499 }  // no answer began: the client went away (nginx's 499)
         metrics.record(record, now: now)
+        if record.status >= 500 { noteError(record) }
         guard let accessLog else { return }
         if record.route >= labels.count { labels = routeLabels.paths }
         accessLog.log(record, routeLabel: record.route < labels.count ? labels[record.route] : "", now: now, client: record.client)
+    }
+}
+
+/// An answer with a 5xx status, as the status page lists it.
+struct RecentError: Sendable, Codable {
+    var unixMilliseconds: Int64
+    var method: String
+    var target: String
+    var status: Int
+    var route: String
+
+    static func nowMilliseconds() -> Int64 {
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        return Int64(now.tv_sec) * 1000 + Int64(now.tv_nsec / 1_000_000)
     }
 }

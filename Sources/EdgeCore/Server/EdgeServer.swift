@@ -1,4 +1,5 @@
 public import Foundation
+public import Prometheus
 public import Logging
 public import NIOCore
 import NIOExtras
@@ -6,6 +7,7 @@ import NIOPosix
 import NIOSSL
 import Synchronization
 public import ServiceLifecycle
+import Metrics
 
 /// The Edge server: binds the configured listeners, serves until a graceful shutdown is requested, then drains.
 ///
@@ -37,6 +39,10 @@ public final class EdgeServer: Service, Sendable {
     private let loadConfiguration: (@Sendable () throws -> EdgeConfiguration)?
     /// Counters and the draining flag, shared with every connection.
     public let state: ServerState
+    /// Route labels, the access log, the registry of swift-metrics' metrics.
+    public let observability: Observability
+    /// A reload is under way (SIGHUP or `POST /reload`): one at a time.
+    private let reloading = Mutex(false)
 
     private var currentServices: EdgeServices { services.withLock { $0 } }
 
@@ -48,7 +54,8 @@ public final class EdgeServer: Service, Sendable {
     ///   when the system would not start `threads` event-loop threads.
     public init(
         configuration: EdgeConfiguration, logger: Logger,
-        loadConfiguration: (@Sendable () throws -> EdgeConfiguration)? = nil
+        loadConfiguration: (@Sendable () throws -> EdgeConfiguration)? = nil,
+        observabilityRegistry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()
     ) throws(ServerStartError) {
         self.configuration = configuration
         self.loadConfiguration = loadConfiguration
@@ -65,7 +72,15 @@ public final class EdgeServer: Service, Sendable {
         let group = self.group
         self.state = ServerState()
         do {
-            self.services = Mutex(try EdgeServices(configuration: configuration, group: group, state: state))
+            self.observability = try Observability(accessLog: configuration.accessLog, registry: observabilityRegistry)
+        } catch {
+            try? group.syncShutdownGracefully()
+            throw ServerStartError(message: error.description)
+        }
+        do {
+            self.services = Mutex(
+                try EdgeServices(configuration: configuration, group: group, state: state, observability: observability)
+            )
         } catch {
             try? group.syncShutdownGracefully()
             throw ServerStartError(message: error.description)
@@ -92,6 +107,22 @@ public final class EdgeServer: Service, Sendable {
             }
         }
         logHtpasswdWarnings()
+        var admin: (server: AdminServer, channel: any Channel)?
+        if let settings = configuration.admin {
+            let server = AdminServer(configuration: settings, backend: self, logger: logger)
+            do {
+                let channel = try await server.start()
+                admin = (server, channel)
+                logger.info("listening", metadata: ["scheme": "admin", "address": "\(Self.describe(channel.localAddress!))"])
+            } catch {
+                quiescers.withLock { $0 = [] }
+                try? await group.shutdownGracefully()
+                throw error
+            }
+        }
+        if let log = configuration.accessLog {
+            logger.info("access log", metadata: ["path": "\(log.path)", "format": "\(log.format.rawValue)"])
+        }
         logger.info("ready", metadata: ["threads": "\(threadCount)", "listeners": "\(listeners.count)"])
         let reloader = Task { await watchHtpasswdFiles() }
         let healthChecks = Task { [group, logger] in
@@ -103,6 +134,8 @@ public final class EdgeServer: Service, Sendable {
         reloader.cancel()
         healthChecks.cancel()
         await drain()
+        await admin?.server.stop(admin?.channel)
+        await observability.accessLog?.shutdown()
         await currentServices.passwordChecks.shutdown()
     }
 
@@ -235,11 +268,34 @@ public final class EdgeServer: Service, Sendable {
     /// not, the error is logged and nothing changes. The listeners' certificates are read again either way (a
     /// renewed certificate reaches new connections). When nothing else changed, or without a configuration
     /// source, the htpasswd files are read again too.
-    public func reloadAfterHangup() async {
+    @discardableResult
+    public func reloadAfterHangup() async -> ReloadOutcome {
+        // One reload at a time: a SIGHUP waits for one under way; `POST /reload` is told it is busy (``reload()``).
+        while !reloading.withLock({ busy in
+            if busy { return false }
+            busy = true
+            return true
+        }) {
+            try? await Task.sleep(nanoseconds: 50_000_000)
+        }
+        defer { reloading.withLock { $0 = false } }
+        let outcome = await performReload()
+        let result: String
+        switch outcome {
+        case .applied: result = "applied"
+        case .unchanged: result = "unchanged"
+        case .failed: result = "failed"
+        case .busy: result = "busy"
+        }
+        Counter(label: "edge_config_reloads_total", dimensions: [("result", result)]).increment()
+        return outcome
+    }
+
+    private func performReload() async -> ReloadOutcome {
         guard let loadConfiguration else {
             let files = reloadHtpasswdFiles(evenIfUnchanged: true)
             logger.notice("SIGHUP: htpasswd files re-read", metadata: ["htpasswd_files": "\(files)"])
-            return
+            return .unchanged(generation: currentServices.generation)
         }
         // Everything is read and built first; nothing is put in place unless all of it succeeded.
         let previous = currentServices
@@ -253,7 +309,7 @@ public final class EdgeServer: Service, Sendable {
             next = applied == previous.configuration ? nil : try EdgeServices(reloading: applied, after: previous)
         } catch {
             logger.error("reload failed, the running configuration is kept", metadata: ["reason": "\(error)"])
-            return
+            return .failed(reason: "\(error)")
         }
         tlsContexts.withLock { $0 = contexts }
         guard let next else {
@@ -262,7 +318,7 @@ public final class EdgeServer: Service, Sendable {
                 "SIGHUP: configuration unchanged, certificates and htpasswd files re-read",
                 metadata: ["htpasswd_files": "\(files)", "restart_only_changes": "\(restartOnly.joined(separator: ","))"]
             )
-            return
+            return .unchanged(generation: previous.generation)
         }
         services.withLock { $0 = next }
         logHtpasswdWarnings()
@@ -292,6 +348,14 @@ public final class EdgeServer: Service, Sendable {
             "configuration reloaded",
             metadata: ["generation": "\(next.generation)", "routes": "\(applied.routes.count)", "connections_retired": "\(retired)"]
         )
+        return .applied(generation: next.generation)
+    }
+
+    /// Reopens the access log's file (SIGUSR1, after logrotate moved it).
+    public func reopenAccessLog() {
+        guard let log = observability.accessLog else { return }
+        log.reopen()
+        logger.notice("access log reopened", metadata: ["path": "\(log.configuration.path)"])
     }
 
     /// Whether a reload changes a setting that a connection takes when it is accepted and keeps.
@@ -322,6 +386,8 @@ public final class EdgeServer: Service, Sendable {
         keep("shutdown_timeout_seconds", \.shutdownTimeout)
         keep("shutdown_delay_seconds", \.shutdownDelay)
         keep("cache", \.cache)
+        keep("admin", \.admin)
+        keep("access_log", \.accessLog)
         keep("limits.max_connections_per_ip", \.limits.maxConnectionsPerIP)
         keep("limits.max_in_flight_per_client", \.limits.maxInFlightPerClient)
         keep("limits.password_check_threads", \.limits.passwordCheckThreads)
@@ -402,6 +468,11 @@ public final class EdgeServer: Service, Sendable {
             )
             _ = try? await closeRemainingConnections(within: closing).get()
         }
+        // The access-log lines still gathered on the loops go to the writer before the loops stop.
+        try? await currentServices.loops.forEach(on: group) { loop, state in
+            state.observer.accessLog?.handOver()
+            return loop.makeSucceededVoidFuture()
+        }.get()
         try? await group.shutdownGracefully()
         logger.info("stopped")
     }
@@ -469,5 +540,31 @@ public enum StateDirectory {
         if let xdg = environment["XDG_STATE_HOME"], !xdg.isEmpty { return xdg + "/edge" }
         if let home = environment["HOME"], !home.isEmpty { return home + "/.local/state/edge" }
         return ".edge-state"
+    }
+}
+
+extension EdgeServer: AdminBackend {
+    func report() async -> ServerReport {
+        let services = currentServices
+        let loops = (try? await services.loops.collect(on: group) { state in
+            LoopReport(
+                metrics: state.observer.metrics.snapshot(), idleUpstreamConnections: state.upstreamPool.idleByServer,
+                recentErrors: state.observer.recentErrors, webSockets: state.webSockets.count
+            )
+        }.get()) ?? []
+        return ServerReport(loops: loops, services: services)
+    }
+
+    func configurationJSON() -> String {
+        ConfigurationDump.json(currentServices.configuration)
+    }
+
+    func reload() async -> ReloadOutcome {
+        guard reloading.withLock({ $0 }) == false else { return .busy }
+        return await reloadAfterHangup()
+    }
+
+    func registryText() -> String {
+        observability.registry.emitToString()
     }
 }

@@ -172,6 +172,9 @@ final class UpstreamPool {
     /// Idle connections kept now, for tests and status.
     var idleCount: Int { idle.values.reduce(0) { $0 + $1.count } }
 
+    /// Idle kept-alive connections by server key (``UpstreamServer/key``), for the metrics.
+    var idleByServer: [String: Int] { idle.mapValues(\.count) }
+
     /// Connects to `server` on `eventLoop` (the group's connect timeout, no Nagle, reads only when asked, TLS for an
     /// `https://` server); `handler` is added behind TLS. A failure is an ``UpstreamFailure`` naming its cause.
     static func connect(
