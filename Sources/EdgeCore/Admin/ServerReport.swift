@@ -325,7 +325,7 @@ struct ServerReport {
     func statusJSON() -> String {
         let encoder = JSONEncoder()
         encoder.keyEncodingStrategy = .convertToSnakeCase
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
         guard let data = try? encoder.encode(status()) else { return "{}" }
         return String(decoding: data, as: UTF8.self) + "\n"
     }

@@ -12,10 +12,9 @@ extension TLSVersionLabel {
         }
     }
 
-    /// The TLS version of `channel`'s connection (an HTTP/2 stream's is its parent's); `.other` when the TLS
-    /// handler cannot be found.
-    init(of channel: any Channel) {
-        let connection = channel.parent ?? channel
+    /// The TLS version of a connection (for an HTTP/2 stream, pass its parent); `.other` when the TLS handler
+    /// cannot be found. Must be called on the connection's loop.
+    init(of connection: any Channel) {
         guard let handler = try? connection.pipeline.syncOperations.handler(type: NIOSSLServerHandler.self) else {
             self = .other
             return

@@ -220,7 +220,7 @@ final class EdgeRequestHandler: ChannelDuplexHandler, RemovableChannelHandler {
             wire: isHTTP2 ? .http2 : head.version.minor == 0 ? .http1_0 : .http1_1, client: client, tls: isTLS ? .other : .none
         )
         if loop.observer.logs {
-            if isTLS { record.tls = TLSVersionLabel(of: context.channel) }
+            if isTLS { record.tls = TLSVersionLabel(of: isHTTP2 ? context.channel.parent ?? context.channel : context.channel) }
             record.userAgent = head.headers.first(name: "user-agent")
             record.referer = head.headers.first(name: "referer")
         }
@@ -358,6 +358,7 @@ final class EdgeRequestHandler: ChannelDuplexHandler, RemovableChannelHandler {
             }
             let elapsed = Double((NIODeadline.now() - self.bodyStarted).nanoseconds) / 1e9
             if Double(received - self.rateBaseline) < Double(self.timeouts.requestBodyMinRate) * elapsed {
+                self.loop.observer.metrics.timedOut(.requestBody)
                 self.reject(head, .requestTimeout, "request body too slow\n", context: context)
             } else {
                 self.scheduleBodyRateCheck(in: .seconds(1), context: context)
@@ -815,7 +816,7 @@ final class EdgeRequestHandler: ChannelDuplexHandler, RemovableChannelHandler {
             handle, range: file.range, allocator: context.channel.allocator, on: context.eventLoop,
             // HTTP/2: the connection's fast path resets a stream that sends no DATA for send_seconds (it sees every
             // frame); a stream whose chunk only waits for a slow reader's window goes on.
-            stallTimeout: timeouts.send, stalled: isHTTP2 ? { false } : SendProgress.closingWhenStalled(context)
+            stallTimeout: timeouts.send, stalled: isHTTP2 ? { false } : SendProgress.closingWhenStalled(context, metrics: loop.observer.metrics)
         ) { chunk in
             self.record?.bodyBytesOut += chunk.readableBytes
             return context.writeAndFlush(self.wrapOutboundOut(.body(.byteBuffer(chunk))))

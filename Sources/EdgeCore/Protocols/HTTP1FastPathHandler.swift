@@ -216,6 +216,7 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler, RemovableChannelHandler 
             if progress.advanced() {
                 scheduleSendCheck(progress, context: context)
             } else {
+                loop.observer.metrics.timedOut(.send)
                 context.close(promise: nil)
             }
         }
@@ -542,7 +543,7 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler, RemovableChannelHandler 
             context.flush()
             done = FileStreaming.stream(
                 handle, range: file.range, allocator: context.channel.allocator, on: context.eventLoop,
-                stallTimeout: timeouts.send, stalled: SendProgress.closingWhenStalled(context)
+                stallTimeout: timeouts.send, stalled: SendProgress.closingWhenStalled(context, metrics: loop.observer.metrics)
             ) { chunk in
                 context.writeAndFlush(self.wrapOutboundOut(.byteBuffer(chunk)))
             }

@@ -26,9 +26,16 @@ final class HTTP1ProtocolErrorHandler: ChannelDuplexHandler, RemovableChannelHan
     /// A response said `Connection: close`: it is the connection's last.
     private var closeAnnounced = false
     private let serverName: String
+    /// Counts and logs the refused request (no route: it could not be read).
+    private let observer: LoopObserver?
+    private let client: ClientAddress
+    private let tls: TLSVersionLabel
 
-    init(serverName: String) {
+    init(serverName: String, observer: LoopObserver? = nil, client: ClientAddress = .unknown, isTLS: Bool = false) {
         self.serverName = serverName
+        self.observer = observer
+        self.client = client
+        self.tls = isTLS ? .other : .none
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
@@ -53,6 +60,12 @@ final class HTTP1ProtocolErrorHandler: ChannelDuplexHandler, RemovableChannelHan
             context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
             context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: text)))), promise: nil)
             context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+            if let observer {
+                var record = RequestRecord(start: .now(), method: .RAW(value: "-"), target: "", wire: .http1_1, client: client, tls: tls)
+                record.status = Int(status.code)
+                record.bodyBytesOut = text.utf8.count
+                observer.finished(record)
+            }
         }
         context.fireErrorCaught(error)
     }

@@ -310,7 +310,7 @@ final class HTTP2FastPathHandler: ChannelDuplexHandler, NIOHTTP2FrameDelegate {
                         record.referer = headers.headers.first(name: "referer")
                     }
                     write(reply, parts, isHEAD: request.method == .HEAD, on: frame.streamID, now: now, context: context)
-                    loop.observer.finished(record, now: now)
+                    loop.observer.finished(record)
                     return
                 }
                 multiplexerStreams.insert(frame.streamID)
@@ -558,6 +558,7 @@ final class HTTP2FastPathHandler: ChannelDuplexHandler, NIOHTTP2FrameDelegate {
                 for id in stalled {
                     // Collected first: each reset closes its stream at once, which re-enters this handler.
                     unfinished.removeValue(forKey: id)
+                    loop.observer.metrics.timedOut(.send)
                     context.write(wrapOutboundOut(HTTP2Frame(streamID: id, payload: .rstStream(.cancel))), promise: nil)
                 }
                 unflushedBytes = 0

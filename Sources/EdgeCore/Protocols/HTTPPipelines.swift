@@ -89,7 +89,9 @@ enum HTTPPipelines {
             withEncoderConfiguration: .init(),
             withDecoderLimitConfiguration: decoderLimits
         )
-        try pipeline.addHandler(HTTP1ProtocolErrorHandler(serverName: configuration.serverName))
+        try pipeline.addHandler(
+            HTTP1ProtocolErrorHandler(serverName: configuration.serverName, observer: loop.observer, client: client, isTLS: isTLS)
+        )
         try pipeline.addHandler(EdgeRequestHandler(services: services, loop: loop, isHTTP2: false, client: client, isTLS: isTLS))
         try pipeline.addHandler(CloseOnErrorHandler())
     }

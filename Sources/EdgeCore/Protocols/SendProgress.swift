@@ -27,10 +27,11 @@ final class SendProgress {
 
     /// A `stalled` callback for ``FileStreaming``: `false` (wait another `send_seconds`) while the peer keeps taking
     /// bytes, else closes the connection and answers `true`. The watch starts when the callback is made.
-    static func closingWhenStalled(_ context: ChannelHandlerContext) -> () -> Bool {
+    static func closingWhenStalled(_ context: ChannelHandlerContext, metrics: LoopMetrics? = nil) -> () -> Bool {
         let progress = SendProgress(channel: context.channel)
         return {
             if progress.advanced() { return false }
+            metrics?.timedOut(.send)
             context.close(promise: nil)
             return true
         }
