@@ -31,6 +31,8 @@ struct Serve: AsyncParsableCommand {
     var http: String?
     @Option(name: .long, help: "HTTPS listener HOST:PORT (port 0: ephemeral), or none.")
     var https: String?
+    @Option(name: .long, help: "Admin listener HOST:PORT (metrics, status page; loopback by default), or none.")
+    var admin: String?
     @Option(name: .long, help: "Event-loop threads (default: one per core).")
     var threads: String?
     @Option(name: .long, help: "Folder for generated state (the self-signed certificate).")
@@ -45,6 +47,7 @@ struct Serve: AsyncParsableCommand {
         flags.threads = threads
         flags.http = http
         flags.https = https
+        flags.admin = admin
         flags.stateDirectory = stateDir
         flags.logLevel = logLevel
         flags.shutdownTimeout = shutdownTimeout

@@ -360,6 +360,7 @@ class EdgeFactory:
         env: dict[str, str] | None = None,
         http: str | None = "127.0.0.1:0",
         https: str | None = "127.0.0.1:0",
+        admin: str | None = "127.0.0.1:0",
         state_dir: Path | None = None,
         subcommand: list[str] | None = None,
         wait: bool = True,
@@ -377,6 +378,9 @@ class EdgeFactory:
             argv += ["--http", http]
         if https is not None:
             argv += ["--https", https]
+        if config is None and admin is not None and subcommand in (None, [], ["serve"]):
+            # The embedded default has an admin listener on 127.0.0.1:9901: tests run many servers at once.
+            argv += ["--admin", admin]
         argv += ["--state-dir", str(state_dir)]
         argv += list(args or [])
         server = EdgeServer(argv, env, run_dir)

@@ -9,6 +9,7 @@ public enum EnvironmentOverrides {
         ("EDGE_THREADS", "threads"),
         ("EDGE_HTTP", "the plain listeners (HOST:PORT or none)"),
         ("EDGE_HTTPS", "the TLS listeners (HOST:PORT or none)"),
+        ("EDGE_ADMIN", "admin.address (HOST:PORT or none)"),
         ("EDGE_STATE_DIR", "state_dir"),
         ("EDGE_LOG_LEVEL", "log_level"),
         ("EDGE_SHUTDOWN_TIMEOUT", "shutdown_timeout_seconds"),
@@ -26,6 +27,7 @@ public enum EnvironmentOverrides {
         overrides.threads = environment["EDGE_THREADS"]
         overrides.http = environment["EDGE_HTTP"]
         overrides.https = environment["EDGE_HTTPS"]
+        overrides.admin = environment["EDGE_ADMIN"]
         overrides.stateDirectory = environment["EDGE_STATE_DIR"]
         overrides.logLevel = environment["EDGE_LOG_LEVEL"]
         overrides.shutdownTimeout = environment["EDGE_SHUTDOWN_TIMEOUT"]
@@ -51,6 +53,8 @@ public struct Overrides: Sendable {
     public var http: String?
     /// TLS listener address, or `none`.
     public var https: String?
+    /// The admin listener's address, or `none`.
+    public var admin: String?
     /// State folder.
     public var stateDirectory: String?
     /// Log level name.
@@ -119,6 +123,25 @@ public struct Overrides: Sendable {
                 config.listeners = kept + [ListenerConfiguration(address: address, tls: tls)]
             } else {
                 issues.append(.init(key: key, message: "expected HOST:PORT (e.g. 127.0.0.1:8080, [::1]:0) or none, got \"\(text)\""))
+            }
+        }
+        if let text = admin {
+            if text == "none" {
+                config.admin = nil
+            } else if let address = HostPort(parsing: text) {
+                if let other = config.listeners.first(where: { $0.address.conflicts(with: address) }) {
+                    issues.append(.init(
+                        key: name("EDGE_ADMIN", "--admin"),
+                        message: "a public listener already listens on \(other.address): the admin listener needs an address of its own"
+                    ))
+                }
+                var settings = config.admin ?? AdminConfiguration()
+                settings.address = address
+                config.admin = settings
+            } else {
+                issues.append(.init(
+                    key: name("EDGE_ADMIN", "--admin"), message: "expected HOST:PORT (e.g. 127.0.0.1:9901) or none, got \"\(text)\""
+                ))
             }
         }
         if let stateDirectory {

@@ -25,10 +25,10 @@ extension TOMLReader {
                 fail("admin.address", "expected HOST:PORT (e.g. \"127.0.0.1:9901\"), got \"\(text)\"")
                 return nil
             }
-            if let clash = listeners.first(where: { $0.address.conflicts(with: address) }) {
-                fail("admin.address", "a public listener already listens on \(clash.address): the admin listener needs an address of its own")
-            }
             admin.address = address
+        }
+        if let clash = listeners.first(where: { $0.address.conflicts(with: admin.address) }) {
+            fail("admin.address", "a public listener already listens on \(clash.address): the admin listener needs an address of its own")
         }
         if table.contains(key: "allow") {
             admin.allow = []

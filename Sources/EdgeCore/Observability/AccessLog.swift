@@ -271,13 +271,16 @@ final class AccessLogBuffer {
 
     private static let hexDigits = Array("0123456789abcdef".utf8)
 
-    /// Writes `bytes` with control bytes, `"` and `\` escaped (`\u00XX` in JSON, `\xXX` as nginx writes its
-    /// text logs), and any byte that is not part of valid UTF-8 escaped the same way, so that a line is always valid
+    /// Writes `bytes` with `"` and `\` escaped by a backslash, control bytes as `\u00XX` in JSON and `\xXX` as
+    /// nginx writes its text logs, and any byte that is not part of valid UTF-8 escaped the same way, so that a line is always valid
     /// UTF-8 and one line.
     static func writeEscaped<Bytes: Collection<UInt8>>(_ bytes: Bytes, to buffer: inout ByteBuffer, json: Bool) {
         let valid = bytes.allSatisfy { $0 < 0x80 } || Array(bytes).withUnsafeBytes { UTF8Validator.isValid($0) }
         for byte in bytes {
             if byte >= 0x20, byte != 0x7F, byte != UInt8(ascii: "\""), byte != UInt8(ascii: "\\"), byte < 0x80 || valid {
+                buffer.writeInteger(byte)
+            } else if byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") {
+                buffer.writeInteger(UInt8(ascii: "\\"))
                 buffer.writeInteger(byte)
             } else if json {
                 buffer.writeStaticString("\\u00")
