@@ -498,7 +498,7 @@ def test_threads_precedence(edge_factory, config, env, args, expected):
 
 
 def test_bare_command_serves_and_none_disables(edge_factory):
-    server = edge_factory.start(subcommand=[], https="none")
+    server = edge_factory.start(subcommand=[], https="none", admin="none")
     assert [l.scheme for l in server.listeners] == ["http"], server.log
     assert server.listeners[0].host == "127.0.0.1"
     path = f"/{unique('bare')}"
@@ -508,8 +508,8 @@ def test_bare_command_serves_and_none_disables(edge_factory):
 
 
 def test_env_listeners(edge_factory):
-    server = edge_factory.start(http=None, https=None,
-                                env={"EDGE_HTTP": "127.0.0.1:0", "EDGE_HTTPS": "none"})
+    server = edge_factory.start(http=None, https=None, admin=None,
+                                env={"EDGE_HTTP": "127.0.0.1:0", "EDGE_HTTPS": "none", "EDGE_ADMIN": "none"})
     assert [l.scheme for l in server.listeners] == ["http"], server.log
     with RawConn(server.http.host, server.http.port) as c:
         assert c.request("GET", "/healthz").status == 200
@@ -538,7 +538,7 @@ def test_ipv6_loopback(edge_factory):
         s.close()
     except OSError:
         pytest.skip("no IPv6 loopback on this machine")
-    server = edge_factory.start(http="[::1]:0", https="[::1]:0")
+    server = edge_factory.start(http="[::1]:0", https="[::1]:0", admin="[::1]:0")
     assert {l.host for l in server.listeners} == {"::1"}, server.log
     http_addr = server.log_events("listening")
     assert all(re.fullmatch(r"\[::1\]:\d+", e["address"]) for e in http_addr), http_addr
@@ -625,7 +625,8 @@ def test_startup_log_lines(edge_factory):
     server = edge_factory.start()
     assert_logfmt(server.log_lines)
     listening = server.log_events("listening")
-    assert sorted(e["scheme"] for e in listening) == ["http", "https"], server.log
+    # The embedded default's admin listener is on loopback too (the tests move it to an ephemeral port).
+    assert sorted(e["scheme"] for e in listening) == ["admin", "http", "https"], server.log
     assert all(re.fullmatch(r"127\.0\.0\.1:[1-9]\d*", e["address"]) for e in listening), listening
     assert re.fullmatch(r"[1-9]\d*", server.ready_fields.get("threads", "")), server.ready_fields
     # `ready` comes after every `listening` line

@@ -608,3 +608,40 @@ def test_status_page_renders_live_figures_in_headless_chromium(observed, tmp_pat
     target = os.environ.get("EDGE_STATUS_SCREENSHOT")
     if target:
         shutil.copy(shot, target)
+
+
+def test_admin_purge_by_prefix_and_by_tag_reaches_every_route(edge_factory):
+    from test_http_cache import ScriptedOrigin
+
+    origin = ScriptedOrigin()
+    try:
+        server = edge_factory.start(config=f"""
+[admin]
+address = "127.0.0.1:0"
+
+[[upstream]]
+name = "o"
+servers = ["{origin.address}"]
+
+[[route]]
+path = "/c"
+proxy = {{ upstream = "o", cache = true }}
+""")
+        base = admin_url(server)
+        tagged = origin.script(f"/c/{unique('t')}", {"headers": [("cache-control", "max-age=60"), ("surrogate-key", "blue green")]})
+        plain = origin.script(f"/c/{unique('p')}/x", {"headers": [("cache-control", "max-age=60")]})
+        with httpx.Client(base_url=server.http_url) as client:
+            for target in (tagged, plain):
+                client.get(target)
+                assert client.get(target).headers["x-cache"] == "HIT"
+            assert httpx.post(base + "/purge").status_code == 400
+            answer = httpx.post(base + "/purge", params={"tag": "green"})
+            assert answer.status_code == 200 and answer.json() == {"purged": 1, "soft": False}
+            assert client.get(tagged).headers["x-cache"] == "MISS"
+            prefix = plain.rsplit("/", 1)[0]
+            answer = httpx.post(base + "/purge", params={"host": server.http.host + f":{server.http.port}", "prefix": prefix})
+            assert answer.json()["purged"] == 1, answer.text
+            assert client.get(plain).headers["x-cache"] == "MISS"
+        assert len(origin.requests(tagged)) == 2 and len(origin.requests(plain)) == 2
+    finally:
+        origin.stop()

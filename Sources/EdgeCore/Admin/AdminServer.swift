@@ -14,6 +14,9 @@ protocol AdminBackend: Sendable {
     func reload() async -> ReloadOutcome
     /// The swift-prometheus registry's text (metrics recorded through swift-metrics).
     func registryText() -> String
+    /// Removes (or, `soft`, marks stale) the shared cache's entries tagged `tag` (`Surrogate-Key`), or those of
+    /// `host` whose target starts with `prefix`; returns how many.
+    func purge(tag: String?, host: String?, prefix: String?, soft: Bool) -> Int
 }
 
 /// The admin listener: its own socket and one event-loop thread of its own, so that it answers while the serving
@@ -24,7 +27,9 @@ protocol AdminBackend: Sendable {
 /// - `GET /status` — JSON: version, uptime, configuration generation, connections by protocol, requests, cache,
 ///   upstream health, recent 5xx answers, process figures;
 /// - `GET /config` — the running configuration as JSON, secrets redacted;
-/// - `POST /reload` — reloads the configuration as SIGHUP does and says what happened.
+/// - `POST /reload` — reloads the configuration as SIGHUP does and says what happened;
+/// - `POST /purge?tag=T` or `POST /purge?host=H&prefix=/P` (`&soft=1`: mark stale) — purges the shared cache by
+///   `Surrogate-Key` tag or by URL prefix, for every route (a single URL is purged with `PURGE` on its route).
 ///
 /// Requests from outside `admin.allow` get 403; with `admin.token` set, a request without
 /// `Authorization: Bearer <token>` gets 401.
@@ -127,17 +132,28 @@ final class AdminHandler: ChannelInboundHandler {
             answerLater(head, context: context, type: "application/json") { (.ok, await backend.report().statusJSON()) }
         case (.GET, "/config"), (.HEAD, "/config"):
             respond(.ok, backend.configurationJSON(), type: "application/json", for: head, context: context)
+        case (.POST, "/purge"):
+            let query = Self.query(head.uri)
+            let tag = query["tag"], host = query["host"], prefix = query["prefix"]
+            guard (tag != nil) != (host != nil || prefix != nil), tag != nil || (host != nil && prefix != nil) else {
+                return respond(.badRequest, "give tag=TAG, or host=HOST and prefix=/PATH\n", for: head, context: context)
+            }
+            let count = backend.purge(tag: tag, host: host, prefix: prefix, soft: query["soft"] == "1")
+            respond(.ok, "{\"purged\": \(count), \"soft\": \(query["soft"] == "1")}\n", type: "application/json", for: head, context: context)
         case (.POST, "/reload"):
             answerLater(head, context: context, type: "application/json") {
                 let outcome = await backend.reload()
                 return (outcome.status, outcome.json)
             }
-        case (_, "/"), (_, "/metrics"), (_, "/status"), (_, "/config"), (_, "/reload"):
+        case (_, "/"), (_, "/metrics"), (_, "/status"), (_, "/config"), (_, "/reload"), (_, "/purge"):
             var headers = HTTPHeaders()
-            headers.add(name: "allow", value: path == "/reload" ? "POST" : "GET, HEAD")
+            headers.add(name: "allow", value: path == "/reload" || path == "/purge" ? "POST" : "GET, HEAD")
             respond(.methodNotAllowed, "method not allowed\n", extra: headers, for: head, context: context)
         default:
-            respond(.notFound, "not found: the admin listener serves /, /metrics, /status, /config and POST /reload\n", for: head, context: context)
+            respond(
+                .notFound, "not found: the admin listener serves /, /metrics, /status, /config, POST /reload and POST /purge\n",
+                for: head, context: context
+            )
         }
     }
 
@@ -173,6 +189,19 @@ final class AdminHandler: ChannelInboundHandler {
         }
         let done = context.writeAndFlush(wrapOutboundOut(.end(nil)))
         if !request.isKeepAlive { done.assumeIsolated().whenComplete { _ in context.close(promise: nil) } }
+    }
+
+    /// The query parameters of `uri`, percent-decoded (the last of a repeated name wins).
+    static func query(_ uri: String) -> [String: String] {
+        guard let mark = uri.firstIndex(of: "?") else { return [:] }
+        var result: [String: String] = [:]
+        for pair in uri[uri.index(after: mark)...].split(separator: "&") {
+            let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            let name = String(parts[0]).removingPercentEncoding ?? String(parts[0])
+            let raw = parts.count > 1 ? String(parts[1]).replacingOccurrences(of: "+", with: " ") : ""
+            result[name] = raw.removingPercentEncoding ?? raw
+        }
+        return result
     }
 
     /// Whether `Authorization` is `Bearer <token>`, compared in constant time.

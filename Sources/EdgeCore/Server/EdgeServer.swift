@@ -567,4 +567,11 @@ extension EdgeServer: AdminBackend {
     func registryText() -> String {
         observability.registry.emitToString()
     }
+
+    func purge(tag: String?, host: String?, prefix: String?, soft: Bool) -> Int {
+        let cache = currentServices.cache
+        if let tag { return cache.invalidate(tag: tag, soft: soft) }
+        guard let host, let prefix else { return 0 }
+        return cache.invalidate(host: CacheKey.normalizedHost(host[...]), prefix: prefix, soft: soft)
+    }
 }
