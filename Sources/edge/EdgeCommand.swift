@@ -3,7 +3,9 @@ import EdgeCore
 import Foundation
 import Logging
 import Metrics
+import OTel
 import Prometheus
+import Tracing
 import ServiceLifecycle
 import UnixSignals
 
@@ -66,12 +68,36 @@ struct Serve: AsyncParsableCommand {
         // events; the per-request counters are Edge's own, per event loop).
         let registry = PrometheusCollectorRegistry()
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+        // Tracing: swift-otel's tracer and exporter (OTLP/HTTP, batched, on its own task), when configured.
+        var tracingService: (any Service)?
+        var tracing: RequestTracing?
+        if let settings = configuration.tracing {
+            var otel = OTel.Configuration.default
+            otel.serviceName = settings.serviceName
+            otel.logs.enabled = false
+            otel.metrics.enabled = false
+            otel.propagators = [.traceContext]
+            otel.traces.exporter = .otlp
+            otel.traces.otlpExporter.protocol = .httpProtobuf
+            otel.traces.otlpExporter.endpoint = settings.endpoint
+            otel.traces.sampler = .parentBasedTraceIDRatio(ratio: settings.samplingRatio) ?? .parentBasedAlwaysOn
+            otel.traces.batchSpanProcessor.scheduleDelay = .milliseconds(500)
+            otel.diagnosticLogger = .custom(Logger(label: "edge.tracing"))
+            do {
+                let backend = try OTel.makeTracingBackend(configuration: otel)
+                tracing = RequestTracing(tracer: backend.factory)
+                tracingService = backend.service
+            } catch {
+                logger.error("cannot start", metadata: ["reason": "tracing: \(error)"])
+                throw ExitCode(1)
+            }
+        }
         let server: EdgeServer
         do {
             server = try EdgeServer(
                 configuration: configuration, logger: logger,
                 loadConfiguration: { [config, flags] in try ConfigurationSource.resolve(file: config, flags: flags) },
-                observabilityRegistry: registry
+                observabilityRegistry: registry, tracing: tracing
             )
         } catch {
             logger.error("cannot start", metadata: ["reason": "\(error.message)"])
@@ -82,7 +108,8 @@ struct Serve: AsyncParsableCommand {
         let logRotations = await UnixSignalsSequence(trapping: .sigusr1)
         let group = ServiceGroup(
             configuration: .init(
-                services: [
+                // The exporter comes first so that it stops last, after the server's final spans.
+                services: (tracingService.map { [ServiceGroupConfiguration.ServiceConfiguration(service: $0)] } ?? []) + [
                     .init(service: server), .init(service: HangupService(hangups: hangups, server: server)),
                     .init(service: LogReopenService(signals: logRotations, server: server)),
                 ],

@@ -645,3 +645,154 @@ proxy = {{ upstream = "o", cache = true }}
         assert len(origin.requests(tagged)) == 2 and len(origin.requests(plain)) == 2
     finally:
         origin.stop()
+
+
+# --- tracing -------------------------------------------------------------------------------------
+
+
+class OTLPReceiver:
+    """A small OTLP/HTTP trace receiver: takes `POST /v1/traces` (protobuf, gzip or not), decodes each
+    ExportTraceServiceRequest with opentelemetry-proto and keeps every span."""
+
+    def __init__(self):
+        import gzip
+        import http.server
+        import threading
+
+        from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+
+        self.spans: list = []
+        self.lock = threading.Lock()
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("content-length") or 0))
+                if self.headers.get("content-encoding") == "gzip":
+                    body = gzip.decompress(body)
+                request = trace_service_pb2.ExportTraceServiceRequest()
+                request.ParseFromString(body)
+                with receiver.lock:
+                    for resource in request.resource_spans:
+                        service = next((a.value.string_value for a in resource.resource.attributes if a.key == "service.name"), "")
+                        for scope in resource.scope_spans:
+                            for span in scope.spans:
+                                receiver.spans.append((service, span))
+                answer = trace_service_pb2.ExportTraceServiceResponse().SerializeToString()
+                self.send_response(200)
+                self.send_header("content-type", "application/x-protobuf")
+                self.send_header("content-length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def wait_for(self, predicate, timeout: float = 20) -> list:
+        deadline = time.monotonic() + timeout
+        while True:
+            with self.lock:
+                found = [s for s in self.spans if predicate(s)]
+            if found or time.monotonic() > deadline:
+                return found
+            time.sleep(0.1)
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def attributes(span) -> dict:
+    out = {}
+    for a in span.attributes:
+        v = a.value
+        out[a.key] = v.string_value if v.HasField("string_value") else v.int_value if v.HasField("int_value") else v
+    return out
+
+
+def test_tracing_exports_a_server_span_per_request_and_a_client_span_per_upstream_attempt(edge_factory):
+    from test_http_cache import ScriptedOrigin
+
+    receiver = OTLPReceiver()
+    origin = ScriptedOrigin()
+    try:
+        server = edge_factory.start(config=f"""
+[tracing]
+endpoint = "http://127.0.0.1:{receiver.port}/v1/traces"
+service_name = "edge-under-test"
+
+[[upstream]]
+name = "o"
+servers = ["{origin.address}"]
+
+[[route]]
+path = "/api"
+proxy = "o"
+
+[[route]]
+path = "/fixed"
+respond = {{ status = 200, body = "ok\\n" }}
+""")
+        target = origin.script(f"/api/{unique('t')}", {"status": 200, "body": b"hi\n"})
+        trace_id = os.urandom(16).hex()
+        parent_id = os.urandom(8).hex()
+        answer = httpx.get(server.http_url + target, headers={
+            "traceparent": f"00-{trace_id}-{parent_id}-01", "tracestate": "vendor=opaque"})
+        assert answer.status_code == 200
+        with httpx.Client(base_url=server.https_url, http2=True, verify=False) as h2:
+            assert h2.get("/fixed").status_code == 200
+
+        servers = receiver.wait_for(lambda s: s[1].kind == 2 and s[1].trace_id.hex() == trace_id)
+        clients = receiver.wait_for(lambda s: s[1].kind == 3 and s[1].trace_id.hex() == trace_id)
+        assert len(servers) == 1 and len(clients) == 1, receiver.spans
+        service, span = servers[0]
+        assert service == "edge-under-test"
+        # The server span continues the client's trace, under the client's span.
+        assert span.parent_span_id.hex() == parent_id
+        assert span.name == "GET /api"
+        attrs = attributes(span)
+        assert attrs["http.response.status_code"] == 200 and attrs["http.route"] == "/api"
+        assert span.end_time_unix_nano > span.start_time_unix_nano > 0
+        # The upstream attempt is the server span's child, and the upstream got that attempt's context.
+        _, client = clients[0]
+        assert client.parent_span_id == span.span_id
+        sent = origin.requests(target)[0]["headers"]
+        assert sent["traceparent"] == f"00-{trace_id}-{client.span_id.hex()}-01"
+        assert sent["tracestate"] == "vendor=opaque"
+        # A request without trace fields starts a trace of its own (over HTTP/2, answered on the fast path).
+        own = receiver.wait_for(lambda s: s[1].kind == 2 and s[1].name == "GET /fixed")
+        assert own and own[0][1].parent_span_id == b""
+    finally:
+        origin.stop()
+        receiver.stop()
+
+
+def test_tracing_sampling_ratio_zero_records_no_new_trace_but_follows_a_sampled_parent(edge_factory):
+    receiver = OTLPReceiver()
+    try:
+        server = edge_factory.start(config=f"""
+[tracing]
+endpoint = "http://127.0.0.1:{receiver.port}/v1/traces"
+sampling_ratio = 0
+
+[[route]]
+path = "/"
+respond = {{ status = 200, body = "ok\\n" }}
+""")
+        with httpx.Client(base_url=server.http_url) as client:
+            for _ in range(20):
+                client.get("/unsampled")
+            trace_id = os.urandom(16).hex()
+            client.get("/sampled", headers={"traceparent": f"00-{trace_id}-{os.urandom(8).hex()}-01"})
+        spans = receiver.wait_for(lambda s: s[1].trace_id.hex() == trace_id)
+        assert len(spans) == 1
+        time.sleep(1.5)  # past the exporter's batch delay: nothing else arrives
+        assert len(receiver.spans) == 1, [s[1].name for s in receiver.spans]
+    finally:
+        receiver.stop()

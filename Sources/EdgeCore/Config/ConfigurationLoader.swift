@@ -89,7 +89,7 @@ struct TOMLReader {
             root, path: "",
             allowed: ["threads", "state_dir", "log_level", "server_name", "shutdown_timeout_seconds",
                       "shutdown_delay_seconds", "listener", "limits", "timeouts", "cache", "route", "client_address", "upstream",
-                      "admin", "access_log"]
+                      "admin", "access_log", "tracing"]
         )
         config.threads = int(root, "threads", path: "threads", range: 1...1024)
         config.stateDirectory = string(root, "state_dir", path: "state_dir")
@@ -149,6 +149,7 @@ struct TOMLReader {
         readUpstreams(root, into: &config)
         if let admin = subtable(root, "admin", path: "admin") { config.admin = readAdmin(admin, listeners: config.listeners) }
         if let log = subtable(root, "access_log", path: "access_log") { config.accessLog = readAccessLog(log) }
+        if let tracing = subtable(root, "tracing", path: "tracing") { config.tracing = readTracing(tracing) }
         // Keyed by the bytes a route is matched by: `/docs` and `/docs/` are one route.
         var seenPaths: [[UInt8]: String] = [:]
         for (index, table) in tables(root, "route", path: "route").enumerated() {

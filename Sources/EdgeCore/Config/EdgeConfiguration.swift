@@ -35,6 +35,8 @@ public struct EdgeConfiguration: Sendable, Equatable {
     public var admin: AdminConfiguration?
     /// The access log (`[access_log]`); `nil` for none.
     public var accessLog: AccessLogConfiguration?
+    /// Request tracing exported with OTLP (`[tracing]`); `nil` for none.
+    public var tracing: TracingConfiguration?
 
     /// Creates a configuration.
     public init(

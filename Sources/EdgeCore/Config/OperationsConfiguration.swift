@@ -62,6 +62,29 @@ extension TOMLReader {
         return admin
     }
 
+    mutating func readTracing(_ table: TOMLTable) -> TracingConfiguration {
+        checkKeys(table, path: "tracing", allowed: ["endpoint", "sampling_ratio", "service_name"])
+        var tracing = TracingConfiguration()
+        if let endpoint = string(table, "endpoint", path: "tracing.endpoint") {
+            if let url = URL(string: endpoint), ["http", "https"].contains(url.scheme ?? ""), url.host != nil {
+                tracing.endpoint = endpoint
+            } else {
+                fail("tracing.endpoint", "expected an http:// or https:// URL of an OTLP/HTTP receiver (e.g. \"http://127.0.0.1:4318/v1/traces\"), got \"\(endpoint)\"")
+            }
+        }
+        if table.contains(key: "sampling_ratio") {
+            let value = table["sampling_ratio"]
+            let ratio = value?.double ?? value?.int.map(Double.init)
+            if let ratio, (0...1).contains(ratio) { tracing.samplingRatio = ratio } else {
+                fail("tracing.sampling_ratio", "expected a number from 0 to 1")
+            }
+        }
+        if let name = string(table, "service_name", path: "tracing.service_name") {
+            if name.isEmpty { fail("tracing.service_name", "must not be empty") } else { tracing.serviceName = name }
+        }
+        return tracing
+    }
+
     mutating func readAccessLog(_ table: TOMLTable) -> AccessLogConfiguration {
         checkKeys(table, path: "access_log", allowed: ["path", "format", "redact_query", "max_queued_bytes"])
         var log = AccessLogConfiguration()

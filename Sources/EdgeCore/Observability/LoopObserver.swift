@@ -13,6 +13,8 @@ public import Prometheus
 public final class Observability: Sendable {
     let routeLabels = RouteLabels()
     let accessLog: AccessLogWriter?
+    /// Spans for requests and upstream attempts (`[tracing]`).
+    let tracing: RequestTracing?
     /// Metrics recorded rarely (reloads, the access log's drops, process figures): swift-prometheus, through
     /// swift-metrics where the code records them.
     public let registry: PrometheusCollectorRegistry
@@ -21,10 +23,12 @@ public final class Observability: Sendable {
     let startedWallClock = Int64(timeSinceEpochSeconds())
 
     /// - Throws: when the access log's file cannot be opened.
-    public init(accessLog: AccessLogConfiguration? = nil, registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry())
-        throws(AccessLogOpenError)
-    {
+    public init(
+        accessLog: AccessLogConfiguration? = nil, tracing: RequestTracing? = nil,
+        registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()
+    ) throws(AccessLogOpenError) {
         self.accessLog = try accessLog.map { configuration throws(AccessLogOpenError) in try AccessLogWriter(configuration: configuration) }
+        self.tracing = tracing
         self.registry = registry
     }
 
@@ -52,6 +56,7 @@ final class LoopObserver {
 
     let metrics = LoopMetrics()
     let accessLog: AccessLogBuffer?
+    let tracing: RequestTracing?
     private let routeLabels: RouteLabels
     private var labels: [String] = [""]
     var lastDispatch = DispatchNote()
@@ -62,16 +67,26 @@ final class LoopObserver {
     init(observability: Observability, eventLoop: any EventLoop) {
         routeLabels = observability.routeLabels
         accessLog = observability.accessLog.map { AccessLogBuffer(writer: $0, eventLoop: eventLoop) }
+        tracing = observability.tracing
     }
 
     /// An observer that only counts (tests).
     init() {
         routeLabels = RouteLabels()
         accessLog = nil
+        tracing = nil
     }
 
     /// Whether requests are logged: the front ends keep the fields only the log needs (`User-Agent`, `Referer`).
     var logs: Bool { accessLog != nil }
+
+    /// Starts the server span of a request whose trace fields are `traceparent` and `tracestate`, when tracing is on.
+    func startSpan(_ record: inout RequestRecord, traceparent: String?, tracestate: String?) {
+        guard let tracing else { return }
+        record.span = tracing.serverSpan(
+            method: record.method, target: record.target, traceparent: traceparent, tracestate: tracestate, start: record.start
+        )
+    }
 
     /// The note of the request just dispatched, reset for the next.
     func takeDispatch() -> DispatchNote {
@@ -98,8 +113,12 @@ final class LoopObserver {
         if record.status == 0 { record.status = 499 }  // no answer began: the client went away (nginx's 499)
         metrics.record(record, now: now)
         if record.status >= 500 { noteError(record) }
-        guard let accessLog else { return }
+        guard accessLog != nil || record.span != nil else { return }
         if record.route >= labels.count { labels = routeLabels.paths }
+        if let span = record.span, let tracing {
+            tracing.end(span, record: record, route: record.route < labels.count ? labels[record.route] : "", now: now)
+        }
+        guard let accessLog else { return }
         accessLog.log(record, routeLabel: record.route < labels.count ? labels[record.route] : "", now: now, client: record.client)
     }
 }

@@ -1,5 +1,6 @@
 import NIOCore
 import NIOHTTP1
+import Tracing
 
 /// The protocol a request arrived over: a label of the request metrics and a field of the access log.
 enum WireProtocol: Int, CaseIterable {
@@ -75,6 +76,8 @@ struct RequestRecord {
     var referer: String?
     /// The `X-Request-Id` Edge sent upstream; other requests get one made up for the log line.
     var requestID: String?
+    /// The request's server span, when tracing is on (``RequestTracing``).
+    var span: (any Span)?
 
     init(start: NIODeadline, method: HTTPMethod, target: Substring, wire: WireProtocol, client: ClientAddress, tls: TLSVersionLabel) {
         self.start = start

@@ -224,6 +224,9 @@ final class EdgeRequestHandler: ChannelDuplexHandler, RemovableChannelHandler {
             record.userAgent = head.headers.first(name: "user-agent")
             record.referer = head.headers.first(name: "referer")
         }
+        loop.observer.startSpan(
+            &record, traceparent: head.headers.first(name: "traceparent"), tracestate: head.headers.first(name: "tracestate")
+        )
         self.record = record
         if !isHTTP2 { context.triggerUserOutboundEvent(HTTP1ConnectionEvent.headReceived, promise: nil) }
         if head.uri.utf8.count > limits.maxURIBytes {
@@ -398,7 +401,8 @@ final class EdgeRequestHandler: ChannelDuplexHandler, RemovableChannelHandler {
             requestBody = body
             startBodyRateTimer(context: context)
         }
-        let streamed = StreamedRequest(headers: FieldBlock(head.headers), version: head.version, isTLS: isTLS, body: pipe, bodyLength: length)
+        var streamed = StreamedRequest(headers: FieldBlock(head.headers), version: head.version, isTLS: isTLS, body: pipe, bodyLength: length)
+        streamed.trace = record?.span?.context
         var values = Self.headerValues(head.headers)
         if let authority = Self.absoluteFormAuthority(head.uri) { values.host = authority }
         let dispatch = dispatcher.dispatch(

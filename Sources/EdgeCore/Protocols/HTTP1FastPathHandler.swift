@@ -306,7 +306,7 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler, RemovableChannelHandler 
                     now: now
                 )
                 // A proxied request (it has no body, or the scan would not have passed it) takes the whole head.
-                let streamed = immediate == nil && dispatcher.streamsRequest(target: request.target[...])
+                var streamed = immediate == nil && dispatcher.streamsRequest(target: request.target[...])
                     ? StreamedRequest(
                         headers: HTTP1RequestScanner.headerFields(pending, headLength: headLength),
                         version: request.isHTTP10 ? .http1_0 : .http1_1, isTLS: isTLS, body: nil, bodyLength: nil
@@ -316,7 +316,10 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler, RemovableChannelHandler 
                     start: now, method: request.method, target: request.target[...], wire: request.isHTTP10 ? .http1_0 : .http1_1,
                     client: client, tls: isTLS ? .other : .none
                 )
-                if loop.observer.logs { describe(&record, head: pending, headLength: headLength, context: context) }
+                if loop.observer.logs || loop.observer.tracing != nil {
+                    describe(&record, head: pending, headLength: headLength, context: context)
+                    streamed?.trace = record.span?.context
+                }
                 if pending.readableBytes == headLength {
                     buffered = nil
                 } else {
@@ -747,15 +750,21 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler, RemovableChannelHandler 
         loop.observer.finished(record)
     }
 
-    /// Adds what only the access log needs: the TLS version, `User-Agent` and `Referer`.
+    /// Adds what only the access log needs (the TLS version, `User-Agent` and `Referer`) and starts the request's
+    /// span when tracing is on.
     private func describe(_ record: inout RequestRecord, head: ByteBuffer, headLength: Int, context: ChannelHandlerContext) {
-        if isTLS {
-            if tlsLabel == nil { tlsLabel = TLSVersionLabel(of: context.channel) }
-            record.tls = tlsLabel ?? .other
-        }
         let fields = HTTP1RequestScanner.headerFields(head, headLength: headLength)
-        record.userAgent = fields.values(of: "user-agent").first
-        record.referer = fields.values(of: "referer").first
+        if loop.observer.logs {
+            if isTLS {
+                if tlsLabel == nil { tlsLabel = TLSVersionLabel(of: context.channel) }
+                record.tls = tlsLabel ?? .other
+            }
+            record.userAgent = fields.values(of: "user-agent").first
+            record.referer = fields.values(of: "referer").first
+        }
+        loop.observer.startSpan(
+            &record, traceparent: fields.values(of: "traceparent").first, tracestate: fields.values(of: "tracestate").first
+        )
     }
 
     /// Installs NIO's HTTP/1 pipeline behind this handler and passes it the unparsed bytes and everything after.

@@ -309,6 +309,10 @@ final class HTTP2FastPathHandler: ChannelDuplexHandler, NIOHTTP2FrameDelegate {
                         record.userAgent = headers.headers.first(name: "user-agent")
                         record.referer = headers.headers.first(name: "referer")
                     }
+                    loop.observer.startSpan(
+                        &record, traceparent: headers.headers.first(name: "traceparent"),
+                        tracestate: headers.headers.first(name: "tracestate")
+                    )
                     write(reply, parts, isHEAD: request.method == .HEAD, on: frame.streamID, now: now, context: context)
                     loop.observer.finished(record)
                     return

@@ -1,4 +1,5 @@
 import NIOCore
+import Tracing
 import NIOHTTP1
 
 /// What a request gets: a stored response (with its cache status) or a response made for it.
@@ -41,6 +42,8 @@ struct StreamedRequest {
     /// Fired by the front end when the client goes away before the answer has begun, so that the origin stops
     /// working for nobody (a proxy closes its upstream exchange rather than hold it until a timeout).
     var cancellation = RequestCancellation()
+    /// The request's server span context when tracing is on: upstream attempts are its children.
+    var trace: ServiceContext? = nil
 }
 
 /// A one-shot signal from a front end to an origin: the client has gone. Used on the connection's event loop only.

@@ -55,7 +55,8 @@ public final class EdgeServer: Service, Sendable {
     public init(
         configuration: EdgeConfiguration, logger: Logger,
         loadConfiguration: (@Sendable () throws -> EdgeConfiguration)? = nil,
-        observabilityRegistry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()
+        observabilityRegistry: PrometheusCollectorRegistry = PrometheusCollectorRegistry(),
+        tracing: RequestTracing? = nil
     ) throws(ServerStartError) {
         self.configuration = configuration
         self.loadConfiguration = loadConfiguration
@@ -72,7 +73,9 @@ public final class EdgeServer: Service, Sendable {
         let group = self.group
         self.state = ServerState()
         do {
-            self.observability = try Observability(accessLog: configuration.accessLog, registry: observabilityRegistry)
+            self.observability = try Observability(
+                accessLog: configuration.accessLog, tracing: tracing, registry: observabilityRegistry
+            )
         } catch {
             try? group.syncShutdownGracefully()
             throw ServerStartError(message: error.description)
@@ -388,6 +391,7 @@ public final class EdgeServer: Service, Sendable {
         keep("cache", \.cache)
         keep("admin", \.admin)
         keep("access_log", \.accessLog)
+        keep("tracing", \.tracing)
         keep("limits.max_connections_per_ip", \.limits.maxConnectionsPerIP)
         keep("limits.max_in_flight_per_client", \.limits.maxInFlightPerClient)
         keep("limits.password_check_threads", \.limits.passwordCheckThreads)

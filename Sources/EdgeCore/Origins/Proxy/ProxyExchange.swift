@@ -1,4 +1,5 @@
 import NIOCore
+import Tracing
 
 /// One proxied request, across its attempts: it chooses a server, takes a connection, starts the exchange, and
 /// retries or answers when an attempt fails. One object per request, the upstream exchange's delegate and the
@@ -28,12 +29,16 @@ final class ProxyExchange: UpstreamExchangeDelegate, RequestCancellationTarget {
     private var sent = NIODeadline.now()
     /// Whether the access log is on: the response then carries the server and the request ID for it.
     private let logs: Bool
+    /// Spans for the attempts, when tracing is on and the request has a server span.
+    private let tracing: RequestTracing?
+    private var attemptSpan: (any Span)?
 
     init(
         responder: ProxyResponder, request: ProxyRequest, head: UpstreamRequest, pool: UpstreamPool, eventLoop: any EventLoop,
-        logs: Bool = false
+        logs: Bool = false, tracing: RequestTracing? = nil
     ) {
         self.logs = logs
+        self.tracing = tracing
         self.responder = responder
         self.request = request
         self.head = head
@@ -96,6 +101,15 @@ final class ProxyExchange: UpstreamExchangeDelegate, RequestCancellationTarget {
         connection.exchanges += 1
         var head = head
         if case .upstream = responder.configuration.host { head.host = server.address.description }
+        if let tracing, let parent = request.trace {
+            // A client span per attempt; the upstream sees it as the parent of its own work.
+            attemptSpan?.end()
+            let span = tracing.clientSpan(parent: parent, method: request.method, server: server.key)
+            attemptSpan = span
+            head.fields.remove(name: "traceparent")
+            head.fields.remove(name: "tracestate")
+            for (name, value) in tracing.fields(of: span.context) { head.fields.add(name: name, value: value) }
+        }
         sent = .now()
         connection.handler.start(head, body: request.body, timeouts: settings.timeouts, delegate: self)
     }
@@ -114,6 +128,11 @@ final class ProxyExchange: UpstreamExchangeDelegate, RequestCancellationTarget {
     // MARK: UpstreamExchangeDelegate
 
     func upstreamFinished(_ failure: UpstreamFailure?) {
+        if let span = attemptSpan {
+            attemptSpan = nil
+            if let failure { span.setStatus(SpanStatus(code: .error, message: "\(failure)")) }
+            span.end()
+        }
         guard let server, let connection else { return }
         // A pooled connection the server closed as the request went out says nothing of the server.
         let stale = reused && failure.map(Self.isStale) == true
@@ -129,6 +148,7 @@ final class ProxyExchange: UpstreamExchangeDelegate, RequestCancellationTarget {
         switch result {
         case .success(let streamed):
             var response = responder.clientResponse(streamed)
+            attemptSpan?.attributes["http.response.status_code"] = Int(streamed.status.code)
             if let server {
                 let time = NIODeadline.now() - sent
                 server.statistics.responded(after: time)

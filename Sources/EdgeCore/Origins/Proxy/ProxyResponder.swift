@@ -1,4 +1,5 @@
 import Logging
+import Tracing
 import NIOCore
 import NIOHTTP1
 
@@ -25,6 +26,8 @@ struct ProxyRequest {
     var bodyLength: Int?
     /// Fired when the client goes away before the answer has begun.
     var cancellation: RequestCancellation?
+    /// The request's server span context when tracing is on.
+    var trace: ServiceContext? = nil
 }
 
 /// A `proxy` route: sends requests to a server of its upstream group and streams the answer back.
@@ -66,7 +69,7 @@ public final class ProxyResponder: Sendable {
         group.countRequest(now: .now())
         let exchange = ProxyExchange(
             responder: self, request: request, head: upstreamRequest(for: request, random: &loop.random), pool: loop.upstreamPool,
-            eventLoop: eventLoop, logs: loop.observer.logs
+            eventLoop: eventLoop, logs: loop.observer.logs, tracing: request.trace == nil ? nil : loop.observer.tracing
         )
         exchange.attempt()
         return exchange.promise.futureResult
@@ -339,7 +342,7 @@ extension ProxyResponder: Origin {
             method: request.method, path: request.path, relativePath: request.relativePath, query: request.query,
             headers: streamed.headers, host: request.headers.host, peer: request.peer, client: request.client,
             isTLS: streamed.isTLS, version: streamed.version, body: streamed.body, bodyLength: streamed.bodyLength,
-            cancellation: streamed.cancellation
+            cancellation: streamed.cancellation, trace: streamed.trace
         )
         return .pending(serve(proxied, loop: context.loop, on: context.eventLoop))
     }
