@@ -171,7 +171,7 @@ final class AccessLogBuffer {
         buffer.writeStaticString("{\"time\":\"")
         clock.writeISO8601(to: &buffer)
         buffer.writeStaticString("\",\"request_id\":\"")
-        if let id = record.requestID {
+        if let id = record.details?.requestID {
             Self.writeEscaped(id.utf8, to: &buffer, json: true)
         } else {
             Self.writeHex(random.next(), to: &buffer)
@@ -200,18 +200,18 @@ final class AccessLogBuffer {
         buffer.writeStaticString("\",\"cache\":\"")
         buffer.writeString(record.cache.label)
         buffer.writeStaticString("\"")
-        if let upstream = record.upstream {
+        if let upstream = record.details?.upstream {
             buffer.writeStaticString(",\"upstream\":\"")
             Self.writeEscaped(upstream.server.utf8, to: &buffer, json: true)
             buffer.writeStaticString("\",\"upstream_ms\":")
             Self.writeMilliseconds(upstream.headerTime, to: &buffer)
         }
-        if let agent = record.userAgent {
+        if let agent = record.details?.userAgent {
             buffer.writeStaticString(",\"user_agent\":\"")
             Self.writeEscaped(agent.utf8, to: &buffer, json: true)
             buffer.writeStaticString("\"")
         }
-        if let referer = record.referer {
+        if let referer = record.details?.referer {
             buffer.writeStaticString(",\"referer\":\"")
             Self.writeEscaped(referer.utf8, to: &buffer, json: true)
             buffer.writeStaticString("\"")
@@ -236,9 +236,9 @@ final class AccessLogBuffer {
         buffer.writeStaticString(" ")
         buffer.writeString(String(record.bodyBytesOut))
         buffer.writeStaticString(" \"")
-        Self.writeEscaped((record.referer ?? "-").utf8, to: &buffer, json: false)
+        Self.writeEscaped((record.details?.referer ?? "-").utf8, to: &buffer, json: false)
         buffer.writeStaticString("\" \"")
-        Self.writeEscaped((record.userAgent ?? "-").utf8, to: &buffer, json: false)
+        Self.writeEscaped((record.details?.userAgent ?? "-").utf8, to: &buffer, json: false)
         buffer.writeStaticString("\"\n")
     }
 

@@ -88,70 +88,86 @@ enum TimeoutKind: Int, CaseIterable {
     }
 }
 
-/// One event loop's counters: plain integers in arrays, written only on the loop, without a lock, an atomic or
-/// an allocation (an array grows only when a reload adds a route). A scrape copies them on each loop
-/// (``snapshot()``) and adds the copies up (``MetricsSnapshot``).
+/// One event loop's counters: plain integers written only on the loop, without a lock, an atomic or an allocation.
+/// The per-route counters sit in one buffer of raw memory (grown only when a reload adds a route), so that counting a
+/// request is a handful of stores: no bounds, uniqueness or exclusivity checks, which cost a Swift array in a class
+/// more than the counting itself. A scrape copies them on each loop (``snapshot()``) and adds the copies up
+/// (``MetricsSnapshot``).
 ///
 /// Why not swift-prometheus's counters here: each is an atomic shared by every core, so every request would
-/// write cache lines that the other loops also write. Those counters serve the rare events (reloads, the access
-/// log's drops), through swift-metrics.
+/// write cache lines that the other loops also write. Those counters serve the rare events (reloads), through
+/// swift-metrics.
 final class LoopMetrics {
     /// Upper bounds of the request-duration histogram, in seconds (Prometheus's `le`).
     static let durationBounds: [Double] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
-    private static let boundNanos: [Int64] = durationBounds.map { Int64($0 * 1e9) }
     static let statusClasses = 5
-    static let requestCells = WireProtocol.allCases.count * statusClasses * CacheOutcome.allCases.count
-    static let bucketCount = durationBounds.count + 1
+    /// Cells per route: protocols (3) × status classes (5) × cache outcomes (6).
+    static let requestCells = 3 * 5 * 6
+    /// Histogram buckets: 14 bounds and +Inf.
+    static let bucketCount = 15
+    /// Per route: the request cells, the buckets, the duration sum (ns), body bytes in, body bytes out.
+    private static let stride = requestCells + bucketCount + 3
 
-    /// Routes the arrays have room for.
+    /// Routes the buffer has room for.
     private(set) var routes = 0
-    /// Requests by route, protocol, status class and cache outcome.
-    private(set) var requests: [Int] = []
-    /// Request durations by route: the histogram's buckets (not cumulative) and the sum in nanoseconds.
-    private(set) var durationBuckets: [Int] = []
-    private(set) var durationSums: [Int64] = []
-    private(set) var bodyBytesIn: [Int] = []
-    private(set) var bodyBytesOut: [Int] = []
+    private var perRoute = UnsafeMutablePointer<Int>.allocate(capacity: 0)
     /// Connections opened and closed, by protocol and TLS version (open = opened − closed).
-    private(set) var connectionsOpened = [Int](repeating: 0, count: ConnectionProtocol.allCases.count * TLSVersionLabel.allCases.count)
-    private(set) var connectionsClosed = [Int](repeating: 0, count: ConnectionProtocol.allCases.count * TLSVersionLabel.allCases.count)
-    private(set) var tlsHandshakes = [Int](repeating: 0, count: TLSVersionLabel.allCases.count)
+    private(set) var connectionsOpened = [Int](repeating: 0, count: 2 * 4)
+    private(set) var connectionsClosed = [Int](repeating: 0, count: 2 * 4)
+    private(set) var tlsHandshakes = [Int](repeating: 0, count: 4)
     private(set) var tlsFailures = [Int](repeating: 0, count: TLSFailureReason.allCases.count)
     private(set) var refusals = [Int](repeating: 0, count: RefusalKind.allCases.count)
     private(set) var timeouts = [Int](repeating: 0, count: TimeoutKind.allCases.count)
-    /// The route the dispatcher resolved last on this loop: the front end reads it right after the dispatcher
-    /// returns, before anything else runs on the loop (``RequestDispatcher``).
-    var lastRoute = 0
-
     init() {}
 
-    /// Counts a finished request.
+    deinit { perRoute.deallocate() }
+
+    /// Counts a finished request (a status of 0, no answer, as 499).
+    @inline(__always)
     func record(_ record: RequestRecord, now: NIODeadline) {
         let route = record.route
         if route >= routes { grow(to: route + 1) }
-        let statusClass = min(max(record.status / 100, 1), 5) - 1
-        let cell = (record.wire.rawValue * Self.statusClasses + statusClass) * CacheOutcome.allCases.count + record.cache.rawValue
-        requests[route * Self.requestCells + cell] &+= 1
+        let status = record.status == 0 ? 499 : record.status
+        let statusClass = min(max(status / 100, 1), 5) - 1
+        let base = perRoute + route * Self.stride
+        base[(record.wire.rawValue * 5 + statusClass) * 6 + record.cache.rawValue] &+= 1
         let nanos = max((now - record.start).nanoseconds, 0)
-        durationBuckets[route * Self.bucketCount + Self.bucket(for: nanos)] &+= 1
-        durationSums[route] &+= nanos
-        bodyBytesIn[route] &+= record.bodyBytesIn
-        bodyBytesOut[route] &+= record.bodyBytesOut
+        base[Self.requestCells + Self.bucket(for: nanos)] &+= 1
+        let sums = base + Self.requestCells + Self.bucketCount
+        sums[0] &+= Int(nanos)
+        sums[1] &+= record.bodyBytesIn
+        sums[2] &+= record.bodyBytesOut
     }
 
     /// The histogram bucket of a duration in nanoseconds.
+    @inline(__always)
     static func bucket(for nanos: Int64) -> Int {
-        var bucket = 0
-        while bucket < boundNanos.count, nanos > boundNanos[bucket] { bucket += 1 }
-        return bucket
+        // 0.5 ms … 10 s, as durationBounds; a literal list, compared without touching an array.
+        switch nanos {
+        case ...500_000: return 0
+        case ...1_000_000: return 1
+        case ...2_500_000: return 2
+        case ...5_000_000: return 3
+        case ...10_000_000: return 4
+        case ...25_000_000: return 5
+        case ...50_000_000: return 6
+        case ...100_000_000: return 7
+        case ...250_000_000: return 8
+        case ...500_000_000: return 9
+        case ...1_000_000_000: return 10
+        case ...2_500_000_000: return 11
+        case ...5_000_000_000: return 12
+        case ...10_000_000_000: return 13
+        default: return 14
+        }
     }
 
     func connectionOpened(_ kind: ConnectionProtocol, tls: TLSVersionLabel) {
-        connectionsOpened[kind.rawValue * TLSVersionLabel.allCases.count + tls.rawValue] &+= 1
+        connectionsOpened[kind.rawValue * 4 + tls.rawValue] &+= 1
     }
 
     func connectionClosed(_ kind: ConnectionProtocol, tls: TLSVersionLabel) {
-        connectionsClosed[kind.rawValue * TLSVersionLabel.allCases.count + tls.rawValue] &+= 1
+        connectionsClosed[kind.rawValue * 4 + tls.rawValue] &+= 1
     }
 
     func tlsHandshakeCompleted(_ version: TLSVersionLabel) { tlsHandshakes[version.rawValue] &+= 1 }
@@ -160,23 +176,34 @@ final class LoopMetrics {
     func timedOut(_ kind: TimeoutKind) { timeouts[kind.rawValue] &+= 1 }
 
     private func grow(to count: Int) {
-        let added = count - routes
-        requests += repeatElement(0, count: added * Self.requestCells)
-        durationBuckets += repeatElement(0, count: added * Self.bucketCount)
-        durationSums += repeatElement(0, count: added)
-        bodyBytesIn += repeatElement(0, count: added)
-        bodyBytesOut += repeatElement(0, count: added)
+        let grown = UnsafeMutablePointer<Int>.allocate(capacity: count * Self.stride)
+        grown.initialize(repeating: 0, count: count * Self.stride)
+        grown.update(from: perRoute, count: routes * Self.stride)
+        perRoute.deallocate()
+        perRoute = grown
         routes = count
     }
 
     /// A copy of every counter, taken on the loop.
     func snapshot() -> MetricsSnapshot {
-        MetricsSnapshot(
-            routes: routes, requests: requests, durationBuckets: durationBuckets, durationSums: durationSums,
-            bodyBytesIn: bodyBytesIn, bodyBytesOut: bodyBytesOut, connectionsOpened: connectionsOpened,
-            connectionsClosed: connectionsClosed, tlsHandshakes: tlsHandshakes, tlsFailures: tlsFailures,
-            refusals: refusals, timeouts: timeouts
-        )
+        var snapshot = MetricsSnapshot()
+        snapshot.routes = routes
+        for route in 0..<routes {
+            let base = perRoute + route * Self.stride
+            snapshot.requests += UnsafeBufferPointer(start: base, count: Self.requestCells)
+            snapshot.durationBuckets += UnsafeBufferPointer(start: base + Self.requestCells, count: Self.bucketCount)
+            let sums = base + Self.requestCells + Self.bucketCount
+            snapshot.durationSums.append(Int64(sums[0]))
+            snapshot.bodyBytesIn.append(sums[1])
+            snapshot.bodyBytesOut.append(sums[2])
+        }
+        snapshot.connectionsOpened = connectionsOpened
+        snapshot.connectionsClosed = connectionsClosed
+        snapshot.tlsHandshakes = tlsHandshakes
+        snapshot.tlsFailures = tlsFailures
+        snapshot.refusals = refusals
+        snapshot.timeouts = timeouts
+        return snapshot
     }
 }
 

@@ -83,7 +83,7 @@ final class LoopObserver {
     /// Starts the server span of a request whose trace fields are `traceparent` and `tracestate`, when tracing is on.
     func startSpan(_ record: inout RequestRecord, traceparent: String?, tracestate: String?) {
         guard let tracing else { return }
-        record.span = tracing.serverSpan(
+        record.detailed.span = tracing.serverSpan(
             method: record.method, target: record.target, traceparent: traceparent, tracestate: tracestate, start: record.start
         )
     }
@@ -109,9 +109,17 @@ final class LoopObserver {
 
     /// Counts and logs a finished request.
     func finished(_ record: RequestRecord, now: NIODeadline = .now()) {
+        metrics.record(record, now: now)
+        guard record.status < 500, record.details == nil, accessLog == nil else {
+            finishedRarely(record, now: now)
+            return
+        }
+    }
+
+    /// What only a 5xx, a 499, the access log or tracing needs.
+    private func finishedRarely(_ record: RequestRecord, now: NIODeadline) {
         var record = record
         if record.status == 0 { record.status = 499 }  // no answer began: the client went away (nginx's 499)
-        metrics.record(record, now: now)
         if record.status >= 500 { noteError(record) }
         guard accessLog != nil || record.span != nil else { return }
         if record.route >= labels.count { labels = routeLabels.paths }

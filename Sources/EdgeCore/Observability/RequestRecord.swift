@@ -32,12 +32,16 @@ enum CacheOutcome: Int, CaseIterable {
         }
     }
 
-    init(xCache bytes: some Sequence<UInt8>) {
-        var matched: CacheOutcome = .none
-        for outcome in Self.allCases.dropFirst() where bytes.elementsEqual(outcome.label.utf8) {
-            matched = outcome
+    /// The outcome an `X-Cache` value names (a `switch` on small strings: this runs for every cached answer).
+    init(xCache value: String) {
+        switch value {
+        case "HIT": self = .hit
+        case "MISS": self = .miss
+        case "STALE": self = .stale
+        case "REVALIDATED": self = .revalidated
+        case "PASS": self = .pass
+        default: self = .none
         }
-        self = matched
     }
 }
 
@@ -52,9 +56,20 @@ struct UpstreamOutcome {
 /// One request as the front end saw it, from its first byte to its answer's last: filled in by the front end as
 /// it learns each part and handed to ``LoopObserver/finished(_:now:)`` once.
 ///
-/// A value on the front end's stack (the HTTP/1.1 fast path keeps one, since it answers one request at a time): no
-/// allocation. ``target`` is a slice of the request's own buffer, read only when the access log is on.
+/// A small value on the front end's stack, copied without retaining more than its target: what only the access log
+/// and tracing need lives in ``Details``, allocated only when one of them is on (or a proxy names its upstream).
 struct RequestRecord {
+    /// What the access log and tracing add to a record.
+    final class Details {
+        var userAgent: String?
+        var referer: String?
+        /// The `X-Request-Id` Edge sent upstream; other requests get one made up for the log line.
+        var requestID: String?
+        /// The request's server span, when tracing is on (``RequestTracing``).
+        var span: (any Span)?
+        var upstream: UpstreamOutcome?
+    }
+
     var start: NIODeadline
     var method: HTTPMethod
     var target: Substring
@@ -66,18 +81,23 @@ struct RequestRecord {
     var cache: CacheOutcome = .none
     var bodyBytesIn = 0
     var bodyBytesOut = 0
-    var upstream: UpstreamOutcome?
     /// The client: the TCP peer's (or the PROXY protocol's) address, or the one a trusted proxy's
     /// `X-Forwarded-For` names (as the dispatcher resolved it).
     var client: ClientAddress
     var tls: TLSVersionLabel
-    /// Kept only while the access log is on (``LoopObserver/logs``).
-    var userAgent: String?
-    var referer: String?
-    /// The `X-Request-Id` Edge sent upstream; other requests get one made up for the log line.
-    var requestID: String?
-    /// The request's server span, when tracing is on (``RequestTracing``).
-    var span: (any Span)?
+    var details: Details?
+
+    /// The details, made on first use.
+    var detailed: Details {
+        mutating get {
+            if let details { return details }
+            let made = Details()
+            details = made
+            return made
+        }
+    }
+
+    var span: (any Span)? { details?.span }
 
     init(start: NIODeadline, method: HTTPMethod, target: Substring, wire: WireProtocol, client: ClientAddress, tls: TLSVersionLabel) {
         self.start = start
@@ -99,7 +119,7 @@ struct RequestRecord {
         switch reply {
         case .cached(let entry, let cacheStatus):
             status = Int(entry.status.code)
-            cache = CacheOutcome(xCache: cacheStatus.utf8)
+            cache = CacheOutcome(xCache: cacheStatus)
             if !isHEAD { bodyBytesOut = entry.body.readableBytes }
         case .response(let response):
             status = Int(response.status.code)
@@ -110,8 +130,10 @@ struct RequestRecord {
         case .stream(let streamed):
             status = Int(streamed.status.code)
             cache = streamed.headers.cacheOutcome
-            upstream = streamed.upstream
-            requestID = streamed.upstream?.requestID
+            if let upstream = streamed.upstream {
+                detailed.upstream = upstream
+                detailed.requestID = upstream.requestID
+            }
         case .upgrade:
             status = 101
         }
@@ -122,6 +144,6 @@ extension FieldBlock {
     /// The cache outcome its `X-Cache` field names.
     var cacheOutcome: CacheOutcome {
         guard contains(name: "x-cache") else { return .none }
-        return values(of: "x-cache").first.map { CacheOutcome(xCache: $0.utf8) } ?? .none
+        return values(of: "x-cache").first.map { CacheOutcome(xCache: $0) } ?? .none
     }
 }

@@ -221,8 +221,8 @@ final class EdgeRequestHandler: ChannelDuplexHandler, RemovableChannelHandler {
         )
         if loop.observer.logs {
             if isTLS { record.tls = TLSVersionLabel(of: isHTTP2 ? context.channel.parent ?? context.channel : context.channel) }
-            record.userAgent = head.headers.first(name: "user-agent")
-            record.referer = head.headers.first(name: "referer")
+            record.detailed.userAgent = head.headers.first(name: "user-agent")
+            record.detailed.referer = head.headers.first(name: "referer")
         }
         loop.observer.startSpan(
             &record, traceparent: head.headers.first(name: "traceparent"), tracestate: head.headers.first(name: "tracestate")
@@ -462,8 +462,10 @@ final class EdgeRequestHandler: ChannelDuplexHandler, RemovableChannelHandler {
             streamed.body?.cancel(BodyPipe.Broken(description: "the client went away"))
             return
         }
-        record?.upstream = streamed.upstream
-        record?.requestID = streamed.upstream?.requestID
+        if let upstream = streamed.upstream {
+            record?.detailed.upstream = upstream
+            record?.detailed.requestID = upstream.requestID
+        }
         var headers = streamed.headers.headers
         ResponseHeaders.perRequest(for: .stream(streamed), now: .now(), server: serverName, date: loop.date.current) { name, value in
             headers.add(name: name, value: value)
@@ -579,7 +581,7 @@ final class EdgeRequestHandler: ChannelDuplexHandler, RemovableChannelHandler {
         }
         let block = ResponseHeaders.http2Block(status: status, headers: headers)
         record?.status = Int(status.code)
-        if let cache = headers.first(name: "x-cache") { record?.cache = CacheOutcome(xCache: cache.utf8) }
+        if let cache = headers.first(name: "x-cache") { record?.cache = CacheOutcome(xCache: cache) }
         finishRecord()
         let written = frames.writeAndFlush(NIOAny(HTTP2Frame.FramePayload.headers(.init(headers: block, endStream: true))))
         guard requestEnded else {
@@ -761,7 +763,7 @@ final class EdgeRequestHandler: ChannelDuplexHandler, RemovableChannelHandler {
         }
         let version = isHTTP2 ? request.version : HTTPVersion(major: 1, minor: closeDelimited ? 0 : 1)
         record?.status = Int(status.code)
-        if let cache = headers.first(name: "x-cache") { record?.cache = CacheOutcome(xCache: cache.utf8) }
+        if let cache = headers.first(name: "x-cache") { record?.cache = CacheOutcome(xCache: cache) }
         context.write(wrapOutboundOut(.head(HTTPResponseHead(version: version, status: status, headers: headers))), promise: nil)
         return keepAlive
     }

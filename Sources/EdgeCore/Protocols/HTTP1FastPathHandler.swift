@@ -328,11 +328,9 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler, RemovableChannelHandler 
                 servedAny = true
                 if let immediate {
                     record.note(loop.observer.takeDispatch())
-                    self.record = record
-                    write(immediate, for: request, now: now, context: context)
+                    write(immediate, for: request, now: now, record: record, context: context)
                 } else {
-                    self.record = record
-                    serve(request, streamed: streamed, now: now, context: context)
+                    serve(request, streamed: streamed, now: now, record: record, context: context)
                 }
             }
         }
@@ -341,7 +339,8 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler, RemovableChannelHandler 
     /// Dispatches a request ``RequestDispatcher/immediateReply(method:target:host:conditional:now:admitting:)``
     /// could not answer, and writes its reply now or when it is ready.
     private func serve(
-        _ request: HTTP1RequestScanner.Request, streamed: StreamedRequest?, now: NIODeadline, context: ChannelHandlerContext
+        _ request: HTTP1RequestScanner.Request, streamed: StreamedRequest?, now: NIODeadline, record: RequestRecord,
+        context: ChannelHandlerContext
     ) {
         let headers = RequestHeaderValues(
             host: request.host[...], authorization: request.authorization?[...], forwardedFor: request.forwardedFor?[...],
@@ -351,10 +350,11 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler, RemovableChannelHandler 
             method: request.method, target: request.target[...], headers: headers, bodyBytes: 0, client: client,
             streamed: streamed, on: context.eventLoop
         )
-        record?.note(loop.observer.takeDispatch())
+        var record = record
+        record.note(loop.observer.takeDispatch())
         switch dispatch {
         case .ready(let reply):
-            write(reply, for: request, now: now, context: context)
+            write(reply, for: request, now: now, record: record, context: context)
         case .pending(let future):
             requestInProgress = true
             pendingCancellation = streamed?.cancellation
@@ -363,7 +363,8 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler, RemovableChannelHandler 
                 self.pendingCancellation = nil
                 guard self.isActive else {
                     // The client left while the file was being opened or the upstream's answer awaited: nothing
-                    // will send or close it.
+                    // will send or close it. Counted as 499.
+                    self.loop.observer.finished(record)
                     switch result {
                     case .success(.file(let file)): try? file.handle?.close()
                     case .success(.stream(let streamed)): streamed.body?.cancel(BodyPipe.Broken(description: "the client went away"))
@@ -372,7 +373,7 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler, RemovableChannelHandler 
                     return
                 }
                 let reply = (try? result.get()) ?? .response(.text(.badGateway, "backend failed\n"))
-                self.write(reply, for: request, now: .now(), context: context)
+                self.write(reply, for: request, now: .now(), record: record, context: context)
                 self.continueAfterReply(context: context)
             }
         }
@@ -416,22 +417,31 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler, RemovableChannelHandler 
         closeAfterWriting(context.channel.allocator.buffer(capacity: 0), context: context)
     }
 
-    private func write(_ reply: Reply, for request: HTTP1RequestScanner.Request, now: NIODeadline, context: ChannelHandlerContext) {
-        record?.answered(with: reply, isHEAD: request.method == .HEAD)
-        defer { if !requestInProgress { finishRecord() } }
+    /// Writes `reply` and counts `record` (once it is sent, for a file or a stream).
+    private func write(
+        _ reply: Reply, for request: HTTP1RequestScanner.Request, now: NIODeadline, record: RequestRecord,
+        context: ChannelHandlerContext
+    ) {
+        var record = record
+        record.answered(with: reply, isHEAD: request.method == .HEAD)
         let keepAlive = request.keepAlive && !quiescing
         let body: ByteBuffer
         var buffer: ByteBuffer
         switch reply {
         case .file(let file):
+            self.record = record
             writeFile(file, for: request, keepAlive: keepAlive, context: context)
+            if !requestInProgress { finishRecord() }
             return
         case .stream(let streamed):
+            self.record = record
             writeStream(streamed, for: request, keepAlive: keepAlive, context: context)
+            if !requestInProgress { finishRecord() }
             return
         case .upgrade:
             // Not reached: a request asking for an upgrade carries `Upgrade`, which sends it to the full pipeline
             // (HTTP1RequestScanner), and an origin switches protocols only for such a request.
+            self.record = record
             answerAndClose(.internalServerError, "unexpected protocol switch\n", context: context)
             return
         case .cached(let entry, let cacheStatus):
@@ -443,6 +453,7 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler, RemovableChannelHandler 
                     request: request, now: now, context: context
                 )
                 send(response, keepAlive: true, context: context)
+                loop.observer.finished(record)
                 return
             }
             body = entry.body
@@ -461,6 +472,7 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler, RemovableChannelHandler 
         finishHead(&buffer, for: reply, request: request, keepAlive: keepAlive, now: now)
         if request.method != .HEAD { buffer.writeImmutableBuffer(body) }
         send(buffer, keepAlive: keepAlive, context: context)
+        loop.observer.finished(record)
     }
 
     /// The complete keep-alive response to a `GET` — `head`, the per-request headers and `body` — from the
@@ -759,8 +771,8 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler, RemovableChannelHandler 
                 if tlsLabel == nil { tlsLabel = TLSVersionLabel(of: context.channel) }
                 record.tls = tlsLabel ?? .other
             }
-            record.userAgent = fields.values(of: "user-agent").first
-            record.referer = fields.values(of: "referer").first
+            record.detailed.userAgent = fields.values(of: "user-agent").first
+            record.detailed.referer = fields.values(of: "referer").first
         }
         loop.observer.startSpan(
             &record, traceparent: fields.values(of: "traceparent").first, tracestate: fields.values(of: "tracestate").first

@@ -306,8 +306,8 @@ final class HTTP2FastPathHandler: ChannelDuplexHandler, NIOHTTP2FrameDelegate {
                     if loop.observer.logs {
                         if tlsLabel == nil { tlsLabel = TLSVersionLabel(of: context.channel) }
                         record.tls = tlsLabel ?? .other
-                        record.userAgent = headers.headers.first(name: "user-agent")
-                        record.referer = headers.headers.first(name: "referer")
+                        record.detailed.userAgent = headers.headers.first(name: "user-agent")
+                        record.detailed.referer = headers.headers.first(name: "referer")
                     }
                     loop.observer.startSpan(
                         &record, traceparent: headers.headers.first(name: "traceparent"),
