@@ -238,22 +238,10 @@ public enum ReloadOutcome: Sendable, Equatable {
     }
 
     var json: String {
-        func quoted(_ text: String) -> String {
-            var result = "\""
-            for scalar in text.unicodeScalars {
-                switch scalar {
-                case "\"": result += "\\\""
-                case "\\": result += "\\\\"
-                case _ where scalar.value < 0x20: result += String(format: "\\u%04x", scalar.value)
-                default: result.unicodeScalars.append(scalar)
-                }
-            }
-            return result + "\""
-        }
         switch self {
         case .applied(let generation): return "{\"result\": \"applied\", \"generation\": \(generation)}\n"
         case .unchanged(let generation): return "{\"result\": \"unchanged\", \"generation\": \(generation)}\n"
-        case .failed(let reason): return "{\"result\": \"failed\", \"reason\": \(quoted(reason))}\n"
+        case .failed(let reason): return "{\"result\": \"failed\", \"reason\": \(JSONText.quoted(reason))}\n"
         case .busy: return "{\"result\": \"busy\", \"reason\": \"another reload is under way\"}\n"
         }
     }

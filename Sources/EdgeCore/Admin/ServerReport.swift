@@ -63,13 +63,7 @@ struct ServerReport {
 
     private func requests(cache outcome: CacheOutcome) -> Int {
         var total = 0
-        for route in 0..<metrics.routes {
-            for wire in WireProtocol.allCases {
-                for statusClass in 0..<LoopMetrics.statusClasses {
-                    total += metrics.requests(route: route, wire: wire, statusClass: statusClass, cache: outcome)
-                }
-            }
-        }
+        metrics.forEachRequestCell { _, _, _, cache, count in if cache == outcome { total += count } }
         return total
     }
 
@@ -79,24 +73,15 @@ struct ServerReport {
         var out = MetricsExposition()
         out.family("edge_build_info", "gauge", "Edge's version; always 1.")
         out.sample("edge_build_info", ["version": EdgeVersion.string], 1)
-        out.family("edge_config_generation", "gauge", "0 at start, one more at every configuration reload that changed something.")
-        out.sample("edge_config_generation", [], generation)
+        out.single("edge_config_generation", "gauge", "0 at start, one more at every configuration reload that changed something.", generation)
 
         out.family("edge_http_requests_total", "counter", "Requests answered, by route, protocol, status class and cache outcome.")
-        for route in 0..<metrics.routes {
-            for wire in WireProtocol.allCases {
-                for statusClass in 0..<LoopMetrics.statusClasses {
-                    for outcome in CacheOutcome.allCases {
-                        let count = metrics.requests(route: route, wire: wire, statusClass: statusClass, cache: outcome)
-                        guard count > 0 else { continue }
-                        out.sample(
-                            "edge_http_requests_total",
-                            [("route", routeLabel(route)), ("protocol", wire.label), ("code", "\(statusClass + 1)xx"), ("cache", outcome.label)],
-                            count
-                        )
-                    }
-                }
-            }
+        metrics.forEachRequestCell { route, wire, statusClass, outcome, count in
+            out.sample(
+                "edge_http_requests_total",
+                [("route", routeLabel(route)), ("protocol", wire.label), ("code", "\(statusClass + 1)xx"), ("cache", outcome.label)],
+                count
+            )
         }
         out.family(
             "edge_http_request_duration_seconds", "histogram",
@@ -119,8 +104,7 @@ struct ServerReport {
         for route in 0..<metrics.routes where metrics.bodyBytesOut[route] > 0 {
             out.sample("edge_http_response_body_bytes_total", [("route", routeLabel(route))], metrics.bodyBytesOut[route])
         }
-        out.family("edge_http_requests_in_flight", "gauge", "Requests waiting for an origin (cache hits and fixed answers never wait).")
-        out.sample("edge_http_requests_in_flight", [], inFlight)
+        out.single("edge_http_requests_in_flight", "gauge", "Requests waiting for an origin (cache hits and fixed answers never wait).", inFlight)
         out.family("edge_requests_refused_total", "counter", "Requests refused by a policy or limit, by reason.")
         for kind in RefusalKind.allCases {
             out.sample("edge_requests_refused_total", [("reason", kind.label)], metrics.refusals[kind.rawValue])
@@ -130,8 +114,7 @@ struct ServerReport {
             out.sample("edge_timeouts_total", [("kind", kind.label)], metrics.timeouts[kind.rawValue])
         }
 
-        out.family("edge_connections", "gauge", "Client connections open (admitted, TLS included while it negotiates).")
-        out.sample("edge_connections", [], connections)
+        out.single("edge_connections", "gauge", "Client connections open (admitted, TLS included while it negotiates).", connections)
         out.family("edge_connections_open", "gauge", "Client connections speaking HTTP, by protocol and TLS version.")
         out.family("edge_connections_opened_total", "counter", "Client connections that began speaking HTTP, by protocol and TLS version.")
         for kind in ConnectionProtocol.allCases {
@@ -143,8 +126,7 @@ struct ServerReport {
                 out.sample("edge_connections_opened_total", labels, metrics.connectionsOpened[index])
             }
         }
-        out.family("edge_websocket_connections", "gauge", "WebSocket connections open (on HTTP/1.1 connections and HTTP/2 streams).")
-        out.sample("edge_websocket_connections", [], webSockets)
+        out.single("edge_websocket_connections", "gauge", "WebSocket connections open (on HTTP/1.1 connections and HTTP/2 streams).", webSockets)
         out.family("edge_tls_handshakes_total", "counter", "TLS handshakes completed, by version.")
         for version in TLSVersionLabel.allCases where version != .none {
             out.sample("edge_tls_handshakes_total", [("version", version.label)], metrics.tlsHandshakes[version.rawValue])
@@ -154,20 +136,15 @@ struct ServerReport {
             out.sample("edge_tls_handshake_failures_total", [("reason", reason.label)], metrics.tlsFailures[reason.rawValue])
         }
 
-        out.family("edge_cache_entries", "gauge", "Responses held in the shared cache.")
-        out.sample("edge_cache_entries", [], cache.entries)
-        out.family("edge_cache_bytes", "gauge", "Bytes charged to the shared cache.")
-        out.sample("edge_cache_bytes", [], cache.bytes)
+        out.single("edge_cache_entries", "gauge", "Responses held in the shared cache.", cache.entries)
+        out.single("edge_cache_bytes", "gauge", "Bytes charged to the shared cache.", cache.bytes)
         out.family("edge_cache_requests_total", "counter", "Requests answered by a cached route, by cache outcome.")
         for outcome in CacheOutcome.allCases where outcome != .none {
             out.sample("edge_cache_requests_total", [("result", outcome.label)], requests(cache: outcome))
         }
-        out.family("edge_cache_evictions_total", "counter", "Entries evicted to keep the cache within its bounds.")
-        out.sample("edge_cache_evictions_total", [], cache.evictions)
-        out.family("edge_cache_coalesced_waits_total", "counter", "Misses that waited for another request's fetch of the same key.")
-        out.sample("edge_cache_coalesced_waits_total", [], cache.coalesced)
-        out.family("edge_cache_fetches_in_flight", "gauge", "Keys being fetched from an origin.")
-        out.sample("edge_cache_fetches_in_flight", [], cache.fetchesInFlight)
+        out.single("edge_cache_evictions_total", "counter", "Entries evicted to keep the cache within its bounds.", cache.evictions)
+        out.single("edge_cache_coalesced_waits_total", "counter", "Misses that waited for another request's fetch of the same key.", cache.coalesced)
+        out.single("edge_cache_fetches_in_flight", "gauge", "Keys being fetched from an origin.", cache.fetchesInFlight)
 
         writeUpstreams(into: &out)
 
@@ -178,20 +155,13 @@ struct ServerReport {
             out.sample("edge_access_log_dropped_lines_total", [], accessLog.dropped)
         }
 
-        out.family("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.")
-        out.sample("process_resident_memory_bytes", [], process.residentBytes)
-        out.family("process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.")
-        out.sample("process_virtual_memory_bytes", [], process.virtualBytes)
-        out.family("process_open_fds", "gauge", "Open file descriptors.")
-        out.sample("process_open_fds", [], process.openDescriptors)
-        out.family("process_max_fds", "gauge", "The limit on open file descriptors.")
-        out.sample("process_max_fds", [], process.maxDescriptors)
-        out.family("process_threads", "gauge", "Threads of the process.")
-        out.sample("process_threads", [], process.threads)
-        out.family("process_cpu_seconds_total", "counter", "User and system CPU time spent, in seconds.")
-        out.sample("process_cpu_seconds_total", [], process.cpuSeconds)
-        out.family("process_start_time_seconds", "gauge", "When the process started serving, in seconds since the Unix epoch.")
-        out.sample("process_start_time_seconds", [], Double(startedUnixSeconds))
+        out.single("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.", process.residentBytes)
+        out.single("process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.", process.virtualBytes)
+        out.single("process_open_fds", "gauge", "Open file descriptors.", process.openDescriptors)
+        out.single("process_max_fds", "gauge", "The limit on open file descriptors.", process.maxDescriptors)
+        out.single("process_threads", "gauge", "Threads of the process.", process.threads)
+        out.single("process_cpu_seconds_total", "counter", "User and system CPU time spent, in seconds.", process.cpuSeconds)
+        out.single("process_start_time_seconds", "gauge", "When the process started serving, in seconds since the Unix epoch.", Double(startedUnixSeconds))
         return out.text
     }
 
@@ -280,18 +250,8 @@ struct ServerReport {
     }
 
     func status() -> Status {
-        var byStatus: [String: Int] = [:]
-        for route in 0..<metrics.routes {
-            for wire in WireProtocol.allCases {
-                for statusClass in 0..<LoopMetrics.statusClasses {
-                    for outcome in CacheOutcome.allCases {
-                        byStatus["\(statusClass + 1)xx", default: 0] += metrics.requests(
-                            route: route, wire: wire, statusClass: statusClass, cache: outcome
-                        )
-                    }
-                }
-            }
-        }
+        var byStatus: [String: Int] = ["1xx": 0, "2xx": 0, "3xx": 0, "4xx": 0, "5xx": 0]
+        metrics.forEachRequestCell { _, _, statusClass, _, count in byStatus["\(statusClass + 1)xx", default: 0] += count }
         var byProtocol: [Status.Connection] = []
         for kind in ConnectionProtocol.allCases {
             for tls in TLSVersionLabel.allCases {

@@ -253,4 +253,18 @@ struct MetricsSnapshot: Sendable {
     }
 
     var totalRequests: Int { requests.reduce(0, +) }
+
+    /// Every request cell with a count: its route, protocol, status class (0 for 1xx … 4 for 5xx) and cache outcome.
+    func forEachRequestCell(_ body: (_ route: Int, _ wire: WireProtocol, _ statusClass: Int, _ cache: CacheOutcome, _ count: Int) -> Void) {
+        for route in 0..<routes {
+            for wire in WireProtocol.allCases {
+                for statusClass in 0..<LoopMetrics.statusClasses {
+                    for outcome in CacheOutcome.allCases {
+                        let count = requests(route: route, wire: wire, statusClass: statusClass, cache: outcome)
+                        if count > 0 { body(route, wire, statusClass, outcome, count) }
+                    }
+                }
+            }
+        }
+    }
 }

@@ -41,7 +41,15 @@ struct MetricsExposition {
         sample(name + "_count", labels, cumulative)
     }
 
-    mutating func append(raw: String) { text += raw }
+    /// A family with one sample and no labels.
+    mutating func single(_ name: String, _ type: String, _ help: String, _ value: Double) {
+        family(name, type, help)
+        sample(name, [], value)
+    }
+
+    mutating func single(_ name: String, _ type: String, _ help: String, _ value: Int) {
+        single(name, type, help, Double(value))
+    }
 
     static func escaped(_ value: String) -> String {
         var result = ""

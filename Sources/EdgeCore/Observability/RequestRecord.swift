@@ -32,14 +32,16 @@ enum CacheOutcome: Int, CaseIterable {
         }
     }
 
-    /// The outcome an `X-Cache` value names (a `switch` on small strings: this runs for every cached answer).
+    /// The outcome an `X-Cache` value names. Runs for every cached answer, so it looks at the length and the first
+    /// byte only: the values are Edge's own (``Reply/cached(_:cacheStatus:)``), one per length and initial.
     init(xCache value: String) {
-        switch value {
-        case "HIT": self = .hit
-        case "MISS": self = .miss
-        case "STALE": self = .stale
-        case "REVALIDATED": self = .revalidated
-        case "PASS": self = .pass
+        let utf8 = value.utf8
+        switch (utf8.count, utf8.first) {
+        case (3, UInt8(ascii: "H")): self = .hit
+        case (4, UInt8(ascii: "M")): self = .miss
+        case (5, UInt8(ascii: "S")): self = .stale
+        case (11, UInt8(ascii: "R")): self = .revalidated
+        case (4, UInt8(ascii: "P")): self = .pass
         default: self = .none
         }
     }

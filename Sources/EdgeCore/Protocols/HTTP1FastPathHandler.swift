@@ -328,7 +328,7 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler, RemovableChannelHandler 
                 servedAny = true
                 if let immediate {
                     record.note(loop.observer.takeDispatch())
-                    write(immediate, for: request, now: now, record: record, context: context)
+                    write(immediate, for: request, now: now, record: &record, context: context)
                 } else {
                     serve(request, streamed: streamed, now: now, record: record, context: context)
                 }
@@ -354,7 +354,7 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler, RemovableChannelHandler 
         record.note(loop.observer.takeDispatch())
         switch dispatch {
         case .ready(let reply):
-            write(reply, for: request, now: now, record: record, context: context)
+            write(reply, for: request, now: now, record: &record, context: context)
         case .pending(let future):
             requestInProgress = true
             pendingCancellation = streamed?.cancellation
@@ -373,7 +373,8 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler, RemovableChannelHandler 
                     return
                 }
                 let reply = (try? result.get()) ?? .response(.text(.badGateway, "backend failed\n"))
-                self.write(reply, for: request, now: .now(), record: record, context: context)
+                var record = record
+                self.write(reply, for: request, now: .now(), record: &record, context: context)
                 self.continueAfterReply(context: context)
             }
         }
@@ -417,12 +418,13 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler, RemovableChannelHandler 
         closeAfterWriting(context.channel.allocator.buffer(capacity: 0), context: context)
     }
 
-    /// Writes `reply` and counts `record` (once it is sent, for a file or a stream).
+    /// Writes `reply` and counts `record` (once it is sent, for a file or a stream). `now` ends the request's
+    /// duration for an answer from memory: it is the read's time for an answer given at once (it leaves in the same
+    /// turn of the event loop), a fresh one after a wait.
     private func write(
-        _ reply: Reply, for request: HTTP1RequestScanner.Request, now: NIODeadline, record: RequestRecord,
+        _ reply: Reply, for request: HTTP1RequestScanner.Request, now: NIODeadline, record: inout RequestRecord,
         context: ChannelHandlerContext
     ) {
-        var record = record
         record.answered(with: reply, isHEAD: request.method == .HEAD)
         let keepAlive = request.keepAlive && !quiescing
         let body: ByteBuffer
@@ -453,7 +455,7 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler, RemovableChannelHandler 
                     request: request, now: now, context: context
                 )
                 send(response, keepAlive: true, context: context)
-                loop.observer.finished(record)
+                loop.observer.finished(record, now: now)
                 return
             }
             body = entry.body
@@ -472,7 +474,7 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler, RemovableChannelHandler 
         finishHead(&buffer, for: reply, request: request, keepAlive: keepAlive, now: now)
         if request.method != .HEAD { buffer.writeImmutableBuffer(body) }
         send(buffer, keepAlive: keepAlive, context: context)
-        loop.observer.finished(record)
+        loop.observer.finished(record, now: now)
     }
 
     /// The complete keep-alive response to a `GET` — `head`, the per-request headers and `body` — from the

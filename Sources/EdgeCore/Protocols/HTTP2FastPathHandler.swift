@@ -309,12 +309,15 @@ final class HTTP2FastPathHandler: ChannelDuplexHandler, NIOHTTP2FrameDelegate {
                         record.detailed.userAgent = headers.headers.first(name: "user-agent")
                         record.detailed.referer = headers.headers.first(name: "referer")
                     }
-                    loop.observer.startSpan(
-                        &record, traceparent: headers.headers.first(name: "traceparent"),
-                        tracestate: headers.headers.first(name: "tracestate")
-                    )
+                    if loop.observer.tracing != nil {
+                        loop.observer.startSpan(
+                            &record, traceparent: headers.headers.first(name: "traceparent"),
+                            tracestate: headers.headers.first(name: "tracestate")
+                        )
+                    }
                     write(reply, parts, isHEAD: request.method == .HEAD, on: frame.streamID, now: now, context: context)
-                    loop.observer.finished(record)
+                    // Answered in this turn of the event loop: the read's time ends it too (a span is timed exactly).
+                    loop.observer.finished(record, now: record.details == nil ? now : .now())
                     return
                 }
                 multiplexerStreams.insert(frame.streamID)

@@ -104,3 +104,27 @@ extension UInt8 {
 func listElements(_ values: [String]) -> [Substring] {
     values.flatMap { $0.split(separator: ",") }.map { $0.trimming() }.filter { !$0.isEmpty }
 }
+
+/// JSON string literals, for the few answers Edge writes as JSON by hand.
+enum JSONText {
+    /// `text` as a JSON string literal: quotes, `"` and `\` escaped, control characters as `\u00XX`.
+    static func quoted(_ text: String) -> String {
+        "\"" + escaped(text) + "\""
+    }
+
+    /// `text` escaped for the inside of a JSON string literal.
+    static func escaped(_ text: String) -> String {
+        var out = ""
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case _ where scalar.value < 0x20:
+                let hex = String(scalar.value, radix: 16)
+                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+            default: out.unicodeScalars.append(scalar)
+            }
+        }
+        return out
+    }
+}

@@ -156,7 +156,7 @@ final class WebSocketRoute: Origin {
             let isText = isUTF8 && contentType?.hasPrefix("application/octet-stream") != true
             let (id, subscribers) = hub.publish(collected, isText: isText, to: channel)
             var response = EdgeResponse(status: .ok, body: ByteBuffer(
-                string: "{\"channel\":\"\(Self.jsonEscaped(channel))\",\"id\":\(id),\"subscribers\":\(subscribers)}\n"
+                string: "{\"channel\":\"\(JSONText.escaped(channel))\",\"id\":\(id),\"subscribers\":\(subscribers)}\n"
             ))
             response.headers.add(name: "content-type", value: "application/json")
             promise.succeed(.response(response))
@@ -176,16 +176,4 @@ final class WebSocketRoute: Origin {
         return .pending(promise.futureResult)
     }
 
-    private static func jsonEscaped(_ text: String) -> String {
-        var out = ""
-        for scalar in text.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case _ where scalar.value < 0x20: out += String(format: "\\u%04x", scalar.value)
-            default: out.unicodeScalars.append(scalar)
-            }
-        }
-        return out
-    }
 }
