@@ -108,9 +108,10 @@ final class LoopMetrics {
     /// Per route: the request cells, the buckets, the duration sum (ns), body bytes in, body bytes out.
     private static let stride = requestCells + bucketCount + 3
 
-    /// Routes the buffer has room for.
-    private(set) var routes = 0
-    private var perRoute = UnsafeMutablePointer<Int>.allocate(capacity: 0)
+    /// Routes the buffer has room for. Only this loop touches these two (and the object), so Swift's run-time
+    /// exclusivity checks, a call each per access, are left out for them.
+    @exclusivity(unchecked) private(set) var routes = 0
+    @exclusivity(unchecked) private var perRoute = UnsafeMutablePointer<Int>.allocate(capacity: 0)
     /// Connections opened and closed, by protocol and TLS version (open = opened − closed).
     private(set) var connectionsOpened = [Int](repeating: 0, count: 2 * 4)
     private(set) var connectionsClosed = [Int](repeating: 0, count: 2 * 4)

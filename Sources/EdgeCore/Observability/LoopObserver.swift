@@ -59,7 +59,8 @@ final class LoopObserver {
     let tracing: RequestTracing?
     private let routeLabels: RouteLabels
     private var labels: [String] = [""]
-    var lastDispatch = DispatchNote()
+    /// Touched on every request, by this loop only: no run-time exclusivity check.
+    @exclusivity(unchecked) var lastDispatch = DispatchNote()
     /// The loop's latest answers with a 5xx status, newest last (at most ``recentErrorLimit``), for the status page.
     private(set) var recentErrors: [RecentError] = []
     static let recentErrorLimit = 16
@@ -108,6 +109,7 @@ final class LoopObserver {
     }
 
     /// Counts and logs a finished request.
+    @inline(__always)
     func finished(_ record: RequestRecord, now: NIODeadline = .now()) {
         metrics.record(record, now: now)
         guard record.status < 500, record.details == nil, accessLog == nil else {
