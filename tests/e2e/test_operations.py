@@ -796,3 +796,32 @@ respond = {{ status = 200, body = "ok\\n" }}
         assert len(receiver.spans) == 1, [s[1].name for s in receiver.spans]
     finally:
         receiver.stop()
+
+
+def test_access_log_names_the_client_a_trusted_proxy_forwarded_for_on_every_path(edge_factory, tmp_path):
+    log = tmp_path / "access.log"
+    server = edge_factory.start(config=f"""
+[client_address]
+trusted_proxies = ["127.0.0.1"]
+
+[access_log]
+path = "{log}"
+
+[[route]]
+path = "/fixed"
+respond = {{ status = 200, body = "ok\\n" }}
+
+[[route]]
+path = "/demo"
+demo = {{ delay_ms = 1 }}
+""")
+    marker = unique("xff")
+    forwarded = {"x-forwarded-for": "203.0.113.9"}
+    with httpx.Client(base_url=server.http_url, headers=forwarded) as h1:
+        h1.get(f"/fixed/{marker}-h1")          # answered on the HTTP/1.1 fast path
+        h1.get(f"/demo/{marker}-miss")          # through the dispatcher (a miss)
+    with httpx.Client(base_url=server.https_url, http2=True, verify=False, headers=forwarded) as h2:
+        h2.get(f"/fixed/{marker}-h2")           # answered on the HTTP/2 fast path
+    lines = [e for e in read_log(log, 3) if marker in e["target"]]
+    assert len(lines) == 3, lines
+    assert {e["client"] for e in lines} == {"203.0.113.9"}, lines

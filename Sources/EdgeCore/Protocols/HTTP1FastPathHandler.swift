@@ -775,6 +775,7 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler, RemovableChannelHandler 
             }
             record.detailed.userAgent = fields.values(of: "user-agent").first
             record.detailed.referer = fields.values(of: "referer").first
+            record.client = dispatcher.client(peer: client, forwardedFor: fields.values(of: "x-forwarded-for").last?[...])
         }
         loop.observer.startSpan(
             &record, traceparent: fields.values(of: "traceparent").first, tracestate: fields.values(of: "tracestate").first

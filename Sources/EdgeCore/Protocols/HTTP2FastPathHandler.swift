@@ -308,6 +308,8 @@ final class HTTP2FastPathHandler: ChannelDuplexHandler, NIOHTTP2FrameDelegate {
                         record.tls = tlsLabel ?? .other
                         record.detailed.userAgent = headers.headers.first(name: "user-agent")
                         record.detailed.referer = headers.headers.first(name: "referer")
+                        let forwardedFor = headers.headers[canonicalForm: "x-forwarded-for"].joined(separator: ",")
+                        record.client = dispatcher.client(peer: client, forwardedFor: forwardedFor.isEmpty ? nil : forwardedFor[...])
                     }
                     if loop.observer.tracing != nil {
                         loop.observer.startSpan(

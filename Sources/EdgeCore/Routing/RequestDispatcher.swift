@@ -107,6 +107,13 @@ struct RequestDispatcher {
     private var maxInFlight: Int { services.configuration.limits.maxInFlight }
     private var trustedProxies: [AddressRange] { services.configuration.trustedProxies }
 
+    /// The client of a request from `peer` carrying `forwardedFor`, by the trusted proxies in force (for the access
+    /// log of answers that never reach ``dispatch(method:target:headers:bodyBytes:client:streamed:on:)``).
+    func client(peer: ClientAddress, forwardedFor: Substring?) -> ClientAddress {
+        let trusted = trustedProxies
+        return trusted.isEmpty ? peer : peer.resolved(forwardedFor: forwardedFor, trusted: trusted)
+    }
+
     /// Handles one complete request.
     /// - Parameters:
     ///   - target: The request target in origin form (path and optional query).
