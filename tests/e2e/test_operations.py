@@ -44,6 +44,16 @@ def total(scrape: dict, name: str, **labels) -> float:
     return sum(v for (n, ls), v in scrape.items() if n == name and all(dict(ls).get(k) == x for k, x in labels.items()))
 
 
+def wait_until(condition, timeout: float = 10, step: float = 0.1):
+    """Calls `condition` until it returns something true or `timeout` passes; returns its last result."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result or time.monotonic() > deadline:
+            return result
+        time.sleep(step)
+
+
 def admin_url(server) -> str:
     return server.listener("admin").url.replace("admin://", "http://")
 
@@ -494,12 +504,7 @@ def test_access_log_escapes_control_and_invalid_bytes(observed):
     with RawConn("127.0.0.1", observed.http_port) as conn:
         conn.send(f"GET /fixed/{marker} HTTP/1.1\r\nHost: a\r\nUser-Agent: bad\xff\xfe\tbyte\r\n\r\n".encode("latin-1"))
         assert conn.read_response().status == 200
-    deadline = time.monotonic() + 10
-    while True:
-        raw = [line for line in log.read_text().splitlines()[start:] if marker in line]
-        if raw or time.monotonic() > deadline:
-            break
-        time.sleep(0.1)
+    raw = wait_until(lambda: [line for line in log.read_text().splitlines()[start:] if marker in line])
     assert len(raw) == 1
     # One line of valid UTF-8 JSON: the tab escaped, the bytes that are not UTF-8 replaced (U+FFFD).
     assert "\\u0009byte" in raw[0]
@@ -519,9 +524,7 @@ path = "/"
 respond = {{ status = 200, body = "hello\\n" }}
 """)
     httpx.get(server.http_url + "/a?key=k1", headers={"user-agent": "tester/1", "referer": "http://r/"})
-    deadline = time.monotonic() + 10
-    while not log.read_text() and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_until(log.read_text)
     line = log.read_text().splitlines()[0]
     assert re.fullmatch(
         r'127\.0\.0\.1 - - \[\d\d/[A-Z][a-z]{2}/\d{4}:\d\d:\d\d:\d\d \+0000\] "GET /a\?key=REDACTED HTTP/1\.1" 200 6 "http://r/" "tester/1"',
@@ -534,9 +537,7 @@ respond = {{ status = 200, body = "hello\\n" }}
     server.signal(signal.SIGUSR1)
     assert server.wait_for_msg("access log reopened", start=start) is not None
     httpx.get(server.http_url + "/after")
-    deadline = time.monotonic() + 10
-    while not (log.exists() and log.read_text()) and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_until(lambda: log.exists() and log.read_text())
     assert '"GET /after HTTP/1.1" 200' in log.read_text()
     assert "/after" not in rotated.read_text()
 
@@ -558,12 +559,8 @@ respond = { status = 200, body = "ok\\n" }
     with httpx.Client(base_url=server.http_url) as client:
         for _ in range(50):
             assert client.get("/x").status_code == 200
-    deadline = time.monotonic() + 10
-    while True:
-        scraped = scrape(server)
-        if value(scraped, "edge_access_log_dropped_lines_total") >= 50 or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
+    wait_until(lambda: value(scrape(server), "edge_access_log_dropped_lines_total") >= 50, step=0.2)
+    scraped = scrape(server)
     assert value(scraped, "edge_access_log_dropped_lines_total") >= 50
     assert value(scraped, "edge_access_log_lines_total") == 0
 
