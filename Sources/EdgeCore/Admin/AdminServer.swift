@@ -55,6 +55,8 @@ final class AdminServer: Sendable {
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let sync = channel.pipeline.syncOperations
+                    // An admin connection idle for 30 s (or trickling a request) is closed.
+                    try sync.addHandler(IdleStateHandler(readTimeout: .seconds(30)))
                     try sync.configureHTTPServerPipeline(withErrorHandling: true)
                     try sync.addHandler(AdminHandler(configuration: configuration, backend: backend))
                 }
@@ -90,6 +92,14 @@ final class AdminHandler: ChannelInboundHandler {
     init(configuration: AdminConfiguration, backend: any AdminBackend) {
         self.configuration = configuration
         self.backend = backend
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is IdleStateHandler.IdleStateEvent {
+            context.close(promise: nil)
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
