@@ -12,15 +12,6 @@ extension TLSVersionLabel {
         }
     }
 
-    /// The TLS version of a connection (for an HTTP/2 stream, pass its parent); `.other` when the TLS handler
-    /// cannot be found. Must be called on the connection's loop.
-    init(of connection: any Channel) {
-        guard let handler = try? connection.pipeline.syncOperations.handler(type: NIOSSLServerHandler.self) else {
-            self = .other
-            return
-        }
-        self.init(handler.tlsVersion)
-    }
 }
 
 /// Sits behind the TLS handler of a connection during its handshake: counts the handshake, or its failure by

@@ -49,8 +49,9 @@ final class EdgeRequestHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// Checks the request body's minimum rate while a body is being received.
     private var bodyRateTimer: Scheduled<Void>?
     private var bodyStarted = NIODeadline.now()
-    /// Whether the connection is TLS (for `X-Forwarded-Proto`).
+    /// Whether the connection is TLS (for `X-Forwarded-Proto`), and its version (for the access log).
     private let isTLS: Bool
+    private let tls: TLSVersionLabel
     /// A streamed request's body, while it is being passed on.
     private var requestBody: BodyPipe?
     /// The streamed request whose answer is awaited: told when the client goes away first.
@@ -74,8 +75,10 @@ final class EdgeRequestHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private var rateBaseline = 0
 
     /// Creates a handler for one connection (HTTP/1.1) or stream (HTTP/2).
-    init(services: EdgeServices, loop: LoopState, isHTTP2: Bool, client: ClientAddress, isTLS: Bool = true) {
-        self.isTLS = isHTTP2 || isTLS
+    /// `tls` is the connection's TLS version (`.none` for plain TCP; HTTP/2 runs over TLS only).
+    init(services: EdgeServices, loop: LoopState, isHTTP2: Bool, client: ClientAddress, tls: TLSVersionLabel = .other) {
+        self.tls = tls
+        self.isTLS = isHTTP2 || tls != .none
         self.dispatcher = RequestDispatcher(services: services, loop: loop)
         self.loop = loop
         self.limits = services.configuration.limits
@@ -217,10 +220,9 @@ final class EdgeRequestHandler: ChannelDuplexHandler, RemovableChannelHandler {
         requestEnded = false
         var record = RequestRecord(
             start: .now(), method: head.method, target: Self.originForm(head.uri),
-            wire: isHTTP2 ? .http2 : head.version.minor == 0 ? .http1_0 : .http1_1, client: client, tls: isTLS ? .other : .none
+            wire: isHTTP2 ? .http2 : head.version.minor == 0 ? .http1_0 : .http1_1, client: client, tls: tls
         )
         if loop.observer.logs {
-            if isTLS { record.tls = TLSVersionLabel(of: isHTTP2 ? context.channel.parent ?? context.channel : context.channel) }
             record.detailed.userAgent = head.headers.first(name: "user-agent")
             record.detailed.referer = head.headers.first(name: "referer")
         }

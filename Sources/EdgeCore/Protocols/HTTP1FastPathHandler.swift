@@ -57,8 +57,8 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler, RemovableChannelHandler 
     private var responseBody: BodyPipe?
     /// The request being answered, for the metrics and the access log (one at a time: answers go in order).
     private var record: RequestRecord?
-    /// The connection's TLS version, for the access log: looked up at its first logged request.
-    private var tlsLabel: TLSVersionLabel?
+    /// The connection's TLS version (`.none` for plain TCP), for the access log.
+    private let tls: TLSVersionLabel
 
     /// Bytes received and not yet answered; `nil` when empty, so NIO can reuse its receive buffer.
     private var buffered: ByteBuffer?
@@ -85,8 +85,10 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler, RemovableChannelHandler 
     private var sendTimer: Scheduled<Void>?
     private var lingerTimer: Scheduled<Void>?
 
-    init(services: EdgeServices, loop: LoopState, client: ClientAddress, isTLS: Bool) {
-        self.isTLS = isTLS
+    /// `tls` is the connection's TLS version, `.none` for plain TCP.
+    init(services: EdgeServices, loop: LoopState, client: ClientAddress, tls: TLSVersionLabel) {
+        self.tls = tls
+        self.isTLS = tls != .none
         self.services = services
         self.dispatcher = RequestDispatcher(services: services, loop: loop)
         self.loop = loop
@@ -314,10 +316,10 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler, RemovableChannelHandler 
                     : nil
                 var record = RequestRecord(
                     start: now, method: request.method, target: request.target[...], wire: request.isHTTP10 ? .http1_0 : .http1_1,
-                    client: client, tls: isTLS ? .other : .none
+                    client: client, tls: tls
                 )
                 if loop.observer.logs || loop.observer.tracing != nil {
-                    describe(&record, head: pending, headLength: headLength, context: context)
+                    describe(&record, head: pending, headLength: headLength)
                     streamed?.trace = record.span?.context
                 }
                 if pending.readableBytes == headLength {
@@ -764,15 +766,11 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler, RemovableChannelHandler 
         loop.observer.finished(record)
     }
 
-    /// Adds what only the access log needs (the TLS version, `User-Agent` and `Referer`) and starts the request's
-    /// span when tracing is on.
-    private func describe(_ record: inout RequestRecord, head: ByteBuffer, headLength: Int, context: ChannelHandlerContext) {
+    /// Adds what only the access log needs (`User-Agent`, `Referer`, the client a trusted proxy names) and starts
+    /// the request's span when tracing is on.
+    private func describe(_ record: inout RequestRecord, head: ByteBuffer, headLength: Int) {
         let fields = HTTP1RequestScanner.headerFields(head, headLength: headLength)
         if loop.observer.logs {
-            if isTLS {
-                if tlsLabel == nil { tlsLabel = TLSVersionLabel(of: context.channel) }
-                record.tls = tlsLabel ?? .other
-            }
             record.detailed.userAgent = fields.values(of: "user-agent").first
             record.detailed.referer = fields.values(of: "referer").first
             record.client = dispatcher.client(peer: client, forwardedFor: fields.values(of: "x-forwarded-for").last?[...])
@@ -789,7 +787,7 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler, RemovableChannelHandler 
         do {
             try HTTPPipelines.addFullHTTP1(
                 after: self, pipeline: context.pipeline.syncOperations, services: services, loop: loop, client: client,
-                isTLS: isTLS
+                tls: tls
             )
         } catch {
             closing = true
@@ -835,7 +833,7 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler, RemovableChannelHandler 
         if record == nil {
             // A request the fast path could not read as one (a timeout, an unknown method): counted with no route.
             record = RequestRecord(
-                start: lastRead, method: .RAW(value: "-"), target: "", wire: .http1_1, client: client, tls: isTLS ? .other : .none
+                start: lastRead, method: .RAW(value: "-"), target: "", wire: .http1_1, client: client, tls: tls
             )
         }
         record?.status = Int(status.code)

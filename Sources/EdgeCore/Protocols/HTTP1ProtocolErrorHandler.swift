@@ -31,11 +31,11 @@ final class HTTP1ProtocolErrorHandler: ChannelDuplexHandler, RemovableChannelHan
     private let client: ClientAddress
     private let tls: TLSVersionLabel
 
-    init(serverName: String, observer: LoopObserver? = nil, client: ClientAddress = .unknown, isTLS: Bool = false) {
+    init(serverName: String, observer: LoopObserver? = nil, client: ClientAddress = .unknown, tls: TLSVersionLabel = .none) {
         self.serverName = serverName
         self.observer = observer
         self.client = client
-        self.tls = isTLS ? .other : .none
+        self.tls = tls
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {

@@ -96,8 +96,9 @@ final class HTTP2FastPathHandler: ChannelDuplexHandler, NIOHTTP2FrameDelegate {
     static let malformedBlockLimit = 200
 
     /// Creates the handler of one HTTP/2 connection.
-    init(services: EdgeServices, loop: LoopState, client: ClientAddress = .unknown) {
+    init(services: EdgeServices, loop: LoopState, client: ClientAddress = .unknown, tls: TLSVersionLabel = .other) {
         self.client = client
+        self.tls = tls
         self.dispatcher = RequestDispatcher(services: services, loop: loop)
         self.loop = loop
         self.serverName = services.configuration.serverName
@@ -113,8 +114,8 @@ final class HTTP2FastPathHandler: ChannelDuplexHandler, NIOHTTP2FrameDelegate {
     private let extendedConnect: Bool
     /// The client, for the access log.
     private let client: ClientAddress
-    /// The connection's TLS version, for the access log: looked up at its first logged request.
-    private var tlsLabel: TLSVersionLabel?
+    /// The connection's TLS version, for the access log.
+    private let tls: TLSVersionLabel
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
@@ -299,13 +300,11 @@ final class HTTP2FastPathHandler: ChannelDuplexHandler, NIOHTTP2FrameDelegate {
                 {
                     let now = NIODeadline.now()
                     var record = RequestRecord(
-                        start: now, method: request.method, target: request.target, wire: .http2, client: client, tls: .other
+                        start: now, method: request.method, target: request.target, wire: .http2, client: client, tls: tls
                     )
                     record.note(loop.observer.takeDispatch())
                     record.answered(with: reply, isHEAD: request.method == .HEAD)
                     if loop.observer.logs {
-                        if tlsLabel == nil { tlsLabel = TLSVersionLabel(of: context.channel) }
-                        record.tls = tlsLabel ?? .other
                         record.detailed.userAgent = headers.headers.first(name: "user-agent")
                         record.detailed.referer = headers.headers.first(name: "referer")
                         let forwardedFor = headers.headers[canonicalForm: "x-forwarded-for"].joined(separator: ",")

@@ -18,7 +18,7 @@ enum HTTPPipelines {
                 client: client
             )
         )
-        try configureHTTP1(channel, services: services, isTLS: false, client: client)
+        try configureHTTP1(channel, services: services, tls: .none, client: client)
     }
 
     /// Configures a TLS connection: handshake deadline, TLS, then ALPN. Must run on the channel's event loop.
@@ -44,29 +44,32 @@ enum HTTPPipelines {
         try sync.addHandler(
             ApplicationProtocolNegotiationHandler { result, channel in
                 channel.eventLoop.makeCompletedFuture {
+                    // The handshake is over: its version goes to the handlers, for the access log.
+                    let version = TLSVersionLabel(boundTLS.value.tlsVersion)
                     let kind: ConnectionProtocol
                     switch result {
                     case .negotiated("h2"):
-                        try configureHTTP2(channel, services: services, client: client)
+                        try configureHTTP2(channel, services: services, client: client, tls: version)
                         kind = .http2
                     default:
-                        try configureHTTP1(channel, services: services, isTLS: true, client: client)
+                        try configureHTTP1(channel, services: services, tls: version, client: client)
                         kind = .http1
                     }
-                    boundGuard.value.markProtocolReady(kind, tls: TLSVersionLabel(boundTLS.value.tlsVersion))
+                    boundGuard.value.markProtocolReady(kind, tls: version)
                 }
             }
         )
     }
 
     /// Adds the HTTP/1.1 fast path, which also keeps the keep-alive timer. NIO's HTTP/1.1 codec and the request
-    /// handler are added behind it only when it hands the connection over (``addFullHTTP1(after:services:loop:client:)``),
+    /// handler are added behind it only when it hands the connection over (``addFullHTTP1(after:pipeline:services:loop:client:tls:)``),
     /// so a connection that only ever sees simple requests carries — and passes every read and flush through —
     /// two handlers instead of eight.
-    static func configureHTTP1(_ channel: any Channel, services: EdgeServices, isTLS: Bool, client: ClientAddress) throws {
+    /// `tls` is the connection's TLS version (`.none` for plain TCP).
+    static func configureHTTP1(_ channel: any Channel, services: EdgeServices, tls: TLSVersionLabel, client: ClientAddress) throws {
         let loop = services.loops.state(for: channel.eventLoop)
         try channel.pipeline.syncOperations.addHandler(
-            HTTP1FastPathHandler(services: services, loop: loop, client: client, isTLS: isTLS)
+            HTTP1FastPathHandler(services: services, loop: loop, client: client, tls: tls)
         )
     }
 
@@ -74,7 +77,7 @@ enum HTTPPipelines {
     /// request handler: the pipeline for everything the fast path does not answer itself.
     static func addFullHTTP1(
         after fastPath: HTTP1FastPathHandler, pipeline: ChannelPipeline.SynchronousOperations, services: EdgeServices,
-        loop: LoopState, client: ClientAddress, isTLS: Bool
+        loop: LoopState, client: ClientAddress, tls: TLSVersionLabel
     ) throws {
         let configuration = services.configuration
         var decoderLimits = NIOHTTPDecoderLimitConfiguration()
@@ -90,16 +93,18 @@ enum HTTPPipelines {
             withDecoderLimitConfiguration: decoderLimits
         )
         try pipeline.addHandler(
-            HTTP1ProtocolErrorHandler(serverName: configuration.serverName, observer: loop.observer, client: client, isTLS: isTLS)
+            HTTP1ProtocolErrorHandler(serverName: configuration.serverName, observer: loop.observer, client: client, tls: tls)
         )
-        try pipeline.addHandler(EdgeRequestHandler(services: services, loop: loop, isHTTP2: false, client: client, isTLS: isTLS))
+        try pipeline.addHandler(EdgeRequestHandler(services: services, loop: loop, isHTTP2: false, client: client, tls: tls))
         try pipeline.addHandler(CloseOnErrorHandler())
     }
 
     /// Adds NIOHTTP2, the HTTP/2 fast path (which also checks every inbound header block and keeps the
     /// connection's lifecycle: idle timeout, graceful shutdown with GOAWAY, half-close) and, for every stream it
     /// does not answer, a stream channel with the HTTP/1-style codec and the request handler.
-    static func configureHTTP2(_ channel: any Channel, services: EdgeServices, client: ClientAddress) throws {
+    static func configureHTTP2(
+        _ channel: any Channel, services: EdgeServices, client: ClientAddress, tls: TLSVersionLabel = .other
+    ) throws {
         let configuration = services.configuration
         var connection = NIOHTTP2Handler.ConnectionConfiguration()
         // Inbound header blocks are checked by the fast path (HTTP2HeaderBlockRules), every one of them; NIOHTTP2's
@@ -131,7 +136,7 @@ enum HTTPPipelines {
         // path does its work: see HTTP2ConnectionLifecycle).
         // The fast path is NIOHTTP2's frame delegate: it sees each frame as it is encoded, to reset responses that
         // cannot move (flow control) for `send_seconds`.
-        let fastPath = HTTP2FastPathHandler(services: services, loop: loop, client: client)
+        let fastPath = HTTP2FastPathHandler(services: services, loop: loop, client: client, tls: tls)
         try sync.addHandler(
             NIOHTTP2Handler(mode: .server, frameDelegate: fastPath, connectionConfiguration: connection, streamConfiguration: stream)
         )
@@ -147,7 +152,8 @@ enum HTTPPipelines {
                     try streamSync.addHandler(HTTP2FramePayloadToHTTP1ServerCodec())
                     try streamSync.addHandler(
                         EdgeRequestHandler(
-                            services: services, loop: services.loops.state(for: streamChannel.eventLoop), isHTTP2: true, client: client
+                            services: services, loop: services.loops.state(for: streamChannel.eventLoop), isHTTP2: true, client: client,
+                            tls: tls
                         )
                     )
                 }

@@ -32,7 +32,7 @@ struct HTTP1FastPathHandlerTests {
         let recorder = CloseRecorder()
         try channel.pipeline.syncOperations.addHandlers([
             recorder,
-            HTTP1FastPathHandler(services: services, loop: LoopState(localCacheCapacity: 16), client: .unknown, isTLS: isTLS),
+            HTTP1FastPathHandler(services: services, loop: LoopState(localCacheCapacity: 16), client: .unknown, tls: isTLS ? .tls13 : .none),
         ])
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 80)).wait()
         return (channel, recorder)
