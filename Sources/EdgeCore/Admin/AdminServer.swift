@@ -247,6 +247,16 @@ public enum ReloadOutcome: Sendable, Equatable {
         }
     }
 
+    /// `applied`, `unchanged`, `failed` or `busy`: the `result` of the JSON answer and of the reload counter.
+    var label: String {
+        switch self {
+        case .applied: "applied"
+        case .unchanged: "unchanged"
+        case .failed: "failed"
+        case .busy: "busy"
+        }
+    }
+
     var json: String {
         switch self {
         case .applied(let generation): return "{\"result\": \"applied\", \"generation\": \(generation)}\n"

@@ -82,10 +82,13 @@ final class LoopObserver {
     var logs: Bool { accessLog != nil }
 
     /// Starts the server span of a request whose trace fields are `traceparent` and `tracestate`, when tracing is on.
-    func startSpan(_ record: inout RequestRecord, traceparent: String?, tracestate: String?) {
+    /// The fields are read only then.
+    func startSpan(
+        _ record: inout RequestRecord, traceparent: @autoclosure () -> String?, tracestate: @autoclosure () -> String?
+    ) {
         guard let tracing else { return }
         record.detailed.span = tracing.serverSpan(
-            method: record.method, target: record.target, traceparent: traceparent, tracestate: tracestate, start: record.start
+            method: record.method, target: record.target, traceparent: traceparent(), tracestate: tracestate(), start: record.start
         )
     }
 
@@ -106,6 +109,14 @@ final class LoopObserver {
                 route: record.route < labels.count ? labels[record.route] : ""
             )
         )
+    }
+
+    /// Counts and logs the request a front end keeps while it answers (a file, a stream), once: `record` is `nil`
+    /// afterwards.
+    func finish(_ record: inout RequestRecord?) {
+        guard let finishing = record else { return }
+        record = nil
+        finished(finishing)
     }
 
     /// Counts and logs a finished request.

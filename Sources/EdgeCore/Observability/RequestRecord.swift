@@ -116,6 +116,12 @@ struct RequestRecord {
         if let resolved = dispatch.client { client = resolved }
     }
 
+    /// Takes the status and cache outcome of a response head written as NIO's `HTTPHeaders`.
+    mutating func answered(status: HTTPResponseStatus, headers: HTTPHeaders) {
+        self.status = Int(status.code)
+        if let value = headers.first(name: "x-cache") { cache = CacheOutcome(xCache: value) }
+    }
+
     /// Takes the status, cache outcome and (for an answer from memory) body size of `reply`.
     mutating func answered(with reply: Reply, isHEAD: Bool) {
         switch reply {

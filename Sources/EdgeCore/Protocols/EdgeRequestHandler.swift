@@ -582,8 +582,7 @@ final class EdgeRequestHandler: ChannelDuplexHandler, RemovableChannelHandler {
             return
         }
         let block = ResponseHeaders.http2Block(status: status, headers: headers)
-        record?.status = Int(status.code)
-        if let cache = headers.first(name: "x-cache") { record?.cache = CacheOutcome(xCache: cache) }
+        record?.answered(status: status, headers: headers)
         finishRecord()
         let written = frames.writeAndFlush(NIOAny(HTTP2Frame.FramePayload.headers(.init(headers: block, endStream: true))))
         guard requestEnded else {
@@ -764,8 +763,7 @@ final class EdgeRequestHandler: ChannelDuplexHandler, RemovableChannelHandler {
             }
         }
         let version = isHTTP2 ? request.version : HTTPVersion(major: 1, minor: closeDelimited ? 0 : 1)
-        record?.status = Int(status.code)
-        if let cache = headers.first(name: "x-cache") { record?.cache = CacheOutcome(xCache: cache) }
+        record?.answered(status: status, headers: headers)
         context.write(wrapOutboundOut(.head(HTTPResponseHead(version: version, status: status, headers: headers))), promise: nil)
         return keepAlive
     }
@@ -900,9 +898,7 @@ final class EdgeRequestHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     /// Counts and logs the request being answered, once.
     private func finishRecord() {
-        guard let record else { return }
-        self.record = nil
-        loop.observer.finished(record)
+        loop.observer.finish(&record)
     }
 
     /// Whether an HTTP/1.1 request asks to switch protocols (`Upgrade` with `Connection: upgrade`). NIO's parser

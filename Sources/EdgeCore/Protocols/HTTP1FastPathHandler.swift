@@ -761,9 +761,7 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler, RemovableChannelHandler 
 
     /// Counts and logs the request being answered, once.
     private func finishRecord() {
-        guard let record else { return }
-        self.record = nil
-        loop.observer.finished(record)
+        loop.observer.finish(&record)
     }
 
     /// Adds what only the access log needs (`User-Agent`, `Referer`, the client a trusted proxy names) and starts

@@ -310,12 +310,10 @@ final class HTTP2FastPathHandler: ChannelDuplexHandler, NIOHTTP2FrameDelegate {
                         let forwardedFor = headers.headers[canonicalForm: "x-forwarded-for"].joined(separator: ",")
                         record.client = dispatcher.client(peer: client, forwardedFor: forwardedFor.isEmpty ? nil : forwardedFor[...])
                     }
-                    if loop.observer.tracing != nil {
-                        loop.observer.startSpan(
-                            &record, traceparent: headers.headers.first(name: "traceparent"),
-                            tracestate: headers.headers.first(name: "tracestate")
-                        )
-                    }
+                    loop.observer.startSpan(
+                        &record, traceparent: headers.headers.first(name: "traceparent"),
+                        tracestate: headers.headers.first(name: "tracestate")
+                    )
                     write(reply, parts, isHEAD: request.method == .HEAD, on: frame.streamID, now: now, context: context)
                     // Answered in this turn of the event loop: the read's time ends it too (a span is timed exactly).
                     loop.observer.finished(record, now: record.details == nil ? now : .now())

@@ -274,23 +274,26 @@ public final class EdgeServer: Service, Sendable {
     @discardableResult
     public func reloadAfterHangup() async -> ReloadOutcome {
         // One reload at a time: a SIGHUP waits for one under way; `POST /reload` is told it is busy (``reload()``).
-        while !reloading.withLock({ busy in
+        while !beginReload() {
+            try? await Task.sleep(nanoseconds: 50_000_000)
+        }
+        return await reloadHoldingTheGate()
+    }
+
+    /// Takes the one-reload-at-a-time gate; `false` when another reload holds it.
+    private func beginReload() -> Bool {
+        reloading.withLock { busy in
             if busy { return false }
             busy = true
             return true
-        }) {
-            try? await Task.sleep(nanoseconds: 50_000_000)
         }
+    }
+
+    /// Reloads, counts the outcome (swift-metrics) and opens the gate ``beginReload()`` took.
+    private func reloadHoldingTheGate() async -> ReloadOutcome {
         defer { reloading.withLock { $0 = false } }
         let outcome = await performReload()
-        let result: String
-        switch outcome {
-        case .applied: result = "applied"
-        case .unchanged: result = "unchanged"
-        case .failed: result = "failed"
-        case .busy: result = "busy"
-        }
-        Counter(label: "edge_config_reloads_total", dimensions: [("result", result)]).increment()
+        Counter(label: "edge_config_reloads_total", dimensions: [("result", outcome.label)]).increment()
         return outcome
     }
 
@@ -564,8 +567,8 @@ extension EdgeServer: AdminBackend {
     }
 
     func reload() async -> ReloadOutcome {
-        guard reloading.withLock({ $0 }) == false else { return .busy }
-        return await reloadAfterHangup()
+        guard beginReload() else { return .busy }
+        return await reloadHoldingTheGate()
     }
 
     func registryText() -> String {
