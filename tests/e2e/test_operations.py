@@ -58,10 +58,27 @@ def admin_url(server) -> str:
     return server.listener("admin").url.replace("admin://", "http://")
 
 
+def assert_families_grouped(text: str) -> None:
+    """The text format's rule that prometheus_client's parser lets pass: all lines of a metric family form one
+    group (its HELP, TYPE and samples, a histogram's _bucket, _sum and _count included)."""
+    groups: list[str] = []
+    for line in filter(None, text.splitlines()):
+        if line.startswith("#"):
+            family = line.split()[2]
+        else:
+            name = re.split(r"[{ ]", line, maxsplit=1)[0]
+            current = groups[-1] if groups else ""
+            family = current if name in (current, current + "_bucket", current + "_sum", current + "_count") else name
+        if not groups or groups[-1] != family:
+            assert family not in groups, f"{family} appears in two groups"
+            groups.append(family)
+
+
 def scrape(server) -> dict:
     response = httpx.get(admin_url(server) + "/metrics", timeout=10)
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
+    assert_families_grouped(response.text)
     return samples(response.text)
 
 

@@ -115,16 +115,20 @@ struct ServerReport {
         }
 
         out.single("edge_connections", "gauge", "Client connections open (admitted, TLS included while it negotiates).", connections)
+        // Each family's samples together, as the text format requires.
+        let kinds = ConnectionProtocol.allCases.flatMap { kind in TLSVersionLabel.allCases.map { (kind, $0) } }.filter { kind, tls in
+            metrics.connectionsOpened[kind.rawValue * TLSVersionLabel.allCases.count + tls.rawValue] > 0
+        }
         out.family("edge_connections_open", "gauge", "Client connections speaking HTTP, by protocol and TLS version.")
+        for (kind, tls) in kinds {
+            out.sample("edge_connections_open", [("protocol", kind.label), ("tls", tls.label)], metrics.openConnections(kind, tls: tls))
+        }
         out.family("edge_connections_opened_total", "counter", "Client connections that began speaking HTTP, by protocol and TLS version.")
-        for kind in ConnectionProtocol.allCases {
-            for tls in TLSVersionLabel.allCases {
-                let index = kind.rawValue * TLSVersionLabel.allCases.count + tls.rawValue
-                guard metrics.connectionsOpened[index] > 0 else { continue }
-                let labels = [("protocol", kind.label), ("tls", tls.label)]
-                out.sample("edge_connections_open", labels, metrics.openConnections(kind, tls: tls))
-                out.sample("edge_connections_opened_total", labels, metrics.connectionsOpened[index])
-            }
+        for (kind, tls) in kinds {
+            out.sample(
+                "edge_connections_opened_total", [("protocol", kind.label), ("tls", tls.label)],
+                metrics.connectionsOpened[kind.rawValue * TLSVersionLabel.allCases.count + tls.rawValue]
+            )
         }
         out.single("edge_websocket_connections", "gauge", "WebSocket connections open (on HTTP/1.1 connections and HTTP/2 streams).", webSockets)
         out.family("edge_tls_handshakes_total", "counter", "TLS handshakes completed, by version.")
@@ -165,47 +169,37 @@ struct ServerReport {
         return out.text
     }
 
+    /// Every upstream server with its labels and its figures, read once per scrape.
+    private func upstreamRows() -> [(labels: [(String, String)], server: UpstreamServer, figures: UpstreamStatistics.Snapshot)] {
+        upstreams.flatMap { group in
+            group.servers.map { server in ([("upstream", group.name), ("server", server.key)], server, server.statistics.snapshot) }
+        }
+    }
+
+    /// The upstream families, each with its samples together (as the text format requires).
     private func writeUpstreams(into out: inout MetricsExposition) {
         let now = NIODeadline.now()
+        let rows = upstreamRows()
         out.family("edge_upstream_server_up", "gauge", "1 when the upstream server may be chosen (not ejected, not failing its health checks).")
-        for group in upstreams {
-            for server in group.servers {
-                out.sample("edge_upstream_server_up", [("upstream", group.name), ("server", server.key)], server.isAvailable(at: now) ? 1 : 0)
-            }
-        }
+        for row in rows { out.sample("edge_upstream_server_up", row.labels, row.server.isAvailable(at: now) ? 1 : 0) }
         out.family("edge_upstream_requests_total", "counter", "Exchanges with an upstream server (each attempt), finished.")
+        for row in rows { out.sample("edge_upstream_requests_total", row.labels, row.figures.exchanges) }
         out.family("edge_upstream_active_requests", "gauge", "Exchanges with an upstream server under way.")
+        for row in rows { out.sample("edge_upstream_active_requests", row.labels, row.server.active.load(ordering: .relaxed)) }
         out.family("edge_upstream_idle_connections", "gauge", "Kept-alive connections to an upstream server waiting in the pools.")
-        for group in upstreams {
-            for server in group.servers {
-                let labels = [("upstream", group.name), ("server", server.key)]
-                out.sample("edge_upstream_requests_total", labels, server.statistics.snapshot.exchanges)
-                out.sample("edge_upstream_active_requests", labels, server.active.load(ordering: .relaxed))
-                out.sample("edge_upstream_idle_connections", labels, idleUpstreamConnections[server.key] ?? 0)
-            }
-        }
+        for row in rows { out.sample("edge_upstream_idle_connections", row.labels, idleUpstreamConnections[row.server.key] ?? 0) }
         out.family("edge_upstream_failures_total", "counter", "Failed exchanges with an upstream server, by cause.")
-        for group in upstreams {
-            for server in group.servers {
-                let snapshot = server.statistics.snapshot
-                for cause in UpstreamStatistics.FailureCause.allCases {
-                    out.sample(
-                        "edge_upstream_failures_total", [("upstream", group.name), ("server", server.key), ("cause", cause.label)],
-                        snapshot.failures[cause.rawValue]
-                    )
-                }
+        for row in rows {
+            for cause in UpstreamStatistics.FailureCause.allCases {
+                out.sample("edge_upstream_failures_total", row.labels + [("cause", cause.label)], row.figures.failures[cause.rawValue])
             }
         }
         out.family("edge_upstream_response_head_seconds", "histogram", "Time from sending a request upstream to its response head.")
-        for group in upstreams {
-            for server in group.servers {
-                let snapshot = server.statistics.snapshot
-                guard snapshot.headerBuckets.contains(where: { $0 > 0 }) else { continue }
-                out.histogram(
-                    "edge_upstream_response_head_seconds", [("upstream", group.name), ("server", server.key)],
-                    buckets: snapshot.headerBuckets[...], bounds: LoopMetrics.durationBounds, sum: snapshot.headerSeconds
-                )
-            }
+        for row in rows where row.figures.headerBuckets.contains(where: { $0 > 0 }) {
+            out.histogram(
+                "edge_upstream_response_head_seconds", row.labels, buckets: row.figures.headerBuckets[...],
+                bounds: LoopMetrics.durationBounds, sum: row.figures.headerSeconds
+            )
         }
     }
 
