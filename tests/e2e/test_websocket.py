@@ -679,8 +679,8 @@ def test_relay_to_a_dead_upstream_is_502(ws_edge):
     assert b"upstream" in body
 
 
-def test_relay_closes_the_client_when_the_upstream_goes(edge_factory):
-    upstream = UpstreamEcho()
+def relayed_to(upstream: "UpstreamEcho", edge_factory):
+    """An Edge whose `/` relays WebSocket to `upstream`, and a client connection through it, past its handshake."""
     server = edge_factory.start(config=f"""
 [[upstream]]
 name = "u"
@@ -692,6 +692,12 @@ websocket = {{ upstream = "u" }}
 """)
     ws = RawWS(server.http_port, path="/")
     assert ws.handshake()[0] == 101
+    return server, ws
+
+
+def test_relay_closes_the_client_when_the_upstream_goes(edge_factory):
+    upstream = UpstreamEcho()
+    server, ws = relayed_to(upstream, edge_factory)
     ws.send(0x1, b"hi")
     assert ws.recv() == (True, 0x1, b"hi")
     upstream.stop()
@@ -996,17 +1002,7 @@ def test_hub_event_stream_over_http2_with_curl(ws_edge):
 def test_shutdown_closes_relayed_websockets_with_1001_between_frames(edge_factory):
     upstream = UpstreamEcho()
     try:
-        server = edge_factory.start(config=f"""
-[[upstream]]
-name = "u"
-servers = ["127.0.0.1:{upstream.port}"]
-
-[[route]]
-path = "/"
-websocket = {{ upstream = "u" }}
-""")
-        ws = RawWS(server.http_port, path="/")
-        assert ws.handshake()[0] == 101
+        server, ws = relayed_to(upstream, edge_factory)
         ws.send(0x1, b"before")
         assert ws.recv() == (True, 0x1, b"before")
         # Half a frame on its way when the shutdown comes: the close frame waits for its end.
