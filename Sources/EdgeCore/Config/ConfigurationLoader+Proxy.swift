@@ -308,7 +308,7 @@ extension TOMLReader {
     /// Every proxy route names an upstream that exists.
     mutating func checkProxyRoutes(_ config: EdgeConfiguration) {
         let names = Set(config.upstreams.map(\.name))
-        for (index, route) in config.routes.enumerated() {
+        for (routeKey, route) in config.keyedRoutes {
             let (key, upstream): (String, String)
             switch route.handler {
             case .proxy(let proxy): (key, upstream) = ("proxy", proxy.upstream)
@@ -319,7 +319,7 @@ extension TOMLReader {
             }
             guard !names.contains(upstream) else { continue }
             let known = names.isEmpty ? "no [[upstream]] is defined" : "defined: \(names.sorted().joined(separator: ", "))"
-            fail("route[\(index)].\(key)", "names upstream \"\(upstream)\", which is not defined (\(known))")
+            fail("\(routeKey).\(key)", "names upstream \"\(upstream)\", which is not defined (\(known))")
         }
     }
 }

@@ -89,7 +89,7 @@ struct TOMLReader {
             root, path: "",
             allowed: ["threads", "state_dir", "log_level", "server_name", "shutdown_timeout_seconds",
                       "shutdown_delay_seconds", "listener", "limits", "timeouts", "cache", "route", "client_address", "upstream",
-                      "admin", "access_log", "tracing"]
+                      "admin", "access_log", "tracing", "site", "unknown_host", "tls"]
         )
         config.threads = int(root, "threads", path: "threads", range: 1...1024)
         config.stateDirectory = string(root, "state_dir", path: "state_dir")
@@ -150,20 +150,21 @@ struct TOMLReader {
         if let admin = subtable(root, "admin", path: "admin") { config.admin = readAdmin(admin, listeners: config.listeners) }
         if let log = subtable(root, "access_log", path: "access_log") { config.accessLog = readAccessLog(log) }
         if let tracing = subtable(root, "tracing", path: "tracing") { config.tracing = readTracing(tracing) }
-        // Keyed by the bytes a route is matched by: `/docs` and `/docs/` are one route.
-        var seenPaths: [[UInt8]: String] = [:]
-        for (index, table) in tables(root, "route", path: "route").enumerated() {
-            let path = "route[\(index)]"
-            guard let route = readRoute(table, path: path) else { continue }
-            let matched = Array(Route.matchForm(of: route.path).utf8)
-            if let other = seenPaths[matched] {
-                let same = other.utf8.elementsEqual(route.path.utf8)
-                fail("\(path).path", same ? "another route already has path \"\(route.path)\""
-                    : "\"\(route.path)\" matches the same requests as another route's \"\(other)\" (a trailing / makes no difference)")
-            } else {
-                seenPaths[matched] = route.path
+        config.routes = readRoutes(root, path: "route")
+        readSites(root, into: &config)
+        if let tls = subtable(root, "tls", path: "tls") { config.tlsPolicy = readTLSPolicy(tls) }
+        if root.contains(key: "unknown_host") {
+            let value = root["unknown_host"]!.tomlValue
+            let text = value.string ?? value.int.map(String.init)
+            switch text {
+            case "default": config.unknownHost = .defaultSite
+            case "421", "misdirected": config.unknownHost = .misdirected
+            case "404", "not_found": config.unknownHost = .notFound
+            default: fail("unknown_host", "expected \"default\", 421 or 404, got \(describe(value))")
             }
-            config.routes.append(route)
+            if config.unknownHost == .defaultSite, config.sites.isEmpty == false, !config.sites.contains(where: \.isDefault), config.routes.isEmpty {
+                fail("unknown_host", "is \"default\" but no site has default = true and there are no top-level [[route]] tables")
+            }
         }
         checkProxyRoutes(config)
         return config
@@ -277,7 +278,7 @@ struct TOMLReader {
 
     mutating func readRoute(_ table: TOMLTable, path: String) -> RouteConfiguration? {
         let handlerKeys = ["demo", "respond", "static", "proxy", "websocket"]
-        checkKeys(table, path: path, allowed: ["path", "cache_ttl_seconds", "rate_limit", "basic_auth"] + handlerKeys)
+        checkKeys(table, path: path, allowed: ["path", "match", "allow", "deny", "cache_ttl_seconds", "rate_limit", "basic_auth"] + handlerKeys)
         let rateLimit = readRateLimit(table, path: "\(path).rate_limit")
         let basicAuth = readBasicAuth(table, path: "\(path).basic_auth")
         let prefix = string(table, "path", path: "\(path).path", required: true)
@@ -327,8 +328,33 @@ struct TOMLReader {
         case "websocket": handler = readWebSocket(table, path: "\(path).websocket").map { .websocket($0) }
         default: handler = readRespond(table, path: "\(path).respond").map { .respond($0) }
         }
+        var exact = false
+        if let match = string(table, "match", path: "\(path).match") {
+            switch match {
+            case "prefix": break
+            case "exact": exact = true
+            default: fail("\(path).match", "expected \"prefix\" (the path and everything below it) or \"exact\" (the path alone), got \"\(match)\"")
+            }
+        }
+        var access = (allow: [AddressRange](), deny: [AddressRange]())
+        for key in ["allow", "deny"] {
+            for (index, text) in strings(table, key, path: "\(path).\(key)").enumerated() {
+                guard let range = AddressRange(parsing: text) else {
+                    fail("\(path).\(key)[\(index)]", "expected an IP address or CIDR range (e.g. \"10.0.0.0/8\", \"::1\"), got \"\(text)\"")
+                    continue
+                }
+                if key == "allow" { access.allow.append(range) } else { access.deny.append(range) }
+            }
+        }
+        if table["allow"]?.tomlValue.array?.isEmpty == true {
+            fail("\(path).allow", "is empty, which would refuse every client; drop the route or the key")
+        }
         guard let prefix, prefix.hasPrefix("/"), let handler else { return nil }
-        return RouteConfiguration(path: prefix, handler: handler, cacheTTL: ttl, rateLimit: rateLimit, basicAuth: basicAuth)
+        var route = RouteConfiguration(path: prefix, handler: handler, cacheTTL: ttl, rateLimit: rateLimit, basicAuth: basicAuth)
+        route.exact = exact
+        route.allow = access.allow
+        route.deny = access.deny
+        return route
     }
 
     mutating func readRateLimit(_ parent: TOMLTable, path: String) -> RateLimitConfiguration? {

@@ -37,6 +37,21 @@ public struct EdgeConfiguration: Sendable, Equatable {
     public var accessLog: AccessLogConfiguration?
     /// Request tracing exported with OTLP (`[tracing]`); `nil` for none.
     public var tracing: TracingConfiguration?
+    /// Virtual hosts (`[[site]]`), each with its names, certificates and routes. Top-level ``routes`` answer the
+    /// hosts no site names.
+    public var sites: [SiteConfiguration] = []
+    /// What a request for a host no site names gets when there is no default site (`unknown_host`).
+    public var unknownHost: UnknownHostPolicy = .defaultSite
+    /// Protocol versions and cipher suites of every TLS listener (`[tls]`).
+    public var tlsPolicy = TLSPolicyConfiguration()
+
+    /// Every route with the config key it was read from (`route[0]`, `site[1].route[2]`).
+    public var keyedRoutes: [(key: String, route: RouteConfiguration)] {
+        routes.enumerated().map { ("route[\($0.offset)]", $0.element) }
+            + sites.enumerated().flatMap { site in
+                site.element.routes.enumerated().map { ("site[\(site.offset)].route[\($0.offset)]", $0.element) }
+            }
+    }
 
     /// Creates a configuration.
     public init(
@@ -197,6 +212,13 @@ public struct RouteConfiguration: Sendable, Equatable {
     public var rateLimit: RateLimitConfiguration?
     /// Basic authentication; `nil` for none.
     public var basicAuth: BasicAuthConfiguration?
+    /// Whether ``path`` matches only itself (`match = "exact"`) rather than itself and everything below it.
+    public var exact = false
+    /// Client address ranges let in (`allow`); empty lets every client in. Checked before the rate limit and
+    /// authentication, after the client address is resolved through trusted proxies.
+    public var allow: [AddressRange] = []
+    /// Client address ranges refused with 403 (`deny`), whatever ``allow`` says.
+    public var deny: [AddressRange] = []
 
     /// Creates a route.
     public init(

@@ -63,10 +63,11 @@ enum ConnectionProtocol: Int, CaseIterable {
 
 /// Requests Edge refused or cut off, by kind: `edge_requests_refused_total` and `edge_timeouts_total`.
 enum RefusalKind: Int, CaseIterable {
-    case rateLimited, authFailed, serverBusy, clientBusy
+    case rateLimited, authFailed, serverBusy, clientBusy, accessDenied
 
     var label: String {
         switch self {
+        case .accessDenied: "access_denied"
         case .rateLimited: "rate_limited"
         case .authFailed: "auth_failed"
         case .serverBusy: "server_busy"

@@ -52,6 +52,8 @@ final class LoopObserver {
     struct DispatchNote {
         var route = 0
         var client: ClientAddress?
+        /// The site that answered, for the header fields it adds (``Site/headers``).
+        var site: Site?
     }
 
     let metrics = LoopMetrics()

@@ -88,6 +88,8 @@ struct RequestRecord {
     var client: ClientAddress
     var tls: TLSVersionLabel
     var details: Details?
+    /// The site that answered, for the header fields it adds to the answer (``Site/headers``).
+    var site: Site?
 
     /// The details, made on first use.
     var detailed: Details {
@@ -113,6 +115,7 @@ struct RequestRecord {
     /// Takes the route and client the dispatcher worked out (``LoopObserver/lastDispatch``).
     mutating func note(_ dispatch: LoopObserver.DispatchNote) {
         route = dispatch.route
+        site = dispatch.site
         if let resolved = dispatch.client { client = resolved }
     }
 

@@ -79,7 +79,7 @@ final class EdgeRequestHandler: ChannelDuplexHandler, RemovableChannelHandler {
     init(services: EdgeServices, loop: LoopState, isHTTP2: Bool, client: ClientAddress, tls: TLSVersionLabel = .other) {
         self.tls = tls
         self.isTLS = isHTTP2 || tls != .none
-        self.dispatcher = RequestDispatcher(services: services, loop: loop)
+        self.dispatcher = RequestDispatcher(services: services, loop: loop, isTLS: isHTTP2 || tls != .none)
         self.loop = loop
         self.limits = services.configuration.limits
         self.timeouts = services.configuration.timeouts
@@ -238,7 +238,7 @@ final class EdgeRequestHandler: ChannelDuplexHandler, RemovableChannelHandler {
         // Over HTTP/2 a CONNECT that reaches this handler has a `:path`: HTTP2HeaderBlockRules lets one through only
         // as extended CONNECT with `:protocol` `websocket` (RFC 8441), which a WebSocket route answers below.
         let isExtendedConnect = isHTTP2 && head.method == .CONNECT
-        if head.method == .CONNECT, !(isExtendedConnect && dispatcher.acceptsUpgrade(target: Self.originForm(head.uri))) {
+        if head.method == .CONNECT, !(isExtendedConnect && dispatcher.acceptsUpgrade(target: Self.originForm(head.uri), host: Self.requestHost(head))) {
             // Edge is not a forward proxy. Over HTTP/1.1 the bytes after a CONNECT head belong to a tunnel, so the
             // connection closes after the answer.
             reject(
@@ -296,7 +296,7 @@ final class EdgeRequestHandler: ChannelDuplexHandler, RemovableChannelHandler {
             return
         }
         let target = Self.originForm(head.uri)
-        let streamedBodyLimit = dispatcher.streamedBodyLimit(target: target, default: limits.maxBodyBytes)
+        let streamedBodyLimit = dispatcher.streamedBodyLimit(target: target, host: Self.requestHost(head), default: limits.maxBodyBytes)
         let bodyLimit = streamedBodyLimit ?? limits.maxBodyBytes
         let declaredLength = head.headers.first(name: "content-length").flatMap { Int($0) }
         if let bytes = declaredLength, bytes > bodyLimit {
@@ -469,7 +469,7 @@ final class EdgeRequestHandler: ChannelDuplexHandler, RemovableChannelHandler {
             record?.detailed.requestID = upstream.requestID
         }
         var headers = streamed.headers.headers
-        ResponseHeaders.perRequest(for: .stream(streamed), now: .now(), server: serverName, date: loop.date.current) { name, value in
+        ResponseHeaders.perRequest(for: .stream(streamed), now: .now(), server: serverName, date: loop.date.current, site: record?.site, tls: isTLS) { name, value in
             headers.add(name: name, value: value)
         }
         if isHTTP2, !ResponseHeaders.fitsOneHTTP2Frame(status: streamed.status, headers: headers) {
@@ -672,7 +672,7 @@ final class EdgeRequestHandler: ChannelDuplexHandler, RemovableChannelHandler {
         case .file, .stream, .upgrade:
             return
         }
-        ResponseHeaders.perRequest(for: reply, now: now, server: serverName, date: loop.date.current) { name, value in
+        ResponseHeaders.perRequest(for: reply, now: now, server: serverName, date: loop.date.current, site: record?.site, tls: isTLS) { name, value in
             headers.add(name: name, value: value)
         }
         write(status, headers: headers, body: body, for: head, context: context, close: false)
@@ -692,7 +692,7 @@ final class EdgeRequestHandler: ChannelDuplexHandler, RemovableChannelHandler {
         let status = response.status
         var headers = response.headers
         headers.add(name: "content-length", value: String(response.body.readableBytes))
-        ResponseHeaders.perRequest(for: .response(response), now: .now(), server: serverName, date: loop.date.current) { name, value in
+        ResponseHeaders.perRequest(for: .response(response), now: .now(), server: serverName, date: loop.date.current, site: record?.site, tls: isTLS) { name, value in
             headers.add(name: name, value: value)
         }
         guard head.method == .CONNECT, !isHTTP2 else {
@@ -804,7 +804,7 @@ final class EdgeRequestHandler: ChannelDuplexHandler, RemovableChannelHandler {
             return
         }
         var headers = file.headers
-        ResponseHeaders.perRequest(for: .file(file), now: .now(), server: serverName, date: loop.date.current) { name, value in
+        ResponseHeaders.perRequest(for: .file(file), now: .now(), server: serverName, date: loop.date.current, site: record?.site, tls: isTLS) { name, value in
             headers.add(name: name, value: value)
         }
         let keepAlive = writeHead(file.status, headers: headers, for: request, close: false, context: context)
@@ -856,7 +856,7 @@ final class EdgeRequestHandler: ChannelDuplexHandler, RemovableChannelHandler {
         responseStarted = true
         state = .closing
         var headers = upgrade.headers
-        ResponseHeaders.perRequest(for: .upgrade(upgrade), now: .now(), server: serverName, date: loop.date.current) { name, value in
+        ResponseHeaders.perRequest(for: .upgrade(upgrade), now: .now(), server: serverName, date: loop.date.current, site: record?.site, tls: isTLS) { name, value in
             headers.add(name: name, value: value)
         }
         let status: HTTPResponseStatus = isHTTP2 ? .ok : .switchingProtocols
@@ -907,6 +907,13 @@ final class EdgeRequestHandler: ChannelDuplexHandler, RemovableChannelHandler {
     static func asksUpgrade(_ headers: HTTPHeaders) -> Bool {
         guard headers.contains(name: "upgrade") else { return false }
         return listElements(headers["connection"]).contains { $0.equalsIgnoringASCIICase("upgrade") }
+    }
+
+    /// The host a request names: its absolute-form target's authority (RFC 9112 §3.2.2), else `Host` (over
+    /// HTTP/2, NIO's stream codec turns `:authority` into `Host`).
+    static func requestHost(_ head: HTTPRequestHead) -> Substring {
+        if let authority = absoluteFormAuthority(head.uri) { return authority }
+        return head.headers.first(name: "host").map { $0[...] } ?? ""
     }
 
     /// The header values the dispatcher needs, in one pass over the fields (repeated fields are joined).

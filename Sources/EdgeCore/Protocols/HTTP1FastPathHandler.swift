@@ -57,6 +57,8 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler, RemovableChannelHandler 
     private var responseBody: BodyPipe?
     /// The request being answered, for the metrics and the access log (one at a time: answers go in order).
     private var record: RequestRecord?
+    /// The site of the answer being written, for the header fields it adds (``ResponseHeaders/perRequest(for:now:server:date:site:tls:_:)``).
+    private var answeringSite: Site?
     /// The connection's TLS version (`.none` for plain TCP), for the access log.
     private let tls: TLSVersionLabel
 
@@ -90,7 +92,7 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler, RemovableChannelHandler 
         self.tls = tls
         self.isTLS = tls != .none
         self.services = services
-        self.dispatcher = RequestDispatcher(services: services, loop: loop)
+        self.dispatcher = RequestDispatcher(services: services, loop: loop, isTLS: tls != .none)
         self.loop = loop
         self.serverName = services.configuration.serverName
         self.limits = services.configuration.limits
@@ -308,7 +310,7 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler, RemovableChannelHandler 
                     now: now
                 )
                 // A proxied request (it has no body, or the scan would not have passed it) takes the whole head.
-                var streamed = immediate == nil && dispatcher.streamsRequest(target: request.target[...])
+                var streamed = immediate == nil && dispatcher.streamsRequest(target: request.target[...], host: request.host[...])
                     ? StreamedRequest(
                         headers: HTTP1RequestScanner.headerFields(pending, headLength: headLength),
                         version: request.isHTTP10 ? .http1_0 : .http1_1, isTLS: isTLS, body: nil, bodyLength: nil
@@ -428,6 +430,7 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler, RemovableChannelHandler 
         context: ChannelHandlerContext
     ) {
         record.answered(with: reply, isHEAD: request.method == .HEAD)
+        answeringSite = record.site
         let keepAlive = request.keepAlive && !quiescing
         let body: ByteBuffer
         var buffer: ByteBuffer
@@ -449,8 +452,10 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler, RemovableChannelHandler 
             answerAndClose(.internalServerError, "unexpected protocol switch\n", context: context)
             return
         case .cached(let entry, let cacheStatus):
+            // A prepared answer is shared by the loop's plain and TLS connections: not for a site whose header
+            // fields differ between the two (HSTS).
             if cacheStatus == "HIT", keepAlive, !request.isHTTP10, request.method == .GET,
-                entry.body.readableBytes <= Self.maxPreparedBodyBytes
+                entry.body.readableBytes <= Self.maxPreparedBodyBytes, record.site?.tlsHeaders.isEmpty ?? true
             {
                 let response = prepared(
                     for: entry, head: entry.http1Head, body: entry.body, age: entry.age(at: now), reply: reply,
@@ -501,7 +506,9 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler, RemovableChannelHandler 
     private func finishHead(
         _ buffer: inout ByteBuffer, for reply: Reply, request: HTTP1RequestScanner.Request, keepAlive: Bool, now: NIODeadline
     ) {
-        ResponseHeaders.perRequest(for: reply, now: now, server: serverName, date: loop.date.current) { name, value in
+        ResponseHeaders.perRequest(
+            for: reply, now: now, server: serverName, date: loop.date.current, site: answeringSite, tls: isTLS
+        ) { name, value in
             ResponseHeaders.writeField(name, value, to: &buffer)
         }
         if !keepAlive {

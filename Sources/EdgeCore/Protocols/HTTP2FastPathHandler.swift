@@ -99,7 +99,7 @@ final class HTTP2FastPathHandler: ChannelDuplexHandler, NIOHTTP2FrameDelegate {
     init(services: EdgeServices, loop: LoopState, client: ClientAddress = .unknown, tls: TLSVersionLabel = .other) {
         self.client = client
         self.tls = tls
-        self.dispatcher = RequestDispatcher(services: services, loop: loop)
+        self.dispatcher = RequestDispatcher(services: services, loop: loop, isTLS: true)
         self.loop = loop
         self.serverName = services.configuration.serverName
         self.limits = services.configuration.limits
@@ -314,7 +314,7 @@ final class HTTP2FastPathHandler: ChannelDuplexHandler, NIOHTTP2FrameDelegate {
                         &record, traceparent: headers.headers.first(name: "traceparent"),
                         tracestate: headers.headers.first(name: "tracestate")
                     )
-                    write(reply, parts, isHEAD: request.method == .HEAD, on: frame.streamID, now: now, context: context)
+                    write(reply, parts, isHEAD: request.method == .HEAD, on: frame.streamID, now: now, site: record.site, context: context)
                     // Answered in this turn of the event loop: the read's time ends it too (a span is timed exactly).
                     loop.observer.finished(record, now: record.details == nil ? now : .now())
                     return
@@ -472,12 +472,12 @@ final class HTTP2FastPathHandler: ChannelDuplexHandler, NIOHTTP2FrameDelegate {
     /// the end of the read batch.
     private func write(
         _ reply: Reply, _ parts: (block: HPACKHeaders, body: ByteBuffer), isHEAD: Bool, on streamID: HTTP2StreamID,
-        now: NIODeadline, context: ChannelHandlerContext
+        now: NIODeadline, site: Site?, context: ChannelHandlerContext
     ) {
         let date = loop.date.current
         let build = { [serverName] () -> HPACKHeaders in
             var block = parts.block
-            ResponseHeaders.perRequest(for: reply, now: now, server: serverName, date: date) { name, value in
+            ResponseHeaders.perRequest(for: reply, now: now, server: serverName, date: date, site: site, tls: true) { name, value in
                 block.add(name: name, value: value)
             }
             return block

@@ -23,7 +23,7 @@ enum HTTPPipelines {
 
     /// Configures a TLS connection: handshake deadline, TLS, then ALPN. Must run on the channel's event loop.
     static func configureTLS(
-        _ channel: any Channel, context sslContext: NIOSSLContext, services: EdgeServices, client: ClientAddress? = nil
+        _ channel: any Channel, certificates: ListenerCertificates, services: EdgeServices, client: ClientAddress? = nil
     ) throws {
         let configuration = services.configuration
         let client = client ?? ClientAddress(channel.remoteAddress)
@@ -37,15 +37,23 @@ enum HTTPPipelines {
         let handshake = TLSHandshakeObserver(metrics: services.loops.state(for: channel.eventLoop).observer.metrics)
         guardHandler.handshakeObserver = handshake
         try sync.addHandler(guardHandler)
-        let tls = NIOSSLServerHandler(context: sslContext)
-        try sync.addHandler(tls)
+        if certificates.isSingle {
+            try sync.addHandler(NIOSSLServerHandler(context: certificates.fallback.context(acceptsECDSA: true)!))
+        } else {
+            // The certificate depends on the ClientHello (SNI, key types): NIOSSL's handler is put in place once it
+            // has arrived, where the sniffer stands.
+            try sync.addHandler(
+                ClientHelloSniffer(certificates: certificates) { chosen, context in
+                    try context.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: chosen), position: .after(context.handler))
+                }
+            )
+        }
         try sync.addHandler(handshake)
-        let boundTLS = NIOLoopBound(tls, eventLoop: channel.eventLoop)
         try sync.addHandler(
             ApplicationProtocolNegotiationHandler { result, channel in
                 channel.eventLoop.makeCompletedFuture {
                     // The handshake is over: its version goes to the handlers, for the access log.
-                    let version = TLSVersionLabel(boundTLS.value.tlsVersion)
+                    let version = TLSVersionLabel(try? channel.pipeline.syncOperations.handler(type: NIOSSLServerHandler.self).tlsVersion)
                     let kind: ConnectionProtocol
                     switch result {
                     case .negotiated("h2"):

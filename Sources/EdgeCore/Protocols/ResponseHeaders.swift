@@ -7,7 +7,10 @@ enum ResponseHeaders {
     /// Calls `emit` with `X-Cache` and `Age` (for cached replies), `Server` and `Date`. A stored HTTP response
     /// keeps its own `Date` (RFC 9110 §6.6.1) and always says its `Age` and `Cache-Status` (RFC 9211).
     @inline(__always)
-    static func perRequest(for reply: Reply, now: NIODeadline, server: String, date: String, _ emit: (String, String) -> Void) {
+    static func perRequest(
+        for reply: Reply, now: NIODeadline, server: String, date: String, site: Site? = nil, tls: Bool = false,
+        _ emit: (String, String) -> Void
+    ) {
         var keepsDate = false
         if case .cached(let entry, let cacheStatus) = reply {
             emit("x-cache", cacheStatus)
@@ -21,6 +24,10 @@ enum ResponseHeaders {
         }
         emit("server", server)
         if !keepsDate { emit("date", date) }
+        if let site {
+            for field in site.headers { emit(field.name, field.value) }
+            if tls { for field in site.tlsHeaders { emit(field.name, field.value) } }
+        }
     }
 
     /// Whether a response with `status` says how long its body is. Not a 1xx or 204 (RFC 9110 §8.6: a server

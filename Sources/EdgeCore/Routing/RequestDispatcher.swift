@@ -96,10 +96,14 @@ struct RequestDispatcher {
     /// The services the connection was accepted under; used until the first reload.
     private let accepted: EdgeServices
     private let loop: LoopState
+    /// Whether the connection is TLS: a plain-HTTP request to a site with `redirect_https` is redirected, and
+    /// HSTS is sent over TLS only.
+    private let isTLS: Bool
 
-    init(services: EdgeServices, loop: LoopState) {
+    init(services: EdgeServices, loop: LoopState, isTLS: Bool = false) {
         self.accepted = services
         self.loop = loop
+        self.isTLS = isTLS
     }
 
     /// The services in force: the loop's, once a reload has put new ones there.
@@ -143,6 +147,16 @@ struct RequestDispatcher {
         // only busy. It waits for nothing, so it holds no in-flight slot.
         if Self.isHealthCheck(path) { return .ready(.response(health())) }
         let services = self.services
+        guard let site = services.router.site(for: headers.host) else {
+            return .ready(.response(unknownHost(headers.host, policy: services.router.unknownHost)))
+        }
+        loop.observer.lastDispatch.site = site
+        // The ACME HTTP-01 challenge path is answered over plain HTTP: the CA asks there (RFC 8555 §8.3).
+        if !isTLS, site.httpsRedirect != nil, !path.hasBytePrefix(Self.acmeChallengePrefix),
+            let redirect = site.redirect(host: headers.host, target: target)
+        {
+            return .ready(.response(redirect))
+        }
         let state = services.state
         let trustedProxies = services.configuration.trustedProxies
         let client = trustedProxies.isEmpty ? peer : peer.resolved(forwardedFor: headers.forwardedFor, trusted: trustedProxies)
@@ -151,7 +165,9 @@ struct RequestDispatcher {
         if !state.inFlightBelow(perClient.maximum) {
             // Under load, what can be answered at once (a cache hit, a fixed response, a small file in this loop's
             // cache) still is: it holds no slot, and refusing it would turn a busy backend into an outage.
-            if let reply = immediateReply(method: method, target: target, host: headers.host, conditional: headers.conditional, admitting: false) {
+            if let reply = immediateReply(
+                method: method, target: target, host: headers.host, conditional: headers.conditional, admitting: false
+            ) {
                 return .ready(reply)
             }
         }
@@ -175,7 +191,7 @@ struct RequestDispatcher {
             method: method, target: target, path: path, relativePath: path, query: query, headers: headers,
             bodyBytes: bodyBytes, peer: peer, client: client, streamed: streamed, now: .now()
         )
-        let dispatch = route(request, on: eventLoop)
+        let dispatch = route(request, site: site, on: eventLoop)
         switch dispatch {
         case .ready:
             state.requestFinished()
@@ -207,8 +223,11 @@ struct RequestDispatcher {
         if Self.isHealthCheck(path) { return .response(health()) }
         // The fast paths send a request the full path would refuse at the in-flight limit there, so that it gets
         // the same answer; the full path itself asks with `admitting: false`, for what it serves whatever the load.
+        let services = self.services
         guard !admitting || services.state.inFlightBelow(maxInFlight) else { return nil }
-        guard let route = services.router.route(for: path), route.rateLimiter == nil, route.authenticator == nil else {
+        guard let site = services.router.site(for: host), isTLS || site.httpsRedirect == nil,
+            let route = site.route(for: path), route.rateLimiter == nil, route.authenticator == nil, route.access == nil
+        else {
             return nil
         }
         let request = OriginRequest(
@@ -217,6 +236,7 @@ struct RequestDispatcher {
         )
         guard let reply = route.origin.immediateReply(to: request, loop: loop) else { return nil }
         loop.observer.lastDispatch.route = route.metricsSlot
+        loop.observer.lastDispatch.site = site
         return reply
     }
 
@@ -229,22 +249,24 @@ struct RequestDispatcher {
     /// The route of `target` when it takes its body as a stream from the head on (a proxy), so that the front end
     /// must dispatch the request with a ``StreamedRequest`` when the head arrives; `nil` otherwise — at once, with no
     /// look-up, when no route streams — and for a path with no normal form (the ordinary path answers it 400).
-    private func streamingRoute(for target: Substring) -> Route? {
-        guard services.router.hasStreamingRoutes, case .success(let path) = RoutingPath.normalize(Self.split(target).path),
-            !Self.isHealthCheck(path), let route = services.router.route(for: path), route.origin.requestBody.isStreamed
+    private func streamingRoute(for target: Substring, host: Substring) -> Route? {
+        let router = services.router
+        guard router.hasStreamingRoutes, case .success(let path) = RoutingPath.normalize(Self.split(target).path),
+            !Self.isHealthCheck(path), let site = router.site(for: host), isTLS || site.httpsRedirect == nil,
+            let route = site.route(for: path), route.origin.requestBody.isStreamed
         else { return nil }
         return route
     }
 
-    /// Whether the request for `target` goes to a streaming route (``streamingRoute(for:)``).
-    func streamsRequest(target: Substring) -> Bool {
-        streamingRoute(for: target) != nil
+    /// Whether the request for `target` on `host` goes to a streaming route (``streamingRoute(for:host:)``).
+    func streamsRequest(target: Substring, host: Substring) -> Bool {
+        streamingRoute(for: target, host: host) != nil
     }
 
     /// For a request to a streaming route, the largest body it takes (the route's own `max_body_bytes`, else
     /// `limit`); `nil` when the route does not stream.
-    func streamedBodyLimit(target: Substring, default limit: Int) -> Int? {
-        guard let route = streamingRoute(for: target) else { return nil }
+    func streamedBodyLimit(target: Substring, host: Substring, default limit: Int) -> Int? {
+        guard let route = streamingRoute(for: target, host: host) else { return nil }
         switch route.origin.requestBody {
         case .streamed(let maxBytes): return maxBytes ?? limit
         case .upgrade(let maxBytes): return maxBytes
@@ -254,8 +276,8 @@ struct RequestDispatcher {
 
     /// Whether `target`'s route may switch protocols (a WebSocket route): HTTP/2's extended CONNECT is served
     /// there and refused everywhere else.
-    func acceptsUpgrade(target: Substring) -> Bool {
-        guard let route = streamingRoute(for: target), case .upgrade = route.origin.requestBody else { return false }
+    func acceptsUpgrade(target: Substring, host: Substring) -> Bool {
+        guard let route = streamingRoute(for: target, host: host), case .upgrade = route.origin.requestBody else { return false }
         return true
     }
 
@@ -263,6 +285,9 @@ struct RequestDispatcher {
     private static func isValidQuery(_ query: Substring) -> Bool {
         query.utf8.allSatisfy(RequestTargetRules.isTargetByte)
     }
+
+    /// Where an ACME CA looks for HTTP-01 key authorizations (RFC 8555 §8.3).
+    static let acmeChallengePrefix = "/.well-known/acme-challenge/"
 
     /// Whether `path` is the built-in health check, `/healthz`.
     private static func isHealthCheck(_ path: Substring) -> Bool {
@@ -277,13 +302,27 @@ struct RequestDispatcher {
         return health
     }
 
-    private func route(_ request: OriginRequest, on eventLoop: any EventLoop) -> Dispatch {
+    /// The answer to a request for a host no site names (`unknown_host`).
+    private func unknownHost(_ host: Substring, policy: UnknownHostPolicy) -> EdgeResponse {
+        switch policy {
+        case .misdirected:
+            return .text(.misdirectedRequest, "this server does not serve that host\n")
+        case .defaultSite, .notFound:
+            return .text(.notFound, "no site here answers that host\n")
+        }
+    }
+
+    private func route(_ request: OriginRequest, site: Site, on eventLoop: any EventLoop) -> Dispatch {
         let (headers, client) = (request.headers, request.client)
-        guard let route = services.router.route(for: request.path) else {
+        guard let route = site.route(for: request.path) else {
             return .ready(.response(.text(.notFound, "not found\n")))
         }
         let metrics = loop.observer.metrics
         loop.observer.lastDispatch.route = route.metricsSlot
+        if let access = route.access, !access.admits(client) {
+            metrics.refused(.accessDenied)
+            return .ready(.response(.text(.forbidden, "access denied\n")))
+        }
         if let limiter = route.rateLimiter, case .reject(let retryAfter) = limiter.check(client, now: .now()) {
             metrics.refused(.rateLimited)
             var tooMany = EdgeResponse.text(.tooManyRequests, "too many requests, retry later\n")

@@ -19,9 +19,18 @@ public final class Route: Sendable {
     let metricsSlot: Int
     /// Basic authentication, checked after the rate limit.
     public let authenticator: BasicAuthenticator?
+    /// Whether the route answers its path alone (`match = "exact"`).
+    let isExact: Bool
+    /// Client address rules (`allow`, `deny`), checked first; `nil` lets every client in.
+    let access: AccessRules?
 
     /// Creates a route.
-    init(prefix: String, origin: any Origin, rateLimiter: RateLimiter?, authenticator: BasicAuthenticator?, metricsSlot: Int = 0) {
+    init(
+        prefix: String, origin: any Origin, rateLimiter: RateLimiter?, authenticator: BasicAuthenticator?, metricsSlot: Int = 0,
+        isExact: Bool = false, access: AccessRules? = nil
+    ) {
+        self.isExact = isExact
+        self.access = access
         self.prefix = prefix
         self.metricsSlot = metricsSlot
         self.matchPrefix = Self.matchForm(of: prefix)
@@ -54,6 +63,7 @@ public final class Route: Sendable {
     /// a directory), and under `/` the path is its own. Cut by UTF-8 bytes, so nothing after the prefix is lost or
     /// joined to it, and nothing is inserted.
     func relativePath(of path: Substring) -> Substring {
+        if isExact { return path }
         let count = matchPrefix.utf8.count
         guard count > 1 else { return path }
         let utf8 = path.utf8
@@ -67,23 +77,47 @@ public struct RouteSetupError: Error, CustomStringConvertible {
     public var description: String
 }
 
-/// Longest-prefix routing over the configured routes, as nginx's prefix `location`s.
+/// Client address rules of a route: `deny` refuses, and a non-empty `allow` lets in only what it names.
+struct AccessRules: Sendable {
+    let allow: [AddressRange]
+    let deny: [AddressRange]
+
+    init?(allow: [AddressRange], deny: [AddressRange]) {
+        guard !allow.isEmpty || !deny.isEmpty else { return nil }
+        self.allow = allow
+        self.deny = deny
+    }
+
+    func admits(_ client: ClientAddress) -> Bool {
+        if deny.contains(where: { $0.contains(client) }) { return false }
+        return allow.isEmpty || allow.contains { $0.contains(client) }
+    }
+}
+
+/// Routing over the configured sites and routes: the site by the request's host (``HostTable``), then the route
+/// by its path (``PathTable``: an exact route, else the longest prefix, as nginx's `location`s) — each in time
+/// that does not grow with the number of sites or routes.
 public struct Router: Sendable {
+    /// Every route of every site.
     private let routes: [Route]
+    let hosts: HostTable
+    /// What a request for a host no site answers gets.
+    let unknownHost: UnknownHostPolicy
     /// The upstream groups, by name.
     let upstreamGroups: [String: UpstreamGroup]
     /// Whether any route streams its requests (a proxy): when none does, the front ends never ask.
     let hasStreamingRoutes: Bool
     /// Whether any route may switch protocols (WebSocket): HTTP/2 connections then offer extended CONNECT.
     let hasUpgradeRoutes: Bool
-    /// The pub/sub hubs, by route path: a reload that keeps a hub route with the same settings keeps its hub, so
-    /// its subscribers and kept messages live on (``init(routes:defaultTTL:passwordChecks:upstreams:serverName:trustedProxies:maxEntryBytes:generation:previousHubs:)``).
+    /// The pub/sub hubs, by route label (site and path): a reload that keeps a hub route with the same settings
+    /// keeps its hub, so its subscribers and kept messages live on.
     let hubs: [String: PubSubHub]
 
     /// Builds the routes of a configuration; `defaultTTL` applies to cached routes without their own TTL.
     /// - Throws: ``RouteSetupError`` when a route's htpasswd file or static root is missing or invalid.
     init(
-        routes configurations: [RouteConfiguration], defaultTTL: TimeAmount, passwordChecks: PasswordCheckPool = .standalone,
+        routes configurations: [RouteConfiguration], sites: [SiteConfiguration] = [], unknownHost: UnknownHostPolicy = .defaultSite,
+        defaultTTL: TimeAmount, passwordChecks: PasswordCheckPool = .standalone,
         upstreams: [UpstreamGroupConfiguration] = [], serverName: String = "edge", trustedProxies: [AddressRange] = [],
         maxEntryBytes: Int = CacheConfiguration().maxEntryBytes, generation: Int = 0, previousHubs: [String: PubSubHub] = [:],
         routeLabels: RouteLabels = RouteLabels()
@@ -98,8 +132,84 @@ public struct Router: Sendable {
             }
         }
         self.upstreamGroups = groups
+        var context = RouteBuilder(
+            groups: groups, defaultTTL: defaultTTL, passwordChecks: passwordChecks, serverName: serverName,
+            trustedProxies: trustedProxies, maxEntryBytes: maxEntryBytes, generation: generation, previousHubs: previousHubs,
+            routeLabels: routeLabels
+        )
+        var all: [Route] = []
+        let topLevel = try context.build(configurations, key: "route", label: "")
+        all += topLevel
+        var built: [Site] = []
+        var defaultSite: Site?
+        for (index, site) in sites.enumerated() {
+            let routes = try context.build(site.routes, key: "site[\(index)].route", label: site.names.first ?? "")
+            all += routes
+            var headers: [(name: String, value: String)] = []
+            if site.securityHeaders {
+                headers = [
+                    ("x-content-type-options", "nosniff"), ("x-frame-options", "SAMEORIGIN"),
+                    ("referrer-policy", "strict-origin-when-cross-origin"),
+                ]
+            }
+            let made = Site(
+                names: site.names, routes: routes, httpsRedirect: site.redirectHTTPS.map { Site.HTTPSRedirect(port: $0.port) },
+                headers: headers, tlsHeaders: site.hsts.map { [("strict-transport-security", $0)] } ?? []
+            )
+            built.append(made)
+            if site.isDefault { defaultSite = made }
+        }
+        if defaultSite == nil, unknownHost == .defaultSite, sites.isEmpty || !configurations.isEmpty {
+            defaultSite = Site(names: [], routes: topLevel)
+        }
+        hosts = HostTable(sites: built, fallback: defaultSite)
+        self.unknownHost = unknownHost
+        self.routes = all
+        hubs = context.hubs
+        self.hubs = hubs
+        hasStreamingRoutes = all.contains { $0.origin.requestBody.isStreamed }
+        hasUpgradeRoutes = all.contains {
+            if case .upgrade = $0.origin.requestBody { return true }
+            return false
+        }
+    }
+
+    /// Every route's authenticator, for reloading their files.
+    public var authenticators: [BasicAuthenticator] { routes.compactMap(\.authenticator) }
+
+    /// The route of the fallback site (the top-level routes) for `path`: an exact route, else the longest prefix
+    /// of `path` that ends at a segment boundary (``Route/matches(_:)``), or `nil`. Bytes are compared, never
+    /// `Character`s.
+    public func route(for path: Substring) -> Route? {
+        hosts.fallback?.route(for: path)
+    }
+
+    /// The site that answers `host`, or `nil` when none does (``unknownHost`` then decides).
+    @inline(__always)
+    func site(for host: Substring) -> Site? {
+        hosts.site(for: host)
+    }
+}
+
+/// Builds ``Route``s from their configuration, for ``Router``: the origin of each handler kind, wrapped in the
+/// cache where the route caches, and the route's policies. The one place a new route kind is added.
+private struct RouteBuilder {
+    let groups: [String: UpstreamGroup]
+    let defaultTTL: TimeAmount
+    let passwordChecks: PasswordCheckPool
+    let serverName: String
+    let trustedProxies: [AddressRange]
+    let maxEntryBytes: Int
+    let generation: Int
+    let previousHubs: [String: PubSubHub]
+    let routeLabels: RouteLabels
+    var hubs: [String: PubSubHub] = [:]
+
+    mutating func build(_ configurations: [RouteConfiguration], key: String, label: String) throws(RouteSetupError) -> [Route] {
         var built: [Route] = []
         for (index, configuration) in configurations.enumerated() {
+            let routeKey = "\(key)[\(index)]"
+            let routeLabel = label + configuration.path
             let origin: any Origin
             switch configuration.handler {
             case .demo(let demo):
@@ -112,11 +222,11 @@ public struct Router: Sendable {
                 do {
                     origin = try StaticFiles(configuration: settings)
                 } catch {
-                    throw RouteSetupError(description: "route[\(index)].static: \(error.description)")
+                    throw RouteSetupError(description: "\(routeKey).static: \(error.description)")
                 }
             case .proxy(let settings):
                 guard let group = groups[settings.upstream] else {
-                    throw RouteSetupError(description: "route[\(index)].proxy: no upstream named \"\(settings.upstream)\"")
+                    throw RouteSetupError(description: "\(routeKey).proxy: no upstream named \"\(settings.upstream)\"")
                 }
                 let proxy = ProxyResponder(
                     configuration: settings, group: group, prefix: configuration.path, serverName: serverName,
@@ -127,11 +237,11 @@ public struct Router: Sendable {
                 var relay: WebSocketRelay?
                 if case .upstream(let name) = settings.target {
                     guard let group = groups[name] else {
-                        throw RouteSetupError(description: "route[\(index)].websocket.upstream: no upstream named \"\(name)\"")
+                        throw RouteSetupError(description: "\(routeKey).websocket.upstream: no upstream named \"\(name)\"")
                     }
                     guard group.configuration.wireProtocol == .http1 else {
                         throw RouteSetupError(
-                            description: "route[\(index)].websocket.upstream: upstream \"\(name)\" speaks HTTP/2; WebSocket upstreams are reached over HTTP/1.1"
+                            description: "\(routeKey).websocket.upstream: upstream \"\(name)\" speaks HTTP/2; WebSocket upstreams are reached over HTTP/1.1"
                         )
                     }
                     var proxySettings = ProxyRouteConfiguration(upstream: name)
@@ -145,9 +255,9 @@ public struct Router: Sendable {
                 }
                 var hub: PubSubHub?
                 if case .hub(let hubSettings) = settings.target {
-                    let kept = previousHubs[configuration.path].flatMap { $0.settings == hubSettings ? $0 : nil }
+                    let kept = previousHubs[routeLabel].flatMap { $0.settings == hubSettings ? $0 : nil }
                     hub = kept ?? PubSubHub(settings: hubSettings)
-                    hubs[configuration.path] = hub
+                    hubs[routeLabel] = hub
                 }
                 origin = WebSocketRoute(configuration: settings, relay: relay, hub: hub, generation: generation)
             }
@@ -157,31 +267,17 @@ public struct Router: Sendable {
                 do {
                     authenticator = try BasicAuthenticator(realm: auth.realm, path: auth.htpasswd, checks: passwordChecks)
                 } catch {
-                    throw RouteSetupError(description: "route[\(index)].basic_auth.htpasswd: \(error)")
+                    throw RouteSetupError(description: "\(routeKey).basic_auth.htpasswd: \(error)")
                 }
             }
             built.append(
                 Route(
                     prefix: configuration.path, origin: origin, rateLimiter: limiter, authenticator: authenticator,
-                    metricsSlot: routeLabels.slot(for: configuration.path)
+                    metricsSlot: routeLabels.slot(for: routeLabel), isExact: configuration.exact,
+                    access: AccessRules(allow: configuration.allow, deny: configuration.deny)
                 )
             )
         }
-        routes = built.sorted { $0.matchPrefix.utf8.count > $1.matchPrefix.utf8.count }
-        hasStreamingRoutes = built.contains { $0.origin.requestBody.isStreamed }
-        self.hubs = hubs
-        hasUpgradeRoutes = built.contains {
-            if case .upgrade = $0.origin.requestBody { return true }
-            return false
-        }
-    }
-
-    /// Every route's authenticator, for reloading their files.
-    public var authenticators: [BasicAuthenticator] { routes.compactMap(\.authenticator) }
-
-    /// The route with the longest prefix of `path` that ends at a segment boundary (``Route/matches(_:)``), or
-    /// `nil`. Prefixes are compared byte for byte, never as `Character`s.
-    public func route(for path: Substring) -> Route? {
-        routes.first { $0.matches(path) }
+        return built
     }
 }

@@ -34,7 +34,7 @@ public final class EdgeServer: Service, Sendable {
     private let services: Mutex<EdgeServices>
     /// The TLS context of each listener (`nil` for plain ones), made at bind and again at each reload, so that a
     /// renewed certificate is served to new connections after SIGHUP.
-    private let tlsContexts = Mutex<[NIOSSLContext?]>([])
+    private let tlsContexts = Mutex<[ListenerCertificates?]>([])
     /// Reads the configuration again from where it came from (file, environment, flags), for SIGHUP.
     private let loadConfiguration: (@Sendable () throws -> EdgeConfiguration)?
     /// Counters and the draining flag, shared with every connection.
@@ -104,7 +104,7 @@ public final class EdgeServer: Service, Sendable {
             try? await group.shutdownGracefully()
             throw error
         }
-        for route in configuration.routes {
+        for (_, route) in configuration.keyedRoutes {
             if case .static(let settings) = route.handler {
                 logger.info("serving static files", metadata: ["path": "\(route.path)", "root": "\(settings.root)"])
             }
@@ -190,10 +190,10 @@ public final class EdgeServer: Service, Sendable {
                 .childChannelInitializer { [self] channel in
                     channel.eventLoop.makeCompletedFuture {
                         let services = currentServices
-                        let tlsContext = tlsContexts.withLock({ $0[index] })
+                        let certificates = tlsContexts.withLock({ $0[index] })
                         let configure = { (channel: any Channel, client: ClientAddress?) throws in
-                            if let tlsContext {
-                                try HTTPPipelines.configureTLS(channel, context: tlsContext, services: services, client: client)
+                            if let certificates {
+                                try HTTPPipelines.configureTLS(channel, certificates: certificates, services: services, client: client)
                             } else {
                                 try HTTPPipelines.configurePlain(channel, services: services, client: client)
                             }
@@ -225,21 +225,56 @@ public final class EdgeServer: Service, Sendable {
         return bound
     }
 
-    /// One TLS context per listener (`nil` for plain ones); the self-signed certificate is loaded once.
-    private func makeTLSContexts() throws -> [NIOSSLContext?] {
+    /// The certificates of each listener (`nil` for plain ones): its own (or the self-signed one, loaded once) and
+    /// every site's, chosen by SNI (``ListenerCertificates``), all under the TLS policy in force.
+    private func makeTLSContexts(for configuration: EdgeConfiguration? = nil) throws -> [ListenerCertificates?] {
+        try Self.makeListenerCertificates(configuration: configuration ?? self.configuration, logger: logger)
+    }
+
+    static func makeListenerCertificates(configuration: EdgeConfiguration, logger: Logger) throws -> [ListenerCertificates?] {
+        let policy = configuration.tlsPolicy
         var selfSigned: NIOSSLContext?
+        // The sites' certificates, by name; built once and shared by every TLS listener.
+        var exact: [String: ListenerCertificates.Choice] = [:]
+        var wildcards: [String: ListenerCertificates.Choice] = [:]
+        for (index, site) in configuration.sites.enumerated() where !site.certificates.isEmpty {
+            var choice = ListenerCertificates.Choice()
+            for (position, pair) in site.certificates.enumerated() {
+                let key = site.certificates.count == 1 && position == 0 ? "site[\(index)]" : "site[\(index)].certificates[\(position)]"
+                do {
+                    let loaded = try TLSContextFactory.load(certificatePath: pair.certificate, privateKeyPath: pair.privateKey)
+                    let context = try TLSContextFactory.makeContext(chain: loaded.chain, key: loaded.key, policy: policy)
+                    if loaded.isECDSA {
+                        guard choice.ecdsa == nil else { throw TLSSetupError(message: "a second ECDSA certificate for the same site: give one per key type") }
+                        choice.ecdsa = context
+                    } else {
+                        guard choice.rsa == nil else { throw TLSSetupError(message: "a second RSA certificate for the same site: give one per key type") }
+                        choice.rsa = context
+                    }
+                } catch {
+                    throw ServerStartError(message: "\(key): cannot use certificate \(pair.certificate) / key \(pair.privateKey): \(error)")
+                }
+            }
+            for name in site.names {
+                if name.hasPrefix("*.") { wildcards[String(name.dropFirst(2))] = choice } else { exact[name] = choice }
+            }
+        }
         return try configuration.listeners.map { listener in
+            let fallback: NIOSSLContext
             switch listener.tls {
             case nil:
                 return nil
             case .files(let certificate, let privateKey):
                 do {
-                    return try TLSContextFactory.makeContext(certificatePath: certificate, privateKeyPath: privateKey)
+                    fallback = try TLSContextFactory.makeContext(certificatePath: certificate, privateKeyPath: privateKey, policy: policy)
                 } catch {
                     throw ServerStartError(message: "cannot load TLS certificate \(certificate) / key \(privateKey) for \(listener.address): \(error)")
                 }
             case .selfSigned:
-                if let selfSigned { return selfSigned }
+                if let selfSigned {
+                    fallback = selfSigned
+                    break
+                }
                 let directory = configuration.stateDirectory ?? StateDirectory.defaultPath()
                 if let problem = ConfigurationFileChecks.stateDirectoryProblem(directory, storesCertificate: true) {
                     throw ServerStartError(message: "state_dir: \(problem)")
@@ -254,12 +289,12 @@ public final class EdgeServer: Service, Sendable {
                     "self-signed certificate",
                     metadata: ["action": "\(certificate.generated ? "generated" : "reused")", "path": "\(certificate.certificatePath)"]
                 )
-                let context = try TLSContextFactory.makeContext(
-                    certificateChainPEM: certificate.certificatePEM, privateKeyPEM: certificate.privateKeyPEM
+                fallback = try TLSContextFactory.makeContext(
+                    certificateChainPEM: certificate.certificatePEM, privateKeyPEM: certificate.privateKeyPEM, policy: policy
                 )
-                selfSigned = context
-                return context
+                selfSigned = fallback
             }
+            return ListenerCertificates(fallback: .init(ecdsa: fallback), exact: exact, wildcards: wildcards)
         }
     }
 
@@ -307,11 +342,11 @@ public final class EdgeServer: Service, Sendable {
         let previous = currentServices
         let applied: EdgeConfiguration
         let restartOnly: [String]
-        let contexts: [NIOSSLContext?]
+        let contexts: [ListenerCertificates?]
         let next: EdgeServices?
         do {
             (applied, restartOnly) = Self.reloadable(try loadConfiguration(), running: configuration)
-            contexts = try makeTLSContexts()
+            contexts = try makeTLSContexts(for: applied)
             next = applied == previous.configuration ? nil : try EdgeServices(reloading: applied, after: previous)
         } catch {
             logger.error("reload failed, the running configuration is kept", metadata: ["reason": "\(error)"])

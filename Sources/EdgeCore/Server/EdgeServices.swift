@@ -36,7 +36,7 @@ final class EdgeServices: Sendable {
         self.passwordChecks = passwordChecks
         do {
             self.router = try Router(
-                routes: configuration.routes, defaultTTL: configuration.cache.ttl, passwordChecks: passwordChecks,
+                routes: configuration.routes, sites: configuration.sites, unknownHost: configuration.unknownHost, defaultTTL: configuration.cache.ttl, passwordChecks: passwordChecks,
                 upstreams: configuration.upstreams, serverName: configuration.serverName, trustedProxies: configuration.trustedProxies,
                 maxEntryBytes: configuration.cache.maxEntryBytes, routeLabels: observability.routeLabels
             )
@@ -60,7 +60,8 @@ final class EdgeServices: Sendable {
     init(reloading configuration: EdgeConfiguration, after previous: EdgeServices) throws(RouteSetupError) {
         self.configuration = configuration
         self.router = try Router(
-            routes: configuration.routes, defaultTTL: configuration.cache.ttl, passwordChecks: previous.passwordChecks,
+            routes: configuration.routes, sites: configuration.sites, unknownHost: configuration.unknownHost,
+            defaultTTL: configuration.cache.ttl, passwordChecks: previous.passwordChecks,
             upstreams: configuration.upstreams, serverName: configuration.serverName, trustedProxies: configuration.trustedProxies,
             maxEntryBytes: configuration.cache.maxEntryBytes, generation: previous.generation + 1, previousHubs: previous.router.hubs,
             routeLabels: previous.observability.routeLabels
