@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+public import NIOSSL
 public import SwiftASN1
 import Synchronization
 public import X509
@@ -11,9 +12,16 @@ public import X509
 /// entries change only a few times per certificate, and the map is read only for challenge requests
 /// (`/.well-known/acme-challenge/...`, or a handshake offering only ALPN `acme-tls/1`), never on the hot path.
 public final class ACMEChallengeStore: Sendable {
+    private struct TLSALPNAnswer {
+        var certificatePEM: String
+        var privateKeyPEM: String
+        /// Made once when the answer is set, not per validation handshake.
+        var context: NIOSSLContext
+    }
+
     private struct State {
         var http01: [String: String] = [:]
-        var tlsALPN01: [String: (certificatePEM: String, privateKeyPEM: String)] = [:]
+        var tlsALPN01: [String: TLSALPNAnswer] = [:]
     }
 
     private let state = Mutex(State())
@@ -49,7 +57,17 @@ public final class ACMEChallengeStore: Sendable {
     /// until removed.
     public func setTLSALPN01(serverName: String, keyAuthorization: String) throws {
         let pair = try Self.tlsALPNChallengeCertificate(serverName: serverName, keyAuthorization: keyAuthorization)
-        state.withLock { $0.tlsALPN01[serverName.lowercased()] = pair }
+        var configuration = TLSConfiguration.makeServerConfiguration(
+            certificateChain: try NIOSSLCertificate.fromPEMBytes(Array(pair.certificatePEM.utf8)).map { .certificate($0) },
+            privateKey: .privateKey(try NIOSSLPrivateKey(bytes: Array(pair.privateKeyPEM.utf8), format: .pem))
+        )
+        // RFC 8737 §3: the server must negotiate acme-tls/1, and TLS 1.2 at least.
+        configuration.applicationProtocols = [Self.tlsALPNProtocol]
+        configuration.minimumTLSVersion = .tlsv12
+        let answer = TLSALPNAnswer(
+            certificatePEM: pair.certificatePEM, privateKeyPEM: pair.privateKeyPEM, context: try NIOSSLContext(configuration: configuration)
+        )
+        state.withLock { $0.tlsALPN01[serverName.lowercased()] = answer }
     }
 
     public func removeTLSALPN01(serverName: String) {
@@ -59,7 +77,13 @@ public final class ACMEChallengeStore: Sendable {
     /// The certificate and key to present when a ClientHello names `serverName` (SNI) and offers only ALPN
     /// `acme-tls/1`; `nil` when no validation is under way for that name (fail the handshake then).
     public func tlsALPNCertificate(forServerName serverName: String) -> (certificatePEM: String, privateKeyPEM: String)? {
-        state.withLock { $0.tlsALPN01[serverName.lowercased()] }
+        state.withLock { $0.tlsALPN01[serverName.lowercased()].map { ($0.certificatePEM, $0.privateKeyPEM) } }
+    }
+
+    /// The same answer as a ready NIOSSL server context that negotiates only ALPN `acme-tls/1`: what
+    /// ``ListenerCertificates``' `challenges` look-up returns for a ClientHello offering only `acme-tls/1`.
+    public func tlsALPNContext(forServerName serverName: String) -> NIOSSLContext? {
+        state.withLock { $0.tlsALPN01[serverName.lowercased()]?.context }
     }
 
     /// Whether any TLS-ALPN-01 validation is under way, so the TLS layer can skip looking at ALPN otherwise.

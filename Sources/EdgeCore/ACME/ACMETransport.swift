@@ -78,7 +78,8 @@ public final class ACMEHTTPClientTransport: ACMETransport {
         if let body = request.body { outgoing.body = .bytes(ByteBuffer(bytes: body)) }
         do {
             let response = try await client.execute(outgoing, timeout: timeout)
-            let body = request.method == "HEAD" ? ByteBuffer() : try await response.body.collect(upTo: Self.maximumBody)
+            // Read to the end even for HEAD (where it is empty), so the connection goes back to the pool.
+            let body = try await response.body.collect(upTo: Self.maximumBody)
             var headers: [String: String] = [:]
             for (name, value) in response.headers {
                 let key = name.lowercased()

@@ -278,7 +278,7 @@ enum HTTP01Responder {
 }
 
 /// The TLS-ALPN-01 responder a site's TLS layer would be: reads the SNI name from the ClientHello, then
-/// completes the handshake with the store's challenge certificate for it, negotiating ALPN `acme-tls/1`.
+/// completes the handshake with the store's challenge context for it, which negotiates ALPN `acme-tls/1`.
 enum TLSALPNResponder {
     static func start(port: Int, store: ACMEChallengeStore, counter: ResponderCounter) async throws -> any Channel {
         try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
@@ -286,16 +286,11 @@ enum TLSALPNResponder {
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let sni = SNIHandler { result in
-                        guard case .hostname(let name) = result, let pair = store.tlsALPNCertificate(forServerName: name) else {
+                        guard case .hostname(let name) = result, let tls = store.tlsALPNContext(forServerName: name) else {
                             return channel.close()
                         }
                         return channel.eventLoop.makeCompletedFuture {
-                            var tls = TLSConfiguration.makeServerConfiguration(
-                                certificateChain: try NIOSSLCertificate.fromPEMBytes(Array(pair.certificatePEM.utf8)).map { .certificate($0) },
-                                privateKey: .privateKey(try NIOSSLPrivateKey(bytes: Array(pair.privateKeyPEM.utf8), format: .pem))
-                            )
-                            tls.applicationProtocols = [ACMEChallengeStore.tlsALPNProtocol]
-                            try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: try NIOSSLContext(configuration: tls)))
+                            try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls))
                             counter.increment()
                         }
                     }

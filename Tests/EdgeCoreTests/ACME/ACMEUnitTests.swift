@@ -122,7 +122,7 @@ struct ACMEChallengeStoreTests {
         let keyAuthorization = "token-xyz.thumbprint-abc"
         try store.setTLSALPN01(serverName: "A.Example.Test", keyAuthorization: keyAuthorization)
         let pair = try #require(store.tlsALPNCertificate(forServerName: "a.example.test"))
-        #expect(store.hasTLSALPNChallenges)
+        #expect(store.hasTLSALPNChallenges && store.tlsALPNContext(forServerName: "a.example.test") != nil)
         let certificate = try Certificate(pemEncoded: pair.certificatePEM)
         let ext = try #require(certificate.extensions[oid: ACMEChallengeStore.acmeIdentifierOID])
         #expect(ext.critical)
@@ -138,6 +138,7 @@ struct ACMEChallengeStoreTests {
         #expect(certificate.publicKey == Certificate.PublicKey(key.publicKey))
         store.removeTLSALPN01(serverName: "a.EXAMPLE.test")
         #expect(store.tlsALPNCertificate(forServerName: "a.example.test") == nil && !store.hasTLSALPNChallenges)
+        #expect(store.tlsALPNContext(forServerName: "a.example.test") == nil)
     }
 }
 
