@@ -7,6 +7,7 @@ public import X509
 /// The private key of an issued certificate: a new one for every order, so that a renewal also rotates it.
 public enum ACMECertificateKey: Sendable {
     case ecdsaP256(P256.Signing.PrivateKey)
+    /// RSA; 2048 bits when generated here (a key read back from disk is taken as it is).
     case rsa2048(_RSA.Signing.PrivateKey)
 
     /// A fresh key of `type`.
@@ -31,6 +32,13 @@ public enum ACMECertificateKey: Sendable {
         switch self {
         case .ecdsaP256(let key): return key.pemRepresentation
         case .rsa2048(let key): return key.pemRepresentation
+        }
+    }
+
+    public var type: ACMEConfiguration.KeyType {
+        switch self {
+        case .ecdsaP256: return .ecdsaP256
+        case .rsa2048: return .rsa2048
         }
     }
 

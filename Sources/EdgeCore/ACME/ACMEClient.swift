@@ -338,10 +338,9 @@ public actor ACMEClient {
                 detail: "HTTP \(response.status)" + (String(validating: response.body.prefix(200), as: UTF8.self).map { ": " + $0 } ?? ""),
                 status: response.status
             )
-        if problem.code == "rateLimited" {
-            return .rateLimited(problem, retryAfter: RetryAfter.parse(response.header("Retry-After"), now: Date()))
-        }
-        return .problem(problem, httpStatus: response.status)
+        let retryAfter = RetryAfter.parse(response.header("Retry-After"), now: Date())
+        if problem.code == "rateLimited" { return .rateLimited(problem, retryAfter: retryAfter) }
+        return .problem(problem, httpStatus: response.status, retryAfter: retryAfter)
     }
 
     private func decode<T: Decodable>(_ type: T.Type, _ response: ACMEHTTPResponse, what: String) throws -> T {

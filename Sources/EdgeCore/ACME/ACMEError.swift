@@ -35,8 +35,9 @@ public struct ACMEProblem: Sendable, Equatable, Decodable, CustomStringConvertib
 
 /// What went wrong talking to the CA. Every case says why in its description, for the log.
 public enum ACMEError: Error, Sendable, CustomStringConvertible {
-    /// The CA answered with a problem document.
-    case problem(ACMEProblem, httpStatus: Int)
+    /// The CA answered with a problem document (or an error status without one); `retryAfter` when the
+    /// answer had a `Retry-After` (a CA in maintenance answers 503 with one).
+    case problem(ACMEProblem, httpStatus: Int, retryAfter: Date?)
     /// `urn:ietf:params:acme:error:rateLimited`: try again no earlier than `retryAfter` when the CA said.
     case rateLimited(ACMEProblem, retryAfter: Date?)
     /// A name's challenge ended `invalid`: the CA could not reach the responder, or got the wrong answer.
@@ -54,14 +55,16 @@ public enum ACMEError: Error, Sendable, CustomStringConvertible {
 
     /// When the CA asked to be left alone until, if it said.
     public var retryAfter: Date? {
-        if case .rateLimited(_, let date) = self { return date }
-        return nil
+        switch self {
+        case .rateLimited(_, let date), .problem(_, _, let date): return date
+        default: return nil
+        }
     }
 
     /// The problem document behind this error, if the CA sent one.
     public var problem: ACMEProblem? {
         switch self {
-        case .problem(let problem, _), .rateLimited(let problem, _): return problem
+        case .problem(let problem, _, _), .rateLimited(let problem, _): return problem
         case .challengeFailed(_, let problem), .orderFailed(let problem): return problem
         default: return nil
         }
@@ -69,7 +72,7 @@ public enum ACMEError: Error, Sendable, CustomStringConvertible {
 
     public var description: String {
         switch self {
-        case .problem(let problem, let status): return "CA answered \(status): \(problem)"
+        case .problem(let problem, let status, _): return "CA answered \(status): \(problem)"
         case .rateLimited(let problem, let date):
             return "rate limited by the CA: \(problem.detail ?? problem.type)" + (date.map { "; retry after \($0)" } ?? "")
         case .challengeFailed(let name, let problem):

@@ -33,6 +33,8 @@ public struct ACMEIssued: Sendable, Equatable {
     public var notAfter: Date
     /// The leaf's serial number in hex, as `openssl x509 -serial` and Pebble's management API write it.
     public var serialNumber: String
+    /// The key's type, for a listener that serves an ECDSA and an RSA certificate side by side.
+    public var keyType: ACMEConfiguration.KeyType
 }
 
 /// What the manager knows about one request, for status pages and tests.
@@ -398,7 +400,7 @@ public actor ACMEManager: Service {
             id: request.id, names: request.names,
             certificateChainPath: storage.certificatePath(id: request.id), privateKeyPath: storage.privateKeyPath(id: request.id),
             notBefore: leaf.notValidBefore, notAfter: leaf.notValidAfter,
-            serialNumber: Self.hex(serial: leaf.serialNumber)
+            serialNumber: Self.hex(serial: leaf.serialNumber), keyType: privateKey.type
         )
     }
 

@@ -26,6 +26,30 @@ struct ACMEClientCannedTests {
         }
     }
 
+    @Test("any error answer's Retry-After is kept (a CA in maintenance answers 503 with one)")
+    func unavailableRetryAfter() async throws {
+        let transport = FakeCA.transport { _, nonce in
+            FakeCA.problem(503, type: "serverInternal", detail: "down for maintenance", nonce: nonce, headers: ["Retry-After": "600"])
+        }
+        let client = ACMEClient(directoryURL: FakeCA.directoryURL, accountKey: ACMEAccountKey(), transport: transport, logger: Logger(label: "t"))
+        let before = Date()
+        await #expect {
+            _ = try await client.newOrder(names: ["example.test"])
+        } throws: { error in
+            guard let error = error as? ACMEError, case .problem(let problem, 503, let retryAfter?) = error else { return false }
+            return problem.detail == "down for maintenance" && abs(retryAfter.timeIntervalSince(before) - 600) < 5
+                && error.retryAfter == retryAfter
+        }
+        // An answer that is not a problem document still says what came back.
+        let plain = CannedTransport { _ in ACMEHTTPResponse(status: 502, body: Array("Bad Gateway".utf8)) }
+        let other = ACMEClient(directoryURL: FakeCA.directoryURL, accountKey: ACMEAccountKey(), transport: plain, logger: Logger(label: "t"))
+        await #expect {
+            _ = try await other.fetchDirectory()
+        } throws: { error in
+            "\(error)".contains("HTTP 502: Bad Gateway")
+        }
+    }
+
     @Test("badNonce is retried once with the nonce the error carried; a second one in a row is an error")
     func badNonceRetry() async throws {
         let rejections = Mutex(1)

@@ -70,7 +70,8 @@ struct ACMEPebbleTests {
         let firstChain = try String(contentsOfFile: first.certificateChainPath, encoding: .utf8)
         let firstLeaf = try await pebble.verify(chainPEM: firstChain, names: request.names)
         #expect(ACMEManager.hex(serial: firstLeaf.serialNumber) == first.serialNumber)
-        #expect(first.notAfter == firstLeaf.notValidAfter)
+        #expect(first.notAfter == firstLeaf.notValidAfter && first.keyType == .ecdsaP256)
+        #expect(logs.all.contains { $0.message == "ACME account ready" && $0.metadata["created"] == "true" })
         let accountKey = try String(contentsOfFile: "\(storageRoot)/account.key", encoding: .utf8)
 
         // 2. Renewal gives a new certificate (new serial, new key) and reports it.
@@ -201,7 +202,7 @@ struct ACMEPebbleTests {
         }
         let last = try #require(issued.last)
         let leaf = try await pebble.verify(chainPEM: try String(contentsOfFile: last.certificateChainPath, encoding: .utf8), names: request.names)
-        #expect(_RSA.Signing.PublicKey(leaf.publicKey)?.keySizeInBits == 2048)
+        #expect(_RSA.Signing.PublicKey(leaf.publicKey)?.keySizeInBits == 2048 && last.keyType == .rsa2048)
         try await responder.close()
         await pebble.stop()
     }

@@ -193,6 +193,23 @@ struct ACMERenewalScheduleTests {
         #expect(schedule.retryDelay(failures: 1, random: 0, now: start, retryAfter: start.addingTimeInterval(30 * day)) == 7 * day)
     }
 
+    @Test("accelerated timing runs waits and the clock faster by the same factor")
+    func acceleratedTiming() async throws {
+        let timing = ACMETiming.accelerated(1000)
+        let realStart = Date()
+        let start = timing.now()
+        try await timing.sleep(200)
+        let real = Date().timeIntervalSince(realStart)
+        #expect(real >= 0.19 && real < 5)
+        #expect(timing.now().timeIntervalSince(start) >= 190)
+    }
+
+    @Test("serial numbers are lower-case hex without leading zeros")
+    func serialHex() throws {
+        #expect(ACMEManager.hex(serial: Certificate.SerialNumber(bytes: [0x00, 0x0A, 0xBC])) == "abc")
+        #expect(ACMEManager.hex(serial: Certificate.SerialNumber(bytes: [0x80, 0x01])) == "8001")  // stored with a 00 sign byte
+    }
+
     @Test("Retry-After is read as seconds or as an HTTP date")
     func retryAfterParsing() {
         #expect(RetryAfter.parse("120", now: start) == start.addingTimeInterval(120))
