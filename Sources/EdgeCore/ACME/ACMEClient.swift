@@ -19,6 +19,10 @@ public actor ACMEClient {
         public var maximumPollInterval: Duration = .seconds(10)
         /// How long an order may take from creation to a downloadable certificate.
         public var orderTimeout: Duration = .seconds(300)
+        /// How many times one request is re-sent after `badNonce` (each time with the fresh nonce the error
+        /// carried). More than one: Pebble rejects 5% of good nonces by default, so with a single retry one
+        /// request in 400 would fail on two rejections in a row, and an issuance takes a dozen requests.
+        public var badNonceRetries = 3
         /// How the client waits between polls; tests shorten it.
         public var sleep: @Sendable (Duration) async throws -> Void = { try await Task.sleep(for: $0) }
 
@@ -276,13 +280,14 @@ public actor ACMEClient {
 
     /// A signed POST (RFC 8555 §6.2), `payload` `nil` for POST-as-GET.
     ///
-    /// A `badNonce` answer is retried once with the nonce it carries (§6.5: the error is expected, Pebble
-    /// rejects 5% of good nonces on purpose); an `accountDoesNotExist` answer (the CA forgot the account, as a
-    /// restarted Pebble does) is retried once after creating the account again.
+    /// A `badNonce` answer is retried with the nonce it carries (§6.5: the error is expected, Pebble rejects
+    /// 5% of good nonces on purpose), up to ``Options/badNonceRetries`` times; an `accountDoesNotExist`
+    /// answer (the CA forgot the account, as a restarted Pebble does) is retried once after creating the
+    /// account again.
     private func post(
         _ url: String, payload: [UInt8]?, signer fixedSigner: ACMEAccountKey.Signer? = nil, accept: String? = nil
     ) async throws -> ACMEHTTPResponse {
-        var nonceRetried = false
+        var nonceRetries = 0
         var accountRetried = false
         while true {
             let signer: ACMEAccountKey.Signer
@@ -296,9 +301,9 @@ public actor ACMEClient {
             if response.status < 400 { return response }
             let error = problemError(response)
             switch error.problem?.code {
-            case "badNonce" where !nonceRetried:
-                nonceRetried = true
-                logger.debug("ACME badNonce, retrying", metadata: ["url": "\(url)"])
+            case "badNonce" where nonceRetries < options.badNonceRetries:
+                nonceRetries += 1
+                logger.debug("ACME badNonce, retrying", metadata: ["url": "\(url)", "retry": "\(nonceRetries)"])
                 continue
             case "accountDoesNotExist" where !accountRetried && fixedSigner == nil:
                 accountRetried = true

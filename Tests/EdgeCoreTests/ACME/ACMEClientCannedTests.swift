@@ -50,7 +50,7 @@ struct ACMEClientCannedTests {
         }
     }
 
-    @Test("badNonce is retried once with the nonce the error carried; a second one in a row is an error")
+    @Test("badNonce is retried with the nonce the error carried, up to badNonceRetries times in a row")
     func badNonceRetry() async throws {
         let rejections = Mutex(1)
         let transport = FakeCA.transport { request, nonce in
@@ -66,7 +66,11 @@ struct ACMEClientCannedTests {
             Issue.record("unexpected \(request.method) \(request.url)")
             return ACMEHTTPResponse(status: 500)
         }
-        let client = ACMEClient(directoryURL: FakeCA.directoryURL, accountKey: ACMEAccountKey(), transport: transport, logger: Logger(label: "t"))
+        var options = ACMEClient.Options()
+        options.badNonceRetries = 1
+        let client = ACMEClient(
+            directoryURL: FakeCA.directoryURL, accountKey: ACMEAccountKey(), transport: transport, options: options, logger: Logger(label: "t")
+        )
         let (url, order) = try await client.newOrder(names: ["a.test"])
         #expect(url == "https://ca.test/order/1" && order.status == "pending")
         let orders = transport.requests.filter { $0.url == "https://ca.test/order" }
@@ -86,6 +90,11 @@ struct ACMEClientCannedTests {
         } throws: { error in
             (error as? ACMEError)?.problem?.code == "badNonce"
         }
+
+        // The default retries three times: three rejections in a row still end in an order.
+        let patient = ACMEClient(directoryURL: FakeCA.directoryURL, accountKey: ACMEAccountKey(), transport: transport, logger: Logger(label: "t"))
+        rejections.withLock { $0 = 3 }
+        #expect(try await patient.newOrder(names: ["a.test"]).url == "https://ca.test/order/1")
     }
 
     @Test("a failed renewal keeps the certificate on disk and in use, logs the CA's detail, and backs off past Retry-After")
