@@ -138,7 +138,7 @@ struct ACMEClientCannedTests {
         #expect("\(failure.metadata["keeping"] ?? "")".contains("serial"))
     }
 
-    @Test("a CA that cannot be reached is retried with growing waits, not in a loop")
+    @Test("a CA that cannot be reached is retried with doubling waits, not in a loop")
     func directoryDownBacksOff() async throws {
         let state = ACMETestFiles.temporaryFolder("acme-down")
         defer { try? FileManager.default.removeItem(atPath: state) }
@@ -147,28 +147,49 @@ struct ACMEClientCannedTests {
         let transport = CannedTransport { request in
             throw ACMEError.transport("\(request.method) \(request.url): connection refused")
         }
-        let configuration = ACMEConfiguration(directory: FakeCA.directoryURL)
+        // Virtual time: every wait the manager asks for is recorded and passes at once, so the test sees the
+        // exact schedule however loaded the machine is.
+        let clock = VirtualClock()
+        let timing = ACMETiming(now: { clock.now }, sleep: { seconds in clock.sleep(seconds); await Task.yield() }, random: { 0 })
         var schedule = ACMERenewalSchedule(renewBeforeDays: 30)
-        schedule.backoffInitial = 0.5
+        schedule.backoffInitial = 60
         let (logger, logs) = CapturingLogHandler.logger()
         let manager = ACMEManager(
-            configuration: configuration, stateDirectory: state, requests: [ACMECertificateRequest(names: ["down.test"])],
-            challengeStore: ACMEChallengeStore(), logger: logger, schedule: schedule, transport: transport,
-            onIssued: { _ in Issue.record("nothing to issue") }
+            configuration: ACMEConfiguration(directory: FakeCA.directoryURL), stateDirectory: state,
+            requests: [ACMECertificateRequest(names: ["down.test"])], challengeStore: ACMEChallengeStore(), logger: logger,
+            timing: timing, schedule: schedule, transport: transport, onIssued: { _ in Issue.record("nothing to issue") }
         )
         let run = Task { try await manager.run() }
-        // Attempts at about 0, 0.5, 1.5 and 3.5 s: four in 3.9 s, and a wait of 4 s ahead.
-        try await Task.sleep(for: .milliseconds(3900))
+        let deadline = Date().addingTimeInterval(20)
+        while await manager.status().first?.consecutiveFailures ?? 0 < 8, Date() < deadline {
+            try await Task.sleep(for: .milliseconds(5))
+        }
         run.cancel()
         try await run.value
         let status = try #require(await manager.status().first)
-        #expect((3...4).contains(status.consecutiveFailures))
+        #expect(status.consecutiveFailures >= 8)
         #expect(status.lastError?.contains("cannot reach the CA") == true)
-        #expect(status.nextAttempt > Date())
+        // One minute, doubling: the waits between attempts, one attempt (one request) after each.
+        let waits = clock.sleeps
+        #expect(Array(waits.prefix(7)) == [60, 120, 240, 480, 960, 1920, 3600])
+        #expect(transport.requests.count == status.consecutiveFailures)
         let errors = logs.all.filter { $0.level == .error }
         #expect(errors.count == status.consecutiveFailures)
         #expect(errors.allSatisfy { "\($0.metadata["error"] ?? "")".contains("https://ca.test/dir: connection refused") })
-        #expect(transport.requests.count == status.consecutiveFailures)
+    }
+}
+
+/// A clock that moves only when someone sleeps on it, recording each wait.
+final class VirtualClock: Sendable {
+    private let state = Mutex((now: Date(timeIntervalSince1970: 1_800_000_000), sleeps: [Double]()))
+    var now: Date { state.withLock { $0.now } }
+    var sleeps: [Double] { state.withLock { $0.sleeps } }
+
+    func sleep(_ seconds: Double) {
+        state.withLock {
+            $0.sleeps.append(seconds)
+            $0.now = $0.now.addingTimeInterval(seconds)
+        }
     }
 }
 
