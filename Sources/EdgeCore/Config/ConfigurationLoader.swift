@@ -89,7 +89,7 @@ struct TOMLReader {
             root, path: "",
             allowed: ["threads", "state_dir", "log_level", "server_name", "shutdown_timeout_seconds",
                       "shutdown_delay_seconds", "listener", "limits", "timeouts", "cache", "route", "client_address", "upstream",
-                      "admin", "access_log", "tracing", "site", "unknown_host", "tls"]
+                      "admin", "access_log", "tracing", "site", "unknown_host", "tls", "acme"]
         )
         config.threads = int(root, "threads", path: "threads", range: 1...1024)
         config.stateDirectory = string(root, "state_dir", path: "state_dir")
@@ -153,6 +153,10 @@ struct TOMLReader {
         config.routes = readRoutes(root, path: "route")
         readSites(root, into: &config)
         if let tls = subtable(root, "tls", path: "tls") { config.tlsPolicy = readTLSPolicy(tls) }
+        if let acme = subtable(root, "acme", path: "acme") { config.acme = readACME(acme) }
+        if config.acme == nil, let index = config.sites.firstIndex(where: \.acme) {
+            fail("site[\(index)].tls", "tls = \"acme\" needs an [acme] table naming the CA's directory (e.g. directory = \"https://acme-v02.api.letsencrypt.org/directory\")")
+        }
         if root.contains(key: "unknown_host") {
             let value = root["unknown_host"]!.tomlValue
             let text = value.string ?? value.int.map(String.init)

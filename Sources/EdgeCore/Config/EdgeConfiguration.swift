@@ -44,6 +44,13 @@ public struct EdgeConfiguration: Sendable, Equatable {
     public var unknownHost: UnknownHostPolicy = .defaultSite
     /// Protocol versions and cipher suites of every TLS listener (`[tls]`).
     public var tlsPolicy = TLSPolicyConfiguration()
+    /// The ACME CA that sites with `tls = "acme"` get their certificates from (`[acme]`); `nil` for none.
+    public var acme: ACMEConfiguration?
+
+    /// What ACME obtains: one certificate per site with `tls = "acme"`, for all its names, known by its first name.
+    public var acmeRequests: [ACMECertificateRequest] {
+        sites.filter(\.acme).compactMap { site in site.names.first.map { ACMECertificateRequest(id: $0, names: site.names) } }
+    }
 
     /// Every route with the config key it was read from (`route[0]`, `site[1].route[2]`).
     public var keyedRoutes: [(key: String, route: RouteConfiguration)] {

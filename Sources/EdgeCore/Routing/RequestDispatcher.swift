@@ -147,6 +147,15 @@ struct RequestDispatcher {
         // only busy. It waits for nothing, so it holds no in-flight slot.
         if Self.isHealthCheck(path) { return .ready(.response(health())) }
         let services = self.services
+        if let challenges = services.acmeChallenges, path.hasBytePrefix(Self.acmeChallengePrefix),
+            let answer = challenges.http01KeyAuthorization(
+                token: path[path.utf8.index(path.utf8.startIndex, offsetBy: Self.acmeChallengePrefix.utf8.count)...]
+            )
+        {
+            var response = EdgeResponse.text(.ok, answer)
+            response.headers.replaceOrAdd(name: "content-type", value: "application/octet-stream")
+            return .ready(.response(response))
+        }
         guard let site = services.router.site(for: headers.host) else {
             return .ready(.response(unknownHost(headers.host, policy: services.router.unknownHost)))
         }

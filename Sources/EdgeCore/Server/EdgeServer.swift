@@ -43,6 +43,8 @@ public final class EdgeServer: Service, Sendable {
     public let observability: Observability
     /// A reload is under way (SIGHUP or `POST /reload`): one at a time.
     private let reloading = Mutex(false)
+    /// The certificates ACME has obtained, by request id (a site's first name): served by SNI like configured ones.
+    private let acmeIssued = Mutex<[String: ACMEIssued]>([:])
 
     private var currentServices: EdgeServices { services.withLock { $0 } }
 
@@ -127,6 +129,7 @@ public final class EdgeServer: Service, Sendable {
             logger.info("access log", metadata: ["path": "\(log.path)", "format": "\(log.format.rawValue)"])
         }
         logger.info("ready", metadata: ["threads": "\(threadCount)", "listeners": "\(listeners.count)"])
+        let acme = startACME()
         let reloader = Task { await watchHtpasswdFiles() }
         let healthChecks = Task { [group, logger] in
             await UpstreamHealthChecker.run(
@@ -134,12 +137,56 @@ public final class EdgeServer: Service, Sendable {
             )
         }
         try? await gracefulShutdown()
+        if let acme {
+            acme.task.cancel()
+            await acme.manager.shutdown()
+        }
         reloader.cancel()
         healthChecks.cancel()
         await drain()
         await admin?.server.stop(admin?.channel)
         await observability.accessLog?.shutdown()
         await currentServices.passwordChecks.shutdown()
+    }
+
+    /// Starts obtaining and renewing the certificates of the `tls = "acme"` sites (``ACMEManager``); each one
+    /// obtained, or found valid on disk, is served to new connections at once (``acmeCertificateIssued(_:)``).
+    /// Until then such a site's clients get the listener's own certificate. Which sites use ACME is read at start.
+    private func startACME() -> (manager: ACMEManager, task: Task<Void, Never>)? {
+        guard let settings = configuration.acme, let challenges = currentServices.acmeChallenges else { return nil }
+        let requests = configuration.acmeRequests
+        guard !requests.isEmpty else { return nil }
+        let manager = ACMEManager(
+            configuration: settings, stateDirectory: configuration.stateDirectory ?? StateDirectory.defaultPath(),
+            requests: requests, challengeStore: challenges, logger: logger
+        ) { [self] issued in
+            acmeCertificateIssued(issued)
+        }
+        logger.info("acme", metadata: ["directory": "\(settings.directory)", "certificates": "\(requests.map(\.id).joined(separator: ","))"])
+        let task = Task { [logger] in
+            do {
+                try await manager.run()
+            } catch {
+                logger.error("acme stopped", metadata: ["reason": "\(error)"])
+            }
+        }
+        return (manager, task)
+    }
+
+    /// Puts a certificate ACME obtained in front of new connections: the listeners' certificate tables are built
+    /// again with it. Open connections keep the one they have.
+    private func acmeCertificateIssued(_ issued: ACMEIssued) {
+        acmeIssued.withLock { $0[issued.id] = issued }
+        do {
+            let contexts = try makeTLSContexts(for: currentServices.configuration)
+            tlsContexts.withLock { $0 = contexts }
+            logger.notice(
+                "acme certificate in use",
+                metadata: ["names": "\(issued.names.joined(separator: ","))", "not_after": "\(issued.notAfter)", "serial": "\(issued.serialNumber)"]
+            )
+        } catch {
+            logger.error("acme certificate cannot be used; the previous one is kept", metadata: ["names": "\(issued.names.joined(separator: ","))", "reason": "\(error)"])
+        }
     }
 
     /// One warning per htpasswd line whose hash is in a weak format (see ``BasicAuthenticator/warnings``).
@@ -228,19 +275,30 @@ public final class EdgeServer: Service, Sendable {
     /// The certificates of each listener (`nil` for plain ones): its own (or the self-signed one, loaded once) and
     /// every site's, chosen by SNI (``ListenerCertificates``), all under the TLS policy in force.
     private func makeTLSContexts(for configuration: EdgeConfiguration? = nil) throws -> [ListenerCertificates?] {
-        try Self.makeListenerCertificates(configuration: configuration ?? self.configuration, logger: logger)
+        try Self.makeListenerCertificates(
+            configuration: configuration ?? self.configuration, acmeIssued: acmeIssued.withLock { $0 },
+            challenges: currentServices.acmeChallenges, logger: logger
+        )
     }
 
-    static func makeListenerCertificates(configuration: EdgeConfiguration, logger: Logger) throws -> [ListenerCertificates?] {
+    static func makeListenerCertificates(
+        configuration: EdgeConfiguration, acmeIssued: [String: ACMEIssued] = [:], challenges: ACMEChallengeStore? = nil,
+        logger: Logger
+    ) throws -> [ListenerCertificates?] {
         let policy = configuration.tlsPolicy
         var selfSigned: NIOSSLContext?
         // The sites' certificates, by name; built once and shared by every TLS listener.
         var exact: [String: ListenerCertificates.Choice] = [:]
         var wildcards: [String: ListenerCertificates.Choice] = [:]
-        for (index, site) in configuration.sites.enumerated() where !site.certificates.isEmpty {
+        for (index, site) in configuration.sites.enumerated() {
+            var pairs = site.certificates
+            if site.acme, let id = site.names.first, let issued = acmeIssued[id] {
+                pairs = [CertificateFiles(certificate: issued.certificateChainPath, privateKey: issued.privateKeyPath)]
+            }
+            guard !pairs.isEmpty else { continue }
             var choice = ListenerCertificates.Choice()
-            for (position, pair) in site.certificates.enumerated() {
-                let key = site.certificates.count == 1 && position == 0 ? "site[\(index)]" : "site[\(index)].certificates[\(position)]"
+            for (position, pair) in pairs.enumerated() {
+                let key = pairs.count == 1 && position == 0 ? "site[\(index)]" : "site[\(index)].certificates[\(position)]"
                 do {
                     let loaded = try TLSContextFactory.load(certificatePath: pair.certificate, privateKeyPath: pair.privateKey)
                     let context = try TLSContextFactory.makeContext(chain: loaded.chain, key: loaded.key, policy: policy)
@@ -259,7 +317,11 @@ public final class EdgeServer: Service, Sendable {
                 if name.hasPrefix("*.") { wildcards[String(name.dropFirst(2))] = choice } else { exact[name] = choice }
             }
         }
-        return try configuration.listeners.map { listener in
+        var challengeContext: (@Sendable (String) -> NIOSSLContext?)?
+        if let challenges {
+            challengeContext = { name in challenges.tlsALPNContext(forServerName: name) }
+        }
+        return try configuration.listeners.map { listener -> ListenerCertificates? in
             let fallback: NIOSSLContext
             switch listener.tls {
             case nil:
@@ -294,7 +356,10 @@ public final class EdgeServer: Service, Sendable {
                 )
                 selfSigned = fallback
             }
-            return ListenerCertificates(fallback: .init(ecdsa: fallback), exact: exact, wildcards: wildcards)
+            return ListenerCertificates(
+                fallback: .init(ecdsa: fallback), exact: exact, wildcards: wildcards,
+                challenges: challengeContext
+            )
         }
     }
 
@@ -430,6 +495,7 @@ public final class EdgeServer: Service, Sendable {
         keep("admin", \.admin)
         keep("access_log", \.accessLog)
         keep("tracing", \.tracing)
+        keep("acme", \.acme)
         keep("limits.max_connections_per_ip", \.limits.maxConnectionsPerIP)
         keep("limits.max_in_flight_per_client", \.limits.maxInFlightPerClient)
         keep("limits.password_check_threads", \.limits.passwordCheckThreads)

@@ -18,6 +18,8 @@ final class EdgeServices: Sendable {
     let inFlightPerClient: PerClientLimit
     /// The threads that check passwords, shared by every route's Basic auth.
     let passwordChecks: PasswordCheckPool
+    /// The ACME challenge answers (HTTP-01 tokens), when ACME is on; lives as long as the server.
+    let acmeChallenges: ACMEChallengeStore?
     /// 0 at start, one more at every configuration reload: connections record the generation they were
     /// accepted under, so that a reload retires exactly the older ones.
     let generation: Int
@@ -30,6 +32,7 @@ final class EdgeServices: Sendable {
     ) throws(RouteSetupError) {
         self.observability = observability
         self.configuration = configuration
+        self.acmeChallenges = configuration.acme == nil ? nil : ACMEChallengeStore()
         let passwordChecks = PasswordCheckPool(
             threads: configuration.limits.passwordCheckThreads, queue: configuration.limits.passwordCheckQueue
         )
@@ -72,6 +75,7 @@ final class EdgeServices: Sendable {
         self.connectionsPerClient = previous.connectionsPerClient
         self.inFlightPerClient = previous.inFlightPerClient
         self.passwordChecks = previous.passwordChecks
+        self.acmeChallenges = previous.acmeChallenges
         self.loops = previous.loops
         self.generation = previous.generation + 1
     }
