@@ -3,6 +3,7 @@ headers, access rules and exact routes — with curl, openssl s_client and Pytho
 
 from __future__ import annotations
 
+import shutil
 import signal
 import socket
 import ssl
@@ -478,13 +479,17 @@ respond = {{ body = "ok" }}
 """, **PLAIN)
     port = server.https.port
     assert handshake(port, version=ssl.TLSVersion.TLSv1_3) is not None
-    assert handshake(port, version=ssl.TLSVersion.TLSv1_2) == "ECDHE-ECDSA-AES256-GCM-SHA384" or handshake(
-        port, version=ssl.TLSVersion.TLSv1_2) is not None
+    assert handshake(port, version=ssl.TLSVersion.TLSv1_2) == "ECDHE-ECDSA-AES128-GCM-SHA256"
     for weak in ["ECDHE-ECDSA-AES128-SHA", "ECDHE-ECDSA-AES256-SHA", "AES256-SHA", "AES128-GCM-SHA256"]:
         assert handshake(port, version=ssl.TLSVersion.TLSv1_2, ciphers=weak) is None, f"{weak} was accepted"
     for strong in ["ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-ECDSA-CHACHA20-POLY1305"]:
         assert handshake(port, version=ssl.TLSVersion.TLSv1_2, ciphers=strong) == strong
     assert handshake(port, version=ssl.TLSVersion.TLSv1_1) is None
+    # The server's order decides (testssl.sh rates a client-chosen order HIGH): a client preferring ChaCha20 still
+    # gets the policy's first suite it offers.
+    assert handshake(port, version=ssl.TLSVersion.TLSv1_2,
+                     ciphers="ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-ECDSA-AES128-GCM-SHA256") \
+        == "ECDHE-ECDSA-AES128-GCM-SHA256"
 
 
 def test_the_modern_policy_is_tls13_only_and_ciphers_can_be_listed(edge_factory, tmp_path):
@@ -536,3 +541,34 @@ def check_config(edge_factory, tmp_path, text: str) -> str:
 ])
 def test_site_configuration_errors_name_the_key(edge_factory, tmp_path, text, expected):
     assert expected in check_config(edge_factory, tmp_path, text)
+
+
+# Findings a self-signed test certificate causes by itself: no CA chain, no CRL/OCSP address, short validity.
+CERTIFICATE_FINDINGS = {"cert_chain_of_trust", "cert_revocation", "cert_trust", "cert_validityPeriod", "cert_expirationStatus",
+                        "cert_caIssuers", "cert_crlDistributionPoints", "cert_ocspURL", "OCSP_stapling", "cert_mustStapleExtension"}
+
+
+@pytest.mark.skipif(shutil.which("testssl") is None, reason="testssl.sh is not installed (Debian: testssl.sh)")
+def test_testssl_finds_nothing_above_low_in_the_default_policy(edge_factory, tmp_path):
+    """testssl.sh (Debian's 3.0) on a TLS listener with the default policy: every finding rated MEDIUM or worse is
+    one a self-signed certificate causes. (NIOSSL's defaults earned HIGH for the CBC-SHA1 suites and for letting
+    the client choose the suite.)"""
+    import json
+
+    server = edge_factory.start(config="""
+[[listener]]
+address = "127.0.0.1:0"
+tls = true
+[[route]]
+path = "/"
+respond = { body = "ok" }
+""", **PLAIN)
+    report = tmp_path / "testssl.json"
+    out = subprocess.run(["testssl", "--quiet", "--color", "0", "--warnings", "off", "--fast", "--jsonfile", str(report),
+                          f"127.0.0.1:{server.https.port}"], capture_output=True, text=True, timeout=900)
+    findings = json.loads(report.read_text())
+    assert findings, out.stdout[-3000:]
+    serious = [f for f in findings if f["severity"] in ("MEDIUM", "HIGH", "CRITICAL") and f["id"] not in CERTIFICATE_FINDINGS]
+    assert not serious, serious
+    ids = {f["id"] for f in findings}
+    assert "cipher_order" in ids or "cipher_order-tls1_2" in ids, "testssl did not check the cipher order"

@@ -10,4 +10,9 @@
 /// Swift's Glibc module does not import preadv2: it is declared only under _GNU_SOURCE.
 ssize_t CEdgeLinux_preadCached(int fd, void *buffer, size_t count, off_t offset);
 
+/// Makes a TLS context choose the cipher suite by its own order rather than the client's
+/// (SSL_OP_CIPHER_SERVER_PREFERENCE). `context` is the BoringSSL `SSL_CTX *` inside an `NIOSSLContext`, which NIOSSL
+/// keeps private and offers no setting for; BoringSSL's functions are linked in under NIOSSL's symbol prefix.
+void CEdgeLinux_preferServerCipherOrder(void *context);
+
 #endif

@@ -2,6 +2,7 @@ import NIOCore
 import NIOSSL
 import X509
 import Crypto
+import CEdgeLinux
 
 /// Builds the server `NIOSSLContext`s of TLS listeners: the versions and suites of the TLS policy (`[tls]`), ALPN
 /// offering `h2` then `http/1.1`.
@@ -73,7 +74,21 @@ enum TLSContextFactory {
         configuration.maximumTLSVersion = .tlsv13
         configuration.applicationProtocols = applicationProtocols
         configuration.shutdownTimeout = closeNotifyTimeout
-        return try NIOSSLContext(configuration: configuration)
+        let context = try NIOSSLContext(configuration: configuration)
+        preferServerCipherOrder(context)
+        return context
+    }
+
+    /// Has BoringSSL pick the suite by the policy's order, strongest first, instead of the client's — as Mozilla's
+    /// "modern" and nginx's `ssl_prefer_server_ciphers` do and as testssl.sh asks. NIOSSL has no setting for it and
+    /// keeps its `SSL_CTX` private, so the pointer is read by reflection; `false` if that ever stops working
+    /// (a unit test says so before a release does).
+    @discardableResult
+    static func preferServerCipherOrder(_ context: NIOSSLContext) -> Bool {
+        guard let pointer = Mirror(reflecting: context).children.first(where: { $0.label == "sslContext" })?.value as? OpaquePointer
+        else { return false }
+        CEdgeLinux_preferServerCipherOrder(UnsafeMutableRawPointer(pointer))
+        return true
     }
 }
 
