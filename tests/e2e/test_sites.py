@@ -532,6 +532,10 @@ def check_config(edge_factory, tmp_path, text: str) -> str:
     ('[tls]\nciphers = ["ECDHE-ECDSA-AES128-GCM-SHA265"]\n', 'did you mean "ECDHE-ECDSA-AES128-GCM-SHA256"'),
     ('[tls]\npolicy = "old"\n', 'tls.policy'),
     ('unknown_host = 500\n', 'unknown_host'),
+    ('unknown_host = 421\n[[route]]\npath = "/"\nrespond = { body = "a" }\n', 'unknown_host'),
+    ('unknown_host = 404\n[[site]]\nnames = ["a.test"]\n[[site.route]]\npath = "/"\nrespond = { body = "a" }\n'
+     '[[route]]\npath = "/"\nrespond = { body = "b" }\n', 'would answer nothing'),
+    ('[[site]]\nnames = ["a.test"]\ntls = "acme"\n[[site.route]]\npath = "/"\nrespond = { body = "a" }\n', 'site[0].tls'),
     ('[[route]]\npath = "/"\nallow = ["10.0.0.300"]\nrespond = { body = "a" }\n', 'route[0].allow[0]'),
     ('[[route]]\npath = "/"\nmatch = "regex"\nrespond = { body = "a" }\n', 'route[0].match'),
     ('[[site]]\nnames = ["a.test"]\nredirect_https = "yes"\n[[site.route]]\npath = "/"\nrespond = { body = "a" }\n',

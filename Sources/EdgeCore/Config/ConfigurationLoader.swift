@@ -169,6 +169,15 @@ struct TOMLReader {
             if config.unknownHost == .defaultSite, config.sites.isEmpty == false, !config.sites.contains(where: \.isDefault), config.routes.isEmpty {
                 fail("unknown_host", "is \"default\" but no site has default = true and there are no top-level [[route]] tables")
             }
+            if config.unknownHost != .defaultSite {
+                if config.sites.isEmpty {
+                    fail("unknown_host", "applies to hosts no [[site]] names, and there are no sites: every request would get it")
+                } else if !config.routes.isEmpty {
+                    fail("unknown_host", "top-level [[route]] tables answer the hosts no site names; with unknown_host = \(config.unknownHost.rawValue) they would answer nothing: move them into a site")
+                } else if let index = config.sites.firstIndex(where: \.isDefault) {
+                    fail("unknown_host", "site[\(index)] has default = true and answers every host no site names; drop one of the two")
+                }
+            }
         }
         checkProxyRoutes(config)
         return config
