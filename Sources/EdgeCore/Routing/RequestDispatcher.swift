@@ -230,9 +230,11 @@ struct RequestDispatcher {
             query.map(Self.isValidQuery) ?? true
         else { return nil }
         if Self.isHealthCheck(path) { return .response(health()) }
+        let services = self.services
+        // An ACME HTTP-01 token is answered by ``dispatch`` before routing: a route must not answer it here first.
+        if services.acmeChallenges != nil, path.hasBytePrefix(Self.acmeChallengePrefix) { return nil }
         // The fast paths send a request the full path would refuse at the in-flight limit there, so that it gets
         // the same answer; the full path itself asks with `admitting: false`, for what it serves whatever the load.
-        let services = self.services
         guard !admitting || services.state.inFlightBelow(maxInFlight) else { return nil }
         guard let site = services.router.site(for: host), isTLS || site.httpsRedirect == nil,
             let route = site.route(for: path), route.rateLimiter == nil, route.authenticator == nil, route.access == nil
