@@ -213,7 +213,7 @@ class Pebble:
 
 
 def acme_config(directory: str, *, ca_roots: Path | None, http: str | None, tls: str | None = "127.0.0.1:0",
-                acme_extra: str = "", names: tuple[str, ...] = NAMES, top: str = "") -> str:
+                acme_extra: str = "", names: tuple[str, ...] = NAMES, top: str = "", site_extra: str = "") -> str:
     listeners = ""
     if http:
         listeners += f'[[listener]]\naddress = "{http}"\n\n'
@@ -234,6 +234,7 @@ respond = {{ body = "fallback" }}
 [[site]]
 names = [{quoted}]
 tls = "acme"
+{site_extra}
 [[site.route]]
 path = "/"
 respond = {{ body = "acme site" }}
@@ -366,6 +367,21 @@ def test_http01_certificate_is_obtained_and_served_by_sni(edge_factory, pebble, 
     assert describe(on_disk).serial == serial_of(in_use)
     assert pebble.management(f"/cert-status-by-serial/{in_use['serial']}").count('"Valid"') == 1
     assert server.proc.poll() is None
+
+
+def test_http01_works_for_a_site_that_redirects_plain_http(edge_factory, pebble):
+    # The usual automatic-HTTPS site: plain HTTP is redirected, except the CA's validation requests.
+    server = edge_factory.start(config=acme_config(
+        pebble.directory, ca_roots=pebble.ca_roots, http=f"127.0.0.1:{pebble.http_port}", tls=f"127.0.0.1:{pebble.tls_port}",
+        site_extra="redirect_https = true\nhsts = true"), **PLAIN)
+    in_use = wait_in_use(server, pebble)
+    assert served(pebble.tls_port, "www.acme.test", cafile=pebble.root).serial == serial_of(in_use)
+    out = curl("-o", "/dev/null", "-w", "%{http_code} %{redirect_url}", "--resolve", f"acme.test:{pebble.http_port}:127.0.0.1",
+               f"http://acme.test:{pebble.http_port}/x")
+    assert out.stdout.split()[0] == "308" and out.stdout.split()[1].startswith("https://acme.test"), out.stdout
+    out = curl("--cacert", str(pebble.bundle), "-D", "-", "--resolve", f"acme.test:{pebble.tls_port}:127.0.0.1",
+               f"https://acme.test:{pebble.tls_port}/")
+    assert out.stdout.endswith("acme site") and "strict-transport-security" in out.stdout.lower(), out.stdout
 
 
 # --------------------------------------------------------------------------
