@@ -315,21 +315,27 @@ def renewal(tmp_path_factory, dns, module_edge_factory):
     http_port = free_port()
     ca = Pebble(tmp_path_factory.mktemp("pebble-renewal"), dns, http_port=http_port, tls_port=free_port(),
                 validity_seconds=RENEWAL_VALIDITY)
-    config = acme_config(ca.directory, ca_roots=ca.ca_roots, http=f"127.0.0.1:{http_port}",
-                         top="[timeouts]\nkeepalive_seconds = 600\n")
-    server = module_edge_factory.start(config=config, **PLAIN)
-    first = wait_in_use(server, ca)
-    first_seen = time.monotonic()
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.load_verify_locations(cafile=str(ca.root))
-    context.set_alpn_protocols(["http/1.1"])
-    conn = context.wrap_socket(socket.create_connection(("127.0.0.1", server.https.port), timeout=10), server_hostname="acme.test")
-    assert describe(conn.getpeercert(binary_form=True)).serial == serial_of(first)
-    assert keepalive_get(conn) == b"acme site"
-    yield Renewal(ca, server, first, first_seen, server.https.port, conn)
-    conn.close()
-    server.stop()
-    ca.stop()
+    server, conn = None, None
+    try:  # Pebble is stopped even when the first issuance fails here
+        config = acme_config(ca.directory, ca_roots=ca.ca_roots, http=f"127.0.0.1:{http_port}",
+                             top="[timeouts]\nkeepalive_seconds = 600\n")
+        server = module_edge_factory.start(config=config, **PLAIN)
+        first = wait_in_use(server, ca)
+        first_seen = time.monotonic()
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.load_verify_locations(cafile=str(ca.root))
+        context.set_alpn_protocols(["http/1.1"])
+        conn = context.wrap_socket(socket.create_connection(("127.0.0.1", server.https.port), timeout=10),
+                                   server_hostname="acme.test")
+        assert describe(conn.getpeercert(binary_form=True)).serial == serial_of(first)
+        assert keepalive_get(conn) == b"acme site"
+        yield Renewal(ca, server, first, first_seen, server.https.port, conn)
+    finally:
+        if conn is not None:
+            conn.close()
+        if server is not None:
+            server.stop()
+        ca.stop()
 
 
 # --------------------------------------------------------------------------
