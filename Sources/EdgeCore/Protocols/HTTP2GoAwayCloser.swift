@@ -10,11 +10,24 @@ import NIOCore
 /// code is not `NO_ERROR`. A graceful GOAWAY (shutdown, idle) is left to ``HTTP2FastPathHandler``, which closes
 /// the connection itself once its streams are done.
 ///
+/// The close after such a GOAWAY lingers, as nginx's `lingering_close`: the GOAWAY is flushed, the sending side
+/// is shut (TLS `close_notify`, then TCP FIN), and what the client goes on sending is read and dropped until it
+/// closes too or ``lingerTimeout`` passes. Closing at once with the client's frames unread makes the kernel answer
+/// with a reset, and a reset can destroy the GOAWAY before the client has read it: the client then never learns
+/// why (seen with 250 malformed heads sent back to back, about one run in two).
+///
 /// Being next to the socket, it also closes the connection on request once every byte written before the
 /// request is on the wire (``CloseAfterWrites``), which a plain `close` does not wait for.
-final class HTTP2GoAwayCloser: ChannelOutboundHandler {
+final class HTTP2GoAwayCloser: ChannelDuplexHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
     typealias OutboundIn = IOData
     typealias OutboundOut = IOData
+
+    /// How long a connection closed after an error GOAWAY reads and drops what the client still sends.
+    static let lingerTimeout = TimeAmount.seconds(1)
+    private var lingering = false
+    private var lingerTimer: Scheduled<Void>?
 
     /// A user outbound event: close the connection once everything written (and flushed) before it is sent.
     struct CloseAfterWrites {}
@@ -37,8 +50,57 @@ final class HTTP2GoAwayCloser: ChannelOutboundHandler {
         }
         closeAfterWrite = false
         let written = promise ?? context.eventLoop.makePromise()
-        written.futureResult.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+        written.futureResult.assumeIsolated().whenComplete { result in
+            if case .success = result { self.linger(context: context) } else { context.close(promise: nil) }
+        }
         context.writeAndFlush(data, promise: written)
+    }
+
+    /// Shuts the sending side and drops input until the client closes or ``lingerTimeout`` passes, then closes.
+    private func linger(context: ChannelHandlerContext) {
+        guard !lingering else { return }
+        lingering = true
+        lingerTimer = context.eventLoop.assumeIsolated().scheduleTask(in: Self.lingerTimeout) {
+            context.close(promise: nil)
+        }
+        context.close(mode: .output, promise: nil)
+        context.read()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !lingering else { return }
+        context.fireChannelRead(data)
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        guard !lingering else {
+            context.read()
+            return
+        }
+        context.fireChannelReadComplete()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if lingering, case ChannelEvent.inputClosed = event {
+            context.close(promise: nil)
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        // The client's reset or the TLS layer's complaint about bytes after close_notify ends the lingering.
+        if lingering {
+            context.close(promise: nil)
+            return
+        }
+        context.fireErrorCaught(error)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        lingerTimer?.cancel()
+        lingerTimer = nil
+        context.fireChannelInactive()
     }
 
     func triggerUserOutboundEvent(context: ChannelHandlerContext, event: Any, promise: EventLoopPromise<Void>?) {
