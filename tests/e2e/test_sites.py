@@ -279,9 +279,10 @@ def test_a_reload_serves_a_new_site_certificate_to_new_connections_and_keeps_ope
             assert tls2.getpeercert(binary_form=True) == served
 
 
-def test_plain_http_is_redirected_to_https_per_site(edge_factory, tmp_path):
+def plain_and_tls_with_site_a(tmp_path) -> str:
+    """A plain and a TLS listener, a fallback route, and the start of a site `a.test` (its keys follow)."""
     crt, key = cert(tmp_path, "a", "a.test")
-    config = f"""
+    return f"""
 [[listener]]
 address = "127.0.0.1:0"
 [[listener]]
@@ -296,7 +297,11 @@ respond = {{ body = "fallback" }}
 
 [[site]]
 names = ["a.test"]
-redirect_https = 8443
+"""
+
+
+def test_plain_http_is_redirected_to_https_per_site(edge_factory, tmp_path):
+    config = plain_and_tls_with_site_a(tmp_path) + f"""redirect_https = 8443
 [[site.route]]
 path = "/"
 respond = {{ body = "a" }}
@@ -313,23 +318,7 @@ respond = {{ body = "a" }}
 
 
 def test_hsts_over_tls_only_and_security_headers_everywhere(edge_factory, tmp_path):
-    crt, key = cert(tmp_path, "a", "a.test")
-    config = f"""
-[[listener]]
-address = "127.0.0.1:0"
-[[listener]]
-address = "127.0.0.1:0"
-tls = true
-certificate = "{crt}"
-private_key = "{key}"
-
-[[route]]
-path = "/"
-respond = {{ body = "fallback" }}
-
-[[site]]
-names = ["a.test"]
-hsts = true
+    config = plain_and_tls_with_site_a(tmp_path) + f"""hsts = true
 security_headers = true
 [[site.route]]
 path = "/"

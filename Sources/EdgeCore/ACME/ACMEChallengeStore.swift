@@ -110,19 +110,8 @@ public final class ACMEChallengeStore: Sendable {
             SubjectAlternativeNames([.dnsName(serverName)])
             Certificate.Extension(oid: acmeIdentifierOID, critical: true, value: ArraySlice(serializer.serializedBytes))
         }
-        let certificate = try Certificate(
-            version: .v3,
-            serialNumber: Certificate.SerialNumber(),
-            publicKey: Certificate.PublicKey(key.publicKey),
-            notValidBefore: now.addingTimeInterval(-3600),
-            notValidAfter: now.addingTimeInterval(7 * 86_400),
-            issuer: name,
-            subject: name,
-            signatureAlgorithm: .ecdsaWithSHA256,
-            extensions: extensions,
-            issuerPrivateKey: Certificate.PrivateKey(key)
-        )
-        return (try certificate.serializeAsPEM().pemString + "\n", key.pemRepresentation + "\n")
+        let made = try SelfSignedCertificate.selfSigned(name: name, extensions: extensions, key: key, now: now, days: 7)
+        return (made.certificate, made.key)
     }
 
     /// Reads the SHA-256 digest back out of a challenge certificate's acmeIdentifier extension (for checks).

@@ -64,12 +64,20 @@ public struct SelfSignedCertificate: Sendable {
                 .ipAddress(ASN1OctetString(contentBytes: ArraySlice([UInt8](repeating: 0, count: 15) + [1]))),
             ])
         }
+        return try selfSigned(name: name, extensions: extensions, key: key, now: now, days: 365)
+    }
+
+    /// A certificate for `name` signed by its own `key`, valid from an hour before `now` for `days`, as PEM
+    /// strings (certificate, key). Shared by the fallback certificate and ACME's TLS-ALPN-01 challenge certificate.
+    static func selfSigned(
+        name: DistinguishedName, extensions: Certificate.Extensions, key: P256.Signing.PrivateKey, now: Date, days: Int
+    ) throws -> (certificate: String, key: String) {
         let certificate = try Certificate(
             version: .v3,
             serialNumber: Certificate.SerialNumber(),
             publicKey: Certificate.PublicKey(key.publicKey),
             notValidBefore: now.addingTimeInterval(-3600),
-            notValidAfter: now.addingTimeInterval(365 * 86_400),
+            notValidAfter: now.addingTimeInterval(TimeInterval(days) * 86_400),
             issuer: name,
             subject: name,
             signatureAlgorithm: .ecdsaWithSHA256,
