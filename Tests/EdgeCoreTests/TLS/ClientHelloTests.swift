@@ -85,3 +85,17 @@ struct ClientHelloTests {
         #expect(hello.serverName == "split.test")
     }
 }
+
+@Suite("The TLS policy's contexts")
+struct TLSPolicyContextTests {
+    @Test("The server's suite order can be set on NIOSSL's private SSL_CTX (reflection finds it)")
+    func serverCipherOrderIsReachable() throws {
+        let made = try SelfSignedCertificate.generate(now: .now)
+        var configuration = TLSConfiguration.makeServerConfiguration(
+            certificateChain: try NIOSSLCertificate.fromPEMBytes(Array(made.certificate.utf8)).map { .certificate($0) },
+            privateKey: .privateKey(try NIOSSLPrivateKey(bytes: Array(made.key.utf8), format: .pem))
+        )
+        configuration.minimumTLSVersion = .tlsv12
+        #expect(TLSContextFactory.preferServerCipherOrder(try NIOSSLContext(configuration: configuration)))
+    }
+}
