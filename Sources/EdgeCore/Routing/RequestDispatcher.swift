@@ -297,8 +297,8 @@ struct RequestDispatcher {
         query.utf8.allSatisfy(RequestTargetRules.isTargetByte)
     }
 
-    /// Where an ACME CA looks for HTTP-01 key authorizations (RFC 8555 §8.3).
-    static let acmeChallengePrefix = "/.well-known/acme-challenge/"
+    /// Where an ACME CA looks for HTTP-01 key authorizations (RFC 8555 §8.3): the challenge store's own path.
+    static let acmeChallengePrefix = ACMEChallengeStore.http01PathPrefix
 
     /// Whether `path` is the built-in health check, `/healthz`.
     private static func isHealthCheck(_ path: Substring) -> Bool {

@@ -122,7 +122,6 @@ public struct Router: Sendable {
         maxEntryBytes: Int = CacheConfiguration().maxEntryBytes, generation: Int = 0, previousHubs: [String: PubSubHub] = [:],
         routeLabels: RouteLabels = RouteLabels()
     ) throws(RouteSetupError) {
-        var hubs: [String: PubSubHub] = [:]
         var groups: [String: UpstreamGroup] = [:]
         for (index, upstream) in upstreams.enumerated() {
             do {
@@ -166,7 +165,6 @@ public struct Router: Sendable {
         self.unknownHost = unknownHost
         self.routes = all
         hubs = context.hubs
-        self.hubs = hubs
         hasStreamingRoutes = all.contains { $0.origin.requestBody.isStreamed }
         hasUpgradeRoutes = all.contains {
             if case .upgrade = $0.origin.requestBody { return true }

@@ -33,7 +33,7 @@ struct ClientHello: Equatable {
         var records = buffer
         var handshake: [UInt8] = []
         while true {
-            guard let type = records.readInteger(as: UInt8.self) else { return handshake.isEmpty ? .needMore : .needMore }
+            guard let type = records.readInteger(as: UInt8.self) else { return .needMore }
             guard type == 22 else { return .notClientHello }  // handshake
             guard let major = records.readInteger(as: UInt8.self) else { return .needMore }
             guard major == 3 else { return .notClientHello }
