@@ -38,10 +38,13 @@ let package = Package(
     ],
     targets: [
         .target(name: "CEdgeLinux"),
+        // brotli and zstd, loaded with dlopen from Debian's libbrotli1 and libzstd1 (see its header for why).
+        .target(name: "CEdgeCompression", linkerSettings: [.linkedLibrary("dl")]),
         .target(
             name: "EdgeCore",
             dependencies: [
                 "CEdgeLinux",
+                "CEdgeCompression",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -125,6 +128,8 @@ let package = Package(
             name: "EdgeCoreTests",
             dependencies: [
                 "EdgeCore",
+                "CEdgeCompression",
+                .product(name: "CompressNIO", package: "compress-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),

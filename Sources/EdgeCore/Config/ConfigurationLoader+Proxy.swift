@@ -193,7 +193,7 @@ extension TOMLReader {
         if let name = parent["proxy"]?.tomlValue.string { return ProxyRouteConfiguration(upstream: name) }
         guard let table = subtable(parent, "proxy", path: path) else { return nil }
         checkKeys(
-            table, path: path, allowed: ["upstream", "strip_prefix", "host", "request_headers", "response_headers", "max_body_bytes", "cache"]
+            table, path: path, allowed: ["upstream", "strip_prefix", "host", "request_headers", "response_headers", "max_body_bytes", "cache", "compress"]
         )
         guard let upstream = string(table, "upstream", path: "\(path).upstream", required: true) else { return nil }
         var proxy = ProxyRouteConfiguration(upstream: upstream)
@@ -211,6 +211,25 @@ extension TOMLReader {
                 proxy.cache = enabled ? HTTPCacheConfiguration() : nil
             } else if let cache = subtable(table, "cache", path: "\(path).cache") {
                 proxy.cache = readHTTPCache(cache, path: "\(path).cache")
+            }
+        }
+        if table.contains(key: "compress") {
+            if let enabled = table["compress"]?.tomlValue.bool {
+                proxy.compress = enabled ? ProxyRouteConfiguration.defaultCompression : []
+            } else if table["compress"]?.tomlValue.array != nil {
+                for (index, name) in strings(table, "compress", path: "\(path).compress").enumerated() {
+                    guard let coding = ContentCoding(configurationName: name) else {
+                        fail("\(path).compress[\(index)]", "unknown content coding \"\(name)\"; expected \"zstd\", \"br\" or \"gzip\"")
+                        continue
+                    }
+                    if proxy.compress.contains(coding.token) {
+                        fail("\(path).compress[\(index)]", "\"\(name)\" is listed twice")
+                    } else {
+                        proxy.compress.append(coding.token)
+                    }
+                }
+            } else {
+                fail("\(path).compress", "expected true, false or a list of codings such as [\"zstd\", \"br\", \"gzip\"]")
             }
         }
         return proxy

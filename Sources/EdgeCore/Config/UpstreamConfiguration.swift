@@ -148,10 +148,16 @@ public struct ProxyRouteConfiguration: Sendable, Equatable {
     public var maxBodyBytes: Int?
     /// An HTTP cache (RFC 9111) in front of the upstream (`cache = true` or a table); `nil` for none.
     public var cache: HTTPCacheConfiguration?
+    /// The content codings responses that arrive uncompressed are compressed with, in order of preference
+    /// (`compress = true`: zstd, br, gzip; or a list); empty for none.
+    public var compress: [String] = []
 
     public init(upstream: String) {
         self.upstream = upstream
     }
+
+    /// What `compress = true` means: zstd (fastest for the ratio), then brotli, then gzip, which every client has.
+    public static let defaultCompression = ["zstd", "br", "gzip"]
 }
 
 /// `cache = true` or `cache = { … }` in a proxy route: the HTTP cache's rules where RFC 9111 leaves a choice.

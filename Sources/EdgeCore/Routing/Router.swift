@@ -230,7 +230,10 @@ private struct RouteBuilder {
                     configuration: settings, group: group, prefix: configuration.path, serverName: serverName,
                     trustedProxies: trustedProxies, logger: Logger(label: "edge.proxy")
                 )
-                origin = settings.cache.map { HTTPCache(proxy, configuration: $0, maxEntryBytes: maxEntryBytes) } ?? proxy
+                // Compression under the cache: the cache keeps each compressed variant.
+                let compressing: any Origin = settings.compress.isEmpty
+                    ? proxy : CompressingOrigin(proxy, codings: settings.compress.compactMap(ContentCoding.init(configurationName:)))
+                origin = settings.cache.map { HTTPCache(compressing, configuration: $0, maxEntryBytes: maxEntryBytes) } ?? compressing
             case .websocket(let settings):
                 var relay: WebSocketRelay?
                 if case .upstream(let name) = settings.target {

@@ -98,18 +98,20 @@ struct StaticFileLogicTests {
 @Suite("Accept-Encoding")
 struct AcceptedEncodingsTests {
     @Test("codings and q-values", arguments: [
-        (nil, AcceptedEncodings()), ("gzip", AcceptedEncodings(gzip: true)), ("br, gzip", AcceptedEncodings(brotli: true, gzip: true)),
-        ("gzip;q=0, br", AcceptedEncodings(brotli: true)), ("gzip; q=0.5", AcceptedEncodings(gzip: true)),
-        ("*", AcceptedEncodings(brotli: true, gzip: true)), ("identity", AcceptedEncodings()), ("BR;Q=0.000", AcceptedEncodings()),
+        (nil, AcceptedEncodings()), ("gzip", AcceptedEncodings(gzip: 1000)), ("br, gzip", AcceptedEncodings(brotli: 1000, gzip: 1000)),
+        ("gzip;q=0, br", AcceptedEncodings(brotli: 1000)), ("gzip; q=0.5", AcceptedEncodings(gzip: 500)),
+        ("*", AcceptedEncodings(brotli: 1000, zstd: 1000, gzip: 1000)), ("identity", AcceptedEncodings()), ("BR;Q=0.000", AcceptedEncodings()),
+        ("zstd", AcceptedEncodings(zstd: 1000)), ("ZSTD;q=0.25, br;q=0.5", AcceptedEncodings(brotli: 500, zstd: 250)),
         // q=0 refuses a coding even where * accepts the rest (RFC 9110 §12.5.3).
-        ("gzip;q=0, *", AcceptedEncodings(brotli: true)), ("*, gzip;q=0", AcceptedEncodings(brotli: true)),
-        ("br;q=0,gzip;q=0.001", AcceptedEncodings(gzip: true)), ("x-gzip", AcceptedEncodings(gzip: true)),
+        ("gzip;q=0, *", AcceptedEncodings(brotli: 1000, zstd: 1000)), ("*, gzip;q=0", AcceptedEncodings(brotli: 1000, zstd: 1000)),
+        ("*;q=0.5, zstd", AcceptedEncodings(brotli: 500, zstd: 1000, gzip: 500)),
+        ("br;q=0,gzip;q=0.001", AcceptedEncodings(gzip: 1)), ("x-gzip", AcceptedEncodings(gzip: 1000)),
         ("*;q=0", AcceptedEncodings(identity: false)), ("*;q=0, identity", AcceptedEncodings()),
-        ("identity;q=0, gzip", AcceptedEncodings(gzip: true, identity: false)), ("identity;q=0.0", AcceptedEncodings(identity: false)),
+        ("identity;q=0, gzip", AcceptedEncodings(gzip: 1000, identity: false)), ("identity;q=0.0", AcceptedEncodings(identity: false)),
         // Malformed q-values drop the item: q=2, q=1.5, q=0.0001, q=-0, q=, q=abc.
         ("gzip;q=2", AcceptedEncodings()), ("gzip;q=1.5", AcceptedEncodings()), ("gzip;q=0.0001", AcceptedEncodings()),
-        ("gzip;q=-0", AcceptedEncodings()), ("gzip;q=", AcceptedEncodings()), ("gzip;q=abc, br", AcceptedEncodings(brotli: true)),
-        ("gzip ; q=1.000 , br ; Q=0.9", AcceptedEncodings(brotli: true, gzip: true)), ("gzip\u{301}", AcceptedEncodings()),
+        ("gzip;q=-0", AcceptedEncodings()), ("gzip;q=", AcceptedEncodings()), ("gzip;q=abc, br", AcceptedEncodings(brotli: 1000)),
+        ("gzip ; q=1.000 , br ; Q=0.9", AcceptedEncodings(brotli: 900, gzip: 1000)), ("gzip\u{301}", AcceptedEncodings()),
         ("", AcceptedEncodings()), (" , ,", AcceptedEncodings()),
     ])
     func parses(header: String?, expected: AcceptedEncodings) {

@@ -1,21 +1,25 @@
-import CompressNIO
 import NIOCore
 import Synchronization
 
-/// Gzipped copies of large compressible files (over the per-loop small-file cache's 64 KiB), shared by all
-/// event loops so that a hot file is compressed once, not once per request or per loop.
+/// Compressed copies (brotli, zstd, gzip) of large compressible files (over the per-loop small-file cache's
+/// 64 KiB), shared by all event loops so that a hot file is compressed once per coding, not once per request or
+/// per loop.
 ///
 /// It is used only from NIO's thread pool (compressing a megabyte takes milliseconds), never from an event
 /// loop, so a lock is the right tool. Concurrent requests for a file being compressed wait for that one
-/// compression. Entries are keyed by path, inode, size and modification time, so a changed file is
-/// compressed afresh and its old copy dropped; the total is bounded in bytes (oldest dropped first).
+/// compression. Entries are keyed by path, inode, size, modification time and coding, so a changed file is
+/// compressed afresh and its old copies dropped; the total is bounded in bytes (oldest dropped first).
 final class CompressedFileCache: Sendable {
-    /// Identifies one version of one file.
+    /// Identifies one version of one file, in one coding.
     struct Key: Hashable, Sendable {
         var path: String
         var inode: UInt64
         var size: Int
         var modifiedNanoseconds: Int
+        var coding: ContentCoding = .gzip
+
+        /// The file and coding, whatever the version.
+        var slotName: String { path + "\u{0}" + coding.token }
     }
 
     /// Largest file compressed on the fly; larger ones are sent as they are (or from a `.gz` sidecar).
@@ -23,7 +27,7 @@ final class CompressedFileCache: Sendable {
 
     private enum Outcome: Sendable {
         case compressed(ByteBuffer)
-        /// gzip did not make it smaller (already-compressed content with a text extension): send it as it is.
+        /// Compression did not make it smaller (already-compressed content with a text extension): send it as it is.
         case notSmaller
     }
 
@@ -41,10 +45,10 @@ final class CompressedFileCache: Sendable {
 
         mutating func slot(for key: Key) -> Slot {
             if let entry = entries[key] { return entry.slot }
-            if let stale = latestByPath[key.path], stale != key { remove(stale) }
+            if let stale = latestByPath[key.slotName], stale != key { remove(stale) }
             let slot = Slot()
             entries[key] = (slot, nil)
-            latestByPath[key.path] = key
+            latestByPath[key.slotName] = key
             order.append(key)
             return slot
         }
@@ -61,7 +65,7 @@ final class CompressedFileCache: Sendable {
 
         mutating func remove(_ key: Key) {
             totalBytes -= entries.removeValue(forKey: key)?.bytes ?? 0
-            if latestByPath[key.path] == key { latestByPath[key.path] = nil }
+            if latestByPath[key.slotName] == key { latestByPath[key.slotName] = nil }
             order.removeAll { $0 == key }
         }
     }
@@ -74,14 +78,14 @@ final class CompressedFileCache: Sendable {
         self.maxTotalBytes = maxTotalBytes
     }
 
-    /// The gzipped body of the file version `key`, compressing `load()` on the first call; `nil` when gzip
-    /// does not make the file smaller or it cannot be read.
-    func gzipped(_ key: Key, load: () -> ByteBuffer?) -> ByteBuffer? {
+    /// The body of the file version `key` in its coding, compressing `load()` on the first call; `nil` when the
+    /// coding does not make the file smaller, is not available, or the file cannot be read.
+    func compressed(_ key: Key, load: () -> ByteBuffer?) -> ByteBuffer? {
         let slot = state.withLock { $0.slot(for: key) }
         let outcome: Outcome? = slot.outcome.withLock { outcome in
             if let outcome { return outcome }
             guard let source = load() else { return nil }  // not remembered: the next request tries again
-            guard let compressed = Self.gzip(source) else { return nil }
+            guard let compressed = BodyEncoder.encode(source, coding: key.coding, settings: .largeFile) else { return nil }
             let result: Outcome = compressed.readableBytes < source.readableBytes ? .compressed(compressed) : .notSmaller
             outcome = result
             return result
@@ -89,12 +93,6 @@ final class CompressedFileCache: Sendable {
         guard case .compressed(let body) = outcome else { return nil }
         state.withLock { $0.account(key, bytes: body.readableBytes, limit: maxTotalBytes) }
         return body
-    }
-
-    /// `buffer` gzipped (compress-nio), or `nil` if compression fails.
-    static func gzip(_ buffer: ByteBuffer) -> ByteBuffer? {
-        var input = buffer
-        return try? input.compress(with: .gzip())
     }
 
     /// Compressed bytes held, for tests.

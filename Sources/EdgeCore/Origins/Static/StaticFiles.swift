@@ -48,75 +48,6 @@ struct StaticRequestHeaders {
     }
 }
 
-/// The content codings a client accepts, from `Accept-Encoding` (RFC 9110 §12.5.3), for the codings Edge
-/// offers (`br`, `gzip`) and `identity`.
-///
-/// A coding is acceptable when its own q-value, or else the q-value of `*`, is above 0; `q=0` refuses a coding even
-/// where `*` would allow it (`gzip;q=0, *` accepts brotli, not gzip). `identity` is acceptable unless refused by
-/// `identity;q=0` or by `*;q=0` without `identity` listed. An item with a malformed q-value is ignored. Parsed
-/// as bytes: names and `q` case-insensitively.
-struct AcceptedEncodings: Equatable {
-    var brotli = false
-    var gzip = false
-    var identity = true
-
-    init(brotli: Bool = false, gzip: Bool = false, identity: Bool = true) {
-        self.brotli = brotli
-        self.gzip = gzip
-        self.identity = identity
-    }
-
-    init(header: String?) {
-        guard let header else { return }
-        var brotliQ: Int?, gzipQ: Int?, identityQ: Int?, starQ: Int?
-        for item in Array(header.utf8).split(separator: UInt8(ascii: ","), omittingEmptySubsequences: true) {
-            var parts = item.split(separator: UInt8(ascii: ";"), omittingEmptySubsequences: false).makeIterator()
-            guard let name = parts.next().map({ $0.trimming() }), !name.isEmpty else { continue }
-            var quality = 1000
-            var valid = true
-            while let parameter = parts.next().map({ $0.trimming() }) {
-                guard parameter.count >= 2, parameter.first?.asciiLowercased == UInt8(ascii: "q"),
-                    parameter[parameter.index(after: parameter.startIndex)] == UInt8(ascii: "=")
-                else { continue }  // another parameter: not defined for Accept-Encoding, ignored
-                guard let q = Self.qvalue(parameter.dropFirst(2)) else {
-                    valid = false
-                    break
-                }
-                quality = q
-            }
-            guard valid else { continue }
-            func named(_ literal: StaticString) -> Bool {
-                name.count == literal.utf8CodeUnitCount
-                    && zip(name, UnsafeBufferPointer(start: literal.utf8Start, count: literal.utf8CodeUnitCount)).allSatisfy { $0.asciiLowercased == $1 }
-            }
-            // The first mention of a coding counts.
-            if named("br") { brotliQ = brotliQ ?? quality }
-            else if named("gzip") || named("x-gzip") { gzipQ = gzipQ ?? quality }
-            else if named("identity") { identityQ = identityQ ?? quality }
-            else if named("*") { starQ = starQ ?? quality }
-        }
-        brotli = (brotliQ ?? starQ ?? 0) > 0
-        gzip = (gzipQ ?? starQ ?? 0) > 0
-        identity = (identityQ ?? starQ ?? 1) > 0
-    }
-
-    /// RFC 9110 §12.4.2 `qvalue` in thousandths: `0`, `0.5`, `1`, `1.000`; `nil` when malformed.
-    static func qvalue(_ bytes: ArraySlice<UInt8>) -> Int? {
-        guard let first = bytes.first, first == UInt8(ascii: "0") || first == UInt8(ascii: "1") else { return nil }
-        let rest = bytes.dropFirst()
-        var value = Int(first - UInt8(ascii: "0")) * 1000
-        guard let dot = rest.first else { return value }
-        guard dot == UInt8(ascii: "."), rest.count <= 4 else { return nil }
-        var scale = 100
-        for digit in rest.dropFirst() {
-            guard digit >= UInt8(ascii: "0"), digit <= UInt8(ascii: "9") else { return nil }
-            value += Int(digit - UInt8(ascii: "0")) * scale
-            scale /= 10
-        }
-        return value <= 1000 ? value : nil
-    }
-}
-
 /// A file (or a part of it) to send: the front end writes the head, then the bytes of `range` from `handle`
 /// (sendfile on plain HTTP/1.1, chunks with backpressure elsewhere), then closes the handle.
 struct FileReply {
@@ -234,7 +165,11 @@ public final class StaticFiles: Sendable {
     /// the codings accepted. A hit skips decoding and the hidden-file check, which ran (and passed) for this
     /// route when the entry was made.
     private func cacheKey(_ relative: Substring, _ accepted: AcceptedEncodings) -> String {
-        "\(cacheKeyPrefix)\(relative)\u{0}\(accepted.brotli ? "b" : "")\(accepted.gzip ? "g" : "")"
+        var key = cacheKeyPrefix + relative + "\u{0}"
+        if accepted.acceptsAny {
+            for coding in accepted.ranked(ContentCoding.staticPreference) { key += coding.sidecarSuffix }
+        }
+        return key
     }
 
     // MARK: file-system work (thread pool)
@@ -245,7 +180,7 @@ public final class StaticFiles: Sendable {
         case file(descriptor: CInt, size: Int, modified: timespec, inode: UInt64, name: String, encoding: String?, hasVariants: Bool)
         /// A small file read whole, to be kept in the loop's cache.
         case memory(StaticFileCache.Entry)
-        /// A large file's gzipped copy from the shared ``CompressedFileCache`` (not copied into the loop's cache).
+        /// A large file's compressed copy from the shared ``CompressedFileCache`` (not copied into the loop's cache).
         case compressed(StaticFileCache.Entry)
         case redirectToDirectory
         case listing(String)
@@ -262,12 +197,15 @@ public final class StaticFiles: Sendable {
         defer { close(descriptor) }
         guard var body = Self.readWhole(descriptor, size: size) else { return .notFound }
         var chosenEncoding = encoding
-        // On-the-fly gzip (done here, on the thread pool, once: the result lives in the loop's cache).
+        // On-the-fly compression (done here, on the thread pool, once: the result lives in the loop's cache), in the
+        // coding the client prefers, brotli first where it accepts several equally.
         let compressible = encoding == nil && size >= Self.minimumCompressedSize
             && MediaTypes.isCompressible(MediaTypes.contentType(forPath: name[...]))
-        if compressible, accepted.gzip, let compressed = CompressedFileCache.gzip(body), compressed.readableBytes < size {
+        if compressible, let coding = accepted.preferred(among: ContentCoding.staticPreference),
+            let compressed = BodyEncoder.encode(body, coding: coding, settings: .smallFile), compressed.readableBytes < size
+        {
             body = compressed
-            chosenEncoding = "gzip"
+            chosenEncoding = coding.token
         }
         let (headers, etag, lastModified) = Self.fileHeaders(
             size: body.readableBytes, modified: modified, inode: inode, name: name, encoding: chosenEncoding,
@@ -279,11 +217,12 @@ public final class StaticFiles: Sendable {
     /// Files smaller than this are not worth compressing.
     static let minimumCompressedSize = 1024
 
-    /// Gzipped copies of large compressible files, shared by every static route and event loop.
+    /// Compressed copies of large compressible files, shared by every static route and event loop.
     static let compressedFiles = CompressedFileCache()
 
-    /// A file too large for the loop's cache: its gzipped copy from the shared cache when the client accepts gzip
-    /// and the type compresses (up to ``CompressedFileCache/maxSourceBytes``), else the file itself (sendfile/streaming).
+    /// A file too large for the loop's cache: its compressed copy from the shared cache when the client accepts a
+    /// coding and the type compresses (up to ``CompressedFileCache/maxSourceBytes``), else the file itself
+    /// (sendfile/streaming).
     private func largeFile(
         descriptor: CInt, size: Int, modified: timespec, inode: UInt64, name: String, encoding: String?, hasVariants: Bool,
         accepted: AcceptedEncodings
@@ -294,16 +233,16 @@ public final class StaticFiles: Sendable {
             descriptor: descriptor, size: size, modified: modified, inode: inode, name: name, encoding: encoding,
             hasVariants: hasVariants || compressible
         )
-        guard compressible, accepted.gzip else { return asIs }
+        guard compressible, let coding = accepted.preferred(among: ContentCoding.staticPreference) else { return asIs }
         let nanoseconds = Int(modified.tv_sec) * 1_000_000_000 + Int(modified.tv_nsec)
-        let key = CompressedFileCache.Key(path: name, inode: inode, size: size, modifiedNanoseconds: nanoseconds)
-        let gzipped = Self.compressedFiles.gzipped(key) { Self.readWhole(descriptor, size: size) }
-        guard let gzipped else { return asIs }
+        let key = CompressedFileCache.Key(path: name, inode: inode, size: size, modifiedNanoseconds: nanoseconds, coding: coding)
+        let compressed = Self.compressedFiles.compressed(key) { Self.readWhole(descriptor, size: size) }
+        guard let compressed else { return asIs }
         close(descriptor)
         let (headers, etag, lastModified) = Self.fileHeaders(
-            size: gzipped.readableBytes, modified: modified, inode: inode, name: name, encoding: "gzip", hasVariants: true
+            size: compressed.readableBytes, modified: modified, inode: inode, name: name, encoding: coding.token, hasVariants: true
         )
-        return .compressed(StaticFileCache.Entry(headers: headers, etag: etag, lastModified: lastModified, body: gzipped, validUntil: .now()))
+        return .compressed(StaticFileCache.Entry(headers: headers, etag: etag, lastModified: lastModified, body: compressed, validUntil: .now()))
     }
 
     /// The first `size` bytes of the open file, or `nil` when fewer can be read (it shrank).
@@ -360,22 +299,24 @@ public final class StaticFiles: Sendable {
         }
     }
 
-    /// Opens `path` (already checked by ``access(_:)``), or its `.br` / `.gz` sidecar when the client accepts that
-    /// coding (brotli first). A sidecar that may not be served (a link out of the root) counts as absent.
+    /// Opens `path` (already checked by ``access(_:)``), or its `.br` / `.zst` / `.gz` sidecar when the client
+    /// accepts that coding: of the sidecars present, the one with the client's highest q-value, brotli, then zstd,
+    /// then gzip breaking ties. A sidecar that may not be served (a link out of the root) counts as absent.
     private func openWithVariants(_ path: String, accepted: AcceptedEncodings) -> Found {
-        var variants: [(path: String, coding: String, wanted: Bool)] = []
-        for (suffix, coding, wanted) in [(".br", "br", accepted.brotli), (".gz", "gzip", accepted.gzip)] {
-            if case .allowed(let sidecar) = access(path + suffix), Self.isRegularFile(sidecar) {
-                variants.append((sidecar, coding, wanted))
+        var present: [ContentCoding: String] = [:]
+        for coding in ContentCoding.staticPreference {
+            if case .allowed(let sidecar) = access(path + coding.sidecarSuffix), Self.isRegularFile(sidecar) {
+                present[coding] = sidecar
             }
         }
-        for variant in variants where variant.wanted {
-            if case .file(let descriptor, let size, let modified, let inode, _, _, _) = open(variant.path) {
-                return .file(descriptor: descriptor, size: size, modified: modified, inode: inode, name: path, encoding: variant.coding, hasVariants: true)
+        for coding in accepted.ranked(ContentCoding.staticPreference) {
+            guard let sidecar = present[coding] else { continue }
+            if case .file(let descriptor, let size, let modified, let inode, _, _, _) = open(sidecar) {
+                return .file(descriptor: descriptor, size: size, modified: modified, inode: inode, name: path, encoding: coding.token, hasVariants: true)
             }
         }
         guard case .file(let descriptor, let size, let modified, let inode, _, _, _) = open(path) else { return open(path) }
-        return .file(descriptor: descriptor, size: size, modified: modified, inode: inode, name: path, encoding: nil, hasVariants: !variants.isEmpty)
+        return .file(descriptor: descriptor, size: size, modified: modified, inode: inode, name: path, encoding: nil, hasVariants: !present.isEmpty)
     }
 
     private static func isRegularFile(_ path: String) -> Bool {

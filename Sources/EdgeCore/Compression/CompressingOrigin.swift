@@ -1,0 +1,175 @@
+import NIOCore
+import NIOHTTP1
+
+/// Compression in front of an origin whose answers stream (a proxy route's `compress`): a response that arrives
+/// uncompressed, of a type worth compressing, is encoded on the fly in the coding the client prefers among the
+/// route's (`Accept-Encoding` q-values; the route's order breaks ties), as nginx's `gzip_proxied any` and Caddy's
+/// `encode` do.
+///
+/// It sits under the HTTP cache when the route caches, so the cache stores each compressed variant beside the
+/// others (every response it may compress carries `Vary: Accept-Encoding`) and a hit costs no compression. It
+/// knows ``Reply`` values and bodies, never a wire format.
+///
+/// A response is left as it is when it already has a `Content-Encoding`, is a range (`206`, `Content-Range`),
+/// has no body (`HEAD` aside: its head says what a `GET` would get), is shorter than ``minimumBytes``, or says
+/// `Cache-Control: no-transform` (RFC 9110 §7.7). A compressed response loses its `Content-Length` (it streams
+/// chunked over HTTP/1.1) and its `ETag` becomes weak, since the bytes are no longer the upstream's (nginx does
+/// the same; conditional requests upstream still match, as `If-None-Match` compares weakly).
+final class CompressingOrigin: Origin {
+    let origin: any Origin
+    /// The codings the route offers, in its order of preference; only those this machine has.
+    let codings: [ContentCoding]
+
+    /// Bodies with a `Content-Length` below this are sent as they are: the coding's own overhead outweighs it.
+    static let minimumBytes = 256
+
+    init(_ origin: any Origin, codings: [ContentCoding]) {
+        self.origin = origin
+        self.codings = codings.filter(\.isAvailable)
+    }
+
+    var requestBody: OriginRequestBody { origin.requestBody }
+    var answersTrace: Bool { origin.answersTrace }
+
+    func serve(_ request: OriginRequest, context: OriginContext) -> Dispatch {
+        let header = request.streamed.map { $0.headers.values(of: "accept-encoding").joined(separator: ", ") }
+            ?? request.headers.conditional.acceptEncoding
+        let accepted = AcceptedEncodings(header: header)
+        let coding = accepted.preferred(among: codings)
+        let isHead = request.method == .HEAD
+        switch origin.serve(request, context: context) {
+        case .ready(let reply):
+            return .ready(compressed(reply, coding: coding, isHead: isHead, eventLoop: context.eventLoop))
+        case .pending(let future):
+            let eventLoop = context.eventLoop
+            return .pending(future.assumeIsolated().map { self.compressed($0, coding: coding, isHead: isHead, eventLoop: eventLoop) }.nonisolated())
+        }
+    }
+
+    /// `reply` compressed with `coding` when it qualifies (`nil`: the client accepts none of the route's); any
+    /// response that could have been compressed gets `Vary: Accept-Encoding`.
+    private func compressed(_ reply: Reply, coding: ContentCoding?, isHead: Bool, eventLoop: any EventLoop) -> Reply {
+        guard case .stream(var response) = reply, Self.qualifies(response, isHead: isHead) else { return reply }
+        response.headers.add(name: "vary", value: "Accept-Encoding")
+        guard let coding else { return .stream(response) }
+        if !isHead {
+            guard let body = response.body, let encoder = try? BodyEncoder(coding: coding, settings: .streaming) else { return .stream(response) }
+            response.body = CompressingBody.start(source: body, encoder: encoder, eventLoop: eventLoop)
+        }
+        response.headers.remove(name: "content-length")
+        response.headers.add(name: "content-encoding", value: coding.token)
+        if let etag = response.headers.values(of: "etag").first, !etag.hasPrefix("W/") {
+            response.headers.replaceOrAdd(name: "etag", value: "W/" + etag)
+        }
+        return .stream(response)
+    }
+
+    /// Whether `response` is one Edge compresses for a client that accepts a coding.
+    static func qualifies(_ response: StreamedResponse, isHead: Bool) -> Bool {
+        switch response.status.code {
+        case 200, 201, 202, 203, 400..<600: break
+        default: return false  // 1xx, 204, 206, 3xx (304 and redirects carry little or nothing)
+        }
+        guard response.body != nil || isHead else { return false }
+        let headers = response.headers
+        if let encoding = headers.values(of: "content-encoding").first, !encoding.equalsIgnoringASCIICase("identity") { return false }
+        guard !headers.contains(name: "content-range") else { return false }
+        guard let type = headers.values(of: "content-type").first, MediaTypes.isCompressible(type.lowercased()) else { return false }
+        if let length = headers.values(of: "content-length").first.flatMap({ Int($0) }), length < minimumBytes { return false }
+        for value in headers.values(of: "cache-control") {
+            if value.split(separator: ",").contains(where: { $0.trimming().equalsIgnoringASCIICase("no-transform") }) { return false }
+        }
+        return true
+    }
+}
+
+/// A response body encoded as it streams: what the source has at hand is encoded and passed on, flushed whenever
+/// the source has nothing more at hand (so a client sees each part when the upstream sent it — an event stream
+/// stays live), and finished with the source's end. The source is read no faster than the client takes the output.
+/// Every call is made on the pipes' event loop.
+final class CompressingBody {
+    private let source: BodyPipe
+    private let client: BodyPipe
+    private let encoder: BodyEncoder
+    private var paused = false
+    private var done = false
+    /// Input encoded since the last flush.
+    private var pending = false
+
+    /// Starts encoding `source`; returns the pipe the client's front end reads.
+    static func start(source: BodyPipe, encoder: BodyEncoder, eventLoop: any EventLoop) -> BodyPipe {
+        let client = BodyPipe(eventLoop: eventLoop)
+        let body = CompressingBody(source: source, client: client, encoder: encoder)
+        client.onDemand = { [body] in
+            body.paused = false
+            body.pump()
+        }
+        client.onCancel = { [body] error in
+            body.done = true
+            body.source.cancel(error)
+        }
+        source.onBatchEnd = { [weak client] in client?.batchEnded() }
+        body.pump()
+        return client
+    }
+
+    private init(source: BodyPipe, client: BodyPipe, encoder: BodyEncoder) {
+        self.source = source
+        self.client = client
+        self.encoder = encoder
+    }
+
+    /// Takes what the source has at hand, in a loop, until the client pauses or the source must be waited for;
+    /// before waiting, flushes what was encoded, so the client has every part the upstream has sent.
+    private func pump() {
+        while !paused, !done {
+            guard let part = source.nextIfReady() else {
+                flush()
+                guard !paused, !done else { return }
+                source.whenNext { [self] part in
+                    handle(part)
+                    pump()
+                }
+                return
+            }
+            handle(part)
+        }
+    }
+
+    private func handle(_ part: Result<BodyPipe.Part, any Error>) {
+        guard !done else { return }
+        do {
+            switch part {
+            case .success(.chunk(let chunk)):
+                pending = true
+                let output = try encoder.encode(chunk, flush: false)
+                if output.readableBytes > 0, !client.write(output) { paused = true }
+            case .success(.end(let trailers)):
+                done = true
+                let output = try encoder.finish()
+                if output.readableBytes > 0 { client.write(output) }
+                client.finish(trailers: trailers)
+            case .failure(let error):
+                done = true
+                client.fail(error)
+            }
+        } catch {
+            done = true
+            client.fail(BodyPipe.Broken(description: "compression failed: \(error)"))
+            source.cancel(error)
+        }
+    }
+
+    private func flush() {
+        guard pending, !done else { return }
+        pending = false
+        do {
+            let output = try encoder.encode(ByteBuffer(), flush: true)
+            if output.readableBytes > 0, !client.write(output) { paused = true }
+        } catch {
+            done = true
+            client.fail(BodyPipe.Broken(description: "compression failed: \(error)"))
+            source.cancel(error)
+        }
+    }
+}
