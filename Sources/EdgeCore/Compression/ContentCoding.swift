@@ -130,9 +130,26 @@ struct AcceptedEncodings: Equatable {
 
     /// The acceptable codings of `offered`, best first (as ``preferred(among:where:)`` ranks them).
     func ranked(_ offered: [ContentCoding]) -> [ContentCoding] {
-        offered.enumerated().filter { quality($0.element) > 0 }
-            .sorted { quality($0.element) != quality($1.element) ? quality($0.element) > quality($1.element) : $0.offset < $1.offset }
-            .map(\.element)
+        var result: [ContentCoding] = []
+        forEachRanked(offered) { result.append($0) }
+        return result
+    }
+
+    /// Calls `body` with each acceptable coding of `offered` (at most 3), best first, without allocating: the
+    /// static small-file cache builds its key with this on every request.
+    func forEachRanked(_ offered: [ContentCoding], _ body: (ContentCoding) -> Void) {
+        var used = 0  // bit i: offered[i] handed over
+        while true {
+            var best = -1
+            var bestQuality = 0
+            for (index, coding) in offered.enumerated() where used & (1 << index) == 0 && quality(coding) > bestQuality {
+                best = index
+                bestQuality = quality(coding)
+            }
+            guard best >= 0 else { return }
+            used |= 1 << best
+            body(offered[best])
+        }
     }
 
     /// RFC 9110 §12.4.2 `qvalue` in thousandths: `0`, `0.5`, `1`, `1.000`; `nil` when malformed.

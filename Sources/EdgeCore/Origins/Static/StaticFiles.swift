@@ -167,7 +167,7 @@ public final class StaticFiles: Sendable {
     private func cacheKey(_ relative: Substring, _ accepted: AcceptedEncodings) -> String {
         var key = cacheKeyPrefix + relative + "\u{0}"
         if accepted.acceptsAny {
-            for coding in accepted.ranked(ContentCoding.staticPreference) { key += coding.sidecarSuffix }
+            accepted.forEachRanked(ContentCoding.staticPreference) { key += $0.sidecarSuffix }
         }
         return key
     }
