@@ -69,7 +69,7 @@ class _Origin(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         path = self.path.split("?")[0]
         _Origin.hits[path] = _Origin.hits.get(path, 0) + 1
-        html = {"content-type": "text/html; charset=utf-8", "etag": '"v1"'}
+        html = {"content-type": "text/html; charset=utf-8", "etag": '"v1"', "vary": "Origin, accept-encoding"}
         if path == "/page.html":
             self._send(PAGE, html)
         elif path == "/chunked.txt":
@@ -236,6 +236,15 @@ def test_proxied_responses_are_compressed_as_they_stream(edge, path, accept, cod
                 assert headers["etag"] == 'W/"v1"'
         elif path == "/c/page.html":
             assert headers["content-length"] == str(len(PAGE)) and headers["etag"] == '"v1"'
+
+
+def test_vary_is_not_repeated(edge):
+    """The upstream's own `Vary: Origin, accept-encoding` already names it: Edge adds no second one; a response
+    without Vary gets one."""
+    response = httpx.get(f"{edge.http.url}/c/page.html", headers={"accept-encoding": "gzip"})
+    assert [v.lower() for v in response.headers.get_list("vary")] == ["origin, accept-encoding"]
+    response = httpx.get(f"{edge.http.url}/c/chunked.txt", headers={"accept-encoding": "gzip"})
+    assert response.headers.get_list("vary") == ["Accept-Encoding"]
 
 
 @pytest.mark.parametrize("mode", ["--http1.1", "--http2"])

@@ -50,7 +50,10 @@ final class CompressingOrigin: Origin {
     /// response that could have been compressed gets `Vary: Accept-Encoding`.
     private func compressed(_ reply: Reply, coding: ContentCoding?, isHead: Bool, eventLoop: any EventLoop) -> Reply {
         guard case .stream(var response) = reply, Self.qualifies(response, isHead: isHead) else { return reply }
-        response.headers.add(name: "vary", value: "Accept-Encoding")
+        let varies = response.headers.values(of: "vary").contains { value in
+            value.split(separator: ",").contains { $0.trimming().equalsIgnoringASCIICase("accept-encoding") || $0.trimming() == "*" }
+        }
+        if !varies { response.headers.add(name: "vary", value: "Accept-Encoding") }
         guard let coding else { return .stream(response) }
         if !isHead {
             guard let body = response.body, let encoder = try? BodyEncoder(coding: coding, settings: .streaming) else { return .stream(response) }
