@@ -96,8 +96,9 @@ struct AccessRules: Sendable {
 
 /// Routing over the configured sites and routes: the site by the request's host (``HostTable``), then the route
 /// by its path (``PathTable``: an exact route, else the longest prefix, as nginx's `location`s) — each in time
-/// that does not grow with the number of sites or routes.
-public struct Router: Sendable {
+/// that does not grow with the number of sites or routes. A class: the front ends reach it on every request, and
+/// a struct of this many references would be copied (retained field by field) where a reference is not.
+public final class Router: Sendable {
     /// Every route of every site.
     private let routes: [Route]
     let hosts: HostTable
