@@ -45,19 +45,20 @@ struct PathTable: Sendable {
     func route(for path: Substring) -> Route? {
         let utf8 = path.utf8
         if exact.count > 0, let route = exact.value(for: utf8) { return route }
-        var node = nodes[0]
-        var best = node.route
+        // Nodes by index, read in place: a copy of a node (a route and a table of arrays) would retain each part.
+        var node = 0
+        var best = 0  // the deepest node with a route; the root's route, if any, to begin with
         var start = utf8.startIndex
         // The root node stands for `/`; each step consumes one `/segment`.
         while start < utf8.endIndex, utf8[start] == UInt8(ascii: "/") {
             let from = utf8.index(after: start)
             let end = utf8[from...].firstIndex(of: UInt8(ascii: "/")) ?? utf8.endIndex
-            guard node.children.count > 0, let next = node.children.value(for: utf8[from..<end]) else { break }
-            node = nodes[next]
-            if let route = node.route { best = route }
+            guard nodes[node].children.count > 0, let next = nodes[node].children.value(for: utf8[from..<end]) else { break }
+            node = next
+            if nodes[node].route != nil { best = node }
             start = end
         }
-        return best
+        return nodes[best].route
     }
 
     /// The segments of a path in match form: `/` has none, `/a/b` has `a` and `b`.
