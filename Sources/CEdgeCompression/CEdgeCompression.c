@@ -39,6 +39,8 @@ enum {
     BROTLI_DECODER_RESULT_SUCCESS = 1,
     ZSTD_c_compressionLevel = 100,
     ZSTD_c_windowLog = 101,
+    ZSTD_c_hashLog = 102,
+    ZSTD_c_chainLog = 103,
     ZSTD_c_checksumFlag = 201,
 };
 
@@ -132,13 +134,15 @@ int CEdgeCompression_brotliDecompress(const uint8_t *encoded, size_t encodedSize
     return brotli.decompress(encodedSize, encoded, decodedSize, decoded) == BROTLI_DECODER_RESULT_SUCCESS;
 }
 
-void *CEdgeCompression_zstdCreate(int level, int windowLog) {
+void *CEdgeCompression_zstdCreate(int level, int windowLog, int hashLog, int chainLog) {
     if (!CEdgeCompression_zstdAvailable()) return NULL;
     void *context = zstd.create();
     if (!context) return NULL;
     zstd.setParameter(context, ZSTD_c_compressionLevel, level);
     zstd.setParameter(context, ZSTD_c_checksumFlag, 1);
     if (windowLog > 0) zstd.setParameter(context, ZSTD_c_windowLog, windowLog);
+    if (hashLog > 0) zstd.setParameter(context, ZSTD_c_hashLog, hashLog);
+    if (chainLog > 0) zstd.setParameter(context, ZSTD_c_chainLog, chainLog);
     return context;
 }
 

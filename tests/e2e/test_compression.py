@@ -324,3 +324,37 @@ def test_the_http_cache_keeps_each_compressed_variant(edge):
             assert "fwd=" in status, (accept, status)
             seen[coding] = body
     assert _Origin.hits["/cacheable.json"] - before == 3
+
+
+def test_a_budget_bounds_how_many_responses_are_compressed_at_once(module_edge_factory, origin):
+    """limits.max_compressing_responses = 1: while one event stream is being compressed, the next response goes
+    uncompressed (still with Vary, still whole); once the stream has ended, responses are compressed again."""
+    server = module_edge_factory.start(config=f"""
+[limits]
+max_compressing_responses = 1
+
+[[upstream]]
+name = "app"
+servers = ["{origin}"]
+
+[[route]]
+path = "/c"
+proxy = {{ upstream = "app", strip_prefix = true, compress = true }}
+""")
+    with httpx.Client(timeout=10) as client:
+        with client.stream("GET", f"{server.http.url}/c/events", headers={"accept-encoding": "gzip"}) as events:
+            assert events.headers["content-encoding"] == "gzip"
+            chunks = events.iter_raw()
+            next(chunks)  # the first event: the stream holds the one slot now
+            headers, body = fetch(f"{server.http.url}/c/page.html", "gzip")
+            assert "content-encoding" not in headers and body == PAGE
+            assert headers["vary"].lower().endswith("accept-encoding")
+            for _ in chunks:
+                pass
+    deadline = time.monotonic() + 5
+    while True:
+        headers, body = fetch(f"{server.http.url}/c/page.html", "gzip")
+        if headers.get("content-encoding") == "gzip" or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert headers.get("content-encoding") == "gzip" and gzip.decompress(body) == PAGE

@@ -36,9 +36,9 @@ int CEdgeCompression_brotliDecompress(const uint8_t *encoded, size_t encodedSize
 
 // MARK: zstd (ZSTD_CCtx)
 
-/// A new compression context at `level` (1–19), with a checksum and, when `windowLog` is above 0, a window of
-/// 2^windowLog bytes; NULL when zstd is not available.
-void *CEdgeCompression_zstdCreate(int level, int windowLog);
+/// A new compression context at `level` (1–19), with a checksum; `windowLog`, `hashLog` and `chainLog`, when above
+/// 0, replace the level's (they bound the context's memory); NULL when zstd is not available.
+void *CEdgeCompression_zstdCreate(int level, int windowLog, int hashLog, int chainLog);
 /// Tells the context the whole input's size before the first call (the frame then records it).
 void CEdgeCompression_zstdSetSourceSize(void *context, unsigned long long size);
 /// ZSTD_compressStream2 over the given buffers; `endOp` 0 = continue, 1 = flush, 2 = end. Returns what

@@ -23,9 +23,13 @@ final class CompressingOrigin: Origin {
     /// Bodies with a `Content-Length` below this are sent as they are: the coding's own overhead outweighs it.
     static let minimumBytes = 256
 
-    init(_ origin: any Origin, codings: [ContentCoding]) {
+    /// How many responses the server compresses at once.
+    let budget: CompressionBudget
+
+    init(_ origin: any Origin, codings: [ContentCoding], budget: CompressionBudget) {
         self.origin = origin
         self.codings = codings.filter(\.isAvailable)
+        self.budget = budget
     }
 
     var requestBody: OriginRequestBody { origin.requestBody }
@@ -56,8 +60,11 @@ final class CompressingOrigin: Origin {
         if !varies { response.headers.add(name: "vary", value: "Accept-Encoding") }
         guard let coding else { return .stream(response) }
         if !isHead {
-            guard let body = response.body, let encoder = try? BodyEncoder(coding: coding, settings: .streaming) else { return .stream(response) }
-            response.body = CompressingBody.start(source: body, encoder: encoder, eventLoop: eventLoop)
+            // Past the budget, or should an encoder fail to start, the response goes as it is.
+            guard let body = response.body, let slot = budget.take(),
+                let encoder = try? BodyEncoder(coding: coding, settings: .streaming)
+            else { return .stream(response) }
+            response.body = CompressingBody.start(source: body, encoder: encoder, slot: slot, eventLoop: eventLoop)
         }
         response.headers.remove(name: "content-length")
         response.headers.add(name: "content-encoding", value: coding.token)
@@ -94,15 +101,17 @@ final class CompressingBody {
     private let source: BodyPipe
     private let client: BodyPipe
     private let encoder: BodyEncoder
+    /// This response's share of the server's ``CompressionBudget``, given back with this object.
+    private let slot: CompressionBudget.Slot
     private var paused = false
     private var done = false
     /// Input encoded since the last flush.
     private var pending = false
 
     /// Starts encoding `source`; returns the pipe the client's front end reads.
-    static func start(source: BodyPipe, encoder: BodyEncoder, eventLoop: any EventLoop) -> BodyPipe {
+    static func start(source: BodyPipe, encoder: BodyEncoder, slot: CompressionBudget.Slot, eventLoop: any EventLoop) -> BodyPipe {
         let client = BodyPipe(eventLoop: eventLoop)
-        let body = CompressingBody(source: source, client: client, encoder: encoder)
+        let body = CompressingBody(source: source, client: client, encoder: encoder, slot: slot)
         client.onDemand = { [body] in
             body.paused = false
             body.pump()
@@ -116,10 +125,11 @@ final class CompressingBody {
         return client
     }
 
-    private init(source: BodyPipe, client: BodyPipe, encoder: BodyEncoder) {
+    private init(source: BodyPipe, client: BodyPipe, encoder: BodyEncoder, slot: CompressionBudget.Slot) {
         self.source = source
         self.client = client
         self.encoder = encoder
+        self.slot = slot
     }
 
     /// Takes what the source has at hand, in a loop, until the client pauses or the source must be waited for;

@@ -237,13 +237,17 @@ struct TOMLReader {
             table, path: "limits",
             allowed: ["max_connections", "max_connections_per_ip", "max_in_flight", "max_header_bytes", "max_header_fields",
                       "max_uri_bytes", "max_body_bytes", "http2_max_concurrent_streams", "http2_header_table_size",
-                      "max_in_flight_per_client", "password_check_threads", "password_check_queue"]
+                      "max_in_flight_per_client", "password_check_threads", "password_check_queue",
+                      "max_compressing_responses"]
         )
         if let value = int(table, "max_in_flight_per_client", path: "limits.max_in_flight_per_client", range: 0...10_000_000) {
             limits.maxInFlightPerClient = value
         }
         if let value = int(table, "password_check_threads", path: "limits.password_check_threads", range: 1...64) { limits.passwordCheckThreads = value }
         if let value = int(table, "password_check_queue", path: "limits.password_check_queue", range: 1...100_000) { limits.passwordCheckQueue = value }
+        if let value = int(table, "max_compressing_responses", path: "limits.max_compressing_responses", range: 0...1_000_000) {
+            limits.maxCompressingResponses = value
+        }
         if let value = int(table, "http2_header_table_size", path: "limits.http2_header_table_size", range: 0...(1 << 20)) { limits.http2HeaderTableSize = value }
         if let value = int(table, "max_connections_per_ip", path: "limits.max_connections_per_ip", range: 0...10_000_000) { limits.maxConnectionsPerIP = value }
         if let value = int(table, "max_header_fields", path: "limits.max_header_fields", range: 1...10_000) { limits.maxHeaderFields = value }

@@ -146,6 +146,9 @@ public struct LimitsConfiguration: Sendable, Equatable {
     public var passwordCheckThreads: Int = 1
     /// Password checks waiting for a thread above which a request that needs one gets 503 with `Retry-After`.
     public var passwordCheckQueue: Int = 64
+    /// Proxied responses compressed as they stream at once (each holds an encoder of up to about 1.4 MiB); beyond
+    /// it, responses are sent uncompressed. 0: none are compressed.
+    public var maxCompressingResponses: Int = 1024
 
     /// ``maxInFlightPerClient`` with its default resolved.
     public var effectiveMaxInFlightPerClient: Int {

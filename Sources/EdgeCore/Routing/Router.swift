@@ -121,6 +121,7 @@ public final class Router: Sendable {
         defaultTTL: TimeAmount, passwordChecks: PasswordCheckPool = .standalone,
         upstreams: [UpstreamGroupConfiguration] = [], serverName: String = "edge", trustedProxies: [AddressRange] = [],
         maxEntryBytes: Int = CacheConfiguration().maxEntryBytes, generation: Int = 0, previousHubs: [String: PubSubHub] = [:],
+        compressionBudget: CompressionBudget = CompressionBudget(limit: LimitsConfiguration().maxCompressingResponses),
         routeLabels: RouteLabels = RouteLabels()
     ) throws(RouteSetupError) {
         var groups: [String: UpstreamGroup] = [:]
@@ -134,7 +135,8 @@ public final class Router: Sendable {
         self.upstreamGroups = groups
         var context = RouteBuilder(
             groups: groups, defaultTTL: defaultTTL, passwordChecks: passwordChecks, serverName: serverName,
-            trustedProxies: trustedProxies, maxEntryBytes: maxEntryBytes, generation: generation, previousHubs: previousHubs,
+            trustedProxies: trustedProxies, maxEntryBytes: maxEntryBytes, compressionBudget: compressionBudget, generation: generation,
+            previousHubs: previousHubs,
             routeLabels: routeLabels
         )
         var all: [Route] = []
@@ -199,6 +201,7 @@ private struct RouteBuilder {
     let serverName: String
     let trustedProxies: [AddressRange]
     let maxEntryBytes: Int
+    let compressionBudget: CompressionBudget
     let generation: Int
     let previousHubs: [String: PubSubHub]
     let routeLabels: RouteLabels
@@ -233,7 +236,8 @@ private struct RouteBuilder {
                 )
                 // Compression under the cache: the cache keeps each compressed variant.
                 let compressing: any Origin = settings.compress.isEmpty
-                    ? proxy : CompressingOrigin(proxy, codings: settings.compress.compactMap(ContentCoding.init(configurationName:)))
+                    ? proxy
+                    : CompressingOrigin(proxy, codings: settings.compress.compactMap(ContentCoding.init(configurationName:)), budget: compressionBudget)
                 origin = settings.cache.map { HTTPCache(compressing, configuration: $0, maxEntryBytes: maxEntryBytes) } ?? compressing
             case .websocket(let settings):
                 var relay: WebSocketRelay?

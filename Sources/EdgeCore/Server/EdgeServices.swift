@@ -18,6 +18,8 @@ final class EdgeServices: Sendable {
     let inFlightPerClient: PerClientLimit
     /// The threads that check passwords, shared by every route's Basic auth.
     let passwordChecks: PasswordCheckPool
+    /// How many proxied responses are compressed at once (`limits.max_compressing_responses`); kept across reloads.
+    let compressionBudget: CompressionBudget
     /// The ACME challenge answers (HTTP-01 tokens), when ACME is on; lives as long as the server.
     let acmeChallenges: ACMEChallengeStore?
     /// 0 at start, one more at every configuration reload: connections record the generation they were
@@ -37,11 +39,13 @@ final class EdgeServices: Sendable {
             threads: configuration.limits.passwordCheckThreads, queue: configuration.limits.passwordCheckQueue
         )
         self.passwordChecks = passwordChecks
+        let compressionBudget = CompressionBudget(limit: configuration.limits.maxCompressingResponses)
+        self.compressionBudget = compressionBudget
         do {
             self.router = try Router(
                 routes: configuration.routes, sites: configuration.sites, unknownHost: configuration.unknownHost, defaultTTL: configuration.cache.ttl, passwordChecks: passwordChecks,
                 upstreams: configuration.upstreams, serverName: configuration.serverName, trustedProxies: configuration.trustedProxies,
-                maxEntryBytes: configuration.cache.maxEntryBytes, routeLabels: observability.routeLabels
+                maxEntryBytes: configuration.cache.maxEntryBytes, compressionBudget: compressionBudget, routeLabels: observability.routeLabels
             )
         } catch {
             Task { await passwordChecks.shutdown() }
@@ -67,8 +71,10 @@ final class EdgeServices: Sendable {
             defaultTTL: configuration.cache.ttl, passwordChecks: previous.passwordChecks,
             upstreams: configuration.upstreams, serverName: configuration.serverName, trustedProxies: configuration.trustedProxies,
             maxEntryBytes: configuration.cache.maxEntryBytes, generation: previous.generation + 1, previousHubs: previous.router.hubs,
-            routeLabels: previous.observability.routeLabels
+            compressionBudget: previous.compressionBudget, routeLabels: previous.observability.routeLabels
         )
+        previous.compressionBudget.setLimit(configuration.limits.maxCompressingResponses)
+        self.compressionBudget = previous.compressionBudget
         self.observability = previous.observability
         self.cache = previous.cache
         self.state = previous.state

@@ -144,6 +144,22 @@ struct CompressionTests {
         #expect(!CompressingOrigin.qualifies(response(200, [("content-type", "text/css"), ("cache-control", "public, No-Transform")]), isHead: false))
     }
 
+    @Test("the budget hands out at most its limit of slots, and a released slot is given back")
+    func budget() {
+        let budget = CompressionBudget(limit: 2)
+        var first = budget.take()
+        let second = budget.take()
+        #expect(first != nil && second != nil)
+        #expect(budget.take() == nil)
+        #expect(budget.inUse == 2)
+        first = nil
+        #expect(budget.inUse == 1)
+        #expect(budget.take() != nil)  // taken and released at once
+        budget.setLimit(0)
+        #expect(budget.take() == nil)
+        _ = second
+    }
+
     @Test("compress in a proxy route: true, a list, and errors naming the key")
     func configuration() throws {
         func load(_ compress: String) throws -> EdgeConfiguration {
