@@ -71,7 +71,15 @@ class _Origin(http.server.BaseHTTPRequestHandler):
         _Origin.hits[path] = _Origin.hits.get(path, 0) + 1
         html = {"content-type": "text/html; charset=utf-8", "etag": '"v1"', "vary": "Origin, accept-encoding"}
         if path == "/page.html":
+            if '"v1"' in self.headers.get("if-none-match", ""):
+                self.send_response(304)
+                self.send_header("etag", '"v1"')
+                self.end_headers()
+                return
             self._send(PAGE, html)
+        elif path == "/identity.html":
+            self._send(PAGE, {"content-type": "text/html", "content-encoding": "identity", "accept-ranges": "bytes",
+                              "repr-digest": "sha-256=:AAAA:", "content-md5": "AAAA"})
         elif path == "/chunked.txt":
             self._send(PAGE, {"content-type": "text/plain"}, chunked=True)
         elif path == "/image.png":
@@ -263,6 +271,35 @@ def test_proxied_responses_left_as_they_are(edge, path, why):
     upstream = curl_exchange("-s", "-H", "Accept-Encoding: br, zstd, gzip", f"{edge.http.url}/plain{path[path.index('/', 1):]}")
     assert exchange.body == upstream.body, why
     assert exchange.headers.get("content-encoding") == upstream.headers.get("content-encoding"), why
+
+
+def test_upstream_identity_and_byte_describing_fields_are_replaced(edge):
+    """`Content-Encoding: identity` from the upstream is replaced, not added to; digests and Accept-Ranges, which
+    describe the upstream's bytes, are dropped from a compressed response."""
+    response = httpx.get(f"{edge.http.url}/c/identity.html", headers={"accept-encoding": "br"})
+    assert response.headers.get_list("content-encoding") == ["br"]
+    for name in ("accept-ranges", "repr-digest", "content-md5", "content-length"):
+        assert name not in response.headers, name
+    assert response.content == PAGE  # httpx decodes br
+
+
+def test_a_304_keeps_the_weak_tag_and_vary_of_the_compressed_200(edge):
+    """The compressed 200 said `ETag: W/"v1"` and `Vary: Accept-Encoding`; revalidating with that tag, the
+    upstream's 304 (strong "v1") reaches the client as `W/"v1"` with Vary (RFC 9110 §15.4.5). A client that
+    revalidates the strong tag of an uncompressed 200 gets the 304 as the upstream sent it."""
+    first = curl_exchange("-s", "-H", "Accept-Encoding: br", f"{edge.http.url}/c/page.html")
+    assert first.headers["etag"] == 'W/"v1"'
+    revalidated = curl_exchange("-s", "-H", "Accept-Encoding: br", "-H", 'If-None-Match: W/"v1"', f"{edge.http.url}/c/page.html")
+    assert revalidated.status == "304"
+    assert revalidated.headers["etag"] == 'W/"v1"' and "accept-encoding" in revalidated.headers["vary"].lower()
+    plain = curl_exchange("-s", "-H", 'If-None-Match: "v1"', f"{edge.http.url}/c/page.html")
+    assert plain.status == "304" and plain.headers["etag"] == '"v1"'
+
+
+def test_a_416_on_a_compressed_variant_says_vary(edge):
+    exchange = curl_exchange("-s", "-H", "Accept-Encoding: br", "-r", "999999-", f"{edge.http.url}/files/small.css")
+    assert exchange.status == "416"
+    assert exchange.headers.get("vary", "").lower() == "accept-encoding"
 
 
 def test_route_codings_limit_what_is_offered(edge):

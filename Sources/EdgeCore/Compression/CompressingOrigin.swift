@@ -41,24 +41,48 @@ final class CompressingOrigin: Origin {
         let accepted = AcceptedEncodings(header: header)
         let coding = accepted.preferred(among: codings)
         let isHead = request.method == .HEAD
+        let ifNoneMatch = request.streamed.map { $0.headers.values(of: "if-none-match").joined(separator: ", ") }
+            ?? request.headers.conditional.ifNoneMatch
+        let exchange = Exchange(coding: coding, isHead: isHead, ifNoneMatch: ifNoneMatch)
         switch origin.serve(request, context: context) {
         case .ready(let reply):
-            return .ready(compressed(reply, coding: coding, isHead: isHead, eventLoop: context.eventLoop))
+            return .ready(compressed(reply, exchange, eventLoop: context.eventLoop))
         case .pending(let future):
             let eventLoop = context.eventLoop
-            return .pending(future.assumeIsolated().map { self.compressed($0, coding: coding, isHead: isHead, eventLoop: eventLoop) }.nonisolated())
+            return .pending(future.assumeIsolated().map { self.compressed($0, exchange, eventLoop: eventLoop) }.nonisolated())
         }
     }
 
-    /// `reply` compressed with `coding` when it qualifies (`nil`: the client accepts none of the route's); any
-    /// response that could have been compressed gets `Vary: Accept-Encoding`.
-    private func compressed(_ reply: Reply, coding: ContentCoding?, isHead: Bool, eventLoop: any EventLoop) -> Reply {
-        guard case .stream(var response) = reply, Self.qualifies(response, isHead: isHead) else { return reply }
-        let varies = response.headers.values(of: "vary").contains { value in
-            value.split(separator: ",").contains { $0.trimming().equalsIgnoringASCIICase("accept-encoding") || $0.trimming() == "*" }
+    /// What of the request decides how its response is treated.
+    private struct Exchange {
+        /// The coding to use (`nil`: the client accepts none of the route's).
+        var coding: ContentCoding?
+        var isHead: Bool
+        var ifNoneMatch: String?
+    }
+
+    /// Fields that describe the bytes as the upstream sent them, wrong once they are encoded: digests (RFC 9530,
+    /// RFC 1864) and `Accept-Ranges` (a range of the encoded stream cannot be asked for).
+    private static let fieldsOfTheUpstreamBytes: [[UInt8]] = ["content-length", "content-md5", "digest", "content-digest", "repr-digest", "accept-ranges"]
+        .map { Array($0.utf8) }
+
+    /// `reply` compressed when it qualifies; any response that could have been compressed gets `Vary:
+    /// Accept-Encoding`. A `304` answering a client's `If-None-Match` with the weak tag a compressed `200` gave it
+    /// gets that weak tag and `Vary` back, as the `200` had them (RFC 9110 §15.4.5).
+    private func compressed(_ reply: Reply, _ exchange: Exchange, eventLoop: any EventLoop) -> Reply {
+        guard case .stream(var response) = reply else { return reply }
+        if response.status == .notModified {
+            guard exchange.coding != nil, let etag = response.headers.values(of: "etag").first, !etag.hasPrefix("W/"),
+                let ifNoneMatch = exchange.ifNoneMatch, ifNoneMatch.contains("W/" + etag)
+            else { return reply }
+            response.headers.replaceOrAdd(name: "etag", value: "W/" + etag)
+            Self.addVary(&response.headers)
+            return .stream(response)
         }
-        if !varies { response.headers.add(name: "vary", value: "Accept-Encoding") }
-        guard let coding else { return .stream(response) }
+        guard Self.qualifies(response, isHead: exchange.isHead) else { return reply }
+        Self.addVary(&response.headers)
+        guard let coding = exchange.coding else { return .stream(response) }
+        let isHead = exchange.isHead
         if !isHead {
             // Past the budget, or should an encoder fail to start, the response goes as it is.
             guard let body = response.body, let slot = budget.take(),
@@ -66,12 +90,21 @@ final class CompressingOrigin: Origin {
             else { return .stream(response) }
             response.body = CompressingBody.start(source: body, encoder: encoder, slot: slot, eventLoop: eventLoop)
         }
-        response.headers.remove(name: "content-length")
-        response.headers.add(name: "content-encoding", value: coding.token)
+        response.headers.remove(names: Self.fieldsOfTheUpstreamBytes)
+        // Replaces an upstream's `Content-Encoding: identity` (which names no coding) rather than adding to it.
+        response.headers.replaceOrAdd(name: "content-encoding", value: coding.token)
         if let etag = response.headers.values(of: "etag").first, !etag.hasPrefix("W/") {
             response.headers.replaceOrAdd(name: "etag", value: "W/" + etag)
         }
         return .stream(response)
+    }
+
+    /// Adds `Vary: Accept-Encoding` unless the upstream's `Vary` already names it (or is `*`).
+    private static func addVary(_ headers: inout FieldBlock) {
+        let varies = headers.values(of: "vary").contains { value in
+            value.split(separator: ",").contains { $0.trimming().equalsIgnoringASCIICase("accept-encoding") || $0.trimming() == "*" }
+        }
+        if !varies { headers.add(name: "vary", value: "Accept-Encoding") }
     }
 
     /// Whether `response` is one Edge compresses for a client that accepts a coding.

@@ -510,6 +510,8 @@ extension StaticFiles {
             case .unsatisfiable:
                 var refused = EdgeResponse.text(.rangeNotSatisfiable, "range not satisfiable\n")
                 refused.headers.add(name: "content-range", value: "bytes */\(size)")
+                // The size is that of the variant chosen by Accept-Encoding: say so, as the 200 and 206 do.
+                for vary in headers[canonicalForm: "vary"] { refused.headers.add(name: "vary", value: String(vary)) }
                 return .answer(.response(refused))
             }
         }
