@@ -131,9 +131,9 @@ def root(tmp_path_factory):
     return root
 
 
-@pytest.fixture(scope="module")
-def edge(module_edge_factory, origin, root):
-    return module_edge_factory.start(config=f"""
+def compressing_proxy(origin: str) -> str:
+    """The upstream `app` and a route `/c` that proxies it with `compress = true`."""
+    return f"""
 [[upstream]]
 name = "app"
 servers = ["{origin}"]
@@ -141,7 +141,12 @@ servers = ["{origin}"]
 [[route]]
 path = "/c"
 proxy = {{ upstream = "app", strip_prefix = true, compress = true }}
+"""
 
+
+@pytest.fixture(scope="module")
+def edge(module_edge_factory, origin, root):
+    return module_edge_factory.start(config=compressing_proxy(origin) + f"""
 [[route]]
 path = "/only-gzip"
 proxy = {{ upstream = "app", strip_prefix = true, compress = ["gzip"] }}
@@ -366,18 +371,7 @@ def test_the_http_cache_keeps_each_compressed_variant(edge):
 def test_a_budget_bounds_how_many_responses_are_compressed_at_once(module_edge_factory, origin):
     """limits.max_compressing_responses = 1: while one event stream is being compressed, the next response goes
     uncompressed (still with Vary, still whole); once the stream has ended, responses are compressed again."""
-    server = module_edge_factory.start(config=f"""
-[limits]
-max_compressing_responses = 1
-
-[[upstream]]
-name = "app"
-servers = ["{origin}"]
-
-[[route]]
-path = "/c"
-proxy = {{ upstream = "app", strip_prefix = true, compress = true }}
-""")
+    server = module_edge_factory.start(config="[limits]\nmax_compressing_responses = 1\n" + compressing_proxy(origin))
     with httpx.Client(timeout=10) as client:
         with client.stream("GET", f"{server.http.url}/c/events", headers={"accept-encoding": "gzip"}) as events:
             assert events.headers["content-encoding"] == "gzip"
