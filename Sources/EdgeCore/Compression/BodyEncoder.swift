@@ -6,8 +6,8 @@ import NIOCore
 ///
 /// Each setting bounds an encoder's memory as well as its time, which matters for a proxied response: one encoder
 /// lives as long as its response streams. The streaming settings (256 KiB windows, zstd's tables at 2^16 and 2^15
-/// entries) keep an encoder near 1.4 MiB with zstd, below 1 MiB with brotli and at 256 KiB with gzip, where the
-/// libraries' defaults for unknown sizes take 2–16 MiB; on HTML they compress within 1 % of those defaults.
+/// entries) keep an encoder near 1.4 MiB with zstd and brotli (measured) and at 256 KiB with gzip, where the
+/// libraries' defaults for unknown sizes take 2–9 MiB; on HTML they compress within 1 % of those defaults.
 /// ``CompressionBudget`` bounds how many run at once.
 struct CompressionSettings: Sendable {
     var brotliQuality: Int32
