@@ -6,7 +6,7 @@ import NIOCore
 /// cache's limit for one entry (it still streams to the client then).
 ///
 /// The upstream is read no faster than the client takes the body. Every call is made on the pipes' event loop.
-final class CacheFill {
+final class CacheFill: BodyPipeForwarder {
     private let source: BodyPipe
     private let client: BodyPipe
     private let limit: Int
@@ -22,14 +22,14 @@ final class CacheFill {
         let fill = CacheFill(source: source, client: client, limit: limit, completion: completion)
         client.onDemand = { [fill] in
             fill.paused = false
-            fill.pump()
+            fill.source.pump(into: fill)
         }
         client.onCancel = { [fill] error in
             fill.complete(.failure(error))
             fill.source.cancel(error)
         }
         source.onBatchEnd = { [weak client] in client?.batchEnded() }
-        fill.pump()
+        fill.source.pump(into: fill)
         return client
     }
 
@@ -41,21 +41,10 @@ final class CacheFill {
         self.completion = completion
     }
 
-    /// Takes what the upstream has at hand, in a loop, until the client pauses or the upstream must be waited for.
-    private func pump() {
-        while !paused, completion != nil {
-            guard let part = source.nextIfReady() else {
-                source.whenNext { [self] part in
-                    handle(part)
-                    pump()
-                }
-                return
-            }
-            handle(part)
-        }
-    }
+    /// The client is full, or the body has been dealt with.
+    var holdsOff: Bool { paused || completion == nil }
 
-    private func handle(_ part: Result<BodyPipe.Part, any Error>) {
+    func take(_ part: Result<BodyPipe.Part, any Error>) {
         guard completion != nil else { return }
         switch part {
         case .success(.chunk(let chunk)):

@@ -61,10 +61,11 @@ final class CompressingOrigin: Origin {
         var ifNoneMatch: String?
     }
 
-    /// Fields that describe the bytes as the upstream sent them, wrong once they are encoded: digests (RFC 9530,
-    /// RFC 1864) and `Accept-Ranges` (a range of the encoded stream cannot be asked for).
-    private static let fieldsOfTheUpstreamBytes: [[UInt8]] = ["content-length", "content-md5", "digest", "content-digest", "repr-digest", "accept-ranges"]
-        .map { Array($0.utf8) }
+    /// Fields that describe the bytes as the upstream sent them, wrong once they are encoded — digests (RFC 9530,
+    /// RFC 1864) and `Accept-Ranges` (a range of the encoded stream cannot be asked for) — and the two written anew.
+    private static let fieldsReplaced: [[UInt8]] = [
+        "content-length", "content-md5", "digest", "content-digest", "repr-digest", "accept-ranges", "content-encoding", "etag",
+    ].map { Array($0.utf8) }
 
     /// `reply` compressed when it qualifies; any response that could have been compressed gets `Vary:
     /// Accept-Encoding`. A `304` answering a client's `If-None-Match` with the weak tag a compressed `200` gave it
@@ -82,29 +83,26 @@ final class CompressingOrigin: Origin {
         guard Self.qualifies(response, isHead: exchange.isHead) else { return reply }
         Self.addVary(&response.headers)
         guard let coding = exchange.coding else { return .stream(response) }
-        let isHead = exchange.isHead
-        if !isHead {
+        if !exchange.isHead {
             // Past the budget, or should an encoder fail to start, the response goes as it is.
             guard let body = response.body, let slot = budget.take(),
                 let encoder = try? BodyEncoder(coding: coding, settings: .streaming)
             else { return .stream(response) }
             response.body = CompressingBody.start(source: body, encoder: encoder, slot: slot, eventLoop: eventLoop)
         }
-        response.headers.remove(names: Self.fieldsOfTheUpstreamBytes)
-        // Replaces an upstream's `Content-Encoding: identity` (which names no coding) rather than adding to it.
-        response.headers.replaceOrAdd(name: "content-encoding", value: coding.token)
-        if let etag = response.headers.values(of: "etag").first, !etag.hasPrefix("W/") {
-            response.headers.replaceOrAdd(name: "etag", value: "W/" + etag)
-        }
+        // One pass over the head: an upstream's `Content-Encoding: identity` (which names no coding) is replaced
+        // rather than added to, and the `ETag` comes back weak.
+        let etag = response.headers.values(of: "etag").first
+        response.headers.remove(names: Self.fieldsReplaced)
+        response.headers.add(name: "content-encoding", value: coding.token)
+        if let etag { response.headers.add(name: "etag", value: etag.hasPrefix("W/") ? etag : "W/" + etag) }
         return .stream(response)
     }
 
     /// Adds `Vary: Accept-Encoding` unless the upstream's `Vary` already names it (or is `*`).
     private static func addVary(_ headers: inout FieldBlock) {
-        let varies = headers.values(of: "vary").contains { value in
-            value.split(separator: ",").contains { $0.trimming().equalsIgnoringASCIICase("accept-encoding") || $0.trimming() == "*" }
-        }
-        if !varies { headers.add(name: "vary", value: "Accept-Encoding") }
+        let names = HTTPCachePolicy.varyNames(headers.values(of: "vary"))
+        if !names.contains("accept-encoding") && !names.contains("*") { headers.add(name: "vary", value: "Accept-Encoding") }
     }
 
     /// Whether `response` is one Edge compresses for a client that accepts a coding.
@@ -119,10 +117,7 @@ final class CompressingOrigin: Origin {
         guard !headers.contains(name: "content-range") else { return false }
         guard let type = headers.values(of: "content-type").first, MediaTypes.isCompressible(type.lowercased()) else { return false }
         if let length = headers.values(of: "content-length").first.flatMap({ Int($0) }), length < minimumBytes { return false }
-        for value in headers.values(of: "cache-control") {
-            if value.split(separator: ",").contains(where: { $0.trimming().equalsIgnoringASCIICase("no-transform") }) { return false }
-        }
-        return true
+        return !listElements(headers.values(of: "cache-control")).contains { $0.equalsIgnoringASCIICase("no-transform") }
     }
 }
 
@@ -130,7 +125,7 @@ final class CompressingOrigin: Origin {
 /// the source has nothing more at hand (so a client sees each part when the upstream sent it — an event stream
 /// stays live), and finished with the source's end. The source is read no faster than the client takes the output.
 /// Every call is made on the pipes' event loop.
-final class CompressingBody {
+final class CompressingBody: BodyPipeForwarder {
     private let source: BodyPipe
     private let client: BodyPipe
     private let encoder: BodyEncoder
@@ -147,14 +142,14 @@ final class CompressingBody {
         let body = CompressingBody(source: source, client: client, encoder: encoder, slot: slot)
         client.onDemand = { [body] in
             body.paused = false
-            body.pump()
+            body.source.pump(into: body)
         }
         client.onCancel = { [body] error in
             body.done = true
             body.source.cancel(error)
         }
         source.onBatchEnd = { [weak client] in client?.batchEnded() }
-        body.pump()
+        source.pump(into: body)
         return client
     }
 
@@ -165,24 +160,23 @@ final class CompressingBody {
         self.slot = slot
     }
 
-    /// Takes what the source has at hand, in a loop, until the client pauses or the source must be waited for;
-    /// before waiting, flushes what was encoded, so the client has every part the upstream has sent.
-    private func pump() {
-        while !paused, !done {
-            guard let part = source.nextIfReady() else {
-                flush()
-                guard !paused, !done else { return }
-                source.whenNext { [self] part in
-                    handle(part)
-                    pump()
-                }
-                return
-            }
-            handle(part)
+    /// The client is full, or the body has ended.
+    var holdsOff: Bool { paused || done }
+
+    /// Before the pump waits for the source, what was encoded is flushed, so the client has every part the upstream
+    /// has sent.
+    func sourceRanDry() {
+        guard pending, !done else { return }
+        pending = false
+        do {
+            let output = try encoder.encode(ByteBuffer(), flush: true)
+            if output.readableBytes > 0, !client.write(output) { paused = true }
+        } catch {
+            broke(error)
         }
     }
 
-    private func handle(_ part: Result<BodyPipe.Part, any Error>) {
+    func take(_ part: Result<BodyPipe.Part, any Error>) {
         guard !done else { return }
         do {
             switch part {
@@ -200,22 +194,14 @@ final class CompressingBody {
                 client.fail(error)
             }
         } catch {
-            done = true
-            client.fail(BodyPipe.Broken(description: "compression failed: \(error)"))
-            source.cancel(error)
+            broke(error)
         }
     }
 
-    private func flush() {
-        guard pending, !done else { return }
-        pending = false
-        do {
-            let output = try encoder.encode(ByteBuffer(), flush: true)
-            if output.readableBytes > 0, !client.write(output) { paused = true }
-        } catch {
-            done = true
-            client.fail(BodyPipe.Broken(description: "compression failed: \(error)"))
-            source.cancel(error)
-        }
+    /// The encoder failed: the client's body ends broken, and the source is told to stop.
+    private func broke(_ error: any Error) {
+        done = true
+        client.fail(BodyPipe.Broken(description: "compression failed: \(error)"))
+        source.cancel(error)
     }
 }

@@ -197,6 +197,42 @@ final class BodyPipe: @unchecked Sendable {
     }
 }
 
+/// A consumer that passes a pipe's body on somewhere (into the cache and to the client, through an encoder), as
+/// fast as its own destination takes it: ``BodyPipe/pump(into:)`` hands it the parts. Every call is made on the
+/// pipe's event loop.
+protocol BodyPipeForwarder: AnyObject {
+    /// Whether to take no more parts: for now (the destination is full; call ``BodyPipe/pump(into:)`` again when it
+    /// drains) or for good (the forwarder has finished).
+    var holdsOff: Bool { get }
+    /// The next part of the body.
+    func take(_ part: Result<BodyPipe.Part, any Error>)
+    /// Nothing more is at hand: the pump waits for the producer next.
+    func sourceRanDry()
+}
+
+extension BodyPipeForwarder {
+    func sourceRanDry() {}
+}
+
+extension BodyPipe {
+    /// Hands `forwarder` what is at hand, in a loop (not by recursion), until it holds off or the producer must be
+    /// waited for; then goes on when the next part comes.
+    func pump(into forwarder: some BodyPipeForwarder) {
+        while !forwarder.holdsOff {
+            guard let part = nextIfReady() else {
+                forwarder.sourceRanDry()
+                guard !forwarder.holdsOff else { return }
+                whenNext { [self] part in
+                    forwarder.take(part)
+                    pump(into: forwarder)
+                }
+                return
+            }
+            forwarder.take(part)
+        }
+    }
+}
+
 /// A response whose body arrives over time (a proxied response): the head now, the body from ``body``.
 struct StreamedResponse {
     var status: HTTPResponseStatus

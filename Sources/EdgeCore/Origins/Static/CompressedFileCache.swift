@@ -16,10 +16,16 @@ final class CompressedFileCache: Sendable {
         var inode: UInt64
         var size: Int
         var modifiedNanoseconds: Int
-        var coding: ContentCoding = .gzip
+        var coding: ContentCoding
 
         /// The file and coding, whatever the version.
-        var slotName: String { path + "\u{0}" + coding.token }
+        var file: FileInCoding { FileInCoding(path: path, coding: coding) }
+    }
+
+    /// One file in one coding, whatever its version: the newest version's key is kept under it.
+    struct FileInCoding: Hashable, Sendable {
+        var path: String
+        var coding: ContentCoding
     }
 
     /// Largest file compressed on the fly; larger ones are sent as they are (or from a `.gz` sidecar).
@@ -38,17 +44,17 @@ final class CompressedFileCache: Sendable {
     private struct State {
         /// Each file version's slot, and the size of its compressed body once it is counted in ``totalBytes``.
         var entries: [Key: (slot: Slot, bytes: Int?)] = [:]
-        var latestByPath: [String: Key] = [:]
+        var latestByFile: [FileInCoding: Key] = [:]
         /// Keys, oldest first.
         var order: [Key] = []
         var totalBytes = 0
 
         mutating func slot(for key: Key) -> Slot {
             if let entry = entries[key] { return entry.slot }
-            if let stale = latestByPath[key.slotName], stale != key { remove(stale) }
+            if let stale = latestByFile[key.file], stale != key { remove(stale) }
             let slot = Slot()
             entries[key] = (slot, nil)
-            latestByPath[key.slotName] = key
+            latestByFile[key.file] = key
             order.append(key)
             return slot
         }
@@ -65,7 +71,7 @@ final class CompressedFileCache: Sendable {
 
         mutating func remove(_ key: Key) {
             totalBytes -= entries.removeValue(forKey: key)?.bytes ?? 0
-            if latestByPath[key.slotName] == key { latestByPath[key.slotName] = nil }
+            if latestByFile[key.file] == key { latestByFile[key.file] = nil }
             order.removeAll { $0 == key }
         }
     }

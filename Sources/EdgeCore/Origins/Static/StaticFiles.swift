@@ -315,7 +315,8 @@ public final class StaticFiles: Sendable {
                 return .file(descriptor: descriptor, size: size, modified: modified, inode: inode, name: path, encoding: coding.token, hasVariants: true)
             }
         }
-        guard case .file(let descriptor, let size, let modified, let inode, _, _, _) = open(path) else { return open(path) }
+        let opened = open(path)
+        guard case .file(let descriptor, let size, let modified, let inode, _, _, _) = opened else { return opened }
         return .file(descriptor: descriptor, size: size, modified: modified, inode: inode, name: path, encoding: nil, hasVariants: !present.isEmpty)
     }
 
