@@ -87,7 +87,7 @@ struct TOMLReader {
         var config = EdgeConfiguration()
         checkKeys(
             root, path: "",
-            allowed: ["threads", "state_dir", "log_level", "server_name", "shutdown_timeout_seconds",
+            allowed: ["threads", "state_dir", "log_level", "server_name", "shutdown_timeout_seconds", "http2_engine",
                       "shutdown_delay_seconds", "listener", "limits", "timeouts", "cache", "route", "client_address", "upstream",
                       "admin", "access_log", "tracing", "site", "unknown_host", "tls", "acme"]
         )
@@ -107,6 +107,11 @@ struct TOMLReader {
         }
         if let seconds = int(root, "shutdown_timeout_seconds", path: "shutdown_timeout_seconds", range: 0...3600) {
             config.shutdownTimeout = .seconds(Int64(seconds))
+        }
+        if let name = string(root, "http2_engine", path: "http2_engine") {
+            if let engine = HTTP2Engine(rawValue: name) { config.http2Engine = engine } else {
+                fail("http2_engine", "expected \"nio\" or \"edge\", got \"\(name)\"")
+            }
         }
         if let seconds = int(root, "shutdown_delay_seconds", path: "shutdown_delay_seconds", range: 0...3600) {
             config.shutdownDelay = .seconds(Int64(seconds))

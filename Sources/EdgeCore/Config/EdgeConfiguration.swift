@@ -15,6 +15,8 @@ public struct EdgeConfiguration: Sendable, Equatable {
     public var serverName: String
     /// How long a graceful shutdown may take before remaining connections are closed.
     public var shutdownTimeout: TimeAmount
+    /// Which HTTP/2 connection layer serves HTTP/2 clients (`http2_engine`).
+    public var http2Engine: HTTP2Engine = .nio
     /// How long `/healthz` answers 503 before listeners close, so load balancers stop sending traffic first.
     public var shutdownDelay: TimeAmount
     /// Sockets to listen on.
@@ -341,4 +343,11 @@ public struct FixedResponseConfiguration: Sendable, Equatable {
     /// Statuses whose responses never have content (RFC 9110 §15.3.5, §15.3.6, §15.4.5), so a fixed response
     /// with one of them must have an empty body.
     public static let statusesWithoutContent: Set<Int> = [204, 205, 304]
+}
+
+/// The HTTP/2 connection layer: NIOHTTP2's `NIOHTTP2Handler`, or Edge's own ``HTTP2ServerConnection`` (issue 28;
+/// NIOHTTP2 stays the reference the tests compare it with).
+public enum HTTP2Engine: String, Sendable, CaseIterable {
+    case nio
+    case edge
 }

@@ -15,6 +15,7 @@ public enum EnvironmentOverrides {
         ("EDGE_SHUTDOWN_TIMEOUT", "shutdown_timeout_seconds"),
         ("EDGE_MAX_CONNECTIONS", "limits.max_connections"),
         ("EDGE_MAX_IN_FLIGHT", "limits.max_in_flight"),
+        ("EDGE_HTTP2_ENGINE", "http2_engine (nio or edge)"),
     ]
 
     /// Returns `configuration` with every `EDGE_*` variable of `environment` applied.
@@ -33,7 +34,16 @@ public enum EnvironmentOverrides {
         overrides.shutdownTimeout = environment["EDGE_SHUTDOWN_TIMEOUT"]
         overrides.maxConnections = environment["EDGE_MAX_CONNECTIONS"]
         overrides.maxInFlight = environment["EDGE_MAX_IN_FLIGHT"]
-        return try overrides.apply(to: configuration, source: "environment", naming: .environment)
+        var config = try overrides.apply(to: configuration, source: "environment", naming: .environment)
+        if let name = environment["EDGE_HTTP2_ENGINE"] {
+            guard let engine = HTTP2Engine(rawValue: name) else {
+                throw ConfigurationError(
+                    source: "environment", issues: [.init(key: "EDGE_HTTP2_ENGINE", message: "expected \"nio\" or \"edge\", got \"\(name)\"")]
+                )
+            }
+            config.http2Engine = engine
+        }
+        return config
     }
 }
 

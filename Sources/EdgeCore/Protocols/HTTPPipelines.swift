@@ -137,17 +137,29 @@ enum HTTPPipelines {
         let loop = services.loops.state(for: channel.eventLoop)
         try sync.addHandler(HTTP2GoAwayCloser())
         try sync.addHandler(WriteCoalescingHandler())
-        try sync.addHandler(HTTP2StreamLimitAdvertiser(advertised: streamLimit))
-        try sync.addHandler(HTTP2StreamClosedRewriter())
-        // NIOHTTP2Handler without its inline multiplexer fires frames and stream events down the pipeline. The
-        // fast path sees each new stream's HEADERS first; NIOHTTP2's connection manager is not used (the fast
-        // path does its work: see HTTP2ConnectionLifecycle).
-        // The fast path is NIOHTTP2's frame delegate: it sees each frame as it is encoded, to reset responses that
-        // cannot move (flow control) for `send_seconds`.
+        // The connection layer fires frames and stream events down the pipeline. The fast path sees each new
+        // stream's HEADERS first; NIOHTTP2's connection manager is not used (the fast path does its work: see
+        // HTTP2ConnectionLifecycle).
+        // The fast path is the connection layer's frame delegate: it sees each frame as it is encoded, to reset
+        // responses that cannot move (flow control) for `send_seconds`.
         let fastPath = HTTP2FastPathHandler(services: services, loop: loop, client: client, tls: tls)
-        try sync.addHandler(
-            NIOHTTP2Handler(mode: .server, frameDelegate: fastPath, connectionConfiguration: connection, streamConfiguration: stream)
-        )
+        switch configuration.http2Engine {
+        case .nio:
+            try sync.addHandler(HTTP2StreamLimitAdvertiser(advertised: streamLimit))
+            try sync.addHandler(HTTP2StreamClosedRewriter())
+            try sync.addHandler(
+                NIOHTTP2Handler(mode: .server, frameDelegate: fastPath, connectionConfiguration: connection, streamConfiguration: stream)
+            )
+        case .edge:
+            let settings = HTTP2ServerConnection.Settings(
+                maxConcurrentStreams: streamLimit,
+                enforcedStreamLimit: HTTP2FastPathHandler.enforcedStreamLimit(advertising: streamLimit),
+                maxHeaderListSize: configuration.limits.maxHeaderBytes,
+                headerTableSize: configuration.limits.http2HeaderTableSize,
+                enableConnectProtocol: services.router.hasUpgradeRoutes
+            )
+            try sync.addHandler(HTTP2ServerConnection(settings: settings, delegate: fastPath, allocator: channel.allocator))
+        }
         try sync.addHandler(fastPath)
         try sync.addHandler(
             HTTP2StreamMultiplexer(
