@@ -178,7 +178,7 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
 
     func channelReadComplete(context: ChannelHandlerContext) {
         context.fireChannelReadComplete()
-        if out.readableBytes > 0 { flushOut(context: context) }
+        if out.readableBytes > 0 || unflushed { flushOut(context: context) }
     }
 
     private func parse(_ buffer: inout ByteBuffer, context: ChannelHandlerContext) {
@@ -740,18 +740,26 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
         flushOut(context: context)
     }
 
-    /// Writes ``out`` to the channel (with `promise`, which completes once its bytes are written) and flushes.
+    /// Writes ``out`` to the channel and flushes.
     private func flushOut(context: ChannelHandlerContext) {
         emitOut(promise: nil, context: context)
+        unflushed = false
         context.flush()
     }
+
+    /// Whether something was written to the channel since the last flush.
+    private var unflushed = false
 
     /// Passes ``out`` on as one buffer.
     private func emitOut(promise: EventLoopPromise<Void>?, context: ChannelHandlerContext) {
         guard out.readableBytes > 0 else {
-            if let promise { context.write(wrapOutboundOut(.byteBuffer(ByteBuffer())), promise: promise) }
+            if let promise {
+                unflushed = true
+                context.write(wrapOutboundOut(.byteBuffer(ByteBuffer())), promise: promise)
+            }
             return
         }
+        unflushed = true
         let bytes = out
         out = context.channel.allocator.buffer(capacity: 1024)
         context.write(wrapOutboundOut(.byteBuffer(bytes)), promise: promise)
@@ -856,6 +864,7 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
                     if last { completeWithOut(promise, context: context) }
                 } else {
                     emitOut(promise: nil, context: context)
+                    unflushed = true
                     context.write(wrapOutboundOut(chunk), promise: last ? promise : nil)
                 }
             case .fileRegion(var region):
@@ -864,6 +873,7 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
                 data = .fileRegion(region)
                 chunk = .fileRegion(piece)
                 emitOut(promise: nil, context: context)
+                unflushed = true
                 context.write(wrapOutboundOut(chunk), promise: last ? promise : nil)
             }
             connectionSendWindow -= count
