@@ -125,7 +125,13 @@ final class HTTP2FastPathHandler: ChannelDuplexHandler, NIOHTTP2FrameDelegate {
     func handlerRemoved(context: ChannelHandlerContext) {
         stop()
         self.context = nil
+        connection = nil
     }
+
+    /// Edge's own connection layer, when it serves this connection (`http2_engine = "edge"`): answers are handed
+    /// to it directly. Cleared when the handler leaves the pipeline (the connection holds this handler as its
+    /// frame delegate).
+    var connection: HTTP2ServerConnection?
 
     func channelInactive(context: ChannelHandlerContext) {
         stop()
@@ -482,13 +488,33 @@ final class HTTP2FastPathHandler: ChannelDuplexHandler, NIOHTTP2FrameDelegate {
             }
             return block
         }
+        let bodyless = isHEAD || parts.body.readableBytes == 0
+        if let connection {
+            // Edge's own connection layer takes the response directly, a hit's header block already encoded.
+            let block: HTTP2ServerConnection.ResponseBlock
+            if case .cached(let entry, "HIT") = reply {
+                block = .encoded(
+                    loop.preparedHTTP2Encoded.response(for: entry, age: entry.age(at: now), date: date) {
+                        HPACKLiteralBlock.encode(build(), allocator: context.channel.allocator)
+                    }
+                )
+            } else {
+                block = .fields(build())
+            }
+            headWritten(streamID, endStream: bodyless)
+            if connection.writeResponse(streamID, block: block, body: bodyless ? nil : parts.body) {
+                unflushedBytes += (bodyless ? 0 : parts.body.readableBytes) + 128
+            } else {
+                finished(streamID)
+            }
+            return
+        }
         let block: HPACKHeaders
         if case .cached(let entry, "HIT") = reply {
             block = loop.preparedHTTP2Blocks.response(for: entry, age: entry.age(at: now), date: date, build: build)
         } else {
             block = build()
         }
-        let bodyless = isHEAD || parts.body.readableBytes == 0
         let headers = HTTP2Frame.FramePayload.Headers(headers: block, endStream: bodyless)
         context.write(wrapOutboundOut(HTTP2Frame(streamID: streamID, payload: .headers(headers))), promise: nil)
         if !bodyless {
@@ -515,12 +541,8 @@ final class HTTP2FastPathHandler: ChannelDuplexHandler, NIOHTTP2FrameDelegate {
                 unfinished.values[index] = stallTick
             }
         case .headers(let headers):
-            if headers.endStream {
-                finished(frame.streamID)
-            } else if !Self.isInterim(headers.headers) {
-                if let newest = newestUnfinished { unfinished[newest.id] = newest.tick }
-                newestUnfinished = (frame.streamID, stallTick)
-                if stallTimer == nil, let context { scheduleStallCheck(context: context) }
+            if headers.endStream || !Self.isInterim(headers.headers) {
+                headWritten(frame.streamID, endStream: headers.endStream)
             }
         case .rstStream:
             if finished(frame.streamID) {
@@ -529,6 +551,17 @@ final class HTTP2FastPathHandler: ChannelDuplexHandler, NIOHTTP2FrameDelegate {
             }
         default:
             break
+        }
+    }
+
+    /// A response's final header block was written: the response is complete, or unfinished until its last DATA.
+    private func headWritten(_ streamID: HTTP2StreamID, endStream: Bool) {
+        if endStream {
+            finished(streamID)
+        } else {
+            if let newest = newestUnfinished { unfinished[newest.id] = newest.tick }
+            newestUnfinished = (streamID, stallTick)
+            if stallTimer == nil, let context { scheduleStallCheck(context: context) }
         }
     }
 

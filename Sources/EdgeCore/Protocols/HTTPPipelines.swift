@@ -158,7 +158,9 @@ enum HTTPPipelines {
                 headerTableSize: configuration.limits.http2HeaderTableSize,
                 enableConnectProtocol: services.router.hasUpgradeRoutes
             )
-            try sync.addHandler(HTTP2ServerConnection(settings: settings, delegate: fastPath, allocator: channel.allocator))
+            let connection = HTTP2ServerConnection(settings: settings, delegate: fastPath, allocator: channel.allocator)
+            fastPath.connection = connection
+            try sync.addHandler(connection)
         }
         try sync.addHandler(fastPath)
         try sync.addHandler(

@@ -127,6 +127,7 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
     // MARK: lifecycle
 
     func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
         if context.channel.isActive { sendPreface(context: context) }
     }
 
@@ -136,6 +137,14 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
     }
 
     private var prefaceSent = false
+    /// The connection's context while the handler is in the pipeline, for ``writeResponse(_:block:body:)``.
+    private var context: ChannelHandlerContext?
+    /// The client changed the encoder's table size since the last block the encoder wrote.
+    private var tableSizeUpdatePending = false
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+    }
 
     /// Edge's connection preface: its SETTINGS.
     private func sendPreface(context: ChannelHandlerContext) {
@@ -516,7 +525,11 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
             switch id {
             case HTTP2Wire.Setting.headerTableSize:
                 // Edge's encoder keeps to the default table size at most.
-                try? encoder.setDynamicTableSize(min(Int(value), 4096))
+                let size = min(Int(value), 4096)
+                if size != encoder.allowedDynamicTableSize {
+                    try? encoder.setDynamicTableSize(size)
+                    tableSizeUpdatePending = true
+                }
             case HTTP2Wire.Setting.enablePush, HTTP2Wire.Setting.enableConnectProtocol:
                 guard value <= 1 else {
                     connectionError(.protocolError, context: context)
@@ -795,11 +808,18 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
         out.writeRepeatingByte(0, count: HTTP2Wire.frameHeaderBytes)
         do {
             try encoder.encode(headers: fields, to: &out)
+            tableSizeUpdatePending = false
         } catch {
             out.moveWriterIndex(to: start)
             connectionError(.internalError, context: context)
             return
         }
+        finishHeaderBlock(at: start, id, endStream: endStream)
+    }
+
+    /// Fills in the HEADERS frame header written at `start` for the block after it, or splits the block into
+    /// HEADERS and CONTINUATION frames when it is longer than the client's frame size.
+    private func finishHeaderBlock(at start: Int, _ id: UInt32, endStream: Bool) {
         let length = out.writerIndex - start - HTTP2Wire.frameHeaderBytes
         let endFlag = endStream ? HTTP2Wire.Flag.endStream : 0
         if length <= peerMaxFrameSize {
@@ -821,6 +841,51 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
             type = HTTP2Wire.FrameType.continuation
             flags = 0
         }
+    }
+
+    /// A response's header block as ``HTTP2FastPathHandler`` hands it over.
+    enum ResponseBlock {
+        /// Encoded without the dynamic table (``HPACKLiteralBlock``), so it is valid on any connection.
+        case encoded(ByteBuffer)
+        /// Encoded here, with the connection's encoder.
+        case fields(HPACKHeaders)
+    }
+
+    /// Writes a complete response to a new stream — its header block and its body, if any, ending the stream —
+    /// for ``HTTP2FastPathHandler``, which calls it directly instead of passing `HTTP2Frame`s down the pipeline.
+    /// The response's HEADERS are not reported to the frame delegate (the fast path, which knows); its DATA are,
+    /// as they are written. Returns `false`, writing nothing, when the stream cannot take a response.
+    func writeResponse(_ streamID: HTTP2StreamID, block: ResponseBlock, body: ByteBuffer?) -> Bool {
+        let id = UInt32(Int32(streamID))
+        guard let context, state != .failed, let stream = streams[id], stream.localOpen, queued[id] == nil else { return false }
+        let start = out.writerIndex
+        out.writeRepeatingByte(0, count: HTTP2Wire.frameHeaderBytes)
+        do {
+            switch block {
+            case .encoded(let bytes):
+                if tableSizeUpdatePending {
+                    // The client changed SETTINGS_HEADER_TABLE_SIZE: the size update comes first (RFC 7541 §4.2).
+                    try encoder.encode(headers: HPACKHeaders(), to: &out)
+                    tableSizeUpdatePending = false
+                }
+                out.writeImmutableBuffer(bytes)
+            case .fields(let fields):
+                try encoder.encode(headers: fields, to: &out)
+                tableSizeUpdatePending = false
+            }
+        } catch {
+            out.moveWriterIndex(to: start)
+            connectionError(.internalError, context: context)
+            return false
+        }
+        finishHeaderBlock(at: start, id, endStream: body == nil)
+        if let body {
+            writeData(id, .byteBuffer(body), endStream: true, promise: nil, context: context)
+        } else {
+            localEnded(id, context: context)
+        }
+        if !handlingInbound { deliverDeferredEvents(context: context) }
+        return true
     }
 
     private func writeData(
@@ -998,5 +1063,21 @@ struct RecentStreams {
 
     func contains(_ id: UInt32) -> Bool {
         id != 0 && ids.contains(id)
+    }
+}
+
+/// Header blocks encoded for any connection: every field a literal without indexing (RFC 7541 §6.2.2), its name
+/// from the static table where it is there, Huffman-coded. Such a block needs nothing of a connection's dynamic
+/// table, so it can be made once and written on every connection — as nginx writes its response fields.
+enum HPACKLiteralBlock {
+    static func encode(_ fields: HPACKHeaders, allocator: ByteBufferAllocator = ByteBufferAllocator()) -> ByteBuffer {
+        var encoder = HPACKEncoder(allocator: allocator, useHuffmanEncoding: true)
+        do {
+            try encoder.beginEncoding(allocator: allocator)
+            for field in fields { try encoder.appendNonIndexed(header: field.name, value: field.value) }
+            return try encoder.endEncoding()
+        } catch {
+            preconditionFailure("a fresh HPACK encoder refused to encode: \(error)")
+        }
     }
 }
