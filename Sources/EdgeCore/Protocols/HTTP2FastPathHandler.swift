@@ -294,48 +294,21 @@ final class HTTP2FastPathHandler: ChannelDuplexHandler, NIOHTTP2FrameDelegate {
                     refuse(frame.streamID, context: context)
                     return
                 }
+                if let (id, fields) = inspected, id == frame.streamID {
+                    // ``answerInline(_:headers:)`` found a well-formed request the fast path cannot answer.
+                    inspected = nil
+                    passOn(frame, headers, fields, context: context)
+                    return
+                }
                 guard let fields = HTTP2HeaderBlockRules.requestFields(headers.headers, extendedConnect: extendedConnect) else {
                     refuseMalformedBlock(on: frame.streamID, context: context)
                     return
                 }
-                if headers.endStream, let request = Self.simpleRequest(fields, limits: limits),
-                    let reply = dispatcher.immediateReply(
-                        method: request.method, target: request.target, host: request.host, conditional: fields.conditional
-                    ),
-                    let parts = Self.frameParts(of: reply)
-                {
-                    let now = NIODeadline.now()
-                    var record = RequestRecord(
-                        start: now, method: request.method, target: request.target, wire: .http2, client: client, tls: tls
-                    )
-                    record.note(loop.observer.takeDispatch())
-                    record.answered(with: reply, isHEAD: request.method == .HEAD)
-                    if loop.observer.logs {
-                        record.detailed.userAgent = headers.headers.first(name: "user-agent")
-                        record.detailed.referer = headers.headers.first(name: "referer")
-                        let forwardedFor = headers.headers[canonicalForm: "x-forwarded-for"].joined(separator: ",")
-                        record.client = dispatcher.client(peer: client, forwardedFor: forwardedFor.isEmpty ? nil : forwardedFor[...])
-                    }
-                    loop.observer.startSpan(
-                        &record, traceparent: headers.headers.first(name: "traceparent"),
-                        tracestate: headers.headers.first(name: "tracestate")
-                    )
-                    write(reply, parts, isHEAD: request.method == .HEAD, on: frame.streamID, now: now, site: record.site, context: context)
-                    // Answered in this turn of the event loop: the read's time ends it too (a span is timed exactly).
-                    loop.observer.finished(record, now: record.details == nil ? now : .now())
+                if headers.endStream, answer(frame.streamID, fields, headers.headers, context: context) != .notAnswered {
                     return
                 }
-                multiplexerStreams.insert(frame.streamID)
-                if fields.authority == nil, let host = fields.host {
-                    // RFC 9113 §8.3.1 lets `host` stand in for `:authority`; NIOHTTP2's HTTP/1 codec requires the
-                    // pseudo-header, so it is added from `host` (which the codec keeps as the request's Host).
-                    var withAuthority = HPACKHeaders([(":authority", host)])
-                    withAuthority.add(contentsOf: headers.headers)
-                    var rewritten = headers
-                    rewritten.headers = withAuthority
-                    context.fireChannelRead(wrapInboundOut(HTTP2Frame(streamID: frame.streamID, payload: .headers(rewritten))))
-                    return
-                }
+                passOn(frame, headers, fields, context: context)
+                return
             } else if !HTTP2HeaderBlockRules.isValidTrailerBlock(headers.headers) {
                 refuseMalformedBlock(on: frame.streamID, context: context)
                 return
@@ -348,6 +321,94 @@ final class HTTP2FastPathHandler: ChannelDuplexHandler, NIOHTTP2FrameDelegate {
             break
         }
         context.fireChannelRead(data)
+    }
+
+    /// What ``answer(_:_:_:context:)`` did with a request.
+    enum InlineAnswer {
+        case notAnswered
+        /// Answered, and the response is all written: the stream is over.
+        case complete
+        /// Answered, and part of the response waits for flow-control window.
+        case pending
+    }
+
+    /// The stream whose head ``answerInline(_:headers:)`` found well-formed but could not answer, with its
+    /// fields: ``receive(_:context:)`` passes it on without looking again.
+    private var inspected: (HTTP2StreamID, HTTP2HeaderBlockRules.RequestFields)?
+
+    /// Called by ``HTTP2ServerConnection`` with a new stream's complete request head (`END_STREAM` set), before
+    /// it passes the frame on: answers it here when it can, without the frame, its stream events or the
+    /// pipeline. Anything else — a full connection, a stream past the limit, a malformed block, a request the
+    /// fast path cannot answer — is left to the frame's usual way through ``receive(_:context:)``.
+    func answerInline(_ streamID: HTTP2StreamID, headers: HPACKHeaders) -> InlineAnswer {
+        guard let context, held.isEmpty, canAnswer(context: context), lifecycle.openStreams < streamLimit,
+            let fields = HTTP2HeaderBlockRules.requestFields(headers, extendedConnect: extendedConnect)
+        else { return .notAnswered }
+        let result = answer(streamID, fields, headers, context: context)
+        switch result {
+        case .notAnswered:
+            inspected = (streamID, fields)
+            return result
+        case .complete:
+            // The stream opened and closed within this call: the lifecycle counts it as its events would.
+            lifecycle.streamOpened(streamID)
+            perform(lifecycle.streamClosed(now: .now()), context: context)
+        case .pending:
+            break  // its events follow from the connection
+        }
+        lastStreamID = streamID
+        return result
+    }
+
+    /// Answers a body-less request from the dispatcher's immediate replies, if it is one.
+    private func answer(
+        _ streamID: HTTP2StreamID, _ fields: HTTP2HeaderBlockRules.RequestFields, _ headers: HPACKHeaders,
+        context: ChannelHandlerContext
+    ) -> InlineAnswer {
+        guard let request = Self.simpleRequest(fields, limits: limits),
+            let reply = dispatcher.immediateReply(
+                method: request.method, target: request.target, host: request.host, conditional: fields.conditional
+            ),
+            let parts = Self.frameParts(of: reply)
+        else { return .notAnswered }
+        let now = NIODeadline.now()
+        var record = RequestRecord(
+            start: now, method: request.method, target: request.target, wire: .http2, client: client, tls: tls
+        )
+        record.note(loop.observer.takeDispatch())
+        record.answered(with: reply, isHEAD: request.method == .HEAD)
+        if loop.observer.logs {
+            record.detailed.userAgent = headers.first(name: "user-agent")
+            record.detailed.referer = headers.first(name: "referer")
+            let forwardedFor = headers[canonicalForm: "x-forwarded-for"].joined(separator: ",")
+            record.client = dispatcher.client(peer: client, forwardedFor: forwardedFor.isEmpty ? nil : forwardedFor[...])
+        }
+        loop.observer.startSpan(
+            &record, traceparent: headers.first(name: "traceparent"), tracestate: headers.first(name: "tracestate")
+        )
+        let result = write(reply, parts, isHEAD: request.method == .HEAD, on: streamID, now: now, site: record.site, context: context)
+        // Answered in this turn of the event loop: the read's time ends it too (a span is timed exactly).
+        loop.observer.finished(record, now: record.details == nil ? now : .now())
+        return result
+    }
+
+    /// Hands a new stream's head to the multiplexer, which serves the stream from here on.
+    private func passOn(
+        _ frame: HTTP2Frame, _ headers: HTTP2Frame.FramePayload.Headers, _ fields: HTTP2HeaderBlockRules.RequestFields,
+        context: ChannelHandlerContext
+    ) {
+        multiplexerStreams.insert(frame.streamID)
+        if fields.authority == nil, let host = fields.host {
+            // RFC 9113 §8.3.1 lets `host` stand in for `:authority`; NIOHTTP2's HTTP/1 codec requires the
+            // pseudo-header, so it is added from `host` (which the codec keeps as the request's Host).
+            var withAuthority = HPACKHeaders([(":authority", host)])
+            withAuthority.add(contentsOf: headers.headers)
+            var rewritten = headers
+            rewritten.headers = withAuthority
+            context.fireChannelRead(wrapInboundOut(HTTP2Frame(streamID: frame.streamID, payload: .headers(rewritten))))
+        } else {
+            context.fireChannelRead(wrapInboundOut(frame))
+        }
     }
 
     /// How many streams the client may have open: the configured limit, advertised in Edge's SETTINGS. Until
@@ -479,7 +540,7 @@ final class HTTP2FastPathHandler: ChannelDuplexHandler, NIOHTTP2FrameDelegate {
     private func write(
         _ reply: Reply, _ parts: (block: HPACKHeaders, body: ByteBuffer), isHEAD: Bool, on streamID: HTTP2StreamID,
         now: NIODeadline, site: Site?, context: ChannelHandlerContext
-    ) {
+    ) -> InlineAnswer {
         let date = loop.date.current
         let build = { [serverName] () -> HPACKHeaders in
             var block = parts.block
@@ -501,13 +562,18 @@ final class HTTP2FastPathHandler: ChannelDuplexHandler, NIOHTTP2FrameDelegate {
             } else {
                 block = .fields(build())
             }
-            headWritten(streamID, endStream: bodyless)
-            if connection.writeResponse(streamID, block: block, body: bodyless ? nil : parts.body) {
-                unflushedBytes += (bodyless ? 0 : parts.body.readableBytes) + 128
-            } else {
-                finished(streamID)
+            unflushedBytes += (bodyless ? 0 : parts.body.readableBytes) + 128
+            switch connection.writeResponse(streamID, block: block, body: bodyless ? nil : parts.body) {
+            case .complete:
+                dataTick = stallTick
+                resetSinceData = false
+                return .complete
+            case .pending:
+                headWritten(streamID, endStream: false)
+                return .pending
+            case .failed:
+                return .complete  // the stream or the connection is gone: nothing more to do for it
             }
-            return
         }
         let block: HPACKHeaders
         if case .cached(let entry, "HIT") = reply {
@@ -522,6 +588,7 @@ final class HTTP2FastPathHandler: ChannelDuplexHandler, NIOHTTP2FrameDelegate {
             context.write(wrapOutboundOut(HTTP2Frame(streamID: streamID, payload: .data(data))), promise: nil)
         }
         unflushedBytes += (bodyless ? 0 : parts.body.readableBytes) + 128
+        return .complete
     }
 
     // MARK: responses that cannot move

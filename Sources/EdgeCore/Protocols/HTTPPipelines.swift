@@ -160,6 +160,7 @@ enum HTTPPipelines {
             )
             let connection = HTTP2ServerConnection(settings: settings, delegate: fastPath, allocator: channel.allocator)
             fastPath.connection = connection
+            connection.fastPath = fastPath
             try sync.addHandler(connection)
         }
         try sync.addHandler(fastPath)

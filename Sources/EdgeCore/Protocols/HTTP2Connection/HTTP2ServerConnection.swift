@@ -69,6 +69,9 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
 
     private let settings: Settings
     private let delegate: (any NIOHTTP2FrameDelegate)?
+    /// The fast path behind this handler, offered each new stream's request head first
+    /// (``HTTP2FastPathHandler/answerInline(_:headers:)``). Cleared when this handler leaves the pipeline.
+    var fastPath: HTTP2FastPathHandler?
     private var state = State.awaitingPreface
     private var decoder: HPACKDecoder
     private var encoder: HPACKEncoder
@@ -144,6 +147,7 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
 
     func handlerRemoved(context: ChannelHandlerContext) {
         self.context = nil
+        fastPath = nil
     }
 
     /// Edge's connection preface: its SETTINGS.
@@ -416,6 +420,28 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
             }
             streams[id] = stream
             emptyDataFrames = 0
+            if endStream, let fastPath {
+                switch fastPath.answerInline(streamID, headers: fields) {
+                case .complete:
+                    // Answered and over before anyone saw the stream: its events would tell nobody anything.
+                    if let last = deferredEvents.last, last.streamID == streamID {
+                        deferredEvents.removeLast()
+                    } else {
+                        deferredEvents.removeAll { $0.streamID == streamID }
+                    }
+                    return
+                case .pending:
+                    context.fireUserInboundEventTriggered(
+                        NIOHTTP2StreamCreatedEvent(
+                            streamID: streamID, localInitialWindowSize: UInt32(localInitialWindow),
+                            remoteInitialWindowSize: UInt32(peerInitialWindow)
+                        )
+                    )
+                    return
+                case .notAnswered:
+                    break
+                }
+            }
             let frame = HTTP2Frame(streamID: streamID, payload: .headers(.init(headers: fields, endStream: endStream)))
             context.fireChannelRead(wrapInboundOut(frame))
             context.fireUserInboundEventTriggered(
@@ -855,9 +881,9 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
     /// for ``HTTP2FastPathHandler``, which calls it directly instead of passing `HTTP2Frame`s down the pipeline.
     /// The response's HEADERS are not reported to the frame delegate (the fast path, which knows); its DATA are,
     /// as they are written. Returns `false`, writing nothing, when the stream cannot take a response.
-    func writeResponse(_ streamID: HTTP2StreamID, block: ResponseBlock, body: ByteBuffer?) -> Bool {
+    func writeResponse(_ streamID: HTTP2StreamID, block: ResponseBlock, body: ByteBuffer?) -> WriteResult {
         let id = UInt32(Int32(streamID))
-        guard let context, state != .failed, let stream = streams[id], stream.localOpen, queued[id] == nil else { return false }
+        guard let context, state != .failed, let stream = streams[id], stream.localOpen, queued[id] == nil else { return .failed }
         let start = out.writerIndex
         out.writeRepeatingByte(0, count: HTTP2Wire.frameHeaderBytes)
         do {
@@ -876,16 +902,32 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
         } catch {
             out.moveWriterIndex(to: start)
             connectionError(.internalError, context: context)
-            return false
+            return .failed
         }
         finishHeaderBlock(at: start, id, endStream: body == nil)
+        var result = WriteResult.complete
         if let body {
-            writeData(id, .byteBuffer(body), endStream: true, promise: nil, context: context)
+            // The DATA written now are not reported to the frame delegate: the fast path learns from the result.
+            if let rest = sendData(id, .byteBuffer(body), endStream: true, promise: nil, notify: false, context: context) {
+                queued[id] = CircularBuffer([.data(rest, endStream: true, promise: nil)])
+                blocked.append(id)
+                result = .pending
+            }
         } else {
             localEnded(id, context: context)
         }
         if !handlingInbound { deliverDeferredEvents(context: context) }
-        return true
+        return result
+    }
+
+    /// What became of a response handed to ``writeResponse(_:block:body:)``.
+    enum WriteResult {
+        /// All written; the stream is over unless the client's side is still open.
+        case complete
+        /// Headers and part of the body written; the rest waits for flow-control window.
+        case pending
+        /// Nothing written: the stream or the connection is gone.
+        case failed
     }
 
     private func writeData(
@@ -907,7 +949,8 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
 
     /// Sends as much of `data` as the windows allow; returns the rest, or `nil` when all of it was sent.
     private func sendData(
-        _ id: UInt32, _ data: IOData, endStream: Bool, promise: EventLoopPromise<Void>?, context: ChannelHandlerContext
+        _ id: UInt32, _ data: IOData, endStream: Bool, promise: EventLoopPromise<Void>?, notify: Bool = true,
+        context: ChannelHandlerContext
     ) -> IOData? {
         var data = data
         while true {
@@ -943,7 +986,9 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
             }
             connectionSendWindow -= count
             streams[id]!.sendWindow -= count
-            delegate?.wroteFrame(HTTP2Frame(streamID: HTTP2StreamID(Int32(id)), payload: .data(.init(data: chunk, endStream: last && endStream))))
+            if notify {
+                delegate?.wroteFrame(HTTP2Frame(streamID: HTTP2StreamID(Int32(id)), payload: .data(.init(data: chunk, endStream: last && endStream))))
+            }
             if last {
                 if endStream { localEnded(id, context: context) }
                 return nil
