@@ -553,13 +553,21 @@ final class HTTP2FastPathHandler: ChannelDuplexHandler, NIOHTTP2FrameDelegate {
         if let connection {
             // Edge's own connection layer takes the response directly, a hit's header block already encoded.
             let block: HTTP2ServerConnection.ResponseBlock
-            if case .cached(let entry, "HIT") = reply {
+            switch reply {
+            case .cached(let entry, "HIT"):
                 block = .encoded(
                     loop.preparedHTTP2Encoded.response(for: entry, age: entry.age(at: now), date: date) {
                         HPACKLiteralBlock.encode(build(), allocator: context.channel.allocator)
                     }
                 )
-            } else {
+            case .file(let file) where file.http2Block != nil && file.http1Head != nil:
+                // A whole small file: its head was prepared with the entry (as HTTP/1.1's fast path keys it).
+                block = .encoded(
+                    loop.preparedHTTP2Encoded.response(for: file.http1Head!, age: nil, date: date) {
+                        HPACKLiteralBlock.encode(build(), allocator: context.channel.allocator)
+                    }
+                )
+            default:
                 block = .fields(build())
             }
             unflushedBytes += (bodyless ? 0 : parts.body.readableBytes) + 128
