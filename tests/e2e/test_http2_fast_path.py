@@ -76,6 +76,34 @@ def test_hit_age_and_date_move_on(edge):
     assert all(s["headers"]["x-cache"] == "HIT" for s in first + later)
 
 
+def test_hits_on_one_connection_keep_their_own_age_and_date(edge):
+    """Edge's HTTP/2 connection copies a hit's header block while its HPACK table is unchanged: on one connection,
+    hits of two entries interleaved, across two second boundaries, each still decode (h2 checks every block) to
+    their own body, Age and Date."""
+    paths = [f"/{unique('fp-one-conn')}-{i}" for i in range(2)]
+    for path in paths:
+        h2_exchange(edge, [("GET", path, None, [])])
+    client = H2Client(edge.https.host, edge.https.port)
+    try:
+        def round_of_hits():
+            sids = [client.request(path) for _ in range(3) for path in paths]
+            assert client.pump(until=lambda: all(client.ended(sid) for sid in sids))
+            return [client.streams[sid] for sid in sids]
+
+        first = round_of_hits() + round_of_hits()
+        time.sleep(2.2)
+        later = round_of_hits() + round_of_hits()
+    finally:
+        client.close()
+    for stream in first + later:
+        assert stream["headers"]["x-cache"] == "HIT", stream["headers"]
+        assert stream["body"] == demo_body("GET", stream["path"]).encode(), stream
+    assert {s["headers"]["age"] for s in first} <= {"0", "1"}, [s["headers"]["age"] for s in first]
+    assert all(int(s["headers"]["age"]) >= 2 for s in later), [s["headers"]["age"] for s in later]
+    dates = [email.utils.parsedate_to_datetime(s["headers"]["date"]) for s in first + later]
+    assert (dates[-1] - dates[0]).total_seconds() >= 2, [s["headers"]["date"] for s in first + later]
+
+
 def test_hit_headers_match_http1(edge):
     """The same cached entry over HTTP/1.1 and HTTP/2 carries the same fields (HTTP/1.1's connection aside)."""
     path = f"/{unique('fp1')}"

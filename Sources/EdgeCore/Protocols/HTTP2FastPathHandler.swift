@@ -551,27 +551,19 @@ final class HTTP2FastPathHandler: ChannelDuplexHandler, NIOHTTP2FrameDelegate {
         }
         let bodyless = isHEAD || parts.body.readableBytes == 0
         if let connection {
-            // Edge's own connection layer takes the response directly, a hit's header block already encoded.
-            let block: HTTP2ServerConnection.ResponseBlock
+            // Edge's own connection layer takes the response directly. A hit's or a whole small file's block is
+            // the same for a second: the connection copies it while its HPACK table has not changed.
+            let key: HTTP2ServerConnection.BlockKey?
             switch reply {
             case .cached(let entry, "HIT"):
-                block = .encoded(
-                    loop.preparedHTTP2Encoded.response(for: entry, age: entry.age(at: now), date: date) {
-                        HPACKLiteralBlock.encode(build(), allocator: context.channel.allocator)
-                    }
-                )
+                key = .init(source: entry, age: entry.age(at: now), date: date)
             case .file(let file) where file.http2Block != nil && file.http1Head != nil:
-                // A whole small file: its head was prepared with the entry (as HTTP/1.1's fast path keys it).
-                block = .encoded(
-                    loop.preparedHTTP2Encoded.response(for: file.http1Head!, age: nil, date: date) {
-                        HPACKLiteralBlock.encode(build(), allocator: context.channel.allocator)
-                    }
-                )
+                key = .init(source: file.http1Head!, age: nil, date: date)
             default:
-                block = .fields(build())
+                key = nil
             }
             unflushedBytes += (bodyless ? 0 : parts.body.readableBytes) + 128
-            switch connection.writeResponse(streamID, block: block, body: bodyless ? nil : parts.body) {
+            switch connection.writeResponse(streamID, reuseAs: key, fields: build, body: bodyless ? nil : parts.body) {
             case .complete:
                 dataTick = stallTick
                 resetSinceData = false

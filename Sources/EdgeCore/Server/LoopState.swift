@@ -15,9 +15,6 @@ final class LoopState {
     let preparedHTTP2Blocks = PreparedResponses<HPACKHeaders> { block in
         block.reduce(0) { $0 + $1.name.utf8.count + $1.value.utf8.count }
     }
-    /// The same blocks HPACK-encoded for any connection (``HPACKLiteralBlock``), for Edge's own HTTP/2
-    /// connection layer.
-    let preparedHTTP2Encoded = PreparedResponses<ByteBuffer> { $0.readableBytes }
     /// The services in force after a reload, put here on this loop by ``EdgeServer`` (`nil` until the first
     /// reload: connections use the services they were accepted under). Read once per request, without a lock.
     var current: EdgeServices?

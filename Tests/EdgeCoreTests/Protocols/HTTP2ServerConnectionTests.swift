@@ -189,7 +189,7 @@ struct HTTP2ServerConnectionTests {
         let big = String(repeating: "v", count: 30_000)
         // NIOHTTP2 cannot send CONTINUATION frames, so the request's block is split here.
         let block = Array(
-            HPACKLiteralBlock.encode([":method": "GET", ":scheme": "https", ":authority": "localhost", ":path": "/", "x-big": big])
+            literalBlock([":method": "GET", ":scheme": "https", ":authority": "localhost", ":path": "/", "x-big": big])
                 .readableBytesView
         )
         let cut = block.count / 3
@@ -241,7 +241,7 @@ struct HTTP2ServerConnectionTests {
     @Test("streams past twice the advertised limit are refused, and the connection serves on")
     func streamLimit() throws {
         let pair = try Pair(maxConcurrentStreams: 2)
-        let block = HPACKLiteralBlock.encode([":method": "GET", ":scheme": "https", ":authority": "localhost", ":path": "/"])
+        let block = literalBlock([":method": "GET", ":scheme": "https", ":authority": "localhost", ":path": "/"])
         var bytes: [UInt8] = []
         for id in stride(from: 1, through: 9, by: 2) {
             bytes += frame(type: 0x1, flags: 0x5, stream: UInt32(id), Array(block.readableBytesView))
@@ -266,6 +266,15 @@ struct HTTP2ServerConnectionTests {
             }
         }
         return found
+    }
+
+    /// A header block every field of which is a literal without indexing: it needs no HPACK state, so it can be
+    /// sent beside the client's own.
+    private func literalBlock(_ fields: HPACKHeaders) -> ByteBuffer {
+        var encoder = HPACKEncoder(allocator: ByteBufferAllocator())
+        try! encoder.beginEncoding(allocator: ByteBufferAllocator())
+        for field in fields { try! encoder.appendNonIndexed(header: field.name, value: field.value) }
+        return try! encoder.endEncoding()
     }
 
     /// Bytes of a frame: header and payload.
@@ -318,5 +327,25 @@ struct HTTP2ServerConnectionTests {
         for i in 0..<201 { bytes += frame(type: 0x6, [0, 0, 0, 0, 0, 0, 0, UInt8(truncatingIfNeeded: i)]) }
         let answer = try pair.rawFromClient(bytes)
         #expect(goAway(in: answer) == 0xB)
+    }
+
+    @Test("HPACK blocks that add to the dynamic table are told from those that do not")
+    func blockScan() throws {
+        var encoder = HPACKEncoder(allocator: ByteBufferAllocator())
+        let fields: HPACKHeaders = [":status": "200", "server": "edge", "content-type": "text/plain", "x-long": String(repeating: "z", count: 300)]
+        var first = ByteBuffer()
+        try encoder.encode(headers: fields, to: &first)
+        #expect(HPACKBlockScan.changesTable(first))  // new fields are added
+        var second = ByteBuffer()
+        try encoder.encode(headers: fields, to: &second)
+        #expect(!HPACKBlockScan.changesTable(second))  // all indexed now
+        #expect(second.readableBytes == 4)
+        #expect(!HPACKBlockScan.changesTable(literalBlock(fields)))
+        try encoder.setDynamicTableSize(100)
+        var resized = ByteBuffer()
+        try encoder.encode(headers: [":status": "200"], to: &resized)
+        #expect(HPACKBlockScan.changesTable(resized))  // a size update
+        #expect(!HPACKBlockScan.changesTable(ByteBuffer()))
+        #expect(HPACKBlockScan.changesTable(ByteBuffer(bytes: [0x00, 0x85])))  // a string cut short
     }
 }

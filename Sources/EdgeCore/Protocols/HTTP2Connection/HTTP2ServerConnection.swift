@@ -113,8 +113,11 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
     private var handlingInbound = false
     private var deferredEvents: [StreamClosedEvent] = []
     private var deferredWindowEvents: [NIOHTTP2WindowUpdatedEvent] = []
-    /// A DATA payload up to this size is copied into ``out``; a larger one is written as its own buffer.
-    private static let copyLimit = 2048
+    /// A DATA payload up to this size (one frame at the default frame size) is copied into ``out``; a larger
+    /// one is written as its own buffer. Copied, a read batch's responses leave as one buffer, which TLS seals
+    /// into full 16 KiB records: a client decrypts one record per response or fewer, not two (a small one for
+    /// the HEADERS and DATA frame headers, then the body's).
+    private static let copyLimit = 16_384
 
     init(settings: Settings, delegate: (any NIOHTTP2FrameDelegate)?, allocator: ByteBufferAllocator) {
         self.settings = settings
@@ -555,6 +558,7 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
                 if size != encoder.allowedDynamicTableSize {
                     try? encoder.setDynamicTableSize(size)
                     tableSizeUpdatePending = true
+                    tableGeneration &+= 1
                 }
             case HTTP2Wire.Setting.enablePush, HTTP2Wire.Setting.enableConnectProtocol:
                 guard value <= 1 else {
@@ -800,7 +804,8 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
         }
         unflushed = true
         let bytes = out
-        out = context.channel.allocator.buffer(capacity: 1024)
+        // The next batch is likely the size of this one: room for it at once, rather than doubling up to it.
+        out = context.channel.allocator.buffer(capacity: min(max(1024, bytes.readableBytes), 256 * 1024))
         context.write(wrapOutboundOut(.byteBuffer(bytes)), promise: promise)
     }
 
@@ -840,6 +845,8 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
             connectionError(.internalError, context: context)
             return
         }
+        let block = out.getSlice(at: start + HTTP2Wire.frameHeaderBytes, length: out.writerIndex - start - HTTP2Wire.frameHeaderBytes)!
+        if HPACKBlockScan.changesTable(block) { tableGeneration &+= 1 }
         finishHeaderBlock(at: start, id, endStream: endStream)
     }
 
@@ -869,40 +876,67 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
         }
     }
 
-    /// A response's header block as ``HTTP2FastPathHandler`` hands it over.
-    enum ResponseBlock {
-        /// Encoded without the dynamic table (``HPACKLiteralBlock``), so it is valid on any connection.
-        case encoded(ByteBuffer)
-        /// Encoded here, with the connection's encoder.
-        case fields(HPACKHeaders)
+    /// What a response's header block is made from, for ``writeResponse(_:reuseAs:fields:body:)``: the object
+    /// (a cached entry, a prepared file head) and the per-request values that go into the block.
+    struct BlockKey {
+        let source: AnyObject
+        let age: Int64?
+        let date: String
     }
+
+    /// A header block the encoder wrote that changed nothing in its dynamic table (every field was found
+    /// there), kept with the table's ``tableGeneration``: while the table is unchanged, the same bytes are the
+    /// same block.
+    private struct ReusableBlock {
+        let key: BlockKey
+        let generation: UInt32
+        let bytes: ByteBuffer
+    }
+
+    private var reusableBlocks: [ReusableBlock] = []
+    private static let reusableBlockLimit = 8
+    /// Counts the blocks that changed the encoder's dynamic table.
+    private var tableGeneration: UInt32 = 0
 
     /// Writes a complete response to a new stream — its header block and its body, if any, ending the stream —
     /// for ``HTTP2FastPathHandler``, which calls it directly instead of passing `HTTP2Frame`s down the pipeline.
-    /// The response's HEADERS are not reported to the frame delegate (the fast path, which knows); its DATA are,
-    /// as they are written. Returns `false`, writing nothing, when the stream cannot take a response.
-    func writeResponse(_ streamID: HTTP2StreamID, block: ResponseBlock, body: ByteBuffer?) -> WriteResult {
+    /// The header block is encoded with the connection's encoder (dynamic table included, so a client decodes
+    /// the fields it has seen before from one byte each), or, for a `key` seen since the table last changed,
+    /// copied from the last time. The response's HEADERS are not reported to the frame delegate (the fast path
+    /// knows), nor the DATA written at once (the result says whether some wait for window).
+    func writeResponse(
+        _ streamID: HTTP2StreamID, reuseAs key: BlockKey?, fields: () -> HPACKHeaders, body: ByteBuffer?
+    ) -> WriteResult {
         let id = UInt32(Int32(streamID))
         guard let context, state != .failed, let stream = streams[id], stream.localOpen, queued[id] == nil else { return .failed }
         let start = out.writerIndex
         out.writeRepeatingByte(0, count: HTTP2Wire.frameHeaderBytes)
-        do {
-            switch block {
-            case .encoded(let bytes):
-                if tableSizeUpdatePending {
-                    // The client changed SETTINGS_HEADER_TABLE_SIZE: the size update comes first (RFC 7541 §4.2).
-                    try encoder.encode(headers: HPACKHeaders(), to: &out)
-                    tableSizeUpdatePending = false
-                }
-                out.writeImmutableBuffer(bytes)
-            case .fields(let fields):
-                try encoder.encode(headers: fields, to: &out)
+        if let key, !tableSizeUpdatePending,
+            let reusable = reusableBlocks.first(where: {
+                $0.key.source === key.source && $0.key.age == key.age && $0.key.date == key.date
+            }),
+            reusable.generation == tableGeneration
+        {
+            out.writeImmutableBuffer(reusable.bytes)
+        } else {
+            do {
+                try encoder.encode(headers: fields(), to: &out)
                 tableSizeUpdatePending = false
+            } catch {
+                out.moveWriterIndex(to: start)
+                connectionError(.internalError, context: context)
+                return .failed
             }
-        } catch {
-            out.moveWriterIndex(to: start)
-            connectionError(.internalError, context: context)
-            return .failed
+            let block = out.getSlice(
+                at: start + HTTP2Wire.frameHeaderBytes, length: out.writerIndex - start - HTTP2Wire.frameHeaderBytes
+            )!
+            if HPACKBlockScan.changesTable(block) {
+                tableGeneration &+= 1
+            } else if let key {
+                if reusableBlocks.count >= Self.reusableBlockLimit { reusableBlocks.removeFirst() }
+                reusableBlocks.removeAll { $0.key.source === key.source }
+                reusableBlocks.append(ReusableBlock(key: key, generation: tableGeneration, bytes: ByteBuffer(buffer: block)))
+            }
         }
         finishHeaderBlock(at: start, id, endStream: body == nil)
         var result = WriteResult.complete
@@ -1111,18 +1145,63 @@ struct RecentStreams {
     }
 }
 
-/// Header blocks encoded for any connection: every field a literal without indexing (RFC 7541 §6.2.2), its name
-/// from the static table where it is there, Huffman-coded. Such a block needs nothing of a connection's dynamic
-/// table, so it can be made once and written on every connection — as nginx writes its response fields.
-enum HPACKLiteralBlock {
-    static func encode(_ fields: HPACKHeaders, allocator: ByteBufferAllocator = ByteBufferAllocator()) -> ByteBuffer {
-        var encoder = HPACKEncoder(allocator: allocator, useHuffmanEncoding: true)
-        do {
-            try encoder.beginEncoding(allocator: allocator)
-            for field in fields { try encoder.appendNonIndexed(header: field.name, value: field.value) }
-            return try encoder.endEncoding()
-        } catch {
-            preconditionFailure("a fresh HPACK encoder refused to encode: \(error)")
+/// Reads an HPACK header block's representations (RFC 7541 §6) to tell whether decoding it changes the dynamic
+/// table: a literal with incremental indexing adds an entry, a size update resizes it; indexed fields and
+/// literals without indexing leave it as it is.
+enum HPACKBlockScan {
+    static func changesTable(_ block: ByteBuffer) -> Bool {
+        block.withUnsafeReadableBytes { bytes in
+            var index = 0
+            while index < bytes.count {
+                let first = bytes[index]
+                if first & 0x80 != 0 {
+                    guard skipInteger(bytes, &index, prefixBits: 7) else { return true }
+                } else if first & 0xC0 == 0x40 || first & 0xE0 == 0x20 {
+                    return true
+                } else {
+                    // A literal without indexing or never indexed: a 4-bit name index, then the strings.
+                    let nameIndexed = first & 0x0F != 0
+                    guard skipInteger(bytes, &index, prefixBits: 4) else { return true }
+                    if !nameIndexed { guard skipString(bytes, &index) else { return true } }
+                    guard skipString(bytes, &index) else { return true }
+                }
+            }
+            return false
         }
+    }
+
+    /// Moves past an integer with an N-bit prefix; `false` if the block ends inside it.
+    private static func skipInteger(_ bytes: UnsafeRawBufferPointer, _ index: inout Int, prefixBits: Int) -> Bool {
+        let mask = UInt8((1 << prefixBits) - 1)
+        let prefix = bytes[index] & mask
+        index += 1
+        if prefix < mask { return true }
+        while index < bytes.count {
+            let byte = bytes[index]
+            index += 1
+            if byte & 0x80 == 0 { return true }
+        }
+        return false
+    }
+
+    private static func skipString(_ bytes: UnsafeRawBufferPointer, _ index: inout Int) -> Bool {
+        guard index < bytes.count else { return false }
+        var length = Int(bytes[index] & 0x7F)
+        if length == 0x7F {
+            index += 1
+            var shift = 0
+            while true {
+                guard index < bytes.count, shift < 56 else { return false }
+                let byte = bytes[index]
+                index += 1
+                length += Int(byte & 0x7F) << shift
+                shift += 7
+                if byte & 0x80 == 0 { break }
+            }
+        } else {
+            index += 1
+        }
+        index += length
+        return index <= bytes.count
     }
 }
