@@ -678,3 +678,17 @@ def test_threads_the_system_refuses_are_a_start_error(tmp_path):
     assert_no_stack_trace(res.stdout + res.stderr)
     assert re.search(r"threads = 1024: the system refused to start more than \d+ threads", res.stderr), res.stderr
     assert "msg=ready" not in res.stderr
+
+
+def test_http2_engine_is_checked_by_key_and_line_and_by_variable(tmp_path):
+    (tmp_path / "engine.toml").write_text('threads = 1\nhttp2_engine = "fast"\n')
+    res = run_edge(["check-config", "engine.toml"], cwd=tmp_path)
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert 'engine.toml:2: http2_engine: expected "nio" or "edge", got "fast"' in res.stderr, res.stderr
+    for engine in ("nio", "edge"):
+        (tmp_path / "ok.toml").write_text(f'http2_engine = "{engine}"\n')
+        assert run_edge(["check-config", "ok.toml"], cwd=tmp_path).returncode == 0
+    res = run_edge(["serve", "--config", "ok.toml", "--state-dir", str(tmp_path / "state")], cwd=tmp_path,
+                   env={"EDGE_HTTP2_ENGINE": "h2o"}, timeout=30)
+    assert res.returncode == 1 and 'EDGE_HTTP2_ENGINE: expected "nio" or "edge", got "h2o"' in res.stderr, res.stderr
+    assert_no_stack_trace(res.stdout + res.stderr)
