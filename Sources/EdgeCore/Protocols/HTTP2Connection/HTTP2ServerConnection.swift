@@ -888,7 +888,11 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
     /// there), kept with the table's ``tableGeneration``: while the table is unchanged, the same bytes are the
     /// same block.
     private struct ReusableBlock {
-        let key: BlockKey
+        /// Held weakly: a connection's few kept blocks must not keep evicted cache entries (and their bodies)
+        /// alive.
+        weak var source: AnyObject?
+        let age: Int64?
+        let date: String
         let generation: UInt32
         let bytes: ByteBuffer
     }
@@ -913,7 +917,7 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
         out.writeRepeatingByte(0, count: HTTP2Wire.frameHeaderBytes)
         if let key, !tableSizeUpdatePending,
             let reusable = reusableBlocks.first(where: {
-                $0.key.source === key.source && $0.key.age == key.age && $0.key.date == key.date
+                $0.source === key.source && $0.age == key.age && $0.date == key.date
             }),
             reusable.generation == tableGeneration
         {
@@ -934,8 +938,12 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
                 tableGeneration &+= 1
             } else if let key {
                 if reusableBlocks.count >= Self.reusableBlockLimit { reusableBlocks.removeFirst() }
-                reusableBlocks.removeAll { $0.key.source === key.source }
-                reusableBlocks.append(ReusableBlock(key: key, generation: tableGeneration, bytes: ByteBuffer(buffer: block)))
+                reusableBlocks.removeAll { $0.source === key.source || $0.source == nil }
+                reusableBlocks.append(
+                    ReusableBlock(
+                        source: key.source, age: key.age, date: key.date, generation: tableGeneration, bytes: ByteBuffer(buffer: block)
+                    )
+                )
             }
         }
         finishHeaderBlock(at: start, id, endStream: body == nil)
