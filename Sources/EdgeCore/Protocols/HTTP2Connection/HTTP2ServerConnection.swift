@@ -143,7 +143,7 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
     }
 
     private var prefaceSent = false
-    /// The connection's context while the handler is in the pipeline, for ``writeResponse(_:block:body:)``.
+    /// The connection's context while the handler is in the pipeline, for ``writeResponse(_:reuseAs:fields:body:)``.
     private var context: ChannelHandlerContext?
     /// The client changed the encoder's table size since the last block the encoder wrote.
     private var tableSizeUpdatePending = false
@@ -695,13 +695,19 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
             connectionError(.enhanceYourCalm, context: context)
             return
         }
+        writeReset(id, code, context: context)
+    }
+
+    /// Writes `RST_STREAM` with `code`, reports it to the frame delegate, and closes the stream: what is queued
+    /// on it fails, frames still arriving on it are ignored, and its close is raised.
+    private func writeReset(_ id: UInt32, _ code: HTTP2ErrorCode, context: ChannelHandlerContext) {
         out.writeHTTP2FrameHeader(length: 4, type: HTTP2Wire.FrameType.rstStream, flags: 0, streamID: id)
         out.writeInteger(UInt32(code.networkCode))
+        let streamID = HTTP2StreamID(Int32(id))
+        delegate?.wroteFrame(HTTP2Frame(streamID: streamID, payload: .rstStream(code)))
         resetByUs.insert(id)
         if streams.removeValue(forKey: id) != nil {
             failQueued(streamIDs: [id])
-            let streamID = HTTP2StreamID(Int32(id))
-            delegate?.wroteFrame(HTTP2Frame(streamID: streamID, payload: .rstStream(code)))
             raise(StreamClosedEvent(streamID: streamID, reason: code), context: context)
         }
     }
@@ -721,14 +727,7 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
         case .data(let data):
             writeData(id, data.data, endStream: data.endStream, promise: promise, context: context)
         case .rstStream(let code):
-            out.writeHTTP2FrameHeader(length: 4, type: HTTP2Wire.FrameType.rstStream, flags: 0, streamID: id)
-            out.writeInteger(UInt32(code.networkCode))
-            delegate?.wroteFrame(frame)
-            resetByUs.insert(id)
-            if streams.removeValue(forKey: id) != nil {
-                failQueued(streamIDs: [id])
-                raise(StreamClosedEvent(streamID: frame.streamID, reason: code), context: context)
-            }
+            writeReset(id, code, context: context)
             completeWithOut(promise, context: context)
         case .windowUpdate(let increment):
             if id != 0 {
@@ -825,6 +824,14 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
             queued[id]!.append(.headers(fields, endStream: endStream, promise: promise))  // a trailer behind DATA
             return
         }
+        sendHeaders(id, fields, endStream: endStream, promise: promise, context: context)
+    }
+
+    /// Writes a header block on a stream free to send it, reports it to the frame delegate, and ends Edge's side
+    /// of the stream with it if asked.
+    private func sendHeaders(
+        _ id: UInt32, _ fields: HPACKHeaders, endStream: Bool, promise: EventLoopPromise<Void>?, context: ChannelHandlerContext
+    ) {
         encodeHeaders(id, fields, endStream: endStream, context: context)
         delegate?.wroteFrame(
             HTTP2Frame(streamID: HTTP2StreamID(Int32(id)), payload: .headers(.init(headers: fields, endStream: endStream)))
@@ -950,9 +957,7 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
         var result = WriteResult.complete
         if let body {
             // The DATA written now are not reported to the frame delegate: the fast path learns from the result.
-            if let rest = sendData(id, .byteBuffer(body), endStream: true, promise: nil, notify: false, context: context) {
-                queued[id] = CircularBuffer([.data(rest, endStream: true, promise: nil)])
-                blocked.append(id)
+            if sendOrQueue(id, .byteBuffer(body), endStream: true, promise: nil, notify: false, context: context) {
                 result = .pending
             }
         } else {
@@ -962,7 +967,7 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
         return result
     }
 
-    /// What became of a response handed to ``writeResponse(_:block:body:)``.
+    /// What became of a response handed to ``writeResponse(_:reuseAs:fields:body:)``.
     enum WriteResult {
         /// All written; the stream is over unless the client's side is still open.
         case complete
@@ -983,10 +988,22 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
             queued[id]!.append(.data(data, endStream: endStream, promise: promise))
             return
         }
-        if let rest = sendData(id, data, endStream: endStream, promise: promise, context: context) {
-            queued[id] = CircularBuffer([.data(rest, endStream: endStream, promise: promise)])
-            blocked.append(id)
+        sendOrQueue(id, data, endStream: endStream, promise: promise, context: context)
+    }
+
+    /// Sends what the windows allow of `data` on a stream with nothing queued, and queues the rest behind the
+    /// window; returns whether some was queued.
+    @discardableResult
+    private func sendOrQueue(
+        _ id: UInt32, _ data: IOData, endStream: Bool, promise: EventLoopPromise<Void>?, notify: Bool = true,
+        context: ChannelHandlerContext
+    ) -> Bool {
+        guard let rest = sendData(id, data, endStream: endStream, promise: promise, notify: notify, context: context) else {
+            return false
         }
+        queued[id] = CircularBuffer([.data(rest, endStream: endStream, promise: promise)])
+        blocked.append(id)
+        return true
     }
 
     /// Sends as much of `data` as the windows allow; returns the rest, or `nil` when all of it was sent.
@@ -1056,12 +1073,7 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
                         stalled = true
                     }
                 case .headers(let fields, let endStream, let promise):
-                    encodeHeaders(id, fields, endStream: endStream, context: context)
-                    delegate?.wroteFrame(
-                        HTTP2Frame(streamID: HTTP2StreamID(Int32(id)), payload: .headers(.init(headers: fields, endStream: endStream)))
-                    )
-                    if endStream { localEnded(id, context: context) }
-                    completeWithOut(promise, context: context)
+                    sendHeaders(id, fields, endStream: endStream, promise: promise, context: context)
                 }
                 if stalled { break }
             }
