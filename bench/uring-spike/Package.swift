@@ -1,6 +1,6 @@
 // swift-tools-version:6.1
-// Issue 29, step 1: the same minimal HTTP/1.1 responder on io_uring (liburing, Debian's liburing-dev) and on
-// SwiftNIO's epoll transport, to measure what the transport alone costs per request. Not part of Edge's build:
+// Issue 29, step 1: the same minimal HTTP/1.1 responder on io_uring (liburing, Debian's liburing-dev), on plain
+// epoll and on SwiftNIO's epoll transport, to measure what the transport alone costs per request. Not part of Edge's build:
 // `bench/uring-spike/run` builds it and measures both beside Edge and nginx.
 import PackageDescription
 
@@ -13,6 +13,7 @@ let package = Package(
         .target(name: "CURing", linkerSettings: [.linkedLibrary("uring")]),
         .executableTarget(name: "uring-responder", dependencies: ["CURing"],
                           swiftSettings: [.unsafeFlags(["-Ounchecked"])]),
+        .executableTarget(name: "epoll-responder", dependencies: ["CURing"], swiftSettings: [.unsafeFlags(["-Ounchecked"])]),
         .executableTarget(name: "nio-responder", dependencies: [
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),

@@ -96,3 +96,6 @@ unsigned curing_peek(struct io_uring *ring, struct io_uring_cqe **cqes, unsigned
 }
 
 void curing_advance(struct io_uring *ring, unsigned count) { io_uring_cq_advance(ring, count); }
+
+#include <sys/socket.h>
+int curing_accept_nonblocking(int fd) { return accept4(fd, NULL, NULL, SOCK_NONBLOCK); }

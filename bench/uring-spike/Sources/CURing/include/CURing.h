@@ -3,6 +3,7 @@
 #pragma once
 #include <liburing.h>
 #include <stdint.h>
+#include <sys/epoll.h>
 
 struct io_uring *curing_create(unsigned entries, int *error);
 struct io_uring_buf_ring *curing_buffers(struct io_uring *ring, unsigned count, unsigned size, unsigned short group,
@@ -17,3 +18,4 @@ int curing_close(struct io_uring *ring, int fd, uint64_t data);
 int curing_submit_and_wait(struct io_uring *ring, unsigned wait);
 unsigned curing_peek(struct io_uring *ring, struct io_uring_cqe **cqes, unsigned count);
 void curing_advance(struct io_uring *ring, unsigned count);
+int curing_accept_nonblocking(int fd);
