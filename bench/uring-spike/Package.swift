@@ -1,7 +1,8 @@
 // swift-tools-version:6.1
 // Issue 29, step 1: the same minimal HTTP/1.1 responder on io_uring (liburing, Debian's liburing-dev), on plain
-// epoll and on SwiftNIO's epoll transport, to measure what the transport alone costs per request. Not part of Edge's build:
-// `bench/uring-spike/run` builds it and measures both beside Edge and nginx.
+// epoll and on SwiftNIO's epoll transport, to measure what the transport alone costs per request. Not part of
+// Edge's build. `swift build -c release` here, then `bench/ab-cpu --tool wrk EDGE nginx responder:BINARY ...`
+// measures them beside Edge and nginx (README, "io_uring: the spike").
 import PackageDescription
 
 let package = Package(
