@@ -771,6 +771,8 @@ class H2Client:
                 elif isinstance(ev, h2.events.DataReceived):
                     self.streams[ev.stream_id]["body"] += ev.data
                     self.conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+                elif isinstance(ev, h2.events.TrailersReceived):
+                    self.streams[ev.stream_id]["trailers"] = dict(ev.headers)
                 elif isinstance(ev, h2.events.StreamEnded):
                     self.streams[ev.stream_id]["ended"] = True
                 elif isinstance(ev, h2.events.StreamReset):

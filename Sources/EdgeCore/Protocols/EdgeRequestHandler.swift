@@ -37,6 +37,9 @@ final class EdgeRequestHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private let timeouts: TimeoutsConfiguration
     private let serverName: String
     private let isHTTP2: Bool
+    /// HTTP/2 on NIOHTTP2 (`http2_engine = "nio"`): a header block must fit one HEADERS frame, since NIOHTTP2
+    /// sends no CONTINUATION frames. Edge's own connection layer splits a larger block into CONTINUATION frames.
+    private let headerBlockMustFitOneFrame: Bool
     private let client: ClientAddress
     private var state: State = .idle
     private var isActive = true
@@ -85,6 +88,7 @@ final class EdgeRequestHandler: ChannelDuplexHandler, RemovableChannelHandler {
         self.timeouts = services.configuration.timeouts
         self.serverName = services.configuration.serverName
         self.isHTTP2 = isHTTP2
+        self.headerBlockMustFitOneFrame = isHTTP2 && services.configuration.http2Engine == .nio
         self.client = client
     }
 
@@ -472,9 +476,9 @@ final class EdgeRequestHandler: ChannelDuplexHandler, RemovableChannelHandler {
         ResponseHeaders.perRequest(for: .stream(streamed), now: .now(), server: serverName, date: loop.date.current, site: record?.site, tls: isTLS) { name, value in
             headers.add(name: name, value: value)
         }
-        if isHTTP2, !ResponseHeaders.fitsOneHTTP2Frame(status: streamed.status, headers: headers) {
-            // An origin's head too large for one HEADERS frame: a 502, as nginx answers an upstream head larger than
-            // its buffer, rather than a frame NIOHTTP2 cannot encode.
+        if headerBlockMustFitOneFrame, !ResponseHeaders.fitsOneHTTP2Frame(status: streamed.status, headers: headers) {
+            // On NIOHTTP2, an origin's head too large for one HEADERS frame: a 502, as nginx answers an upstream
+            // head larger than its buffer, rather than a frame NIOHTTP2 cannot encode.
             streamed.body?.cancel(BodyPipe.Broken(description: "response head too large for HTTP/2"))
             send(.response(.text(.badGateway, "upstream response head too large\n")), for: request, context: context)
             return
@@ -546,9 +550,9 @@ final class EdgeRequestHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 endWithHead(held.status, headers: held.headers, context: context)
                 return false
             }
-            if isHTTP2, let trailers, !ResponseHeaders.fitsOneHTTP2Frame(status: nil, headers: trailers) {
-                // Trailers too large for one HEADERS frame: the stream is reset, a broken response rather than a
-                // complete one without its trailers (gRPC's status is in them).
+            if headerBlockMustFitOneFrame, let trailers, !ResponseHeaders.fitsOneHTTP2Frame(status: nil, headers: trailers) {
+                // On NIOHTTP2, trailers too large for one HEADERS frame: the stream is reset, a broken response
+                // rather than a complete one without its trailers (gRPC's status is in them).
                 heldHead = nil
                 context.close(promise: nil)
                 return false
