@@ -3,6 +3,8 @@
 
 #include <sys/types.h>
 
+#include "CEdgeURing.h"
+
 /// Reads up to `count` bytes of `fd` at `offset` like pread(2), but only what is already in the page cache:
 /// preadv2(2) with RWF_NOWAIT (Linux 4.14 and later). Returns the bytes read (fewer than `count` when only part
 /// is cached or the file ends; 0 at end of file), or -1 with errno EAGAIN when a read would have to wait for the
