@@ -167,9 +167,11 @@ void CEdgeURing_prepNop(struct io_uring_sqe *sqe, uint64_t userData) {
     sqe->user_data = userData;
 }
 
-void CEdgeURing_prepRead(struct io_uring_sqe *sqe, int fd, void *buffer, unsigned length, uint64_t offset,
-                         uint64_t userData) {
-    sqe->opcode = IORING_OP_READ;
+/// A read or write of `length` bytes at `buffer` and `offset` (-1: the file's position), as liburing's
+/// io_uring_prep_rw.
+static void prepReadWrite(struct io_uring_sqe *sqe, int opcode, int fd, const void *buffer, unsigned length,
+                          uint64_t offset, uint64_t userData) {
+    sqe->opcode = (uint8_t)opcode;
     sqe->fd = fd;
     sqe->addr = (uint64_t)(uintptr_t)buffer;
     sqe->len = length;
@@ -177,14 +179,14 @@ void CEdgeURing_prepRead(struct io_uring_sqe *sqe, int fd, void *buffer, unsigne
     sqe->user_data = userData;
 }
 
+void CEdgeURing_prepRead(struct io_uring_sqe *sqe, int fd, void *buffer, unsigned length, uint64_t offset,
+                         uint64_t userData) {
+    prepReadWrite(sqe, IORING_OP_READ, fd, buffer, length, offset, userData);
+}
+
 void CEdgeURing_prepWrite(struct io_uring_sqe *sqe, int fd, const void *buffer, unsigned length, uint64_t offset,
                           uint64_t userData) {
-    sqe->opcode = IORING_OP_WRITE;
-    sqe->fd = fd;
-    sqe->addr = (uint64_t)(uintptr_t)buffer;
-    sqe->len = length;
-    sqe->off = offset;
-    sqe->user_data = userData;
+    prepReadWrite(sqe, IORING_OP_WRITE, fd, buffer, length, offset, userData);
 }
 
 void CEdgeURing_prepCancel(struct io_uring_sqe *sqe, uint64_t target, uint64_t userData) {

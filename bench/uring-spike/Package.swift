@@ -12,10 +12,12 @@ let package = Package(
     ],
     targets: [
         .target(name: "CURing", linkerSettings: [.linkedLibrary("uring")]),
-        .executableTarget(name: "uring-responder", dependencies: ["CURing"],
+        .target(name: "ResponderKit", swiftSettings: [.unsafeFlags(["-Ounchecked"])]),
+        .executableTarget(name: "uring-responder", dependencies: ["CURing", "ResponderKit"],
                           swiftSettings: [.unsafeFlags(["-Ounchecked"])]),
-        .executableTarget(name: "epoll-responder", dependencies: ["CURing"], swiftSettings: [.unsafeFlags(["-Ounchecked"])]),
+        .executableTarget(name: "epoll-responder", dependencies: ["CURing", "ResponderKit"], swiftSettings: [.unsafeFlags(["-Ounchecked"])]),
         .executableTarget(name: "nio-responder", dependencies: [
+            "ResponderKit",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
         ], swiftSettings: [.unsafeFlags(["-Ounchecked"])]),

@@ -5,55 +5,20 @@
 //   epoll-responder --port P --body FILE --content-type TYPE
 import CURing  // for <sys/epoll.h>
 import Glibc
-
-var port: UInt16 = 8080
-var body: [UInt8] = Array("hello\n".utf8)
-var contentType = "text/plain"
-var arguments = CommandLine.arguments.dropFirst().makeIterator()
-while let flag = arguments.next() {
-    guard let value = arguments.next() else { fatalError("\(flag) needs a value") }
-    switch flag {
-    case "--port": port = UInt16(value)!
-    case "--content-type": contentType = value
-    case "--body":
-        guard let file = fopen(value, "rb") else { fatalError("cannot open \(value)") }
-        var bytes: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let n = fread(&chunk, 1, chunk.count, file)
-            if n <= 0 { break }
-            bytes += chunk[0..<n]
-        }
-        fclose(file)
-        body = bytes
-    default: fatalError("unknown option \(flag)")
-    }
-}
+import ResponderKit
 
 struct Loop {
     static let batch = 64
     let epoll: Int32
     let listener: Int32
-    let one: Int
-    let response: UnsafeMutablePointer<UInt8>
-    let dateOffsets: [Int]
-    var second = 0
-    var matched = [UInt8](repeating: 0, count: 65536)
+    var response: PreparedResponse
+    var heads = [RequestHeadCounter](repeating: RequestHeadCounter(), count: 65536)
     var unsent = [Int](repeating: 0, count: 65536)  // bytes of answers a full socket has not taken yet
 
-    init(port: UInt16, body: [UInt8], contentType: String) {
+    init(options: ResponderOptions) {
         signal(SIGPIPE, SIG_IGN)
-        let head = "HTTP/1.1 200 OK\r\nServer: spike\r\nDate: Thu, 01 Jan 1970 00:00:00 GMT\r\nContent-Type: \(contentType)\r\nContent-Length: \(body.count)\r\n\r\n"
-        let single = Array(head.utf8) + body
-        one = single.count
-        response = .allocate(capacity: one * Self.batch)
-        let dateAt = Array(head.utf8).firstRange(of: Array("Date: ".utf8))!.upperBound
-        var offsets: [Int] = []
-        for i in 0..<Self.batch {
-            (response + i * one).initialize(from: single, count: one)
-            offsets.append(i * one + dateAt)
-        }
-        dateOffsets = offsets
+        let port = options.port
+        response = PreparedResponse(options: options, copies: Self.batch)
         let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
         var yes: Int32 = 1
         setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &yes, 4)
@@ -71,22 +36,8 @@ struct Loop {
         epoll_ctl(epoll, EPOLL_CTL_ADD, listener, &event)
     }
 
-    mutating func refreshDate() {
-        let now = time(nil)
-        guard now != second else { return }
-        second = now
-        var t = now
-        var parts = tm()
-        gmtime_r(&t, &parts)
-        var text = [CChar](repeating: 0, count: 64)
-        strftime(&text, 64, "%a, %d %b %Y %H:%M:%S GMT", &parts)
-        for offset in dateOffsets {
-            for i in 0..<29 { response[offset + i] = UInt8(bitPattern: text[i]) }
-        }
-    }
-
     mutating func close(_ fd: Int32) {
-        matched[Int(fd)] = 0
+        heads[Int(fd)] = RequestHeadCounter()
         unsent[Int(fd)] = 0
         Glibc.close(fd)
     }
@@ -94,8 +45,8 @@ struct Loop {
     /// Writes `unsent` bytes of answers; whatever the socket does not take waits for EPOLLOUT.
     mutating func send(_ fd: Int32) {
         while unsent[Int(fd)] > 0 {
-            let n = min(unsent[Int(fd)], Self.batch * one)
-            let wrote = write(fd, response, n)
+            let n = min(unsent[Int(fd)], Self.batch * response.one)
+            let wrote = write(fd, response.bytes, n)
             if wrote < 0 {
                 if errno == EAGAIN {
                     var event = epoll_event(events: EPOLLIN.rawValue | EPOLLOUT.rawValue, data: epoll_data_t(fd: fd))
@@ -118,7 +69,7 @@ struct Loop {
         var yes: Int32 = 1
         while true {
             let ready = epoll_wait(epoll, &events, Int32(events.count), -1)
-            refreshDate()
+            response.refreshDate()
             if ready <= 0 { continue }
             for i in 0..<Int(ready) {
                 let fd = events[i].data.fd
@@ -144,21 +95,10 @@ struct Loop {
                     close(fd)
                     continue
                 }
-                var state = matched[Int(fd)]
-                var requests = 0
-                for j in 0..<n {
-                    let byte = buffer[j]
-                    switch state {
-                    case 0, 2: state = byte == 13 ? state + 1 : 0
-                    case 1: state = byte == 10 ? 2 : (byte == 13 ? 1 : 0)
-                    default:
-                        if byte == 10 { requests += 1; state = 0 } else { state = byte == 13 ? 1 : 0 }
-                    }
-                }
-                matched[Int(fd)] = state
+                let requests = heads[Int(fd)].count(UnsafeRawBufferPointer(start: buffer, count: n))
                 if requests > 0 {
                     let waiting = unsent[Int(fd)] > 0
-                    unsent[Int(fd)] += requests * one
+                    unsent[Int(fd)] += requests * response.one
                     if !waiting { send(fd) }
                 }
             }
@@ -166,5 +106,5 @@ struct Loop {
     }
 }
 
-var loop = Loop(port: port, body: body, contentType: contentType)
+var loop = Loop(options: ResponderOptions.parse())
 loop.run()

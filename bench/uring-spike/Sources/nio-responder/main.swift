@@ -6,57 +6,21 @@
 import Glibc
 import NIOCore
 import NIOPosix
+import ResponderKit
 
-var port = 8080
-var body: [UInt8] = Array("hello\n".utf8)
-var contentType = "text/plain"
-var arguments = CommandLine.arguments.dropFirst().makeIterator()
-while let flag = arguments.next() {
-    guard let value = arguments.next() else { fatalError("\(flag) needs a value") }
-    switch flag {
-    case "--port": port = Int(value)!
-    case "--content-type": contentType = value
-    case "--body":
-        guard let file = fopen(value, "rb") else { fatalError("cannot open \(value)") }
-        var bytes: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let n = fread(&chunk, 1, chunk.count, file)
-            if n <= 0 { break }
-            bytes += chunk[0..<n]
-        }
-        fclose(file)
-        body = bytes
-    default: fatalError("unknown option \(flag)")
-    }
-}
-
-/// The loop's response buffer, rebuilt when the second changes (as the io_uring responder rewrites its Date).
+/// The loop's response as a buffer, rebuilt when the second changes.
 final class LoopResponse {
-    let head: String
-    let body: [UInt8]
-    var second = 0
-    var buffer = ByteBuffer()
+    private var prepared: PreparedResponse
+    private var buffer: ByteBuffer
 
-    init(contentType: String, body: [UInt8]) {
-        self.head = "HTTP/1.1 200 OK\r\nServer: spike\r\nDate: "
-        self.body = Array("\r\nContent-Type: \(contentType)\r\nContent-Length: \(body.count)\r\n\r\n".utf8) + body
+    init(options: ResponderOptions) {
+        prepared = PreparedResponse(options: options, copies: 1)
+        buffer = ByteBuffer(bytes: UnsafeBufferPointer(start: prepared.bytes, count: prepared.one))
     }
 
     func current() -> ByteBuffer {
-        let now = time(nil)
-        if now != second {
-            second = now
-            var t = now
-            var parts = tm()
-            gmtime_r(&t, &parts)
-            var text = [CChar](repeating: 0, count: 64)
-            strftime(&text, 64, "%a, %d %b %Y %H:%M:%S GMT", &parts)
-            var b = ByteBufferAllocator().buffer(capacity: head.utf8.count + 29 + body.count)
-            b.writeString(head)
-            b.writeBytes(text[0..<29].map { UInt8(bitPattern: $0) })
-            b.writeBytes(body)
-            buffer = b
+        if prepared.refreshDate() {
+            buffer = ByteBuffer(bytes: UnsafeBufferPointer(start: prepared.bytes, count: prepared.one))
         }
         return buffer
     }
@@ -66,26 +30,14 @@ final class Responder: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
     let response: LoopResponse
-    var matched: UInt8 = 0
+    var heads = RequestHeadCounter()
     var wrote = false
 
     init(_ response: LoopResponse) { self.response = response }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let bytes = unwrapInboundIn(data)
-        var matched = self.matched
-        var requests = 0
-        bytes.withUnsafeReadableBytes { raw in
-            for byte in raw {
-                switch matched {
-                case 0, 2: matched = byte == 13 ? matched + 1 : 0
-                case 1: matched = byte == 10 ? 2 : (byte == 13 ? 1 : 0)
-                default:
-                    if byte == 10 { requests += 1; matched = 0 } else { matched = byte == 13 ? 1 : 0 }
-                }
-            }
-        }
-        self.matched = matched
+        let requests = bytes.withUnsafeReadableBytes { heads.count($0) }
         for _ in 0..<requests {
             context.write(wrapOutboundOut(response.current()), promise: nil)
             wrote = true
@@ -100,11 +52,10 @@ final class Responder: ChannelInboundHandler {
 }
 
 signal(SIGPIPE, SIG_IGN)
+let options = ResponderOptions.parse()
 let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
 let loop = group.next()
-let (finalType, finalBody) = (contentType, body)
-let shared = try loop.submit { NIOLoopBound(LoopResponse(contentType: finalType, body: finalBody), eventLoop: loop) }.wait()
-let finalPort = port
+let shared = try loop.submit { NIOLoopBound(LoopResponse(options: options), eventLoop: loop) }.wait()
 let server = try ServerBootstrap(group: group)
     .serverChannelOption(.backlog, value: 4096)
     .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -114,5 +65,5 @@ let server = try ServerBootstrap(group: group)
             try channel.pipeline.syncOperations.addHandler(Responder(shared.value))
         }
     }
-    .bind(host: "127.0.0.1", port: finalPort).wait()
+    .bind(host: "127.0.0.1", port: Int(options.port)).wait()
 try server.closeFuture.wait()

@@ -6,80 +6,14 @@
 //   uring-responder --port P --body FILE --content-type TYPE
 import CURing
 import Glibc
+import ResponderKit
 
-struct Options {
-    var port: UInt16 = 8080
-    var body: [UInt8] = Array("hello\n".utf8)
-    var contentType = "text/plain"
-}
-
-func parseOptions() -> Options {
-    var options = Options()
-    var arguments = CommandLine.arguments.dropFirst().makeIterator()
-    while let flag = arguments.next() {
-        guard let value = arguments.next() else { fatalError("\(flag) needs a value") }
-        switch flag {
-        case "--port": options.port = UInt16(value)!
-        case "--content-type": options.contentType = value
-        case "--body":
-            guard let file = fopen(value, "rb") else { fatalError("cannot open \(value)") }
-            var bytes: [UInt8] = []
-            var chunk = [UInt8](repeating: 0, count: 65536)
-            while true {
-                let n = fread(&chunk, 1, chunk.count, file)
-                if n <= 0 { break }
-                bytes += chunk[0..<n]
-            }
-            fclose(file)
-            options.body = bytes
-        default: fatalError("unknown option \(flag)")
-        }
-    }
-    return options
-}
-
-/// The response, with a Date field rewritten in place once a second; `batch` copies of it back to back so that
-/// pipelined requests are answered by one send.
-struct Response {
-    static let batch = 64
-    let one: Int
-    let bytes: UnsafeMutablePointer<UInt8>
-    let dateOffsets: [Int]
-    var second = 0
-
-    init(body: [UInt8], contentType: String) {
-        let head = "HTTP/1.1 200 OK\r\nServer: spike\r\nDate: Thu, 01 Jan 1970 00:00:00 GMT\r\nContent-Type: \(contentType)\r\nContent-Length: \(body.count)\r\n\r\n"
-        let single = Array(head.utf8) + body
-        one = single.count
-        bytes = .allocate(capacity: one * Self.batch)
-        var offsets: [Int] = []
-        let dateAt = Array(head.utf8).firstRange(of: Array("Date: ".utf8))!.upperBound
-        for i in 0..<Self.batch {
-            (bytes + i * one).initialize(from: single, count: one)
-            offsets.append(i * one + dateAt)
-        }
-        dateOffsets = offsets
-        refreshDate()
-    }
-
-    mutating func refreshDate() {
-        let now = time(nil)
-        guard now != second else { return }
-        second = now
-        var t = now
-        var parts = tm()
-        gmtime_r(&t, &parts)
-        var text = [CChar](repeating: 0, count: 64)
-        strftime(&text, 64, "%a, %d %b %Y %H:%M:%S GMT", &parts)
-        for offset in dateOffsets {
-            for i in 0..<29 { bytes[offset + i] = UInt8(bitPattern: text[i]) }
-        }
-    }
-}
+/// Pipelined requests are answered by one send of up to this many responses.
+let batch = 64
 
 struct Connection {
     var open = false
-    var matched: UInt8 = 0  // how much of CRLF CRLF the bytes so far end with
+    var heads = RequestHeadCounter()
     var sending = 0  // bytes of the send in flight still unsent (0: none in flight)
     var sendFrom = 0
     var waiting = 0  // requests answered once the send in flight completes
@@ -96,12 +30,12 @@ struct Loop {
     let buffers: UnsafeMutablePointer<io_uring_buf_ring>
     let storage: UnsafeMutablePointer<UInt8>
     let bufferCount: UInt32 = 4096, bufferSize: UInt32 = 4096, group: UInt16 = 0
-    var response: Response
+    var response: PreparedResponse
     var connections = [Connection](repeating: Connection(), count: 65536)
 
-    init(options: Options) {
+    init(options: ResponderOptions) {
         signal(SIGPIPE, SIG_IGN)
-        response = Response(body: options.body, contentType: options.contentType)
+        response = PreparedResponse(options: options, copies: batch)
         let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         self.listener = listener
         var one: Int32 = 1
@@ -127,7 +61,7 @@ struct Loop {
     }
 
     @inline(__always) mutating func startSend(_ fd: Int32, _ requests: Int) {
-        let count = min(requests, Response.batch)
+        let count = min(requests, batch)
         connections[Int(fd)].waiting = requests - count
         connections[Int(fd)].sending = count * response.one
         connections[Int(fd)].sendFrom = 0
@@ -172,18 +106,7 @@ struct Loop {
                     if res > 0 {
                         let bid = UInt16(cqe.flags >> IORING_CQE_BUFFER_SHIFT)
                         let bytes = storage + Int(bid) * Int(bufferSize)
-                        var matched = connections[Int(fd)].matched
-                        var requests = 0
-                        for j in 0..<Int(res) {
-                            let byte = bytes[j]
-                            switch matched {
-                            case 0, 2: matched = byte == 13 ? matched + 1 : 0
-                            case 1: matched = byte == 10 ? 2 : (byte == 13 ? 1 : 0)
-                            default:
-                                if byte == 10 { requests += 1; matched = 0 } else { matched = byte == 13 ? 1 : 0 }
-                            }
-                        }
-                        connections[Int(fd)].matched = matched
+                        let requests = connections[Int(fd)].heads.count(UnsafeRawBufferPointer(start: bytes, count: Int(res)))
                         curing_buffer_return(buffers, bufferCount, storage, bufferSize, bid)
                         returned = true
                         if requests > 0 {
@@ -220,5 +143,5 @@ struct Loop {
     }
 }
 
-var loop = Loop(options: parseOptions())
+var loop = Loop(options: ResponderOptions.parse())
 loop.run()
