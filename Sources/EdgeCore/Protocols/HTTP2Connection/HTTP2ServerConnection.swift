@@ -842,6 +842,16 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
 
     /// Writes a header block as HEADERS and as many CONTINUATION frames as the client's frame size needs.
     private func encodeHeaders(_ id: UInt32, _ fields: HPACKHeaders, endStream: Bool, context: ChannelHandlerContext) {
+        guard let encoded = encodeBlock(fields, context: context) else { return }
+        finishHeaderBlock(at: encoded.start, id, endStream: endStream)
+    }
+
+    /// Writes a frame header to fill in later and `fields` encoded with the connection's encoder into ``out``;
+    /// counts a block that changed the encoder's dynamic table in ``tableGeneration``. Returns where the frame
+    /// starts, the block, and whether it changed the table; `nil` after failing the connection.
+    private func encodeBlock(
+        _ fields: HPACKHeaders, context: ChannelHandlerContext
+    ) -> (start: Int, block: ByteBuffer, changedTable: Bool)? {
         let start = out.writerIndex
         out.writeRepeatingByte(0, count: HTTP2Wire.frameHeaderBytes)
         do {
@@ -850,11 +860,13 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
         } catch {
             out.moveWriterIndex(to: start)
             connectionError(.internalError, context: context)
-            return
+            return nil
         }
-        let block = out.getSlice(at: start + HTTP2Wire.frameHeaderBytes, length: out.writerIndex - start - HTTP2Wire.frameHeaderBytes)!
-        if HPACKBlockScan.changesTable(block) { tableGeneration &+= 1 }
-        finishHeaderBlock(at: start, id, endStream: endStream)
+        let blockStart = start + HTTP2Wire.frameHeaderBytes
+        let block = out.getSlice(at: blockStart, length: out.writerIndex - blockStart)!
+        let changedTable = HPACKBlockScan.changesTable(block)
+        if changedTable { tableGeneration &+= 1 }
+        return (start, block, changedTable)
     }
 
     /// Fills in the HEADERS frame header written at `start` for the block after it, or splits the block into
@@ -920,35 +932,27 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
     ) -> WriteResult {
         let id = UInt32(Int32(streamID))
         guard let context, state != .failed, let stream = streams[id], stream.localOpen, queued[id] == nil else { return .failed }
-        let start = out.writerIndex
-        out.writeRepeatingByte(0, count: HTTP2Wire.frameHeaderBytes)
+        let start: Int
         if let key, !tableSizeUpdatePending,
             let reusable = reusableBlocks.first(where: {
                 $0.source === key.source && $0.age == key.age && $0.date == key.date
             }),
             reusable.generation == tableGeneration
         {
+            start = out.writerIndex
+            out.writeRepeatingByte(0, count: HTTP2Wire.frameHeaderBytes)
             out.writeImmutableBuffer(reusable.bytes)
         } else {
-            do {
-                try encoder.encode(headers: fields(), to: &out)
-                tableSizeUpdatePending = false
-            } catch {
-                out.moveWriterIndex(to: start)
-                connectionError(.internalError, context: context)
-                return .failed
-            }
-            let block = out.getSlice(
-                at: start + HTTP2Wire.frameHeaderBytes, length: out.writerIndex - start - HTTP2Wire.frameHeaderBytes
-            )!
-            if HPACKBlockScan.changesTable(block) {
-                tableGeneration &+= 1
-            } else if let key {
-                if reusableBlocks.count >= Self.reusableBlockLimit { reusableBlocks.removeFirst() }
+            guard let encoded = encodeBlock(fields(), context: context) else { return .failed }
+            start = encoded.start
+            if let key, !encoded.changedTable {
+                // The source's older block goes first, so that only a full list loses its oldest.
                 reusableBlocks.removeAll { $0.source === key.source || $0.source == nil }
+                if reusableBlocks.count >= Self.reusableBlockLimit { reusableBlocks.removeFirst() }
                 reusableBlocks.append(
                     ReusableBlock(
-                        source: key.source, age: key.age, date: key.date, generation: tableGeneration, bytes: ByteBuffer(buffer: block)
+                        source: key.source, age: key.age, date: key.date, generation: tableGeneration,
+                        bytes: ByteBuffer(buffer: encoded.block)
                     )
                 )
             }
