@@ -29,8 +29,6 @@ int CEdgeURing_init(CEdgeURing *ring, unsigned entries, unsigned flags) {
     int fd = uring_setup(entries, &params);
     if (fd < 0) return -errno;
     ring->fd = fd;
-    ring->flags = params.flags;
-    ring->features = params.features;
 
     ring->sqRingSize = params.sq_off.array + params.sq_entries * sizeof(unsigned);
     ring->cqRingSize = params.cq_off.cqes + params.cq_entries * sizeof(struct io_uring_cqe);
@@ -57,7 +55,6 @@ int CEdgeURing_init(CEdgeURing *ring, unsigned entries, unsigned flags) {
     char *sq = ring->sqRing;
     ring->sqHead = (unsigned *)(sq + params.sq_off.head);
     ring->sqTail = (unsigned *)(sq + params.sq_off.tail);
-    ring->sqFlags = (unsigned *)(sq + params.sq_off.flags);
     ring->sqArray = (unsigned *)(sq + params.sq_off.array);
     ring->sqMask = *(unsigned *)(sq + params.sq_off.ring_mask);
     ring->sqEntries = *(unsigned *)(sq + params.sq_off.ring_entries);
@@ -98,8 +95,6 @@ struct io_uring_sqe *CEdgeURing_getSQE(CEdgeURing *ring) {
     memset(sqe, 0, sizeof(*sqe));
     return sqe;
 }
-
-unsigned CEdgeURing_pending(const CEdgeURing *ring) { return ring->sqLocalTail - *ring->sqTail; }
 
 int CEdgeURing_submitAndWait(CEdgeURing *ring, unsigned wait, int64_t timeoutNanoseconds) {
     unsigned submit = ring->sqLocalTail - *ring->sqTail;
@@ -149,7 +144,6 @@ int CEdgeURing_init(CEdgeURing *ring, unsigned entries, unsigned flags) {
 }
 void CEdgeURing_deinit(CEdgeURing *ring) { (void)ring; }
 struct io_uring_sqe *CEdgeURing_getSQE(CEdgeURing *ring) { (void)ring; return NULL; }
-unsigned CEdgeURing_pending(const CEdgeURing *ring) { (void)ring; return 0; }
 int CEdgeURing_submitAndWait(CEdgeURing *ring, unsigned wait, int64_t timeoutNanoseconds) {
     (void)ring; (void)wait; (void)timeoutNanoseconds;
     return -ENOSYS;
@@ -167,32 +161,13 @@ void CEdgeURing_prepNop(struct io_uring_sqe *sqe, uint64_t userData) {
     sqe->user_data = userData;
 }
 
-/// A read or write of `length` bytes at `buffer` and `offset` (-1: the file's position), as liburing's
-/// io_uring_prep_rw.
-static void prepReadWrite(struct io_uring_sqe *sqe, int opcode, int fd, const void *buffer, unsigned length,
-                          uint64_t offset, uint64_t userData) {
-    sqe->opcode = (uint8_t)opcode;
+void CEdgeURing_prepRead(struct io_uring_sqe *sqe, int fd, void *buffer, unsigned length, uint64_t offset,
+                         uint64_t userData) {
+    sqe->opcode = IORING_OP_READ;
     sqe->fd = fd;
     sqe->addr = (uint64_t)(uintptr_t)buffer;
     sqe->len = length;
     sqe->off = offset;
-    sqe->user_data = userData;
-}
-
-void CEdgeURing_prepRead(struct io_uring_sqe *sqe, int fd, void *buffer, unsigned length, uint64_t offset,
-                         uint64_t userData) {
-    prepReadWrite(sqe, IORING_OP_READ, fd, buffer, length, offset, userData);
-}
-
-void CEdgeURing_prepWrite(struct io_uring_sqe *sqe, int fd, const void *buffer, unsigned length, uint64_t offset,
-                          uint64_t userData) {
-    prepReadWrite(sqe, IORING_OP_WRITE, fd, buffer, length, offset, userData);
-}
-
-void CEdgeURing_prepCancel(struct io_uring_sqe *sqe, uint64_t target, uint64_t userData) {
-    sqe->opcode = IORING_OP_ASYNC_CANCEL;
-    sqe->fd = -1;
-    sqe->addr = target;
     sqe->user_data = userData;
 }
 

@@ -13,12 +13,9 @@
 
 typedef struct CEdgeURing {
     int fd;
-    unsigned flags;
-    unsigned features;
     // submission queue
     unsigned *sqHead;
     unsigned *sqTail;
-    unsigned *sqFlags;
     unsigned *sqArray;
     unsigned sqMask;
     unsigned sqEntries;
@@ -48,9 +45,6 @@ void CEdgeURing_deinit(CEdgeURing *ring);
 /// A zeroed submission entry to fill, or NULL when the queue is full (submit first).
 struct io_uring_sqe *CEdgeURing_getSQE(CEdgeURing *ring);
 
-/// Entries prepared and not yet submitted.
-unsigned CEdgeURing_pending(const CEdgeURing *ring);
-
 /// Submits the prepared entries and, when `wait` is nonzero, waits until a completion is there or
 /// `timeoutNanoseconds` passed (negative: no limit). Returns the entries submitted, or -errno (-ETIME when the
 /// wait timed out, -EINTR when a signal came first: neither is an error for an event loop).
@@ -63,9 +57,6 @@ unsigned CEdgeURing_reap(CEdgeURing *ring, struct io_uring_cqe *out, unsigned ma
 void CEdgeURing_prepNop(struct io_uring_sqe *sqe, uint64_t userData);
 void CEdgeURing_prepRead(struct io_uring_sqe *sqe, int fd, void *buffer, unsigned length, uint64_t offset,
                          uint64_t userData);
-void CEdgeURing_prepWrite(struct io_uring_sqe *sqe, int fd, const void *buffer, unsigned length, uint64_t offset,
-                          uint64_t userData);
-void CEdgeURing_prepCancel(struct io_uring_sqe *sqe, uint64_t target, uint64_t userData);
 
 /// eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC): an event loop's wake-up from other threads. -errno on failure.
 int CEdgeURing_eventfd(void);

@@ -56,11 +56,6 @@ final class URing {
         CEdgeURing_submitAndWait(ring, 1, timeout ?? -1)
     }
 
-    /// Submits what is prepared without waiting.
-    func submit() -> Int32 {
-        CEdgeURing_submitAndWait(ring, 0, -1)
-    }
-
     /// Copies up to `buffer.count` completions into `buffer` and consumes them; returns how many.
     func reap(into buffer: UnsafeMutableBufferPointer<io_uring_cqe>) -> Int {
         Int(CEdgeURing_reap(ring, buffer.baseAddress, UInt32(buffer.count)))

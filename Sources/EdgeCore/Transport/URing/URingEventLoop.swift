@@ -223,7 +223,7 @@ final class URingEventLoop: EventLoop, @unchecked Sendable {
     private func dispatch(_ cqe: io_uring_cqe) {
         if cqe.user_data == Self.wakeUserData {
             lock.withLock { wakePending = false }
-            if lock.withLock({ phase }) != .closed { armWakeUp() }
+            armWakeUp()
             return
         }
         let more = cqe.flags & UInt32(IORING_CQE_F_MORE) != 0
@@ -257,9 +257,7 @@ final class URingEventLoop: EventLoop, @unchecked Sendable {
     /// After the last iteration: timers fail, queued tasks run (they may complete promises), and the ring and
     /// the eventfd close once nothing more can be queued.
     private func finish() {
-        while let timer = timers.isEmpty ? nil : timers.removeFirst() {
-            timer.fail(EventLoopError.shutdown)
-        }
+        while !timers.isEmpty { timers.removeFirst().fail(EventLoopError.shutdown) }
         runQueued()
         let callbacks = lock.withLock { () -> [(DispatchQueue, @Sendable ((any Error)?) -> Void)] in
             phase = .closed
