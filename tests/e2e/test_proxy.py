@@ -532,6 +532,31 @@ def test_clients_that_leave_before_the_answer_free_their_upstream_connections(pr
         client.sock.close()
 
 
+def test_an_http2_stream_reset_mid_body_ends_its_upstream_exchange(proxy, upstreams):
+    """An HTTP/2 client resets a proxied download of 4 GiB after its first megabyte: Edge closes the upstream
+    connection under it within a second (it cannot be reused with an unread body), rather than read the rest for
+    nobody, and the client's connection goes on serving."""
+    port = upstreams["a"].port
+    before = upstream_connections_from_edge(port)
+    client = H2Client(proxy.https.host, proxy.https.port)
+    try:
+        sid = client.request(f"/one/stream?n={4 << 30}")
+        assert client.pump(until=lambda: len(client.streams[sid]["body"]) >= 1 << 20, timeout=10)
+        assert upstream_connections_from_edge(port) > before
+        client.conn.reset_stream(sid)
+        client.sock.sendall(client.conn.data_to_send())
+        deadline = time.monotonic() + 3
+        while upstream_connections_from_edge(port) > before and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert upstream_connections_from_edge(port) <= before
+        again = client.request("/one/after-reset")
+        assert client.pump(until=lambda: client.ended(again), timeout=10)
+        assert client.streams[again]["status"] == "200"
+        assert json.loads(client.streams[again]["body"])["path"] == "/one/after-reset"
+    finally:
+        client.close()
+
+
 def read_chunk_sizes(conn) -> list[int]:
     """The sizes of a chunked body's chunks, read whole before parsing (a line at a time is too slow for millions)."""
     data = conn.buf
@@ -943,6 +968,54 @@ def test_memory_stays_bounded_with_a_slow_client(proxy):
     assert received == size
     assert during - idle < 16 * 1024, f"RSS grew {(during - idle) // 1024} MiB while the client was not reading"
     assert peak - idle < 16 * 1024, f"RSS grew {(peak - idle) // 1024} MiB during the download"
+
+
+def test_memory_stays_bounded_with_an_http2_client_that_grants_no_window(proxy):
+    """A proxied HTTP/2 download of 512 MiB to a client that reads every frame but grants no flow-control window
+    for 3 s (the stream stops at its first 64 KiB): Edge stops reading the upstream rather than queue the body
+    behind the window, so its memory grows by a few MB; then the client grants window and gets every byte. The
+    socket stays writable all along, so only the stream's window can hold the body back (on Edge's connection
+    layer, ``HTTP2StreamedAnswer`` pauses while the stream has frames waiting for window)."""
+    import h2.events
+
+    size = 512 << 20
+    idle = rss_kib(proxy)
+    client = H2Client(proxy.https.host, proxy.https.port)
+    try:
+        sid = client.request(f"/one/stream?n={size}")
+        received, status, ended = 0, None, False
+        granted_at = time.monotonic() + 3
+        during = None
+        deadline = time.monotonic() + 120
+        client.sock.settimeout(0.25)
+        while not ended and time.monotonic() < deadline:
+            if during is None and time.monotonic() >= granted_at:
+                during = rss_kib(proxy)
+                # Window for the whole body at once, on the stream and the connection.
+                client.conn.increment_flow_control_window(1 << 30)
+                client.conn.increment_flow_control_window(1 << 30, stream_id=sid)
+            try:
+                data = client.sock.recv(1 << 20)
+            except (socket.timeout, TimeoutError):
+                data = None
+            if data == b"":
+                break
+            for event in client.conn.receive_data(data) if data else []:
+                if isinstance(event, h2.events.ResponseReceived):
+                    status = dict(event.headers).get(":status")
+                elif isinstance(event, h2.events.DataReceived):
+                    received += len(event.data)  # never acknowledged: the 1 GiB granted covers the rest
+                elif isinstance(event, (h2.events.StreamEnded, h2.events.StreamReset)):
+                    ended = True
+            if out := client.conn.data_to_send():
+                client.sock.sendall(out)
+            if during is None:
+                assert received <= 65535, f"{received} bytes arrived without window"
+    finally:
+        client.close()
+    assert status == "200" and ended
+    assert received == size, (received, size)
+    assert during - idle < 16 * 1024, f"RSS grew {(during - idle) // 1024} MiB while the stream had no window"
 
 
 def test_memory_stays_bounded_with_a_slow_upstream(proxy):

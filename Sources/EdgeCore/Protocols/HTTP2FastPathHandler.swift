@@ -41,9 +41,9 @@ final class HTTP2FastPathHandler: ChannelDuplexHandler, NIOHTTP2FrameDelegate {
     /// Response bytes written without a flush after which the handler flushes and checks writability.
     private static let flushThreshold = 64 * 1024
 
-    private let dispatcher: RequestDispatcher
-    private let loop: LoopState
-    private let serverName: String
+    let dispatcher: RequestDispatcher
+    let loop: LoopState
+    let serverName: String
     private let limits: LimitsConfiguration
     private let sendTimeout: TimeAmount
 
@@ -68,7 +68,7 @@ final class HTTP2FastPathHandler: ChannelDuplexHandler, NIOHTTP2FrameDelegate {
     private var malformedBlocks = 0
     /// The connection's context while the handler is in the pipeline, for the stall timer started from
     /// ``wroteFrame(_:)`` (which has none).
-    private var context: ChannelHandlerContext?
+    private(set) var context: ChannelHandlerContext?
     /// Responses whose HEADERS went out and whose last DATA has not: the stall tick of their last frame. The
     /// newest one is kept apart (``newestUnfinished``), so that a response whose HEADERS and DATA are written
     /// together — nearly every one — costs no dictionary insert.
@@ -113,7 +113,7 @@ final class HTTP2FastPathHandler: ChannelDuplexHandler, NIOHTTP2FrameDelegate {
     /// (``HTTPPipelines/configureHTTP2(_:services:client:)``), so a `:protocol` field is taken.
     private let extendedConnect: Bool
     /// The client, for the access log.
-    private let client: ClientAddress
+    let client: ClientAddress
     /// The connection's TLS version, for the access log.
     private let tls: TLSVersionLabel
 
@@ -150,7 +150,15 @@ final class HTTP2FastPathHandler: ChannelDuplexHandler, NIOHTTP2FrameDelegate {
         unfinished.removeAll()
         newestUnfinished = nil
         held.removeAll()
+        if !streamedAnswers.isEmpty {
+            let answers = streamedAnswers.values
+            streamedAnswers.removeAll()
+            for answer in answers { answer.streamClosed() }
+        }
     }
+
+    /// Proxied answers in progress on Edge's connection layer, by stream (``HTTP2StreamedAnswer``).
+    var streamedAnswers: [HTTP2StreamID: HTTP2StreamedAnswer] = [:]
 
     // MARK: inbound
 
@@ -209,6 +217,9 @@ final class HTTP2FastPathHandler: ChannelDuplexHandler, NIOHTTP2FrameDelegate {
         } else {
             let streamID = (event as! StreamClosedEvent).streamID
             finished(streamID)
+            if !streamedAnswers.isEmpty, let answer = streamedAnswers.removeValue(forKey: streamID) {
+                answer.streamClosed()
+            }
             perform(lifecycle.streamClosed(now: .now()), context: context)
             if !multiplexerStreams.isEmpty, multiplexerStreams.remove(streamID) != nil {
                 context.fireUserInboundEventTriggered(event)
@@ -271,6 +282,7 @@ final class HTTP2FastPathHandler: ChannelDuplexHandler, NIOHTTP2FrameDelegate {
                 context.fireChannelReadComplete()
             }
             flushIfNeeded(context: context)
+            if !streamedAnswers.isEmpty { resumeStreamedAnswers() }
             if readPending, held.isEmpty {
                 readPending = false
                 context.read()
@@ -365,18 +377,32 @@ final class HTTP2FastPathHandler: ChannelDuplexHandler, NIOHTTP2FrameDelegate {
         _ streamID: HTTP2StreamID, _ fields: HTTP2HeaderBlockRules.RequestFields, _ headers: HPACKHeaders,
         context: ChannelHandlerContext
     ) -> InlineAnswer {
-        guard let request = Self.simpleRequest(fields, limits: limits),
-            let reply = dispatcher.immediateReply(
-                method: request.method, target: request.target, host: request.host, conditional: fields.conditional
-            ),
-            let parts = Self.frameParts(of: reply)
-        else { return .notAnswered }
+        guard let request = Self.simpleRequest(fields, limits: limits) else { return .notAnswered }
+        guard let reply = dispatcher.immediateReply(
+            method: request.method, target: request.target, host: request.host, conditional: fields.conditional
+        ) else {
+            // A proxied request is answered here too, on Edge's own connection layer.
+            if let connection, dispatcher.streamsRequest(target: request.target, host: request.host) {
+                return answerStreamed(streamID, request, fields, headers, connection: connection, context: context)
+            }
+            return .notAnswered
+        }
+        guard let parts = Self.frameParts(of: reply) else { return .notAnswered }
         let now = NIODeadline.now()
-        var record = RequestRecord(
-            start: now, method: request.method, target: request.target, wire: .http2, client: client, tls: tls
-        )
+        var record = newRecord(request, headers, start: now)
         record.note(loop.observer.takeDispatch())
         record.answered(with: reply, isHEAD: request.method == .HEAD)
+        let result = write(reply, parts, isHEAD: request.method == .HEAD, on: streamID, now: now, site: record.site, context: context)
+        // Answered in this turn of the event loop: the read's time ends it too (a span is timed exactly).
+        loop.observer.finished(record, now: record.details == nil ? now : .now())
+        return result
+    }
+
+    /// The access log's and tracing's record of a request answered here.
+    func newRecord(_ request: SimpleRequest, _ headers: HPACKHeaders, start: NIODeadline) -> RequestRecord {
+        var record = RequestRecord(
+            start: start, method: request.method, target: request.target, wire: .http2, client: client, tls: tls
+        )
         if loop.observer.logs {
             record.detailed.userAgent = headers.first(name: "user-agent")
             record.detailed.referer = headers.first(name: "referer")
@@ -386,10 +412,7 @@ final class HTTP2FastPathHandler: ChannelDuplexHandler, NIOHTTP2FrameDelegate {
         loop.observer.startSpan(
             &record, traceparent: headers.first(name: "traceparent"), tracestate: headers.first(name: "tracestate")
         )
-        let result = write(reply, parts, isHEAD: request.method == .HEAD, on: streamID, now: now, site: record.site, context: context)
-        // Answered in this turn of the event loop: the read's time ends it too (a span is timed exactly).
-        loop.observer.finished(record, now: record.details == nil ? now : .now())
-        return result
+        return record
     }
 
     /// Hands a new stream's head to the multiplexer, which serves the stream from here on.
@@ -488,7 +511,7 @@ final class HTTP2FastPathHandler: ChannelDuplexHandler, NIOHTTP2FrameDelegate {
     // MARK: answering
 
     /// What the fast path needs from a request's header block.
-    private struct SimpleRequest {
+    struct SimpleRequest {
         var method: HTTPMethod
         var target: Substring
         var host: Substring
@@ -516,7 +539,7 @@ final class HTTP2FastPathHandler: ChannelDuplexHandler, NIOHTTP2FrameDelegate {
 
     /// A reply's header block (without the per-request fields) and body; `nil` for a file that must be read
     /// from disk (it streams through the multiplexer).
-    private static func frameParts(of reply: Reply) -> (block: HPACKHeaders, body: ByteBuffer)? {
+    static func frameParts(of reply: Reply) -> (block: HPACKHeaders, body: ByteBuffer)? {
         switch reply {
         case .cached(let entry, _):
             return (entry.http2Headers, entry.body)
@@ -537,7 +560,7 @@ final class HTTP2FastPathHandler: ChannelDuplexHandler, NIOHTTP2FrameDelegate {
 
     /// Writes the response as HEADERS (with the per-request fields) and DATA, ending the stream; flushed at
     /// the end of the read batch.
-    private func write(
+    func write(
         _ reply: Reply, _ parts: (block: HPACKHeaders, body: ByteBuffer), isHEAD: Bool, on streamID: HTTP2StreamID,
         now: NIODeadline, site: Site?, context: ChannelHandlerContext
     ) -> InlineAnswer {

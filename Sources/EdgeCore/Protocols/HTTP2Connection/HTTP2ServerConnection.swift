@@ -1088,7 +1088,14 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
                 for item in items { fail(item) }
             }
         }
+        let unblocked = stillBlocked.count < blocked.count
         blocked = stillBlocked
+        if unblocked { fastPath?.queuedFramesSent() }
+    }
+
+    /// Whether frames of `streamID` wait for flow-control window.
+    func hasQueuedFrames(on streamID: HTTP2StreamID) -> Bool {
+        !queued.isEmpty && queued[UInt32(Int32(streamID))] != nil
     }
 
     private func fail(_ item: Queued) {
