@@ -90,14 +90,13 @@ final class HTTP2StreamedAnswer {
     }
 
     private func start(_ streamed: StreamedResponse) {
-        var headers = streamed.headers.headers
+        var block = ResponseHeaders.http2Block(status: streamed.status, fields: streamed.headers)
         ResponseHeaders.perRequest(
             for: .stream(streamed), now: .now(), server: owner.serverName, date: owner.loop.date.current, site: record?.site,
             tls: true
         ) { name, value in
-            headers.add(name: name, value: value)
+            ResponseHeaders.addLowercased(name, value, to: &block)
         }
-        let block = ResponseHeaders.http2Block(status: streamed.status, headers: headers)
         guard let body = streamed.body, !isHEAD else {
             streamed.body?.cancel(BodyPipe.Broken(description: "no body is sent"))
             write(.headers(.init(headers: block, endStream: true)))

@@ -104,4 +104,43 @@ enum ResponseHeaders {
         block.add(contentsOf: HPACKHeaders(httpHeaders: headers, normalizeHTTPHeaders: true))
         return block
     }
+
+    /// `:status` followed by the field lines of `fields` in the form HTTP/2 requires, read straight from the lines
+    /// (names lower-cased as they are copied; `Keep-Alive`, `Proxy-Connection`, `Transfer-Encoding` and `Upgrade`
+    /// dropped) rather than through `HTTPHeaders`; a block with `Connection`, which names more fields to drop,
+    /// goes through ``http2Block(status:headers:)``. For a proxied response's head on HTTP/2.
+    static func http2Block(status: HTTPResponseStatus, fields: FieldBlock) -> HPACKHeaders {
+        guard !fields.contains(name: "connection") else { return http2Block(status: status, headers: fields.headers) }
+        var block = HPACKHeaders()
+        block.reserveCapacity(16)
+        block.add(name: ":status", value: String(status.code))
+        fields.forEachLine { name, value, _ in
+            switch name.count {
+            case 7 where FieldBlock.equalsLowercased(name, "upgrade"): return
+            case 10 where FieldBlock.equalsLowercased(name, "keep-alive"): return
+            case 16 where FieldBlock.equalsLowercased(name, "proxy-connection"): return
+            case 17 where FieldBlock.equalsLowercased(name, "transfer-encoding"): return
+            default: break
+            }
+            let lowered = String(unsafeUninitializedCapacity: name.count) { out in
+                for index in 0..<name.count {
+                    let byte = name[index]
+                    out[index] = byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z") ? byte | 0x20 : byte
+                }
+                return name.count
+            }
+            block.add(name: lowered, value: String(decoding: value, as: UTF8.self))
+        }
+        return block
+    }
+
+    /// Adds `value` under `name` in lower case, as an HTTP/2 header block requires (the per-request fields of a
+    /// site may be configured in any case).
+    static func addLowercased(_ name: String, _ value: String, to block: inout HPACKHeaders) {
+        if name.utf8.contains(where: { $0 >= UInt8(ascii: "A") && $0 <= UInt8(ascii: "Z") }) {
+            block.add(name: name.lowercased(), value: value)
+        } else {
+            block.add(name: name, value: value)
+        }
+    }
 }
