@@ -105,8 +105,9 @@ final class HTTP2StreamedAnswer {
         }
         heldHead = block
         self.body = body
-        body.onBatchEnd = { [unowned self] in
-            if writeHeldHead() { context.flush() }
+        body.onBatchEnd = { [weak self] in
+            guard let self, writeHeldHead() else { return }
+            context.flush()
         }
         pump()
     }
@@ -140,6 +141,7 @@ final class HTTP2StreamedAnswer {
             context.flush()
             return false
         case .success(.end(let trailers)):
+            body?.onBatchEnd = nil
             body = nil
             if let trailers {
                 writeHeldHead()
@@ -154,6 +156,7 @@ final class HTTP2StreamedAnswer {
             owner.loop.observer.finish(&record)
             return false
         case .failure:
+            body?.onBatchEnd = nil
             body = nil
             heldHead = nil
             write(.rstStream(.internalError))
