@@ -557,6 +557,41 @@ def test_an_http2_stream_reset_mid_body_ends_its_upstream_exchange(proxy, upstre
         client.close()
 
 
+def test_an_http2_client_cancelling_many_downloads_keeps_its_connection(proxy):
+    """A client that cancels a dozen large downloads on one connection, as an httpx user closing responses early
+    does: python-h2 answers each DATA frame still in flight on a stream it reset with RST_STREAM(STREAM_CLOSED),
+    hundreds in all. Only the first reset of a stream counts towards the rapid-reset limit (200 in 30 s), so the
+    connection is not closed with GOAWAY(ENHANCE_YOUR_CALM) and goes on serving. (NIOHTTP2 counts every one, so
+    on `http2_engine = "nio"` the connection may be closed: skipped there.)"""
+    import h2.exceptions
+    import h2.settings
+
+    if NIO_HTTP2:
+        pytest.skip("NIOHTTP2 counts every RST_STREAM towards its rapid-reset limit")
+    client = H2Client(proxy.https.host, proxy.https.port)
+    try:
+        # Windows as a browser's or httpx's: a megabyte per stream, so much is in flight when a stream is reset.
+        client.conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 1 << 20})
+        client.conn.increment_flow_control_window(1 << 30)
+        client.sock.sendall(client.conn.data_to_send())
+        sids = [client.request(f"/one/stream?n={8 << 20}") for _ in range(12)]
+        for sid in sids:
+            if not client.pump(until=lambda: len(client.streams[sid]["body"]) > 0, timeout=10):
+                break  # the connection ended
+            try:
+                client.conn.reset_stream(sid)
+            except h2.exceptions.StreamClosedError:
+                break  # ended by the server's GOAWAY
+            client.sock.sendall(client.conn.data_to_send())
+        client.pump(until=lambda: False, timeout=2)  # DATA still in flight, each answered with RST_STREAM
+        assert not client.goaways and not client.closed, client.goaways
+        again = client.request("/one/after-cancelling")
+        assert client.pump(until=lambda: client.ended(again), timeout=10)
+        assert client.streams[again]["status"] == "200"
+    finally:
+        client.close()
+
+
 def read_chunk_sizes(conn) -> list[int]:
     """The sizes of a chunked body's chunks, read whole before parsing (a line at a time is too slow for millions)."""
     data = conn.buf

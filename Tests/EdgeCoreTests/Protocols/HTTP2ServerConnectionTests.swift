@@ -253,6 +253,28 @@ struct HTTP2ServerConnectionTests {
         #expect(pair.serverSeen.events.compactMap { ($0 as? NIOHTTP2StreamCreatedEvent)?.streamID } == [1, 3, 5, 7])
     }
 
+    @Test("a client's repeated RST_STREAM on a stream it reset counts once, while rapid resets are still cut off")
+    func repeatedResets() throws {
+        let block = literalBlock([":method": "GET", ":scheme": "https", ":authority": "localhost", ":path": "/"])
+        let rst = { (id: UInt32, code: UInt8) in self.frame(type: 0x3, stream: id, [0, 0, 0, code]) }
+        // python-h2 answers each DATA frame still in flight on a stream it reset with RST_STREAM(STREAM_CLOSED).
+        let pair = try Pair()
+        var bytes: [UInt8] = []
+        for id in stride(from: UInt32(1), through: 9, by: 2) {
+            bytes += frame(type: 0x1, flags: 0x5, stream: id, Array(block.readableBytesView)) + rst(id, 0x8)
+            for _ in 0..<100 { bytes += rst(id, 0x5) }
+        }
+        let answer = try pair.rawFromClient(bytes)
+        #expect(goAway(in: answer) == nil)
+        // Opening and resetting streams is still a rapid reset past 200 of them.
+        let attacked = try Pair()
+        bytes = []
+        for id in stride(from: UInt32(1), through: 2 * 210, by: 2) {
+            bytes += frame(type: 0x1, flags: 0x5, stream: id, Array(block.readableBytesView)) + rst(id, 0x8)
+        }
+        #expect(goAway(in: try attacked.rawFromClient(bytes)) == 0xb)
+    }
+
     /// The RST_STREAM frames in `bytes`.
     private func resets(in bytes: [UInt8]) -> [(stream: UInt32, code: UInt32)] {
         var buffer = ByteBuffer(bytes: bytes)

@@ -88,6 +88,8 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
     private var resetByUs = RecentStreams(capacity: 64)
     /// Streams that closed otherwise recently: frames on them are a connection error of type STREAM_CLOSED.
     private var closedOtherwise = RecentStreams(capacity: 64)
+    /// Streams the client reset recently: a further RST_STREAM on one is ignored and not counted again.
+    private var resetByClient = RecentStreams(capacity: 64)
 
     private var peerInitialWindow = HTTP2Wire.defaultInitialWindow
     private var peerMaxFrameSize = HTTP2Wire.defaultMaxFrameSize
@@ -510,6 +512,10 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
             connectionError(.protocolError, context: context)
             return
         }
+        // A stream the client has reset already: its RST_STREAM counted once. python-h2 (httpx) answers every DATA
+        // frame still in flight on a stream it reset with another one, hundreds for a dozen cancelled downloads;
+        // counted, they closed the connection as a rapid reset (NIOHTTP2 counts them all).
+        if streams[id] == nil, resetByClient.contains(id) { return }
         if resetFrames.record() {
             connectionError(.enhanceYourCalm, context: context)
             return
@@ -517,6 +523,7 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
         guard streams.removeValue(forKey: id) != nil else { return }
         let code = HTTP2ErrorCode(networkCode: Int(payload.getInteger(at: payload.readerIndex, as: UInt32.self)!))
         closedOtherwise.insert(id)
+        resetByClient.insert(id)
         failQueued(streamIDs: [id])
         let streamID = HTTP2StreamID(Int32(id))
         context.fireChannelRead(wrapInboundOut(HTTP2Frame(streamID: streamID, payload: .rstStream(code))))
@@ -1159,14 +1166,17 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
 
 /// The last few stream IDs of one kind, in a ring.
 struct RecentStreams {
-    private var ids: [UInt32]
+    /// Allocated at the first insert: most connections never reset a stream.
+    private var ids: [UInt32] = []
+    private let capacity: Int
     private var next = 0
 
     init(capacity: Int) {
-        ids = Array(repeating: 0, count: capacity)
+        self.capacity = capacity
     }
 
     mutating func insert(_ id: UInt32) {
+        if ids.isEmpty { ids = Array(repeating: 0, count: capacity) }
         ids[next] = id
         next = (next + 1) % ids.count
     }
