@@ -434,12 +434,13 @@ final class HTTP2FastPathHandler: ChannelDuplexHandler, NIOHTTP2FrameDelegate {
         }
     }
 
-    /// How many streams the client may have open: the configured limit, advertised in Edge's SETTINGS. Until
-    /// the client acknowledges them, one less than NIOHTTP2's default if that is lower, so that a stream is
-    /// refused here before NIOHTTP2 would see one too many.
+    /// How many streams the client may have open: the configured limit, advertised in Edge's SETTINGS. On
+    /// NIOHTTP2, until the client acknowledges them, one less than NIOHTTP2's default if that is lower, so that a
+    /// stream is refused here before NIOHTTP2 would see one too many; Edge's own layer has no such default, so a
+    /// client that opens the advertised number at once (`h2load -m100`) is refused none.
     private var streamLimit: Int {
         let configured = limits.http2MaxConcurrentStreams
-        return settingsAcknowledged ? configured : min(configured, Self.defaultStreamLimit - 1)
+        return settingsAcknowledged || connection != nil ? configured : min(configured, Self.defaultStreamLimit - 1)
     }
 
     /// Refuses a new stream beyond the stream limit with `RST_STREAM(REFUSED_STREAM)` (RFC 9113 §5.1.2): nothing
