@@ -8,6 +8,8 @@ import NIOHTTP2
 /// or `HEAD` that ``RequestDispatcher/immediateReply(method:target:host:conditional:now:)`` can answer at once
 /// (a hit in the loop's cache or small-file cache, a fixed response, `/healthz`): one HEADERS and one DATA
 /// frame, with no stream channel.
+/// On Edge's own connection layer it also takes a body-less `GET` or `HEAD` to a streaming route (a proxy): the
+/// request is dispatched at its head and the origin's answer written as frames (``HTTP2StreamedAnswer``).
 /// Every other stream — bodies, other methods, cache misses, files, routes with policies, anything over a
 /// limit — goes on to the multiplexer unchanged, where NIO's HTTP/1-style codec and ``EdgeRequestHandler``
 /// serve it exactly as before.
