@@ -9,7 +9,8 @@ import NIOHTTP2
 /// (a hit in the loop's cache or small-file cache, a fixed response, `/healthz`): one HEADERS and one DATA
 /// frame, with no stream channel.
 /// On Edge's own connection layer it also takes a body-less `GET` or `HEAD` to a streaming route (a proxy): the
-/// request is dispatched at its head and the origin's answer written as frames (``HTTP2StreamedAnswer``).
+/// request is dispatched at its head, where the dispatcher applies the route's policies, and the origin's answer
+/// is written as frames (``HTTP2StreamedAnswer``).
 /// Every other stream — bodies, other methods, cache misses, files, routes with policies, anything over a
 /// limit — goes on to the multiplexer unchanged, where NIO's HTTP/1-style codec and ``EdgeRequestHandler``
 /// serve it exactly as before.
