@@ -50,9 +50,7 @@ final class HTTP2StreamedAnswer {
     /// unless the block has one (as NIO's stream codec does), then every regular field.
     static func requestFields(_ headers: HPACKHeaders, authority: String?) -> FieldBlock {
         var fields = FieldBlock(capacity: 48 * max(1, headers.count))
-        var hasHost = false
-        for (name, _, _) in headers where name.utf8.count == 4 && name == "host" { hasHost = true }
-        if !hasHost, let authority { fields.add(name: "host", value: authority) }
+        if let authority, !headers.contains(name: "host") { fields.add(name: "host", value: authority) }
         for (name, value, _) in headers where name.utf8.first != UInt8(ascii: ":") {
             fields.add(name: name, value: value)
         }

@@ -123,10 +123,7 @@ enum ResponseHeaders {
             default: break
             }
             let lowered = String(unsafeUninitializedCapacity: name.count) { out in
-                for index in 0..<name.count {
-                    let byte = name[index]
-                    out[index] = byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z") ? byte | 0x20 : byte
-                }
+                for index in 0..<name.count { out[index] = name[index].asciiLowercased }
                 return name.count
             }
             block.add(name: lowered, value: String(decoding: value, as: UTF8.self))
@@ -137,7 +134,7 @@ enum ResponseHeaders {
     /// Adds `value` under `name` in lower case, as an HTTP/2 header block requires (the per-request fields of a
     /// site may be configured in any case).
     static func addLowercased(_ name: String, _ value: String, to block: inout HPACKHeaders) {
-        if name.utf8.contains(where: { $0 >= UInt8(ascii: "A") && $0 <= UInt8(ascii: "Z") }) {
+        if name.utf8.contains(where: { $0.asciiLowercased != $0 }) {
             block.add(name: name.lowercased(), value: value)
         } else {
             block.add(name: name, value: value)
