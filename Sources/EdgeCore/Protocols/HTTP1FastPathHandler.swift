@@ -305,12 +305,19 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler, RemovableChannelHandler 
                 headTimer?.cancel()
                 headTimer = nil
                 // A hit in the loop's caches, a fixed response or `/healthz` needs no in-flight count and no policy.
-                let immediate = dispatcher.immediateReply(
+                let atHead = dispatcher.answerAtHead(
                     method: request.method, target: request.target[...], host: request.host[...], conditional: request.conditional,
                     now: now
                 )
+                var immediate: Reply?
+                var streams = false
+                switch atHead {
+                case .reply(let reply): immediate = reply
+                case .streamed: streams = true
+                case .other: break
+                }
                 // A proxied request (it has no body, or the scan would not have passed it) takes the whole head.
-                var streamed = immediate == nil && dispatcher.streamsRequest(target: request.target[...], host: request.host[...])
+                var streamed = streams
                     ? StreamedRequest(
                         headers: HTTP1RequestScanner.headerFields(pending, headLength: headLength),
                         version: request.isHTTP10 ? .http1_0 : .http1_1, isTLS: isTLS, body: nil, bodyLength: nil
@@ -628,11 +635,19 @@ final class HTTP1FastPathHandler: ChannelDuplexHandler, RemovableChannelHandler 
             send(head, keepAlive: keepAlive, context: context)
             return
         }
+        // A small body that is all at hand (it came whole with its head) goes behind the head: one buffer, one write.
+        if framing == .length, let whole = body.takeWhole(maxBytes: Self.copiedBodyBytes) {
+            record?.bodyBytesOut += whole.readableBytes
+            head.writeImmutableBuffer(whole)
+            send(head, keepAlive: keepAlive, context: context)
+            return
+        }
         requestInProgress = true
         responseBody = body
         context.write(wrapOutboundOut(.byteBuffer(head)), promise: nil)
         needsFlush = true
-        body.onBatchEnd = { [self] in flushIfNeeded(context: context) }
+        // A body that is all at hand (a small answer that came whole) ends below, and its end flushes.
+        if !body.isFinished { body.onBatchEnd = { [self] in flushIfNeeded(context: context) } }
         pumpStream(body, framing: framing, keepAlive: keepAlive, context: context)
     }
 

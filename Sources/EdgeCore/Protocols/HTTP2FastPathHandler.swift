@@ -381,13 +381,15 @@ final class HTTP2FastPathHandler: ChannelDuplexHandler, NIOHTTP2FrameDelegate {
         context: ChannelHandlerContext
     ) -> InlineAnswer {
         guard let request = Self.simpleRequest(fields, limits: limits) else { return .notAnswered }
-        guard let reply = dispatcher.immediateReply(
-            method: request.method, target: request.target, host: request.host, conditional: fields.conditional
-        ) else {
+        let reply: Reply
+        switch dispatcher.answerAtHead(method: request.method, target: request.target, host: request.host, conditional: fields.conditional) {
+        case .reply(let immediate):
+            reply = immediate
+        case .streamed:
             // A proxied request is answered here too, on Edge's own connection layer.
-            if let connection, dispatcher.streamsRequest(target: request.target, host: request.host) {
-                return answerStreamed(streamID, request, fields, headers, connection: connection, context: context)
-            }
+            guard let connection else { return .notAnswered }
+            return answerStreamed(streamID, request, fields, headers, connection: connection, context: context)
+        case .other:
             return .notAnswered
         }
         guard let parts = Self.frameParts(of: reply) else { return .notAnswered }

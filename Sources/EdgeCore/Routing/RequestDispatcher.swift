@@ -257,6 +257,49 @@ struct RequestDispatcher {
         return (target[..<mark], target[target.utf8.index(after: mark)...])
     }
 
+    /// What a fast path does with a body-less request when its head arrives (``answerAtHead(method:target:host:conditional:now:)``).
+    enum HeadAnswer {
+        /// Answer now: ``immediateReply(method:target:host:conditional:now:admitting:)`` had the reply.
+        case reply(Reply)
+        /// Dispatch it with a ``StreamedRequest``: its route takes the body as a stream (a proxy).
+        case streamed
+        /// Neither: the fast path dispatches it as usual, or hands it on.
+        case other
+    }
+
+    /// ``immediateReply(method:target:host:conditional:now:admitting:)``, and then whether the route streams, in
+    /// one: the path normalised and the site and route looked up once, not once for each question (a proxied
+    /// request asks both).
+    func answerAtHead(
+        method: HTTPMethod, target: Substring, host: Substring, conditional: StaticRequestHeaders = StaticRequestHeaders(),
+        now: NIODeadline = .now()
+    ) -> HeadAnswer {
+        let (rawPath, query) = Self.split(target)
+        guard case .success(let path) = RoutingPath.normalize(rawPath) else { return .other }
+        var mayAnswer = (method == .GET || method == .HEAD) && (query.map(Self.isValidQuery) ?? true)
+        if Self.isHealthCheck(path) { return mayAnswer ? .reply(.response(health())) : .other }
+        let services = self.services
+        let router = services.router
+        // As in immediateReply: not an ACME token, and not above the in-flight limit.
+        if mayAnswer, services.acmeChallenges != nil, path.hasBytePrefix(Self.acmeChallengePrefix) { mayAnswer = false }
+        if mayAnswer, !services.state.inFlightBelow(maxInFlight) { mayAnswer = false }
+        guard mayAnswer || router.hasStreamingRoutes, let site = router.site(for: host), isTLS || site.httpsRedirect == nil,
+            let route = site.route(for: path)
+        else { return .other }
+        if mayAnswer, route.rateLimiter == nil, route.authenticator == nil, route.access == nil {
+            let request = OriginRequest(
+                method: method, target: target, path: path, relativePath: route.relativePath(of: path), query: query,
+                headers: RequestHeaderValues(host: host, conditional: conditional), now: now
+            )
+            if let reply = route.origin.immediateReply(to: request, loop: loop) {
+                loop.observer.lastDispatch.route = route.metricsSlot
+                loop.observer.lastDispatch.site = site
+                return .reply(reply)
+            }
+        }
+        return router.hasStreamingRoutes && route.origin.requestBody.isStreamed ? .streamed : .other
+    }
+
     /// The route of `target` when it takes its body as a stream from the head on (a proxy), so that the front end
     /// must dispatch the request with a ``StreamedRequest`` when the head arrives; `nil` otherwise — at once, with no
     /// look-up, when no route streams — and for a path with no normal form (the ordinary path answers it 400).
@@ -267,11 +310,6 @@ struct RequestDispatcher {
             let route = site.route(for: path), route.origin.requestBody.isStreamed
         else { return nil }
         return route
-    }
-
-    /// Whether the request for `target` on `host` goes to a streaming route (``streamingRoute(for:host:)``).
-    func streamsRequest(target: Substring, host: Substring) -> Bool {
-        streamingRoute(for: target, host: host) != nil
     }
 
     /// For a request to a streaming route, the largest body it takes (the route's own `max_body_bytes`, else

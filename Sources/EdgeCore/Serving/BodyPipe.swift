@@ -39,7 +39,9 @@ final class BodyPipe: @unchecked Sendable {
     /// batch), so that a consumer that writes without flushing can flush once per batch rather than per chunk.
     var onBatchEnd: (() -> Void)?
 
-    private var buffered = CircularBuffer<ByteBuffer>()
+    /// Chunks written and not yet taken; made at the first that must wait (most bodies a consumer waits for never
+    /// need it, and an empty `CircularBuffer` costs an allocation).
+    private var buffered: CircularBuffer<ByteBuffer>?
     private var bufferedBytes = 0
     private var ending: Result<HTTPHeaders?, any Error>?
     /// The consumer waiting for the next part (``whenNext(_:)``, ``next()``).
@@ -67,7 +69,8 @@ final class BodyPipe: @unchecked Sendable {
             waiting(.success(.chunk(chunk)))
             return true
         }
-        buffered.append(chunk)
+        if buffered == nil { buffered = CircularBuffer(initialCapacity: 4) }
+        buffered!.append(chunk)
         bufferedBytes += chunk.readableBytes
         if bufferedBytes >= highWatermark {
             producerPaused = true
@@ -88,7 +91,7 @@ final class BodyPipe: @unchecked Sendable {
         guard ending == nil, !cancelled else { return }
         ending = .success(trailers)
         releaseProducer()
-        if buffered.isEmpty, let waiting {
+        if buffered?.isEmpty ?? true, let waiting {
             self.waiting = nil
             waiting(.success(.end(trailers)))
         }
@@ -100,7 +103,7 @@ final class BodyPipe: @unchecked Sendable {
         guard ending == nil, !cancelled else { return }
         ending = .failure(error)
         releaseProducer()
-        if buffered.isEmpty, let waiting {
+        if buffered?.isEmpty ?? true, let waiting {
             self.waiting = nil
             waiting(.failure(error))
         }
@@ -123,7 +126,7 @@ final class BodyPipe: @unchecked Sendable {
     /// a buffer of many small chunks would otherwise deepen the stack by one call per chunk.
     func nextIfReady() -> Result<Part, any Error>? {
         assert(eventLoop.inEventLoop)
-        if let chunk = buffered.popFirst() {
+        if let chunk = buffered?.popFirst() {
             bufferedBytes -= chunk.readableBytes
             resumeProducerIfDrained()
             return .success(.chunk(chunk))
@@ -136,6 +139,20 @@ final class BodyPipe: @unchecked Sendable {
         case nil:
             return cancelled ? .failure(Broken(description: "cancelled")) : nil
         }
+    }
+
+    /// The whole body, taken at once, when the producer has already ended it well, without trailers, and it is at
+    /// most `maxBytes` (a small answer that came whole in one read), so that the consumer can write it with its
+    /// head; `nil` otherwise, and nothing is taken.
+    func takeWhole(maxBytes: Int) -> ByteBuffer? {
+        assert(eventLoop.inEventLoop)
+        guard case .success(nil)? = ending, !cancelled, bufferedBytes <= maxBytes else { return nil }
+        guard var chunks = buffered, chunks.count > 0 else { return ByteBuffer() }
+        buffered = nil
+        bufferedBytes = 0
+        var whole = chunks.removeFirst()
+        while let next = chunks.popFirst() { whole.writeImmutableBuffer(next) }
+        return whole
     }
 
     /// Calls `consumer` with the next part: at once when one is at hand, else when it comes. At most one consumer
@@ -176,7 +193,7 @@ final class BodyPipe: @unchecked Sendable {
         assert(eventLoop.inEventLoop)
         guard !cancelled else { return }
         cancelled = true
-        buffered.removeAll()
+        buffered = nil
         bufferedBytes = 0
         let waiting = self.waiting
         self.waiting = nil

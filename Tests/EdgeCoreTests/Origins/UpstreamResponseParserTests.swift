@@ -144,6 +144,10 @@ struct UpstreamResponseParserTests {
         let parsed = try parse("HTTP/1.1 200 OK\r\nConnection: x-hop, close\r\nX-Hop: 1\r\nX-Kept: 2\r\nContent-Length: 0\r\n\r\n")
         #expect(parsed.fields == ["x-kept: 2", "content-length: 0"])
         #expect(!parsed.keepAlive)
+        // Options in any case, keep-alive among them, over two lines.
+        let folded = try parse("HTTP/1.0 200 OK\r\nConnection: X-HOP , Keep-Alive\r\nConnection: x-other\r\nx-hop: 1\r\nX-Other: 2\r\nX-Kept: 3\r\nContent-Length: 0\r\n\r\n")
+        #expect(folded.fields == ["x-kept: 3", "content-length: 0"])
+        #expect(folded.keepAlive)
         let delimited = try parse("HTTP/1.1 200 OK\r\n\r\nbody", closeAtEnd: true)
         #expect(delimited.ended && delimited.body == Array("body".utf8) && !delimited.keepAlive)
     }

@@ -84,6 +84,26 @@ struct ImmediateReplyTests {
             }.get()
         }
 
+        /// What `answerAtHead` says of `target`, in values that can leave the loop.
+        enum AtHead: Sendable, Equatable {
+            case reply(HTTPResponseStatus)
+            case streamed
+            case other
+        }
+
+        /// `answerAtHead` on the loop.
+        func atHead(_ target: String, method: HTTPMethod = .GET) async throws -> AtHead {
+            try await loop.submit { [self] in
+                switch RequestDispatcher(services: services, loop: loopState).answerAtHead(
+                    method: method, target: target[...], host: "localhost"
+                ) {
+                case .reply(let reply): return .reply(Summary(reply).status)
+                case .streamed: return .streamed
+                case .other: return .other
+                }
+            }.get()
+        }
+
         /// The full path for `target`, which fills the loop's small-file cache; returns the reply's status.
         func dispatch(_ target: String) async throws -> HTTPResponseStatus {
             try await loop.flatSubmit { [self] () -> EventLoopFuture<HTTPResponseStatus> in
@@ -149,5 +169,36 @@ struct ImmediateReplyTests {
         #expect(try await fixture.immediate("/files/hello.txt", StaticRequestHeaders(acceptEncoding: "gzip")) == nil)
         #expect(try await fixture.immediate("/files/hello.txt", method: .POST) == nil)
         #expect(try await fixture.immediate("/private/x") == nil)
+    }
+
+    @Test("one look-up at the head answers what immediateReply answers and tells streaming (proxy) routes apart")
+    func answerAtHead() async throws {
+        let fixture = try Fixture(extraRoute: """
+            [[upstream]]
+            name = "origin"
+            servers = ["127.0.0.1:9"]
+
+            [[route]]
+            path = "/api"
+            proxy = { upstream = "origin" }
+
+            [[route]]
+            path = "/limited-api"
+            proxy = { upstream = "origin" }
+            rate_limit = { per_second = 10, burst = 10 }
+            """)
+        #expect(try await fixture.dispatch("/files/hello.txt") == .ok)
+        #expect(try await fixture.atHead("/files/hello.txt") == .reply(.ok))
+        #expect(try await fixture.atHead("/files/other.txt") == .other)
+        #expect(try await fixture.atHead("/files/hello.txt", method: .POST) == .other)
+        #expect(try await fixture.atHead("/healthz") == .reply(.ok))
+        #expect(try await fixture.atHead("/healthz", method: .POST) == .other)
+        // A proxy route streams whatever the method, and with a policy too (the dispatch applies it).
+        #expect(try await fixture.atHead("/api/x?q=1") == .streamed)
+        #expect(try await fixture.atHead("/api/x", method: .POST) == .streamed)
+        #expect(try await fixture.atHead("/limited-api/x") == .streamed)
+        // A path with no normal form is neither: the full path answers it 400.
+        #expect(try await fixture.atHead("/api/../../x") == .other)
+        #expect(try await fixture.atHead("/nowhere") == .other)
     }
 }

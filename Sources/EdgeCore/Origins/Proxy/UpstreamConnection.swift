@@ -118,6 +118,10 @@ class UpstreamExchangeHandler {
         var totalTimer: Scheduled<Void>?
         /// A read is wanted but paused because the client has not taken the body.
         var paused = false
+        /// The response head, received but not yet handed to the delegate: it waits for the end of the read batch
+        /// (or of the response, or a failure), so that a response that arrives whole in one read reaches the
+        /// client with its body already in the pipe — one write, and no callback waiting for each part.
+        var unannounced: StreamedResponse?
 
         init(request: UpstreamRequest, body: BodyPipe?, delegate: any UpstreamExchangeDelegate, timeouts: Timeouts) {
             self.request = request
@@ -278,15 +282,25 @@ class UpstreamExchangeHandler {
         context.close(promise: nil)
     }
 
-    /// The response's final head.
+    /// The response's final head: kept until ``announce(_:context:)`` hands it on.
     fileprivate func receivedHead(
         status: HTTPResponseStatus, fields: FieldBlock, date: String? = nil, hasBody: Bool, context: ChannelHandlerContext
     ) {
         guard let exchange else { return }
         exchange.deadline = nil
-        var pipe: BodyPipe?
-        if hasBody {
-            let body = BodyPipe(eventLoop: context.eventLoop)
+        let pipe = hasBody ? BodyPipe(eventLoop: context.eventLoop) : nil
+        exchange.responseBody = pipe
+        exchange.headReceived = true
+        exchange.unannounced = StreamedResponse(status: status, headers: fields, body: pipe, date: date)
+    }
+
+    /// Hands the delegate the response head ``receivedHead(status:fields:date:hasBody:context:)`` kept, with
+    /// whatever of the body the read batch brought already in its pipe. A body still to come gets the pipe's
+    /// producer side now: demand resumes reading, a consumer that gives up ends the exchange.
+    private func announce(_ exchange: Exchange, context: ChannelHandlerContext) {
+        guard let response = exchange.unannounced else { return }
+        exchange.unannounced = nil
+        if let body = response.body, !body.isFinished {
             body.onDemand = { [self] in
                 guard self.exchange === exchange, exchange.paused else { return }
                 exchange.paused = false
@@ -295,11 +309,8 @@ class UpstreamExchangeHandler {
             body.onCancel = { [self] _ in
                 fail(UpstreamFailure(cause: .cancelled, responseStarted: true), context: context)
             }
-            pipe = body
         }
-        exchange.responseBody = pipe
-        exchange.headReceived = true
-        exchange.delegate?.upstreamResponded(.success(StreamedResponse(status: status, headers: fields, body: pipe, date: date)))
+        exchange.delegate?.upstreamResponded(.success(response))
     }
 
     fileprivate func receivedBody(_ chunk: ByteBuffer) {
@@ -327,6 +338,7 @@ class UpstreamExchangeHandler {
         exchange.keepAlive = keepAlive
         passOnPendingBody(exchange)
         exchange.responseBody?.finish(trailers: trailers.map(Self.forwardable))
+        announce(exchange, context: context)
         complete(exchange, context: context)
     }
 
@@ -362,6 +374,8 @@ class UpstreamExchangeHandler {
     fileprivate func readBatchEnded(context: ChannelHandlerContext) {
         guard let exchange, !exchange.responseEnded else { return }
         passOnPendingBody(exchange)
+        announce(exchange, context: context)
+        guard self.exchange === exchange else { return }  // the client gave up at once
         exchange.responseBody?.batchEnded()
         // Read on while the response head is awaited or the client takes the body.
         if !exchange.paused { requestRead(context: context) }
@@ -408,11 +422,14 @@ class UpstreamExchangeHandler {
         failure.bodySent = failure.bodySent || exchange.bodySent
         if failure.cause != .cancelled { exchange.body?.cancel(failure) }
         context.close(promise: nil)
+        if exchange.headReceived {
+            passOnPendingBody(exchange)  // what arrived is the client's, ahead of the break
+            announce(exchange, context: context)
+        }
         let delegate = exchange.delegate
         exchange.delegate = nil
         if exchange.headReceived {
             failure.responseStarted = true
-            passOnPendingBody(exchange)  // what arrived is the client's, ahead of the break
             exchange.responseBody?.fail(failure)
             delegate?.upstreamFinished(failure)
         } else {

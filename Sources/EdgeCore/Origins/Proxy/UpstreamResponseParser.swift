@@ -140,8 +140,9 @@ struct UpstreamResponseParser {
                     guard !trailers.isEmpty else { return .end(trailers: nil) }
                     var closes = false
                     trailers.forEachLine { name, value, _ in
-                        if FieldBlock.equalsLowercased(name, "connection"), Self.tokens(value).contains(where: { $0 == Array("close".utf8) }) {
-                            closes = true
+                        guard FieldBlock.equalsLowercased(name, "connection") else { return }
+                        Self.forEachToken(value) { token in
+                            if FieldBlock.equalsLowercased(token, "close") { closes = true }
                         }
                     }
                     if closes { keepAlive = false }  // as in a head: the connection ends with this response
@@ -241,7 +242,8 @@ struct UpstreamResponseParser {
             let (status, minor) = try parseStatusLine(statusLine)
             var fields = FieldBlock(capacity: bytes.count + 64)
             var close = false, keepAliveToken = false, transferEncoding = false
-            var codings: [[UInt8]] = []
+            // Every coding over every Transfer-Encoding line: how many, and whether all were `chunked`.
+            var codingCount = 0, onlyChunked = true
             var contentLength: Int?
             var options: [[UInt8]] = []
             var date: String?
@@ -251,28 +253,35 @@ struct UpstreamResponseParser {
                 }
                 let (name, value) = try splitField(line)
                 if FieldBlock.equalsLowercased(name, "content-length") {
-                    let parts = tokens(value, lowercased: false)
-                    guard !parts.isEmpty else { throw UpstreamParseError("empty Content-Length") }
-                    for part in parts {
-                        guard let length = decimal(part) else { throw UpstreamParseError("bad Content-Length") }
-                        if let contentLength, contentLength != length { throw UpstreamParseError("conflicting Content-Length values") }
+                    var parts = 0
+                    var bad = false, conflicting = false
+                    forEachToken(value) { part in
+                        parts += 1
+                        guard let length = decimal(part) else { bad = true; return }
+                        if let contentLength, contentLength != length { conflicting = true }
                         contentLength = length
                     }
+                    guard parts > 0 else { throw UpstreamParseError("empty Content-Length") }
+                    guard !bad else { throw UpstreamParseError("bad Content-Length") }
+                    guard !conflicting else { throw UpstreamParseError("conflicting Content-Length values") }
                     continue
                 }
                 if FieldBlock.equalsLowercased(name, "transfer-encoding") {
                     transferEncoding = true
-                    codings += tokens(value)
+                    forEachToken(value) { coding in
+                        codingCount += 1
+                        onlyChunked = onlyChunked && FieldBlock.equalsLowercased(coding, "chunked")
+                    }
                     continue
                 }
                 if FieldBlock.equalsLowercased(name, "connection") {
-                    for token in tokens(value) {
-                        if token == Array("close".utf8) {
+                    forEachToken(value) { token in
+                        if FieldBlock.equalsLowercased(token, "close") {
                             close = true
-                        } else if token == Array("keep-alive".utf8) {
+                        } else if FieldBlock.equalsLowercased(token, "keep-alive") {
                             keepAliveToken = true
                         } else {
-                            options.append(token)
+                            options.append(token.map { $0 >= UInt8(ascii: "A") && $0 <= UInt8(ascii: "Z") ? $0 | 0x20 : $0 })
                         }
                     }
                     continue
@@ -288,7 +297,7 @@ struct UpstreamResponseParser {
             // (a `gzip` under the chunks would reach the client still encoded, as if it were the content), chunked
             // may be applied only once (RFC 9112 §6.1), and an empty list says nothing a length could be read from.
             let chunked = transferEncoding
-            if transferEncoding, codings != [Array("chunked".utf8)] {
+            if transferEncoding, codingCount != 1 || !onlyChunked {
                 throw UpstreamParseError("transfer coding other than chunked")  // nginx: "unknown Transfer-Encoding"
             }
             fields.remove(names: options)  // the fields the Connection header names
@@ -337,7 +346,7 @@ struct UpstreamResponseParser {
     /// A field line's name (a token) and value (without surrounding whitespace; no control bytes but tab).
     static func splitField(_ line: UnsafeRawBufferPointer) throws -> (UnsafeRawBufferPointer, UnsafeRawBufferPointer) {
         guard let colon = line.firstIndex(of: UInt8(ascii: ":")), colon > 0 else { throw UpstreamParseError("header line without a name") }
-        for byte in line[..<colon] where !isTokenByte(byte) {
+        for byte in line[..<colon] where !RequestTargetRules.isTokenByte(byte) {
             throw UpstreamParseError("invalid byte in a header name")
         }
         var start = colon + 1
@@ -357,32 +366,34 @@ struct UpstreamResponseParser {
         fields.appendField(name: name, value: value)
     }
 
-    /// RFC 9110 §5.6.2 `tchar`.
-    @inline(__always)
-    static func isTokenByte(_ byte: UInt8) -> Bool {
-        switch byte {
-        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"):
-            return true
-        default:
-            return "!#$%&'*+-.^_`|~".utf8.contains(byte)
-        }
-    }
-
     /// The comma-separated elements of a list value, trimmed, lower-cased unless asked not to; empty ones left out.
     static func tokens(_ value: UnsafeRawBufferPointer, lowercased: Bool = true) -> [[UInt8]] {
         var result: [[UInt8]] = []
-        for element in value.split(separator: UInt8(ascii: ","), omittingEmptySubsequences: true) {
-            var start = element.startIndex, end = element.endIndex
-            while start < end, element[start] == UInt8(ascii: " ") || element[start] == UInt8(ascii: "\t") { start += 1 }
-            while end > start, element[end - 1] == UInt8(ascii: " ") || element[end - 1] == UInt8(ascii: "\t") { end -= 1 }
-            guard start < end else { continue }
-            result.append(element[start..<end].map { lowercased && $0 >= UInt8(ascii: "A") && $0 <= UInt8(ascii: "Z") ? $0 | 0x20 : $0 })
+        forEachToken(value) { token in
+            result.append(token.map { lowercased && $0 >= UInt8(ascii: "A") && $0 <= UInt8(ascii: "Z") ? $0 | 0x20 : $0 })
         }
         return result
     }
 
+    /// Calls `body` with each comma-separated element of a list value, trimmed, as it is (no case folding); empty
+    /// ones left out. Nothing is copied: the per-response lists (`Connection`, `Content-Length`,
+    /// `Transfer-Encoding`) are read without an array per element.
+    static func forEachToken(_ value: UnsafeRawBufferPointer, _ body: (UnsafeRawBufferPointer) -> Void) {
+        var index = 0
+        let count = value.count
+        while index < count {
+            var end = index
+            while end < count, value[end] != UInt8(ascii: ",") { end += 1 }
+            var start = index, last = end
+            while start < last, value[start] == UInt8(ascii: " ") || value[start] == UInt8(ascii: "\t") { start += 1 }
+            while last > start, value[last - 1] == UInt8(ascii: " ") || value[last - 1] == UInt8(ascii: "\t") { last -= 1 }
+            if start < last { body(UnsafeRawBufferPointer(rebasing: value[start..<last])) }
+            index = end + 1
+        }
+    }
+
     /// A non-negative decimal of at most 18 digits.
-    private static func decimal(_ digits: [UInt8]) -> Int? {
+    private static func decimal(_ digits: UnsafeRawBufferPointer) -> Int? {
         guard !digits.isEmpty, digits.count <= 18 else { return nil }
         var value = 0
         for digit in digits {
