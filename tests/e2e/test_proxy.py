@@ -231,6 +231,24 @@ def test_request_fields_forwarded_and_dropped(proxy):
     assert re.fullmatch(r"[0-9a-f]{32}", fields["x-request-id"][0])
 
 
+def test_forwarded_quotes_an_ipv6_client_in_brackets(edge_factory, upstreams):
+    """RFC 7239 §6: an IPv6 client's address in Forwarded is a quoted, bracketed node; X-Forwarded-For carries
+    it bare. (An IPv4 client's, in the test above, is neither.)"""
+    server = edge_factory.start(http="[::1]:0", https=None, config=f"""
+[[upstream]]
+name = "one"
+servers = ["{upstreams["a"].address}"]
+
+[[route]]
+path = "/one"
+proxy = {{ upstream = "one" }}
+""")
+    with httpx.Client() as http:
+        fields = headers_of(echo_of(http.get(f"http://[::1]:{server.http.port}/one/echo")))
+    assert fields["x-forwarded-for"] == ["0:0:0:0:0:0:0:1"]
+    assert fields["forwarded"] == [f'for="[0:0:0:0:0:0:0:1]";proto=http;host="[::1]:{server.http.port}"']
+
+
 def test_cookie_fields_reach_an_http1_upstream_as_one_line(proxy):
     # HTTP/2 clients send one field per cookie (RFC 9113 §8.2.3): an HTTP/1.1 upstream gets them joined with "; ".
     with httpx.Client(http2=True, verify=False) as http:

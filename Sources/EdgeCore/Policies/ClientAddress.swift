@@ -40,9 +40,43 @@ public struct ClientAddress: Hashable, Sendable, CustomStringConvertible {
         self.low = bytes[8..<16].reduce(0) { $0 << 8 | UInt64($1) }
     }
 
+    /// Whether the address is an IPv4 one (stored IPv4-mapped).
+    var isIPv4: Bool { high == 0 && low >> 32 == 0xFFFF }
+
+    /// Writes ``description`` to `buffer`; an IPv4 address without making a `String` (the proxy writes the client's
+    /// address into two fields of every request it sends).
+    func write(to buffer: inout ByteBuffer) {
+        guard isIPv4 else {
+            buffer.writeString(description)
+            return
+        }
+        let v4 = UInt32(truncatingIfNeeded: low)
+        buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: 15) { bytes in
+            var index = 0
+            for position in 0..<4 {
+                let octet = Int(v4 >> UInt32(24 - 8 * position) & 0xFF)
+                if index > 0 {
+                    bytes[index] = UInt8(ascii: ".")
+                    index += 1
+                }
+                if octet >= 100 {
+                    bytes[index] = UInt8(ascii: "0") + UInt8(octet / 100)
+                    index += 1
+                }
+                if octet >= 10 {
+                    bytes[index] = UInt8(ascii: "0") + UInt8(octet / 10 % 10)
+                    index += 1
+                }
+                bytes[index] = UInt8(ascii: "0") + UInt8(octet % 10)
+                index += 1
+            }
+            return index
+        }
+    }
+
     /// Dotted IPv4 or full hexadecimal IPv6 text, for logs.
     public var description: String {
-        if high == 0, low >> 32 == 0xFFFF {
+        if isIPv4 {
             let v4 = UInt32(truncatingIfNeeded: low)
             return "\(v4 >> 24).\(v4 >> 16 & 0xFF).\(v4 >> 8 & 0xFF).\(v4 & 0xFF)"
         }

@@ -1,4 +1,5 @@
 @testable import EdgeCore
+import NIOCore
 import Testing
 
 @Suite("Client addresses and trusted proxies")
@@ -29,5 +30,16 @@ struct AddressRangeTests {
         #expect(proxy.resolved(forwardedFor: "garbage", trusted: trusted) == proxy)
         #expect(proxy.resolved(forwardedFor: nil, trusted: trusted) == proxy)
         #expect(proxy.resolved(forwardedFor: "203.0.113.5", trusted: []) == proxy)
+    }
+
+    @Test("an address written as bytes reads as its description", arguments: [
+        "0.0.0.0", "1.2.3.4", "9.10.99.100", "127.0.0.1", "198.51.100.7", "255.255.255.255", "::1", "2001:db8::1",
+    ])
+    func written(text: String) throws {
+        let address = try #require(ClientAddress(parsing: text))
+        var buffer = ByteBuffer(string: "x=")
+        address.write(to: &buffer)
+        #expect(String(buffer: buffer) == "x=" + address.description)
+        #expect(address.isIPv4 == !text.contains(":"))
     }
 }

@@ -182,14 +182,14 @@ public final class ProxyResponder: Sendable {
             fields.add(name: "content-length", value: "0")
         }
         // Edge's own fields, written in pieces: a client's earlier values (from a trusted proxy) first.
-        let clientText = request.peer.description
+        let peer = request.peer
         let scheme: StaticString = request.isTLS ? "https" : "http"
         fields.add(name: "x-forwarded-for") { value in
             for earlier in forwardedFor {
                 value.writeString(earlier)
                 value.writeStaticString(", ")
             }
-            value.writeString(clientText)
+            peer.write(to: &value)
         }
         fields.add(name: "x-forwarded-proto") { $0.writeStaticString(scheme) }
         if !request.host.isEmpty { fields.add(name: "x-forwarded-host", value: request.host) }
@@ -199,12 +199,12 @@ public final class ProxyResponder: Sendable {
                 value.writeStaticString(", ")
             }
             value.writeStaticString("for=")
-            if clientText.utf8.contains(UInt8(ascii: ":")) {
-                value.writeStaticString("\"[")
-                value.writeString(clientText)
-                value.writeStaticString("]\"")
+            if peer.isIPv4 {
+                peer.write(to: &value)
             } else {
-                value.writeString(clientText)
+                value.writeStaticString("\"[")
+                peer.write(to: &value)
+                value.writeStaticString("]\"")
             }
             value.writeStaticString(";proto=")
             value.writeStaticString(scheme)
