@@ -770,6 +770,9 @@ class H2Client:
                     self.streams[ev.stream_id]["headers"] = hdrs
                 elif isinstance(ev, h2.events.DataReceived):
                     self.streams[ev.stream_id]["body"] += ev.data
+                    # Each DATA frame: its length, and whether it ended the stream.
+                    self.streams[ev.stream_id].setdefault("data_frames", []).append(
+                        (len(ev.data), ev.stream_ended is not None))
                     self.conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
                 elif isinstance(ev, h2.events.TrailersReceived):
                     self.streams[ev.stream_id]["trailers"] = dict(ev.headers)

@@ -101,6 +101,15 @@ final class HTTP2StreamedAnswer {
             owner.loop.observer.finish(&record)
             return
         }
+        // A small body that is all at hand (it came whole with its head): HEADERS and one DATA frame that ends the
+        // stream, with nothing left to wait for.
+        if let whole = body.takeWhole(maxBytes: Self.wholeBodyBytes) {
+            record?.bodyBytesOut += whole.readableBytes
+            write(.headers(.init(headers: block, endStream: whole.readableBytes == 0)))
+            if whole.readableBytes > 0 { write(.data(.init(data: .byteBuffer(whole), endStream: true))) }
+            owner.loop.observer.finish(&record)
+            return
+        }
         heldHead = block
         self.body = body
         body.onBatchEnd = { [weak self] in
@@ -111,6 +120,10 @@ final class HTTP2StreamedAnswer {
     }
 
     // MARK: the body
+
+    /// A body at most this long that is all at hand when the head is written goes out with it at once (one DATA
+    /// frame of the default maximum size).
+    static let wholeBodyBytes = 16 * 1024
 
     private func pump() {
         guard let body else { return }
