@@ -139,16 +139,30 @@ struct FieldBlock {
 
     /// Without the fields named in `names` (in lower case): a route's edits, or the fields a `Connection` header
     /// names, which are hop-by-hop too (RFC 9110 §7.6.1).
+    ///
+    /// Linear in the fields and the names: a head may carry thousands of each (an upstream's `Connection: a,a,a…`
+    /// over thousands of lines), and comparing every field with every name stalled the event loop for seconds.
     mutating func remove(names: [[UInt8]]) {
         guard !names.isEmpty else { return }
         var kept = FieldBlock(capacity: bytes.readableBytes)
-        forEachLine { name, _, line in
-            if !names.contains(where: { wanted in wanted.withUnsafeBytes { Self.equalsLowercased(name, $0) } }) {
-                kept.append(line: line)
+        if names.count <= Self.namesComparedInTurn {
+            forEachLine { name, _, line in
+                if !names.contains(where: { wanted in wanted.withUnsafeBytes { Self.equalsLowercased(name, $0) } }) {
+                    kept.append(line: line)
+                }
+            }
+        } else {
+            let wanted = Set(names)
+            forEachLine { name, _, line in
+                let lower = name.map { $0 >= UInt8(ascii: "A") && $0 <= UInt8(ascii: "Z") ? $0 | 0x20 : $0 }
+                if !wanted.contains(lower) { kept.append(line: line) }
             }
         }
         self = kept
     }
+
+    /// Up to this many names, ``remove(names:)`` compares each field with each name (no set to build).
+    static let namesComparedInTurn = 8
 
     /// Without the fields named `name`, then one `name: value`.
     mutating func replaceOrAdd(name: String, value: String) {
