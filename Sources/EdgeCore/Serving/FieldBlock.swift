@@ -154,7 +154,7 @@ struct FieldBlock {
         } else {
             let wanted = Set(names)
             forEachLine { name, _, line in
-                let lower = name.map { $0 >= UInt8(ascii: "A") && $0 <= UInt8(ascii: "Z") ? $0 | 0x20 : $0 }
+                let lower = name.map(\.asciiLowercased)
                 if !wanted.contains(lower) { kept.append(line: line) }
             }
         }

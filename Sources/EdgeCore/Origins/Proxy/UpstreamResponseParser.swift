@@ -281,7 +281,7 @@ struct UpstreamResponseParser {
                         } else if FieldBlock.equalsLowercased(token, "keep-alive") {
                             keepAliveToken = true
                         } else {
-                            options.append(token.map { $0 >= UInt8(ascii: "A") && $0 <= UInt8(ascii: "Z") ? $0 | 0x20 : $0 })
+                            options.append(token.map(\.asciiLowercased))
                         }
                     }
                     continue
@@ -370,7 +370,7 @@ struct UpstreamResponseParser {
     static func tokens(_ value: UnsafeRawBufferPointer, lowercased: Bool = true) -> [[UInt8]] {
         var result: [[UInt8]] = []
         forEachToken(value) { token in
-            result.append(token.map { lowercased && $0 >= UInt8(ascii: "A") && $0 <= UInt8(ascii: "Z") ? $0 | 0x20 : $0 })
+            result.append(lowercased ? token.map(\.asciiLowercased) : Array(token))
         }
         return result
     }
