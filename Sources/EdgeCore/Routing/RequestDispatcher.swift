@@ -218,36 +218,16 @@ struct RequestDispatcher {
     /// `/healthz`, a fixed response, a fresh entry in this loop's cache, or a file in this loop's small-file
     /// cache (`conditional` carries the request's validators, `Range` and `Accept-Encoding` for it). `nil`
     /// means the request takes the full path (``dispatch(method:target:headers:bodyBytes:client:on:)``),
-    /// which answers it the same way or better; nothing has been counted or started for it. The HTTP/2 fast
-    /// path uses this to answer such requests without creating a stream channel. `now` is the time the
-    /// request arrived, for the cache entry's freshness.
+    /// which answers it the same way or better; nothing has been counted or started for it. The fast paths ask
+    /// it through ``answerAtHead(method:target:host:conditional:now:admitting:)``, the full path under load.
+    /// `now` is the time the request arrived, for the cache entry's freshness.
     func immediateReply(
         method: HTTPMethod, target: Substring, host: Substring, conditional: StaticRequestHeaders = StaticRequestHeaders(),
         now: NIODeadline = .now(), admitting: Bool = true
     ) -> Reply? {
-        let (rawPath, query) = Self.split(target)
-        guard method == .GET || method == .HEAD, case .success(let path) = RoutingPath.normalize(rawPath),
-            query.map(Self.isValidQuery) ?? true
-        else { return nil }
-        if Self.isHealthCheck(path) { return .response(health()) }
-        let services = self.services
-        // An ACME HTTP-01 token is answered by ``dispatch`` before routing: a route must not answer it here first.
-        if services.acmeChallenges != nil, path.hasBytePrefix(Self.acmeChallengePrefix) { return nil }
-        // The fast paths send a request the full path would refuse at the in-flight limit there, so that it gets
-        // the same answer; the full path itself asks with `admitting: false`, for what it serves whatever the load.
-        guard !admitting || services.state.inFlightBelow(maxInFlight) else { return nil }
-        guard let site = services.router.site(for: host), isTLS || site.httpsRedirect == nil,
-            let route = site.route(for: path), route.rateLimiter == nil, route.authenticator == nil, route.access == nil
-        else {
-            return nil
-        }
-        let request = OriginRequest(
-            method: method, target: target, path: path, relativePath: route.relativePath(of: path), query: query,
-            headers: RequestHeaderValues(host: host, conditional: conditional), now: now
-        )
-        guard let reply = route.origin.immediateReply(to: request, loop: loop) else { return nil }
-        loop.observer.lastDispatch.route = route.metricsSlot
-        loop.observer.lastDispatch.site = site
+        guard case .reply(let reply) = answerAtHead(
+            method: method, target: target, host: host, conditional: conditional, now: now, admitting: admitting
+        ) else { return nil }
         return reply
     }
 
@@ -257,7 +237,8 @@ struct RequestDispatcher {
         return (target[..<mark], target[target.utf8.index(after: mark)...])
     }
 
-    /// What a fast path does with a body-less request when its head arrives (``answerAtHead(method:target:host:conditional:now:)``).
+    /// What a fast path does with a body-less request when its head arrives
+    /// (``answerAtHead(method:target:host:conditional:now:admitting:)``).
     enum HeadAnswer {
         /// Answer now: ``immediateReply(method:target:host:conditional:now:admitting:)`` had the reply.
         case reply(Reply)
@@ -267,12 +248,12 @@ struct RequestDispatcher {
         case other
     }
 
-    /// ``immediateReply(method:target:host:conditional:now:admitting:)``, and then whether the route streams, in
-    /// one: the path normalised and the site and route looked up once, not once for each question (a proxied
-    /// request asks both).
+    /// The immediate reply (``immediateReply(method:target:host:conditional:now:admitting:)``), and else whether the
+    /// route streams, in one: the path normalised and the site and route looked up once, not once for each question
+    /// (a proxied request asks both).
     func answerAtHead(
         method: HTTPMethod, target: Substring, host: Substring, conditional: StaticRequestHeaders = StaticRequestHeaders(),
-        now: NIODeadline = .now()
+        now: NIODeadline = .now(), admitting: Bool = true
     ) -> HeadAnswer {
         let (rawPath, query) = Self.split(target)
         guard case .success(let path) = RoutingPath.normalize(rawPath) else { return .other }
@@ -280,9 +261,11 @@ struct RequestDispatcher {
         if Self.isHealthCheck(path) { return mayAnswer ? .reply(.response(health())) : .other }
         let services = self.services
         let router = services.router
-        // As in immediateReply: not an ACME token, and not above the in-flight limit.
+        // An ACME HTTP-01 token is answered by ``dispatch`` before routing: a route must not answer it here first.
         if mayAnswer, services.acmeChallenges != nil, path.hasBytePrefix(Self.acmeChallengePrefix) { mayAnswer = false }
-        if mayAnswer, !services.state.inFlightBelow(maxInFlight) { mayAnswer = false }
+        // The fast paths send a request the full path would refuse at the in-flight limit there, so that it gets
+        // the same answer; the full path itself asks with `admitting: false`, for what it serves whatever the load.
+        if mayAnswer, admitting, !services.state.inFlightBelow(maxInFlight) { mayAnswer = false }
         guard mayAnswer || router.hasStreamingRoutes, let site = router.site(for: host), isTLS || site.httpsRedirect == nil,
             let route = site.route(for: path)
         else { return .other }

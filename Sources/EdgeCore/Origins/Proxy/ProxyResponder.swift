@@ -335,7 +335,7 @@ extension ProxyResponder: Origin {
     func serve(_ request: OriginRequest, context: OriginContext) -> Dispatch {
         guard let streamed = request.streamed else {
             // A front end that did not stream this request (it cannot happen: every front end asks
-            // ``RequestDispatcher/answerAtHead(method:target:host:conditional:now:)`` at the head).
+            // ``RequestDispatcher/answerAtHead(method:target:host:conditional:now:admitting:)`` at the head).
             return .ready(.response(.text(.internalServerError, "request was not streamed\n")))
         }
         let proxied = ProxyRequest(
