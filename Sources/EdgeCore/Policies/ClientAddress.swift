@@ -50,40 +50,42 @@ public struct ClientAddress: Hashable, Sendable, CustomStringConvertible {
             buffer.writeString(description)
             return
         }
-        let v4 = UInt32(truncatingIfNeeded: low)
-        buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: 15) { bytes in
-            var index = 0
-            for position in 0..<4 {
-                let octet = Int(v4 >> UInt32(24 - 8 * position) & 0xFF)
-                if index > 0 {
-                    bytes[index] = UInt8(ascii: ".")
-                    index += 1
-                }
-                if octet >= 100 {
-                    bytes[index] = UInt8(ascii: "0") + UInt8(octet / 100)
-                    index += 1
-                }
-                if octet >= 10 {
-                    bytes[index] = UInt8(ascii: "0") + UInt8(octet / 10 % 10)
-                    index += 1
-                }
-                bytes[index] = UInt8(ascii: "0") + UInt8(octet % 10)
-                index += 1
-            }
-            return index
-        }
+        buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: 15) { writeDottedQuad(into: $0) }
     }
 
     /// Dotted IPv4 or full hexadecimal IPv6 text, for logs.
     public var description: String {
         if isIPv4 {
-            let v4 = UInt32(truncatingIfNeeded: low)
-            return "\(v4 >> 24).\(v4 >> 16 & 0xFF).\(v4 >> 8 & 0xFF).\(v4 & 0xFF)"
+            return String(unsafeUninitializedCapacity: 15) { writeDottedQuad(into: UnsafeMutableRawBufferPointer($0)) }
         }
         let groups = (0..<8).map { index -> String in
             let half = index < 4 ? high : low
             return String(UInt16(truncatingIfNeeded: half >> (48 - 16 * UInt64(index % 4))), radix: 16)
         }
         return groups.joined(separator: ":")
+    }
+
+    /// Writes an IPv4 address's dotted quad (at most 15 bytes) to `bytes`; returns how many bytes it wrote.
+    private func writeDottedQuad(into bytes: UnsafeMutableRawBufferPointer) -> Int {
+        let v4 = UInt32(truncatingIfNeeded: low)
+        var index = 0
+        for position in 0..<4 {
+            let octet = Int(v4 >> UInt32(24 - 8 * position) & 0xFF)
+            if index > 0 {
+                bytes[index] = UInt8(ascii: ".")
+                index += 1
+            }
+            if octet >= 100 {
+                bytes[index] = UInt8(ascii: "0") + UInt8(octet / 100)
+                index += 1
+            }
+            if octet >= 10 {
+                bytes[index] = UInt8(ascii: "0") + UInt8(octet / 10 % 10)
+                index += 1
+            }
+            bytes[index] = UInt8(ascii: "0") + UInt8(octet % 10)
+            index += 1
+        }
+        return index
     }
 }

@@ -147,7 +147,10 @@ public final class ProxyResponder: Sendable {
             case .via: via.append(String(decoding: value, as: UTF8.self))
             case .requestID:
                 if requestID == nil, Self.isValidRequestID(value) { requestID = String(decoding: value, as: UTF8.self) }
-            case .te: wantsTrailers = wantsTrailers || UpstreamResponseParser.tokens(value).contains(Array("trailers".utf8))
+            case .te:
+                UpstreamResponseParser.forEachToken(value) { coding in
+                    if FieldBlock.equalsLowercased(coding, "trailers") { wantsTrailers = true }
+                }
             case .connection: options.append(contentsOf: UpstreamResponseParser.tokens(value))
             case .cookie:
                 // HTTP/2 clients send one field per cookie; an HTTP/1.1 upstream gets them as one line joined by
