@@ -6,6 +6,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -168,6 +169,63 @@ void CEdgeURing_prepRead(struct io_uring_sqe *sqe, int fd, void *buffer, unsigne
     sqe->addr = (uint64_t)(uintptr_t)buffer;
     sqe->len = length;
     sqe->off = offset;
+    sqe->user_data = userData;
+}
+
+void CEdgeURing_prepRecv(struct io_uring_sqe *sqe, int fd, void *buffer, unsigned length, uint64_t userData) {
+    sqe->opcode = IORING_OP_RECV;
+    sqe->fd = fd;
+    sqe->addr = (uint64_t)(uintptr_t)buffer;
+    sqe->len = length;
+    sqe->user_data = userData;
+}
+
+void CEdgeURing_prepSend(struct io_uring_sqe *sqe, int fd, const void *buffer, unsigned length, uint64_t userData) {
+    sqe->opcode = IORING_OP_SEND;
+    sqe->fd = fd;
+    sqe->addr = (uint64_t)(uintptr_t)buffer;
+    sqe->len = length;
+    sqe->msg_flags = MSG_NOSIGNAL;
+    sqe->user_data = userData;
+}
+
+void CEdgeURing_prepSendmsg(struct io_uring_sqe *sqe, int fd, const struct msghdr *message, uint64_t userData) {
+    sqe->opcode = IORING_OP_SENDMSG;
+    sqe->fd = fd;
+    sqe->addr = (uint64_t)(uintptr_t)message;
+    sqe->len = 1;
+    sqe->msg_flags = MSG_NOSIGNAL;
+    sqe->user_data = userData;
+}
+
+void CEdgeURing_prepAcceptMultishot(struct io_uring_sqe *sqe, int fd, uint64_t userData) {
+    sqe->opcode = IORING_OP_ACCEPT;
+    sqe->fd = fd;
+    sqe->ioprio = IORING_ACCEPT_MULTISHOT;
+    sqe->accept_flags = SOCK_NONBLOCK | SOCK_CLOEXEC;
+    sqe->user_data = userData;
+}
+
+void CEdgeURing_prepConnect(struct io_uring_sqe *sqe, int fd, const struct sockaddr *address, unsigned length,
+                            uint64_t userData) {
+    sqe->opcode = IORING_OP_CONNECT;
+    sqe->fd = fd;
+    sqe->addr = (uint64_t)(uintptr_t)address;
+    sqe->off = length;
+    sqe->user_data = userData;
+}
+
+void CEdgeURing_prepPollAdd(struct io_uring_sqe *sqe, int fd, unsigned events, uint64_t userData) {
+    sqe->opcode = IORING_OP_POLL_ADD;
+    sqe->fd = fd;
+    sqe->poll32_events = events;
+    sqe->user_data = userData;
+}
+
+void CEdgeURing_prepCancelFD(struct io_uring_sqe *sqe, int fd, uint64_t userData) {
+    sqe->opcode = IORING_OP_ASYNC_CANCEL;
+    sqe->fd = fd;
+    sqe->cancel_flags = IORING_ASYNC_CANCEL_FD | IORING_ASYNC_CANCEL_ALL;
     sqe->user_data = userData;
 }
 

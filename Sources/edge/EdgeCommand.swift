@@ -37,6 +37,8 @@ struct Serve: AsyncParsableCommand {
     var admin: String?
     @Option(name: .long, help: "Event-loop threads (default: one per core).")
     var threads: String?
+    @Option(name: .long, help: "Transport: epoll (default) or io_uring (falls back to epoll where the kernel refuses it).")
+    var io: String?
     @Option(name: .long, help: "Folder for generated state (the self-signed certificate).")
     var stateDir: String?
     @Option(name: .long, help: "trace, debug, info, notice, warning, error or critical.")
@@ -47,6 +49,7 @@ struct Serve: AsyncParsableCommand {
     func run() async throws {
         var flags = Overrides()
         flags.threads = threads
+        flags.io = io
         flags.http = http
         flags.https = https
         flags.admin = admin

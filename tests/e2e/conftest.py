@@ -41,7 +41,7 @@ EDGE_ENV_VARS = (
     "EDGE_MAX_CONNECTIONS",
     "EDGE_MAX_IN_FLIGHT",
 )
-# EDGE_HTTP2_ENGINE is left through on purpose: scripts/test runs the HTTP/2 tests once more with
+# EDGE_HTTP2_ENGINE and EDGE_IO are left through on purpose: scripts/test runs the HTTP/2 tests once more with
 # EDGE_HTTP2_ENGINE=nio, on NIOHTTP2's connection layer, the reference for Edge's own.
 
 STACK_TRACE_MARKERS = (

@@ -58,6 +58,21 @@ void CEdgeURing_prepNop(struct io_uring_sqe *sqe, uint64_t userData);
 void CEdgeURing_prepRead(struct io_uring_sqe *sqe, int fd, void *buffer, unsigned length, uint64_t offset,
                          uint64_t userData);
 
+// The socket operations of Edge's io_uring channels (Transport/URing).
+struct msghdr;
+struct sockaddr;
+void CEdgeURing_prepRecv(struct io_uring_sqe *sqe, int fd, void *buffer, unsigned length, uint64_t userData);
+void CEdgeURing_prepSend(struct io_uring_sqe *sqe, int fd, const void *buffer, unsigned length, uint64_t userData);
+void CEdgeURing_prepSendmsg(struct io_uring_sqe *sqe, int fd, const struct msghdr *message, uint64_t userData);
+/// A multishot accept: one completion per accepted connection (its descriptor, non-blocking and close-on-exec),
+/// until an error ends it (no IORING_CQE_F_MORE).
+void CEdgeURing_prepAcceptMultishot(struct io_uring_sqe *sqe, int fd, uint64_t userData);
+void CEdgeURing_prepConnect(struct io_uring_sqe *sqe, int fd, const struct sockaddr *address, unsigned length,
+                            uint64_t userData);
+void CEdgeURing_prepPollAdd(struct io_uring_sqe *sqe, int fd, unsigned events, uint64_t userData);
+/// Cancels every operation in flight on `fd` (IORING_ASYNC_CANCEL_FD | IORING_ASYNC_CANCEL_ALL, kernel 5.19).
+void CEdgeURing_prepCancelFD(struct io_uring_sqe *sqe, int fd, uint64_t userData);
+
 /// eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC): an event loop's wake-up from other threads. -errno on failure.
 int CEdgeURing_eventfd(void);
 

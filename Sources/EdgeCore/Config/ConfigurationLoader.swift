@@ -87,7 +87,7 @@ struct TOMLReader {
         var config = EdgeConfiguration()
         checkKeys(
             root, path: "",
-            allowed: ["threads", "state_dir", "log_level", "server_name", "shutdown_timeout_seconds", "http2_engine",
+            allowed: ["threads", "state_dir", "log_level", "server_name", "shutdown_timeout_seconds", "http2_engine", "io",
                       "shutdown_delay_seconds", "listener", "limits", "timeouts", "cache", "route", "client_address", "upstream",
                       "admin", "access_log", "tracing", "site", "unknown_host", "tls", "acme"]
         )
@@ -111,6 +111,11 @@ struct TOMLReader {
         if let name = string(root, "http2_engine", path: "http2_engine") {
             if let engine = HTTP2Engine(rawValue: name) { config.http2Engine = engine } else {
                 fail("http2_engine", "expected \"nio\" or \"edge\", got \"\(name)\"")
+            }
+        }
+        if let name = string(root, "io", path: "io") {
+            if let transport = IOTransport(rawValue: name) { config.io = transport } else {
+                fail("io", "\(IOTransport.expected), got \"\(name)\"")
             }
         }
         if let seconds = int(root, "shutdown_delay_seconds", path: "shutdown_delay_seconds", range: 0...3600) {

@@ -17,6 +17,8 @@ public struct EdgeConfiguration: Sendable, Equatable {
     public var shutdownTimeout: TimeAmount
     /// Which HTTP/2 connection layer serves HTTP/2 clients (`http2_engine`): Edge's own by default.
     public var http2Engine: HTTP2Engine = .edge
+    /// The transport under the connections (`io`): SwiftNIO's epoll loops (the default) or Edge's io_uring loops.
+    public var io: IOTransport = .epoll
     /// How long `/healthz` answers 503 before listeners close, so load balancers stop sending traffic first.
     public var shutdownDelay: TimeAmount
     /// Sockets to listen on.
@@ -343,6 +345,16 @@ public struct FixedResponseConfiguration: Sendable, Equatable {
     /// Statuses whose responses never have content (RFC 9110 §15.3.5, §15.3.6, §15.4.5), so a fixed response
     /// with one of them must have an empty body.
     public static let statusesWithoutContent: Set<Int> = [204, 205, 304]
+}
+
+/// The transport the listeners and upstream connections run on (`io`, `EDGE_IO`, `--io`). `io_uring` is Edge's own
+/// thread-per-core transport (``URingEventLoopGroup``); where the kernel refuses io_uring, Edge logs why and uses
+/// epoll.
+public enum IOTransport: String, Sendable, CaseIterable {
+    case epoll
+    case ioUring = "io_uring"
+
+    static let expected = "expected \"epoll\" or \"io_uring\""
 }
 
 /// The HTTP/2 connection layer: Edge's own ``HTTP2ServerConnection`` (the default), or NIOHTTP2's

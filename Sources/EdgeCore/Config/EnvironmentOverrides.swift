@@ -16,6 +16,7 @@ public enum EnvironmentOverrides {
         ("EDGE_MAX_CONNECTIONS", "limits.max_connections"),
         ("EDGE_MAX_IN_FLIGHT", "limits.max_in_flight"),
         ("EDGE_HTTP2_ENGINE", "http2_engine (nio or edge)"),
+        ("EDGE_IO", "io (epoll or io_uring)"),
     ]
 
     /// Returns `configuration` with every `EDGE_*` variable of `environment` applied.
@@ -34,6 +35,7 @@ public enum EnvironmentOverrides {
         overrides.shutdownTimeout = environment["EDGE_SHUTDOWN_TIMEOUT"]
         overrides.maxConnections = environment["EDGE_MAX_CONNECTIONS"]
         overrides.maxInFlight = environment["EDGE_MAX_IN_FLIGHT"]
+        overrides.io = environment["EDGE_IO"]
         var config = try overrides.apply(to: configuration, source: "environment", naming: .environment)
         if let name = environment["EDGE_HTTP2_ENGINE"] {
             guard let engine = HTTP2Engine(rawValue: name) else {
@@ -75,6 +77,8 @@ public struct Overrides: Sendable {
     public var maxConnections: String?
     /// In-flight request limit.
     public var maxInFlight: String?
+    /// The transport, `epoll` or `io_uring`.
+    public var io: String?
 
     /// Creates an empty set of overrides.
     public init() {}
@@ -103,6 +107,11 @@ public struct Overrides: Sendable {
             return value
         }
         if let value = positive(threads, "EDGE_THREADS", "--threads", upTo: 1024) { config.threads = value }
+        if let text = io {
+            if let transport = IOTransport(rawValue: text) { config.io = transport } else {
+                issues.append(.init(key: name("EDGE_IO", "--io"), message: "\(IOTransport.expected), got \"\(text)\""))
+            }
+        }
         if let value = positive(maxConnections, "EDGE_MAX_CONNECTIONS", "--max-connections", upTo: 10_000_000) {
             config.limits.maxConnections = value
         }

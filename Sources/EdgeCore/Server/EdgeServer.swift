@@ -26,8 +26,11 @@ public final class EdgeServer: Service, Sendable {
 
     private let configuration: EdgeConfiguration
     private let logger: Logger
-    private let group: MultiThreadedEventLoopGroup
-    /// One quiescing helper per listener: each tracks the connections its server channel accepted.
+    private let group: any EventLoopGroup
+    /// The transport the group runs: `io_uring` only when asked for and the kernel allowed it.
+    private let transport: IOTransport
+    /// One quiescing helper per server channel (one per listener on epoll, one per listener and loop on
+    /// io_uring): each tracks the connections its server channel accepted.
     /// Released before the event loops stop, because a helper completes a promise on a loop when it deinits.
     private let quiescers: Mutex<[ServerQuiescingHelper]>
     /// What new connections are configured with; replaced by a configuration reload.
@@ -71,7 +74,19 @@ public final class EdgeServer: Service, Sendable {
                     + "(\(failure.reason)); lower threads (EDGE_THREADS, --threads) or raise the process's limits"
             )
         }
-        self.group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
+        var transport = configuration.io
+        if transport == .ioUring {
+            do {
+                self.group = try URingEventLoopGroup(threads: threads)
+            } catch {
+                logger.warning("io_uring is not available, using epoll", metadata: ["reason": "\(error)"])
+                transport = .epoll
+                self.group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
+            }
+        } else {
+            self.group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
+        }
+        self.transport = transport
         let group = self.group
         self.state = ServerState()
         do {
@@ -90,7 +105,7 @@ public final class EdgeServer: Service, Sendable {
             try? group.syncShutdownGracefully()
             throw ServerStartError(message: error.description)
         }
-        self.quiescers = Mutex(configuration.listeners.map { _ in ServerQuiescingHelper(group: group) })
+        self.quiescers = Mutex([])
     }
 
     /// The number of event-loop threads.
@@ -128,7 +143,7 @@ public final class EdgeServer: Service, Sendable {
         if let log = configuration.accessLog {
             logger.info("access log", metadata: ["path": "\(log.path)", "format": "\(log.format.rawValue)"])
         }
-        logger.info("ready", metadata: ["threads": "\(threadCount)", "listeners": "\(listeners.count)"])
+        logger.info("ready", metadata: ["threads": "\(threadCount)", "listeners": "\(listeners.count)", "io": "\(transport.rawValue)"])
         let acme = startACME()
         let reloader = Task { await watchHtpasswdFiles() }
         let healthChecks = Task { [group, logger] in
@@ -209,58 +224,68 @@ public final class EdgeServer: Service, Sendable {
         let contexts = try makeTLSContexts()
         tlsContexts.withLock { $0 = contexts }
         var bound: [BoundListener] = []
-        let quiescers = self.quiescers.withLock { $0 }
         for (index, listener) in configuration.listeners.enumerated() {
-            let quiesce = quiescers[index]
-            let bootstrap = ServerBootstrap(group: group)
-                .serverChannelOption(.backlog, value: 4096)
-                .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-                .serverChannelOption(.maxMessagesPerRead, value: 256)
-                .serverChannelInitializer { [logger] channel in
-                    channel.eventLoop.makeCompletedFuture {
-                        let sync = channel.pipeline.syncOperations
-                        try sync.addHandler(AcceptFailureHandler(logger: logger, address: "\(listener.address)"))
-                        try sync.addHandler(quiesce.makeServerChannelHandler(channel: channel))
-                    }
+            let serverInitializer: @Sendable (any Channel) -> EventLoopFuture<Void> = { [self, logger, group] channel in
+                let quiesce = ServerQuiescingHelper(group: group)
+                quiescers.withLock { $0.append(quiesce) }
+                return channel.eventLoop.makeCompletedFuture {
+                    let sync = channel.pipeline.syncOperations
+                    try sync.addHandler(AcceptFailureHandler(logger: logger, address: "\(listener.address)"))
+                    try sync.addHandler(quiesce.makeServerChannelHandler(channel: channel))
                 }
-                .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
-                // A client that shuts down its sending side after its requests still gets their responses
-                // (RFC 9112 §9.6): the protocol handlers close once everything asked for is answered.
-                .childChannelOption(.allowRemoteHalfClosure, value: true)
-                .childChannelOption(.maxMessagesPerRead, value: 16)
-                // Each connection keeps its last receive buffer for the next read, idle or not. NIO starts it at
-                // 2 KiB; 1 KiB (nginx's `client_header_buffer_size`) holds a typical request head and costs
-                // 1 KiB less per idle connection (5.2 → 4.2 KiB). A read that fills it grows the next one.
-                .childChannelOption(
-                    .recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 1024, maximum: 65536)
-                )
-                .childChannelInitializer { [self] channel in
-                    channel.eventLoop.makeCompletedFuture {
-                        let services = currentServices
-                        let certificates = tlsContexts.withLock({ $0[index] })
-                        let configure = { (channel: any Channel, client: ClientAddress?) throws in
-                            if let certificates {
-                                try HTTPPipelines.configureTLS(channel, certificates: certificates, services: services, client: client)
-                            } else {
-                                try HTTPPipelines.configurePlain(channel, services: services, client: client)
-                            }
-                        }
-                        if listener.proxyProtocol {
-                            // The pipeline is installed once the PROXY header has named the client.
-                            try channel.pipeline.syncOperations.addHandler(
-                                ProxyProtocolHandler(
-                                    trusted: listener.proxyProtocolFrom, timeout: services.configuration.timeouts.tlsHandshake,
-                                    configure: { try configure($0, $1) }
-                                )
-                            )
+            }
+            let childInitializer: @Sendable (any Channel) -> EventLoopFuture<Void> = { [self] channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let services = currentServices
+                    let certificates = tlsContexts.withLock({ $0[index] })
+                    let configure = { (channel: any Channel, client: ClientAddress?) throws in
+                        if let certificates {
+                            try HTTPPipelines.configureTLS(channel, certificates: certificates, services: services, client: client)
                         } else {
-                            try configure(channel, nil)
+                            try HTTPPipelines.configurePlain(channel, services: services, client: client)
                         }
                     }
+                    if listener.proxyProtocol {
+                        // The pipeline is installed once the PROXY header has named the client.
+                        try channel.pipeline.syncOperations.addHandler(
+                            ProxyProtocolHandler(
+                                trusted: listener.proxyProtocolFrom, timeout: services.configuration.timeouts.tlsHandshake,
+                                configure: { try configure($0, $1) }
+                            )
+                        )
+                    } else {
+                        try configure(channel, nil)
+                    }
                 }
+            }
             let channel: any Channel
             do {
-                channel = try await bootstrap.bind(host: listener.address.host, port: listener.address.port).get()
+                if let uring = group as? URingEventLoopGroup {
+                    let address = try SocketAddress.makeAddressResolvingHost(listener.address.host, port: listener.address.port)
+                    channel = try await URingListener.bind(
+                        group: uring, address: address, backlog: 4096, serverInitializer: serverInitializer,
+                        childOptions: { child in
+                            try child.setOption0(.socketOption(.tcp_nodelay), value: 1)
+                            try child.setOption0(.allowRemoteHalfClosure, value: true)
+                            try child.setOption0(.recvAllocator, value: Self.receiveBuffers)
+                        },
+                        childInitializer: childInitializer
+                    )[0]
+                } else {
+                    channel = try await ServerBootstrap(group: group)
+                        .serverChannelOption(.backlog, value: 4096)
+                        .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+                        .serverChannelOption(.maxMessagesPerRead, value: 256)
+                        .serverChannelInitializer(serverInitializer)
+                        .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+                        // A client that shuts down its sending side after its requests still gets their responses
+                        // (RFC 9112 §9.6): the protocol handlers close once everything asked for is answered.
+                        .childChannelOption(.allowRemoteHalfClosure, value: true)
+                        .childChannelOption(.maxMessagesPerRead, value: 16)
+                        .childChannelOption(.recvAllocator, value: Self.receiveBuffers)
+                        .childChannelInitializer(childInitializer)
+                        .bind(host: listener.address.host, port: listener.address.port).get()
+                }
             } catch {
                 throw ServerStartError(message: "cannot listen on \(listener.address): \(error)")
             }
@@ -270,6 +295,13 @@ public final class EdgeServer: Service, Sendable {
             logger.info("listening", metadata: ["scheme": "\(scheme)", "address": "\(Self.describe(address))"])
         }
         return bound
+    }
+
+    /// Each connection keeps its last receive buffer for the next read, idle or not. NIO starts it at 2 KiB; 1 KiB
+    /// (nginx's `client_header_buffer_size`) holds a typical request head and costs 1 KiB less per idle connection
+    /// (5.2 → 4.2 KiB). A read that fills it grows the next one.
+    private static var receiveBuffers: AdaptiveRecvByteBufferAllocator {
+        AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 1024, maximum: 65536)
     }
 
     /// The certificates of each listener (`nil` for plain ones): its own (or the self-signed one, loaded once) and
@@ -487,6 +519,7 @@ public final class EdgeServer: Service, Sendable {
         }
         keep("listener", \.listeners)
         keep("threads", \.threads)
+        keep("io", \.io)
         keep("state_dir", \.stateDirectory)
         keep("log_level", \.logLevel)
         keep("shutdown_timeout_seconds", \.shutdownTimeout)

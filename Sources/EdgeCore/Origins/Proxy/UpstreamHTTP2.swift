@@ -77,17 +77,15 @@ final class UpstreamHTTP2Connection: @unchecked Sendable {
         _ server: UpstreamServer, group: UpstreamGroup, on eventLoop: any EventLoop
     ) -> EventLoopFuture<UpstreamHTTP2Connection> {
         let settings = group.configuration
-        return ClientBootstrap(group: eventLoop)
-            .connectTimeout(settings.connectTimeout)
-            .channelOption(.socketOption(.tcp_nodelay), value: 1)
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    let sync = channel.pipeline.syncOperations
-                    try group.addTLSHandler(for: server, to: sync)
-                    if server.tls { try sync.addHandler(ALPNRequirement(protocol: "h2")) }
-                }
+        return OutboundConnection.connect(
+            host: server.address.host, port: server.address.port, on: eventLoop, timeout: settings.connectTimeout, noDelay: true
+        ) { channel in
+            channel.eventLoop.makeCompletedFuture {
+                let sync = channel.pipeline.syncOperations
+                try group.addTLSHandler(for: server, to: sync)
+                if server.tls { try sync.addHandler(ALPNRequirement(protocol: "h2")) }
             }
-            .connect(host: server.address.host, port: server.address.port)
+        }
             .flatMapThrowing { channel in
                 var connection = NIOHTTP2Handler.ConnectionConfiguration()
                 // Large windows, so that one stream can move a body at full speed; backpressure is per stream.

@@ -63,17 +63,14 @@ enum UpstreamHealthChecker {
         _ server: UpstreamServer, group: UpstreamGroup, head: HTTPRequestHead, expected: ClosedRange<Int>, timeout: TimeAmount,
         on loop: any EventLoop, promise: EventLoopPromise<Bool>
     ) {
-        ClientBootstrap(group: loop)
-            .connectTimeout(timeout)
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    let sync = channel.pipeline.syncOperations
-                    try group.addTLSHandler(for: server, to: sync)
-                    try sync.addHTTPClientHandlers()
-                    try sync.addHandler(StatusReader(expected: expected, promise: promise))
-                }
+        OutboundConnection.connect(host: server.address.host, port: server.address.port, on: loop, timeout: timeout) { channel in
+            channel.eventLoop.makeCompletedFuture {
+                let sync = channel.pipeline.syncOperations
+                try group.addTLSHandler(for: server, to: sync)
+                try sync.addHTTPClientHandlers()
+                try sync.addHandler(StatusReader(expected: expected, promise: promise))
             }
-            .connect(host: server.address.host, port: server.address.port)
+        }
             .whenComplete { result in
                 switch result {
                 case .success(let channel):

@@ -181,18 +181,16 @@ final class UpstreamPool {
         _ server: UpstreamServer, group: UpstreamGroup, on eventLoop: any EventLoop,
         handler: @escaping @Sendable () -> any ChannelHandler
     ) -> EventLoopFuture<any Channel> {
-        ClientBootstrap(group: eventLoop)
-            .connectTimeout(group.configuration.connectTimeout)
-            .channelOption(.socketOption(.tcp_nodelay), value: 1)
-            .channelOption(.autoRead, value: false)
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    let sync = channel.pipeline.syncOperations
-                    try group.addTLSHandler(for: server, to: sync)
-                    try sync.addHandler(handler())
-                }
+        OutboundConnection.connect(
+            host: server.address.host, port: server.address.port, on: eventLoop, timeout: group.configuration.connectTimeout,
+            noDelay: true, autoRead: false
+        ) { channel in
+            channel.eventLoop.makeCompletedFuture {
+                let sync = channel.pipeline.syncOperations
+                try group.addTLSHandler(for: server, to: sync)
+                try sync.addHandler(handler())
             }
-            .connect(host: server.address.host, port: server.address.port)
+        }
             .flatMapErrorThrowing { error in
                 throw UpstreamFailure(cause: .connect(Self.describe(error)))
             }

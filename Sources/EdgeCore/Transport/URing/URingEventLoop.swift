@@ -19,7 +19,9 @@ final class URingEventLoop: EventLoop, @unchecked Sendable {
 
     private let wakeFD: Int32
     private let wakeBuffer = UnsafeMutablePointer<UInt64>.allocate(capacity: 1)
-    private static let wakeUserData: UInt64 = 1
+    /// `user_data` of the wake-up read. Entries registered with a closure have multiples of 16 too; an entry of a
+    /// ``URingOperationTarget`` carries the object's address with its operation kind (1–15) in the low bits.
+    private static let wakeUserData: UInt64 = 16
 
     /// The tasks being run, on the loop's thread only (``runQueued()``).
     private var running: [() -> Void] = []
@@ -36,7 +38,7 @@ final class URingEventLoop: EventLoop, @unchecked Sendable {
     // The loop thread's own.
     private var timers = TimerHeap()
     private var completions: [UInt64: (Int32, UInt32) -> Void] = [:]
-    private var nextUserData: UInt64 = 2
+    private var nextUserData: UInt64 = 32
 
     private enum Phase { case running, closing, closed }
 
@@ -155,8 +157,20 @@ final class URingEventLoop: EventLoop, @unchecked Sendable {
         completion: @escaping (Int32, UInt32) -> Void
     ) {
         let userData = nextUserData
-        nextUserData += 1
+        nextUserData += 16
         completions[userData] = completion
+        ring!.prepare { prepare($0, userData) }
+    }
+
+    /// Prepares one entry of `target`'s, whose completion calls `target.complete(kind:result:flags:)` with no
+    /// allocation or look-up: the entry's `user_data` is the object's address and `kind` (1–15). The loop keeps
+    /// `target` alive while the entry is in flight. Loop thread only.
+    func prepareEntry(
+        for target: URingOperationTarget, kind: UInt8, _ prepare: (UnsafeMutablePointer<io_uring_sqe>, UInt64) -> Void
+    ) {
+        precondition(kind > 0 && kind < 16)
+        let address = UInt64(UInt(bitPattern: Unmanaged.passRetained(target).toOpaque()))
+        let userData = address | UInt64(kind)
         ring!.prepare { prepare($0, userData) }
     }
 
@@ -230,6 +244,17 @@ final class URingEventLoop: EventLoop, @unchecked Sendable {
             return
         }
         let more = cqe.flags & UInt32(IORING_CQE_F_MORE) != 0
+        let kind = UInt8(truncatingIfNeeded: cqe.user_data & 15)
+        if kind != 0 {
+            let pointer = UnsafeRawPointer(bitPattern: UInt(cqe.user_data & ~15))!
+            let target = Unmanaged<URingOperationTarget>.fromOpaque(pointer)
+            if more {
+                target.takeUnretainedValue().complete(kind: kind, result: cqe.res, flags: cqe.flags)
+            } else {
+                target.takeRetainedValue().complete(kind: kind, result: cqe.res, flags: cqe.flags)
+            }
+            return
+        }
         let completion = more ? completions[cqe.user_data] : completions.removeValue(forKey: cqe.user_data)
         completion?(cqe.res, cqe.flags)
     }
@@ -271,6 +296,13 @@ final class URingEventLoop: EventLoop, @unchecked Sendable {
         Glibc.close(wakeFD)
         for (queue, callback) in callbacks { queue.async { callback(nil) } }
     }
+}
+
+/// An object whose ring entries complete into ``complete(kind:result:flags:)`` (a channel: its receive, its send,
+/// its accept …), prepared with ``URingEventLoop/prepareEntry(for:kind:_:)``.
+class URingOperationTarget {
+    /// One completion of an entry of `kind`; `flags` has `IORING_CQE_F_MORE` while a multishot entry goes on.
+    func complete(kind: UInt8, result: Int32, flags: UInt32) {}
 }
 
 /// The body of a loop's thread, passed through `pthread_create`.
