@@ -229,6 +229,14 @@ void CEdgeURing_prepCancelFD(struct io_uring_sqe *sqe, int fd, uint64_t userData
     sqe->user_data = userData;
 }
 
+void CEdgeURing_prepCancelUserData(struct io_uring_sqe *sqe, uint64_t target, uint64_t userData) {
+    sqe->opcode = IORING_OP_ASYNC_CANCEL;
+    sqe->fd = -1;
+    sqe->addr = target;
+    sqe->cancel_flags = IORING_ASYNC_CANCEL_ALL;
+    sqe->user_data = userData;
+}
+
 int CEdgeURing_eventfd(void) {
     int fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     return fd < 0 ? -errno : fd;

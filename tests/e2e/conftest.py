@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -175,7 +176,7 @@ class EdgeServer:
 
     _all: list["EdgeServer"] = []
 
-    def __init__(self, args: list[str], env: dict[str, str] | None, cwd: Path):
+    def __init__(self, args: list[str], env: dict[str, str] | None, cwd: Path, open_files: int | None = None):
         self.args = args
         self.env = env or {}
         self.cwd = cwd
@@ -196,6 +197,8 @@ class EdgeServer:
             text=True,
             errors="replace",
             bufsize=1,
+            # A descriptor limit from the start: io_uring's accept does not see a limit lowered later (prlimit).
+            preexec_fn=(lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))) if open_files else None,
         )
         EdgeServer._all.append(self)
         self._t_err = threading.Thread(target=self._pump_stderr, daemon=True)
@@ -366,6 +369,7 @@ class EdgeFactory:
         state_dir: Path | None = None,
         subcommand: list[str] | None = None,
         wait: bool = True,
+        open_files: int | None = None,
     ) -> EdgeServer:
         run_dir = self.base / unique("edge")
         run_dir.mkdir(parents=True)
@@ -385,7 +389,7 @@ class EdgeFactory:
             argv += ["--admin", admin]
         argv += ["--state-dir", str(state_dir)]
         argv += list(args or [])
-        server = EdgeServer(argv, env, run_dir)
+        server = EdgeServer(argv, env, run_dir, open_files)
         server.state_dir = state_dir  # type: ignore[attr-defined]
         self.servers.append(server)
         if wait:

@@ -188,8 +188,7 @@ def test_listener_at_the_open_file_limit_backs_off_logs_and_recovers(edge_factor
     """With every descriptor in use, `accept` fails at once for as long as connections wait in the backlog.
     The listener must pause instead of retrying in a loop (before: about 2,400 failed accepts a second, most of a
     core), log a warning that names the cause, and accept again once descriptors are free."""
-    server = edge_factory.start(https=None)
-    resource.prlimit(server.pid, resource.RLIMIT_NOFILE, (64, 64))
+    server = edge_factory.start(https=None, open_files=64)
     clients = []
     try:
         for _ in range(100):  # more than the limit: the rest wait in the backlog

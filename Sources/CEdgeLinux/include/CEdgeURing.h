@@ -73,6 +73,9 @@ void CEdgeURing_prepPollAdd(struct io_uring_sqe *sqe, int fd, unsigned events, u
 /// Cancels every operation in flight on `fd` (IORING_ASYNC_CANCEL_FD | IORING_ASYNC_CANCEL_ALL, kernel 5.19).
 void CEdgeURing_prepCancelFD(struct io_uring_sqe *sqe, int fd, uint64_t userData);
 
+/// Cancels the operations in flight whose user_data is `target`.
+void CEdgeURing_prepCancelUserData(struct io_uring_sqe *sqe, uint64_t target, uint64_t userData);
+
 /// eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC): an event loop's wake-up from other threads. -errno on failure.
 int CEdgeURing_eventfd(void);
 

@@ -225,12 +225,13 @@ public final class EdgeServer: Service, Sendable {
         tlsContexts.withLock { $0 = contexts }
         var bound: [BoundListener] = []
         for (index, listener) in configuration.listeners.enumerated() {
+            let warnings = AcceptFailureHandler.Warnings()
             let serverInitializer: @Sendable (any Channel) -> EventLoopFuture<Void> = { [self, logger, group] channel in
                 let quiesce = ServerQuiescingHelper(group: group)
                 quiescers.withLock { $0.append(quiesce) }
                 return channel.eventLoop.makeCompletedFuture {
                     let sync = channel.pipeline.syncOperations
-                    try sync.addHandler(AcceptFailureHandler(logger: logger, address: "\(listener.address)"))
+                    try sync.addHandler(AcceptFailureHandler(logger: logger, address: "\(listener.address)", warnings: warnings))
                     try sync.addHandler(quiesce.makeServerChannelHandler(channel: channel))
                 }
             }

@@ -7,6 +7,7 @@ import Darwin
 #endif
 import Logging
 import NIOCore
+import Synchronization
 
 /// Keeps a listener from spinning when `accept` fails for want of resources, and says so in the log.
 ///
@@ -30,13 +31,21 @@ final class AcceptFailureHandler: ChannelInboundHandler {
     private let logger: Logger
     private let address: String
     private var paused = false
-    private var lastLogged: NIODeadline?
-    private var suppressed = 0
+    private let warnings: Warnings
+
+    /// When the listener last warned, and the failures since: shared by the server channels of one listener (one
+    /// per event loop on the io_uring transport), so that the listener warns once per ``logInterval``, not once
+    /// per loop. Used on failures only.
+    final class Warnings: Sendable {
+        fileprivate let state = Mutex<(lastLogged: NIODeadline?, suppressed: Int)>((nil, 0))
+        init() {}
+    }
 
     /// - Parameter address: The listener's configured address, for the log.
-    init(logger: Logger, address: String) {
+    init(logger: Logger, address: String, warnings: Warnings = Warnings()) {
         self.logger = logger
         self.address = address
+        self.warnings = warnings
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
@@ -57,10 +66,15 @@ final class AcceptFailureHandler: ChannelInboundHandler {
 
     private func log(_ error: any Error, shortage: Bool) {
         let now = NIODeadline.now()
-        if let lastLogged, now - lastLogged < Self.logInterval {
-            suppressed += 1
-            return
+        let suppressed = warnings.state.withLock { state -> Int? in
+            if let lastLogged = state.lastLogged, now - lastLogged < Self.logInterval {
+                state.suppressed += 1
+                return nil
+            }
+            defer { state = (now, 0) }
+            return state.suppressed
         }
+        guard let suppressed else { return }
         var metadata: Logger.Metadata = ["listener": "\(address)", "error": "\(error)"]
         if shortage {
             metadata["pause_ms"] = "\(Self.pause.nanoseconds / 1_000_000)"
@@ -68,8 +82,6 @@ final class AcceptFailureHandler: ChannelInboundHandler {
         }
         if suppressed > 0 { metadata["failures_since_last_warning"] = "\(suppressed)" }
         logger.warning("accept failed", metadata: metadata)
-        lastLogged = now
-        suppressed = 0
     }
 
     /// Whether `accept` failed because the process or system ran out of descriptors or memory.

@@ -22,6 +22,8 @@ final class URingEventLoop: EventLoop, @unchecked Sendable {
     /// `user_data` of the wake-up read. Entries registered with a closure have multiples of 16 too; an entry of a
     /// ``URingOperationTarget`` carries the object's address with its operation kind (1–15) in the low bits.
     private static let wakeUserData: UInt64 = 16
+    /// `user_data` of entries whose completion nobody waits for (cancellations).
+    private static let ignoredUserData: UInt64 = 0
 
     /// The tasks being run, on the loop's thread only (``runQueued()``).
     private var running: [() -> Void] = []
@@ -162,6 +164,13 @@ final class URingEventLoop: EventLoop, @unchecked Sendable {
         ring!.prepare { prepare($0, userData) }
     }
 
+    /// Cancels `target`'s entries of `kind` still in flight; each completes with `-ECANCELED` (or its result, if
+    /// it finished first). Loop thread only.
+    func cancelEntries(of target: URingOperationTarget, kind: UInt8) {
+        let key = UInt64(UInt(bitPattern: Unmanaged.passUnretained(target).toOpaque())) | UInt64(kind)
+        ring!.prepare { CEdgeURing_prepCancelUserData($0, key, Self.ignoredUserData) }
+    }
+
     /// Prepares one entry of `target`'s, whose completion calls `target.complete(kind:result:flags:)` with no
     /// allocation or look-up: the entry's `user_data` is the object's address and `kind` (1–15). The loop keeps
     /// `target` alive while the entry is in flight. Loop thread only.
@@ -238,6 +247,7 @@ final class URingEventLoop: EventLoop, @unchecked Sendable {
     }
 
     private func dispatch(_ cqe: io_uring_cqe) {
+        if cqe.user_data == Self.ignoredUserData { return }
         if cqe.user_data == Self.wakeUserData {
             lock.withLock { wakePending = false }
             armWakeUp()

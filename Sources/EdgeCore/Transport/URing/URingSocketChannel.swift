@@ -19,7 +19,7 @@ import NIOCore
 /// Everything but the `Channel` properties documented as thread-safe runs on the loop's thread.
 final class URingSocketChannel: URingOperationTarget, Channel, ChannelCore, SocketOptionProvider, @unchecked Sendable {
     private enum Operation: UInt8 {
-        case receive = 1, send = 2, pollWritable = 3, cancel = 4, connect = 5
+        case receive = 1, send = 2, pollWritable = 3, cancel = 4, connect = 5, hangUp = 6
     }
 
     /// The most buffers one `sendmsg` gathers.
@@ -53,12 +53,17 @@ final class URingSocketChannel: URingOperationTarget, Channel, ChannelCore, Sock
     /// The last buffer handed to the pipeline, used for the next receive if the pipeline let go of it.
     private var spareBuffer: ByteBuffer?
     private var receiving = false
+    /// A poll for the peer's end or reset is armed while no receive is (``watchForHangUp()``).
+    private var watchingHangUp = false
+    /// The peer ended or reset the connection: its input is read to the end whether reads are wanted or not.
+    private var hangUpSeen = false
     private var sending = false
     private var polling = false
     private var connecting: (promise: EventLoopPromise<Void>?, timeout: Scheduled<Void>?)?
     private var connectAddress: UnsafeMutableRawPointer?
     private var inFlight = 0
     private var closeWhenIdle = false
+    private var lingerTimer: Scheduled<Void>?
 
     private struct PendingWrite {
         var data: IOData
@@ -273,6 +278,7 @@ final class URingSocketChannel: URingOperationTarget, Channel, ChannelCore, Sock
         // Writes flushed before the connection was up go out now.
         if flushedCount > 0, state == .active, !sending, !polling { sendFlushed() }
         if autoRead, state == .active { pipeline.syncOperations.read() }
+        if !receiving { watchForHangUp() }
     }
 
     func bind0(to address: SocketAddress, promise: EventLoopPromise<Void>?) {
@@ -401,15 +407,14 @@ final class URingSocketChannel: URingOperationTarget, Channel, ChannelCore, Sock
             guard state == .active else { return }
             pipeline.syncOperations.fireChannelReadComplete()
             guard state == .active else { return }
-            if autoRead {
-                pipeline.syncOperations.read()
-            } else if readWanted, !receiving {
-                receive()
-            }
+            if autoRead { pipeline.syncOperations.read() }
+            guard state == .active, !receiving else { return }
+            if readWanted || hangUpSeen { receive() } else { watchForHangUp() }
         } else if result == 0 {
             inputShut = true
             if allowRemoteHalfClosure {
                 pipeline.syncOperations.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
+                watchForHangUp()
             } else {
                 closeNow(error: ChannelError.eof, promise: nil)
             }
@@ -422,11 +427,48 @@ final class URingSocketChannel: URingOperationTarget, Channel, ChannelCore, Sock
         }
     }
 
+    /// While the pipeline reads nothing (backpressure, or a handler waiting for its own writes), the peer's end
+    /// or reset would go unnoticed with no receive armed. NIO's epoll channels always ask for `EPOLLRDHUP` and
+    /// hang-ups and then read the input to its end; this poll does the same here.
+    private func watchForHangUp() {
+        guard !watchingHangUp, state == .active else { return }
+        // Once the input has ended, only a reset (or both sides shut) is left to notice; before, the peer's end too.
+        var events = UInt32(POLLHUP) | UInt32(POLLERR)
+        if !inputShut {
+            guard !hangUpSeen else { return }
+            events |= 0x2000  // POLLRDHUP
+        }
+        watchingHangUp = true
+        inFlight += 1
+        let fd = descriptor
+        loop.prepareEntry(for: self, kind: Operation.hangUp.rawValue) { sqe, userData in
+            CEdgeURing_prepPollAdd(sqe, fd, events, userData)
+        }
+    }
+
+    private func hungUp(_ result: Int32) {
+        watchingHangUp = false
+        guard state == .active, result > 0 else { return }
+        if inputShut {
+            // Reset after the end of input (NIO's `reset()`): the connection is gone.
+            var code: Int32 = 0
+            var length = socklen_t(4)
+            _ = getsockopt(descriptor, SOL_SOCKET, SO_ERROR, &code, &length)
+            let error = IOError(errnoCode: code == 0 ? ECONNRESET : code, reason: "connection reset")
+            pipeline.syncOperations.fireErrorCaught(error)
+            closeNow(error: error, promise: nil)
+            return
+        }
+        hangUpSeen = true
+        if !receiving { receive() }
+    }
+
     // MARK: sending
 
     private func sendFlushed() {
-        guard flushedCount > 0, state == .active else { return }
+        guard flushedCount > 0, state == .active || state == .closed else { return }
         if case .fileRegion = pending.first!.data {
+            guard state == .active else { return dropLingering() }
             sendFile()
             return
         }
@@ -471,6 +513,13 @@ final class URingSocketChannel: URingOperationTarget, Channel, ChannelCore, Sock
 
     private func sent(_ result: Int32) {
         sending = false
+        if state == .closed {
+            // Lingering: the bytes flushed before the close go out, then the descriptor closes.
+            if result > 0 { consume(Int(result)) }
+            if result < 0 || flushedCount == 0 { return dropLingering() }
+            sendFlushed()
+            return
+        }
         guard state == .active else { return }
         if result < 0 {
             if result == -EAGAIN || result == -EINTR {
@@ -503,7 +552,7 @@ final class URingSocketChannel: URingOperationTarget, Channel, ChannelCore, Sock
                 left = 0
             }
         }
-        if !writable.load(ordering: .relaxed), pendingBytes < waterMark.low {
+        if state == .active, !writable.load(ordering: .relaxed), pendingBytes < waterMark.low {
             writable.store(true, ordering: .relaxed)
             pipeline.syncOperations.fireChannelWritabilityChanged()
         }
@@ -518,6 +567,15 @@ final class URingSocketChannel: URingOperationTarget, Channel, ChannelCore, Sock
             shutOutputAfterWrites = nil
             shutOutput(promise: promise)
         }
+    }
+
+    /// A closed channel's writes that will not go out after all.
+    private func dropLingering() {
+        pending.removeAll()
+        flushedCount = 0
+        pendingBytes = 0
+        lingerTimer?.cancel()
+        lingerTimer = nil
     }
 
     /// The file region at the front of the queue, by `sendfile` until it is written or the socket is full.
@@ -636,28 +694,44 @@ final class URingSocketChannel: URingOperationTarget, Channel, ChannelCore, Sock
         if let (connectPromise, timeout) = connecting {
             connecting = nil
             timeout?.cancel()
+            loop.cancelEntries(of: self, kind: Operation.connect.rawValue)
             connectPromise?.fail(error)
         }
-        // The kernel may still be using the descriptor and the buffers of entries in flight: they are cancelled,
-        // and the descriptor is closed when the cancellation completes, so that its number cannot be reused by a
-        // new connection while an entry still names it.
+        // Every write's promise fails, as on NIO's sockets. But bytes a `send` in flight has been given are, for
+        // the peer, as good as in the kernel's socket buffer, where NIO's synchronous writes would have put them:
+        // a handler that writes, flushes and closes (an error answer, the last of pipelined responses) must not
+        // lose them. So the send finishes, the writes flushed behind it follow, and the descriptor closes after
+        // them, or after ``lingerLimit`` if the peer takes nothing.
+        var failed: [EventLoopPromise<Void>] = []
+        for index in pending.indices {
+            if let writePromise = pending[index].promise { failed.append(writePromise) }
+            pending[index].promise = nil
+        }
+        while pending.count > flushedCount { pendingBytes -= pending.removeLast().data.readableBytes }
+        if sending {
+            lingerTimer = loop.scheduleTask(in: Self.lingerLimit) { [self] in
+                lingerTimer = nil
+                if sending { loop.cancelEntries(of: self, kind: Operation.send.rawValue) }
+            }
+        } else {
+            pending.removeAll()
+            flushedCount = 0
+            pendingBytes = 0
+        }
+        // What else the kernel holds of this channel is cancelled. The descriptor closes when the last entry has
+        // completed, so that its number cannot go to a new connection while an entry still names it.
+        if receiving { loop.cancelEntries(of: self, kind: Operation.receive.rawValue) }
+        if polling { loop.cancelEntries(of: self, kind: Operation.pollWritable.rawValue) }
+        if watchingHangUp { loop.cancelEntries(of: self, kind: Operation.hangUp.rawValue) }
         if inFlight > 0 {
             closeWhenIdle = true
-            let fd = descriptor
-            loop.prepareEntry(for: self, kind: Operation.cancel.rawValue) { sqe, userData in
-                CEdgeURing_prepCancelFD(sqe, fd, userData)
-            }
         } else {
             Glibc.close(descriptor)
         }
-        let writes = pending
-        pending.removeAll()
-        flushedCount = 0
-        pendingBytes = 0
         let outputPromise = shutOutputAfterWrites
         shutOutputAfterWrites = nil
         promise?.succeed(())
-        for write in writes { write.promise?.fail(error) }
+        for writePromise in failed { writePromise.fail(error) }
         outputPromise??.fail(error)
         if wasActive { pipeline.syncOperations.fireChannelInactive() }
         loop.execute { [self] in
@@ -666,6 +740,9 @@ final class URingSocketChannel: URingOperationTarget, Channel, ChannelCore, Sock
             closePromise.succeed(())
         }
     }
+
+    /// How long a closed channel's last send may wait for a peer that takes nothing.
+    static let lingerLimit = TimeAmount.seconds(10)
 
     // MARK: completions
 
@@ -677,10 +754,12 @@ final class URingSocketChannel: URingOperationTarget, Channel, ChannelCore, Sock
         case .send: sent(result)
         case .pollWritable: polled(result)
         case .connect: connected(result)
+        case .hangUp: hungUp(result)
         case .cancel: break
         }
         if closeWhenIdle, inFlight == 0 {
             closeWhenIdle = false
+            dropLingering()
             Glibc.close(descriptor)
             receiveBuffer = nil
             spareBuffer = nil
@@ -726,6 +805,7 @@ extension SocketAddress {
         }
     }
 }
+
 
 /// A value moved to the loop's thread, which alone uses it.
 struct UnsafeSendableBox<Value>: @unchecked Sendable {
