@@ -111,6 +111,38 @@ struct URingChannelTests {
         }
     }
 
+    @Test func bytesWrittenAndFlushedBeforeACloseAllArrive() async throws {
+        // Written, flushed and closed in one go: the send is still in flight at the close, and must finish.
+        try await withListener({ LastWords(bytes: 2 << 20) }) { _, port in
+            for _ in 0..<3 {
+                let client = try BlockingClient(port: port)
+                defer { client.close() }
+                client.send([1])
+                let bytes = client.receiveAll()
+                #expect(bytes.count == 2 << 20)
+                #expect(bytes.allSatisfy { $0 == 7 })
+            }
+        }
+    }
+
+    @Test func aPeerThatLeavesIsNoticedWhileNothingReads() async throws {
+        let events = NIOLockedValueBox<[String]>([])
+        try await withListener(loops: 1, { NeverReads(events: events) }) { _, port in
+            // An end (FIN): the input is read to its end and reported, though no read was asked for.
+            let ending = try BlockingClient(port: port)
+            Thread.sleep(forTimeInterval: 0.2)
+            ending.shutdownWrite()
+            // A reset (RST): the connection closes.
+            let resetting = try BlockingClient(port: port)
+            Thread.sleep(forTimeInterval: 0.2)
+            resetting.reset()
+            let deadline = Date().addingTimeInterval(5)
+            while events.withLockedValue({ $0.count }) < 2, Date() < deadline { Thread.sleep(forTimeInterval: 0.01) }
+            #expect(events.withLockedValue { $0 }.sorted() == ["closed", "inputClosed"])
+            ending.close()
+        }
+    }
+
     @Test func connectsToAListenerAndReportsARefusal() async throws {
         try await withListener({ Echo() }) { group, port in
             let loop = group.loops[0]
@@ -221,6 +253,34 @@ private final class CloseAtOnce: ChannelInboundHandler, Sendable {
     }
 }
 
+private final class LastWords: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+    let bytes: Int
+    init(bytes: Int) { self.bytes = bytes }
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        context.write(wrapOutboundOut(ByteBuffer(repeating: 7, count: bytes)), promise: nil)
+        context.flush()
+        context.close(promise: nil)
+    }
+}
+
+private final class NeverReads: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    let events: NIOLockedValueBox<[String]>
+    init(events: NIOLockedValueBox<[String]>) { self.events = events }
+    func channelActive(context: ChannelHandlerContext) {
+        try? context.channel.syncOptions?.setOption(.autoRead, value: false)
+        context.channel.closeFuture.whenComplete { [events] _ in events.withLockedValue { $0.append("closed") } }
+    }
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if case ChannelEvent.inputClosed? = event as? ChannelEvent {
+            events.withLockedValue { $0.append("inputClosed") }
+        }
+    }
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {}
+}
+
 private final class Collect: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
     var text = ""
@@ -296,5 +356,11 @@ private struct BlockingClient: @unchecked Sendable {
     }
 
     func shutdownWrite() { _ = Glibc.shutdown(fd, Int32(SHUT_WR)) }
+    /// Closes with a reset (`SO_LINGER` 0).
+    func reset() {
+        var linger = Glibc.linger(l_onoff: 1, l_linger: 0)
+        setsockopt(fd, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<Glibc.linger>.size))
+        Glibc.close(fd)
+    }
     func close() { Glibc.close(fd) }
 }

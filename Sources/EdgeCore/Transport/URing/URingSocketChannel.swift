@@ -63,6 +63,12 @@ final class URingSocketChannel: URingOperationTarget, Channel, ChannelCore, Sock
     private var connectAddress: UnsafeMutableRawPointer?
     private var inFlight = 0
     private var closeWhenIdle = false
+    /// Between this channel's `channelRead` and the end of its `channelReadComplete`: what the pipeline flushes
+    /// then (an answer to what was read) goes out with the loop's next submission, together with every other
+    /// connection's.
+    private var readingOwnInput = false
+    /// Inside ``writeNow()``: a flush from a write's promise joins the loop there instead of recursing.
+    private var writingNow = false
     private var lingerTimer: Scheduled<Void>?
 
     private struct PendingWrite {
@@ -329,7 +335,8 @@ final class URingSocketChannel: URingOperationTarget, Channel, ChannelCore, Sock
         guard state == .active || state == .registered else { return }
         flushedCount = pending.count
         guard state == .active else { return }
-        if !sending, !polling { sendFlushed() }
+        if writingNow || sending || polling { return }
+        if readingOwnInput { sendFlushed() } else { writeNow() }
     }
 
     func read0() {
@@ -401,11 +408,16 @@ final class URingSocketChannel: URingOperationTarget, Channel, ChannelCore, Sock
             var buffer = receiveBuffer.take()!
             buffer.moveWriterIndex(forwardBy: Int(result))
             _ = recvAllocator.record(actualReadBytes: Int(result))
+            readingOwnInput = true
             pipeline.syncOperations.fireChannelRead(NIOAny(buffer))
             // Kept for the next receive; used again only if the pipeline holds no reference to it by then.
             spareBuffer = buffer
-            guard state == .active else { return }
+            guard state == .active else {
+                readingOwnInput = false
+                return
+            }
             pipeline.syncOperations.fireChannelReadComplete()
+            readingOwnInput = false
             guard state == .active else { return }
             if autoRead { pipeline.syncOperations.read() }
             guard state == .active, !receiving else { return }
@@ -464,6 +476,54 @@ final class URingSocketChannel: URingOperationTarget, Channel, ChannelCore, Sock
     }
 
     // MARK: sending
+
+    /// A flush from outside this channel's reads — a proxied body's next chunk, written when the last one's
+    /// promise completed; an upstream's answer relayed to its client — is written at once with `writev`, as NIO's
+    /// sockets do. Handlers count on that: a write that completes within the flush lets them go on in the same
+    /// turn (NIOHTTP2 sends a stream's WINDOW_UPDATE in the read batch that consumed its data). What the socket
+    /// does not take goes through the ring.
+    private func writeNow() {
+        writingNow = true
+        defer { writingNow = false }
+        var spins = 0
+        while flushedCount > 0, state == .active, spins < 16 {
+            spins += 1
+            if case .fileRegion = pending.first!.data {
+                writingNow = false
+                sendFile()
+                return
+            }
+            if vectors == nil {
+                vectors = .allocate(capacity: Self.maxGather)
+                message = .allocate(capacity: 1)
+            }
+            var count = 0
+            var total = 0
+            for index in pending.indices {
+                guard count < flushedCount, count < Self.maxGather, case .byteBuffer(let buffer) = pending[index].data else { break }
+                buffer.withUnsafeReadableBytes { bytes in
+                    vectors![count] = iovec(iov_base: UnsafeMutableRawPointer(mutating: bytes.baseAddress), iov_len: bytes.count)
+                }
+                total += buffer.readableBytes
+                count += 1
+            }
+            let written = Glibc.writev(descriptor, vectors, Int32(count))
+            if written < 0 {
+                if errno == EINTR { continue }
+                if errno == EAGAIN { break }
+                failWritesAndClose(IOError(errnoCode: errno, reason: "writev"))
+                return
+            }
+            consume(written)
+            if written < total { break }  // the socket is full
+        }
+        writingNow = false
+        if flushedCount > 0, state == .active, !sending, !polling { sendFlushed() }
+        if flushedCount == 0, state == .active, let promise = shutOutputAfterWrites, !sending, !polling {
+            shutOutputAfterWrites = nil
+            shutOutput(promise: promise)
+        }
+    }
 
     private func sendFlushed() {
         guard flushedCount > 0, state == .active || state == .closed else { return }
