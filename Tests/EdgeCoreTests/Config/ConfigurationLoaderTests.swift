@@ -142,6 +142,27 @@ struct ConfigurationLoaderTests {
         }
     }
 
+    @Test("io: the file, EDGE_IO and --io choose the transport; a bad value names its key")
+    func transport() throws {
+        #expect(try ConfigurationLoader.load(text: "io = \"io_uring\"", source: "x").io == .ioUring)
+        #expect(try ConfigurationLoader.load(text: "threads = 2", source: "x").io == .epoll)
+        #expect {
+            try ConfigurationLoader.load(text: "\nio = \"uring\"", source: "x.toml")
+        } throws: { error in
+            (error as? ConfigurationError)?.description == "x.toml:2: io: expected \"epoll\" or \"io_uring\", got \"uring\""
+        }
+        var flags = Overrides()
+        flags.io = "epoll"
+        let configuration = try ConfigurationSource.resolve(file: nil, environment: ["EDGE_IO": "io_uring"], flags: flags)
+        #expect(configuration.io == .epoll)
+        #expect(try ConfigurationSource.resolve(file: nil, environment: ["EDGE_IO": "io_uring"], flags: Overrides()).io == .ioUring)
+        #expect {
+            _ = try EnvironmentOverrides.apply(["EDGE_IO": "kqueue"], to: .embeddedDefault)
+        } throws: { error in
+            (error as? ConfigurationError)?.description == "environment: EDGE_IO: expected \"epoll\" or \"io_uring\", got \"kqueue\""
+        }
+    }
+
     @Test("HOST:PORT parsing", arguments: [
         ("127.0.0.1:8080", HostPort(host: "127.0.0.1", port: 8080)),
         ("[::1]:0", HostPort(host: "::1", port: 0)),

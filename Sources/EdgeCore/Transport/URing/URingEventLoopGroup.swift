@@ -1,5 +1,6 @@
 import Atomics
 import Dispatch
+import Glibc
 import NIOCore
 
 /// The io_uring transport's event loops (issue 29): one thread and one ring each, thread per core. Listeners bind
@@ -12,6 +13,9 @@ final class URingEventLoopGroup: EventLoopGroup, Sendable {
     /// Starts `threads` loops. Throws ``URing/Unavailable`` when the kernel refuses io_uring (the loops already
     /// started are stopped again), so that the caller can use epoll instead.
     init(threads: Int, name: String = "edge-uring") throws {
+        // A peer gone while `sendfile` writes to it must cost an EPIPE, not the process (NIO's loops ignore SIGPIPE
+        // the same way).
+        signal(SIGPIPE, SIG_IGN)
         var loops: [URingEventLoop] = []
         do {
             for number in 0..<max(1, threads) {

@@ -478,7 +478,7 @@ final class URingSocketChannel: URingOperationTarget, Channel, ChannelCore, Sock
     // MARK: sending
 
     /// A flush from outside this channel's reads — a proxied body's next chunk, written when the last one's
-    /// promise completed; an upstream's answer relayed to its client — is written at once with `writev`, as NIO's
+    /// promise completed; an upstream's answer relayed to its client — is written at once with `sendmsg`, as NIO's
     /// sockets do. Handlers count on that: a write that completes within the flush lets them go on in the same
     /// turn (NIOHTTP2 sends a stream's WINDOW_UPDATE in the read batch that consumed its data). What the socket
     /// does not take goes through the ring.
@@ -507,11 +507,14 @@ final class URingSocketChannel: URingOperationTarget, Channel, ChannelCore, Sock
                 total += buffer.readableBytes
                 count += 1
             }
-            let written = Glibc.writev(descriptor, vectors, Int32(count))
+            message!.initialize(to: msghdr())
+            message!.pointee.msg_iov = vectors
+            message!.pointee.msg_iovlen = count
+            let written = Glibc.sendmsg(descriptor, message, Int32(MSG_NOSIGNAL))
             if written < 0 {
                 if errno == EINTR { continue }
                 if errno == EAGAIN { break }
-                failWritesAndClose(IOError(errnoCode: errno, reason: "writev"))
+                failWritesAndClose(IOError(errnoCode: errno, reason: "sendmsg"))
                 return
             }
             consume(written)
