@@ -462,6 +462,11 @@ final class URingSocketChannel: URingOperationTarget, Channel, ChannelCore, Sock
         watchingHangUp = false
         guard state == .active, result > 0 else { return }
         if inputShut {
+            // A poll armed before the input ended reports that end (POLLRDHUP), known by now: watch for a reset.
+            guard UInt32(result) & (UInt32(POLLERR) | UInt32(POLLHUP)) != 0 else {
+                watchForHangUp()
+                return
+            }
             // Reset after the end of input (NIO's `reset()`): the connection is gone.
             var code: Int32 = 0
             var length = socklen_t(4)
