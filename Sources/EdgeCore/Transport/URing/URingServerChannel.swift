@@ -9,7 +9,7 @@ import NIOCore
 /// accepted connection is a ``URingSocketChannel`` read into this channel's pipeline as a `Channel`, as NIO's server
 /// channels do, so that NIO's quiescing helper and Edge's accept handlers work unchanged. The handler
 /// ``URingListener`` adds last sets the connection up and registers it.
-final class URingServerChannel: URingOperationTarget, Channel, ChannelCore, @unchecked Sendable {
+final class URingServerChannel: URingOperationTarget, Channel, ChannelCore, URingChannelOptions, @unchecked Sendable {
     private enum Operation: UInt8 { case accept = 1, cancel = 2 }
 
     let loop: URingEventLoop
@@ -67,31 +67,6 @@ final class URingServerChannel: URingOperationTarget, Channel, ChannelCore, @unc
     var _channelCore: any ChannelCore { self }
     var isActive: Bool { active.load(ordering: .relaxed) }
     var isWritable: Bool { false }
-
-    func setOption<Option: ChannelOption>(_ option: Option, value: Option.Value) -> EventLoopFuture<Void> {
-        let sendable = UnsafeSendableBox((option, value))
-        return loop.submit { try self.setOption0(sendable.value.0, value: sendable.value.1) }
-    }
-
-    func getOption<Option: ChannelOption>(_ option: Option) -> EventLoopFuture<Option.Value> {
-        let result = loop.makePromise(of: UnsafeSendableBox<Option.Value>.self)
-        loop.execute {
-            do { result.succeed(UnsafeSendableBox(try self.getOption0(option))) } catch { result.fail(error) }
-        }
-        return result.futureResult.map { $0.value }
-    }
-
-    var syncOptions: (any NIOSynchronousChannelOptions)? { SyncOptions(channel: self) }
-
-    private struct SyncOptions: NIOSynchronousChannelOptions {
-        let channel: URingServerChannel
-        func setOption<Option: ChannelOption>(_ option: Option, value: Option.Value) throws {
-            try channel.setOption0(option, value: value)
-        }
-        func getOption<Option: ChannelOption>(_ option: Option) throws -> Option.Value {
-            try channel.getOption0(option)
-        }
-    }
 
     func setOption0<Option: ChannelOption>(_ option: Option, value: Option.Value) throws {
         loop.preconditionInEventLoop()

@@ -17,7 +17,7 @@ import NIOCore
 /// - Closing cancels what is in flight and closes the descriptor once the kernel has let go of it.
 ///
 /// Everything but the `Channel` properties documented as thread-safe runs on the loop's thread.
-final class URingSocketChannel: URingOperationTarget, Channel, ChannelCore, SocketOptionProvider, @unchecked Sendable {
+final class URingSocketChannel: URingOperationTarget, Channel, ChannelCore, URingChannelOptions, SocketOptionProvider, @unchecked Sendable {
     private enum Operation: UInt8 {
         case receive = 1, send = 2, pollWritable = 3, cancel = 4, connect = 5, hangUp = 6
     }
@@ -123,37 +123,6 @@ final class URingSocketChannel: URingOperationTarget, Channel, ChannelCore, Sock
         let address = try? Self.socketAddress(descriptor, peer: true)
         addresses.withLockedValue { $0.remote = address }
         return address
-    }
-
-    func setOption<Option: ChannelOption>(_ option: Option, value: Option.Value) -> EventLoopFuture<Void> {
-        if loop.inEventLoop {
-            return loop.makeCompletedFuture { try setOption0(option, value: value) }
-        }
-        let sendable = UnsafeSendableBox((option, value))
-        return loop.submit { try self.setOption0(sendable.value.0, value: sendable.value.1) }
-    }
-
-    func getOption<Option: ChannelOption>(_ option: Option) -> EventLoopFuture<Option.Value> {
-        if loop.inEventLoop {
-            return loop.makeCompletedFuture { try getOption0(option) }
-        }
-        let result = loop.makePromise(of: UnsafeSendableBox<Option.Value>.self)
-        loop.execute {
-            do { result.succeed(UnsafeSendableBox(try self.getOption0(option))) } catch { result.fail(error) }
-        }
-        return result.futureResult.map { $0.value }
-    }
-
-    var syncOptions: (any NIOSynchronousChannelOptions)? { SyncOptions(channel: self) }
-
-    private struct SyncOptions: NIOSynchronousChannelOptions {
-        let channel: URingSocketChannel
-        func setOption<Option: ChannelOption>(_ option: Option, value: Option.Value) throws {
-            try channel.setOption0(option, value: value)
-        }
-        func getOption<Option: ChannelOption>(_ option: Option) throws -> Option.Value {
-            try channel.getOption0(option)
-        }
     }
 
     func setOption0<Option: ChannelOption>(_ option: Option, value: Option.Value) throws {
@@ -498,23 +467,7 @@ final class URingSocketChannel: URingOperationTarget, Channel, ChannelCore, Sock
                 sendFile()
                 return
             }
-            if vectors == nil {
-                vectors = .allocate(capacity: Self.maxGather)
-                message = .allocate(capacity: 1)
-            }
-            var count = 0
-            var total = 0
-            for index in pending.indices {
-                guard count < flushedCount, count < Self.maxGather, case .byteBuffer(let buffer) = pending[index].data else { break }
-                buffer.withUnsafeReadableBytes { bytes in
-                    vectors![count] = iovec(iov_base: UnsafeMutableRawPointer(mutating: bytes.baseAddress), iov_len: bytes.count)
-                }
-                total += buffer.readableBytes
-                count += 1
-            }
-            message!.initialize(to: msghdr())
-            message!.pointee.msg_iov = vectors
-            message!.pointee.msg_iovlen = count
+            let total = gatherFlushed().bytes
             let written = Glibc.sendmsg(descriptor, message, Int32(MSG_NOSIGNAL))
             if written < 0 {
                 if errno == EINTR { continue }
@@ -533,6 +486,29 @@ final class URingSocketChannel: URingOperationTarget, Channel, ChannelCore, Sock
         }
     }
 
+    /// Points ``message`` at the flushed buffers at the front of the queue (up to ``maxGather``, up to the first
+    /// file region); returns how many and their bytes. The buffers stay in the queue, alive, until written.
+    private func gatherFlushed() -> (count: Int, bytes: Int) {
+        if vectors == nil {
+            vectors = .allocate(capacity: Self.maxGather)
+            message = .allocate(capacity: 1)
+        }
+        var count = 0
+        var bytes = 0
+        for index in pending.indices {
+            guard count < flushedCount, count < Self.maxGather, case .byteBuffer(let buffer) = pending[index].data else { break }
+            buffer.withUnsafeReadableBytes { raw in
+                vectors![count] = iovec(iov_base: UnsafeMutableRawPointer(mutating: raw.baseAddress), iov_len: raw.count)
+            }
+            bytes += buffer.readableBytes
+            count += 1
+        }
+        message!.initialize(to: msghdr())
+        message!.pointee.msg_iov = vectors
+        message!.pointee.msg_iovlen = count
+        return (count, bytes)
+    }
+
     private func sendFlushed() {
         guard flushedCount > 0, state == .active || state == .closed else { return }
         if case .fileRegion = pending.first!.data {
@@ -540,39 +516,19 @@ final class URingSocketChannel: URingOperationTarget, Channel, ChannelCore, Sock
             sendFile()
             return
         }
-        var count = 0
-        var total = 0
-        for index in pending.indices {
-            guard count < flushedCount, count < Self.maxGather, case .byteBuffer = pending[index].data else { break }
-            count += 1
-        }
         let fd = descriptor
         sending = true
         inFlight += 1
-        if count == 1, case .byteBuffer(let buffer) = pending.first!.data {
-            let base = buffer.withUnsafeReadableBytes { UnsafeRawPointer($0.baseAddress) }
-            let length = buffer.readableBytes
+        let gathered = gatherFlushed()
+        if gathered.count == 1 {
+            // One buffer: a plain `send`, which the kernel handles with less work than a message.
+            let base = UnsafeRawPointer(vectors![0].iov_base)
+            let length = gathered.bytes
             loop.prepareEntry(for: self, kind: Operation.send.rawValue) { sqe, userData in
                 CEdgeURing_prepSend(sqe, fd, base, UInt32(length), userData)
             }
             return
         }
-        if vectors == nil {
-            vectors = .allocate(capacity: Self.maxGather)
-            message = .allocate(capacity: 1)
-        }
-        var position = 0
-        for index in pending.indices {
-            guard position < count, case .byteBuffer(let buffer) = pending[index].data else { break }
-            buffer.withUnsafeReadableBytes { bytes in
-                vectors![position] = iovec(iov_base: UnsafeMutableRawPointer(mutating: bytes.baseAddress), iov_len: bytes.count)
-            }
-            total += buffer.readableBytes
-            position += 1
-        }
-        message!.initialize(to: msghdr())
-        message!.pointee.msg_iov = vectors
-        message!.pointee.msg_iovlen = count
         let header = message!
         loop.prepareEntry(for: self, kind: Operation.send.rawValue) { sqe, userData in
             CEdgeURing_prepSendmsg(sqe, fd, header, userData)
