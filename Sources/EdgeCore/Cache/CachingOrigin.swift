@@ -26,6 +26,19 @@ final class CachingOrigin: Origin {
         return loop.cache.get(Self.key(request), now: request.now).map { .cached($0, cacheStatus: "HIT") }
     }
 
+    /// A fresh entry another loop stored is in the shared cache only, until a request on this loop takes it; under
+    /// load it is served from there too, so that a hit never waits for (or is refused) an in-flight slot. Loops are
+    /// spread connections by the kernel on the io_uring transport (`SO_REUSEPORT`), so which one stored an entry
+    /// is chance.
+    func replyUnderLoad(to request: OriginRequest, loop: LoopState, sharedCache: SharedResponseCache) -> Reply? {
+        if let reply = immediateReply(to: request, loop: loop) { return reply }
+        guard ttl > .zero else { return nil }
+        let key = Self.key(request)
+        guard let entry = sharedCache.peek(key, now: request.now) else { return nil }
+        loop.cache.put(key, entry)
+        return .cached(entry, cacheStatus: "HIT")
+    }
+
     func serve(_ request: OriginRequest, context: OriginContext) -> Dispatch {
         guard (request.method == .GET || request.method == .HEAD) && ttl > .zero else { return pass(request, context: context) }
         let key = Self.key(request)

@@ -274,7 +274,10 @@ struct RequestDispatcher {
                 method: method, target: target, path: path, relativePath: route.relativePath(of: path), query: query,
                 headers: RequestHeaderValues(host: host, conditional: conditional), now: now
             )
-            if let reply = route.origin.immediateReply(to: request, loop: loop) {
+            let reply = admitting
+                ? route.origin.immediateReply(to: request, loop: loop)
+                : route.origin.replyUnderLoad(to: request, loop: loop, sharedCache: services.cache)
+            if let reply {
                 loop.observer.lastDispatch.route = route.metricsSlot
                 loop.observer.lastDispatch.site = site
                 return .reply(reply)

@@ -30,6 +30,11 @@ protocol Origin: AnyObject, Sendable {
     /// without per-request state; the request has no policies in its way (no rate limit, no Basic auth).
     func immediateReply(to request: OriginRequest, loop: LoopState) -> Reply?
 
+    /// The reply that holds no in-flight slot when the server or the client is at its limit: what
+    /// ``immediateReply(to:loop:)`` gives, or more, looked up with a lock since this is not the hot path (the
+    /// demo cache's shared entries, which another loop stored). The default is ``immediateReply(to:loop:)``.
+    func replyUnderLoad(to request: OriginRequest, loop: LoopState, sharedCache: SharedResponseCache) -> Reply?
+
     /// Answers a request its route's policies let through, now or later on `context.eventLoop`.
     func serve(_ request: OriginRequest, context: OriginContext) -> Dispatch
 }
@@ -38,6 +43,9 @@ extension Origin {
     var requestBody: OriginRequestBody { .discarded }
     var answersTrace: Bool { false }
     func immediateReply(to request: OriginRequest, loop: LoopState) -> Reply? { nil }
+    func replyUnderLoad(to request: OriginRequest, loop: LoopState, sharedCache: SharedResponseCache) -> Reply? {
+        immediateReply(to: request, loop: loop)
+    }
 }
 
 /// How an origin takes a request body.
