@@ -222,13 +222,6 @@ void CEdgeURing_prepPollAdd(struct io_uring_sqe *sqe, int fd, unsigned events, u
     sqe->user_data = userData;
 }
 
-void CEdgeURing_prepCancelFD(struct io_uring_sqe *sqe, int fd, uint64_t userData) {
-    sqe->opcode = IORING_OP_ASYNC_CANCEL;
-    sqe->fd = fd;
-    sqe->cancel_flags = IORING_ASYNC_CANCEL_FD | IORING_ASYNC_CANCEL_ALL;
-    sqe->user_data = userData;
-}
-
 void CEdgeURing_prepCancelUserData(struct io_uring_sqe *sqe, uint64_t target, uint64_t userData) {
     sqe->opcode = IORING_OP_ASYNC_CANCEL;
     sqe->fd = -1;

@@ -70,8 +70,6 @@ void CEdgeURing_prepAcceptMultishot(struct io_uring_sqe *sqe, int fd, uint64_t u
 void CEdgeURing_prepConnect(struct io_uring_sqe *sqe, int fd, const struct sockaddr *address, unsigned length,
                             uint64_t userData);
 void CEdgeURing_prepPollAdd(struct io_uring_sqe *sqe, int fd, unsigned events, uint64_t userData);
-/// Cancels every operation in flight on `fd` (IORING_ASYNC_CANCEL_FD | IORING_ASYNC_CANCEL_ALL, kernel 5.19).
-void CEdgeURing_prepCancelFD(struct io_uring_sqe *sqe, int fd, uint64_t userData);
 
 /// Cancels the operations in flight whose user_data is `target`.
 void CEdgeURing_prepCancelUserData(struct io_uring_sqe *sqe, uint64_t target, uint64_t userData);

@@ -10,7 +10,7 @@ import NIOCore
 /// channels do, so that NIO's quiescing helper and Edge's accept handlers work unchanged. The handler
 /// ``URingListener`` adds last sets the connection up and registers it.
 final class URingServerChannel: URingOperationTarget, Channel, ChannelCore, URingChannelOptions, @unchecked Sendable {
-    private enum Operation: UInt8 { case accept = 1, cancel = 2 }
+    private enum Operation: UInt8 { case accept = 1 }
 
     let loop: URingEventLoop
     let descriptor: Int32
@@ -78,10 +78,7 @@ final class URingServerChannel: URingOperationTarget, Channel, ChannelCore, URin
             read0()
         } else if accepting {
             // Paused (``AcceptFailureHandler`` after EMFILE): the armed accept is withdrawn until reading resumes.
-            let fd = descriptor
-            loop.prepareEntry(for: self, kind: Operation.cancel.rawValue) { sqe, userData in
-                CEdgeURing_prepCancelFD(sqe, fd, userData)
-            }
+            loop.cancelEntries(of: self, kind: Operation.accept.rawValue)
         }
     }
 
@@ -161,10 +158,7 @@ final class URingServerChannel: URingOperationTarget, Channel, ChannelCore, URin
         active.store(false, ordering: .relaxed)
         if inFlight > 0 {
             closeWhenIdle = true
-            let fd = descriptor
-            loop.prepareEntry(for: self, kind: Operation.cancel.rawValue) { sqe, userData in
-                CEdgeURing_prepCancelFD(sqe, fd, userData)
-            }
+            loop.cancelEntries(of: self, kind: Operation.accept.rawValue)
         } else {
             Glibc.close(descriptor)
         }
@@ -191,8 +185,7 @@ final class URingServerChannel: URingOperationTarget, Channel, ChannelCore, URin
     // MARK: completions
 
     override func complete(kind: UInt8, result: Int32, flags: UInt32) {
-        let operation = Operation(rawValue: kind)!
-        if operation == .accept {
+        if kind == Operation.accept.rawValue {
             let more = flags & UInt32(IORING_CQE_F_MORE) != 0
             if !more {
                 accepting = false

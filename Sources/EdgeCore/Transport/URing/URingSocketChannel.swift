@@ -19,7 +19,7 @@ import NIOCore
 /// Everything but the `Channel` properties documented as thread-safe runs on the loop's thread.
 final class URingSocketChannel: URingOperationTarget, Channel, ChannelCore, URingChannelOptions, SocketOptionProvider, @unchecked Sendable {
     private enum Operation: UInt8 {
-        case receive = 1, send = 2, pollWritable = 3, cancel = 4, connect = 5, hangUp = 6
+        case receive = 1, send = 2, pollWritable = 3, connect = 4, hangUp = 5
     }
 
     /// The most buffers one `sendmsg` gathers.
@@ -772,14 +772,13 @@ final class URingSocketChannel: URingOperationTarget, Channel, ChannelCore, URin
 
     override func complete(kind: UInt8, result: Int32, flags: UInt32) {
         let operation = Operation(rawValue: kind)!
-        if operation != .cancel { inFlight -= 1 }
+        inFlight -= 1
         switch operation {
         case .receive: received(result)
         case .send: sent(result)
         case .pollWritable: polled(result)
         case .connect: connected(result)
         case .hangUp: hungUp(result)
-        case .cancel: break
         }
         if closeWhenIdle, inFlight == 0 {
             closeWhenIdle = false
